@@ -1,0 +1,19 @@
+"""fastconv: convolution and pooling for NumPy and CuPy arrays, with torch.nn.functional's semantics.
+
+Backends: ``"numpy"`` (the reference oracle), ``"numba"`` (CPU, default for NumPy input), ``"cuda"``
+(hand-written CUDA kernels through CuPy, default for CuPy input) and ``"cuda-emu"`` (the same CUDA kernels
+run on the CPU). ``import fastconv`` compiles nothing and imports neither Numba nor CuPy.
+"""
+from ._dispatch import BackendUnavailable, backends
+from ._spec import ConvSpec, PoolSpec, conv_output_size, conv_param_count, conv_spec, pool_spec, receptive_field
+from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
+                         avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "conv_output_size", "conv_param_count", "receptive_field", "backends", "BackendUnavailable",
+    "ConvSpec", "PoolSpec", "conv_spec", "pool_spec",
+]

@@ -1,0 +1,1 @@
+"""Backend implementations, one module per backend, imported lazily by fastconv._dispatch."""

@@ -1,0 +1,190 @@
+"""The NumPy oracle (``backend="numpy"``): every op written from its definition, accumulating in float64.
+
+It judges every other backend, so it is derived from none of them; it is itself checked against naive
+nested loops (tests/naive.py) and against hand-derived values. Vectorised over the (r, s) taps: for each
+tap, a strided slice of the padded input holds that tap's input for every output position.
+
+Definitions used:
+- conv: ``y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg + c, p*sh - pt + r*dh, q*sw - pl + s*dw] * w[k,c,r,s]``
+  over taps that fall inside the input (taps in the padding contribute nothing, so an Inf weight never
+  meets a padded zero);
+- max pool: scan the window row-major, take a value if it is greater than the current best or is NaN
+  (so NaN wins, the last NaN gives the index; ties keep the first); start from -inf with the index of the
+  first in-bounds tap; padding is never selected;
+- avg pool: sum of in-bounds taps / divisor, divisor = divisor_override, else the window's area clipped
+  to the padded input (count_include_pad) or to the input (not count_include_pad);
+- adaptive: window i spans [floor(i*In/Out), ceil((i+1)*In/Out)).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._dispatch import FunctionImpl
+from .._spec import adaptive_window
+
+DTYPES = ("float16", "float32", "float64")
+
+
+def availability():
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+def _tap_positions(out_len, stride, pad_lo, tap_offset, size):
+    """Input coordinates of one tap for every output position, and whether each is inside the input."""
+    pos = np.arange(out_len) * stride - pad_lo + tap_offset
+    return pos, (pos >= 0) & (pos < size)
+
+
+def conv64(spec, x, w, b=None):
+    """The convolution in float64, shape (N, K, P, Q). Public so tests can build error bounds from
+    ``conv64(spec, |x|, |w|, |b|)``."""
+    N, C, H, W = spec.input_shape
+    G, Cg, Kg, P, Q = spec.groups, spec.C_per_group, spec.K_per_group, spec.P, spec.Q
+    xd = np.asarray(x, dtype=np.float64).reshape(N, C, H, W)
+    wd = np.asarray(w, dtype=np.float64).reshape(G, Kg, Cg, spec.R, spec.S)
+    # pad enough that every tap slice is in range; the masks below zero what falls outside the input
+    xp = np.pad(xd, ((0, 0), (0, 0), (spec.pad_top, spec.pad_bottom), (spec.pad_left, spec.pad_right)))
+    xg = xp.reshape(N, G, Cg, xp.shape[2], xp.shape[3])
+    out = np.zeros((N, G, Kg, P, Q))
+    for r in range(spec.R):
+        _, valid_h = _tap_positions(P, spec.stride_h, spec.pad_top, r * spec.dil_h, H)
+        h0 = r * spec.dil_h
+        for s in range(spec.S):
+            _, valid_w = _tap_positions(Q, spec.stride_w, spec.pad_left, s * spec.dil_w, W)
+            w0 = s * spec.dil_w
+            tap = xg[:, :, :, h0:h0 + (P - 1) * spec.stride_h + 1:spec.stride_h,
+                     w0:w0 + (Q - 1) * spec.stride_w + 1:spec.stride_w]          # (N, G, Cg, P, Q)
+            contrib = np.einsum("ngcpq,gkc->ngkpq", tap, wd[:, :, :, r, s], optimize=True)
+            contrib[..., ~valid_h, :] = 0.0
+            contrib[..., :, ~valid_w] = 0.0
+            out += contrib
+    out = out.reshape(N, spec.K, P, Q)
+    if b is not None:
+        out += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return out
+
+
+def conv(spec, x, w, b=None):
+    return conv64(spec, x, w, b).astype(spec.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------
+def _padded(spec, x, fill):
+    """x padded by pad_h/pad_w, plus whatever ceil_mode's last window needs past the right padding."""
+    N, C, H, W = spec.input_shape
+    need_h = (spec.P - 1) * spec.stride_h + (spec.R - 1) * spec.dil_h + 1
+    need_w = (spec.Q - 1) * spec.stride_w + (spec.S - 1) * spec.dil_w + 1
+    extra_h = max(0, need_h - (H + 2 * spec.pad_h))
+    extra_w = max(0, need_w - (W + 2 * spec.pad_w))
+    return np.pad(np.asarray(x, dtype=np.float64).reshape(N, C, H, W),
+                  ((0, 0), (0, 0), (spec.pad_h, spec.pad_h + extra_h), (spec.pad_w, spec.pad_w + extra_w)),
+                  constant_values=fill)
+
+
+def _tap(spec, xp, r, s):
+    h0, w0 = r * spec.dil_h, s * spec.dil_w
+    return xp[:, :, h0:h0 + (spec.P - 1) * spec.stride_h + 1:spec.stride_h,
+              w0:w0 + (spec.Q - 1) * spec.stride_w + 1:spec.stride_w]
+
+
+def _first_inbounds(out_len, stride, pad, dil):
+    """First tap position >= 0 of each window (PyTorch starts its index there)."""
+    start = np.arange(out_len) * stride - pad
+    neg = start < 0
+    start[neg] += (-start[neg] + dil - 1) // dil * dil
+    return start
+
+
+def max_pool(spec, x):
+    N, C, H, W = spec.input_shape
+    xp = _padded(spec, x, -np.inf)
+    best = np.full((N, C, spec.P, spec.Q), -np.inf)
+    h_first = _first_inbounds(spec.P, spec.stride_h, spec.pad_h, spec.dil_h)
+    w_first = _first_inbounds(spec.Q, spec.stride_w, spec.pad_w, spec.dil_w)
+    idx = np.broadcast_to(h_first[:, None] * W + w_first[None, :], best.shape).astype(np.int64)
+    for r in range(spec.R):
+        hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, H)
+        for s in range(spec.S):
+            wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, W)
+            val = _tap(spec, xp, r, s)
+            take = (valid_h[:, None] & valid_w[None, :]) & ((val > best) | np.isnan(val))
+            best = np.where(take, val, best)
+            idx = np.where(take, hpos[:, None] * W + wpos[None, :], idx)
+    return _pool_result(spec, best, idx)
+
+
+def avg_pool(spec, x):
+    N, C, H, W = spec.input_shape
+    xp = _padded(spec, x, 0.0)
+    total = np.zeros((N, C, spec.P, spec.Q))
+    for r in range(spec.R):
+        for s in range(spec.S):
+            total += _tap(spec, xp, r, s)   # padding and the ceil_mode overhang are zeros
+    if spec.divisor_override is not None:
+        return (total / spec.divisor_override).astype(spec.dtype)
+
+    def extent(out_len, stride, pad, k, size):
+        start = np.arange(out_len) * stride - pad
+        end = np.minimum(start + k, size + pad)             # clipped to the padded input
+        with_pad = end - start
+        inside = np.minimum(end, size) - np.maximum(start, 0)  # clipped to the input
+        return with_pad, inside
+
+    ph, ih = extent(spec.P, spec.stride_h, spec.pad_h, spec.R, H)
+    pw, iw = extent(spec.Q, spec.stride_w, spec.pad_w, spec.S, W)
+    div = (ph[:, None] * pw[None, :]) if spec.count_include_pad else (ih[:, None] * iw[None, :])
+    return (total / div).astype(spec.dtype)
+
+
+def _adaptive_windows(spec):
+    for i in range(spec.P):
+        h0, h1 = adaptive_window(i, spec.H, spec.P)
+        for j in range(spec.Q):
+            w0, w1 = adaptive_window(j, spec.W, spec.Q)
+            yield i, j, h0, h1, w0, w1
+
+
+def adaptive_avg_pool(spec, x):
+    xd = np.asarray(x, dtype=np.float64).reshape(spec.input_shape)
+    out = np.empty(spec.output_shape4)
+    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
+        out[:, :, i, j] = xd[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
+    return out.astype(spec.dtype)
+
+
+def adaptive_max_pool(spec, x):
+    N, C, H, W = spec.input_shape
+    xd = np.asarray(x, dtype=np.float64).reshape(N, C, H, W)
+    best = np.empty(spec.output_shape4)
+    idx = np.empty(spec.output_shape4, dtype=np.int64)
+    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
+        b = np.full((N, C), -np.inf)
+        ix = np.full((N, C), h0 * W + w0, dtype=np.int64)
+        for h in range(h0, h1):            # the same row-major scan rule as max_pool
+            for w in range(w0, w1):
+                val = xd[:, :, h, w]
+                take = (val > b) | np.isnan(val)
+                b = np.where(take, val, b)
+                ix = np.where(take, h * W + w, ix)
+        best[:, :, i, j], idx[:, :, i, j] = b, ix
+    return _pool_result(spec, best, idx)
+
+
+def _pool_result(spec, best, idx):
+    out = best.astype(spec.dtype)
+    return (out, np.ascontiguousarray(idx, dtype=np.int64)) if spec.return_indices else out
+
+
+def implementations():
+    return [
+        FunctionImpl("numpy", "conv", "direct", conv, dtypes=DTYPES),
+        FunctionImpl("numpy", "max_pool", "direct", max_pool, dtypes=DTYPES),
+        FunctionImpl("numpy", "avg_pool", "direct", avg_pool, dtypes=DTYPES),
+        FunctionImpl("numpy", "adaptive_max_pool", "direct", adaptive_max_pool, dtypes=DTYPES),
+        FunctionImpl("numpy", "adaptive_avg_pool", "direct", adaptive_avg_pool, dtypes=DTYPES),
+    ]

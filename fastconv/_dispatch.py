@@ -1,0 +1,183 @@
+"""Which implementation runs a spec (selection), kept apart from running it.
+
+Backends are registered here by name with the import path of their module; a module is imported only
+when the backend is first asked for, so ``import fastconv`` imports no Numba and no CuPy. A backend
+module provides:
+
+    availability() -> Optional[str]          None when usable, else the reason it is not
+    implementations() -> Sequence[Impl]      its candidates, in priority order
+    choose(spec, impls) -> Impl              optional: pick among supported candidates for algo="auto"
+                                             (e.g. by measurement); default is the first
+
+Each ``Impl`` answers ``not_supported_reasons(spec)``; :func:`select` asks every candidate and, when
+none qualifies, raises one error listing each candidate with its reasons (xformers' habit).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+from typing import Callable, Dict, List, Optional, Sequence
+
+ALGOS = ("auto", "direct", "im2col")
+POOL_ALGOS = ("auto", "direct")
+
+
+class BackendUnavailable(RuntimeError):
+    """The named backend cannot run on this machine (the message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    array_kind: str  # "numpy" or "cupy": the array type its functions take and return
+    module: str
+    description: str
+
+
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (
+    Backend("numpy", "numpy", "fastconv._backends.numpy_oracle",
+            "the NumPy reference oracle, written from the definition, float64 accumulation"),
+    Backend("numba", "numpy", "fastconv._backends.numba_cpu",
+            "Numba-compiled CPU kernels, parallel over outputs"),
+    Backend("cuda", "cupy", "fastconv._backends.cuda",
+            "hand-written CUDA kernels (kernels/*.cu) through cupy.RawModule"),
+    Backend("cuda-emu", "numpy", "fastconv._backends.cuda_emu",
+            "the same CUDA kernels run on the CPU by fastconv's emulator"),
+)}
+
+
+class Impl:
+    """One candidate implementation of one op on one backend.
+
+    Subclasses (or :class:`FunctionImpl`) set ``backend``, ``op``, ``algo`` and ``dtypes`` (the storage
+    dtypes handled natively; float16 is upcast to float32 around implementations that lack it) and
+    implement ``run(spec, *arrays)``.
+    """
+
+    backend: str = ""
+    op: str = ""  # "conv", "max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"
+    algo: str = "direct"
+    dtypes: Sequence[str] = ("float32", "float64")
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}:{self.op}:{self.algo}"
+
+    def not_supported_reasons(self, spec) -> List[str]:
+        return []
+
+    def run(self, spec, *arrays):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<Impl {self.name}>"
+
+
+class FunctionImpl(Impl):
+    """An Impl made of plain functions: ``fn(spec, *arrays)`` and optionally ``reasons(spec) -> list``."""
+
+    def __init__(self, backend: str, op: str, algo: str, fn: Callable, *,
+                 reasons: Optional[Callable] = None, dtypes: Sequence[str] = ("float32", "float64")):
+        self.backend, self.op, self.algo, self._fn, self._reasons = backend, op, algo, fn, reasons
+        self.dtypes = tuple(dtypes)
+
+    def not_supported_reasons(self, spec) -> List[str]:
+        return list(self._reasons(spec)) if self._reasons else []
+
+    def run(self, spec, *arrays):
+        return self._fn(spec, *arrays)
+
+
+_modules: Dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def backend_module(name: str):
+    """Import (once) the module of a registered backend. Unknown names raise ValueError."""
+    check_backend_name(name)
+    with _lock:
+        mod = _modules.get(name)
+        if mod is None:
+            mod = importlib.import_module(BACKENDS[name].module)
+            _modules[name] = mod
+    return mod
+
+
+def check_backend_name(name) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be None or one of {', '.join(repr(b) for b in BACKENDS)}, got {name!r}")
+
+
+def check_algo(algo, op: str) -> None:
+    valid = ALGOS if op == "conv" else POOL_ALGOS
+    if algo not in valid:
+        raise ValueError(f"algo must be one of {', '.join(repr(a) for a in valid)}, got {algo!r}")
+
+
+def availability(name: str) -> Optional[str]:
+    """None when backend ``name`` can run here, else why not."""
+    try:
+        mod = backend_module(name)
+    except ImportError as e:  # a backend whose module or dependency is missing
+        return f"cannot import {BACKENDS[name].module}: {e}"
+    try:
+        return mod.availability()
+    except Exception as e:  # availability probes must not take the caller down
+        return f"availability check failed: {type(e).__name__}: {e}"
+
+
+def backends() -> Dict[str, dict]:
+    """Every backend with whether it is available here and, when not, why."""
+    out = {}
+    for name, b in BACKENDS.items():
+        reason = availability(name)
+        out[name] = {"available": reason is None, "reason": reason, "arrays": b.array_kind,
+                     "description": b.description}
+    return out
+
+
+def default_backend(array_kind: str) -> str:
+    """NumPy input -> 'numba' (or 'numpy' when Numba is unusable); CuPy input -> 'cuda'."""
+    if array_kind == "cupy":
+        return "cuda"
+    return "numba" if availability("numba") is None else "numpy"
+
+
+def candidates(spec, backend: str, algo: str = "auto") -> List[Impl]:
+    """The backend's implementations of ``spec.op`` with the requested algo, in priority order."""
+    mod = backend_module(backend)
+    return [i for i in mod.implementations() if i.op == spec.op and (algo == "auto" or i.algo == algo)]
+
+
+def reasons(impl: Impl, spec) -> List[str]:
+    """Why ``impl`` cannot run ``spec`` (empty when it can); dtype support is checked here for all."""
+    out = []
+    if spec.dtype not in impl.dtypes and not (spec.dtype == "float16" and "float32" in impl.dtypes):
+        out.append(f"dtype {spec.dtype} not supported (supports {', '.join(impl.dtypes)})")
+    return out + list(impl.not_supported_reasons(spec))
+
+
+def select(spec, backend: str, algo: str = "auto") -> Impl:
+    """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons."""
+    check_backend_name(backend)
+    check_algo(algo, spec.op)
+    why = availability(backend)
+    if why is not None:
+        raise BackendUnavailable(f"backend {backend!r} is not available: {why}")
+    cands = candidates(spec, backend, algo)
+    supported, rejected = [], []
+    for impl in cands:
+        r = reasons(impl, spec)
+        (rejected.append((impl, r)) if r else supported.append(impl))
+    if not supported:
+        if not cands:
+            raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}")
+        lines = "; ".join(f"{impl.name}: {', '.join(r)}" for impl, r in rejected)
+        raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
+                         f"({lines})")
+    if algo == "auto" and len(supported) > 1:
+        choose = getattr(backend_module(backend), "choose", None)
+        if choose is not None:
+            return choose(spec, supported)
+    return supported[0]

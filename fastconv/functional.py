@@ -1,0 +1,154 @@
+"""The public ops: drop-in for torch.nn.functional's conv and pooling functions, on NumPy and CuPy arrays.
+
+Each function builds its spec (which validates every argument), asks dispatch which implementation runs
+it, brings the arrays into the layout backends expect (C-contiguous NCHW, 4-D, float32 for float16 where
+the implementation has no half path) and shapes the result back. Inputs are never written to.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import _dispatch
+from ._spec import array_kind, conv_spec, pool_spec
+
+__all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d"]
+
+
+def _array_module(kind: str):
+    if kind == "cupy":
+        import cupy
+        return cupy
+    import numpy
+    return numpy
+
+
+def _resolve_backend(backend, kind: str) -> str:
+    if backend is None:
+        return _dispatch.default_backend(kind)
+    _dispatch.check_backend_name(backend)
+    want = _dispatch.BACKENDS[backend].array_kind
+    if want != kind:
+        hint = "cupy.asarray(...)" if want == "cupy" else "cupy.asnumpy(...)"
+        raise TypeError(f"backend {backend!r} takes {'CuPy' if want == 'cupy' else 'NumPy'} arrays but "
+                        f"input is a {kind} array; convert with {hint} or pick another backend")
+    return backend
+
+
+def _execute(spec, kind, backend, algo, arrays, shapes):
+    """Select, prepare arrays, run, shape back. ``arrays``/``shapes``: what to pass, viewed as 4-D."""
+    impl = _dispatch.select(spec, backend, algo)
+    xp = _array_module(kind)
+    run_spec = spec
+    upcast = spec.dtype == "float16" and "float16" not in impl.dtypes
+    if upcast:
+        run_spec = dataclasses.replace(spec, dtype="float32")
+    prepared = []
+    for a, shape in zip(arrays, shapes):
+        if a is None:
+            prepared.append(None)
+            continue
+        a = xp.ascontiguousarray(a.reshape(shape))
+        prepared.append(a.astype(xp.float32) if upcast else a)
+    result = impl.run(run_spec, *prepared)
+    outs = result if isinstance(result, tuple) else (result,)
+    shaped = []
+    for i, o in enumerate(outs):
+        if i == 0 and upcast:
+            o = o.astype(xp.float16)
+        shaped.append(o.reshape(spec.output_shape))
+    return tuple(shaped) if isinstance(result, tuple) else shaped[0]
+
+
+def _check_names(backend, algo, op):
+    if backend is not None:
+        _dispatch.check_backend_name(backend)
+    _dispatch.check_algo(algo, op)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, backend, algo):
+    _check_names(backend, algo, "conv")
+    spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, spatial_dims=nd)
+    kind = array_kind(input)
+    backend = _resolve_backend(backend, kind)
+    return _execute(spec, kind, backend, algo, (input, weight, bias),
+                    (spec.input_shape, spec.weight_shape, (spec.K,)))
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algo="auto"):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    input (N, C, H, W) or unbatched (C, H, W); weight (K, C/groups, R, S); bias (K,) or None.
+    padding: int, (ph, pw), ((top, bottom), (left, right)), 'valid' or 'same' (stride 1; the odd extra
+    padding goes bottom/right). Returns an array of the input's type and dtype, (N, K, P, Q).
+    """
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, backend, algo)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algo="auto"):
+    """1-D cross-correlation, as ``torch.nn.functional.conv1d``: input (N, C, L) or (C, L); weight
+    (K, C/groups, kL); padding int, (p,), ((left, right),), 'valid' or 'same'. Runs as 2-D with H = 1."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, backend, algo)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------
+def _pool(nd, kind, input, backend, **kw):
+    _check_names(backend, "auto", kind + "_pool")
+    spec = pool_spec(kind, input, spatial_dims=nd, **kw)
+    akind = array_kind(input)
+    backend = _resolve_backend(backend, akind)
+    return _execute(spec, akind, backend, "auto", (input,), (spec.input_shape,))
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """As ``torch.nn.functional.max_pool2d``: padding counts as -inf (padding <= kernel_size // 2), a
+    window holding NaN gives NaN, indices are int64 flat positions ``h * W + w`` in each (n, c) plane."""
+    return _pool(2, "max", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """As ``torch.nn.functional.max_pool1d``; indices are positions along L."""
+    return _pool(1, "max", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, backend=None):
+    """As ``torch.nn.functional.avg_pool2d``: with count_include_pad the divisor counts explicit padding
+    but not the area ceil_mode adds past it; a non-zero divisor_override replaces both rules."""
+    return _pool(2, "avg", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               *, backend=None):
+    """As ``torch.nn.functional.avg_pool1d`` (which, like torch, has no divisor_override)."""
+    return _pool(1, "avg", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+def adaptive_avg_pool2d(input, output_size, *, backend=None):
+    """As ``torch.nn.functional.adaptive_avg_pool2d``: window i spans floor(i*In/Out) to
+    ceil((i+1)*In/Out); None in output_size keeps that dimension."""
+    return _pool(2, "adaptive_avg", input, backend, output_size_=output_size)
+
+
+def adaptive_avg_pool1d(input, output_size, *, backend=None):
+    return _pool(1, "adaptive_avg", input, backend, output_size_=output_size)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False, *, backend=None):
+    """As ``torch.nn.functional.adaptive_max_pool2d``; NaN and index rules as max_pool2d."""
+    return _pool(2, "adaptive_max", input, backend, output_size_=output_size, return_indices=return_indices)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False, *, backend=None):
+    return _pool(1, "adaptive_max", input, backend, output_size_=output_size, return_indices=return_indices)

@@ -1,0 +1,35 @@
+"""fastconv: convolution and pooling for NumPy and CuPy arrays (see README.md)."""
+from setuptools import setup
+
+setup(
+    name="fastconv",
+    version="0.1.0",
+    description="Convolution and pooling for NumPy and CuPy arrays with torch.nn.functional semantics: "
+                "hand-written CUDA kernels, a Numba CPU backend and a NumPy oracle",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # kernels/ sits at the top of the repository and is installed as fastconv.kernels
+    packages=["fastconv", "fastconv._backends", "fastconv.emu", "fastconv.kernels"],
+    package_dir={"fastconv.kernels": "kernels"},
+    package_data={"fastconv.kernels": ["*.cu", "*.cuh"],
+                  "fastconv.emu": ["runtime/*.h", "runtime/*.cpp", "runtime/*.S", "*.md"]},
+    install_requires=["numpy>=1.24", "numba>=0.59"],
+    extras_require={
+        "cuda12": ["cupy-cuda12x>=13"],
+        "cuda13": ["cupy-cuda13x>=13"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "pytest-benchmark>=4"],
+        # compile every .cu with NVRTC in CI without a GPU
+        "nvrtc": ["nvidia-cuda-nvrtc", "cuda-bindings"],
+        "bench": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["fastconv=fastconv.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Topic :: Scientific/Engineering",
+    ],
+)
