@@ -553,7 +553,11 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
 
 
 def conv_param_count(in_channels, out_channels, kernel_size, bias=True, groups=1) -> int:
-    """Learnable parameters of a conv layer: ``out * (in/groups) * prod(kernel) + (out if bias)``."""
+    """Learnable parameters of a conv layer: ``out * (in/groups) * prod(kernel) + (out if bias)``.
+
+    An int ``kernel_size`` means a square 2-D kernel (``5`` is 5x5, as in a Conv2d layer); pass a tuple
+    for 1-D ``(k,)`` or 3-D ``(kd, kh, kw)``.
+    """
     cin = _as_int(in_channels, "in_channels")
     cout = _as_int(out_channels, "out_channels")
     g = _as_int(groups, "groups")
@@ -566,7 +570,7 @@ def conv_param_count(in_channels, out_channels, kernel_size, bias=True, groups=1
             raise ValueError(f"kernel_size must have 1 to 3 entries, got {kernel_size!r}")
         ks = _positive(_as_tuple(kernel_size, len(kernel_size), "kernel_size"), "kernel_size")
     else:
-        ks = _positive((_as_int(kernel_size, "kernel_size"),), "kernel_size")
+        ks = _positive((_as_int(kernel_size, "kernel_size"),) * 2, "kernel_size")
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
     return cout * (cin // g) * math.prod(ks) + (cout if bias else 0)

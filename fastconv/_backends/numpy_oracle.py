@@ -57,7 +57,8 @@ def conv64(spec, x, w, b=None):
             w0 = s * spec.dil_w
             tap = xg[:, :, :, h0:h0 + (P - 1) * spec.stride_h + 1:spec.stride_h,
                      w0:w0 + (Q - 1) * spec.stride_w + 1:spec.stride_w]          # (N, G, Cg, P, Q)
-            contrib = np.einsum("ngcpq,gkc->ngkpq", tap, wd[:, :, :, r, s], optimize=True)
+            with np.errstate(invalid="ignore"):   # inf weight x padded zero: masked out just below
+                contrib = np.einsum("ngcpq,gkc->ngkpq", tap, wd[:, :, :, r, s], optimize=True)
             contrib[..., ~valid_h, :] = 0.0
             contrib[..., :, ~valid_w] = 0.0
             out += contrib

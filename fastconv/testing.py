@@ -1,0 +1,84 @@
+"""Comparing a backend's result with the oracle's: tolerances that scale with the reduction length.
+
+A sum of n products computed in floating point with unit roundoff u is off by at most about
+``n * u * sum(|x_i * w_i|)`` (the classic bound for recursive summation; blocked and pairwise sums do
+better). :func:`conv_tolerance` builds exactly that bound from the oracle's ``conv64`` run on absolute
+values, so a test neither flakes on long reductions nor hides a wrong tap on short ones.
+Used by the test suite and by ``fastconv bench`` to verify every case before timing it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: unit roundoff of the accumulation type each storage dtype is computed in
+_ACC_EPS = {"float16": np.finfo(np.float32).eps, "float32": np.finfo(np.float32).eps,
+            "float64": np.finfo(np.float64).eps}
+
+
+def to_numpy(a):
+    """A NumPy copy of a NumPy or CuPy array."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
+    """Elementwise absolute tolerance for a conv result: ``slack * n * eps_acc * conv(|x|,|w|,|b|)`` with
+    n = Cg*R*S + 1, plus one rounding of the stored result (half an ulp of the output dtype)."""
+    from ._backends.numpy_oracle import conv64
+
+    x, w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
+    b = None if b is None else np.abs(to_numpy(b))
+    mag = conv64(spec, x, w, b)
+    n = spec.C_per_group * spec.R * spec.S + 1
+    store_eps = float(np.finfo(spec.dtype).eps)
+    return slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+
+
+def assert_conv_close(out, ref, spec, x, w, b=None, slack: float = 2.0):
+    """Assert a conv result matches the oracle's within :func:`conv_tolerance` (NaN where the oracle has NaN)."""
+    out, ref = to_numpy(out).astype(np.float64), to_numpy(ref).astype(np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
+    tol = conv_tolerance(spec, x, w, b, slack).reshape(ref.shape)
+    _assert_within(out, ref, tol, spec)
+
+
+def pool_tolerance(spec, x):
+    """Max pools are exact. Averages: a sum of up to R*S terms and one division, in the compute type."""
+    if spec.is_max:
+        return 0.0
+    xa = np.abs(to_numpy(x)).astype(np.float64)
+    taps = max(spec.R * spec.S, int(np.ceil(spec.H / spec.P) + 1) * int(np.ceil(spec.W / spec.Q) + 1))
+    scale = float(xa.max()) if xa.size else 0.0
+    return (taps + 2) * _ACC_EPS[spec.dtype] * scale + float(np.finfo(spec.dtype).eps) * scale
+
+
+def assert_pool_close(out, ref, spec, x):
+    """Assert a pool result (value, or (value, indices)) matches the oracle's; indices must be identical."""
+    if spec.return_indices:
+        (out, idx), (ref, ref_idx) = out, ref
+        idx, ref_idx = to_numpy(idx), to_numpy(ref_idx)
+        assert idx.dtype == np.int64, f"indices dtype {idx.dtype}, expected int64"
+        assert idx.shape == ref_idx.shape, f"indices shape {idx.shape} != oracle {ref_idx.shape}"
+        bad = np.argwhere(idx != ref_idx)
+        assert bad.size == 0, (f"{len(bad)} indices differ from the oracle, first at {tuple(bad[0])}: "
+                               f"{idx[tuple(bad[0])]} != {ref_idx[tuple(bad[0])]}")
+    out, ref = to_numpy(out).astype(np.float64), to_numpy(ref).astype(np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
+    _assert_within(out, ref, pool_tolerance(spec, x), spec)
+
+
+def _assert_within(out, ref, tol, spec):
+    nan_ref, nan_out = np.isnan(ref), np.isnan(out)
+    assert np.array_equal(nan_ref, nan_out), (
+        f"NaN pattern differs from the oracle at {np.argwhere(nan_ref != nan_out)[:3].tolist()}")
+    inf = np.isinf(ref)
+    assert np.array_equal(out[inf], ref[inf]), "infinities differ from the oracle"
+    finite = ~nan_ref & ~inf
+    err = np.abs(out - ref)
+    tol = np.broadcast_to(tol, ref.shape)
+    bad = finite & ~(err <= tol)
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        raise AssertionError(f"{int(bad.sum())} of {ref.size} elements outside tolerance ({spec.dtype}); first "
+                             f"at {i}: got {out[i]!r}, oracle {ref[i]!r}, |err| {err[i]:.3g} > tol {tol[i]:.3g}")
