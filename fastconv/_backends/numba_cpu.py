@@ -1,0 +1,254 @@
+"""The ``numba`` backend: CPU kernels compiled by Numba, the default for NumPy input.
+
+Implementations (kernels in ``_numba_kernels``):
+- ``conv`` / ``direct``: ``conv2d_direct`` (blocked over output channels, vectorised over output columns),
+  or ``conv2d_depthwise`` when each group has one input channel (depthwise, any channel multiplier).
+- ``conv`` / ``im2col``: per image and group, ``im2col_pack`` builds the column matrix
+  col[Cg*R*S, P*Q] in Numba, then BLAS (NumPy's ``matmul``, so no SciPy) computes
+  out[n, group] = w[group] @ col straight into the output. Workspace: one image's column matrix of one
+  group, reused across the batch; a 1x1 unstrided unpadded conv needs none (the input is the matrix).
+- pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
+  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes.
+float32 and float64 run natively; float16 is upcast to float32 by ``fastconv.functional``.
+
+Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
+of ``im2col`` runs on NumPy's BLAS pool (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``), which this
+backend does not change.
+
+``algo="auto"`` (:func:`choose`), cudnn.benchmark style:
+- when the problem is below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops, about 0.2 ms of work at this
+  backend's speed) or ``FASTCONV_AUTOTUNE=0`` is set, measuring would cost more than it can save, and
+  a fixed rule picks: ``direct`` (no workspace, no BLAS call, no packing);
+- otherwise every supported candidate runs on synthetic data of the spec's shape (one warm-up run, which
+  also compiles, then the best of up to three timed runs, stopping once 50 ms are spent); the fastest
+  wins and is remembered in memory under ``(spec.key(), numba.get_num_threads())`` for the life of the
+  process. Measurement holds a lock, so concurrent first calls measure once and never time each other.
+  There is no on-disk tuning cache: a new process measures again (milliseconds per new shape).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._dispatch import FunctionImpl
+
+DTYPES = ("float32", "float64")
+
+#: below this many flops, algo="auto" picks by rule instead of measuring (see module docstring).
+MEASURE_MIN_FLOPS = 2 * 10**7
+
+
+def availability() -> Optional[str]:
+    try:
+        import numba  # noqa: F401
+    except ImportError as e:
+        return f"numba is not installed ({e}); pip install numba"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def kernels():
+    """The kernel module (imports Numba; kernels compile, or load from Numba's disk cache, on first call)."""
+    from . import _numba_kernels
+    return _numba_kernels
+
+
+# ---------------------------------------------------------------------------------------------------
+# Launch geometry: the tuples every kernel unpacks (one place builds them)
+# ---------------------------------------------------------------------------------------------------
+def conv_geometry(spec) -> Tuple[int, ...]:
+    """(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, R, S) — the kernels' unpack order."""
+    return (spec.stride_h, spec.stride_w, spec.pad_top, spec.pad_left, spec.dil_h, spec.dil_w, spec.groups,
+            spec.R, spec.S)
+
+
+def pool_geometry(spec) -> Tuple[int, ...]:
+    """(R, S, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) — the pool kernels' unpack order."""
+    return (spec.R, spec.S, spec.stride_h, spec.stride_w, spec.pad_h, spec.pad_w, spec.dil_h, spec.dil_w)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+def _bias(spec, b, dtype):
+    return b if b is not None else np.zeros(spec.K, dtype=dtype)
+
+
+def conv_direct(spec, x, w, b=None):
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    k = kernels()
+    kernel = k.conv2d_depthwise if spec.C_per_group == 1 else k.conv2d_direct
+    kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec))
+    return out
+
+
+def conv_im2col(spec, x, w, b=None):
+    N, G, Kg, Cg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P, spec.Q
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    wg = w.reshape(G, Kg, Cg * spec.R * spec.S)
+    og = out.reshape(N, G, Kg, P * Q)
+    if spec.is_pointwise:
+        # the input already is the column matrix of every image: one batched GEMM per group
+        xg = x.reshape(N, G, Cg, P * Q)
+        for g in range(G):
+            np.matmul(wg[g], xg[:, g], out=og[:, g])
+    else:
+        pack = kernels().im2col_pack
+        geo = conv_geometry(spec)
+        col = np.empty((Cg * spec.R * spec.S, P * Q), dtype=x.dtype)  # the one workspace
+        for n in range(N):
+            for g in range(G):
+                pack(x, n, g, P, Q, geo, col)
+                np.matmul(wg[g], col, out=og[n, g])
+    if b is not None:
+        kernels().add_bias(out, b)
+    return out
+
+
+def _conv_reasons(spec) -> List[str]:
+    return []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------
+def _pool_out(spec, x):
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    # a (1,1,1,1) dummy keeps the kernel signature fixed when indices are not wanted
+    idx = np.empty(spec.output_shape4 if spec.return_indices else (1, 1, 1, 1), dtype=np.int64)
+    return out, idx
+
+
+def _pool_result(spec, out, idx):
+    return (out, idx) if spec.return_indices else out
+
+
+def max_pool(spec, x):
+    out, idx = _pool_out(spec, x)
+    kernels().max_pool2d(x, out, idx, spec.return_indices, pool_geometry(spec))
+    return _pool_result(spec, out, idx)
+
+
+def avg_pool(spec, x):
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    kernels().avg_pool2d(x, out, pool_geometry(spec), spec.count_include_pad, div)
+    return out
+
+
+def adaptive_max_pool(spec, x):
+    out, idx = _pool_out(spec, x)
+    kernels().adaptive_max_pool2d(x, out, idx, spec.return_indices)
+    return _pool_result(spec, out, idx)
+
+
+def adaptive_avg_pool(spec, x):
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    kernels().adaptive_avg_pool2d(x, out)
+    return out
+
+
+def implementations():
+    return _IMPLS
+
+
+_IMPLS = [
+    FunctionImpl("numba", "conv", "im2col", conv_im2col, reasons=_conv_reasons, dtypes=DTYPES),
+    FunctionImpl("numba", "conv", "direct", conv_direct, reasons=_conv_reasons, dtypes=DTYPES),
+    FunctionImpl("numba", "max_pool", "direct", max_pool, dtypes=DTYPES),
+    FunctionImpl("numba", "avg_pool", "direct", avg_pool, dtypes=DTYPES),
+    FunctionImpl("numba", "adaptive_max_pool", "direct", adaptive_max_pool, dtypes=DTYPES),
+    FunctionImpl("numba", "adaptive_avg_pool", "direct", adaptive_avg_pool, dtypes=DTYPES),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# algo="auto": measure once per spec (cudnn.benchmark style)
+# ---------------------------------------------------------------------------------------------------
+_choices: Dict[tuple, str] = {}
+_choice_lock = threading.Lock()
+#: how many measurements ran (tests check that a cached choice is not measured again)
+measure_count = 0
+
+
+def _threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
+def autotune_enabled() -> bool:
+    return os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"
+
+
+def rule_choice(spec, impls):
+    """The pick without measuring: ``direct`` when offered, else the first candidate."""
+    for impl in impls:
+        if impl.algo == "direct":
+            return impl
+    return impls[0]
+
+
+def _synthetic(spec, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape).astype(dtype)
+    w = rng.standard_normal(spec.weight_shape).astype(dtype)
+    b = rng.standard_normal(spec.K).astype(dtype) if spec.has_bias else None
+    return x, w, b
+
+
+def _time(impl, spec, arrays, budget_s=0.05, runs=3) -> float:
+    impl.run(spec, *arrays)  # warm-up (compiles or loads the kernels)
+    best, spent = float("inf"), 0.0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        impl.run(spec, *arrays)
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent > budget_s:
+            break
+    return best
+
+
+def measure(spec, impls) -> Dict[str, float]:
+    """Seconds per run of each candidate on synthetic data of ``spec``'s shape."""
+    global measure_count
+    run_spec = spec if spec.dtype in DTYPES else dataclasses.replace(spec, dtype="float32")
+    arrays = _synthetic(run_spec, run_spec.dtype)
+    measure_count += 1
+    return {impl.algo: _time(impl, run_spec, arrays) for impl in impls}
+
+
+def choose(spec, impls):
+    """algo="auto": the measured fastest candidate for this spec and thread count (see module docstring)."""
+    if spec.op != "conv" or not autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
+        return rule_choice(spec, impls)
+    key = (spec.key(), _threads())
+    algo = _choices.get(key)
+    if algo is None:
+        with _choice_lock:
+            algo = _choices.get(key)
+            if algo is None:
+                times = measure(spec, impls)
+                algo = min(times, key=times.get)
+                _choices[key] = algo
+    for impl in impls:
+        if impl.algo == algo:
+            return impl
+    return rule_choice(spec, impls)
+
+
+def cached_choices() -> Dict[tuple, str]:
+    """A copy of the in-memory auto choices: ``{(spec.key(), threads): algo}``."""
+    with _choice_lock:
+        return dict(_choices)
+
+
+def clear_choices() -> None:
+    with _choice_lock:
+        _choices.clear()
