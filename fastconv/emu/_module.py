@@ -1,0 +1,247 @@
+"""EmuModule / EmuFunction: the subset of cupy.RawModule / RawKernel that launchers use."""
+import ctypes
+import os
+
+import numpy as np
+
+from . import _build, _source
+from ._errors import EmuError
+
+# parameter kinds, as in cuda_emu.h
+K_PTR, K_SINT, K_UINT, K_FLOAT, K_HALF, K_STRUCT, K_VOID = range(1, 8)
+ORDERS = {"forward": 0, "reverse": 1, "random": 2}
+DEFAULT_STACK = 64 * 1024
+
+
+class _Param(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("size", ctypes.c_int), ("align", ctypes.c_int),
+                ("pointee_kind", ctypes.c_int), ("pointee_size", ctypes.c_int),
+                ("pointee_const", ctypes.c_int), ("type_name", ctypes.c_char_p)]
+
+
+class _Desc(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("fn", ctypes.c_void_p), ("invoke", ctypes.c_void_p),
+                ("nparams", ctypes.c_int), ("params", ctypes.POINTER(_Param))]
+
+
+class _Library:
+    """A loaded module .so and its kernel descriptors."""
+
+    def __init__(self, path):
+        self.path = path
+        self.dll = _build.load(path)
+        n = ctypes.c_int()
+        self.dll.emu_kernels.restype = ctypes.POINTER(_Desc)
+        self.dll.emu_kernels.argtypes = [ctypes.POINTER(ctypes.c_int)]
+        table = self.dll.emu_kernels(ctypes.byref(n))
+        self.kernels = {}
+        for i in range(n.value):
+            d = table[i]
+            params = [(p.kind, p.size, p.align, p.pointee_kind, p.pointee_size, bool(p.pointee_const),
+                       p.type_name.decode()) for p in (d.params[j] for j in range(d.nparams))]
+            self.kernels[d.name.decode()] = (ctypes.addressof(d), params)
+        self.launch = self.dll.emu_launch
+        self.launch.restype = ctypes.c_int
+        self.launch.argtypes = [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong,
+            ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong]
+        self.dll.emu_fiber_backend.restype = ctypes.c_char_p
+        self.backend = self.dll.emu_fiber_backend().decode()
+
+
+_loaded = {}  # cache key -> _Library, for this process
+
+
+def _forget_loaded():
+    """Drop the in-process module memo (tests use it to exercise the on-disk cache)."""
+    with _build.lock:
+        _loaded.clear()
+
+
+class EmuModule:
+    """CPU stand-in for ``cupy.RawModule``: compiles CUDA C with g++ and runs it on fibers.
+
+    Exactly one of ``path`` / ``code``. ``options`` are NVRTC-style (``-DNAME=V``, ``-Idir``,
+    ``-std=c++17``; GPU-only options such as ``-lineinfo`` or ``--use_fast_math`` are ignored,
+    anything unknown raises). ``name_expressions`` name template instantiations
+    (``"k<float>"``); non-template ``__global__`` kernels are found in the source.
+    ``fibers`` picks the context switch: "asm" (x86-64) or "ucontext" (portable); default from
+    $FASTCONV_EMU_FIBERS or the platform.
+    """
+
+    def __init__(self, path=None, code=None, options=(), name_expressions=(), include_dirs=(), fibers=None):
+        if (path is None) == (code is None):
+            raise TypeError("EmuModule needs exactly one of path= or code=")
+        if path is not None:
+            path = os.path.abspath(os.fspath(path))
+            with open(path) as f:
+                code = f.read()
+            filename, here = path, os.path.dirname(path)
+        else:
+            filename, here = "<fastconv-emu code>", None
+        if isinstance(options, str) or isinstance(name_expressions, str) or isinstance(include_dirs, str):
+            raise TypeError("options, name_expressions and include_dirs must be sequences of strings")
+        for ne in name_expressions:
+            if not isinstance(ne, str) or any(c in ne for c in ';{}"\n\\'):
+                raise EmuError(f"invalid name expression {ne!r}")
+        backend = fibers or _build.default_backend()
+        flags, opt_incs = _build.translate_options(tuple(options))
+        incs = [os.path.abspath(os.fspath(d)) for d in (*include_dirs, *opt_incs)]
+        if here:
+            incs.insert(0, here)
+        names = list(_source.find_kernels(code))
+        names += [n for n in name_expressions if n not in names]
+        headers = _build.included_files(code, here, incs)
+        key = _build.module_key(code, filename, headers, flags, incs, names, backend)
+        self.name_expressions = tuple(name_expressions)
+        self.compiled = False
+        with _build.lock:
+            lib = _loaded.get(key)
+            if lib is None:
+                unit = _build.generate_unit(_source.rewrite_shared(code, filename), filename, names)
+                label = f"emulated module {os.path.basename(filename)}"
+                so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
+                try:
+                    lib = _Library(so)
+                except (OSError, AttributeError):
+                    # unloadable although its checksum matched (e.g. built by another toolchain): rebuild
+                    os.unlink(so)
+                    _build.stats["rebuilt_corrupt"] += 1
+                    so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
+                    lib = _Library(so)
+                _loaded[key] = lib
+        self._lib = lib
+        self.backend = lib.backend
+        self.path = lib.path
+
+    @property
+    def kernel_names(self):
+        return tuple(self._lib.kernels)
+
+    def get_function(self, name):
+        if name not in self._lib.kernels:
+            raise EmuError(f"no kernel {name!r} in this module; known: {sorted(self._lib.kernels)} "
+                           f"(template kernels need name_expressions=[{name!r}])")
+        desc, params = self._lib.kernels[name]
+        return EmuFunction(self._lib, name, desc, params)
+
+
+def _dims(v, what):
+    if isinstance(v, (int, np.integer)):
+        v = (v,)
+    v = tuple(v)
+    if not 1 <= len(v) <= 3 or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v):
+        raise TypeError(f"{what} must be an int or a tuple of 1 to 3 ints, got {v!r}")
+    if any(x < 1 or x >= 2 ** 32 for x in v):
+        raise ValueError(f"{what} dimensions must be >= 1, got {v!r}")
+    return (ctypes.c_uint * 3)(*(tuple(int(x) for x in v) + (1, 1))[:3])
+
+
+def _scalar_name(kind, size):
+    return {K_SINT: f"int{size * 8}", K_UINT: f"uint{size * 8}", K_FLOAT: f"float{size * 8}",
+            K_HALF: "float16"}.get(kind, f"{size}-byte struct")
+
+
+def _describe(obj):
+    if isinstance(obj, np.ndarray):
+        return f"{obj.dtype} array"
+    if isinstance(obj, np.generic):
+        return f"numpy {obj.dtype} scalar"
+    return f"Python {type(obj).__name__}"
+
+
+class EmuFunction:
+    """One kernel of an EmuModule; call it like ``cupy.RawKernel``."""
+
+    def __init__(self, lib, name, desc, params):
+        self._lib, self.name, self._desc, self.params = lib, name, desc, params
+        self.last_switches = 0
+
+    def _pack(self, args):
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"{self.name}: args must be a tuple, got {type(args).__name__}")
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name} takes {len(self.params)} arguments "
+                            f"({', '.join(p[6] for p in self.params)}), got {len(args)}")
+        blobs = []
+        for i, (a, p) in enumerate(zip(args, self.params)):
+            blobs.append(self._pack_one(i, a, p))
+        keep, ptrs = [], (ctypes.c_void_p * max(1, len(blobs)))()
+        for i, b in enumerate(blobs):
+            buf = ctypes.create_string_buffer(len(b) + 16)
+            addr = (ctypes.addressof(buf) + 15) & ~15
+            ctypes.memmove(addr, b, len(b))
+            keep.append(buf)
+            ptrs[i] = addr
+        return ptrs, keep
+
+    def _pack_one(self, i, a, p):
+        kind, size, _align, pkind, psize, _pconst, tname = p
+        where = f"{self.name}: argument {i} (parameter type `{tname}`)"
+        if kind == K_PTR:
+            if a is None:
+                return (0).to_bytes(8, "little")
+            if isinstance(a, ctypes.c_void_p):  # raw address, unchecked
+                return (a.value or 0).to_bytes(8, "little")
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{where}: expected a numpy array (device pointer), got {_describe(a)}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{where}: array must be C-contiguous")
+            dk, ds = a.dtype.kind, a.dtype.itemsize
+            ok = {K_FLOAT: dk == "f" and ds == psize,
+                  K_HALF: (dk == "f" and ds == 2) or (dk in "iu" and ds == 2),
+                  K_SINT: dk in "iub" and ds == psize,
+                  K_UINT: dk in "iub" and ds == psize,
+                  K_PTR: dk in "iu" and ds == 8}.get(pkind, True)
+            if not ok:
+                raise TypeError(f"{where}: got a {a.dtype} array")
+            return a.ctypes.data.to_bytes(8, "little")
+        if kind == K_STRUCT:
+            if isinstance(a, np.ndarray) and a.shape == () and a.dtype.names:
+                a = a[()]
+            if isinstance(a, np.void):
+                b = a.tobytes()
+            elif isinstance(a, ctypes.Structure):
+                b = bytes(a)
+            elif isinstance(a, (bytes, bytearray, memoryview)):
+                b = bytes(a)
+            else:
+                raise TypeError(f"{where}: expected a numpy structured scalar, ctypes.Structure or bytes, "
+                                f"got {_describe(a)}")
+            if len(b) != size:
+                raise TypeError(f"{where}: struct is {size} bytes in C, got {len(b)} bytes")
+            return b
+        want = _scalar_name(kind, size)
+        if isinstance(a, np.ndarray) or not isinstance(a, np.generic):
+            hint = f"; pass np.{want}(...)" if not isinstance(a, np.ndarray) else ""
+            raise TypeError(f"{where}: expected a numpy {want} scalar, got {_describe(a)}{hint}")
+        dk, ds = a.dtype.kind, a.dtype.itemsize
+        ok = {K_SINT: dk in "iub", K_UINT: dk in "iub", K_FLOAT: dk == "f", K_HALF: dk == "f"}[kind] and ds == size
+        if not ok:
+            raise TypeError(f"{where}: expected a numpy {want} scalar, got {_describe(a)}")
+        return a.tobytes()
+
+    def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None):
+        """Launch synchronously. ``order``: "forward" | "reverse" | "random" (default
+        $FASTCONV_EMU_ORDER or forward) is the order in which threads run between barriers;
+        ``seed`` seeds "random"; ``workers``: OS threads (default $FASTCONV_EMU_WORKERS or all
+        cores); ``stack_size``: bytes per CUDA thread (default 64 KiB)."""
+        g, b = _dims(grid, "grid"), _dims(block, "block")
+        order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+        if workers is None:
+            workers = int(os.environ.get("FASTCONV_EMU_WORKERS", "0"))
+        stack_size = DEFAULT_STACK if stack_size is None else int(stack_size)
+        if int(shared_mem) < 0:
+            raise ValueError("shared_mem must be >= 0")
+        ptrs, keep = self._pack(args)
+        err = ctypes.create_string_buffer(4096)
+        switches = ctypes.c_ulonglong()
+        rc = self._lib.launch(self._desc, ptrs, g, b, int(shared_mem), ORDERS[order], int(seed) & (2 ** 64 - 1),
+                              int(workers), stack_size, ctypes.byref(switches), err, len(err))
+        del keep
+        self.last_switches = switches.value
+        if rc != 0:
+            raise EmuError(f"{self.name}: {err.value.decode(errors='replace')}")
