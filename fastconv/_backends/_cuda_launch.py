@@ -1,0 +1,304 @@
+"""How fastconv's CUDA kernels are launched: shared by backend "cuda" (CuPy) and "cuda-emu" (the emulator).
+
+Everything a launch needs is computed here, once, from the spec:
+
+- the parameter structs passed by value (``ConvParams``/``PoolParams`` in kernels/common.cuh), built field
+  by field from the spec attributes of the same names as NumPy structured scalars (CuPy and the emulator
+  both take those for struct-by-value parameters); tests/test_cuda_params.py checks the layout against C++;
+- the index type per call (``int``, or ``long long`` when ``spec.needs_64bit_indexing``), as CuPy's
+  ndimage does;
+- the tile shapes of the tiled kernels, which live only here and reach CUDA as template arguments in the
+  kernel's name expression (``conv_gemm_v2<float, int, 64, 64, 8, 4, 4>``), so no constant has two homes;
+- the launch geometry (grid, block, dynamic shared memory) and the buffers each algorithm needs.
+
+A :class:`Plan` is a list of :class:`Launch` over named buffers; a backend executes it with its own array
+module and kernel loader through :func:`execute`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .._spec import INT32_MAX
+
+# ---------------------------------------------------------------------------------------------------
+# Parameter structs (twins of kernels/common.cuh; same names, same order, all int32)
+# ---------------------------------------------------------------------------------------------------
+CONV_PARAMS_FIELDS = ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w",
+                      "pad_top", "pad_bottom", "pad_left", "pad_right", "dil_h", "dil_w",
+                      "groups", "C_per_group", "K_per_group", "has_bias")
+POOL_PARAMS_FIELDS = ("N", "C", "H", "W", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
+                      "dil_h", "dil_w", "is_adaptive", "count_include_pad", "divisor_override",
+                      "return_indices")
+CONV_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV_PARAMS_FIELDS], align=True)
+POOL_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in POOL_PARAMS_FIELDS], align=True)
+
+
+def _struct(spec, fields, dtype) -> np.void:
+    values = []
+    for f in fields:
+        v = getattr(spec, f)
+        values.append(0 if v is None else int(v))  # divisor_override None -> 0 ("none"); bools -> 0/1
+    return np.array(tuple(values), dtype=dtype)[()]
+
+
+def conv_params(spec) -> np.void:
+    """The ``ConvParams`` struct for ``spec``."""
+    return _struct(spec, CONV_PARAMS_FIELDS, CONV_PARAMS_DTYPE)
+
+
+def pool_params(spec) -> np.void:
+    """The ``PoolParams`` struct for ``spec`` (divisor_override 0 means none)."""
+    return _struct(spec, POOL_PARAMS_FIELDS, POOL_PARAMS_DTYPE)
+
+
+def _field_overflow(spec, fields) -> List[str]:
+    big = [f for f in fields if int(getattr(spec, f) or 0) > INT32_MAX]
+    return [f"{', '.join(big)} exceed the kernels' 32-bit parameter fields"] if big else []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Types and name expressions
+# ---------------------------------------------------------------------------------------------------
+C_TYPES = {"float16": "__half", "float32": "float", "float64": "double"}
+INDEX_TYPES = ("int", "long long")
+
+#: private knob for tests: launch the int64-index instantiations even for small problems
+_force_index64 = False
+
+
+def index_type(spec) -> str:
+    """``int`` unless some buffer of the problem can hold more than 2^31 - 1 elements."""
+    return "long long" if (spec.needs_64bit_indexing or _force_index64) else "int"
+
+
+def name_expression(kernel: str, ctype: str, itype: str, tile: Sequence[int] = ()) -> str:
+    """``kernel<ctype, itype[, tile...]>``, the spelling both CuPy's RawModule and the emulator take."""
+    return f"{kernel}<{', '.join([ctype, itype] + [str(t) for t in tile])}>"
+
+
+# Tile shapes of the tiled kernels: the only place they are written down.
+#: conv2d_direct_v2<T, I, TILE_P, TILE_Q, K_TILE, C_TILE>: block TILE_Q x TILE_P threads
+DIRECT_V2_TILE = (8, 16, 8, 4)
+#: conv_gemm_v2<T, I, BM, BN, BK, TM, TN>: (BM/TM) * (BN/TN) threads
+GEMM_V2_TILE = (64, 64, 8, 4, 4)
+#: threads per block of the one-thread-per-output kernels
+BLOCK_1D = 256
+#: dynamic shared memory a block may use without an opt-in attribute (every architecture we claim)
+MAX_DYNAMIC_SMEM = 48 * 1024
+MAX_GRID_X = INT32_MAX
+
+#: kernel file -> kernels in it and their tile shapes (versions the backends can launch)
+KERNELS: Dict[str, Tuple[Tuple[str, Tuple[int, ...]], ...]] = {
+    "conv2d_direct.cu": (("conv2d_direct_v1", ()), ("conv2d_direct_v2", DIRECT_V2_TILE)),
+    "im2col_gemm.cu": (("im2col_v1", ()), ("conv_gemm_v1", ()), ("conv_gemm_v2", GEMM_V2_TILE)),
+    "pool.cu": (("max_pool2d_v1", ()), ("avg_pool2d_v1", ())),
+}
+
+#: the versions that ship (what algo="direct" / "im2col" run); the others are kept for teaching and tests
+SHIPPED_VERSIONS = {"direct": 2, "im2col": 2}
+
+
+def kernel_file(kernel: str) -> str:
+    for fname, kernels in KERNELS.items():
+        if any(k == kernel for k, _ in kernels):
+            return fname
+    raise KeyError(kernel)
+
+
+def name_expressions(fname: str, dtypes: Sequence[str] = tuple(C_TYPES)) -> Tuple[str, ...]:
+    """Every instantiation of every kernel in ``fname`` the launcher can ask for."""
+    return tuple(name_expression(k, C_TYPES[dt], it, tile)
+                 for k, tile in KERNELS[fname] for dt in dtypes for it in INDEX_TYPES)
+
+
+def _tile(kernel: str) -> Tuple[int, ...]:
+    return dict(KERNELS[kernel_file(kernel)])[kernel]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plans
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A named buffer in a plan's argument list ("x", "w", "b", "y", "indices", "col", ...)."""
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str  # a NumPy dtype name
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    file: str
+    kernel: str          # the name expression
+    grid: Tuple[int, int, int]
+    block: Tuple[int, int, int]
+    shared_mem: int
+    args: Tuple[Union[Ref, np.generic], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    buffers: Tuple[Buffer, ...]     # allocated by the backend (uninitialised) before the launches
+    launches: Tuple[Launch, ...]
+    results: Tuple[str, ...]        # returned: one name -> an array, several -> a tuple
+
+    def reasons(self) -> List[str]:
+        """Why this plan cannot launch (grid or shared memory beyond what every claimed GPU allows)."""
+        out = []
+        for L in self.launches:
+            if L.grid[0] > MAX_GRID_X:
+                out.append(f"{L.kernel.split('<')[0]} needs {L.grid[0]} blocks, more than the grid allows "
+                           f"({MAX_GRID_X})")
+            if L.shared_mem > MAX_DYNAMIC_SMEM:
+                out.append(f"{L.kernel.split('<')[0]} needs {L.shared_mem} bytes of shared memory per block "
+                           f"(more than {MAX_DYNAMIC_SMEM}); the filter, stride or dilation is too large for "
+                           f"its input tile")
+        return out
+
+
+def _blocks(total: int, per_block: int) -> int:
+    return max(1, -(-total // per_block))
+
+
+def _itemsize_acc(dtype: str) -> int:
+    """Bytes of the accumulation type kernels stage in shared memory (float for float16)."""
+    return 8 if dtype == "float64" else 4
+
+
+def conv_plan(spec, algo: str, version: Optional[int] = None) -> Plan:
+    """The launches computing ``y = conv(x, w, b)`` with ``algo`` ("direct" or "im2col").
+
+    ``version`` picks a kernel version (default: the shipped one): direct v1 (naive) / v2 (tiled);
+    im2col with GEMM v1 (naive) / v2 (tiled).
+    """
+    version = SHIPPED_VERSIONS[algo] if version is None else version
+    T, it, dt = C_TYPES[spec.dtype], index_type(spec), spec.dtype
+    params = conv_params(spec)
+    bias = Ref("b") if spec.has_bias else Ref("bias_dummy")
+    buffers = [Buffer("y", spec.output_shape4, dt)]
+    if not spec.has_bias:
+        buffers.append(Buffer("bias_dummy", (1,), dt))
+    out_elems = spec.N * spec.K * spec.P * spec.Q
+    launches = []
+    if algo == "direct" and version == 1:
+        launches.append(Launch("conv2d_direct.cu", name_expression("conv2d_direct_v1", T, it), (
+            _blocks(out_elems, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0,
+            (params, Ref("x"), Ref("w"), bias, Ref("y"))))
+    elif algo == "direct" and version == 2:
+        tp, tq, kt, ct = tile = _tile("conv2d_direct_v2")
+        patch_h = (tp - 1) * spec.stride_h + (spec.R - 1) * spec.dil_h + 1
+        patch_w = (tq - 1) * spec.stride_w + (spec.S - 1) * spec.dil_w + 1
+        smem = ct * (patch_h * patch_w + kt * spec.R * spec.S) * _itemsize_acc(dt)
+        nblocks = (spec.N * spec.groups * _blocks(spec.K_per_group, kt) * _blocks(spec.P, tp)
+                   * _blocks(spec.Q, tq))
+        launches.append(Launch("conv2d_direct.cu", name_expression("conv2d_direct_v2", T, it, tile),
+                               (nblocks, 1, 1), (tq, tp, 1), smem,
+                               (params, np.int32(patch_h), np.int32(patch_w), Ref("x"), Ref("w"), bias,
+                                Ref("y"))))
+    elif algo == "im2col" and version in (1, 2):
+        npq = spec.N * spec.P * spec.Q
+        buffers.append(Buffer("col", (spec.C * spec.R * spec.S, npq), dt))
+        launches.append(Launch("im2col_gemm.cu", name_expression("im2col_v1", T, it),
+                               (_blocks(spec.C * spec.R * spec.S * npq, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0,
+                               (params, Ref("x"), Ref("col"))))
+        gemm_args = (params, Ref("w"), Ref("col"), bias, Ref("y"))
+        if version == 1:
+            launches.append(Launch("im2col_gemm.cu", name_expression("conv_gemm_v1", T, it),
+                                   (_blocks(out_elems, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0, gemm_args))
+        else:
+            bm, bn, bk, tm, tn = tile = _tile("conv_gemm_v2")
+            nblocks = spec.groups * _blocks(spec.K_per_group, bm) * _blocks(npq, bn)
+            launches.append(Launch("im2col_gemm.cu", name_expression("conv_gemm_v2", T, it, tile),
+                                   (nblocks, 1, 1), ((bm // tm) * (bn // tn), 1, 1), 0, gemm_args))
+    else:
+        raise ValueError(f"no conv kernel for algo={algo!r} version={version!r}")
+    return Plan(tuple(buffers), tuple(launches), ("y",))
+
+
+def conv_reasons(spec, algo: str) -> List[str]:
+    """Why the shipped ``algo`` kernels cannot run ``spec`` (empty when they can)."""
+    reasons = _field_overflow(spec, CONV_PARAMS_FIELDS)
+    return reasons or conv_plan(spec, algo).reasons()
+
+
+def pool_plan(spec) -> Plan:
+    """The launch computing a pool (max kinds also write int64 indices when ``spec.return_indices``)."""
+    T, it, dt = C_TYPES[spec.dtype], index_type(spec), spec.dtype
+    params = pool_params(spec)
+    total = spec.N * spec.C * spec.P * spec.Q
+    grid, block = (_blocks(total, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1)
+    buffers = [Buffer("y", spec.output_shape4, dt)]
+    if spec.is_max:
+        idx = "indices" if spec.return_indices else "indices_dummy"
+        buffers.append(Buffer(idx, spec.output_shape4 if spec.return_indices else (1,), "int64"))
+        launch = Launch("pool.cu", name_expression("max_pool2d_v1", T, it), grid, block, 0,
+                        (params, Ref("x"), Ref("y"), Ref(idx)))
+        results = ("y", "indices") if spec.return_indices else ("y",)
+    else:
+        launch = Launch("pool.cu", name_expression("avg_pool2d_v1", T, it), grid, block, 0,
+                        (params, Ref("x"), Ref("y")))
+        results = ("y",)
+    return Plan(tuple(buffers), (launch,), results)
+
+
+def pool_reasons(spec) -> List[str]:
+    return _field_overflow(spec, POOL_PARAMS_FIELDS) or pool_plan(spec).reasons()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running a plan
+# ---------------------------------------------------------------------------------------------------
+def execute(plan: Plan, inputs: Dict[str, object], empty: Callable, launch: Callable):
+    """Allocate the plan's buffers with ``empty(shape, dtype)``, run each launch through
+    ``launch(Launch, args)`` (args with every :class:`Ref` replaced by its array) and return the results."""
+    bufs = dict(inputs)
+    for b in plan.buffers:
+        bufs[b.name] = empty(b.shape, b.dtype)
+    for L in plan.launches:
+        launch(L, tuple(bufs[a.name] if isinstance(a, Ref) else a for a in L.args))
+    out = tuple(bufs[n] for n in plan.results)
+    return out if len(out) > 1 else out[0]
+
+
+OPS = ("conv", "max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool")
+#: dtypes every kernel handles natively (float16 storage, float32 accumulation)
+DTYPES = tuple(C_TYPES)
+
+
+def implementations(backend: str, run: Callable):
+    """The Impl list both CUDA backends expose: ``run(spec, algo, *arrays)`` runs the shipped kernels."""
+    from .._dispatch import FunctionImpl
+
+    def conv_impl(algo):
+        return FunctionImpl(backend, "conv", algo, lambda spec, *a: run(spec, algo, *a),
+                            reasons=lambda spec: conv_reasons(spec, algo), dtypes=DTYPES)
+
+    impls = [conv_impl("direct"), conv_impl("im2col")]
+    for op in OPS[1:]:
+        impls.append(FunctionImpl(backend, op, "direct", lambda spec, *a: run(spec, "direct", *a),
+                                  reasons=pool_reasons, dtypes=DTYPES))
+    return impls
+
+
+def plan_for(spec, algo: str = "direct", version: Optional[int] = None) -> Plan:
+    return conv_plan(spec, algo, version) if spec.op == "conv" else pool_plan(spec)
+
+
+def inputs_for(spec, arrays) -> Dict[str, object]:
+    """Name the arrays functional.py passes: conv (x, w, b-or-None), pools (x,)."""
+    if spec.op == "conv":
+        x, w, b = (tuple(arrays) + (None,))[:3]
+        named = {"x": x, "w": w}
+        if b is not None:
+            named["b"] = b
+        return named
+    return {"x": arrays[0]}
+

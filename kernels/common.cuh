@@ -1,0 +1,80 @@
+// common.cuh -- what every fastconv kernel file shares: the parameter structs, the accumulation-type
+// trait for float/double/__half storage, and the few constants NVRTC lacks.
+//
+// Compiled three ways from the same text: by CuPy's NVRTC on a GPU, by NVRTC in CI (compile checks),
+// and by g++ through fastconv.emu (FASTCONV_EMU=1), whose force-included header maps the CUDA built-ins.
+//
+// Sections: constants | parameter structs | accumulation trait | index helpers
+
+#pragma once
+
+#include <cuda_fp16.h>
+
+// ================================================================ constants
+// NVRTC has no <cmath>, so no INFINITY; the emulator gets it from <cmath>.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
+// ================================================================ parameter structs
+// Passed by value to every kernel of a family. All fields are 32-bit ints (every single extent fits;
+// products are formed in the kernel's index type). The Python twin is built field by field from the
+// spec in fastconv/_backends/_cuda_launch.py (CONV_PARAMS_FIELDS / POOL_PARAMS_FIELDS): same names,
+// same order; tests/test_cuda_params.py checks offsetof/sizeof on both sides.
+
+struct ConvParams {
+  int N, C, H, W;                                   // input  (N, C, H, W)
+  int K, R, S;                                      // weight (K, C/groups, R, S)
+  int P, Q;                                         // output (N, K, P, Q)
+  int stride_h, stride_w;
+  int pad_top, pad_bottom, pad_left, pad_right;
+  int dil_h, dil_w;
+  int groups, C_per_group, K_per_group;
+  int has_bias;                                     // 0: the bias pointer is a dummy, never read
+};
+
+struct PoolParams {
+  int N, C, H, W;                                   // input  (N, C, H, W)
+  int R, S;                                         // window (0 for adaptive pools)
+  int P, Q;                                         // output (N, C, P, Q)
+  int stride_h, stride_w;
+  int pad_h, pad_w;
+  int dil_h, dil_w;
+  int is_adaptive;                                  // windows [floor(i*H/P), ceil((i+1)*H/P))
+  int count_include_pad;                            // avg: divisor counts explicit padding
+  int divisor_override;                             // avg: 0 = none
+  int return_indices;                               // max: 0 = the index pointer is a dummy, never written
+};
+
+// ================================================================ accumulation trait
+// Storage type T, accumulation type Acc<T>::type: float for __half, T otherwise. Kernels load through
+// Acc<T>::load and store through Acc<T>::store, so no kernel is written per dtype.
+template <typename T>
+struct Acc {
+  typedef T type;
+  static __device__ __forceinline__ T load(T v) { return v; }
+  static __device__ __forceinline__ T store(T v) { return v; }
+};
+
+template <>
+struct Acc<__half> {
+  typedef float type;
+  static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
+};
+
+// ================================================================ index helpers
+// I is the index type (int or long long), chosen per call by the launcher from the spec.
+template <typename I>
+__device__ __forceinline__ I global_thread_index() {
+  return (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x;
+}
+
+// Adaptive pooling window [start, end) of output i: floor(i*In/Out), ceil((i+1)*In/Out).
+// The products can pass 2^31 even when every buffer is small (In * Out), so they are 64-bit always.
+__device__ __forceinline__ int adaptive_start(int i, int in, int out) {
+  return (int)(((long long)i * in) / out);
+}
+__device__ __forceinline__ int adaptive_end(int i, int in, int out) {
+  return (int)(((long long)(i + 1) * in + out - 1) / out);
+}
