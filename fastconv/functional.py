@@ -39,6 +39,11 @@ def _execute(spec, kind, backend, algo, arrays, shapes):
     """Select, prepare arrays, run, shape back. ``arrays``/``shapes``: what to pass, viewed as 4-D."""
     impl = _dispatch.select(spec, backend, algo)
     xp = _array_module(kind)
+    if spec.N == 0:   # an empty batch: nothing to launch (torch returns an empty result too)
+        out = xp.zeros(spec.output_shape, dtype=spec.dtype)
+        if getattr(spec, "return_indices", False):
+            return out, xp.zeros(spec.output_shape, dtype=xp.int64)
+        return out
     run_spec = spec
     upcast = spec.dtype == "float16" and "float16" not in impl.dtypes
     if upcast:
