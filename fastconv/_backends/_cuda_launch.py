@@ -118,6 +118,17 @@ def _tile(kernel: str) -> Tuple[int, ...]:
     return dict(KERNELS[kernel_file(kernel)])[kernel]
 
 
+def block_shape(kernel: str) -> Tuple[int, int, int]:
+    """Threads per block of ``kernel`` (a bare kernel name, without template arguments)."""
+    if kernel == "conv2d_direct_v2":
+        tp, tq = DIRECT_V2_TILE[:2]
+        return (tq, tp, 1)
+    if kernel == "conv_gemm_v2":
+        bm, bn, _, tm, tn = GEMM_V2_TILE
+        return ((bm // tm) * (bn // tn), 1, 1)
+    return (BLOCK_1D, 1, 1)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Plans
 # ---------------------------------------------------------------------------------------------------
@@ -190,7 +201,7 @@ def conv_plan(spec, algo: str, version: Optional[int] = None) -> Plan:
     launches = []
     if algo == "direct" and version == 1:
         launches.append(Launch("conv2d_direct.cu", name_expression("conv2d_direct_v1", T, it), (
-            _blocks(out_elems, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0,
+            _blocks(out_elems, BLOCK_1D), 1, 1), block_shape("conv2d_direct_v1"), 0,
             (params, Ref("x"), Ref("w"), bias, Ref("y"))))
     elif algo == "direct" and version == 2:
         tp, tq, kt, ct = tile = _tile("conv2d_direct_v2")
@@ -200,24 +211,24 @@ def conv_plan(spec, algo: str, version: Optional[int] = None) -> Plan:
         nblocks = (spec.N * spec.groups * _blocks(spec.K_per_group, kt) * _blocks(spec.P, tp)
                    * _blocks(spec.Q, tq))
         launches.append(Launch("conv2d_direct.cu", name_expression("conv2d_direct_v2", T, it, tile),
-                               (nblocks, 1, 1), (tq, tp, 1), smem,
+                               (nblocks, 1, 1), block_shape("conv2d_direct_v2"), smem,
                                (params, np.int32(patch_h), np.int32(patch_w), Ref("x"), Ref("w"), bias,
                                 Ref("y"))))
     elif algo == "im2col" and version in (1, 2):
         npq = spec.N * spec.P * spec.Q
         buffers.append(Buffer("col", (spec.C * spec.R * spec.S, npq), dt))
         launches.append(Launch("im2col_gemm.cu", name_expression("im2col_v1", T, it),
-                               (_blocks(spec.C * spec.R * spec.S * npq, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0,
+                               (_blocks(spec.C * spec.R * spec.S * npq, BLOCK_1D), 1, 1), block_shape("im2col_v1"), 0,
                                (params, Ref("x"), Ref("col"))))
         gemm_args = (params, Ref("w"), Ref("col"), bias, Ref("y"))
         if version == 1:
             launches.append(Launch("im2col_gemm.cu", name_expression("conv_gemm_v1", T, it),
-                                   (_blocks(out_elems, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1), 0, gemm_args))
+                                   (_blocks(out_elems, BLOCK_1D), 1, 1), block_shape("conv_gemm_v1"), 0, gemm_args))
         else:
             bm, bn, bk, tm, tn = tile = _tile("conv_gemm_v2")
             nblocks = spec.groups * _blocks(spec.K_per_group, bm) * _blocks(npq, bn)
             launches.append(Launch("im2col_gemm.cu", name_expression("conv_gemm_v2", T, it, tile),
-                                   (nblocks, 1, 1), ((bm // tm) * (bn // tn), 1, 1), 0, gemm_args))
+                                   (nblocks, 1, 1), block_shape("conv_gemm_v2"), 0, gemm_args))
     else:
         raise ValueError(f"no conv kernel for algo={algo!r} version={version!r}")
     return Plan(tuple(buffers), tuple(launches), ("y",))
@@ -234,7 +245,7 @@ def pool_plan(spec) -> Plan:
     T, it, dt = C_TYPES[spec.dtype], index_type(spec), spec.dtype
     params = pool_params(spec)
     total = spec.N * spec.C * spec.P * spec.Q
-    grid, block = (_blocks(total, BLOCK_1D), 1, 1), (BLOCK_1D, 1, 1)
+    grid, block = (_blocks(total, BLOCK_1D), 1, 1), block_shape("max_pool2d_v1" if spec.is_max else "avg_pool2d_v1")
     buffers = [Buffer("y", spec.output_shape4, dt)]
     if spec.is_max:
         idx = "indices" if spec.return_indices else "indices_dummy"

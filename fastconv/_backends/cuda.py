@@ -8,7 +8,9 @@ with the emulator backend "cuda-emu".
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import threading
 from importlib import resources
 from typing import Dict, Optional, Tuple
@@ -37,9 +39,34 @@ def kernels_dir() -> str:
     return str(resources.files("fastconv.kernels"))
 
 
-def compile_options() -> Tuple[str, ...]:
-    """NVRTC options: C++17 and the kernels' own include directory (for common.cuh)."""
-    return ("-std=c++17", f"-I{kernels_dir()}")
+def cuda_include_dirs() -> Tuple[str, ...]:
+    """Directories holding the CUDA headers the kernels include (cuda_fp16.h): $CUDA_PATH, $CUDA_HOME,
+    the toolkit of the nvcc on PATH, /usr/local/cuda, and the ``nvidia-cuda-runtime`` wheel's headers."""
+    cands = [os.path.join(os.environ[v], "include") for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        cands.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), "include"))
+    cands.append("/usr/local/cuda/include")
+    try:
+        import nvidia
+        for base in getattr(nvidia, "__path__", []):
+            cands += sorted(glob.glob(os.path.join(base, "cu*", "include")), reverse=True)
+            cands.append(os.path.join(base, "cuda_runtime", "include"))
+    except ImportError:
+        pass
+    out = []
+    for d in cands:
+        if os.path.isfile(os.path.join(d, "cuda_fp16.h")) and d not in out:
+            out.append(d)
+    return tuple(out)
+
+
+def compile_options(with_cuda_headers: bool = False) -> Tuple[str, ...]:
+    """NVRTC options: C++17 and the kernels' own include directory (common.cuh). CuPy puts the CUDA
+    headers matching its NVRTC on the path itself; only when that fails (cuda_fp16.h not found) are the
+    headers found by :func:`cuda_include_dirs` added."""
+    extra = tuple(f"-I{d}" for d in cuda_include_dirs()[:1]) if with_cuda_headers else ()
+    return ("-std=c++17", f"-I{kernels_dir()}") + extra
 
 
 def module(fname: str):
@@ -51,8 +78,15 @@ def module(fname: str):
         if mod is None:
             with open(os.path.join(kernels_dir(), fname), encoding="utf-8") as f:
                 code = f.read()
-            mod = cupy.RawModule(code=code, options=compile_options(),
-                                 name_expressions=L.name_expressions(fname))
+            exprs = L.name_expressions(fname)
+            mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)
+            try:
+                mod.compile()
+            except cupy.cuda.compiler.CompileException as e:
+                if "cuda_fp16.h" not in str(e) or not cuda_include_dirs():
+                    raise
+                mod = cupy.RawModule(code=code, options=compile_options(True), name_expressions=exprs)
+                mod.compile()
             _modules[key] = mod
     return mod
 
