@@ -79,7 +79,7 @@ EMU_HIDDEN void __emu_poison_static_smem(void* p, size_t bytes);
 #define __syncthreads_and(p) __emu_barrier(EMU_BAR_AND, (p) ? 1 : 0, __LINE__)
 #define __syncthreads_or(p) __emu_barrier(EMU_BAR_OR, (p) ? 1 : 0, __LINE__)
 #define __trap() __emu_trap("__trap()", __LINE__)
-#define __syncwarp(...) __emu_syncwarp_(__LINE__, ##__VA_ARGS__)
+#define __syncwarp(...) __emu_syncwarp_(__LINE__ __VA_OPT__(, ) __VA_ARGS__)
 inline void __emu_syncwarp_(int line, unsigned mask = 0xffffffffu) {
   (void)__emu_warp_op(EMU_WOP_SYNCWARP, mask, 0, 0, 32, line);
 }

@@ -35,7 +35,7 @@ namespace {
 // ================================================================ state
 enum FiberState { F_RUNNABLE, F_RUNNING, F_BARRIER, F_WARP, F_DONE, F_TRAPPED };
 enum Order { ORDER_FORWARD = 0, ORDER_REVERSE = 1, ORDER_RANDOM = 2 };
-constexpr unsigned long long kPoison64 = 0x7fc07fc07fc07fc0ull;  // quiet NaN as f16, f32 and f64
+constexpr unsigned long long kPoison64 = 0x7fff7fff7fff7fffull;  // quiet NaN as f16, bf16, f32 and f64
 
 struct Fiber {
 #ifdef EMU_UCONTEXT
@@ -461,7 +461,7 @@ bool release_barrier(Worker& w) {
     if (f.state == F_BARRIER) {
       ++nbar;
       if (!first) first = &f;
-      else if (f.site != first->site || f.kind != first->kind) same_site = false;
+      else if (f.site != first->site || f.line != first->line || f.kind != first->kind) same_site = false;
     } else if (f.state == F_WARP) {
       ++nwarp;
     }
