@@ -13,7 +13,7 @@ setup(
     packages=["fastconv", "fastconv._backends", "fastconv.emu", "fastconv.kernels"],
     package_dir={"fastconv.kernels": "kernels"},
     package_data={"fastconv.kernels": ["*.cu", "*.cuh"],
-                  "fastconv.emu": ["runtime/*.h", "runtime/*.cpp", "runtime/*.S", "*.md"]},
+                  "fastconv.emu": ["runtime/*.h", "runtime/*.cpp", "runtime/*.S", "runtime/include/*", "*.md"]},
     install_requires=["numpy>=1.24", "numba>=0.59"],
     extras_require={
         "cuda12": ["cupy-cuda12x>=13"],
