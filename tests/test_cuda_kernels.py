@@ -9,6 +9,8 @@ private knob). Expected values come only from the oracle; tolerances scale with 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -29,10 +31,24 @@ def _target_id(t):
     return t[0] if t[1] is None else f"{t[0]}-{t[1]}"
 
 
+def _gpu_setup_or_skip(backend, why):
+    """On a GPU: honour FASTCONV_CUPY_NO_POOL=1 (plain cudaMalloc per array, so compute-sanitizer sees
+    every buffer's real bounds). Without one: skip, or fail when FASTCONV_REQUIRE_GPU=1
+    (tools/gpu_validate.sh sets it, so a GPU run can never pass by skipping)."""
+    if backend != "cuda":
+        return
+    if why is not None and os.environ.get("FASTCONV_REQUIRE_GPU") == "1":
+        pytest.fail(f"FASTCONV_REQUIRE_GPU=1 but backend 'cuda' is unavailable: {why}")
+    if why is None and os.environ.get("FASTCONV_CUPY_NO_POOL") == "1":
+        import cupy
+        cupy.cuda.set_allocator(None)
+
+
 @pytest.fixture(scope="module", params=TARGETS, ids=_target_id)
 def target(request):
     backend, order = request.param
     why = _dispatch.availability(backend)
+    _gpu_setup_or_skip(backend, why)
     if why is not None:
         if backend == "cuda":
             pytest.skip(f"no GPU here, so backend 'cuda' is not tested on this machine ({why}); "
@@ -45,6 +61,7 @@ def target(request):
 def backend(request):
     """A backend name, for the public-API tests (thread orders are covered by the kernel tests)."""
     why = _dispatch.availability(request.param)
+    _gpu_setup_or_skip(request.param, why)
     if why is not None:
         pytest.skip(f"backend {request.param!r} unavailable here ({why})")
     return request.param

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# gpu_validate.sh -- validate fastconv's CUDA kernels on a GPU machine, in one command.
+#
+#   tools/gpu_validate.sh [OUTDIR]        (default OUTDIR: benchmarks/results)
+#
+# Needs: an NVIDIA GPU, CuPy (fastconv[cuda12] or [cuda13]) and fastconv installed in the Python it runs
+# ($PYTHON, else .venv/bin/python, else python); compute-sanitizer on PATH or under $CUDA_HOME/bin
+# (the sanitizer steps are reported as skipped without it). Run from anywhere; it cds to the repository.
+#
+# Steps (raw output of each in OUTDIR/gpu_validate_<step>.txt, a summary in OUTDIR/gpu_validate_summary.txt):
+#   env        nvidia-smi, versions, fastconv.backends()
+#   tests      the CUDA test files with backend "cuda" required (FASTCONV_REQUIRE_GPU=1: a missing GPU
+#              fails instead of skipping), plus the emulator and the all-backend matrix, junit XML too
+#   startup    CuPy compile cost: first call in a fresh process with an empty kernel cache, then again
+#              in a second process (templated name_expressions have missed CuPy's disk cache before)
+#   memcheck   compute-sanitizer memcheck over a small selection, CuPy's memory pool off so every
+#              buffer has its own bounds
+#   racecheck  compute-sanitizer racecheck over the shared-memory kernels (direct v2, GEMM v2)
+#   initcheck  compute-sanitizer initcheck over a small selection
+# Time limits per step (30+170+70+70+80+50 s) cap the whole run below 8 minutes. Exit status: 0 when every step
+# that ran passed.
+set -u
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO" || exit 2
+OUT="${1:-benchmarks/results}"
+mkdir -p "$OUT" || exit 2
+OUT="$(cd "$OUT" && pwd)"
+
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"
+else PY="$(command -v python3 || command -v python)"; fi
+
+SAN="$(command -v compute-sanitizer || true)"
+for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+  if [ -z "$SAN" ] && [ -n "$d" ] && [ -x "$d/bin/compute-sanitizer" ]; then SAN="$d/bin/compute-sanitizer"; fi
+done
+
+SUMMARY="$OUT/gpu_validate_summary.txt"
+: > "$SUMMARY"
+FAILED=0
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# step NAME LIMIT_SECONDS COMMAND... : run with a time limit, raw output to OUT/gpu_validate_NAME.txt
+step() {
+  local name="$1" limit="$2"; shift 2
+  local log="$OUT/gpu_validate_${name}.txt" t0 rc
+  t0=$(date +%s)
+  echo "== $name: $*" > "$log"
+  timeout --signal=TERM --kill-after=10 "$limit" "$@" >> "$log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && FAILED=1
+  note "$(printf '%-10s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$log")$([ $rc -eq 124 ] && echo '  (TIMED OUT)')"
+  tail -n 3 "$log" | sed 's/^/             /' | tee -a "$SUMMARY"
+}
+
+note "fastconv gpu_validate $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')  python $PY"
+
+step env 30 bash -c "nvidia-smi; \"$PY\" - <<'EOF'
+import platform, numpy, fastconv
+print('python', platform.python_version(), 'numpy', numpy.__version__)
+try:
+    import cupy; print('cupy', cupy.__version__, 'cuda runtime', cupy.cuda.runtime.runtimeGetVersion(),
+                       'device', cupy.cuda.runtime.getDeviceProperties(0)['name'])
+except Exception as e: print('cupy: unavailable:', e)
+for name, b in fastconv.backends().items(): print(name, b)
+EOF"
+
+PYTEST=("$PY" -m pytest -p no:cacheprovider -q -rfEs)
+
+step tests 170 env FASTCONV_REQUIRE_GPU=1 "${PYTEST[@]}" --junitxml="$OUT/gpu_validate_tests.xml" \
+  tests/test_cuda_kernels.py tests/test_cuda_params.py tests/test_kernel_compile.py tests/test_backends.py
+
+step startup 70 env CUPY_CACHE_DIR="$OUT/gpu_validate_cupy_cache" bash -c "rm -rf \"$OUT/gpu_validate_cupy_cache\"
+for run in cold warm; do \"$PY\" - \"\$run\" <<'EOF'
+import sys, time
+import numpy as np, cupy, fastconv
+x = cupy.asarray(np.random.rand(2, 8, 16, 16).astype(np.float32))
+w = cupy.asarray(np.random.rand(8, 8, 3, 3).astype(np.float32))
+for what, fn in [('conv direct', lambda: fastconv.conv2d(x, w, padding=1, algo='direct')),
+                 ('conv im2col', lambda: fastconv.conv2d(x, w, padding=1, algo='im2col')),
+                 ('max_pool2d', lambda: fastconv.max_pool2d(x, 2))]:
+    t = time.perf_counter(); fn(); cupy.cuda.Device().synchronize(); first = time.perf_counter() - t
+    t = time.perf_counter(); fn(); cupy.cuda.Device().synchronize(); again = time.perf_counter() - t
+    print(f'{sys.argv[1]:5s} process: {what:12s} first call {first*1e3:8.1f} ms, second call {again*1e3:6.2f} ms')
+EOF
+done"
+
+# Small, focused selections for the sanitizers (backend "cuda" only; every kernel family and dtype once).
+SEL_ALL='not emu and ((conv_versions and (basic or strided) and float32) or (conv_versions and multi_tile and float16) or (pool_matches and (max_k3s2p1_idx or avg_exclude_pad_ceil or avg_divisor_override or adaptive_max or adaptive_avg_1d or max_1d) and float32) or (int64 and float64 and (direct or im2col or max_ceil)))'
+SEL_SHARED='not emu and conv_versions and (direct_v2 or im2col_v2) and (basic or strided or depthwise or (multi_tile and float32))'
+if [ -z "$SAN" ]; then
+  note "memcheck/racecheck/initcheck: SKIPPED (compute-sanitizer not found on PATH, \$CUDA_HOME/bin or /usr/local/cuda/bin)"
+  FAILED=1
+else
+  export FASTCONV_REQUIRE_GPU=1 FASTCONV_CUPY_NO_POOL=1
+  step memcheck 70 "$SAN" --tool memcheck --error-exitcode 9 "${PYTEST[@]}" tests/test_cuda_kernels.py -k "$SEL_ALL"
+  step racecheck 80 "$SAN" --tool racecheck --error-exitcode 9 "${PYTEST[@]}" tests/test_cuda_kernels.py -k "$SEL_SHARED"
+  step initcheck 50 "$SAN" --tool initcheck --error-exitcode 9 "${PYTEST[@]}" tests/test_cuda_kernels.py -k "$SEL_ALL"
+fi
+
+note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL)   (raw output under $OUT)"
+exit $FAILED
