@@ -24,6 +24,12 @@ class _Desc(ctypes.Structure):
                 ("nparams", ctypes.c_int), ("params", ctypes.POINTER(_Param))]
 
 
+def _type_name(pretty):
+    """'constexpr const char* emu_type_name() [with T = const float*]' -> 'const float*'."""
+    start = pretty.find("T = ")
+    return pretty[start + 4:pretty.rindex("]")] if start >= 0 and pretty.endswith("]") else pretty
+
+
 class _Library:
     """A loaded module .so and its kernel descriptors."""
 
@@ -38,7 +44,7 @@ class _Library:
         for i in range(n.value):
             d = table[i]
             params = [(p.kind, p.size, p.align, p.pointee_kind, p.pointee_size, bool(p.pointee_const),
-                       p.type_name.decode()) for p in (d.params[j] for j in range(d.nparams))]
+                       _type_name(p.type_name.decode())) for p in (d.params[j] for j in range(d.nparams))]
             self.kernels[d.name.decode()] = (ctypes.addressof(d), params)
         self.launch = self.dll.emu_launch
         self.launch.restype = ctypes.c_int
@@ -168,9 +174,10 @@ class EmuFunction:
         for i, (a, p) in enumerate(zip(args, self.params)):
             blobs.append(self._pack_one(i, a, p))
         keep, ptrs = [], (ctypes.c_void_p * max(1, len(blobs)))()
-        for i, b in enumerate(blobs):
-            buf = ctypes.create_string_buffer(len(b) + 16)
-            addr = (ctypes.addressof(buf) + 15) & ~15
+        for i, (b, p) in enumerate(zip(blobs, self.params)):
+            align = max(16, p[2])
+            buf = ctypes.create_string_buffer(len(b) + align)
+            addr = (ctypes.addressof(buf) + align - 1) & ~(align - 1)
             ctypes.memmove(addr, b, len(b))
             keep.append(buf)
             ptrs[i] = addr

@@ -16,8 +16,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <new>
-#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -352,14 +350,8 @@ template <> struct emu_size_of<const void> { static constexpr int value = 0; };
 template <class T> struct emu_align_of { static constexpr int value = (int)alignof(T); };
 template <> struct emu_align_of<void> { static constexpr int value = 0; };
 template <> struct emu_align_of<const void> { static constexpr int value = 0; };
-template <class T> const char* emu_type_name() {
-  static const std::string name = [](std::string s) {
-    size_t a = s.find("T = ");
-    size_t b = s.rfind(']');
-    return a == std::string::npos ? s : s.substr(a + 4, b - a - 4);
-  }(__PRETTY_FUNCTION__);
-  return name.c_str();
-}
+// "... [with T = const float*]": Python cuts the C spelling of the type out of the function name.
+template <class T> constexpr const char* emu_type_name() { return __PRETTY_FUNCTION__; }
 template <class T> emu_param emu_describe() {
   using P = std::remove_pointer_t<T>;
   using Pu = std::remove_cv_t<P>;

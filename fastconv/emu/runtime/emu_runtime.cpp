@@ -310,20 +310,20 @@ void try_resolve_warp(Worker& w, unsigned wi, Fiber* self) {
     if (!(wp.arrived >> l & 1u)) continue;
     Fiber& f = lanes[l];
     if (op == 0) { op = f.op; line = f.line; }
-    std::string where = "block " + fmt_dim(blockIdx) + " warp " + std::to_string(wi) + ": ";
+    auto where = [&] { return "block " + fmt_dim(blockIdx) + " warp " + std::to_string(wi) + ": "; };
     if (f.op != op)
-      fiber_fail(w, self, where + "lanes meet in different warp operations (" + op_name(op) + " line " +
+      fiber_fail(w, self, where() + "lanes meet in different warp operations (" + op_name(op) + " line " +
                               std::to_string(line) + " vs " + op_name(f.op) + " line " + std::to_string(f.line) + ")");
     if ((f.mask & wp.present) != wp.live) {
       char buf[200];
       std::snprintf(buf, sizeof buf, "lane %u calls %s (line %d) with mask 0x%08x but the live lanes are 0x%08x%s",
                     l, op_name(f.op), f.line, f.mask, wp.live,
                     (f.mask & wp.present & ~wp.live) ? " (the mask names lanes that already returned)" : "");
-      fiber_fail(w, self, where + buf);
+      fiber_fail(w, self, where() + buf);
     }
     if (f.op >= EMU_WOP_SHFL && f.op <= EMU_WOP_SHFL_XOR &&
         (f.width < 1 || f.width > 32 || (f.width & (f.width - 1))))
-      fiber_fail(w, self, where + op_name(f.op) + " width " + std::to_string(f.width) + " is not a power of two <= 32");
+      fiber_fail(w, self, where() + op_name(f.op) + " width " + std::to_string(f.width) + " is not a power of two <= 32");
   }
   unsigned ballot = 0;
   for (unsigned l = 0; l < 32; ++l)
@@ -466,17 +466,17 @@ bool release_barrier(Worker& w) {
       ++nwarp;
     }
   }
-  std::string where = "block " + fmt_dim(blockIdx) + ": ";
+  auto where = [] { return "block " + fmt_dim(blockIdx) + ": "; };
   if (nbar != w.nlive) {
-    w.block_err = where + "deadlock: " + describe_stuck(w);
+    w.block_err = where() + "deadlock: " + describe_stuck(w);
     return false;
   }
   if (w.nlive != w.L->nthreads) {
-    w.block_err = where + "threads returned while others wait at a barrier (undefined in CUDA): " + describe_stuck(w);
+    w.block_err = where() + "threads returned while others wait at a barrier (undefined in CUDA): " + describe_stuck(w);
     return false;
   }
   if (!same_site) {
-    w.block_err = where + "barrier reached from different call sites (divergent __syncthreads): " + describe_stuck(w);
+    w.block_err = where() + "barrier reached from different call sites (divergent __syncthreads): " + describe_stuck(w);
     return false;
   }
   int result = first->kind == EMU_BAR_AND ? 1 : 0;
