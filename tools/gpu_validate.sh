@@ -71,8 +71,8 @@ PYTEST=("$PY" -m pytest -p no:cacheprovider -q -rfEs)
 step tests 170 env FASTCONV_REQUIRE_GPU=1 "${PYTEST[@]}" --junitxml="$OUT/gpu_validate_tests.xml" \
   tests/test_cuda_kernels.py tests/test_cuda_params.py tests/test_kernel_compile.py tests/test_backends.py
 
-step startup 70 env CUPY_CACHE_DIR="$OUT/gpu_validate_cupy_cache" bash -c "rm -rf \"$OUT/gpu_validate_cupy_cache\"
-for run in cold warm; do \"$PY\" - \"\$run\" <<'EOF'
+CACHE_PROBE="$(mktemp -d)"
+step startup 70 env CUPY_CACHE_DIR="$CACHE_PROBE" bash -c "for run in cold warm; do \"$PY\" - \"\$run\" <<'EOF'
 import sys, time
 import numpy as np, cupy, fastconv
 x = cupy.asarray(np.random.rand(2, 8, 16, 16).astype(np.float32))
@@ -85,6 +85,7 @@ for what, fn in [('conv direct', lambda: fastconv.conv2d(x, w, padding=1, algo='
     print(f'{sys.argv[1]:5s} process: {what:12s} first call {first*1e3:8.1f} ms, second call {again*1e3:6.2f} ms')
 EOF
 done"
+rm -rf "$CACHE_PROBE"
 
 # Small, focused selections for the sanitizers (backend "cuda" only; every kernel family and dtype once).
 SEL_ALL='not emu and ((conv_versions and (basic or strided) and float32) or (conv_versions and multi_tile and float16) or (pool_matches and (max_k3s2p1_idx or avg_exclude_pad_ceil or avg_divisor_override or adaptive_max or adaptive_avg_1d or max_1d) and float32) or (int64 and float64 and (direct or im2col or max_ceil)))'

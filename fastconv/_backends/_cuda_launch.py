@@ -3,8 +3,9 @@
 Everything a launch needs is computed here, once, from the spec:
 
 - the parameter structs passed by value (``ConvParams``/``PoolParams`` in kernels/common.cuh), built field
-  by field from the spec attributes of the same names as NumPy structured scalars (CuPy and the emulator
-  both take those for struct-by-value parameters); tests/test_cuda_params.py checks the layout against C++;
+  by field from the spec attributes of the same names as 0-d NumPy structured arrays (what both CuPy and
+  the emulator take for a struct-by-value parameter); tests/test_cuda_params.py checks the layout against
+  C++;
 - the index type per call (``int``, or ``long long`` when ``spec.needs_64bit_indexing``), as CuPy's
   ndimage does;
 - the tile shapes of the tiled kernels, which live only here and reach CUDA as template arguments in the
@@ -36,20 +37,22 @@ CONV_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV_PARAMS_FIELDS], align=
 POOL_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in POOL_PARAMS_FIELDS], align=True)
 
 
-def _struct(spec, fields, dtype) -> np.void:
+def _struct(spec, fields, dtype) -> np.ndarray:
+    """A 0-d structured array: CuPy passes a size-one NumPy array by value (it rejects ``np.void``
+    scalars), and the emulator takes it too."""
     values = []
     for f in fields:
         v = getattr(spec, f)
         values.append(0 if v is None else int(v))  # divisor_override None -> 0 ("none"); bools -> 0/1
-    return np.array(tuple(values), dtype=dtype)[()]
+    return np.array(tuple(values), dtype=dtype)
 
 
-def conv_params(spec) -> np.void:
+def conv_params(spec) -> np.ndarray:
     """The ``ConvParams`` struct for ``spec``."""
     return _struct(spec, CONV_PARAMS_FIELDS, CONV_PARAMS_DTYPE)
 
 
-def pool_params(spec) -> np.void:
+def pool_params(spec) -> np.ndarray:
     """The ``PoolParams`` struct for ``spec`` (divisor_override 0 means none)."""
     return _struct(spec, POOL_PARAMS_FIELDS, POOL_PARAMS_DTYPE)
 
@@ -152,7 +155,7 @@ class Launch:
     grid: Tuple[int, int, int]
     block: Tuple[int, int, int]
     shared_mem: int
-    args: Tuple[Union[Ref, np.generic], ...]
+    args: Tuple[Union[Ref, np.generic, np.ndarray], ...]  # buffers, scalars, 0-d param structs
 
 
 @dataclasses.dataclass(frozen=True)
