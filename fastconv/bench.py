@@ -1,0 +1,1190 @@
+"""The benchmark engine behind ``fastconv bench`` and ``benchmarks/``: cases, runners, verification, timing,
+JSON and the plot.
+
+One *case* is one call of a public op (``conv2d``, ``conv1d`` or a pooling function) with fixed shapes and
+arguments. One *runner* is something that can execute a case: a fastconv backend with one algorithm, or a
+*peer* (``torch`` on the CPU, ``torch-cuda``: cuDNN with TF32 off). Every (case, runner) pair is
+
+1. checked for support (dispatch's own ``not_supported_reasons``; an unsupported pair is reported, not run);
+2. verified against the NumPy oracle with :mod:`fastconv.testing`'s tolerances, on the case's own arrays,
+   or on the same arguments with N reduced to 1 when the case is big (the oracle is slow; ``verify_n`` in
+   the JSON says which) - a runner that fails is not timed, and the run exits non-zero if it is fastconv's;
+3. timed: warm-up calls first (Numba compilation, NVRTC compilation, cuDNN autotuning and fastconv's own
+   ``algo="auto"`` measurement stay out of the timing), then repeated calls; the median is reported. GPU
+   runners are timed with CUDA events recorded around the call and synchronised inside the measurement.
+
+Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
+pools, from the spec of the case itself (never the reduced verification copy). The fraction of peak:
+
+- GPU: fp32 (non-tensor-core) peak and memory bandwidth of the device, from the vendor spec sheets in
+  :data:`GPU_PEAKS`, looked up by the name CuPy reports;
+- CPU pools: the copy bandwidth of this machine, measured in the same run (``numpy.copyto`` of 64 MiB,
+  best of 5, one thread), so the fraction is "of what a plain copy achieves here", not a datasheet number;
+- CPU convolutions: ``null``; no honest fp32 peak is measured here.
+
+The ratio to the best peer is ``best peer time / runner time`` (> 1: faster than every peer measured).
+
+Backends come from the registry (:mod:`fastconv._dispatch`), never from a list here: every registered
+backend whose arrays live on the chosen device, with every algorithm its ``implementations()`` offer.
+``"numpy"`` (the oracle; it judges, it is not a contender) and ``"cuda-emu"`` (an emulator: correct and
+very slow) are left out unless named explicitly. Peers are imported lazily; a missing peer is reported,
+not an error.
+
+Suites: ``quick`` (a small sweep of every op: about a minute on two CPU cores, Numba compilation
+included), ``sweep`` (the full sweep over stride, padding, dilation, kernel size, groups and batch for
+conv2d and conv1d, and the matching sweeps for every pooling op), ``layers`` (the standard network
+layers) and ``full`` (``sweep`` + ``layers``). Sizes depend on the device (see :data:`SIZES`).
+
+Standard layers are read from the shapes directory: ``$FASTCONV_SHAPES``, else ``<repo>/../shared/shapes``
+(a checkout keeps ``shared/`` beside the repository), else a small built-in list (:data:`BUILTIN_LAYERS`,
+a subset of the same tables) so that an installed package still has layers to run.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _dispatch
+from ._spec import conv_spec, pool_spec
+
+SCHEMA = "fastconv-bench/1"
+SUITES = ("quick", "sweep", "layers", "full")
+DEVICES = ("cpu", "gpu")
+#: backends never timed unless named: the oracle (the judge) and the emulator (correct but very slow)
+EXCLUDED_BY_DEFAULT = ("numpy", "cuda-emu")
+CONV_OPS = ("conv2d", "conv1d")
+POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d",
+            "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d")
+#: the sweeps the plot draws, in this order
+PLOT_SWEEPS = ("stride", "padding", "dilation")
+
+#: base problem sizes per device and suite (conv: N C HxW K; 1-D: length L; layers: batch)
+SIZES = {
+    "cpu": {"quick": dict(N=2, C=16, HW=32, K=16, L=512),
+            "sweep": dict(N=4, C=32, HW=56, K=32, L=4096),
+            "layers_N": 1},
+    "gpu": {"quick": dict(N=8, C=64, HW=56, K=64, L=16384),
+            "sweep": dict(N=32, C=64, HW=56, K=64, L=65536),
+            "layers_N": 32},
+}
+
+#: verify at the case's own N up to this much work, else on the same arguments with N = 1
+VERIFY_FULL_FLOPS = 10**8
+VERIFY_FULL_ELEMENTS = 4 * 10**6
+
+#: fp32 (CUDA cores, no tensor cores) peak GFLOP/s and memory bandwidth GB/s. Source: NVIDIA vendor spec
+#: sheets (H100 datasheet: SXM5 67 TFLOPS / 3.35 TB/s, PCIe 51 / 2.0, NVL 60 / 3.9; H200 product brief:
+#: SXM 67 / 4.8, NVL 60 / 4.8; A100 datasheet: 19.5 TFLOPS, 80GB SXM 2.039 TB/s, 80GB PCIe 1.935 TB/s,
+#: 40GB 1.555 TB/s). Matched by substring of the device name, first match wins (most specific first).
+GPU_PEAKS: Tuple[Tuple[str, float, float], ...] = (
+    ("H200 NVL", 60000.0, 4800.0),
+    ("H200", 67000.0, 4800.0),
+    ("H100 NVL", 60000.0, 3900.0),
+    ("H100 PCIe", 51000.0, 2000.0),
+    ("H100", 67000.0, 3350.0),          # "NVIDIA H100 80GB HBM3" is the SXM5 part
+    ("A100 80GB PCIe", 19500.0, 1935.0),
+    ("A100-SXM4-80GB", 19500.0, 2039.0),
+    ("A100", 19500.0, 1555.0),           # the 40 GB parts
+)
+PEAK_SOURCE_GPU = "vendor spec sheet (NVIDIA datasheets), fp32 without tensor cores"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Timing policies
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Warm-up calls, then at least ``min_repeat`` timed calls and ``min_time`` seconds of them, at most
+    ``max_repeat`` calls or ``max_time`` seconds (with at least three calls)."""
+    warmup: int
+    min_repeat: int
+    max_repeat: int
+    min_time: float
+    max_time: float
+
+
+QUICK_POLICY = Policy(warmup=1, min_repeat=5, max_repeat=50, min_time=0.05, max_time=0.5)
+FULL_POLICY = Policy(warmup=2, min_repeat=10, max_repeat=200, min_time=0.2, max_time=2.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Case:
+    """One call of a public op. ``shape`` is the input's, ``weight`` the filter's (convs), ``kwargs`` the
+    op's keyword arguments (the same names as torch.nn.functional). ``sweeps`` maps each sweep the case
+    sits on to its label there (the base case sits on several)."""
+
+    name: str
+    op: str
+    shape: Tuple[int, ...]
+    kwargs: Dict[str, object]
+    weight: Optional[Tuple[int, ...]] = None
+    sweeps: Dict[str, str] = dataclasses.field(default_factory=dict)
+    source: str = "sweep"
+
+    @property
+    def is_conv(self) -> bool:
+        return self.op in CONV_OPS
+
+    @property
+    def spatial_dims(self) -> int:
+        return 1 if self.op.endswith("1d") else 2
+
+    @property
+    def N(self) -> int:
+        return self.shape[0]
+
+    def arrays(self, n: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, ...]:
+        """float32 inputs (x, w, b for convs; x for pools), batch ``n`` (default the case's)."""
+        rng = np.random.default_rng(seed)
+        shape = ((n,) + self.shape[1:]) if n else self.shape
+        x = rng.standard_normal(shape, dtype=np.float32)
+        if not self.is_conv:
+            return (x,)
+        w = rng.standard_normal(self.weight, dtype=np.float32)
+        w *= np.float32(1.0 / math.sqrt(max(1, int(np.prod(self.weight[1:])))))
+        b = rng.standard_normal(self.weight[0], dtype=np.float32)
+        return x, w, b
+
+    def spec(self, arrays):
+        """The ConvSpec/PoolSpec of this call on ``arrays`` (validates the arguments too)."""
+        kw, nd = self.kwargs, self.spatial_dims
+        if self.is_conv:
+            x, w, b = arrays
+            return conv_spec(x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                             kw.get("groups", 1), spatial_dims=nd)
+        kind = self.op[: -len("_pool1d")]
+        if kind.startswith("adaptive"):
+            return pool_spec(kind, arrays[0], output_size_=kw["output_size"], spatial_dims=nd)
+        return pool_spec(kind, arrays[0], kw["kernel_size"], kw.get("stride"), kw.get("padding", 0),
+                         kw.get("dilation", 1), kw.get("ceil_mode", False), kw.get("count_include_pad", True),
+                         spatial_dims=nd)
+
+    def describe(self) -> str:
+        kw = self.kwargs
+        dims = "x".join(str(s) for s in self.shape[2:])
+        if self.is_conv:
+            k = "x".join(str(s) for s in self.weight[2:])
+            g = kw.get("groups", 1)
+            return (f"N{self.N} C{self.shape[1]} {dims} K{self.weight[0]} {k} s{kw.get('stride', 1)} "
+                    f"p{_label(kw.get('padding', 0))} d{kw.get('dilation', 1)}" + (f" g{g}" if g != 1 else ""))
+        if "output_size" in kw:
+            return f"N{self.N} C{self.shape[1]} {dims} -> {kw['output_size']}"
+        return (f"N{self.N} C{self.shape[1]} {dims} k{kw['kernel_size']} s{kw.get('stride')} "
+                f"p{kw.get('padding', 0)}" + (f" d{kw['dilation']}" if kw.get("dilation", 1) != 1 else "")
+                + (" ceil" if kw.get("ceil_mode") else "")
+                + (" excl-pad" if kw.get("count_include_pad") is False else ""))
+
+    def record(self) -> dict:
+        return {"name": self.name, "op": self.op, "source": self.source, "input_shape": list(self.shape),
+                "weight_shape": list(self.weight) if self.weight else None, "kwargs": _jsonable(self.kwargs),
+                "sweeps": dict(self.sweeps), "description": self.describe()}
+
+
+def _label(v) -> str:
+    if isinstance(v, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in v):
+        return "asym"
+    return str(v)
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+class _Builder:
+    """Collects cases; a case generated by two sweeps (the base point) is kept once and remembers both."""
+
+    def __init__(self):
+        self.cases: Dict[tuple, Case] = {}
+
+    def add(self, op, sweep, label, shape, kwargs, weight=None, name=None, source="sweep"):
+        key = (op, tuple(shape), tuple(weight) if weight else None, repr(sorted(kwargs.items())))
+        case = self.cases.get(key)
+        if case is None:
+            case = Case(name or f"{op}:{sweep}={label}", op, tuple(shape), dict(kwargs),
+                        tuple(weight) if weight else None, {}, source)
+            self.cases[key] = case
+        if sweep != "base":
+            case.sweeps.setdefault(sweep, str(label))
+        return case
+
+
+def _conv_sweeps(b: _Builder, op: str, sz: dict, quick: bool) -> None:
+    """One parameter at a time around a base 3x3 (or 3-tap), stride 1, padding 1, dilation 1 problem."""
+    N, C, K = sz["N"], sz["C"], sz["K"]
+    sp = (sz["HW"], sz["HW"]) if op == "conv2d" else (sz["L"],)
+    nd = len(sp)
+
+    def ks(k):
+        return (k,) * nd
+
+    base = dict(stride=1, padding=1, dilation=1, groups=1)
+
+    def add(sweep, label, n=N, k=3, weight=None, **kw):
+        args = dict(base, **kw)
+        w = weight or (K, C // args["groups"]) + ks(k)
+        b.add(op, sweep, label, (n, C) + sp, args, w)
+
+    b.add(op, "base", "", (N, C) + sp, base, (K, C) + ks(3), name=f"{op}:base")
+    for s in (1, 2, 3):
+        add("stride", s, stride=s)
+    asym = ((0, 2), (1, 0)) if nd == 2 else ((0, 2),)
+    for p in (0, 1, 2, "same", asym):
+        add("padding", _label(p), padding=p)
+    for d in (1, 2, 3):
+        add("dilation", d, dilation=d)
+    for k in ((1, 3, 5, 7) if not quick else (1, 3, 5)):
+        add("kernel", k, k=k, padding=k // 2)
+    add("groups", "1")
+    add("groups", "depthwise", groups=C, weight=(C, 1) + ks(3))
+    if not quick:
+        add("groups", "4", groups=4)
+        for n in (1, N, 4 * N):
+            add("batch", n, n=n)
+
+
+def _pool_sweeps(b: _Builder, op: str, sz: dict, quick: bool) -> None:
+    N, C = sz["N"], sz["C"]
+    nd = 1 if op.endswith("1d") else 2
+    sp = (sz["HW"], sz["HW"]) if nd == 2 else (sz["L"],)
+    shape = (N, C) + sp
+    if op.startswith("adaptive"):
+        outs = (1, 7) if nd == 2 else (1, 16)
+        b.add(op, "base", "", shape, dict(output_size=outs[-1]), name=f"{op}:base")
+        if not quick:
+            for o in outs:
+                b.add(op, "output", o, shape, dict(output_size=o))
+        return
+    is_max = op.startswith("max")
+    base = dict(kernel_size=3, stride=2, padding=1) if nd == 2 else dict(kernel_size=3, stride=2, padding=1)
+    if is_max:
+        base["dilation"] = 1
+    b.add(op, "base", "", shape, base, name=f"{op}:base")
+    strides = (1, 2, 3) if not quick or op == "max_pool2d" else ()
+    for s in strides:
+        b.add(op, "stride", s, shape, dict(base, stride=s))
+    for p in ((0, 1) if not quick or nd == 2 else ()):
+        b.add(op, "padding", p, shape, dict(base, padding=p))
+    if is_max and (not quick or op == "max_pool2d"):
+        for d in (1, 2, 3):
+            b.add(op, "dilation", d, shape, dict(base, dilation=d))
+    if not quick:
+        for k in (2, 3, 5):
+            b.add(op, "kernel", k, shape, dict(base, kernel_size=k))
+        b.add(op, "ceil_mode", "True", shape, dict(base, ceil_mode=True, padding=0))
+        if not is_max:
+            b.add(op, "count_include_pad", "False", shape, dict(base, count_include_pad=False))
+
+
+def sweep_cases(device: str = "cpu", quick: bool = False) -> List[Case]:
+    """The sweep over stride, padding, dilation, kernel size, groups and batch (convs) and the matching
+    sweeps of every pooling op, at the device's sizes."""
+    sz = SIZES[device]["quick" if quick else "sweep"]
+    b = _Builder()
+    for op in CONV_OPS:
+        _conv_sweeps(b, op, sz, quick)
+    for op in POOL_OPS:
+        _pool_sweeps(b, op, sz, quick)
+    return list(b.cases.values())
+
+
+# -- standard layers -----------------------------------------------------------------------------------
+#: a subset of ../shared/shapes (same columns), used when no shapes directory is found
+BUILTIN_LAYERS = {
+    "resnet50": [
+        dict(name="conv1", C=3, H=224, W=224, K=64, R=7, S=7, stride=2, pad=3, dilation=1, groups=1),
+        dict(name="res2_3x3", C=64, H=56, W=56, K=64, R=3, S=3, stride=1, pad=1, dilation=1, groups=1),
+        dict(name="res3_1x1_s2", C=256, H=56, W=56, K=128, R=1, S=1, stride=2, pad=0, dilation=1, groups=1),
+        dict(name="res4_3x3", C=256, H=14, W=14, K=256, R=3, S=3, stride=1, pad=1, dilation=1, groups=1),
+    ],
+    "vgg16": [
+        dict(name="conv3_1", C=128, H=56, W=56, K=256, R=3, S=3, stride=1, pad=1, dilation=1, groups=1),
+    ],
+    "mobilenet_v1_dw": [
+        dict(name="dw2_s2", C=64, H=112, W=112, K=64, R=3, S=3, stride=2, pad=1, dilation=1, groups=64),
+        dict(name="dw5", C=256, H=28, W=28, K=256, R=3, S=3, stride=1, pad=1, dilation=1, groups=256),
+    ],
+    "pools": [
+        dict(name="resnet_stem_max", C=64, H=112, W=112, kind="max", kernel=3, stride=2, pad=1),
+        dict(name="resnet_global_avg", C=2048, H=7, W=7, kind="avg", kernel=7, stride=7, pad=0),
+    ],
+}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def shapes_dir() -> Optional[Path]:
+    """``$FASTCONV_SHAPES``, else ``<repo>/../shared/shapes`` when it exists, else None (built-in list)."""
+    env = os.environ.get("FASTCONV_SHAPES")
+    if env:
+        return Path(env)
+    d = repo_root().parent / "shared" / "shapes"
+    return d if d.is_dir() else None
+
+
+def layer_tables() -> Tuple[str, Dict[str, List[dict]]]:
+    """(where they came from, {table name: rows}) for the standard layers."""
+    d = shapes_dir()
+    if d is None:
+        return "built-in", BUILTIN_LAYERS
+    if not d.is_dir():
+        raise FileNotFoundError(f"shapes directory {d} (from $FASTCONV_SHAPES) does not exist")
+    tables = {}
+    for path in sorted(d.glob("*.csv")):
+        with open(path, newline="") as f:
+            tables[path.stem] = list(csv.DictReader(f))
+    return str(d), tables
+
+
+def layer_cases(device: str = "cpu", n: Optional[int] = None) -> List[Case]:
+    """conv2d / max_pool2d / avg_pool2d cases of the standard layers at batch ``n``."""
+    n = n or SIZES[device]["layers_N"]
+    _, tables = layer_tables()
+    b = _Builder()
+    for table, rows in tables.items():
+        for row in rows:
+            name = f"{table}/{row['name']}"
+            C, H, W = int(row["C"]), int(row["H"]), int(row["W"])
+            if "K" in row:
+                g = int(row["groups"])
+                kw = dict(stride=int(row["stride"]), padding=int(row["pad"]), dilation=int(row["dilation"]),
+                          groups=g)
+                b.add("conv2d", "layer", row["name"], (n, C, H, W), kw,
+                      (int(row["K"]), C // g, int(row["R"]), int(row["S"])), name=name, source=f"layers:{table}")
+            elif "kind" in row:
+                op = {"max": "max_pool2d", "avg": "avg_pool2d"}[row["kind"]]
+                kw = dict(kernel_size=int(row["kernel"]), stride=int(row["stride"]), padding=int(row["pad"]))
+                b.add(op, "layer", row["name"], (n, C, H, W), kw, name=name, source=f"layers:{table}")
+    return list(b.cases.values())
+
+
+def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None) -> List[Case]:
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    cases: List[Case] = []
+    if suite in ("quick", "sweep", "full"):
+        cases += sweep_cases(device, quick=suite == "quick")
+    if suite in ("layers", "full"):
+        cases += layer_cases(device, batch)
+    if batch and suite != "layers":
+        cases = [dataclasses.replace(c, shape=(batch,) + c.shape[1:]) if c.source == "sweep"
+                 and "batch" not in c.sweeps else c for c in cases]
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runners: fastconv backends (from the registry) and peers
+# ---------------------------------------------------------------------------------------------------
+def _device_of_backend(name: str) -> str:
+    return "gpu" if _dispatch.BACKENDS[name].array_kind == "cupy" else "cpu"
+
+
+class Runner:
+    """Something that runs a case on one device. Subclasses set ``kind``, ``name``, ``algo``, ``device``."""
+
+    kind = "fastconv"
+    name = ""
+    algo = ""
+    device = "cpu"
+    family = "any"   # the cases it runs: "conv", "pool" or "any"
+
+    def runs(self, case: Case) -> bool:
+        return self.family == "any" or (self.family == "conv") == case.is_conv
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{'pools' if self.family == 'pool' else self.algo}"
+
+    def unavailable(self) -> Optional[str]:
+        """None when it can run here, else why not."""
+        return None
+
+    def unsupported(self, case: Case, spec) -> Optional[str]:
+        """None when it runs this case, else why not."""
+        return None
+
+    def algo_for(self, case: Case, spec) -> str:
+        return self.algo
+
+    def convert(self, arrays):
+        return arrays
+
+    def function(self, case: Case) -> Callable:
+        raise NotImplementedError
+
+    def to_numpy(self, out):
+        return out
+
+    def sync(self) -> None:
+        pass
+
+    def timer(self) -> Callable[[Callable, tuple], float]:
+        """``time(fn, args) -> seconds`` of one call, GPU work included."""
+        return wall_timer(self.sync)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+
+def wall_timer(sync: Callable[[], None]) -> Callable[[Callable, tuple], float]:
+    """Wall time of one call, with ``sync()`` before the clock starts and inside the timed region."""
+    def time_one(fn, args):
+        sync()
+        t0 = time.perf_counter()
+        fn(*args)
+        sync()
+        return time.perf_counter() - t0
+    return time_one
+
+
+class FastconvRunner(Runner):
+    kind = "fastconv"
+
+    def __init__(self, backend: str, algo: str, family: str = "conv"):
+        self.name, self.algo, self.family = backend, algo, family
+        self.device = _device_of_backend(backend)
+        self.array_kind = _dispatch.BACKENDS[backend].array_kind
+
+    def unavailable(self):
+        return _dispatch.availability(self.name)
+
+    def _supported_impls(self, spec):
+        algo = self.algo if spec.op == "conv" else "auto"
+        return [i for i in _dispatch.candidates(spec, self.name, algo) if not _dispatch.reasons(i, spec)]
+
+    def unsupported(self, case, spec):
+        algo = self.algo if spec.op == "conv" else "auto"
+        cands = _dispatch.candidates(spec, self.name, algo)
+        if not cands:
+            return f"no {spec.op} implementation with algo={algo!r} on backend {self.name!r}"
+        if self._supported_impls(spec):
+            return None
+        return "; ".join(f"{i.name}: {', '.join(_dispatch.reasons(i, spec))}" for i in cands)
+
+    def algo_for(self, case, spec):
+        """Pools have no ``algo=`` argument: report the implementation dispatch picks."""
+        if spec.op == "conv":
+            return self.algo
+        ok = self._supported_impls(spec)
+        return ok[0].algo if len(ok) == 1 else "auto"
+
+    def convert(self, arrays):
+        if self.array_kind == "cupy":
+            import cupy
+            return tuple(cupy.asarray(a) for a in arrays)
+        return arrays
+
+    def function(self, case):
+        import fastconv
+        fn, kw, b = getattr(fastconv, case.op), dict(case.kwargs), self.name
+        if case.is_conv:
+            algo = self.algo
+            return lambda *a: fn(*a, **kw, backend=b, algo=algo)
+        return lambda *a: fn(*a, **kw, backend=b)
+
+    def sync(self):
+        if self.array_kind == "cupy":
+            import cupy
+            cupy.cuda.get_current_stream().synchronize()
+
+    def timer(self):
+        if self.array_kind == "cupy":
+            return cupy_event_timer()
+        return super().timer()
+
+
+def cupy_event_timer():
+    import cupy
+
+    def time_one(fn, args):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3
+    return time_one
+
+
+class TorchRunner(Runner):
+    """torch.nn.functional, the op of the same name; CPU tensors, or CUDA tensors through cuDNN (fp32, TF32
+    off, ``cudnn.benchmark`` on so that cuDNN picks its fastest algorithm during warm-up)."""
+
+    kind = "peer"
+
+    def __init__(self, device: str):
+        self.device = device
+        self.name = "torch" if device == "cpu" else "torch-cuda"
+        self.algo = "aten" if device == "cpu" else "cudnn"
+
+    def unavailable(self):
+        try:
+            import torch
+        except ImportError as e:
+            return f"torch is not installed ({e})"
+        if self.device == "gpu":
+            if not torch.cuda.is_available():
+                return f"torch {torch.__version__} has no usable CUDA device"
+            if not torch.backends.cudnn.is_available():
+                return "torch is built without cuDNN"
+        return None
+
+    def settings(self) -> dict:
+        import torch
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        if self.device == "gpu":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+            out.update(cudnn=torch.backends.cudnn.version(), allow_tf32=False, cudnn_benchmark=True)
+        return out
+
+    def unsupported(self, case, spec):
+        return None
+
+    def algo_for(self, case, spec):
+        return self.algo if case.is_conv else "aten"
+
+    def convert(self, arrays):
+        import torch
+        self.settings()
+        out = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        return tuple(t.cuda() for t in out) if self.device == "gpu" else out
+
+    def function(self, case):
+        import torch
+        import torch.nn.functional as F
+        fn, kw = getattr(F, case.op), dict(case.kwargs)
+        pad = kw.get("padding")
+        if case.is_conv and isinstance(pad, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in pad):
+            # torch has no asymmetric padding: F.pad (last dimension first) then an unpadded conv
+            flat = tuple(v for pair in reversed(pad) for v in pair)
+            kw["padding"] = 0
+
+            def call(x, *rest):
+                with torch.no_grad():
+                    return fn(F.pad(x, flat), *rest, **kw)
+            return call
+
+        def call(*a):
+            with torch.no_grad():
+                return fn(*a, **kw)
+        return call
+
+    def to_numpy(self, out):
+        return out.detach().cpu().numpy()
+
+    def sync(self):
+        if self.device == "gpu":
+            import torch
+            torch.cuda.synchronize()
+
+    def timer(self):
+        if self.device != "gpu":
+            return super().timer()
+        import torch
+
+        def time_one(fn, args):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(*args)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        return time_one
+
+
+class CupyxRunner(Runner):
+    """cupyx has no op of the same definition, so this peer only reports why it is absent."""
+
+    kind = "peer"
+    name, algo, device = "cupyx", "-", "gpu"
+    REASON = ("cupyx has no NCHW convolution or pooling with these semantics: cupyx.scipy.ndimage filters "
+              "correlate one whole array with boundary modes (no channel reduction, groups or stride), and "
+              "CuPy v14 removed its cuDNN bindings (cupyx.cudnn)")
+
+    def unavailable(self):
+        return self.REASON
+
+
+PEERS = {"cpu": (lambda: TorchRunner("cpu"),), "gpu": (lambda: TorchRunner("gpu"), CupyxRunner)}
+
+
+def backend_algos(backend: str) -> List[str]:
+    """The algorithms a backend implements, from its ``implementations()`` (conv algos, then "auto" for
+    pools, which have no ``algo=`` argument)."""
+    algos: List[str] = []
+    for impl in _dispatch.backend_module(backend).implementations():
+        if impl.op == "conv" and impl.algo not in algos:
+            algos.append(impl.algo)
+    return algos
+
+
+def backends_for(device: str, names: Optional[Sequence[str]] = None) -> List[str]:
+    """Registered backends whose arrays live on ``device`` (all of them but EXCLUDED_BY_DEFAULT), or the
+    named ones (checked against the registry)."""
+    if names:
+        for n in names:
+            _dispatch.check_backend_name(n)
+        return list(names)
+    return [n for n in _dispatch.BACKENDS if _device_of_backend(n) == device and n not in EXCLUDED_BY_DEFAULT]
+
+
+def fastconv_runners(device: str, backends: Optional[Sequence[str]] = None,
+                     algos: Optional[Sequence[str]] = None) -> List[FastconvRunner]:
+    """Per backend: one conv runner per algorithm it implements (filtered by ``algos``; "auto" only when
+    asked), and one pool runner (pools have no ``algo=`` argument: dispatch picks). Unavailable backends
+    are included: they report why."""
+    out = []
+    for b in backends_for(device, backends):
+        try:
+            offered = backend_algos(b)
+        except ImportError:
+            offered = []
+        chosen = [a for a in offered if not algos or a in algos]
+        if algos and "auto" in algos:
+            chosen.append("auto")
+        out += [FastconvRunner(b, a, "conv") for a in chosen]
+        out.append(FastconvRunner(b, "auto", "pool"))
+    return out
+
+
+def peer_runners(device: str, names: Optional[Sequence[str]] = None) -> List[Runner]:
+    peers = [make() for make in PEERS[device]]
+    return [p for p in peers if not names or p.name in names]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Device facts and peaks
+# ---------------------------------------------------------------------------------------------------
+def default_device() -> str:
+    """"gpu" when a GPU backend of the registry is usable here, else "cpu"."""
+    for name in _dispatch.BACKENDS:
+        if _device_of_backend(name) == "gpu" and name not in EXCLUDED_BY_DEFAULT \
+                and _dispatch.availability(name) is None:
+            return "gpu"
+    return "cpu"
+
+
+def gpu_peak(name: str) -> Optional[dict]:
+    """{"fp32_gflops", "mem_gbps", "source", "match"} for a known GPU name, else None."""
+    for key, gflops, gbps in GPU_PEAKS:
+        if key.lower() in name.lower():
+            return {"fp32_gflops": gflops, "mem_gbps": gbps, "source": PEAK_SOURCE_GPU, "match": key}
+    return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> Optional[dict]:
+    """Name, memory, compute capability, CUDA runtime/driver of the current CuPy device, or None."""
+    try:
+        import cupy
+        dev = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    except Exception:
+        return None
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return {"name": name, "id": dev.id, "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+            "compute_capability": f"{props['major']}.{props['minor']}",
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cupy.cuda.runtime.driverGetVersion()}
+
+
+def copy_bandwidth(nbytes: int = 64 * 2**20, repeat: int = 5) -> float:
+    """GB/s of ``numpy.copyto`` (read + write counted) on ``nbytes``, best of ``repeat``; one thread."""
+    src = np.ones(nbytes // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9
+
+
+def package_version(*dists: str) -> Optional[str]:
+    from importlib import metadata
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def cupy_version() -> Optional[str]:
+    from importlib import metadata
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name == "cupy" or name.startswith("cupy-"):
+            return f"{dist.version} ({name})"
+    return None
+
+
+def versions() -> dict:
+    import fastconv
+    return {"python": platform.python_version(), "fastconv": fastconv.__version__,
+            "numpy": np.__version__, "numba": package_version("numba"), "cupy": cupy_version(),
+            "torch": package_version("torch"), "matplotlib": package_version("matplotlib")}
+
+
+def machine_info(device: str) -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
+            "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable, "device": device,
+            "gpu": gpu_info() if device == "gpu" else None}
+    try:
+        info["loadavg_start"] = list(os.getloadavg())
+    except OSError:
+        info["loadavg_start"] = None
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------
+# Verification and timing
+# ---------------------------------------------------------------------------------------------------
+def case_spec(case: Case):
+    """The spec of the case at its own batch size, without allocating its arrays."""
+    return dataclasses.replace(case.spec(case.arrays(n=1)), N=case.N)
+
+
+class Reference:
+    """The oracle's answer for one case (computed once, shared by every runner)."""
+
+    def __init__(self, case: Case):
+        import fastconv
+        from . import testing
+        spec = case_spec(case)
+        big = (spec.flops() > VERIFY_FULL_FLOPS) if case.is_conv else (spec.max_elements() > VERIFY_FULL_ELEMENTS)
+        self.n = 1 if big and case.N > 1 else case.N
+        self.arrays = case.arrays(n=self.n, seed=1)
+        self.spec = case.spec(self.arrays)
+        fn = getattr(fastconv, case.op)
+        self.ref = fn(*self.arrays, **case.kwargs, backend="numpy")
+        self.tol = testing.conv_tolerance(self.spec, *self.arrays) if case.is_conv else None
+
+    def check(self, out) -> None:
+        """AssertionError when ``out`` (NumPy) is not the oracle's answer within tolerance."""
+        from . import testing
+        if self.tol is None:
+            testing.assert_pool_close(out, self.ref, self.spec, self.arrays[0])
+            return
+        out = np.asarray(out).astype(np.float64)
+        ref = np.asarray(self.ref).astype(np.float64)
+        assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
+        # the same comparison as testing.assert_conv_close, with the tolerance computed once per case
+        testing._assert_within(out, ref, self.tol.reshape(ref.shape), self.spec)
+
+
+def verify(case: Case, runner: Runner, ref: Reference) -> None:
+    """Run ``runner`` on the reference arrays and check the result; raises AssertionError."""
+    out = runner.function(case)(*runner.convert(ref.arrays))
+    runner.sync()
+    ref.check(runner.to_numpy(out) if runner.kind == "peer" else _to_numpy(out))
+
+
+def _to_numpy(a):
+    from .testing import to_numpy
+    return to_numpy(a)
+
+
+def measure(fn: Callable, args: tuple, time_one: Callable, policy: Policy) -> dict:
+    """Warm-up calls, then timed calls per ``policy``. Returns first-call seconds and every timed call."""
+    t0 = time.perf_counter()
+    for i in range(max(1, policy.warmup)):
+        time_one(fn, args)
+        if i == 0:
+            first = time.perf_counter() - t0
+    times: List[float] = []
+    spent = 0.0
+    while len(times) < policy.max_repeat:
+        t = time_one(fn, args)
+        times.append(t)
+        spent += t
+        if len(times) >= policy.min_repeat and spent >= policy.min_time:
+            break
+        if spent >= policy.max_time and len(times) >= 3:
+            break
+    return {"first_call_s": first, "times_s": times}
+
+
+def summarise(times: Sequence[float]) -> dict:
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median_s": statistics.median(times), "min_s": min(times), "q1_s": q[0], "q3_s": q[2],
+            "rounds": len(times)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+def set_threads(n: Optional[int], runners: Sequence[Runner]) -> dict:
+    """Give numba and torch the same CPU thread count (when ``n``); report what each uses. The BLAS pool
+    that numba's im2col GEMM runs on is not changed here (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)."""
+    out = {}
+    names = {r.name for r in runners}
+    if "numba" in names:
+        import numba
+        if n:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        out["numba"] = numba.get_num_threads()
+    if "torch" in names:
+        import torch
+        if n:
+            torch.set_num_threads(n)
+        out["torch"] = torch.get_num_threads()
+    out["blas_env"] = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                       if k in os.environ}
+    return out
+
+
+@dataclasses.dataclass
+class Options:
+    suite: str = "quick"
+    device: str = "cpu"
+    backends: Optional[List[str]] = None
+    algos: Optional[List[str]] = None
+    peers: Optional[List[str]] = None     # None: every peer of the device; []: none
+    policy: Policy = QUICK_POLICY
+    batch: Optional[int] = None
+    max_cases: Optional[int] = None
+    filter: Optional[str] = None
+    threads: Optional[int] = None         # CPU threads for numba and torch alike (None: their defaults)
+
+
+def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+    """Verify and time every (case, runner) of the suite; returns the report (the JSON document)."""
+    t_start = time.perf_counter()
+    cases = build_cases(opts.suite, opts.device, opts.batch)
+    if opts.filter:
+        cases = [c for c in cases if opts.filter in c.name]
+    if opts.max_cases:
+        cases = cases[: opts.max_cases]
+    runners: List[Runner] = list(fastconv_runners(opts.device, opts.backends, opts.algos))
+    if opts.peers is None or opts.peers:
+        runners += peer_runners(opts.device, opts.peers)
+    runner_info, live = [], []
+    for r in runners:
+        why = r.unavailable()
+        info = {"kind": r.kind, "name": r.name, "algo": r.algo, "family": r.family, "device": r.device,
+                "available": why is None, "reason": why}
+        runner_info.append(info)
+        if why is None:
+            live.append(r)
+        else:
+            log(f"skipping {r.label}: {why}")
+    if not any(r.kind == "fastconv" for r in live):
+        raise RuntimeError("no fastconv backend can run on device {!r}: {}".format(
+            opts.device, "; ".join(f"{i['name']}: {i['reason']}" for i in runner_info if i["kind"] == "fastconv")
+            or "no backend of the registry has arrays on this device"))
+
+    machine = machine_info(opts.device)
+    peak = None
+    if opts.device == "gpu" and machine["gpu"]:
+        peak = gpu_peak(machine["gpu"]["name"])
+    elif any(not c.is_conv for c in cases):
+        bw = copy_bandwidth()
+        peak = {"fp32_gflops": None, "mem_gbps": bw,
+                "source": "measured in this run: numpy.copyto of 64 MiB, best of 5, one thread"}
+    threads = set_threads(opts.threads, live)
+
+    for r, info in zip(runners, runner_info):
+        if info["available"] and isinstance(r, TorchRunner):
+            info["settings"] = r.settings()
+    log(f"fastconv bench: suite {opts.suite}, device {opts.device}, {len(cases)} cases, runners "
+        f"{', '.join(r.label for r in live)}")
+    results, failures = [], 0
+    for i, case in enumerate(cases, 1):
+        rows = []
+        ref = None
+        full_spec = case_spec(case)
+        for r in live:
+            if not r.runs(case):
+                continue
+            row = {"case": case.name, "kind": r.kind, "backend": r.name, "algo": r.algo, "status": "ok",
+                   "error": None}
+            why = r.unsupported(case, full_spec)
+            if why:
+                row.update(status="unsupported", error=why)
+                rows.append(row)
+                continue
+            row["algo"] = r.algo_for(case, full_spec)
+            try:
+                if ref is None:
+                    ref = Reference(case)
+                verify(case, r, ref)
+            except AssertionError as e:
+                row.update(status="verify-failed", error=str(e))
+                failures += r.kind == "fastconv"
+                rows.append(row)
+                continue
+            except Exception as e:  # a runner that crashes is reported, the run goes on
+                row.update(status="error", error=f"{type(e).__name__}: {e}")
+                failures += r.kind == "fastconv"
+                rows.append(row)
+                continue
+            try:
+                args = r.convert(case.arrays())
+                m = measure(r.function(case), args, r.timer(), opts.policy)
+                del args
+            except Exception as e:
+                row.update(status="error", error=f"{type(e).__name__}: {e}")
+                failures += r.kind == "fastconv"
+                rows.append(row)
+                continue
+            row.update(summarise(m["times_s"]), first_call_s=m["first_call_s"])
+            rows.append(row)
+        _throughput(case, full_spec, rows, peak, ref.n if ref else None)
+        results += rows
+        log(f"[{i}/{len(cases)}] {case.name:<30} {case.describe():<40} " + "  ".join(
+            f"{r['backend']}:{r['algo']} " + (_fmt_time(r["median_s"]) if r["status"] == "ok" else r["status"])
+            for r in rows))
+
+    try:
+        machine["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        machine["loadavg_end"] = None
+    case_records = []
+    for c in cases:
+        rec = c.record()
+        spec = case_spec(c)
+        rec.update(flops=spec.flops(), bytes=spec.bytes(), metric="GFLOP/s" if c.is_conv else "GB/s",
+                   verify_n=next((r.get("verify_n") for r in results if r["case"] == c.name), None))
+        case_records.append(rec)
+    shapes_from = layer_tables()[0] if opts.suite in ("layers", "full") else None
+    return {
+        "schema": SCHEMA,
+        "machine": machine,
+        "versions": versions(),
+        "settings": {"suite": opts.suite, "device": opts.device, "policy": dataclasses.asdict(opts.policy),
+                     "batch": opts.batch, "filter": opts.filter, "max_cases": opts.max_cases,
+                     "threads": threads, "shapes": shapes_from,
+                     "timing": "CUDA events around each call, synchronised" if opts.device == "gpu"
+                     else "time.perf_counter around each call", "statistic": "median"},
+        "peak": peak,
+        "runners": runner_info,
+        "cases": case_records,
+        "results": results,
+        "failures": failures,
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+
+def _throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], verify_n) -> None:
+    """Add throughput, fraction of peak and ratio to the best peer to each timed row."""
+    work = spec.flops() if case.is_conv else spec.bytes()
+    unit = "GFLOP/s" if case.is_conv else "GB/s"
+    peak_value = None
+    if peak:
+        peak_value = peak.get("fp32_gflops") if case.is_conv else peak.get("mem_gbps")
+    peer_times = [r["median_s"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"]
+    best_peer = min(peer_times) if peer_times else None
+    for r in rows:
+        r["verify_n"] = verify_n
+        r["unit"] = unit
+        if r["status"] != "ok":
+            r.update(throughput=None, peak_fraction=None, ratio_to_best_peer=None)
+            continue
+        tp = work / r["median_s"] / 1e9
+        r["throughput"] = tp
+        r["peak_fraction"] = tp / peak_value if peak_value else None
+        r["ratio_to_best_peer"] = best_peer / r["median_s"] if best_peer else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output: table, JSON, plot
+# ---------------------------------------------------------------------------------------------------
+def _fmt_time(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def table(report: dict) -> str:
+    """The results as a fixed-width text table."""
+    head = (f"{'case':<32} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
+            f"{'vs peer':>8}")
+    lines = [head, "-" * len(head)]
+    last = None
+    for r in report["results"]:
+        case = r["case"] if r["case"] != last else ""
+        last = r["case"]
+        if r["status"] != "ok":
+            msg = r["status"] + (f": {r['error'][:60]}" if r.get("error") else "")
+            lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {msg}")
+            continue
+        tp = f"{r['throughput']:.2f} {r['unit']}"
+        pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
+        ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
+        lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {_fmt_time(r['median_s']):>10} "
+                     f"{tp:>16} {pk:>6} {ratio:>8}")
+    return "\n".join(lines)
+
+
+def summary(report: dict) -> str:
+    """Geometric-mean ratio to the best peer per fastconv runner (convs and pools apart)."""
+    ops = {c["name"]: c["op"] for c in report["cases"]}
+    groups: Dict[Tuple[str, str], List[float]] = {}
+    for r in report["results"]:
+        if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
+            family = "conv" if ops[r["case"]] in CONV_OPS else "pool"
+            groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r["ratio_to_best_peer"])
+    lines = []
+    for (label, family), vals in sorted(groups.items()):
+        gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
+        lines.append(f"{label:<18} {family:<5} geomean vs best peer {gm:.2f}x over {len(vals)} cases "
+                     f"(min {min(vals):.2f}x, max {max(vals):.2f}x)")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str) -> None:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(clean(report), f, indent=1)
+        f.write("\n")
+
+
+def _order(label: str):
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def plot(report: dict, path: str) -> Optional[str]:
+    """Draw throughput against stride, padding and dilation per runner (a row per op) and the ratio to the
+    best peer (a row per op); plus the ratio per standard layer when there are layers. Returns None, or why
+    no plot was drawn (matplotlib missing, nothing to draw)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        return f"matplotlib is not installed ({e}); pip install matplotlib (or fastconv[bench])"
+    cases = {c["name"]: c for c in report["cases"]}
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    ops = []
+    for c in report["cases"]:
+        if any(s in c["sweeps"] for s in PLOT_SWEEPS) and c["op"] not in ops:
+            ops.append(c["op"])
+    layers = [c["name"] for c in report["cases"] if c["source"].startswith("layers")]
+    if not ops and not layers:
+        return "no sweep or layer cases to plot"
+    nrows = 2 * len(ops) + (1 if layers else 0)
+    fig = plt.figure(figsize=(15, 3.0 * nrows + 0.8))
+    grid = fig.add_gridspec(nrows, len(PLOT_SWEEPS))
+    labels = sorted({(r["kind"] != "fastconv", f"{r['backend']}:{r['algo']}") for r in ok})
+    colors = {lab: plt.cm.tab10(i % 10) for i, (_, lab) in enumerate(labels)}
+    for oi, op in enumerate(ops):
+        unit = "GFLOP/s" if op in CONV_OPS else "GB/s"
+        for si, sweep in enumerate(PLOT_SWEEPS):
+            ax_t = fig.add_subplot(grid[2 * oi, si])
+            ax_r = fig.add_subplot(grid[2 * oi + 1, si])
+            on = [c for c in report["cases"] if c["op"] == op and sweep in c["sweeps"]]
+            xs = sorted({c["sweeps"][sweep] for c in on}, key=_order)
+            ax_t.set_title(f"{op}: {sweep}", fontsize=10)
+            if len(xs) < 1:
+                ax_t.text(0.5, 0.5, f"no {sweep} sweep in this suite", ha="center", va="center",
+                          transform=ax_t.transAxes)
+                ax_t.axis("off")
+                ax_r.axis("off")
+                continue
+            for peer, lab in labels:
+                pts_t, pts_r = [], []
+                for xi, x in enumerate(xs):
+                    case = next(c["name"] for c in on if c["sweeps"][sweep] == x)
+                    row = next((r for r in ok if r["case"] == case and f"{r['backend']}:{r['algo']}" == lab),
+                               None)
+                    if row:
+                        pts_t.append((xi, row["throughput"]))
+                        if not peer and row["ratio_to_best_peer"]:
+                            pts_r.append((xi, row["ratio_to_best_peer"]))
+                style = dict(color=colors[lab], marker="o", linestyle="--" if peer else "-", label=lab)
+                if pts_t:
+                    ax_t.plot(*zip(*pts_t), **style)
+                if pts_r:
+                    ax_r.plot(*zip(*pts_r), **style)
+            for ax in (ax_t, ax_r):
+                ax.set_xticks(range(len(xs)))
+                ax.set_xticklabels(xs)
+                ax.grid(alpha=0.3)
+            ax_t.set_ylabel(unit)
+            ax_r.set_ylabel("vs best peer (x, log)")
+            ax_r.set_yscale("log")
+            ax_r.axhline(1.0, color="gray", linewidth=0.8)
+            ax_r.set_xlabel(sweep)
+            if ax_t.get_legend_handles_labels()[0] and not any(ax.get_legend() for ax in fig.axes):
+                ax_t.legend(fontsize=7)
+            elif si == 0 and ax_t.get_legend_handles_labels()[0]:
+                ax_t.legend(fontsize=7)
+    if layers:
+        ax = fig.add_subplot(grid[nrows - 1, :])
+        fc = sorted({f"{r['backend']}:{r['algo']}" for r in ok if r["kind"] == "fastconv"})
+        width = 0.8 / max(1, len(fc))
+        for j, lab in enumerate(fc):
+            ys = []
+            for name in layers:
+                row = next((r for r in ok if r["case"] == name and f"{r['backend']}:{r['algo']}" == lab), None)
+                ys.append(row["ratio_to_best_peer"] if row and row["ratio_to_best_peer"] else float("nan"))
+            ax.bar([i + j * width for i in range(len(layers))], ys, width, label=lab, color=colors.get(lab))
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layers))])
+        ax.set_xticklabels([n.split("/", 1)[-1] for n in layers], rotation=70, fontsize=7)
+        ax.set_ylabel("vs best peer (x, log)")
+        ax.set_title("standard layers: speed relative to the best peer (> 1: faster)", fontsize=10)
+        ax.legend(fontsize=7)
+    m = report["machine"]
+    dev = m["gpu"]["name"] if m.get("gpu") else f"{m['cpu_model']} ({m['cpu_cores_usable']} cores)"
+    fig.suptitle(f"fastconv bench: suite {report['settings']['suite']} on {dev}, {m['date']}", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    del cases
+    return None

@@ -1,0 +1,229 @@
+"""The ``fastconv`` command.
+
+    fastconv bench --quick                  verify and time a small sweep of every op (about a minute on 2 cores)
+    fastconv bench --suite full --json r.json --plot r.png
+    fastconv info                           backends (and why one is unavailable), devices, versions, caches
+
+``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
+CPU. Each case is verified against the NumPy oracle before it is timed; the exit status is 1 when a
+fastconv backend fails verification, 2 on a usage error. See :mod:`fastconv.bench` for what is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+
+def _bench_parser(sub) -> None:
+    from . import bench
+    p = sub.add_parser("bench", help="verify and time every backend and its peers over a suite of cases",
+                       description="Verify each case against the NumPy oracle, then time every available "
+                                   "fastconv backend/algorithm and the peers (torch, cuDNN) side by side.")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick suite with short timing (about a minute on 2 CPU cores, compilation included)")
+    p.add_argument("--suite", choices=bench.SUITES,
+                   help="quick: small sweep of every op; sweep: stride/padding/dilation/kernel/groups/batch "
+                        "sweeps; layers: ResNet-50, VGG-16, MobileNet, pools; full: sweep + layers "
+                        "(default: quick with --quick, else sweep)")
+    p.add_argument("--device", choices=("auto",) + bench.DEVICES, default="auto",
+                   help="auto (default): the GPU when a GPU backend is usable, else the CPU")
+    p.add_argument("--backend", action="append", metavar="B",
+                   help="time only this backend (repeatable; default: every available backend of the device "
+                        "except the 'numpy' oracle and the 'cuda-emu' emulator, which run only when named)")
+    p.add_argument("--algo", action="append", metavar="A",
+                   help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice). "
+                        "Pools have no algorithm argument and always run through dispatch")
+    p.add_argument("--peer", action="append", metavar="P", help="only this peer (torch, torch-cuda, cupyx)")
+    p.add_argument("--no-peers", action="store_true", help="time no peer")
+    p.add_argument("--json", metavar="PATH", help="write the report here (default fastconv-bench-<device>.json)")
+    p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default fastconv-bench-<device>.png)")
+    p.add_argument("--no-json", action="store_true", help="write no JSON")
+    p.add_argument("--no-plot", action="store_true", help="draw no plot")
+    p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
+    p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for numba and torch alike (default: their own defaults, all cores); "
+                        "1 gives steadier numbers on a machine that is busy with other work")
+    # test-only: cut the case list short
+    p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
+
+
+def _info_parser(sub) -> None:
+    p = sub.add_parser("info", help="backends and why any is unavailable, devices, versions, cache paths")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fastconv", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", metavar="{bench,info}")
+    _bench_parser(sub)
+    _info_parser(sub)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.command == "bench":
+        return cmd_bench(args, ap)
+    if args.command == "info":
+        return cmd_info(args)
+    ap.print_help()
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# fastconv bench
+# ---------------------------------------------------------------------------------------------------
+def cmd_bench(args, ap) -> int:
+    from . import _dispatch, bench
+    suite = args.suite or ("quick" if args.quick else "sweep")
+    policy = bench.QUICK_POLICY if args.quick or suite == "quick" else bench.FULL_POLICY
+    try:
+        backends = bench.backends_for("cpu", args.backend) if args.backend else None
+    except ValueError as e:
+        ap.error(str(e))
+    device = args.device
+    if device == "auto":
+        if backends:
+            devices = {bench._device_of_backend(b) for b in backends}
+            if len(devices) > 1:
+                ap.error(f"--backend {', '.join(backends)} mixes CPU and GPU backends; run them separately")
+            device = devices.pop()
+        else:
+            device = bench.default_device()
+    elif backends:
+        wrong = [b for b in backends if bench._device_of_backend(b) != device]
+        if wrong:
+            ap.error(f"backend {', '.join(wrong)} does not run on device {device!r}")
+    if "cuda-emu" in (backends or []):
+        print("note: cuda-emu emulates every GPU thread on the CPU; keep it to a case or two "
+              "(--filter / --batch 1)", file=sys.stderr)
+    for a in args.algo or []:
+        if a not in _dispatch.ALGOS:
+            ap.error(f"--algo must be one of {', '.join(_dispatch.ALGOS)}, got {a!r}")
+    peers = [] if args.no_peers else args.peer
+    opts = bench.Options(suite=suite, device=device, backends=backends, algos=args.algo, peers=peers,
+                         policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
+                         threads=args.threads)
+    try:
+        report = bench.run(opts)
+    except RuntimeError as e:
+        print(f"fastconv bench: {e}", file=sys.stderr)
+        return 2
+    print(bench.table(report))
+    s = bench.summary(report)
+    if s:
+        print()
+        print(s)
+    la = report["machine"].get("loadavg_start")
+    print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
+          + (f" (load average at start {la[0]:.1f} on {report['machine']['cpu_cores_usable']} cores)"
+             if la else ""))
+    if not args.no_json:
+        path = args.json or f"fastconv-bench-{device}.json"
+        bench.write_json(report, path)
+        print(f"JSON: {path}")
+    if not args.no_plot:
+        path = args.plot or f"fastconv-bench-{device}.png"
+        why = bench.plot(report, path)
+        print(f"plot: {path}" if why is None else f"plot skipped: {why}")
+    if report["failures"]:
+        print(f"{report['failures']} fastconv result(s) failed verification or crashed; see the table",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# fastconv info
+# ---------------------------------------------------------------------------------------------------
+def cache_paths() -> dict:
+    """Where compiled code is kept: Numba's cache, the emulator's, CuPy's kernel cache."""
+    from . import _backends
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if not numba_dir:
+        src = os.path.join(os.path.dirname(_backends.__file__), "__pycache__")
+        numba_dir = src if os.access(os.path.dirname(src), os.W_OK) else \
+            os.path.join(os.path.expanduser("~"), ".cache", "numba") + " (package directory is read-only)"
+    emu_dir = os.environ.get("FASTCONV_EMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                   "fastconv", "emu")
+    cupy_dir = os.environ.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
+    return {"numba": numba_dir + ("" if os.environ.get("NUMBA_CACHE_DIR") else " (NUMBA_CACHE_DIR unset)"),
+            "cuda-emu": emu_dir + ("" if os.environ.get("FASTCONV_EMU_CACHE") else " (FASTCONV_EMU_CACHE unset)"),
+            "cupy": cupy_dir + ("" if os.environ.get("CUPY_CACHE_DIR") else " (CUPY_CACHE_DIR unset)")}
+
+
+def info() -> dict:
+    from . import _dispatch, bench
+    backends = {}
+    for name, b in _dispatch.backends().items():
+        entry = dict(b)
+        entry["device"] = bench._device_of_backend(name)
+        if b["available"]:
+            try:
+                impls = _dispatch.backend_module(name).implementations()
+                entry["implementations"] = [f"{i.op}:{i.algo}" for i in impls]
+            except Exception as e:  # report, never crash info
+                entry["implementations"] = f"{type(e).__name__}: {e}"
+        backends[name] = entry
+    if backends.get("numba", {}).get("available"):
+        import numba
+        backends["numba"]["threads"] = numba.get_num_threads()
+    peers = {}
+    for dev in bench.DEVICES:
+        for p in bench.peer_runners(dev):
+            why = p.unavailable()
+            peers[p.name] = {"device": dev, "available": why is None, "reason": why}
+    v = bench.versions()
+    gpu = bench.gpu_info()
+    if gpu:
+        gpu["peak"] = bench.gpu_peak(gpu["name"])
+    return {"fastconv": v["fastconv"], "location": os.path.dirname(os.path.abspath(__file__)),
+            "cpu": {"model": bench.cpu_model(), "cores": os.cpu_count()}, "gpu": gpu,
+            "default_bench_device": bench.default_device(), "backends": backends, "peers": peers,
+            "versions": v, "caches": cache_paths(), "shapes": bench.layer_tables()[0]}
+
+
+def cmd_info(args) -> int:
+    data = info()
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    v = data["versions"]
+    print(f"fastconv {data['fastconv']} (Python {v['python']}) at {data['location']}")
+    print(f"CPU: {data['cpu']['model']}, {data['cpu']['cores']} cores")
+    g = data["gpu"]
+    if g:
+        peak = g.get("peak")
+        print(f"GPU: {g['name']} ({g['memory_gib']} GiB, compute capability {g['compute_capability']}), "
+              f"CUDA runtime {g['cuda_runtime']}, driver {g['cuda_driver']}"
+              + (f"; peak {peak['fp32_gflops']:.0f} GFLOP/s fp32, {peak['mem_gbps']:.0f} GB/s ({peak['source']})"
+                 if peak else "; peak unknown"))
+    else:
+        print("GPU: none usable (see the cuda backend below)")
+    print(f"fastconv bench runs on: {data['default_bench_device']}")
+    print("\nbackends:")
+    for name, b in data["backends"].items():
+        state = "available" if b["available"] else f"unavailable: {b['reason']}"
+        print(f"  {name:<9} [{b['device']}] {state}")
+        print(f"            {b['description']}")
+        if isinstance(b.get("implementations"), list):
+            print(f"            implementations: {', '.join(b['implementations'])}"
+                  + (f"; {b['threads']} threads" if "threads" in b else ""))
+    print("\npeers (benchmarks):")
+    for name, p in data["peers"].items():
+        print(f"  {name:<10} [{p['device']}] " + ("available" if p["available"] else f"unavailable: {p['reason']}"))
+    print("\nversions: " + ", ".join(f"{k} {val or '-'}" for k, val in v.items()))
+    print("\ncaches:")
+    for k, path in data["caches"].items():
+        print(f"  {k:<9} {path}")
+    print(f"\nstandard layer shapes: {data['shapes']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
