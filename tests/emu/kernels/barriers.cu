@@ -43,3 +43,23 @@ extern "C" __global__ void trap(float* out) {
   if (threadIdx.x == 3) __trap();
   out[threadIdx.x] = 1.0f;
 }
+
+// warp_vs_block: half of warp 0 waits in a shuffle, the other half at __syncthreads (deadlock)
+extern "C" __global__ void warp_vs_block(float* out) {
+  if (threadIdx.x < 16) {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+  } else {
+    __syncthreads();
+  }
+}
+
+// deep_stack: recursion that needs about depth * 1 KiB of fiber stack
+__device__ __noinline__ float deep(volatile float* scratch, int depth) {
+  volatile float local[200];
+  for (int i = 0; i < 200; ++i) local[i] = scratch[i % 4] + depth;
+  return depth == 0 ? local[7] : deep(scratch, depth - 1) + local[depth % 200] * 0.0f;
+}
+extern "C" __global__ void deep_stack(float* out, int depth) {
+  float s[4] = {1, 2, 3, 4};
+  out[threadIdx.x] = deep(s, depth);
+}

@@ -1,0 +1,76 @@
+"""Kernel discovery, source rewriting, misuse diagnostics and the stack-size knob."""
+import numpy as np
+import pytest
+
+from fastconv.emu import EmuError, EmuModule
+from fastconv.emu import _source
+
+
+@pytest.fixture(scope="module")
+def disc(kernel_path):
+    return EmuModule(path=kernel_path("discovery.cu"), name_expressions=("templated<5>",))
+
+
+def test_discovery(disc):
+    assert set(disc.kernel_names) == {"in_linkage_block", "fc::detail::in_namespace", "with_bounds",
+                                      "templated<5>"}
+    for name, expect in [("in_linkage_block", 1), ("fc::detail::in_namespace", 2), ("with_bounds", 3),
+                         ("templated<5>", 5)]:
+        out = np.zeros(1, np.int32)
+        disc.get_function(name)(1, 1, (out,))
+        assert out[0] == expect, name
+
+
+def test_mask_source_keeps_offsets():
+    text = 'a /* x\ny */ b // c\n"str // not comment" \'c\''
+    masked = _source.mask_source(text)
+    assert len(masked) == len(text) and masked.count("\n") == text.count("\n")
+    assert "x" not in masked and "not" not in masked and masked.startswith("a ")
+
+
+def test_rewrite_keeps_lines_and_poisons_static():
+    src = ("__global__ void k(float* o) {\n"
+           "  extern __shared__ __align__(16) unsigned char raw[];\n"
+           "  __shared__ float a[4][8], b[2];\n"
+           "  __shared__ cub::Foo<float, 4>::Storage st;\n"
+           "}\n")
+    out = _source.rewrite_shared(src)
+    assert out.count("\n") == src.count("\n")
+    lines = out.split("\n")
+    assert "unsigned char* raw = reinterpret_cast<unsigned char*>(__emu_dynamic_smem());" in lines[1]
+    assert "sizeof(a)" in lines[2] and "sizeof(b)" in lines[2]
+    assert "__emu_poison_static_smem((void*)&st, sizeof(st));" in lines[3]
+
+
+@pytest.fixture(scope="module")
+def bar(kernel_path):
+    return EmuModule(path=kernel_path("barriers.cu"))
+
+
+def test_warp_op_vs_barrier_deadlock(bar):
+    with pytest.raises(EmuError, match=r"deadlock: 16 thread\(s\) at __syncthreads line \d+.*; "
+                                       r"16 thread\(s\) in __shfl_xor_sync line \d+"):
+        bar.get_function("warp_vs_block")(1, 32, (np.zeros(32, np.float32),))
+
+
+def test_stack_size_knob(bar):
+    out = np.zeros(32, np.float32)
+    f = bar.get_function("deep_stack")
+    f(1, 32, (out, np.int32(100)), stack_size=256 * 1024)  # ~100 KiB of frames: needs the bigger stack
+    assert (out == 4).all()  # local[7] = scratch[3] + 0 at depth 0
+    with pytest.raises(EmuError, match="stack_size"):
+        f(1, 32, (out, np.int32(1)), stack_size=100)
+
+
+def test_stack_overflow_hits_the_guard_page(kernel_path, bar):
+    # too deep for the default 64 KiB stack: the guard page must stop it (SIGSEGV in a child
+    # process), not let it scribble over the neighbouring fiber's stack
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np; from fastconv.emu import EmuModule;"
+            f"m = EmuModule(path={kernel_path('barriers.cu')!r});"
+            "m.get_function('deep_stack')(1, 32, (np.zeros(32, np.float32), np.int32(100)))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    assert proc.returncode == -11, proc.stderr.decode()[-2000:]
