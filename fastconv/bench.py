@@ -1122,6 +1122,7 @@ def plot(report: dict, path: str) -> Optional[str]:
     colors = {lab: plt.cm.tab10(i % 10) for i, (_, lab) in enumerate(labels)}
     for oi, op in enumerate(ops):
         unit = "GFLOP/s" if op in CONV_OPS else "GB/s"
+        legend_done = False
         for si, sweep in enumerate(PLOT_SWEEPS):
             ax_t = fig.add_subplot(grid[2 * oi, si])
             ax_r = fig.add_subplot(grid[2 * oi + 1, si])
@@ -1158,10 +1159,9 @@ def plot(report: dict, path: str) -> Optional[str]:
             ax_r.set_yscale("log")
             ax_r.axhline(1.0, color="gray", linewidth=0.8)
             ax_r.set_xlabel(sweep)
-            if ax_t.get_legend_handles_labels()[0] and not any(ax.get_legend() for ax in fig.axes):
+            if not legend_done and ax_t.get_legend_handles_labels()[0]:
                 ax_t.legend(fontsize=7)
-            elif si == 0 and ax_t.get_legend_handles_labels()[0]:
-                ax_t.legend(fontsize=7)
+                legend_done = True
     if layers:
         ax = fig.add_subplot(grid[nrows - 1, :])
         fc = sorted({f"{r['backend']}:{r['algo']}" for r in ok if r["kind"] == "fastconv"})
