@@ -132,3 +132,32 @@ def test_dynamic_shared_memory_alignment(poison):
     out = np.ones(1, np.uint64)
     poison.get_function("align_dynamic")(1, 1, (out,), shared_mem=37)
     assert out[0] == 0
+
+
+def test_device_assert_fails_the_launch(bar):
+    x = np.zeros(64, np.int32)
+    f = bar.get_function("device_assert")
+    f(1, 64, (x,))
+    x[40] = -1
+    with pytest.raises(EmuError, match=r"assertion `x\[threadIdx.x\] >= 0' failed at .*barriers.cu:\d+ "
+                                       r"in block \(0,0,0\) thread \(40,0,0\)"):
+        f(1, 64, (x,))
+
+
+def test_order_from_environment(red, monkeypatch):
+    x = _data()
+    f = red.get_function("block_sum_racy")
+    outs = {}
+    for order in ("forward", "reverse"):
+        outs[order] = np.zeros(8, np.float32)
+        f(8, 256, (x, outs[order], np.int32(len(x))), order=order)
+    monkeypatch.setenv("FASTCONV_EMU_ORDER", "forward")
+    env_out = np.zeros(8, np.float32)
+    f(8, 256, (x, env_out, np.int32(len(x))))
+    np.testing.assert_array_equal(env_out, outs["forward"])
+    monkeypatch.setenv("FASTCONV_EMU_ORDER", "reverse")
+    f(8, 256, (x, env_out, np.int32(len(x))))
+    np.testing.assert_array_equal(env_out, outs["reverse"])
+    monkeypatch.setenv("FASTCONV_EMU_ORDER", "sideways")
+    with pytest.raises(ValueError, match="order must be one of"):
+        f(8, 256, (x, env_out, np.int32(len(x))))

@@ -423,6 +423,19 @@ void __emu_trap(const char* what, int line) {
                            fmt_dim(blockIdx) + " thread " + fmt_dim(threadIdx));
 }
 
+// assert() in a kernel: glibc's assert calls __assert_fail. This hidden definition binds every
+// call inside the module, so a failed device-side assertion fails the launch (EmuError) the way
+// a GPU reports cudaErrorAssert, instead of aborting the Python process.
+extern "C" EMU_HIDDEN void __assert_fail(const char* expr, const char* file, unsigned line, const char* func) {
+  Worker* w = tw;
+  if (!w || !w->cur) {
+    std::fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, func, expr);
+    std::abort();
+  }
+  fiber_fail(*w, w->cur, std::string("assertion `") + expr + "' failed at " + file + ":" + std::to_string(line) +
+                             " in block " + fmt_dim(blockIdx) + " thread " + fmt_dim(threadIdx));
+}
+
 namespace {
 
 // ================================================================ block scheduler

@@ -63,3 +63,9 @@ extern "C" __global__ void deep_stack(float* out, int depth) {
   float s[4] = {1, 2, 3, 4};
   out[threadIdx.x] = deep(s, depth);
 }
+
+// device_assert: assert() in a kernel fails the launch (like cudaErrorAssert)
+#include <cassert>
+extern "C" __global__ void device_assert(const int* x) {
+  assert(x[threadIdx.x] >= 0);
+}
