@@ -238,7 +238,7 @@ def module_library(unit, key, backend, flags, include_dirs, label):
                 f.write(unit)
             incs = [a for inc in include_dirs for a in ("-I", inc)]
             _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
-                      "-shared", "-o", tmp], label)
+                      "-shared", "-Wl,-z,defs", "-o", tmp], label)
             body = _read(tmp)
             with open(tmp, "ab") as f:
                 f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())

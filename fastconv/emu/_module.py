@@ -115,7 +115,10 @@ class EmuModule:
                     os.unlink(so)
                     _build.stats["rebuilt_corrupt"] += 1
                     so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
-                    lib = _Library(so)
+                    try:
+                        lib = _Library(so)
+                    except (OSError, AttributeError) as e:
+                        raise EmuError(f"cannot load freshly built {so}: {e}") from e
                 _loaded[key] = lib
         self._lib = lib
         self.backend = lib.backend

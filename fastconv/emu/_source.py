@@ -51,6 +51,17 @@ def mask_source(text):
     return "".join(out)
 
 
+def mask_directives(masked):
+    """Blank preprocessor directive lines (with their backslash continuations), keeping newlines."""
+    out = masked.split("\n")
+    cont = False
+    for i, ln in enumerate(out):
+        if cont or ln.lstrip().startswith("#"):
+            cont = ln.rstrip().endswith("\\")
+            out[i] = " " * len(ln)
+    return "\n".join(out)
+
+
 def line_of(text, pos):
     return text.count("\n", 0, pos) + 1
 
@@ -97,7 +108,7 @@ def find_kernels(text, masked=None):
 
     Template kernels are skipped: they need name expressions (``k<float>``), as with CuPy.
     """
-    masked = mask_source(text) if masked is None else masked
+    masked = mask_directives(mask_source(text) if masked is None else masked)
     spans = _scopes(masked)
     names = []
     decl = re.compile(
@@ -111,8 +122,7 @@ def find_kernels(text, masked=None):
             continue
         head_start = max(masked.rfind(";", 0, m.start()), masked.rfind("}", 0, m.start()),
                          masked.rfind("{", 0, m.start())) + 1
-        head = "\n".join(ln for ln in masked[head_start:m.start()].split("\n")
-                         if not ln.lstrip().startswith("#"))
+        head = masked[head_start:m.start()]
         if re.search(r"\btemplate\b", head):
             continue
         d = decl.match(masked, m.start())
@@ -144,7 +154,8 @@ def _split_top_level(s, sep=","):
 def rewrite_shared(text, filename="<code>"):
     """Apply the dynamic and static shared-memory rewrites described in the module docstring."""
     masked = mask_source(text)
-    spans = _scopes(masked)
+    code_only = mask_directives(masked)
+    spans = _scopes(code_only)
     edits = []  # (start, end, replacement)
 
     def where(pos):
@@ -161,6 +172,9 @@ def rewrite_shared(text, filename="<code>"):
         r"(" + _IDENT + r")\s*\[\s*\]\s*;"
     )
     for m in re.finditer(r"\bextern\s+__shared__\b", masked):
+        if code_only[m.start()] == " ":
+            raise EmuError(f"{where(m.start())}: 'extern __shared__' inside a preprocessor directive (macro) "
+                           f"is not supported by the emulator; declare it in the kernel body")
         d = dyn.match(masked, m.start())
         if not d:
             snippet = text[m.start():text.find("\n", m.start())].strip()
@@ -179,8 +193,8 @@ def rewrite_shared(text, filename="<code>"):
     for m in re.finditer(r"\b__shared__\b", masked):
         if re.search(r"\bextern\s+$", masked[max(0, m.start() - 40):m.start()]):
             continue
-        if not in_function(m.start()):
-            continue  # file scope: plain thread_local, not poisoned
+        if code_only[m.start()] == " " or not in_function(m.start()):
+            continue  # file scope or inside a macro: plain thread_local, not poisoned
         end = masked.find(";", m.end())
         if end < 0:
             raise EmuError(f"{where(m.start())}: unterminated __shared__ declaration")

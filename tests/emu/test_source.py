@@ -74,3 +74,20 @@ def test_stack_overflow_hits_the_guard_page(kernel_path, bar):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     assert proc.returncode == -11, proc.stderr.decode()[-2000:]
+
+
+def test_macros_and_prototypes():
+    src = ("#define MAKE_KERNEL(name, v) \\\n"
+           "  __global__ void name(int* out) { __shared__ int s; s = v; out[0] = s; }\n"
+           "extern \"C\" __global__ void proto_only(int* out);\n"
+           "extern \"C\" MAKE_KERNEL(from_macro, 9)\n")
+    assert _source.find_kernels(src) == ["proto_only"]
+    with pytest.raises(EmuError, match="proto_only"):  # declared, never defined: a link error
+        EmuModule(code=src)
+    mod = EmuModule(code=src.replace('extern "C" __global__ void proto_only(int* out);\n', ""),
+                    name_expressions=("from_macro",))
+    out = np.zeros(1, np.int32)
+    mod.get_function("from_macro")(1, 1, (out,))
+    assert out[0] == 9
+    with pytest.raises(EmuError, match="inside a preprocessor directive"):
+        _source.rewrite_shared("#define DYN extern __shared__ float d[];\n")

@@ -161,3 +161,26 @@ def test_order_from_environment(red, monkeypatch):
     monkeypatch.setenv("FASTCONV_EMU_ORDER", "sideways")
     with pytest.raises(ValueError, match="order must be one of"):
         f(8, 256, (x, env_out, np.int32(len(x))))
+
+
+def test_concurrent_launches_from_python_threads(red):
+    # each launch has its own workers, fibers and thread-local shared memory
+    import threading
+    x = _data()
+    expect = _block_sums(x)
+    f = red.get_function("block_sum")
+    failures = []
+
+    def run(i):
+        for _ in range(5):
+            out = np.zeros(8, np.float32)
+            f(8, 256, (x, out, np.int32(len(x))), order=("forward", "reverse", "random")[i % 3], workers=2)
+            if not np.array_equal(out, expect):
+                failures.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
