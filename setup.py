@@ -20,7 +20,7 @@ setup(
         "cuda13": ["cupy-cuda13x>=13"],
         "test": ["pytest>=7", "hypothesis>=6.80", "pytest-benchmark>=4"],
         # compile every .cu with NVRTC in CI without a GPU
-        "nvrtc": ["nvidia-cuda-nvrtc", "cuda-bindings"],
+        "nvrtc": ["nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "cuda-bindings"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["fastconv=fastconv.cli:main"]},
