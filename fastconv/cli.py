@@ -40,6 +40,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--no-peers", action="store_true", help="time no peer")
     p.add_argument("--json", metavar="PATH", help="write the report here (default fastconv-bench-<device>.json)")
     p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default fastconv-bench-<device>.png)")
+    p.add_argument("--out", metavar="DIR",
+                   help="write <DIR>/<device name>-<suite>-<date>.json and .png (e.g. benchmarks/results)")
     p.add_argument("--no-json", action="store_true", help="write no JSON")
     p.add_argument("--no-plot", action="store_true", help="draw no plot")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
@@ -110,6 +112,14 @@ def cmd_bench(args, ap) -> int:
                          policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
                          threads=args.threads)
     try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    if device == "cpu" and not args.threads and load > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} cores: other work competes for the CPU; "
+              "multi-threaded timings (numba, torch) suffer most, --threads 1 gives steadier numbers",
+              file=sys.stderr)
+    try:
         report = bench.run(opts)
     except RuntimeError as e:
         print(f"fastconv bench: {e}", file=sys.stderr)
@@ -123,12 +133,20 @@ def cmd_bench(args, ap) -> int:
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average at start {la[0]:.1f} on {report['machine']['cpu_cores_usable']} cores)"
              if la else ""))
+    stem = f"fastconv-bench-{device}"
+    if args.out:
+        m = report["machine"]
+        name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
+        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
+        while "--" in slug:
+            slug = slug.replace("--", "-")
+        stem = os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}")
     if not args.no_json:
-        path = args.json or f"fastconv-bench-{device}.json"
+        path = args.json or f"{stem}.json"
         bench.write_json(report, path)
         print(f"JSON: {path}")
     if not args.no_plot:
-        path = args.plot or f"fastconv-bench-{device}.png"
+        path = args.plot or f"{stem}.png"
         why = bench.plot(report, path)
         print(f"plot: {path}" if why is None else f"plot skipped: {why}")
     if report["failures"]:
