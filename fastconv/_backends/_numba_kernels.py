@@ -26,10 +26,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# error_model="numpy": integer division needs no zero check (divisors are validated positive sizes),
-# which keeps the inner loops vectorisable. fastmath stays off: results must follow IEEE order rules
-# the oracle's NaN handling relies on.
+# error_model="numpy": integer division needs no zero check (divisors are validated positive sizes).
+# Pools run with fastmath off (the NaN rule needs IEEE compares); conv kernels allow only "contract"
+# (a*b+c fused into one FMA, one rounding instead of two), never reassociation or finite-math.
 _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
+_JIT_CONV = dict(_JIT, fastmath={"contract"})
+_JIT_SERIAL = dict(_JIT, parallel=False)
+
+# Vectorisation note: every inner loop runs over a zero-based ``range`` on slices taken just before it
+# (``a = acc[kk, lo:hi]``, ``xs = xrow[lo + off: hi + off]``). Indexing with ``q + off``, where ``off``
+# may be negative, makes Numba emit its negative-index wraparound per element, and LLVM then does not
+# vectorise the loop (measured: 6x slower).
 
 #: output channels per block of conv2d_direct: the (KB, Q) accumulator of one output row stays in L1
 #: and each input row loaded is reused KB times.
@@ -49,7 +56,19 @@ def _col_range(off, stride, size, out_len):
     return lo, max(lo, hi)
 
 
-@njit(**_JIT)
+@njit(inline="always")
+def _axpy(a, wv, xs):
+    for i in range(a.shape[0]):
+        a[i] += wv * xs[i]
+
+
+@njit(inline="always")
+def _tap_slices(row, xrow, lo, hi, sw, off):
+    """row[lo:hi] and the input taps it meets, xrow[lo*sw + off : ... : sw] (both zero-based views)."""
+    return row[lo:hi], xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+
+
+@njit(**_JIT_CONV)
 def conv2d_direct(x, w, b, out, geo):
     sh, sw, pt, pl, dh, dw, G, _R, _S = geo
     N, C, H, W = x.shape
@@ -65,9 +84,7 @@ def conv2d_direct(x, w, b, out, geo):
         acc = np.empty((KB, Q), dtype=out.dtype)
         for p in range(P):
             for kk in range(kn):
-                bv = b[k0 + kk]
-                for q in range(Q):
-                    acc[kk, q] = bv
+                acc[kk, :] = b[k0 + kk]
             for c in range(Cg):
                 ci = g * Cg + c
                 for r in range(R):
@@ -78,26 +95,21 @@ def conv2d_direct(x, w, b, out, geo):
                     for s in range(S):
                         off = s * dw - pl
                         lo, hi = _col_range(off, sw, W, Q)
+                        if hi <= lo:
+                            continue
                         if sw == 1:
+                            xs = xrow[lo + off:hi + off]
                             for kk in range(kn):
-                                wv = w[k0 + kk, c, r, s]
-                                a = acc[kk]
-                                for q in range(lo, hi):
-                                    a[q] += wv * xrow[q + off]
+                                _axpy(acc[kk, lo:hi], w[k0 + kk, c, r, s], xs)
                         else:
+                            xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
                             for kk in range(kn):
-                                wv = w[k0 + kk, c, r, s]
-                                a = acc[kk]
-                                for q in range(lo, hi):
-                                    a[q] += wv * xrow[q * sw + off]
+                                _axpy(acc[kk, lo:hi], w[k0 + kk, c, r, s], xs)
             for kk in range(kn):
-                orow = out[n, k0 + kk, p]
-                a = acc[kk]
-                for q in range(Q):
-                    orow[q] = a[q]
+                out[n, k0 + kk, p, :] = acc[kk]
 
 
-@njit(**_JIT)
+@njit(**_JIT_CONV)
 def conv2d_depthwise(x, w, b, out, geo):
     """C/G == 1: output channel k reads input channel k // M only (M = K/C, the channel multiplier)."""
     sh, sw, pt, pl, dh, dw, G, _R, _S = geo
@@ -108,13 +120,11 @@ def conv2d_depthwise(x, w, b, out, geo):
     for t in prange(N * K):
         n = t // K
         k = t % K
-        ci = k // M
-        plane = x[n, ci]
+        plane = x[n, k // M]
         bv = b[k]
         for p in range(P):
             orow = out[n, k, p]
-            for q in range(Q):
-                orow[q] = bv
+            orow[:] = bv
             for r in range(R):
                 h = p * sh - pt + r * dh
                 if h < 0 or h >= H:
@@ -123,25 +133,34 @@ def conv2d_depthwise(x, w, b, out, geo):
                 for s in range(S):
                     off = s * dw - pl
                     lo, hi = _col_range(off, sw, W, Q)
-                    wv = w[k, 0, r, s]
+                    if hi <= lo:
+                        continue
                     if sw == 1:
-                        for q in range(lo, hi):
-                            orow[q] += wv * xrow[q + off]
+                        _axpy(orow[lo:hi], w[k, 0, r, s], xrow[lo + off:hi + off])
                     else:
-                        for q in range(lo, hi):
-                            orow[q] += wv * xrow[q * sw + off]
+                        _axpy(orow[lo:hi], w[k, 0, r, s], xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw])
 
 
-@njit(**_JIT)
+@njit(inline="always")
+def _copy(dst, src):
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(**_JIT_SERIAL)
 def im2col_pack(x, n, g, P, Q, geo, col):
     """col[(c*R + r)*S + s, p*Q + q] = x[n, g*Cg + c, h, w], zero where the tap is in the padding;
-    R and S are the extents of the filter (col has Cg*R*S rows), passed in ``geo``."""
+    R and S are the extents of the filter (col has Cg*R*S rows), passed in ``geo``.
+
+    Serial on purpose: it alternates with the BLAS GEMM, whose worker threads keep spinning for a while
+    after each call; a parallel pack fights them for the cores (measured: the whole im2col conv 3-6x
+    slower with a 2-thread pack than with a 1-thread pack on 2 cores)."""
     sh, sw, pt, pl, dh, dw, G, R, S = geo
     H, W = x.shape[2], x.shape[3]
     rows = col.shape[0]
     RS = R * S
     Cg = rows // RS
-    for row in prange(rows):
+    for row in range(rows):
         c = row // RS
         r = (row // S) % R
         s = row % S
@@ -151,22 +170,16 @@ def im2col_pack(x, n, g, P, Q, geo, col):
         lo, hi = _col_range(off, sw, W, Q)
         for p in range(P):
             h = p * sh - pt + r * dh
-            base = p * Q
-            if h < 0 or h >= H:
-                for q in range(Q):
-                    dst[base + q] = 0
+            drow = dst[p * Q:(p + 1) * Q]
+            if h < 0 or h >= H or hi <= lo:
+                drow[:] = 0
                 continue
-            xrow = src[h]
-            for q in range(lo):
-                dst[base + q] = 0
+            drow[:lo] = 0
             if sw == 1:
-                for q in range(lo, hi):
-                    dst[base + q] = xrow[q + off]
+                _copy(drow[lo:hi], src[h, lo + off:hi + off])
             else:
-                for q in range(lo, hi):
-                    dst[base + q] = xrow[q * sw + off]
-            for q in range(hi, Q):
-                dst[base + q] = 0
+                _copy(drow[lo:hi], src[h, lo * sw + off:(hi - 1) * sw + off + 1:sw])
+            drow[hi:] = 0
 
 
 @njit(**_JIT)
@@ -218,17 +231,24 @@ def max_pool2d(x, out, idx, want_idx, geo):
                 for s in range(S):
                     off = s * dw - pw
                     lo, hi = _col_range(off, sw, W, Q)
+                    if hi <= lo:
+                        continue
+                    xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+                    bs = best[lo:hi]
                     if want_idx:
-                        for q in range(lo, hi):
-                            v = xrow[q * sw + off]
-                            if v > best[q] or v != v:
-                                best[q] = v
-                                bidx[q] = h * W + q * sw + off
+                        bis = bidx[lo:hi]
+                        base = h * W + lo * sw + off
+                        for i in range(hi - lo):
+                            v = xs[i]
+                            bv = bs[i]
+                            take = (v > bv) | (v != v)
+                            bs[i] = v if take else bv
+                            bis[i] = base + i * sw if take else bis[i]
                     else:
-                        for q in range(lo, hi):
-                            v = xrow[q * sw + off]
-                            bq = best[q]
-                            best[q] = v if (v > bq or v != v) else bq
+                        for i in range(hi - lo):
+                            v = xs[i]
+                            bv = bs[i]
+                            bs[i] = v if (v > bv) | (v != v) else bv
             orow = out[n, c, p]
             for q in range(Q):
                 orow[q] = best[q]
@@ -272,8 +292,12 @@ def avg_pool2d(x, out, geo, count_include_pad, divisor_override):
                 for s in range(S):
                     off = s - pw
                     lo, hi = _col_range(off, sw, W, Q)
-                    for q in range(lo, hi):
-                        acc[q] += xrow[q * sw + off]
+                    if hi <= lo:
+                        continue
+                    a = acc[lo:hi]
+                    xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+                    for i in range(hi - lo):
+                        a[i] += xs[i]
             orow = out[n, c, p]
             if divisor_override != 0:
                 for q in range(Q):

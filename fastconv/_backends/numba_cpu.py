@@ -7,6 +7,7 @@ Implementations (kernels in ``_numba_kernels``):
   col[Cg*R*S, P*Q] in Numba, then BLAS (NumPy's ``matmul``, so no SciPy) computes
   out[n, group] = w[group] @ col straight into the output. Workspace: one image's column matrix of one
   group, reused across the batch; a 1x1 unstrided unpadded conv needs none (the input is the matrix).
+  A padded problem with a non-finite weight runs the direct kernel instead (padding taps must not meet it).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
   tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes.
 float32 and float64 run natively; float16 is upcast to float32 by ``fastconv.functional``.
@@ -89,6 +90,10 @@ def conv_direct(spec, x, w, b=None):
 
 
 def conv_im2col(spec, x, w, b=None):
+    if spec.is_padded and not np.isfinite(w).all():
+        # taps in the padding must contribute nothing (an Inf weight never meets a padded zero), but the
+        # column matrix holds explicit zeros there: Inf * 0 would give NaN. The direct kernel skips them.
+        return conv_direct(spec, x, w, b)
     N, G, Kg, Cg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P, spec.Q
     out = np.empty(spec.output_shape4, dtype=x.dtype)
     wg = w.reshape(G, Kg, Cg * spec.R * spec.S)
@@ -106,8 +111,11 @@ def conv_im2col(spec, x, w, b=None):
             for g in range(G):
                 pack(x, n, g, P, Q, geo, col)
                 np.matmul(wg[g], col, out=og[n, g])
+            if b is not None:
+                out[n] += b[:, None, None]  # while this image's output is still in cache
+        return out
     if b is not None:
-        kernels().add_bias(out, b)
+        out += b[:, None, None]
     return out
 
 

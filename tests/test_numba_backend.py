@@ -1,0 +1,460 @@
+"""The numba backend against the NumPy oracle: every algo, both dtypes, every geometry and pool rule;
+algo="auto" measuring once per spec (and thread-safely); the parallel path really parallel.
+
+Expected values come only from the oracle (fastconv._backends.numpy_oracle) or are derived by hand.
+Conv tolerance scales with the reduction length: |out - ref| <= 4 * eps * (Cg*R*S + 1) * conv64(|x|, |w|, |b|).
+Max pools must match exactly, values and indices; avg pools too (same float64 sum in the same tap order).
+Kernels compile once per dtype (Numba's disk cache makes later runs fast), so cases are many but small.
+"""
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+import fastconv  # noqa: E402
+from fastconv import _dispatch  # noqa: E402
+from fastconv._backends import numba_cpu  # noqa: E402
+from fastconv._backends import numpy_oracle as oracle  # noqa: E402
+
+ALGOS = ("direct", "im2col")
+DTYPES = (np.float32, np.float64)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def check_conv(x, w, b, *, nd=2, algo, **kw):
+    fn = fastconv.conv1d if nd == 1 else fastconv.conv2d
+    out = fn(x, w, b, backend="numba", algo=algo, **kw)
+    spec = fastconv.conv_spec(x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                              kw.get("groups", 1), spatial_dims=nd)
+    x4, w4 = x.reshape(spec.input_shape), w.reshape(spec.weight_shape)
+    ref = oracle.conv64(spec, x4, w4, b).reshape(spec.output_shape)
+    mag = oracle.conv64(spec, np.abs(x4), np.abs(w4), None if b is None else np.abs(b)).reshape(spec.output_shape)
+    eps = np.finfo(x.dtype).eps
+    bound = 4 * eps * (spec.gemm_k + 1) * mag + np.finfo(x.dtype).tiny
+    assert out.dtype == x.dtype and out.shape == spec.output_shape
+    err = np.abs(out.astype(np.float64) - ref)
+    assert (err <= bound).all(), f"max error {err.max():.3g}, bound there {bound.flat[err.argmax()]:.3g}"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+CONV_CASES = {
+    # name: (N, C, H, W, K, R, S, kwargs)
+    "plain": (2, 3, 8, 9, 5, 3, 3, {}),
+    "bias_pad1": (2, 4, 7, 7, 6, 3, 3, dict(padding=1)),
+    "stride2": (2, 3, 11, 10, 4, 3, 3, dict(stride=2, padding=1)),
+    "stride_hw": (1, 2, 12, 13, 3, 3, 2, dict(stride=(3, 2), padding=(1, 0))),
+    "asym_pad": (2, 3, 6, 8, 4, 3, 3, dict(padding=((2, 0), (1, 3)))),
+    "same_even_k": (1, 3, 7, 6, 2, 4, 2, dict(padding="same")),
+    "same_dilated": (1, 2, 9, 9, 3, 3, 3, dict(padding="same", dilation=2)),
+    "dilation_hw": (2, 2, 12, 11, 3, 3, 2, dict(dilation=(2, 3), padding=2)),
+    "groups": (2, 6, 7, 7, 9, 3, 3, dict(groups=3, padding=1)),
+    "depthwise": (2, 5, 9, 8, 5, 3, 3, dict(groups=5, padding=1)),
+    "depthwise_mult2_s2": (2, 4, 9, 9, 8, 3, 3, dict(groups=4, stride=2, padding=1)),
+    "pointwise": (3, 8, 5, 6, 16, 1, 1, {}),
+    "pointwise_groups": (2, 8, 5, 4, 4, 1, 1, dict(groups=2)),
+    "pointwise_s2": (2, 6, 9, 7, 5, 1, 1, dict(stride=2)),
+    "k_over_block": (1, 3, 5, 5, 37, 3, 3, dict(padding=1)),  # K not a multiple of the direct kernel's block
+    "kernel_eq_input": (2, 3, 5, 4, 2, 5, 4, {}),
+    "pad_only_taps": (1, 1, 2, 2, 1, 5, 5, dict(padding=4)),   # windows that are mostly padding
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("case", list(CONV_CASES))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_conv2d_matches_oracle(case, algo, dtype, bias):
+    N, C, H, W, K, R, S, kw = CONV_CASES[case]
+    g = kw.get("groups", 1)
+    rng = _rng(hash(case) % 2**32)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // g, R, S)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype) if bias else None
+    check_conv(x, w, b, algo=algo, **kw)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_conv1d_and_unbatched(algo):
+    rng = _rng(1)
+    x = rng.standard_normal((2, 4, 17)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    check_conv(x, w, b, nd=1, algo=algo, stride=2, padding=((2, 1),), dilation=2, groups=2)
+    check_conv(x[0], w, None, nd=1, algo=algo, padding="same", groups=2)  # (C, L)
+    x2 = rng.standard_normal((3, 6, 7)).astype(np.float64)
+    w2 = rng.standard_normal((4, 3, 3, 2)).astype(np.float64)
+    out = check_conv(x2, w2, None, algo=algo, padding=1)                 # (C, H, W)
+    assert out.shape == (4, 6, 8)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_conv_float16_upcast(algo):
+    rng = _rng(2)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float16)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float16)
+    out = fastconv.conv2d(x, w, None, padding=1, backend="numba", algo=algo)
+    assert out.dtype == np.float16
+    spec = fastconv.conv_spec(x, w, None, 1, 1)
+    ref = oracle.conv64(spec, x, w)
+    mag = oracle.conv64(spec, np.abs(x), np.abs(w))
+    assert (np.abs(out - ref) <= 2 * np.finfo(np.float16).eps * mag + 1e-3).all()
+
+
+def test_conv_special_values_follow_the_definition():
+    """Inf/NaN in the input propagate like in the oracle; an Inf weight never meets a padded zero."""
+    x = np.ones((1, 1, 3, 3), np.float32)
+    x[0, 0, 1, 1] = np.nan
+    w = np.ones((1, 1, 3, 3), np.float32)
+    for algo in ALGOS:
+        out = fastconv.conv2d(x, w, padding=1, backend="numba", algo=algo)
+        assert np.isnan(out).all()  # every 3x3 window (padding 1) covers the centre
+    x = np.ones((1, 1, 3, 3), np.float32)
+    w = np.zeros((1, 1, 3, 3), np.float32)
+    w[0, 0, 0, 0] = np.inf
+    ref = oracle.conv(fastconv.conv_spec(x, w, None, 1, 1), x, w)
+    for algo in ALGOS:
+        out = fastconv.conv2d(x, w, padding=1, backend="numba", algo=algo)
+        np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
+        assert not np.isnan(out).any()
+
+
+def test_conv_inputs_not_modified_and_noncontiguous():
+    rng = _rng(3)
+    x = rng.standard_normal((2, 6, 9, 8)).astype(np.float32)[:, ::2, :, ::-1]   # non-contiguous view
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x_copy, w_copy = x.copy(), w.copy()
+    for algo in ALGOS:
+        check_conv(x, w, None, algo=algo, padding=1)
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(w, w_copy)
+
+
+def test_im2col_workspace_is_one_image():
+    """Peak memory of im2col: the output plus one image's column matrix (never the whole batch's)."""
+    import tracemalloc
+    rng = _rng(4)
+    N, C, H, W, K = 6, 8, 20, 20, 4
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, None, 1, 1)
+    numba_cpu.conv_im2col(spec, x, w)  # compile outside the measurement
+    tracemalloc.start()
+    numba_cpu.conv_im2col(spec, x, w)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    out_bytes = N * K * H * W * 4
+    col_one_image = C * 9 * H * W * 4
+    assert peak <= out_bytes + col_one_image + 64 * 1024, (peak, out_bytes, col_one_image)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random geometries (hypothesis)
+# ---------------------------------------------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@st.composite
+def conv_problems(draw):
+    g = draw(st.integers(1, 3))
+    cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    pads = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    H = draw(st.integers(max(1, dh * (R - 1) + 1 - pads[0][0] - pads[0][1]), 12))
+    W = draw(st.integers(max(1, dw * (S - 1) + 1 - pads[1][0] - pads[1][1]), 12))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return dict(N=draw(st.integers(1, 2)), C=g * cg, H=H, W=W, K=g * kg, R=R, S=S, groups=g, stride=stride,
+                padding=pads, dilation=(dh, dw), bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
+                dtype=draw(st.sampled_from(DTYPES)), algo=draw(st.sampled_from(ALGOS)))
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(conv_problems())
+def test_conv_random_geometries(p):
+    rng = _rng(p["seed"])
+    x = rng.standard_normal((p["N"], p["C"], p["H"], p["W"])).astype(p["dtype"])
+    w = rng.standard_normal((p["K"], p["C"] // p["groups"], p["R"], p["S"])).astype(p["dtype"])
+    b = rng.standard_normal(p["K"]).astype(p["dtype"]) if p["bias"] else None
+    check_conv(x, w, b, algo=p["algo"], stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+               groups=p["groups"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------
+def _pool_input(dtype, shape=(2, 3, 9, 10), seed=5):
+    x = _rng(seed).standard_normal(shape).astype(dtype)
+    x[0, 0, 2, 3] = np.nan                 # a lone NaN
+    x[0, 1, 4:6, 4:6] = np.nan             # a NaN block (the last NaN's index wins)
+    x[1, 0, 1, 1] = np.inf
+    x[1, 1, :4, :4] = -np.inf              # windows of only -inf: index of the first in-bounds tap
+    x[1, 2, 5, :] = 0.5                     # ties: the first in scan order
+    x[1, 2, 6, :] = 0.5
+    return x
+
+
+def assert_pool_equal(got, ref):
+    if isinstance(ref, tuple):
+        np.testing.assert_array_equal(got[0], ref[0])   # NaN == NaN here
+        assert got[1].dtype == np.int64
+        np.testing.assert_array_equal(got[1], ref[1])
+    else:
+        np.testing.assert_array_equal(got, ref)
+
+
+MAX_CASES = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1), ceil_mode=True),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
+    dict(kernel_size=3, stride=1, dilation=3, padding=1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", range(len(MAX_CASES)))
+@pytest.mark.parametrize("indices", [True, False], ids=["idx", "noidx"])
+def test_max_pool2d_exact(case, dtype, indices):
+    x = _pool_input(dtype)
+    kw = dict(MAX_CASES[case], return_indices=indices)
+    assert_pool_equal(fastconv.max_pool2d(x, backend="numba", **kw), fastconv.max_pool2d(x, backend="numpy", **kw))
+
+
+def test_max_pool_nan_rule_by_hand():
+    """Window [1, NaN, 3, NaN]: the value is NaN and the index is the last NaN's (3); [-inf, -inf] with
+    padding in front keeps the first in-bounds tap's index (0)."""
+    x = np.array([[[1.0, np.nan, 3.0, np.nan]]], np.float32)
+    out, idx = fastconv.max_pool1d(x, 4, return_indices=True, backend="numba")
+    assert np.isnan(out[0, 0, 0]) and idx[0, 0, 0] == 3
+    x = np.array([[[-np.inf, -np.inf, 2.0, 2.0]]], np.float64)
+    out, idx = fastconv.max_pool1d(x, 2, stride=2, padding=1, return_indices=True, backend="numba")
+    np.testing.assert_array_equal(out[0, 0], [-np.inf, 2.0, 2.0])
+    np.testing.assert_array_equal(idx[0, 0], [0, 2, 3])
+
+
+def test_max_pool1d_and_unbatched():
+    x = _pool_input(np.float32, shape=(3, 4, 11, 11))[:, :, 5]
+    for kw in (dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, return_indices=True),
+               dict(kernel_size=2, dilation=2)):
+        assert_pool_equal(fastconv.max_pool1d(x, backend="numba", **kw), fastconv.max_pool1d(x, backend="numpy", **kw))
+        assert_pool_equal(fastconv.max_pool1d(x[0], backend="numba", **kw),
+                          fastconv.max_pool1d(x[0], backend="numpy", **kw))
+
+
+AVG_CASES = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),                       # overhang not counted
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 0), divisor_override=5),
+    dict(kernel_size=2, ceil_mode=True, divisor_override=-3),
+    dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", range(len(AVG_CASES)))
+def test_avg_pool2d_exact(case, dtype):
+    x = _pool_input(dtype)
+    x[np.isinf(x)] = 7.0
+    kw = AVG_CASES[case]
+    assert_pool_equal(fastconv.avg_pool2d(x, backend="numba", **kw), fastconv.avg_pool2d(x, backend="numpy", **kw))
+
+
+def test_avg_pool_divisors_by_hand():
+    """A 3x3 input of ones, kernel 2, stride 2, padding 1, ceil_mode: windows cover 1 input pixel
+    (corner) or 2; with count_include_pad the divisor is the window clipped to the padded input (4)."""
+    x = np.ones((1, 1, 3, 3), np.float32)
+    got = fastconv.avg_pool2d(x, 2, 2, 1, ceil_mode=True, backend="numba")
+    np.testing.assert_array_equal(got[0, 0], [[0.25, 0.5], [0.5, 1.0]])
+    got = fastconv.avg_pool2d(x, 2, 2, 1, ceil_mode=True, count_include_pad=False, backend="numba")
+    np.testing.assert_array_equal(got[0, 0], np.ones((2, 2)))
+    got = fastconv.avg_pool2d(x, 2, 2, 1, divisor_override=2, backend="numba")
+    np.testing.assert_array_equal(got[0, 0], [[0.5, 1.0], [1.0, 2.0]])
+    x1 = np.arange(5, dtype=np.float64).reshape(1, 1, 5)
+    np.testing.assert_array_equal(fastconv.avg_pool1d(x1, 2, backend="numba")[0, 0], [0.5, 2.5])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("output_size", [(4, 3), 1, (7, None), (9, 10), (5, 7)])
+def test_adaptive_pools(dtype, output_size):
+    x = _pool_input(dtype)
+    assert_pool_equal(fastconv.adaptive_max_pool2d(x, output_size, return_indices=True, backend="numba"),
+                      fastconv.adaptive_max_pool2d(x, output_size, return_indices=True, backend="numpy"))
+    assert_pool_equal(fastconv.adaptive_max_pool2d(x, output_size, backend="numba"),
+                      fastconv.adaptive_max_pool2d(x, output_size, backend="numpy"))
+    x[np.isinf(x)] = 7.0
+    got = fastconv.adaptive_avg_pool2d(x, output_size, backend="numba")
+    ref = fastconv.adaptive_avg_pool2d(x.astype(np.float64), output_size, backend="numpy")
+    mag = fastconv.adaptive_avg_pool2d(np.abs(x).astype(np.float64), output_size, backend="numpy")
+    taps = x.shape[2] * x.shape[3]  # a bound on any window's length
+    bound = 2 * np.finfo(dtype).eps * taps * mag
+    assert (np.isnan(got) == np.isnan(ref)).all()
+    assert (np.isnan(ref) | (np.abs(got - ref) <= bound)).all()
+    x1 = x[:, :, 0]
+    assert_pool_equal(fastconv.adaptive_max_pool1d(x1, 4, return_indices=True, backend="numba"),
+                      fastconv.adaptive_max_pool1d(x1, 4, return_indices=True, backend="numpy"))
+
+
+def test_pool_float16_upcast():
+    x = _pool_input(np.float16)
+    out, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
+    ref, ridx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numpy")
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(idx, ridx)
+
+
+# ---------------------------------------------------------------------------------------------------
+# algo="auto"
+# ---------------------------------------------------------------------------------------------------
+def _big_spec(dtype=np.float32, K=16):
+    x = np.zeros((1, 32, 64, 64), dtype)
+    w = np.zeros((K, 32, 3, 3), dtype)
+    spec = fastconv.conv_spec(x, w, None, 1, 1)
+    assert spec.flops() >= numba_cpu.MEASURE_MIN_FLOPS
+    return spec
+
+
+def test_auto_measures_once_per_spec_and_caches():
+    numba_cpu.clear_choices()
+    spec = _big_spec()
+    before = numba_cpu.measure_count
+    first = _dispatch.select(spec, "numba", "auto")
+    assert numba_cpu.measure_count == before + 1
+    for _ in range(3):
+        assert _dispatch.select(spec, "numba", "auto") is first
+    assert numba_cpu.measure_count == before + 1
+    key = (spec.key(), numba.get_num_threads())
+    assert numba_cpu.cached_choices()[key] == first.algo
+    _dispatch.select(_big_spec(np.float64), "numba", "auto")   # another key (dtype): measured again
+    assert numba_cpu.measure_count == before + 2
+
+
+def test_auto_is_thread_safe():
+    numba_cpu.clear_choices()
+    spec = _big_spec(K=24)
+    before = numba_cpu.measure_count
+    picks, errors = [], []
+
+    def worker():
+        try:
+            picks.append(_dispatch.select(spec, "numba", "auto"))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert numba_cpu.measure_count == before + 1
+    assert len({p.algo for p in picks}) == 1
+
+
+def test_auto_small_problem_uses_rule_without_measuring(monkeypatch):
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    w = np.zeros((2, 2, 3, 3), np.float32)
+    spec = fastconv.conv_spec(x, w)
+    assert spec.flops() < numba_cpu.MEASURE_MIN_FLOPS
+    before = numba_cpu.measure_count
+    assert _dispatch.select(spec, "numba", "auto").algo == "direct"
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    numba_cpu.clear_choices()
+    assert _dispatch.select(_big_spec(K=32), "numba", "auto").algo == "direct"
+    assert numba_cpu.measure_count == before
+
+
+def test_auto_result_matches_oracle():
+    rng = _rng(6)
+    x = rng.standard_normal((1, 16, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    check_conv(x, w, None, algo="auto", padding=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Threads, compilation, imports
+# ---------------------------------------------------------------------------------------------------
+def test_parallel_loops_really_parallelised():
+    """Compile fresh (not from the disk cache) copies of the parallel kernels and check that Numba turned
+    their prange loop into a parallel region (a plain range when parallel=True is missing)."""
+    k = numba_cpu.kernels()
+    f32 = numba.float32[:, :, :, ::1]
+    i64 = numba.int64[:, :, :, ::1]
+    geo9 = numba.types.UniTuple(numba.int64, 9)
+    geo8 = numba.types.UniTuple(numba.int64, 8)
+    sigs = {
+        "conv2d_direct": (f32, f32, numba.float32[::1], f32, geo9),
+        "conv2d_depthwise": (f32, f32, numba.float32[::1], f32, geo9),
+        "max_pool2d": (f32, f32, i64, numba.boolean, geo8),
+    }
+    assert numba.get_num_threads() >= 1
+    for name, sig in sigs.items():
+        kernel = getattr(k, name)
+        assert kernel.targetoptions.get("parallel") is True, name
+        fresh = numba.njit(parallel=True, error_model="numpy",
+                           fastmath=kernel.targetoptions.get("fastmath", False))(kernel.py_func)
+        fresh.compile(sig)
+        diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
+        assert diag.count_parfors() >= 1, f"{name}: prange did not become a parallel loop"
+
+
+def test_respects_numba_thread_count():
+    rng = _rng(7)
+    x = rng.standard_normal((4, 8, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")
+        pool1 = fastconv.max_pool2d(x, 3, 2, 1, backend="numba")
+    finally:
+        numba.set_num_threads(old)
+    assert numba.get_num_threads() == old   # the backend never changes it
+    np.testing.assert_array_equal(one, fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct"))
+    np.testing.assert_array_equal(pool1, fastconv.max_pool2d(x, 3, 2, 1, backend="numba"))
+
+
+def test_import_fastconv_does_not_import_numba():
+    code = "import sys, fastconv; fastconv.conv_output_size(5, 3); assert 'numba' not in sys.modules, 'numba'"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_registered_and_available():
+    assert fastconv.backends()["numba"]["available"]
+    assert _dispatch.default_backend("numpy") == "numba"
+    algos = {i.algo for i in numba_cpu.implementations() if i.op == "conv"}
+    assert algos == {"direct", "im2col"}
+    assert all(i.dtypes == ("float32", "float64") for i in numba_cpu.implementations())
+
+
+def test_geometry_tuples_match_kernel_unpacking():
+    """The launch tuples' field order is what the kernels unpack (names checked against the source)."""
+    import inspect
+    src = inspect.getsource(numba_cpu.kernels())
+    assert "sh, sw, pt, pl, dh, dw, G, R, S = geo" in src
+    assert "R, S, sh, sw, ph, pw, dh, dw = geo" in src
+    spec = fastconv.conv_spec(np.zeros((1, 4, 9, 9)), np.zeros((2, 2, 3, 2)), None, (2, 3), ((1, 2), (3, 0)),
+                              (2, 1), 2)
+    assert numba_cpu.conv_geometry(spec) == (2, 3, 1, 3, 2, 1, 2, 3, 2)
+    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 9, 9)), (3, 2), (2, 1), (1, 0), (2, 1))
+    assert numba_cpu.pool_geometry(pspec) == (3, 2, 2, 1, 1, 0, 2, 1)
+    assert dataclasses.is_dataclass(spec)
