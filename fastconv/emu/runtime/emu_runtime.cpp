@@ -8,6 +8,7 @@
 //
 // Sections: state | context switch | stacks | warp operations | barriers | block scheduler |
 //           launch (C API)
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -110,6 +111,12 @@ struct Worker {
   std::string block_err;
   std::mt19937_64 rng;
   unsigned long long switches = 0;
+  // fault recovery: written by the signal handler, read by the scheduler
+  volatile int fault_sig = 0;
+  volatile int fault_code = 0;
+  void* volatile fault_addr = nullptr;
+  char* alt_stack = nullptr;
+  stack_t old_alt{};
 };
 
 __thread Worker* tw;
@@ -438,6 +445,119 @@ extern "C" EMU_HIDDEN void __assert_fail(const char* expr, const char* file, uns
 
 namespace {
 
+// ================================================================ fault recovery
+// SIGSEGV/SIGBUS/SIGFPE raised while a fiber runs kernel code (out-of-bounds access hitting a guard
+// page, stack overflow, null pointer, integer division by zero) fail the launch with EmuError
+// instead of killing the process: the handler runs on a per-worker alternate stack, records the
+// fault and switches to the scheduler, abandoning the faulting block. Faults anywhere else are
+// passed on to the previously installed handler (Python's faulthandler, or the default action).
+// Each worker's alternate stack starts with a tag that identifies this module's runtime copy, so
+// the handlers of several loaded modules chain to each other correctly.
+char g_module_tag;
+constexpr size_t kAltStackBytes = 64 * 1024;
+struct AltTag {
+  const void* tag;
+  Worker* worker;
+};
+const int kFaultSignals[3] = {SIGSEGV, SIGBUS, SIGFPE};
+struct sigaction g_old_action[3];
+std::mutex g_sig_mu;
+
+void on_fault(int sig, siginfo_t* si, void* uctx);
+
+void chain_fault(int sig, siginfo_t* si, void* uctx) {
+  for (int i = 0; i < 3; ++i) {
+    if (kFaultSignals[i] != sig) continue;
+    struct sigaction& old = g_old_action[i];
+    if (old.sa_flags & SA_SIGINFO) {
+      if (old.sa_sigaction) old.sa_sigaction(sig, si, uctx);
+      return;
+    }
+    if (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN) {
+      sigaction(sig, &old, nullptr);  // returning re-executes the faulting instruction: default action
+      return;
+    }
+    old.sa_handler(sig);
+    return;
+  }
+}
+
+void on_fault(int sig, siginfo_t* si, void* uctx) {
+  stack_t cur;
+  if (sigaltstack(nullptr, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) && cur.ss_sp) {
+    const AltTag* t = (const AltTag*)cur.ss_sp;
+    if (t->tag == &g_module_tag && t->worker && t->worker->cur) {
+      Worker& w = *t->worker;
+      Fiber* f = w.cur;
+      w.fault_addr = si->si_addr;
+      w.fault_code = si->si_code;
+      w.fault_sig = sig;
+      f->state = F_TRAPPED;
+      yield_to_scheduler(w, f);  // never resumed
+    }
+  }
+  chain_fault(sig, si, uctx);
+}
+
+void install_fault_handlers() {
+  std::lock_guard<std::mutex> g(g_sig_mu);
+  for (int i = 0; i < 3; ++i) {
+    struct sigaction cur;
+    sigaction(kFaultSignals[i], nullptr, &cur);
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_fault) continue;
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    g_old_action[i] = cur;
+    sigaction(kFaultSignals[i], &sa, nullptr);
+  }
+}
+
+bool alt_stack_begin(Worker& w) {
+  void* p = mmap(nullptr, kAltStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  w.alt_stack = (char*)p;
+  *(AltTag*)p = AltTag{&g_module_tag, &w};
+  stack_t ss;
+  ss.ss_sp = p;
+  ss.ss_size = kAltStackBytes;
+  ss.ss_flags = 0;
+  if (sigaltstack(&ss, &w.old_alt) != 0) {
+    munmap(p, kAltStackBytes);
+    w.alt_stack = nullptr;
+    return false;
+  }
+  return true;
+}
+
+void alt_stack_end(Worker& w) {
+  if (!w.alt_stack) return;
+  stack_t old = w.old_alt;
+  if (!old.ss_sp) old.ss_flags = SS_DISABLE;
+  sigaltstack(&old, nullptr);
+  munmap(w.alt_stack, kAltStackBytes);
+  w.alt_stack = nullptr;
+}
+
+std::string describe_fault(Worker& w, Fiber* f) {
+  const char* what = w.fault_sig == SIGFPE ? "arithmetic fault (SIGFPE: integer division by zero?)"
+                     : w.fault_sig == SIGBUS ? "bus error (SIGBUS)"
+                                             : "invalid memory access (SIGSEGV)";
+  char addr[64];
+  std::snprintf(addr, sizeof addr, "%p", w.fault_addr);
+  std::string where;
+  uintptr_t a = (uintptr_t)w.fault_addr;
+  uintptr_t lo = (uintptr_t)w.arena.base, hi = lo + w.arena.bytes;
+  if (w.fault_sig != SIGFPE && a >= lo && a < hi && (a - lo) % w.arena.slot < page_size())
+    where = " (fiber stack overflow: raise stack_size)";
+  else if (w.dyn_region && a >= (uintptr_t)w.dyn_region + w.dyn_region_bytes - page_size() &&
+           a < (uintptr_t)w.dyn_region + w.dyn_region_bytes)
+    where = " (past the end of dynamic shared memory: shared_mem=" + std::to_string(w.L->shmem) + ")";
+  return "block " + fmt_dim(blockIdx) + " thread " + fmt_dim(f->tid) + ": " + what + " at address " + addr + where;
+}
+
 // ================================================================ block scheduler
 void shuffle_order(Worker& w) {
   if (w.L->order == ORDER_RANDOM) std::shuffle(w.perm.begin(), w.perm.end(), w.rng);
@@ -546,6 +666,10 @@ bool run_block(Worker& w, unsigned long long b) {
         if (f->state != F_RUNNABLE) continue;
         switch_to_fiber(w, f);
         ran = true;
+        if (w.fault_sig) {
+          w.block_err = describe_fault(w, f);
+          return false;
+        }
         if (!w.block_err.empty()) return false;
       }
     }
@@ -568,6 +692,12 @@ void worker_main(Launch* L) {
     tw = nullptr;
     return;
   }
+  if (!alt_stack_begin(w)) {
+    L->fail("cannot set up the signal stack");
+    arena_put(w.arena);
+    tw = nullptr;
+    return;
+  }
   w.fibers.resize(n);
   w.perm.resize(n);
   w.warps.resize((n + 31) / 32);
@@ -579,6 +709,7 @@ void worker_main(Launch* L) {
     void* p = mmap(nullptr, w.dyn_region_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       L->fail("cannot allocate dynamic shared memory");
+      alt_stack_end(w);
       arena_put(w.arena);
       tw = nullptr;
       return;
@@ -596,6 +727,7 @@ void worker_main(Launch* L) {
     }
   }
   L->switches += w.switches;
+  alt_stack_end(w);
   if (w.dyn_region) munmap(w.dyn_region, w.dyn_region_bytes);
   arena_put(w.arena);
   tw = nullptr;
@@ -644,6 +776,7 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   L.nblocks = (unsigned long long)grid[0] * grid[1] * grid[2];
   if (workers <= 0) workers = (int)std::max(1u, std::thread::hardware_concurrency());
   if ((unsigned long long)workers > L.nblocks) workers = (int)L.nblocks;
+  install_fault_handlers();
   Worker* saved = tw;  // a kernel launched from inside a kernel is not supported; keep the caller sane
   std::vector<std::thread> pool;
   for (int i = 1; i < workers; ++i) pool.emplace_back(worker_main, &L);

@@ -1,0 +1,75 @@
+"""Faults inside kernels fail the launch with EmuError; the process and the module survive."""
+import numpy as np
+import pytest
+
+from fastconv.emu import EmuError, EmuModule
+
+
+@pytest.fixture(scope="module")
+def flt(kernel_path):
+    return EmuModule(path=kernel_path("faults.cu"))
+
+
+def test_null_pointer_write(flt):
+    with pytest.raises(EmuError, match=r"block \(0,0,0\) thread \(5,0,0\): invalid memory access \(SIGSEGV\) "
+                                       r"at address (0x0|\(nil\))"):
+        flt.get_function("null_write")(1, 32, (np.zeros(32, np.float32),))
+
+
+def test_integer_division_by_zero(flt):
+    out = np.zeros(32, np.int32)
+    flt.get_function("int_div")(1, 32, (out, np.int32(3)))
+    assert out[31] == 10
+    with pytest.raises(EmuError, match="SIGFPE"):
+        flt.get_function("int_div")(1, 32, (out, np.int32(0)))
+
+
+def test_dynamic_shared_overflow(flt):
+    # 64 threads write buf[64 + t]; with shared_mem for 64 floats the writes run into the guard page
+    with pytest.raises(EmuError, match=r"past the end of dynamic shared memory: shared_mem=256"):
+        flt.get_function("dyn_overflow")(1, 64, (np.zeros(64, np.float32),), shared_mem=256)
+    out = np.zeros(64, np.float32)
+    flt.get_function("dyn_overflow")(1, 64, (out,), shared_mem=512)
+    assert np.isnan(out).all()  # read before written: poison
+
+
+def test_stack_overflow_in_process(kernel_path):
+    bar = EmuModule(path=kernel_path("barriers.cu"))
+    with pytest.raises(EmuError, match=r"fiber stack overflow: raise stack_size"):
+        bar.get_function("deep_stack")(1, 32, (np.zeros(32, np.float32), np.int32(100)), workers=2)
+
+
+def test_module_works_after_faults(flt):
+    out = np.zeros(64, np.float32)
+    for _ in range(3):
+        with pytest.raises(EmuError):
+            flt.get_function("null_write")(2, 32, (out,), workers=2)
+    flt.get_function("past_the_end")(2, 32, (out, np.int32(64), np.int32(0)), workers=2)
+    assert (out == 1).all()
+
+
+@pytest.mark.parametrize("faulthandler", [False, True])
+def test_faults_outside_kernels_still_crash(kernel_path, faulthandler):
+    # the runtime's signal handler only recovers faults raised by fibers; any other fault goes to
+    # the previous handler (Python's faulthandler, or the default action) as if it were not there
+    import os
+    import subprocess
+    import sys
+    code = ("import ctypes, numpy as np; from fastconv.emu import EmuModule;"
+            f"m = EmuModule(path={kernel_path('faults.cu')!r});"
+            "o = np.zeros(32, np.float32); m.get_function('past_the_end')(1, 32, (o, np.int32(32), np.int32(0)));"
+            "ctypes.string_at(0)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    args = [sys.executable] + (["-X", "faulthandler"] if faulthandler else []) + ["-c", code]
+    proc = subprocess.run(args, env=env, capture_output=True, timeout=60)
+    assert proc.returncode == -11
+    assert (b"Segmentation fault" in proc.stderr) == faulthandler
+
+
+def test_fault_recovery_with_ucontext_fibers(kernel_path):
+    mod = EmuModule(path=kernel_path("faults.cu"), fibers="ucontext")
+    with pytest.raises(EmuError, match=r"thread \(5,0,0\): invalid memory access"):
+        mod.get_function("null_write")(1, 32, (np.zeros(32, np.float32),))
+    out = np.zeros(32, np.float32)
+    mod.get_function("past_the_end")(1, 32, (out, np.int32(32), np.int32(0)))
+    assert (out == 1).all()
