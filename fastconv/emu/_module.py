@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from . import _build, _source
+from . import _build, _guard, _source
 from ._errors import EmuError
 
 # parameter kinds, as in cuda_emu.h
@@ -232,11 +232,30 @@ class EmuFunction:
             raise TypeError(f"{where}: expected a numpy {want} scalar, got {_describe(a)}")
         return a.tobytes()
 
-    def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None):
+    def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None,
+                 guard=None):
         """Launch synchronously. ``order``: "forward" | "reverse" | "random" (default
         $FASTCONV_EMU_ORDER or forward) is the order in which threads run between barriers;
         ``seed`` seeds "random"; ``workers``: OS threads (default $FASTCONV_EMU_WORKERS or all
-        cores); ``stack_size``: bytes per CUDA thread (default 64 KiB)."""
+        cores); ``stack_size``: bytes per CUDA thread (default 64 KiB); ``guard``: False, True
+        (= "end") or "start": run on guarded copies of the array arguments so that an
+        out-of-bounds access fails the launch (default $FASTCONV_EMU_GUARD or False)."""
+        if guard is None:
+            guard = os.environ.get("FASTCONV_EMU_GUARD") or False
+            guard = {"0": False, "1": True}.get(guard, guard)
+        if guard:
+            self._pack(args)  # check the arguments before copying anything
+            guarded = _guard.GuardedArgs(args, self.params, guard)
+            try:
+                self._launch(grid, block, guarded.args, shared_mem, order, seed, workers, stack_size)
+            except EmuError as e:
+                raise EmuError(guarded.explain(str(e))) from None
+            finally:
+                guarded.close(copy_back=True)
+            return
+        self._launch(grid, block, args, shared_mem, order, seed, workers, stack_size)
+
+    def _launch(self, grid, block, args, shared_mem, order, seed, workers, stack_size):
         g, b = _dims(grid, "grid"), _dims(block, "block")
         order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
         if order not in ORDERS:

@@ -73,3 +73,35 @@ def test_fault_recovery_with_ucontext_fibers(kernel_path):
     out = np.zeros(32, np.float32)
     mod.get_function("past_the_end")(1, 32, (out, np.int32(32), np.int32(0)))
     assert (out == 1).all()
+
+
+@pytest.mark.parametrize("offset,mode,match", [
+    (1, True, r"argument 0 \(`float\*`, float32 array of 100 elements\): access 0 bytes past its end \(element 100\)"),
+    (7, "end", r"access 8 bytes past its end \(element 102\)"),  # reverse order: thread 95 of block 2 is first out
+    (-1, "start", r"access 4 bytes before its start \(element -1\)"),
+])
+def test_guarded_out_of_bounds(flt, offset, mode, match):
+    out = np.zeros(100, np.float32)
+    with pytest.raises(EmuError, match=match):
+        flt.get_function("past_the_end")(4, 32, (out, np.int32(100), np.int32(offset)), guard=mode,
+                                         order="reverse", workers=1)
+
+
+def test_guarded_in_bounds_copies_back(flt, kernel_path):
+    out = np.zeros(100, np.float32)
+    flt.get_function("past_the_end")(4, 32, (out, np.int32(99), np.int32(1)), guard=True)
+    assert out[0] == 0 and (out[1:] == 1).all()
+    # the same array passed three times shares one guarded copy: in-place a = a + a
+    vadd = EmuModule(path=kernel_path("vector_add.cu")).get_function("vadd_plain")
+    a = np.arange(10, dtype=np.float32)
+    vadd(1, 32, (a, a, a, np.int32(10)), guard="start")
+    np.testing.assert_array_equal(a, 2 * np.arange(10))
+    with pytest.raises(ValueError, match="overlap partially"):
+        vadd(1, 32, (a[:8], a[2:], np.zeros(8, np.float32), np.int32(8)), guard=True)
+
+
+def test_guard_from_environment(flt, monkeypatch):
+    monkeypatch.setenv("FASTCONV_EMU_GUARD", "1")
+    out = np.zeros(100, np.float32)
+    with pytest.raises(EmuError, match="past its end"):
+        flt.get_function("past_the_end")(4, 32, (out, np.int32(100), np.int32(1)))
