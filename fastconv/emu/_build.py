@@ -47,7 +47,13 @@ stats = {"module_builds": 0, "runtime_builds": 0, "cache_hits": 0, "rebuilt_corr
 
 def cache_dir():
     d = os.environ.get("FASTCONV_EMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastconv", "emu")
-    os.makedirs(d, exist_ok=True)
+    try:
+        os.makedirs(d, exist_ok=True)
+        if not os.access(d, os.W_OK):
+            raise PermissionError(f"{d} is not writable")
+    except OSError as e:
+        raise EmuError(f"cannot use the emulator build cache {d!r} ({e}); set FASTCONV_EMU_CACHE "
+                       f"to a writable directory") from e
     return d
 
 

@@ -124,3 +124,24 @@ def test_ucontext_backend_reduction(kernel_path):
     out = np.zeros(4, np.float32)
     mod.get_function("block_sum_racy")(4, 256, (x, out, np.int32(1024)), order="forward")
     assert not np.array_equal(out, x.reshape(4, 256).sum(1))
+
+
+def test_concurrent_builds_in_two_processes(fresh_cache):
+    # both processes build the same module into the same cache at once; atomic replacement means
+    # both load a complete file and a later load hits the cache
+    code = ("import numpy as np, sys; from fastconv.emu import EmuModule;"
+            f"m = EmuModule(code={SRC!r}, options=('-DVALUE=8.0f',));"
+            "o = np.zeros(4, np.float32); m.get_function('fill')(1, 4, (o, np.int32(4)));"
+            "sys.exit(0 if (o == 8).all() else 1)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert not [n for n in os.listdir(fresh_cache) if n.startswith(".tmp-")]
+    m = EmuModule(code=SRC, options=("-DVALUE=8.0f",))
+    assert not m.compiled and (_fill(m) == 8).all()
+
+
+def test_unwritable_cache_dir_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCONV_EMU_CACHE", "/proc/fastconv-emu-cache")
+    with pytest.raises(EmuError, match="FASTCONV_EMU_CACHE"):
+        EmuModule(code=SRC, options=("-DVALUE=9.0f",))
