@@ -274,7 +274,7 @@ def _pool_sweeps(b: _Builder, op: str, sz: dict, quick: bool) -> None:
                 b.add(op, "output", o, shape, dict(output_size=o))
         return
     is_max = op.startswith("max")
-    base = dict(kernel_size=3, stride=2, padding=1) if nd == 2 else dict(kernel_size=3, stride=2, padding=1)
+    base = dict(kernel_size=3, stride=2, padding=1)
     if is_max:
         base["dilation"] = 1
     b.add(op, "base", "", shape, base, name=f"{op}:base")
@@ -798,8 +798,8 @@ class Reference:
         self.ref = fn(*self.arrays, **case.kwargs, backend="numpy")
         self.tol = testing.conv_tolerance(self.spec, *self.arrays) if case.is_conv else None
 
-    def check(self, out) -> None:
-        """AssertionError when ``out`` (NumPy) is not the oracle's answer within tolerance."""
+    def check(self, out, scale: float = 1.0) -> None:
+        """AssertionError when ``out`` (NumPy) is not the oracle's answer within ``scale`` x the tolerance."""
         from . import testing
         if self.tol is None:
             testing.assert_pool_close(out, self.ref, self.spec, self.arrays[0])
@@ -808,14 +808,32 @@ class Reference:
         ref = np.asarray(self.ref).astype(np.float64)
         assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
         # the same comparison as testing.assert_conv_close, with the tolerance computed once per case
-        testing._assert_within(out, ref, self.tol.reshape(ref.shape), self.spec)
+        testing._assert_within(out, ref, scale * self.tol.reshape(ref.shape), self.spec)
 
 
-def verify(case: Case, runner: Runner, ref: Reference) -> None:
-    """Run ``runner`` on the reference arrays and check the result; raises AssertionError."""
+#: a peer's convolution that misses the tolerance (cuDNN may pick FFT or Winograd algorithms, whose error
+#: does not follow the summation bound) is checked again at this multiple and, if it passes, timed and
+#: marked ``verified: "loose"``; fastconv's own results get no such allowance
+PEER_LOOSE_SCALE = 4.0
+
+
+def verify(case: Case, runner: Runner, ref: Reference) -> str:
+    """Run ``runner`` on the reference arrays and check the result; returns "strict" or (peers only)
+    "loose"; raises AssertionError when the result is wrong."""
     out = runner.function(case)(*runner.convert(ref.arrays))
     runner.sync()
-    ref.check(runner.to_numpy(out) if runner.kind == "peer" else _to_numpy(out))
+    out = runner.to_numpy(out) if runner.kind == "peer" else _to_numpy(out)
+    try:
+        ref.check(out)
+        return "strict"
+    except AssertionError as strict:
+        if runner.kind != "peer" or ref.tol is None:
+            raise
+        try:
+            ref.check(out, PEER_LOOSE_SCALE)
+        except AssertionError:
+            raise strict from None
+        return "loose"
 
 
 def _to_numpy(a):
@@ -937,7 +955,7 @@ def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.
             if not r.runs(case):
                 continue
             row = {"case": case.name, "kind": r.kind, "backend": r.name, "algo": r.algo, "status": "ok",
-                   "error": None}
+                   "error": None, "verified": None}
             why = r.unsupported(case, full_spec)
             if why:
                 row.update(status="unsupported", error=why)
@@ -947,7 +965,7 @@ def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.
             try:
                 if ref is None:
                     ref = Reference(case)
-                verify(case, r, ref)
+                row["verified"] = verify(case, r, ref)
             except AssertionError as e:
                 row.update(status="verify-failed", error=str(e))
                 failures += r.kind == "fastconv"
@@ -1057,8 +1075,9 @@ def table(report: dict) -> str:
         tp = f"{r['throughput']:.2f} {r['unit']}"
         pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
+        loose = " (verified at 4x tolerance)" if r.get("verified") == "loose" else ""
         lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {_fmt_time(r['median_s']):>10} "
-                     f"{tp:>16} {pk:>6} {ratio:>8}")
+                     f"{tp:>16} {pk:>6} {ratio:>8}{loose}")
     return "\n".join(lines)
 
 
@@ -1098,6 +1117,15 @@ def _order(label: str):
         return (0, float(label), label)
     except ValueError:
         return (1, 0.0, label)
+
+
+def _log_ratio_axis(ax) -> None:
+    """Log scale with plain tick labels (0.2, 0.5, 1, 2, ...)."""
+    from matplotlib import ticker
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot(report: dict, path: str) -> Optional[str]:
@@ -1160,7 +1188,7 @@ def plot(report: dict, path: str) -> Optional[str]:
                 ax.grid(alpha=0.3)
             ax_t.set_ylabel(unit)
             ax_r.set_ylabel("vs best peer (x, log)")
-            ax_r.set_yscale("log")
+            _log_ratio_axis(ax_r)
             ax_r.axhline(1.0, color="gray", linewidth=0.8)
             ax_r.set_xlabel(sweep)
             if not legend_done and ax_t.get_legend_handles_labels()[0]:
@@ -1177,7 +1205,7 @@ def plot(report: dict, path: str) -> Optional[str]:
                 ys.append(row["ratio_to_best_peer"] if row and row["ratio_to_best_peer"] else float("nan"))
             ax.bar([i + j * width for i in range(len(layers))], ys, width, label=lab, color=colors.get(lab))
         ax.axhline(1.0, color="gray", linewidth=0.8)
-        ax.set_yscale("log")
+        _log_ratio_axis(ax)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(layers))])
         ax.set_xticklabels([n.split("/", 1)[-1] for n in layers], rotation=70, fontsize=7)
         ax.set_ylabel("vs best peer (x, log)")
