@@ -10,6 +10,11 @@ from ._errors import EmuError
 # parameter kinds, as in cuda_emu.h
 K_PTR, K_SINT, K_UINT, K_FLOAT, K_HALF, K_STRUCT, K_VOID = range(1, 8)
 ORDERS = {"forward": 0, "reverse": 1, "random": 2}
+# Shared memory per block: 48 KiB (static + dynamic) unless the kernel opts in to more with
+# max_dynamic_shared_size_bytes (cudaFuncAttributeMaxDynamicSharedMemorySize); then up to what an
+# H100 block can have (227 KiB). Same failure as on the GPU, caught on the CPU.
+DEFAULT_SMEM = 48 * 1024
+MAX_SMEM_OPT_IN = 227 * 1024
 DEFAULT_STACK = 64 * 1024
 
 
@@ -41,6 +46,7 @@ class _Library:
         self.dll.emu_kernels.argtypes = [ctypes.POINTER(ctypes.c_int)]
         table = self.dll.emu_kernels(ctypes.byref(n))
         self.kernels = {}
+        self.max_dynamic_smem = {}  # kernel name -> opted-in max_dynamic_shared_size_bytes
         for i in range(n.value):
             d = table[i]
             params = [(p.kind, p.size, p.align, p.pointee_kind, p.pointee_size, bool(p.pointee_const),
@@ -50,8 +56,10 @@ class _Library:
         self.launch.restype = ctypes.c_int
         self.launch.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-            ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong,
+            ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong,
             ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong]
+        if self.dll.emu_runtime_version() != _build.RUNTIME_VERSION:
+            raise OSError(f"{path} was built with emulator runtime {self.dll.emu_runtime_version()}")
         self.dll.emu_fiber_backend.restype = ctypes.c_char_p
         self.backend = self.dll.emu_fiber_backend().decode()
 
@@ -167,6 +175,20 @@ class EmuFunction:
         self._lib, self.name, self._desc, self.params = lib, name, desc, params
         self.last_switches = 0
 
+    @property
+    def max_dynamic_shared_size_bytes(self):
+        """As on cupy.RawKernel: dynamic shared memory the kernel may be launched with; setting it
+        above the 48 KiB default is the opt-in a GPU needs for bigger blocks."""
+        return self._lib.max_dynamic_smem.get(self.name, DEFAULT_SMEM)
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, value):
+        value = int(value)
+        if not 0 <= value <= MAX_SMEM_OPT_IN:
+            raise EmuError(f"max_dynamic_shared_size_bytes={value} is more than a block can have "
+                           f"({MAX_SMEM_OPT_IN} bytes)")
+        self._lib.max_dynamic_smem[self.name] = value  # a property of the kernel, as cudaFuncSetAttribute
+
     def _pack(self, args):
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple, got {type(args).__name__}")
@@ -265,10 +287,14 @@ class EmuFunction:
         stack_size = DEFAULT_STACK if stack_size is None else int(stack_size)
         if int(shared_mem) < 0:
             raise ValueError("shared_mem must be >= 0")
+        if int(shared_mem) > self.max_dynamic_shared_size_bytes:
+            raise EmuError(f"{self.name}: shared_mem={int(shared_mem)} is more than max_dynamic_shared_size_bytes="
+                           f"{self.max_dynamic_shared_size_bytes} (a GPU launch fails the same way)")
+        limit = MAX_SMEM_OPT_IN if self.name in self._lib.max_dynamic_smem else DEFAULT_SMEM
         ptrs, keep = self._pack(args)
         err = ctypes.create_string_buffer(4096)
         switches = ctypes.c_ulonglong()
-        rc = self._lib.launch(self._desc, ptrs, g, b, int(shared_mem), ORDERS[order], int(seed) & (2 ** 64 - 1),
+        rc = self._lib.launch(self._desc, ptrs, g, b, int(shared_mem), limit, ORDERS[order], int(seed) & (2 ** 64 - 1),
                               int(workers), stack_size, ctypes.byref(switches), err, len(err))
         del keep
         self.last_switches = switches.value

@@ -184,3 +184,24 @@ def test_concurrent_launches_from_python_threads(red):
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_shared_memory_limit_as_on_the_gpu(poison):
+    f = poison.get_function("big_static")
+    out = np.zeros(32, np.float32)
+    f(1, 32, (out,), shared_mem=8 * 1024)  # 40 + 8 KiB: exactly the default 48 KiB
+    assert (out == 3).all()
+    with pytest.raises(EmuError, match=r"40960 bytes of static and 12288 bytes of dynamic shared memory, "
+                                       r"more than the 49152"):
+        f(1, 32, (out,), shared_mem=12 * 1024)
+    with pytest.raises(EmuError, match="more than max_dynamic_shared_size_bytes=49152"):
+        f(1, 32, (out,), shared_mem=64 * 1024)
+    assert f.max_dynamic_shared_size_bytes == 48 * 1024
+    with pytest.raises(EmuError, match="more than a block can have"):
+        f.max_dynamic_shared_size_bytes = 300 * 1024
+    f.max_dynamic_shared_size_bytes = 100 * 1024  # the opt-in belongs to the kernel (cudaFuncSetAttribute)
+    try:
+        poison.get_function("big_static")(1, 32, (out,), shared_mem=64 * 1024)
+        assert (out == 3).all()
+    finally:
+        del poison._lib.max_dynamic_smem["big_static"]

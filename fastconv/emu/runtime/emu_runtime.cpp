@@ -24,7 +24,7 @@
 #include <ucontext.h>
 #endif
 
-#define EMU_RUNTIME_VERSION 1
+#define EMU_RUNTIME_VERSION 2
 
 __thread uint3 threadIdx;
 __thread uint3 blockIdx;
@@ -68,6 +68,7 @@ struct Launch {
   void** args;
   dim3 grid, block;
   size_t shmem, stack_size;
+  size_t smem_limit;  // static + dynamic shared memory a block may use
   int order;
   unsigned long long seed;
   unsigned nthreads;
@@ -108,6 +109,7 @@ struct Worker {
   char* dyn_smem = nullptr;
   unsigned long long block_gen = 0;
   std::vector<std::pair<void*, unsigned long long>> static_smem;
+  size_t static_bytes = 0;  // static shared memory reached by this block so far
   std::string block_err;
   std::mt19937_64 rng;
   unsigned long long switches = 0;
@@ -420,6 +422,13 @@ void __emu_poison_static_smem(void* p, size_t bytes) {
   }
   w.static_smem.emplace_back(p, w.block_gen);
 poison:
+  w.static_bytes += bytes;
+  if (w.static_bytes + w.L->shmem > w.L->smem_limit)
+    fiber_fail(w, w.cur, "block " + fmt_dim(blockIdx) + " uses " + std::to_string(w.static_bytes) +
+                             " bytes of static and " + std::to_string(w.L->shmem) +
+                             " bytes of dynamic shared memory, more than the " + std::to_string(w.L->smem_limit) +
+                             " a block may use (above 48 KiB the kernel must opt in with "
+                             "max_dynamic_shared_size_bytes, as on the GPU)");
   for (size_t i = 0; i + 8 <= bytes; i += 8) std::memcpy((char*)p + i, &kPoison64, 8);
   std::memcpy((char*)p + (bytes & ~(size_t)7), &kPoison64, bytes & 7);
 }
@@ -631,6 +640,7 @@ bool run_block(Worker& w, unsigned long long b) {
   blockIdx = uint3{(unsigned)(b % L.grid.x), (unsigned)(b / L.grid.x % L.grid.y),
                    (unsigned)(b / ((unsigned long long)L.grid.x * L.grid.y))};
   ++w.block_gen;
+  w.static_bytes = 0;
   w.block_err.clear();
   if (L.shmem) {
     for (size_t i = 0; i < L.shmem; i += 8) std::memcpy(w.dyn_smem + i, &kPoison64, std::min<size_t>(8, L.shmem - i));
@@ -748,8 +758,9 @@ EMU_API const char* emu_fiber_backend() {
 
 // Runs one kernel launch to completion. Returns 0, or -1 with a message in err.
 EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* grid, const unsigned* block,
-                       unsigned long long shmem, int order, unsigned long long seed, int workers,
-                       unsigned long long stack_size, unsigned long long* switches, char* err,
+                       unsigned long long shmem, unsigned long long smem_limit, int order,
+                       unsigned long long seed, int workers, unsigned long long stack_size,
+                       unsigned long long* switches, char* err,
                        unsigned long long errlen) {
   auto fail = [&](const std::string& m) {
     std::snprintf(err, errlen, "%s", m.c_str());
@@ -763,12 +774,17 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   if (grid[1] > 65535 || grid[2] > 65535) return fail("grid y and z must be <= 65535");
   if (order < 0 || order > 2) return fail("bad thread order");
   if (stack_size < 4096) return fail("stack_size must be >= 4096");
+  if (shmem > smem_limit)
+    return fail(std::to_string(shmem) + " bytes of dynamic shared memory exceed the " + std::to_string(smem_limit) +
+                " a block may use (above 48 KiB the kernel must opt in with max_dynamic_shared_size_bytes, "
+                "as on the GPU)");
   Launch L;
   L.k = k;
   L.args = args;
   L.grid = dim3(grid[0], grid[1], grid[2]);
   L.block = dim3(block[0], block[1], block[2]);
   L.shmem = shmem;
+  L.smem_limit = smem_limit;
   L.stack_size = stack_size;
   L.order = order;
   L.seed = seed;

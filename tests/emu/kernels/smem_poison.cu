@@ -24,3 +24,13 @@ extern "C" __global__ void align_dynamic(unsigned long long* out) {
   extern __shared__ __align__(16) unsigned char raw[];
   out[0] = (unsigned long long)(raw) % 16;
 }
+
+// big_static: 40 KiB of static shared memory plus whatever dynamic memory the launch gives
+extern "C" __global__ void big_static(float* out) {
+  __shared__ float big[10240];
+  extern __shared__ float dyn2[];
+  big[threadIdx.x] = 1.0f;
+  dyn2[threadIdx.x] = 2.0f;
+  __syncthreads();
+  out[threadIdx.x] = big[threadIdx.x] + dyn2[threadIdx.x];
+}
