@@ -7,6 +7,8 @@ Rewrites (both fail loudly, by raising EmuError, on a form they do not understan
     to ``thread_local``) and gains ``__emu_poison_static_smem((void*)&name, sizeof(name));`` on the
     same line, so its first use in every block sees NaN bytes. File-scope ``__shared__`` variables
     are not poisoned.
+  * a kernel definition with ``__launch_bounds__(MAX_THREADS, ...)`` gets a check of the block
+    size at the top of its body (a GPU refuses such a launch; the emulator fails it).
 Every rewrite keeps line numbers, so compiler errors point at the user's file.
 """
 import re
@@ -151,6 +153,19 @@ def _split_top_level(s, sep=","):
     return parts
 
 
+def _matching_paren(s, i):
+    """Index of the ')' matching the '(' at i, or -1."""
+    depth = 0
+    for j in range(i, len(s)):
+        if s[j] == "(":
+            depth += 1
+        elif s[j] == ")":
+            depth -= 1
+            if depth == 0:
+                return j
+    return -1
+
+
 def rewrite_shared(text, filename="<code>"):
     """Apply the dynamic and static shared-memory rewrites described in the module docstring."""
     masked = mask_source(text)
@@ -211,6 +226,25 @@ def rewrite_shared(text, filename="<code>"):
             names.append(p.group(2))
         poison = " ".join(f"__emu_poison_static_smem((void*)&{nm}, sizeof({nm}));" for nm in names)
         edits.append((end + 1, end + 1, " " + poison))
+
+    # __launch_bounds__(MAX_THREADS[, ...]) on a kernel definition: check the block size at entry
+    # (a GPU refuses such a launch). The expression may use template parameters: it is evaluated
+    # inside the function body.
+    for m in re.finditer(r"\b__launch_bounds__\s*\(", code_only):
+        if in_function(m.start()):
+            continue  # not a kernel declaration
+        close = _matching_paren(code_only, m.end() - 1)
+        p_open = code_only.find("(", close + 1) if close > 0 else -1
+        p_close = _matching_paren(code_only, p_open) if p_open > 0 else -1
+        after = code_only[p_close + 1:].lstrip() if p_close > 0 else ""
+        if after.startswith(";"):
+            continue  # a declaration; the definition carries the bounds too
+        if not after.startswith("{"):
+            raise EmuError(f"{where(m.start())}: cannot find the kernel body after __launch_bounds__")
+        bound = _split_top_level(code_only[m.end():close])[0].strip()
+        brace = code_only.index("{", p_close)
+        edits.append((brace + 1, brace + 1,
+                       f" __emu_launch_bounds_((long long)({bound}), __LINE__);"))
 
     out, last = [], 0
     for start, end, rep in sorted(edits):

@@ -77,3 +77,13 @@ def test_macros_and_prototypes():
     assert out[0] == 9
     with pytest.raises(EmuError, match="inside a preprocessor directive"):
         _source.rewrite_shared("#define DYN extern __shared__ float d[];\n")
+
+
+def test_launch_bounds_are_enforced(disc):
+    out = np.zeros(1, np.int32)
+    disc.get_function("with_bounds")(1, 64, (out,))
+    with pytest.raises(EmuError, match=r"launch with 65 threads per block exceeds __launch_bounds__\(64\)"):
+        disc.get_function("with_bounds")(1, (13, 5), (out,))
+    disc.get_function("templated<5>")(1, 160, (out,))
+    with pytest.raises(EmuError, match=r"exceeds __launch_bounds__\(160\)"):
+        disc.get_function("templated<5>")(1, 192, (out,))

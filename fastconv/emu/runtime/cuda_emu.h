@@ -70,6 +70,7 @@ EMU_HIDDEN unsigned __emu_activemask();
 EMU_HIDDEN void* __emu_dynamic_smem();
 EMU_HIDDEN void __emu_poison_static_smem(void* p, size_t bytes);
 [[noreturn]] EMU_HIDDEN void __emu_trap(const char* what, int line);
+EMU_HIDDEN void __emu_launch_bounds_(long long max_threads, int line);
 
 // ================================================================ barriers and warp ops
 #define __syncthreads() ((void)__emu_barrier(EMU_BAR_PLAIN, 1, __LINE__))

@@ -433,6 +433,15 @@ poison:
   std::memcpy((char*)p + (bytes & ~(size_t)7), &kPoison64, bytes & 7);
 }
 
+void __emu_launch_bounds_(long long max_threads, int line) {
+  unsigned long long n = (unsigned long long)blockDim.x * blockDim.y * blockDim.z;
+  if ((long long)n <= max_threads) return;
+  Worker& w = current_worker("__launch_bounds__");
+  fiber_fail(w, w.cur, "launch with " + std::to_string(n) + " threads per block exceeds __launch_bounds__(" +
+                           std::to_string(max_threads) + ") of the kernel at line " + std::to_string(line) +
+                           " (a GPU refuses this launch)");
+}
+
 void __emu_trap(const char* what, int line) {
   Worker& w = current_worker(what);
   fiber_fail(w, w.cur, std::string(what) + " at line " + std::to_string(line) + " in block " +

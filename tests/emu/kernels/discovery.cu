@@ -18,7 +18,7 @@ extern "C" __global__ void __launch_bounds__(64, 2) with_bounds(int* out) {
 }
 
 template <int V>
-__global__ void templated(int* out) { out[0] = V; }
+__global__ void __launch_bounds__(V * 32) templated(int* out) { out[0] = V; }
 
 /* __global__ void commented_out(int* out) {} */
 // __global__ void also_commented(int* out) {}
