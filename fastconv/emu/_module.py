@@ -256,32 +256,74 @@ class EmuFunction:
 
     def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None,
                  guard=None):
-        """Launch synchronously. ``order``: "forward" | "reverse" | "random" (default
-        $FASTCONV_EMU_ORDER or forward) is the order in which threads run between barriers;
-        ``seed`` seeds "random"; ``workers``: OS threads (default $FASTCONV_EMU_WORKERS or all
-        cores); ``stack_size``: bytes per CUDA thread (default 64 KiB); ``guard``: False, True
-        (= "end") or "start": run on guarded copies of the array arguments so that an
-        out-of-bounds access fails the launch (default $FASTCONV_EMU_GUARD or False)."""
+        """Launch synchronously.
+
+        ``order``: the order in which threads run between barriers: "forward", "reverse",
+        "random" (seeded by ``seed``), or "all": run all three on the same inputs and raise
+        EmuError if any output array differs between them (default $FASTCONV_EMU_ORDER or
+        forward). ``workers``: OS threads (default $FASTCONV_EMU_WORKERS or all cores).
+        ``stack_size``: bytes per CUDA thread (default 64 KiB). ``guard``: False, True (= "end")
+        or "start": run on guarded copies of the array arguments so that an out-of-bounds access
+        fails the launch (default $FASTCONV_EMU_GUARD or False).
+        """
+        order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
         if guard is None:
             guard = os.environ.get("FASTCONV_EMU_GUARD") or False
             guard = {"0": False, "1": True}.get(guard, guard)
-        if guard:
-            self._pack(args)  # check the arguments before copying anything
-            guarded = _guard.GuardedArgs(args, self.params, guard)
-            try:
-                self._launch(grid, block, guarded.args, shared_mem, order, seed, workers, stack_size)
-            except EmuError as e:
-                raise EmuError(guarded.explain(str(e))) from None
-            finally:
-                guarded.close(copy_back=True)
+        if order == "all":
+            self._all_orders(grid, block, args, shared_mem, seed, workers, stack_size, guard)
+        else:
+            self._guarded(grid, block, args, shared_mem, order, seed, workers, stack_size, guard)
+
+    def _guarded(self, grid, block, args, shared_mem, order, seed, workers, stack_size, guard):
+        if not guard:
+            self._launch(grid, block, args, shared_mem, order, seed, workers, stack_size)
             return
-        self._launch(grid, block, args, shared_mem, order, seed, workers, stack_size)
+        self._pack(args)  # check the arguments before copying anything
+        guarded = _guard.GuardedArgs(args, self.params, guard)
+        try:
+            self._launch(grid, block, guarded.args, shared_mem, order, seed, workers, stack_size)
+        except EmuError as e:
+            raise EmuError(guarded.explain(str(e))) from None
+        finally:
+            guarded.close(copy_back=True)
+
+    def _all_orders(self, grid, block, args, shared_mem, seed, workers, stack_size, guard):
+        """Forward, reverse and random order on the same inputs; outputs must agree bytewise.
+
+        Differences mean the result depends on how threads interleave: a missing __syncthreads
+        or another race -- or floating-point atomics, whose summation order legitimately varies.
+        """
+        self._pack(args)
+        outs = [(i, a) for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.flags.writeable and a.size]
+        before = [a.copy() for _, a in outs]
+        results = {}
+        for order in ("forward", "reverse", "random"):
+            for (_, a), b in zip(outs, before):
+                np.copyto(a, b)
+            self._guarded(grid, block, args, shared_mem, order, seed, workers, stack_size, guard)
+            results[order] = [a.copy() for _, a in outs]
+        problems = []
+        for k, (i, a) in enumerate(outs):
+            rows = {o: r[k].reshape(-1).view(np.uint8).reshape(a.size, a.itemsize) for o, r in results.items()}
+            differ = np.zeros(a.size, bool)
+            for o in ("reverse", "random"):
+                differ |= (rows[o] != rows["forward"]).any(axis=1)
+            if differ.any():
+                j = int(np.flatnonzero(differ)[0])
+                vals = ", ".join(f"{o}={results[o][k].reshape(-1)[j]!r}" for o in results)
+                problems.append(f"argument {i} (`{self.params[i][6]}`): {int(differ.sum())} of {a.size} elements "
+                                f"differ, first at flat index {j}: {vals}")
+        for (_, a), r in zip(outs, results["forward"]):
+            np.copyto(a, r)
+        if problems:
+            raise EmuError(f"{self.name}: results depend on the thread order (a missing __syncthreads or "
+                           f"another race; float atomics also do this): " + "; ".join(problems))
 
     def _launch(self, grid, block, args, shared_mem, order, seed, workers, stack_size):
         g, b = _dims(grid, "grid"), _dims(block, "block")
-        order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
         if order not in ORDERS:
-            raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+            raise ValueError(f"order must be one of {sorted(ORDERS) + ['all']}, got {order!r}")
         if workers is None:
             workers = int(os.environ.get("FASTCONV_EMU_WORKERS", "0"))
         stack_size = DEFAULT_STACK if stack_size is None else int(stack_size)

@@ -205,3 +205,16 @@ def test_shared_memory_limit_as_on_the_gpu(poison):
         assert (out == 3).all()
     finally:
         del poison._lib.max_dynamic_smem["big_static"]
+
+
+def test_order_all_flags_the_missing_barrier(red):
+    x = _data()
+    out = np.zeros(8, np.float32)
+    red.get_function("block_sum")(8, 256, (x, out, np.int32(len(x))), order="all", seed=3)
+    np.testing.assert_array_equal(out, _block_sums(x))
+    out[:] = -1
+    with pytest.raises(EmuError, match=r"block_sum_racy: results depend on the thread order .*argument 1 "
+                                       r"\(`float\*`\): \d of 8 elements differ, first at flat index \d: "
+                                       r"forward=.*, reverse=.*, random="):
+        red.get_function("block_sum_racy")(8, 256, (x, out, np.int32(len(x))), order="all", seed=3)
+    np.testing.assert_array_equal(x, _data())  # inputs untouched
