@@ -59,7 +59,8 @@ def _info_parser(sub) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="fastconv", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="fastconv", description="fastconv: benchmark its convolution and pooling "
+                                 "backends against their peers (bench), or show what this machine can run (info)")
     sub = ap.add_subparsers(dest="command", metavar="{bench,info}")
     _bench_parser(sub)
     _info_parser(sub)

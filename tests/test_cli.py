@@ -326,3 +326,80 @@ def test_loose_check_is_for_peers_only():
     assert bench.verify(case, Off("peer"), ref) == "loose"
     with pytest.raises(AssertionError):
         bench.verify(case, Off("fastconv"), ref)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The GPU code path end to end, on a fake CuPy (NumPy arrays dressed as cupy.ndarray, events that count)
+# ---------------------------------------------------------------------------------------------------
+class _FakeCupyArray(np.ndarray):
+    device = types.SimpleNamespace(id=0)
+
+    def get(self):
+        return np.array(self).view(np.ndarray)
+
+
+_FakeCupyArray.__module__ = "cupy"
+_FakeCupyArray.__name__ = "ndarray"
+
+
+def _fake_cupy(log):
+    def dev(a):
+        return np.ascontiguousarray(a).view(_FakeCupyArray)
+
+    class Event:
+        def __init__(self):
+            self.t = None
+
+        def record(self):
+            log.append("record")
+            self.t = len(log)
+
+        def synchronize(self):
+            log.append("event-sync")
+
+    cuda = types.SimpleNamespace(
+        Event=Event, get_elapsed_time=lambda a, b: 0.5,       # ms
+        get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: log.append("stream-sync")),
+        Device=lambda: types.SimpleNamespace(id=0),
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: 1, runtimeGetVersion=lambda: 12080, driverGetVersion=lambda: 12080,
+            getDeviceProperties=lambda i: {"name": b"NVIDIA H100 80GB HBM3", "totalGlobalMem": 80 * 2**30,
+                                           "major": 9, "minor": 0}))
+    mod = types.ModuleType("cupy")
+    mod.ndarray, mod.cuda, mod.asarray, mod.ascontiguousarray = _FakeCupyArray, cuda, dev, dev
+    mod.zeros = lambda *a, **k: np.zeros(*a, **k).view(_FakeCupyArray)
+    mod.float16, mod.float32, mod.float64, mod.int64 = np.float16, np.float32, np.float64, np.int64
+    return mod
+
+
+def test_gpu_path_with_a_fake_cupy(monkeypatch):
+    log = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
+
+    def conv(spec, x, w, b=None):
+        assert type(x).__module__ == "cupy"                 # the runner moved the arrays to the "device"
+        log.append("kernel")
+        return numpy_oracle.conv(spec, np.asarray(x), np.asarray(w), None if b is None else np.asarray(b))
+
+    impls = [_dispatch.FunctionImpl("fakegpu", "conv", "direct", conv)]
+    mod = types.SimpleNamespace(availability=lambda: None, implementations=lambda: impls)
+    monkeypatch.setitem(_dispatch.BACKENDS, "fakegpu", _dispatch.Backend("fakegpu", "cupy", "x", "test"))
+    monkeypatch.setitem(_dispatch._modules, "fakegpu", mod)
+
+    opts = bench.Options(suite="quick", device="gpu", backends=["fakegpu"], max_cases=2,
+                         policy=bench.Policy(warmup=1, min_repeat=3, max_repeat=3, min_time=0, max_time=1))
+    report = bench.run(opts, log=lambda s: None)
+    assert report["machine"]["gpu"]["name"] == "NVIDIA H100 80GB HBM3"
+    assert report["peak"]["fp32_gflops"] == 67000 and "vendor spec sheet" in report["peak"]["source"]
+    rows = [r for r in report["results"] if r["backend"] == "fakegpu"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] == "ok" and r["verified"] == "strict", r["error"]
+        assert r["median_s"] == 0.5e-3                     # CUDA-event time, not wall time
+        assert r["peak_fraction"] == pytest.approx(r["throughput"] / 67000)
+    # each timed call: start event, the kernel, end event, then the end event is waited on
+    i = log.index("kernel", log.index("record"))
+    assert log[i - 1: i + 3] == ["record", "kernel", "record", "event-sync"]
+    peers = {r["name"]: r for r in report["runners"] if r["kind"] == "peer"}
+    assert set(peers) == {"torch-cuda", "cupyx"}
+    assert not peers["cupyx"]["available"] and "cupyx" in peers["cupyx"]["reason"]
