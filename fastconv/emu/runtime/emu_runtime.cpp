@@ -605,7 +605,7 @@ std::string describe_stuck(Worker& w) {
 
 // Returns false (with w.block_err set) when the block cannot finish.
 bool release_barrier(Worker& w) {
-  unsigned nbar = 0, nwarp = 0;
+  unsigned nbar = 0;
   Fiber* first = nullptr;
   bool same_site = true;
   for (Fiber& f : w.fibers) {
@@ -613,8 +613,6 @@ bool release_barrier(Worker& w) {
       ++nbar;
       if (!first) first = &f;
       else if (f.site != first->site || f.line != first->line || f.kind != first->kind) same_site = false;
-    } else if (f.state == F_WARP) {
-      ++nwarp;
     }
   }
   auto where = [] { return "block " + fmt_dim(blockIdx) + ": "; };
@@ -640,7 +638,6 @@ bool release_barrier(Worker& w) {
     f.result = (unsigned long long)result;
     f.state = F_RUNNABLE;
   }
-  (void)nwarp;
   return true;
 }
 
@@ -780,7 +777,8 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   unsigned long long nthreads = (unsigned long long)block[0] * block[1] * block[2];
   if (nthreads > 1024 || block[2] > 64) return fail("block " + std::to_string(block[0]) + "x" + std::to_string(block[1]) + "x" +
                                                     std::to_string(block[2]) + " exceeds CUDA limits (1024 threads, z <= 64)");
-  if (grid[1] > 65535 || grid[2] > 65535) return fail("grid y and z must be <= 65535");
+  if (grid[0] > 2147483647u || grid[1] > 65535 || grid[2] > 65535)
+    return fail("grid exceeds CUDA limits (x <= 2^31 - 1, y and z <= 65535)");
   if (order < 0 || order > 2) return fail("bad thread order");
   if (stack_size < 4096) return fail("stack_size must be >= 4096");
   if (shmem > smem_limit)
