@@ -98,7 +98,7 @@ def softmax(z):
 def forward(x, weights, rows, backend=None):
     """The forward pass on NCHW ``x``; checks each activation's shape against the design table."""
     a = x
-    for (name, kind, p), (_, shape, size, _) in zip(LAYERS, rows[1:]):
+    for (name, kind, p), (_, shape, _size, _) in zip(LAYERS, rows[1:]):
         if kind == "conv":
             w, b = weights[name]
             a = np.maximum(fastconv.conv2d(a, w, b, stride=p[2], backend=backend), 0)

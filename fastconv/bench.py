@@ -1138,7 +1138,6 @@ def plot(report: dict, path: str) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError as e:
         return f"matplotlib is not installed ({e}); pip install matplotlib (or fastconv[bench])"
-    cases = {c["name"]: c for c in report["cases"]}
     ok = [r for r in report["results"] if r["status"] == "ok"]
     ops = []
     for c in report["cases"]:
@@ -1218,5 +1217,4 @@ def plot(report: dict, path: str) -> Optional[str]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    del cases
     return None
