@@ -35,6 +35,25 @@ included), ``sweep`` (the full sweep over stride, padding, dilation, kernel size
 conv2d and conv1d, and the matching sweeps for every pooling op), ``layers`` (the standard network
 layers) and ``full`` (``sweep`` + ``layers``). Sizes depend on the device (see :data:`SIZES`).
 
+The JSON document (``SCHEMA`` = "fastconv-bench/1"):
+
+    machine   date (UTC), hostname, platform, cpu_model, cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
+              gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
+              loadavg_start/loadavg_end (other work on the machine shows here)
+    versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
+    settings  suite, device, policy (warm-up/repeat/time limits), batch, filter, threads, shapes, timing,
+              statistic ("median")
+    peak      {fp32_gflops, mem_gbps, source} or null
+    runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
+              reason (why not), settings (torch: threads; torch-cuda: cudnn version, allow_tf32, cudnn_benchmark)
+    cases     name, op, source ("sweep" or "layers:<table>"), input_shape, weight_shape, kwargs (the op's
+              keyword arguments), sweeps ({sweep: label}), description, flops, bytes, metric, verify_n
+    results   one row per (case, runner): case, kind, backend, algo, status ("ok", "unsupported",
+              "verify-failed", "error"), error, verified ("strict"/"loose"), median_s, min_s, q1_s, q3_s,
+              rounds, first_call_s (first warm-up call; compilation normally already happened while
+              verifying), verify_n, unit, throughput, peak_fraction, ratio_to_best_peer
+    failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
+
 Standard layers are read from the shapes directory: ``$FASTCONV_SHAPES``, else ``<repo>/../shared/shapes``
 (a checkout keeps ``shared/`` beside the repository), else a small built-in list (:data:`BUILTIN_LAYERS`,
 a subset of the same tables) so that an installed package still has layers to run.

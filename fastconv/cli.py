@@ -122,7 +122,7 @@ def cmd_bench(args, ap) -> int:
               file=sys.stderr)
     try:
         report = bench.run(opts)
-    except RuntimeError as e:
+    except (RuntimeError, FileNotFoundError) as e:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
