@@ -32,11 +32,20 @@ def probe_source() -> str:
 
 
 def static_assert_source() -> str:
+    """Compile-time layout checks that any CUDA compiler accepts (NVRTC 13.0 rejects __builtin_offsetof).
+
+    Aggregate initialisation fills fields in declaration order, so initialising with each Python field's
+    byte offset and asserting that every named field holds its own offset pins the order and the names;
+    with every field as wide as its Python twin and equal total size, each offset is pinned too."""
     lines = ['#include "common.cuh"']
     for struct, (fields, dtype) in STRUCTS.items():
+        offsets = [dtype.fields[f][1] for f in fields]
         lines.append(f'static_assert(sizeof({struct}) == {dtype.itemsize}, "sizeof({struct})");')
-        lines += [f'static_assert(__builtin_offsetof({struct}, {f}) == {dtype.fields[f][1]}, "{struct}.{f}");'
-                  for f in fields]
+        lines.append(f"constexpr {struct} probe_{struct}{{{', '.join(map(str, offsets))}}};")
+        for f, off in zip(fields, offsets):
+            size = dtype.fields[f][0].itemsize
+            lines.append(f'static_assert(probe_{struct}.{f} == {off}, "{struct}.{f} is not at position {off}");')
+            lines.append(f'static_assert(sizeof(probe_{struct}.{f}) == {size}, "{struct}.{f} is not {size} bytes");')
     return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,9 @@
 #define __global__
 #define __device__
 #define __host__
-#define __noinline__ __attribute__((noinline))
+// __noinline__ is deliberately not defined: glibc's <sys/cdefs.h> and libstdc++ 13 write the GCC spelling
+// __attribute__((__noinline__)) in their own headers, which such a macro breaks (seen with g++ 13 on the
+// GPU machine). fastconv's kernels don't use it; one that does fails to compile here, loudly.
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
