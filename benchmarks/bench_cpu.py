@@ -29,6 +29,12 @@ import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and "--threads" in sys.argv:
+    # BLAS pools size themselves when NumPy loads: set their thread count before importing it
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_var] = _n
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,6 +274,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (median)")
     ap.add_argument("--only", help="only layers whose name contains this")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    ap.add_argument("--threads", type=int, help="threads for every library (Numba, BLAS, PyTorch); "
+                    "default: each library's own default")
     args = ap.parse_args(argv)
     with_torch = not args.no_torch
     if with_torch:
@@ -276,6 +284,14 @@ def main(argv=None):
         except ImportError:
             print("torch not installed: no peer column")
             with_torch = False
+    if args.threads:
+        import numba
+        numba.set_num_threads(args.threads)
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
     layers = conv_layers() + pool_layers()
     if args.only:
         layers = [l for l in layers if args.only in l.name]

@@ -84,9 +84,23 @@ def _bias(spec, b, dtype):
 def conv_direct(spec, x, w, b=None):
     out = np.empty(spec.output_shape4, dtype=x.dtype)
     k = kernels()
-    kernel = k.conv2d_depthwise if spec.C_per_group == 1 else k.conv2d_direct
-    kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec))
+    if spec.C_per_group == 1:
+        # the phase-split kernel multiplies padded zeros in; a non-finite weight must not meet them
+        finite = not spec.is_padded or np.isfinite(w).all()
+        kernel = k.conv2d_depthwise_phase if finite else k.conv2d_depthwise
+    else:
+        kernel = k.conv2d_direct
+    if kernel is k.conv2d_depthwise_phase:
+        kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec), _chunks(spec.N * spec.C))
+    else:
+        kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec))
     return out
+
+
+def _chunks(tasks: int) -> int:
+    """Parallel chunks for ``tasks`` independent planes: a few per thread (load balance), each chunk
+    allocating its scratch once."""
+    return max(1, min(tasks, 4 * _threads()))
 
 
 def conv_im2col(spec, x, w, b=None):
