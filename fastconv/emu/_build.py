@@ -20,7 +20,7 @@ import threading
 
 from ._errors import EmuError
 
-RUNTIME_VERSION = 2  # bump with any change to the runtime ABI; also part of every cache key
+RUNTIME_VERSION = 3  # bump with any change to the runtime ABI; also part of every cache key
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
 HEADER = os.path.join(RUNTIME_DIR, "cuda_emu.h")
 RUNTIME_SRC = os.path.join(RUNTIME_DIR, "emu_runtime.cpp")

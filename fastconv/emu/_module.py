@@ -57,7 +57,7 @@ class _Library:
         self.launch.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
             ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong,
-            ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong]
+            ctypes.c_double, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong]
         if self.dll.emu_runtime_version() != _build.RUNTIME_VERSION:
             raise OSError(f"{path} was built with emulator runtime {self.dll.emu_runtime_version()}")
         self.dll.emu_fiber_backend.restype = ctypes.c_char_p
@@ -174,6 +174,7 @@ class EmuFunction:
     def __init__(self, lib, name, desc, params):
         self._lib, self.name, self._desc, self.params = lib, name, desc, params
         self.last_switches = 0
+        self._timeout = 0.0
 
     @property
     def max_dynamic_shared_size_bytes(self):
@@ -255,7 +256,7 @@ class EmuFunction:
         return a.tobytes()
 
     def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None,
-                 guard=None):
+                 guard=None, timeout=None):
         """Launch synchronously.
 
         ``order``: the order in which threads run between barriers: "forward", "reverse",
@@ -264,12 +265,19 @@ class EmuFunction:
         forward). ``workers``: OS threads (default $FASTCONV_EMU_WORKERS or all cores).
         ``stack_size``: bytes per CUDA thread (default 64 KiB). ``guard``: False, True (= "end")
         or "start": run on guarded copies of the array arguments so that an out-of-bounds access
-        fails the launch (default $FASTCONV_EMU_GUARD or False).
+        fails the launch (default $FASTCONV_EMU_GUARD or False). ``timeout``: seconds after which
+        a launch that is still running fails instead of hanging (infinite loops, spin-waits on
+        another thread; default $FASTCONV_EMU_TIMEOUT or none).
         """
         order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
         if guard is None:
             guard = os.environ.get("FASTCONV_EMU_GUARD") or False
             guard = {"0": False, "1": True}.get(guard, guard)
+        if timeout is None:
+            timeout = float(os.environ.get("FASTCONV_EMU_TIMEOUT") or 0)
+        self._timeout = float(timeout)
+        if self._timeout < 0:
+            raise ValueError("timeout must be >= 0 seconds")
         if order == "all":
             self._all_orders(grid, block, args, shared_mem, seed, workers, stack_size, guard)
         else:
@@ -337,7 +345,7 @@ class EmuFunction:
         err = ctypes.create_string_buffer(4096)
         switches = ctypes.c_ulonglong()
         rc = self._lib.launch(self._desc, ptrs, g, b, int(shared_mem), limit, ORDERS[order], int(seed) & (2 ** 64 - 1),
-                              int(workers), stack_size, ctypes.byref(switches), err, len(err))
+                              int(workers), stack_size, self._timeout, ctypes.byref(switches), err, len(err))
         del keep
         self.last_switches = switches.value
         if rc != 0:

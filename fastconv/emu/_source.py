@@ -7,6 +7,8 @@ Rewrites (both fail loudly, by raising EmuError, on a form they do not understan
     to ``thread_local``) and gains ``__emu_poison_static_smem((void*)&name, sizeof(name));`` on the
     same line, so its first use in every block sees NaN bytes. File-scope ``__shared__`` variables
     are not poisoned.
+  * ``__noinline__`` becomes ``__attribute__((noinline))`` (cuda_emu.h cannot define it as a
+    macro: system headers use the GCC spelling ``__attribute__((__noinline__))``).
   * a kernel definition with ``__launch_bounds__(MAX_THREADS, ...)`` gets a check of the block
     size at the top of its body (a GPU refuses such a launch; the emulator fails it).
 Every rewrite keeps line numbers, so compiler errors point at the user's file.
@@ -245,6 +247,9 @@ def rewrite_shared(text, filename="<code>"):
         brace = code_only.index("{", p_close)
         edits.append((brace + 1, brace + 1,
                        f" __emu_launch_bounds_((long long)({bound}), __LINE__);"))
+
+    for m in re.finditer(r"\b__noinline__\b", masked):
+        edits.append((m.start(), m.end(), "__attribute__((noinline))"))
 
     out, last = [], 0
     for start, end, rep in sorted(edits):

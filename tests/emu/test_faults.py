@@ -105,3 +105,24 @@ def test_guard_from_environment(flt, monkeypatch):
     out = np.zeros(100, np.float32)
     with pytest.raises(EmuError, match="past its end"):
         flt.get_function("past_the_end")(4, 32, (out, np.int32(100), np.int32(1)))
+
+
+@pytest.mark.parametrize("kernel,args", [
+    ("spin_on_neighbour", (np.zeros(32, np.int32),)),
+    ("endless_math", (np.zeros(32, np.float32), np.int32(-1))),
+])
+def test_timeout_turns_a_hang_into_an_error(flt, kernel, args):
+    import time
+    t = time.perf_counter()
+    with pytest.raises(EmuError, match=r"timeout after 0.3\d* s: block \(\d,0,0\) thread \(0,0,0\) was still running"):
+        flt.get_function(kernel)(2, 32, args, timeout=0.3, workers=2)
+    assert time.perf_counter() - t < 5
+    ok = np.full(32, 0.5, np.float32)
+    flt.get_function("endless_math")(1, 32, (ok, np.int32(3)), timeout=5)  # finishes in time: no error
+    assert np.isfinite(ok).all()
+
+
+def test_timeout_from_environment(flt, monkeypatch):
+    monkeypatch.setenv("FASTCONV_EMU_TIMEOUT", "0.2")
+    with pytest.raises(EmuError, match="timeout after 0.2"):
+        flt.get_function("spin_on_neighbour")(1, 32, (np.zeros(32, np.int32),))

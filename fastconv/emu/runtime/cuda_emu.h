@@ -28,7 +28,8 @@
 #define __host__
 // __noinline__ is deliberately not defined: glibc's <sys/cdefs.h> and libstdc++ 13 write the GCC spelling
 // __attribute__((__noinline__)) in their own headers, which such a macro breaks (seen with g++ 13 on the
-// GPU machine). fastconv's kernels don't use it; one that does fails to compile here, loudly.
+// GPU machine). The Python loader respells __noinline__ in the kernel file itself (_source.py); in an
+// included header it fails to compile here, loudly.
 #define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))

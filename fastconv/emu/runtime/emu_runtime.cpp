@@ -8,12 +8,17 @@
 //
 // Sections: state | context switch | stacks | warp operations | barriers | block scheduler |
 //           launch (C API)
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <random>
@@ -24,7 +29,7 @@
 #include <ucontext.h>
 #endif
 
-#define EMU_RUNTIME_VERSION 2
+#define EMU_RUNTIME_VERSION 3
 
 __thread uint3 threadIdx;
 __thread uint3 blockIdx;
@@ -53,6 +58,7 @@ struct Fiber {
   int line, kind, pred;
   // warp-op arrival
   int op, arg, width;
+  volatile int in_runtime;  // > 0 while in a runtime entry point: a timeout must not abandon it there
   unsigned mask;
   unsigned long long value, result;
 };
@@ -78,6 +84,11 @@ struct Launch {
   std::mutex err_mu;
   std::string err;
   std::atomic<unsigned long long> switches{0};
+  // timeout watchdog
+  double timeout_s = 0;
+  std::atomic<bool> timed_out{false};
+  std::mutex threads_mu;
+  std::vector<pthread_t> threads;  // worker threads still running blocks
   void fail(const std::string& msg) {
     std::lock_guard<std::mutex> g(err_mu);
     if (err.empty()) err = msg;
@@ -114,7 +125,8 @@ struct Worker {
   std::mt19937_64 rng;
   unsigned long long switches = 0;
   // fault recovery: written by the signal handler, read by the scheduler
-  volatile int fault_sig = 0;
+  volatile int fault_sig = 0;  // signal number, or kTimeoutMarker
+  volatile sig_atomic_t running = 0;  // 1 exactly while fiber code (not the scheduler) executes
   volatile int fault_code = 0;
   void* volatile fault_addr = nullptr;
   char* alt_stack = nullptr;
@@ -248,13 +260,22 @@ inline void switch_to_fiber(Worker& w, Fiber* f) {
 }
 
 inline void yield_to_scheduler(Worker& w, Fiber* f) {
+  w.running = 0;
 #ifdef EMU_UCONTEXT
   swapcontext(&f->ctx, &w.sched_ctx);
 #else
   emu_swap_ctx(&f->sp, w.sched_sp);
 #endif
-  // resumed: scheduler has set threadIdx for us
+  w.running = 1;  // resumed: the scheduler has set threadIdx for us
 }
+
+// Marks a runtime entry point, during which a timeout must not abandon the fiber (it may be
+// allocating, or holding the worker's data structures half-updated).
+struct RuntimeSection {
+  Fiber* f;
+  explicit RuntimeSection(Fiber* fb) : f(fb) { ++f->in_runtime; }
+  ~RuntimeSection() { --f->in_runtime; }
+};
 
 [[noreturn]] void fiber_fail(Worker& w, Fiber* f, const std::string& msg) {
   if (w.block_err.empty()) w.block_err = msg;
@@ -364,7 +385,9 @@ void try_resolve_warp(Worker& w, unsigned wi, Fiber* self) {
 
 extern "C" void emu_fiber_main(Fiber* f) {
   Worker& w = *tw;
+  w.running = 1;
   w.L->k->invoke(w.L->k->fn, w.L->args);
+  ++f->in_runtime;
   f->state = F_DONE;
   --w.nlive;
   unsigned wi = f->lin / 32;
@@ -377,6 +400,7 @@ extern "C" void emu_fiber_main(Fiber* f) {
 unsigned long long __emu_warp_op(int op, unsigned mask, unsigned long long value, int arg, int width, int line) {
   Worker& w = current_worker(op_name(op));
   Fiber* f = w.cur;
+  RuntimeSection rs(f);
   f->op = op;
   f->mask = mask;
   f->value = value;
@@ -400,6 +424,7 @@ unsigned __emu_activemask() {
 int __emu_barrier(int kind, int pred, int line) {
   Worker& w = current_worker("__syncthreads");
   Fiber* f = w.cur;
+  RuntimeSection rs(f);
   f->site = __builtin_return_address(0);
   f->line = line;
   f->kind = kind;
@@ -413,6 +438,7 @@ void* __emu_dynamic_smem() { return current_worker("dynamic shared memory").dyn_
 
 void __emu_poison_static_smem(void* p, size_t bytes) {
   Worker& w = current_worker("static shared memory");
+  RuntimeSection rs(w.cur);
   for (auto& e : w.static_smem) {
     if (e.first == p) {
       if (e.second == w.block_gen) return;
@@ -437,6 +463,7 @@ void __emu_launch_bounds_(long long max_threads, int line) {
   unsigned long long n = (unsigned long long)blockDim.x * blockDim.y * blockDim.z;
   if ((long long)n <= max_threads) return;
   Worker& w = current_worker("__launch_bounds__");
+  RuntimeSection rs(w.cur);
   fiber_fail(w, w.cur, "launch with " + std::to_string(n) + " threads per block exceeds __launch_bounds__(" +
                            std::to_string(max_threads) + ") of the kernel at line " + std::to_string(line) +
                            " (a GPU refuses this launch)");
@@ -444,6 +471,7 @@ void __emu_launch_bounds_(long long max_threads, int line) {
 
 void __emu_trap(const char* what, int line) {
   Worker& w = current_worker(what);
+  RuntimeSection rs(w.cur);
   fiber_fail(w, w.cur, std::string(what) + " at line " + std::to_string(line) + " in block " +
                            fmt_dim(blockIdx) + " thread " + fmt_dim(threadIdx));
 }
@@ -457,6 +485,7 @@ extern "C" EMU_HIDDEN void __assert_fail(const char* expr, const char* file, uns
     std::fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, func, expr);
     std::abort();
   }
+  RuntimeSection rs(w->cur);
   fiber_fail(*w, w->cur, std::string("assertion `") + expr + "' failed at " + file + ":" + std::to_string(line) +
                              " in block " + fmt_dim(blockIdx) + " thread " + fmt_dim(threadIdx));
 }
@@ -504,7 +533,7 @@ void on_fault(int sig, siginfo_t* si, void* uctx) {
   stack_t cur;
   if (sigaltstack(nullptr, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) && cur.ss_sp) {
     const AltTag* t = (const AltTag*)cur.ss_sp;
-    if (t->tag == &g_module_tag && t->worker && t->worker->cur) {
+    if (t->tag == &g_module_tag && t->worker && t->worker->running && t->worker->cur) {
       Worker& w = *t->worker;
       Fiber* f = w.cur;
       w.fault_addr = si->si_addr;
@@ -515,6 +544,48 @@ void on_fault(int sig, siginfo_t* si, void* uctx) {
     }
   }
   chain_fault(sig, si, uctx);
+}
+
+// ---------------------------------------------------------------- timeout
+// A watchdog thread (only when the launch has a timeout) sets Launch::timed_out and then signals
+// the worker threads every few milliseconds with kTimeoutSignal until the launch ends. The
+// handler abandons the running fiber only when it is safe: fiber code is executing (not the
+// scheduler), it is not inside a runtime entry point, and the interrupted instruction lies in this
+// module's own code (kernel code; not libc, where a lock might be held). Otherwise it returns and
+// the next signal tries again. The scheduler checks timed_out between fibers.
+constexpr int kTimeoutMarker = -1;
+uintptr_t g_text_lo = 0, g_text_hi = 0;
+int timeout_signal() { return SIGRTMIN + 7; }
+
+int find_text(struct dl_phdr_info* info, size_t, void* data) {
+  uintptr_t probe = (uintptr_t)data;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const auto& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+    uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
+    if (probe >= lo && probe < hi) {
+      g_text_lo = lo;
+      g_text_hi = hi;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+void on_timeout(int, siginfo_t*, void* uctx) {
+  stack_t cur;
+  if (sigaltstack(nullptr, &cur) != 0 || (cur.ss_flags & SS_DISABLE) || !cur.ss_sp) return;
+  const AltTag* t = (const AltTag*)cur.ss_sp;
+  if (t->tag != &g_module_tag || !t->worker) return;
+  Worker& w = *t->worker;
+  if (!w.running || !w.cur || w.cur->in_runtime || !w.L->timed_out.load(std::memory_order_relaxed)) return;
+  uintptr_t pc = (uintptr_t)((ucontext_t*)uctx)->uc_mcontext.gregs[REG_RIP];
+  if (pc < g_text_lo || pc >= g_text_hi) return;
+  Fiber* f = w.cur;
+  w.fault_addr = (void*)pc;
+  w.fault_sig = kTimeoutMarker;
+  f->state = F_TRAPPED;
+  yield_to_scheduler(w, f);  // never resumed
 }
 
 void install_fault_handlers() {
@@ -531,6 +602,17 @@ void install_fault_handlers() {
     g_old_action[i] = cur;
     sigaction(kFaultSignals[i], &sa, nullptr);
   }
+  struct sigaction cur;
+  sigaction(timeout_signal(), nullptr, &cur);
+  if (!((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_timeout)) {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_timeout;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(timeout_signal(), &sa, nullptr);
+  }
+  if (!g_text_hi) dl_iterate_phdr(find_text, (void*)&on_timeout);
 }
 
 bool alt_stack_begin(Worker& w) {
@@ -560,6 +642,10 @@ void alt_stack_end(Worker& w) {
 }
 
 std::string describe_fault(Worker& w, Fiber* f) {
+  if (w.fault_sig == kTimeoutMarker)
+    return "timeout after " + std::to_string(w.L->timeout_s) + " s: block " + fmt_dim(blockIdx) + " thread " +
+           fmt_dim(f->tid) + " was still running (an infinite loop, or a spin-wait on another thread of the "
+           "block, which the emulator's fibers cannot preempt)";
   const char* what = w.fault_sig == SIGFPE ? "arithmetic fault (SIGFPE: integer division by zero?)"
                      : w.fault_sig == SIGBUS ? "bus error (SIGBUS)"
                                              : "invalid memory access (SIGSEGV)";
@@ -655,6 +741,7 @@ bool run_block(Worker& w, unsigned long long b) {
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fibers[i];
     f.state = F_RUNNABLE;
+    f.in_runtime = 0;
     f.lin = i;
     f.tid = uint3{i % L.block.x, i / L.block.x % L.block.y, i / (L.block.x * L.block.y)};
     f.stack_lo = w.arena.base + (size_t)i * w.arena.slot + page_size();
@@ -680,9 +767,19 @@ bool run_block(Worker& w, unsigned long long b) {
       for (unsigned i = 0; i < n; ++i) {
         Fiber* f = &w.fibers[w.perm[i]];
         if (f->state != F_RUNNABLE) continue;
+        if (L.timed_out.load(std::memory_order_relaxed)) {
+          w.block_err = "timeout after " + std::to_string(L.timeout_s) + " s (the launch was still running block " +
+                        fmt_dim(blockIdx) + ")";
+          return false;
+        }
         switch_to_fiber(w, f);
         ran = true;
         if (w.fault_sig) {
+          // the handler never returned, so the kernel still blocks its signal in this thread
+          sigset_t set;
+          sigemptyset(&set);
+          sigaddset(&set, w.fault_sig == kTimeoutMarker ? timeout_signal() : w.fault_sig);
+          pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
           w.block_err = describe_fault(w, f);
           return false;
         }
@@ -734,6 +831,10 @@ void worker_main(Launch* L) {
     mprotect(w.dyn_region + body, page_size(), PROT_NONE);
     w.dyn_smem = w.dyn_region + body - round_up(L->shmem, 16);
   }
+  {
+    std::lock_guard<std::mutex> g(L->threads_mu);  // from now on the watchdog may signal this thread
+    L->threads.push_back(pthread_self());
+  }
   while (!L->failed.load(std::memory_order_relaxed)) {
     unsigned long long b = L->next_block.fetch_add(1);
     if (b >= L->nblocks) break;
@@ -743,6 +844,12 @@ void worker_main(Launch* L) {
     }
   }
   L->switches += w.switches;
+  {
+    std::lock_guard<std::mutex> g(L->threads_mu);
+    auto& ts = L->threads;
+    for (size_t i = 0; i < ts.size(); ++i)
+      if (pthread_equal(ts[i], pthread_self())) { ts.erase(ts.begin() + i); break; }
+  }
   alt_stack_end(w);
   if (w.dyn_region) munmap(w.dyn_region, w.dyn_region_bytes);
   arena_put(w.arena);
@@ -766,7 +873,7 @@ EMU_API const char* emu_fiber_backend() {
 EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* grid, const unsigned* block,
                        unsigned long long shmem, unsigned long long smem_limit, int order,
                        unsigned long long seed, int workers, unsigned long long stack_size,
-                       unsigned long long* switches, char* err,
+                       double timeout_s, unsigned long long* switches, char* err,
                        unsigned long long errlen) {
   auto fail = [&](const std::string& m) {
     std::snprintf(err, errlen, "%s", m.c_str());
@@ -792,6 +899,7 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   L.block = dim3(block[0], block[1], block[2]);
   L.shmem = shmem;
   L.smem_limit = smem_limit;
+  L.timeout_s = timeout_s;
   L.stack_size = stack_size;
   L.order = order;
   L.seed = seed;
@@ -801,10 +909,34 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   if ((unsigned long long)workers > L.nblocks) workers = (int)L.nblocks;
   install_fault_handlers();
   Worker* saved = tw;  // a kernel launched from inside a kernel is not supported; keep the caller sane
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::thread watchdog;
+  if (timeout_s > 0) {
+    watchdog = std::thread([&] {
+      std::unique_lock<std::mutex> lk(done_mu);
+      if (done_cv.wait_for(lk, std::chrono::duration<double>(timeout_s), [&] { return done; })) return;
+      L.timed_out = true;
+      // keep knocking until every worker has left its blocks: a fiber is abandoned only at a safe point
+      while (!done_cv.wait_for(lk, std::chrono::milliseconds(5), [&] { return done; })) {
+        std::lock_guard<std::mutex> g(L.threads_mu);
+        for (pthread_t t : L.threads) pthread_kill(t, timeout_signal());
+      }
+    });
+  }
   std::vector<std::thread> pool;
   for (int i = 1; i < workers; ++i) pool.emplace_back(worker_main, &L);
   worker_main(&L);
   for (auto& t : pool) t.join();
+  if (watchdog.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(done_mu);
+      done = true;
+    }
+    done_cv.notify_all();
+    watchdog.join();
+  }
   tw = saved;
   if (switches) *switches = L.switches;
   if (L.failed) return fail(L.err);
