@@ -207,7 +207,8 @@ def generate_unit(rewritten, filename, kernel_names):
         f'\n#line 1 "<fastconv-emu kernel table>"\n'
         f"static const emu_kernel_desc __emu_kernel_table[] = {{\n{entries}"
         f"  emu_kernel_desc{{nullptr, nullptr, nullptr, 0, nullptr}}\n}};\n"
-        f"EMU_API const emu_kernel_desc* emu_kernels(int* n) {{ *n = {len(kernel_names)}; return __emu_kernel_table; }}\n"
+        f"EMU_API const emu_kernel_desc* emu_kernels(int* n) {{\n"
+        f"  *n = {len(kernel_names)};\n  return __emu_kernel_table;\n}}\n"
     )
     return f"#line 1 {_c_string(filename)}\n{rewritten}\n{table}"
 

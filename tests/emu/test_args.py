@@ -28,7 +28,8 @@ def test_descriptor(vadd):
 
 def test_wrong_count(vadd):
     a, b, o = _arrays()
-    with pytest.raises(TypeError, match=r"vadd_plain takes 4 arguments \(const float\*, const float\*, float\*, int\), got 3"):
+    with pytest.raises(TypeError, match=r"vadd_plain takes 4 arguments "
+                                        r"\(const float\*, const float\*, float\*, int\), got 3"):
         vadd(1, 8, (a, b, o))
 
 

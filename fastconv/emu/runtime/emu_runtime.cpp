@@ -353,7 +353,8 @@ void try_resolve_warp(Worker& w, unsigned wi, Fiber* self) {
     }
     if (f.op >= EMU_WOP_SHFL && f.op <= EMU_WOP_SHFL_XOR &&
         (f.width < 1 || f.width > 32 || (f.width & (f.width - 1))))
-      fiber_fail(w, self, where() + op_name(f.op) + " width " + std::to_string(f.width) + " is not a power of two <= 32");
+      fiber_fail(w, self,
+                 where() + op_name(f.op) + " width " + std::to_string(f.width) + " is not a power of two <= 32");
   }
   unsigned ballot = 0;
   for (unsigned l = 0; l < 32; ++l)
@@ -882,8 +883,9 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   for (int i = 0; i < 3; ++i)
     if (grid[i] == 0 || block[i] == 0) return fail("grid and block dimensions must be >= 1");
   unsigned long long nthreads = (unsigned long long)block[0] * block[1] * block[2];
-  if (nthreads > 1024 || block[2] > 64) return fail("block " + std::to_string(block[0]) + "x" + std::to_string(block[1]) + "x" +
-                                                    std::to_string(block[2]) + " exceeds CUDA limits (1024 threads, z <= 64)");
+  if (nthreads > 1024 || block[2] > 64)
+    return fail("block " + std::to_string(block[0]) + "x" + std::to_string(block[1]) + "x" + std::to_string(block[2]) +
+                " exceeds CUDA limits (1024 threads, z <= 64)");
   if (grid[0] > 2147483647u || grid[1] > 65535 || grid[2] > 65535)
     return fail("grid exceeds CUDA limits (x <= 2^31 - 1, y and z <= 65535)");
   if (order < 0 || order > 2) return fail("bad thread order");
