@@ -113,7 +113,7 @@ class EmuModule:
         with _build.lock:
             lib = _loaded.get(key)
             if lib is None:
-                unit = _build.generate_unit(_source.rewrite_shared(code, filename), filename, names)
+                unit = _build.generate_unit(_source.rewrite_source(code, filename), filename, names)
                 label = f"emulated module {os.path.basename(filename)}"
                 so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
                 try:

@@ -1,6 +1,6 @@
-"""Source handling for the CUDA emulator: kernel discovery and the two rewrites g++ needs.
+"""Source handling for the CUDA emulator: kernel discovery and the rewrites g++ needs.
 
-Rewrites (both fail loudly, by raising EmuError, on a form they do not understand):
+Rewrites (each fails loudly, by raising EmuError, on a form it does not understand):
   * ``extern __shared__ T name[];`` (dynamic shared memory) becomes a pointer to the per-launch
     buffer: ``T* name = reinterpret_cast<T*>(__emu_dynamic_smem());``.
   * a block-scope ``__shared__ T name[...];`` keeps its declaration (cuda_emu.h maps ``__shared__``
@@ -168,8 +168,9 @@ def _matching_paren(s, i):
     return -1
 
 
-def rewrite_shared(text, filename="<code>"):
-    """Apply the dynamic and static shared-memory rewrites described in the module docstring."""
+def rewrite_source(text, filename="<code>"):
+    """Apply the rewrites described in the module docstring (shared memory, __noinline__,
+    __launch_bounds__)."""
     masked = mask_source(text)
     code_only = mask_directives(masked)
     spans = _scopes(code_only)

@@ -34,7 +34,7 @@ def test_rewrite_keeps_lines_and_poisons_static():
            "  __shared__ float a[4][8], b[2];\n"
            "  __shared__ cub::Foo<float, 4>::Storage st;\n"
            "}\n")
-    out = _source.rewrite_shared(src)
+    out = _source.rewrite_source(src)
     assert out.count("\n") == src.count("\n")
     lines = out.split("\n")
     assert "unsigned char* raw = reinterpret_cast<unsigned char*>(__emu_dynamic_smem());" in lines[1]
@@ -76,7 +76,7 @@ def test_macros_and_prototypes():
     mod.get_function("from_macro")(1, 1, (out,))
     assert out[0] == 9
     with pytest.raises(EmuError, match="inside a preprocessor directive"):
-        _source.rewrite_shared("#define DYN extern __shared__ float d[];\n")
+        _source.rewrite_source("#define DYN extern __shared__ float d[];\n")
 
 
 def test_launch_bounds_are_enforced(disc):
