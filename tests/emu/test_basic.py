@@ -136,3 +136,10 @@ def test_ieee_semantics(misc):
     assert out[3] == np.inf and out[4] == -np.inf
     assert np.isnan(out[5]) and np.isnan(out[6]) and np.isnan(out[7])
     assert out[8] == 0 and out[9] == -np.inf and np.isnan(out[10]) and out[11] == 1 and out[12] == 0.5
+
+
+def test_half_atomics(misc):
+    h = np.zeros(1, np.float16)
+    h2 = np.zeros(2, np.float16)
+    misc.get_function("half_atomics")(4, 64, (h, h2.view(np.uint32)), workers=2)
+    assert h[0] == 128 and h2[0] == 64 and h2[1] == 256  # all exact in binary16

@@ -236,6 +236,19 @@ inline __half2 __hmul2(__half2 a, __half2 b) { return __half2{__hmul(a.x, b.x), 
 inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) {
   return __half2{__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y)};
 }
+inline __half atomicAdd(__half* a, __half v) { return __emu_atomic_float_rmw_<__half, uint16_t>(a, v, 0); }
+inline __half2 atomicAdd(__half2* a, __half2 v) {
+  uint32_t* p = reinterpret_cast<uint32_t*>(a);
+  uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+  for (;;) {
+    __half2 h, n;
+    std::memcpy(&h, &old, 4);
+    n = __hadd2(h, v);
+    uint32_t nu;
+    std::memcpy(&nu, &n, 4);
+    if (__atomic_compare_exchange_n(p, &old, nu, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return h;
+  }
+}
 
 // ================================================================ math and bit intrinsics
 // No -ffast-math: IEEE semantics (NaN, Inf, signed zero) as CUDA defines them for the _rn forms.

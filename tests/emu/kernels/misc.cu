@@ -58,3 +58,9 @@ extern "C" __global__ void ieee(const float* x, float* out) {
   out[11] = isnan(nan) ? 1.0f : 0.0f;   // 1 (no fast-math: isnan not folded)
   out[12] = rsqrtf(one * 4.0f);    // 0.5
 }
+
+// half_atomics: every thread adds 0.5 to a __half and (0.25, 1) to a __half2
+extern "C" __global__ void half_atomics(__half* h, __half2* h2) {
+  atomicAdd(h, __float2half(0.5f));
+  atomicAdd(h2, __floats2half2_rn(0.25f, 1.0f));
+}
