@@ -183,15 +183,23 @@ def runtime_object(backend):
         key = _hash_text(RUNTIME_VERSION, compiler_id(), _base_cmd(backend)[1:], _read(HEADER), _read(RUNTIME_SRC))
         d = cache_dir()
         path = os.path.join(d, f"runtime-{backend}-{key[:24]}.o")
-        if os.path.isfile(path) and os.path.getsize(path) > 0:
-            return path
-        tmp = _tmp_name(d, ".o")
+        digest_path = path + ".sha256"  # an ELF object cannot carry a trailer like the .so files
+        try:
+            if _read(digest_path).decode() == hashlib.sha256(_read(path)).hexdigest():
+                return path
+        except OSError:
+            pass
+        tmp, tmp_digest = _tmp_name(d, ".o"), _tmp_name(d, ".sha256")
         try:
             _compile([*_base_cmd(backend), "-c", RUNTIME_SRC, "-o", tmp], "the emulator runtime")
+            with open(tmp_digest, "w") as f:
+                f.write(hashlib.sha256(_read(tmp)).hexdigest())
             os.replace(tmp, path)
+            os.replace(tmp_digest, digest_path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for p in (tmp, tmp_digest):
+                if os.path.exists(p):
+                    os.unlink(p)
         stats["runtime_builds"] += 1
         return path
 

@@ -145,3 +145,13 @@ def test_unwritable_cache_dir_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTCONV_EMU_CACHE", "/proc/fastconv-emu-cache")
     with pytest.raises(EmuError, match="FASTCONV_EMU_CACHE"):
         EmuModule(code=SRC, options=("-DVALUE=9.0f",))
+
+
+def test_corrupted_runtime_object_is_rebuilt(fresh_cache):
+    [obj] = [n for n in os.listdir(fresh_cache) if n.startswith("runtime-asm-") and n.endswith(".o")]
+    with open(fresh_cache / obj, "r+b") as f:
+        f.truncate(100)
+    before = build_stats()["runtime_builds"]
+    m = EmuModule(code=SRC, options=("-DVALUE=10.0f",))
+    assert build_stats()["runtime_builds"] == before + 1
+    assert (_fill(m) == 10).all()
