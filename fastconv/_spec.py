@@ -136,10 +136,42 @@ def _same_place(arrays: Sequence[Tuple[str, object]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# What both specs share
+# ---------------------------------------------------------------------------------------------------
+_ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
+
+
+class _SpecBase:
+    """Members every spec has, derived from its fields (``N C H W``, ``output_shape4``, ``max_elements``)."""
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int, int]:
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def output_shape(self) -> Tuple[int, ...]:
+        """The shape the user gets back: batched or not, 1-D or 2-D, as the input was."""
+        return _user_shape(self.output_shape4, self.spatial_dims, self.batched)
+
+    @property
+    def itemsize(self) -> int:
+        return _ITEMSIZE[self.dtype]
+
+    @property
+    def needs_64bit_indexing(self) -> bool:
+        """Whether some buffer of the problem holds more than 2^31 - 1 elements."""
+        return self.max_elements() > INT32_MAX
+
+    def key(self) -> tuple:
+        """Everything the result and the speed depend on: the cache key for tuning."""
+        return dataclasses.astuple(self)
+
+
+# ---------------------------------------------------------------------------------------------------
 # ConvSpec
 # ---------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(_SpecBase):
     """One convolution problem, cross-correlation as in torch.nn.functional.conv2d, NCHW layout."""
 
     N: int
@@ -177,10 +209,6 @@ class ConvSpec:
         return self.K // self.groups
 
     @property
-    def input_shape(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.C, self.H, self.W)
-
-    @property
     def weight_shape(self) -> Tuple[int, int, int, int]:
         return (self.K, self.C_per_group, self.R, self.S)
 
@@ -188,14 +216,6 @@ class ConvSpec:
     def output_shape4(self) -> Tuple[int, int, int, int]:
         return (self.N, self.K, self.P, self.Q)
 
-    @property
-    def output_shape(self) -> Tuple[int, ...]:
-        """The shape the user gets back: batched or not, 1-D or 2-D, as the input was."""
-        return _user_shape(self.output_shape4, self.spatial_dims, self.batched)
-
-    @property
-    def itemsize(self) -> int:
-        return {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
 
     # -- predicates (PyTorch's ConvParams style) -------------------------------------------------
     @property
@@ -250,13 +270,6 @@ class ConvSpec:
         return max(self.N * self.C * self.H * self.W, self.N * self.K * self.P * self.Q,
                    self.K * self.C_per_group * self.R * self.S, col)
 
-    @property
-    def needs_64bit_indexing(self) -> bool:
-        return self.max_elements() > INT32_MAX
-
-    def key(self) -> tuple:
-        """Everything the result and the speed depend on: the cache key for tuning."""
-        return dataclasses.astuple(self)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,7 +279,7 @@ POOL_KINDS = ("max", "avg", "adaptive_max", "adaptive_avg")
 
 
 @dataclasses.dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(_SpecBase):
     """One pooling problem, NCHW. For adaptive kinds R = S = 0 and the windows follow from H/P, W/Q."""
 
     kind: str
@@ -305,20 +318,8 @@ class PoolSpec:
         return self.kind in ("max", "adaptive_max")
 
     @property
-    def input_shape(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.C, self.H, self.W)
-
-    @property
     def output_shape4(self) -> Tuple[int, int, int, int]:
         return (self.N, self.C, self.P, self.Q)
-
-    @property
-    def output_shape(self) -> Tuple[int, ...]:
-        return _user_shape(self.output_shape4, self.spatial_dims, self.batched)
-
-    @property
-    def itemsize(self) -> int:
-        return {"float16": 2, "float32": 4, "float64": 8}[self.dtype]
 
     def flops(self) -> int:
         """One operation per tap (compare or add); adaptive windows counted exactly."""
@@ -337,12 +338,6 @@ class PoolSpec:
     def max_elements(self) -> int:
         return max(self.N * self.C * self.H * self.W, self.N * self.C * self.P * self.Q)
 
-    @property
-    def needs_64bit_indexing(self) -> bool:
-        return self.max_elements() > INT32_MAX
-
-    def key(self) -> tuple:
-        return dataclasses.astuple(self)
 
 
 def adaptive_window(i: int, size_in: int, size_out: int) -> Tuple[int, int]:

@@ -827,7 +827,7 @@ class Reference:
         ref = np.asarray(self.ref).astype(np.float64)
         assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
         # the same comparison as testing.assert_conv_close, with the tolerance computed once per case
-        testing._assert_within(out, ref, scale * self.tol.reshape(ref.shape), self.spec)
+        testing.assert_within(out, ref, scale * self.tol.reshape(ref.shape), self.spec)
 
 
 #: a peer's convolution that misses the tolerance (cuDNN may pick FFT or Winograd algorithms, whose error

@@ -40,7 +40,7 @@ def assert_conv_close(out, ref, spec, x, w, b=None, slack: float = 2.0):
     out, ref = to_numpy(out).astype(np.float64), to_numpy(ref).astype(np.float64)
     assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
     tol = conv_tolerance(spec, x, w, b, slack).reshape(ref.shape)
-    _assert_within(out, ref, tol, spec)
+    assert_within(out, ref, tol, spec)
 
 
 def pool_tolerance(spec, x):
@@ -66,10 +66,12 @@ def assert_pool_close(out, ref, spec, x):
                                f"{idx[tuple(bad[0])]} != {ref_idx[tuple(bad[0])]}")
     out, ref = to_numpy(out).astype(np.float64), to_numpy(ref).astype(np.float64)
     assert out.shape == ref.shape, f"shape {out.shape} != oracle {ref.shape}"
-    _assert_within(out, ref, pool_tolerance(spec, x), spec)
+    assert_within(out, ref, pool_tolerance(spec, x), spec)
 
 
-def _assert_within(out, ref, tol, spec):
+def assert_within(out, ref, tol, spec):
+    """Assert ``|out - ref| <= tol`` elementwise where ``ref`` is finite; NaN and infinities must match exactly.
+    ``out``/``ref`` are float64 NumPy arrays; ``tol`` broadcasts against them."""
     nan_ref, nan_out = np.isnan(ref), np.isnan(out)
     assert np.array_equal(nan_ref, nan_out), (
         f"NaN pattern differs from the oracle at {np.argwhere(nan_ref != nan_out)[:3].tolist()}")
