@@ -223,6 +223,9 @@ MAX_CASES = [
     dict(kernel_size=3, stride=2, ceil_mode=True),
     dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
     dict(kernel_size=3, stride=1, dilation=3, padding=1),
+    # fewer outputs per row than window columns: the kernel loops per window instead of per tap
+    dict(kernel_size=(2, 5), stride=(1, 4), padding=(1, 2), dilation=(1, 2), ceil_mode=True),
+    dict(kernel_size=(9, 10)),                                                     # global
 ]
 
 
@@ -264,6 +267,9 @@ AVG_CASES = [
     dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 0), divisor_override=5),
     dict(kernel_size=2, ceil_mode=True, divisor_override=-3),
     dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
+    dict(kernel_size=(3, 7), stride=(2, 5), padding=(1, 3), ceil_mode=True),       # per-window loop
+    dict(kernel_size=(3, 7), stride=(2, 5), padding=(1, 3), ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=(9, 10)),                                                     # global
 ]
 
 

@@ -327,67 +327,114 @@ def _first_inbounds(start, dil):
     return start + (-start + dil - 1) // dil * dil
 
 
+@njit(inline="always")
+def _window_ranges(out_len, stride, pad, k, dil, size):
+    """Per output position: the in-bounds taps [lo, hi) of its window and its first in-bounds position."""
+    lo = np.empty(out_len, dtype=np.int64)
+    hi = np.empty(out_len, dtype=np.int64)
+    first = np.empty(out_len, dtype=np.int64)
+    for o in range(out_len):
+        start = o * stride - pad
+        lo[o], hi[o] = _col_range(start, dil, size, k)
+        first[o] = _first_inbounds(start, dil)
+    return lo, hi, first
+
+
+@njit(inline="always")
+def _tap_ranges(k, dil, pad, stride, size, out_len):
+    """Per tap s: the output positions [lo, hi) whose tap s is in bounds."""
+    lo = np.empty(k, dtype=np.int64)
+    hi = np.empty(k, dtype=np.int64)
+    for s in range(k):
+        lo[s], hi[s] = _col_range(s * dil - pad, stride, size, out_len)
+    return lo, hi
+
+
+@njit(inline="always")
+def _max_run(xf, x0, sw, best, bidx, q0, n, i0, want_idx):
+    """best[q0 + i] vs xf[x0 + i*sw] for i < n under the scan rule (take if greater or NaN); the taken
+    tap's plane index is i0 + i*sw."""
+    ux, us, uq = np.uint64(x0), np.uint64(sw), np.uint64(q0)
+    if want_idx:
+        for i in range(np.uint64(n)):
+            v = xf[ux + i * us]
+            if (v > best[uq + i]) | (v != v):
+                best[uq + i] = v
+                bidx[uq + i] = i0 + np.int64(i) * sw
+    else:
+        for i in range(np.uint64(n)):
+            v = xf[ux + i * us]
+            bv = best[uq + i]
+            best[uq + i] = v if (v > bv) | (v != v) else bv
+
+
 @njit(**_JIT)
 def max_pool2d(x, out, idx, want_idx, geo):
     """Scan each window row-major; take a tap if it is greater than the best so far or NaN; start from
-    -inf with the first in-bounds tap's index; padding taps are skipped (never selected)."""
+    -inf with the first in-bounds tap's index; padding taps are skipped (never selected).
+
+    Inner loop over the longer of the output row (Q) and the window row (S): per tap over a row of
+    outputs when Q >= S, else per output over its window (global pooling)."""
     R, S, sh, sw, ph, pw, dh, dw = geo
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    ixf = idx.reshape(idx.size)
+    rlo, rhi, hfirst = _window_ranges(P, sh, ph, R, dh, H)
+    wlo, whi, wfirst = _window_ranges(Q, sw, pw, S, dw, W)
+    slo, shi = _tap_ranges(S, dw, pw, sw, W, Q)
+    per_tap = Q >= S
     for t in prange(N * C):
-        n = t // C
-        c = t % C
-        plane = x[n, c]
+        base = t * H * W
         best = np.empty(Q, dtype=out.dtype)
         bidx = np.empty(Q, dtype=np.int64)
         for p in range(P):
-            hstart = p * sh - ph
-            h0 = _first_inbounds(hstart, dh)
-            for q in range(Q):
-                best[q] = -np.inf
-                bidx[q] = h0 * W + _first_inbounds(q * sw - pw, dw)
-            for r in range(R):
-                h = hstart + r * dh
-                if h < 0 or h >= H:
-                    continue
-                xrow = plane[h]
-                for s in range(S):
-                    off = s * dw - pw
-                    lo, hi = _col_range(off, sw, W, Q)
-                    if hi <= lo:
-                        continue
-                    xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
-                    bs = best[lo:hi]
-                    if want_idx:
-                        bis = bidx[lo:hi]
-                        base = h * W + lo * sw + off
-                        for i in range(hi - lo):
-                            v = xs[i]
-                            bv = bs[i]
-                            take = (v > bv) | (v != v)
-                            bs[i] = v if take else bv
-                            bis[i] = base + i * sw if take else bis[i]
-                    else:
-                        for i in range(hi - lo):
-                            v = xs[i]
-                            bv = bs[i]
-                            bs[i] = v if (v > bv) | (v != v) else bv
-            orow = out[n, c, p]
-            for q in range(Q):
-                orow[q] = best[q]
-            if want_idx:
-                irow = idx[n, c, p]
+            hs = p * sh - ph
+            ob = (t * P + p) * Q
+            if per_tap:
                 for q in range(Q):
-                    irow[q] = bidx[q]
+                    best[q] = -np.inf
+                    bidx[q] = hfirst[p] * W + wfirst[q]
+                for r in range(rlo[p], rhi[p]):
+                    h = hs + r * dh
+                    for s in range(S):
+                        lo, hi = slo[s], shi[s]
+                        if hi > lo:
+                            i0 = h * W + lo * sw + s * dw - pw
+                            _max_run(xf, base + i0, sw, best, bidx, lo, hi - lo, i0, want_idx)
+                for q in range(Q):
+                    of[ob + q] = best[q]
+                if want_idx:
+                    for q in range(Q):
+                        ixf[ob + q] = bidx[q]
+            else:
+                for q in range(Q):
+                    ws = q * sw - pw
+                    bv = out.dtype.type(-np.inf)
+                    bi = hfirst[p] * W + wfirst[q]
+                    for r in range(rlo[p], rhi[p]):
+                        row = (hs + r * dh) * W + ws
+                        for s in range(wlo[q], whi[q]):
+                            v = xf[base + row + s * dw]
+                            if (v > bv) | (v != v):
+                                bv = v
+                                bi = row + s * dw
+                    of[ob + q] = bv
+                    if want_idx:
+                        ixf[ob + q] = bi
 
 
 @njit(**_JIT)
 def avg_pool2d(x, out, geo, count_include_pad, divisor_override):
-    """Sum of in-bounds taps / divisor: divisor_override when non-zero, else the window clipped to the
-    padded input (count_include_pad) or to the input."""
+    """Sum of in-bounds taps (float64, the oracle's (r, s) order per window) / divisor: divisor_override
+    when non-zero, else the window clipped to the padded input (count_include_pad) or to the input.
+    Inner loop per tap over a row of outputs when Q >= S, else per window (_avg_pool_per_window)."""
     R, S, sh, sw, ph, pw, dh, dw = geo
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
     # per-axis divisor factors (the divisor of window (p, q) is div_h[p] * div_w[q])
     div_h = np.empty(P, dtype=np.float64)
     div_w = np.empty(Q, dtype=np.float64)
@@ -399,35 +446,59 @@ def avg_pool2d(x, out, geo, count_include_pad, divisor_override):
         start = q * sw - pw
         end = min(start + S, W + pw)
         div_w[q] = (end - start) if count_include_pad else (min(end, W) - max(start, 0))
+    rlo, rhi, _hf = _window_ranges(P, sh, ph, R, 1, H)
+    wlo, whi, _wf = _window_ranges(Q, sw, pw, S, 1, W)
+    slo, shi = _tap_ranges(S, 1, pw, sw, W, Q)
+    if Q < S:
+        _avg_pool_per_window(xf, of, N * C, H, W, P, Q, sh, sw, ph, pw, rlo, rhi, wlo, whi, div_h, div_w,
+                             divisor_override)
+        return
     for t in prange(N * C):
-        n = t // C
-        c = t % C
-        plane = x[n, c]
+        base = t * H * W
         acc = np.empty(Q, dtype=np.float64)
         for p in range(P):
-            for q in range(Q):
-                acc[q] = 0.0
-            for r in range(R):
-                h = p * sh - ph + r
-                if h < 0 or h >= H:
-                    continue
-                xrow = plane[h]
+            hs = p * sh - ph
+            ob = (t * P + p) * Q
+            acc[:] = 0.0
+            for r in range(rlo[p], rhi[p]):
+                row = base + (hs + r) * W
                 for s in range(S):
-                    off = s - pw
-                    lo, hi = _col_range(off, sw, W, Q)
-                    if hi <= lo:
-                        continue
-                    a = acc[lo:hi]
-                    xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
-                    for i in range(hi - lo):
-                        a[i] += xs[i]
-            orow = out[n, c, p]
+                    lo, hi = slo[s], shi[s]
+                    ux, us, uq = np.uint64(row + lo * sw + s - pw), np.uint64(sw), np.uint64(lo)
+                    for i in range(np.uint64(max(hi - lo, 0))):
+                        acc[uq + i] += xf[ux + i * us]
             if divisor_override != 0:
                 for q in range(Q):
-                    orow[q] = acc[q] / divisor_override
+                    of[ob + q] = acc[q] / divisor_override
             else:
                 for q in range(Q):
-                    orow[q] = acc[q] / (div_h[p] * div_w[q])
+                    of[ob + q] = acc[q] / (div_h[p] * div_w[q])
+
+
+#: planes summed side by side by _avg_pool_per_window: independent float64 add chains (one per plane)
+#: hide the add latency that one chain per window would expose.
+PLANES = 8
+
+
+@njit(**_JIT)
+def _avg_pool_per_window(xf, of, NC, H, W, P, Q, sh, sw, ph, pw, rlo, rhi, wlo, whi, div_h, div_w,
+                         divisor_override):
+    nblk = (NC + PLANES - 1) // PLANES
+    for blk in prange(nblk):
+        t0 = blk * PLANES
+        nt = min(PLANES, NC - t0)
+        acc = np.empty(PLANES, dtype=np.float64)
+        for p in range(P):
+            for q in range(Q):
+                acc[:] = 0.0
+                for r in range(rlo[p], rhi[p]):
+                    row = t0 * H * W + (p * sh - ph + r) * W + q * sw - pw
+                    for s in range(wlo[q], whi[q]):
+                        for j in range(nt):
+                            acc[j] += xf[row + j * H * W + s]
+                d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
+                for j in range(nt):
+                    of[((t0 + j) * P + p) * Q + q] = acc[j] / d
 
 
 @njit(**_JIT)
