@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastconv.emu import EmuError, EmuModule, build_stats
-from fastconv.emu import _module
+from fastconv.emu import _build, _module
 
 SRC = textwrap.dedent("""
     extern "C" __global__ void fill(float* out, int n) {
@@ -148,7 +148,8 @@ def test_unwritable_cache_dir_is_reported(tmp_path, monkeypatch):
 
 
 def test_corrupted_runtime_object_is_rebuilt(fresh_cache):
-    [obj] = [n for n in os.listdir(fresh_cache) if n.startswith("runtime-asm-") and n.endswith(".o")]
+    prefix = f"runtime-{_build.default_backend()}-"
+    [obj] = [n for n in os.listdir(fresh_cache) if n.startswith(prefix) and n.endswith(".o")]
     with open(fresh_cache / obj, "r+b") as f:
         f.truncate(100)
     before = build_stats()["runtime_builds"]
