@@ -114,7 +114,8 @@ def test_guard_from_environment(flt, monkeypatch):
 def test_timeout_turns_a_hang_into_an_error(flt, kernel, args):
     import time
     t = time.perf_counter()
-    with pytest.raises(EmuError, match=r"timeout after 0.3\d* s: block \(\d,0,0\) thread \(\d+,0,0\) was still running"):
+    with pytest.raises(EmuError, match=r"timeout after 0.3\d* s: block \(\d,0,0\) thread \(\d+,0,0\) "
+                                       r"was still running"):
         flt.get_function(kernel)(2, 32, args, timeout=0.3, workers=2)
     assert time.perf_counter() - t < 5
     ok = np.full(32, 0.5, np.float32)
