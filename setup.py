@@ -19,8 +19,10 @@ setup(
         "cuda12": ["cupy-cuda12x>=13"],
         "cuda13": ["cupy-cuda13x>=13"],
         "test": ["pytest>=7", "hypothesis>=6.80", "pytest-benchmark>=4"],
-        # compile every .cu with NVRTC in CI without a GPU
-        "nvrtc": ["nvidia-cuda-nvrtc", "nvidia-cuda-runtime", "cuda-bindings"],
+        # compile every .cu with NVRTC in CI without a GPU: CUDA 13 for sm_75..sm_90, CUDA 12 for sm_70
+        # (dropped by CUDA 13), each with its own release's headers (cuda_fp16.h)
+        "nvrtc": ["nvidia-cuda-nvrtc>=13", "nvidia-cuda-runtime>=13",
+                  "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["fastconv=fastconv.cli:main"]},

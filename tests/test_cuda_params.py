@@ -90,11 +90,10 @@ def test_struct_by_value_round_trip(probe, struct, spec, build):
 
 
 def test_device_compiler_agrees_on_layout():
-    from .test_kernel_compile import KERNELS_DIR, headers, nvrtc_compile
-    incs = headers()
-    ok, log, _ = nvrtc_compile(static_assert_source(), "layout_probe.cu", "compute_90", (), incs)
-    assert ok, f"NVRTC disagrees with the Python twin:\n{log}"
-    assert KERNELS_DIR in incs
+    from .test_kernel_compile import KERNELS_DIR, nvrtc_for
+    compiler = nvrtc_for("sm_90")
+    ok, log, _ = compiler.compile(static_assert_source(), "layout_probe.cu", "compute_90", (), (KERNELS_DIR,))
+    assert ok, f"NVRTC {compiler.version} disagrees with the Python twin:\n{log}"
 
 
 def test_every_field_comes_from_the_spec():
