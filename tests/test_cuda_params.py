@@ -54,7 +54,7 @@ def probe():
     why = _dispatch.availability("cuda-emu")
     if why is not None:
         pytest.skip(f"the emulator is unavailable here: {why}")
-    from fastconv._backends.cuda_emu import kernels_dir
+    from fastconv._backends._cuda_launch import kernels_dir
     from fastconv.emu import EmuModule
     return EmuModule(code=probe_source(), include_dirs=(kernels_dir(),))
 

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-from importlib import resources
 
 import pytest
 
@@ -22,7 +21,7 @@ from fastconv._backends import _cuda_launch as L
 
 from . import nvrtc
 
-KERNELS_DIR = str(resources.files("fastconv.kernels"))
+KERNELS_DIR = L.kernels_dir()
 FILES = sorted(L.KERNELS)
 #: the architectures fastconv claims (README)
 ARCHS = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_90")

@@ -18,11 +18,27 @@ module and kernel loader through :func:`execute`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._spec import INT32_MAX
+
+# ---------------------------------------------------------------------------------------------------
+# Where the kernel sources are
+# ---------------------------------------------------------------------------------------------------
+def kernels_dir() -> str:
+    """The directory of kernels/*.cu: the installed package ``fastconv.kernels`` (setup.py maps the
+    repository's top-level kernels/ there), or, in a source checkout that was never installed, kernels/
+    beside the package."""
+    try:
+        from importlib import resources
+        return str(resources.files("fastconv.kernels"))
+    except ModuleNotFoundError:
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        return os.path.join(here, "kernels")
+
 
 # ---------------------------------------------------------------------------------------------------
 # Parameter structs (twins of kernels/common.cuh; same names, same order, all int32)

@@ -12,7 +12,6 @@ import glob
 import os
 import shutil
 import threading
-from importlib import resources
 from typing import Dict, Optional, Tuple
 
 from . import _cuda_launch as L
@@ -33,10 +32,6 @@ def availability() -> Optional[str]:
     if n < 1:
         return "no CUDA device found"
     return None
-
-
-def kernels_dir() -> str:
-    return str(resources.files("fastconv.kernels"))
 
 
 def cuda_include_dirs() -> Tuple[str, ...]:
@@ -66,7 +61,7 @@ def compile_options(with_cuda_headers: bool = False) -> Tuple[str, ...]:
     headers matching its NVRTC on the path itself; only when that fails (cuda_fp16.h not found) are the
     headers found by :func:`cuda_include_dirs` added."""
     extra = tuple(f"-I{d}" for d in cuda_include_dirs()[:1]) if with_cuda_headers else ()
-    return ("-std=c++17", f"-I{kernels_dir()}") + extra
+    return ("-std=c++17", f"-I{L.kernels_dir()}") + extra
 
 
 def module(fname: str):
@@ -76,7 +71,7 @@ def module(fname: str):
     with _lock:
         mod = _modules.get(key)
         if mod is None:
-            with open(os.path.join(kernels_dir(), fname), encoding="utf-8") as f:
+            with open(os.path.join(L.kernels_dir(), fname), encoding="utf-8") as f:
                 code = f.read()
             exprs = L.name_expressions(fname)
             mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)

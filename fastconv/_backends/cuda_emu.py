@@ -9,7 +9,6 @@ random) is the emulator's thread order; tests run every kernel in all three, so 
 from __future__ import annotations
 
 import threading
-from importlib import resources
 from typing import Dict, Optional
 
 import numpy as np
@@ -29,17 +28,13 @@ def availability() -> Optional[str]:
     return None if ok else f"the CUDA emulator cannot run here: {reason}"
 
 
-def kernels_dir() -> str:
-    return str(resources.files("fastconv.kernels"))
-
-
 def module(fname: str):
     """The emulated module of one kernel file, built (or loaded from the disk cache) on first use."""
     with _lock:
         mod = _modules.get(fname)
         if mod is None:
             from fastconv.emu import EmuModule
-            kdir = kernels_dir()
+            kdir = L.kernels_dir()
             mod = EmuModule(path=f"{kdir}/{fname}", name_expressions=L.name_expressions(fname),
                             include_dirs=(kdir,))
             _modules[fname] = mod
