@@ -46,7 +46,15 @@ def run_plan(plan: L.Plan, inputs, *, order: str = "forward", seed: int = 0):
         fn = module(lc.file).get_function(lc.kernel)
         fn(lc.grid, lc.block, args, shared_mem=lc.shared_mem, order=order, seed=seed)
 
-    return L.execute(plan, inputs, lambda shape, dt: np.empty(shape, dtype=dt), launch)
+    return L.execute(plan, inputs, _poisoned, launch)
+
+
+def _poisoned(shape, dtype):
+    """Output and workspace buffers start as NaN (floats) or the most negative integer (indices), so an
+    element a kernel forgets to write cannot pass for a result."""
+    dtype = np.dtype(dtype)
+    fill = np.nan if dtype.kind == "f" else np.iinfo(dtype).min
+    return np.full(shape, fill, dtype=dtype)
 
 
 def run(spec, algo, *arrays, version: Optional[int] = None, order: str = "forward", seed: int = 0):
