@@ -11,15 +11,19 @@ out[N, K, P, Q]. Geometry travels as one tuple built by ``numba_cpu.conv_geometr
 ``numba_cpu.pool_geometry``, whose field order is the unpacking order at the top of each kernel.
 
 Kernel versions:
-- ``conv2d_direct``     every conv; one iteration per (n, group, block of KB output channels) writes
-                        only that block; per output row a (KB, Q) accumulator stays in L1 and each
-                        (c, r, s) tap is an axpy over the row's columns (vectorised over q).
-- ``conv2d_depthwise``  C/G == 1 (depthwise, any channel multiplier): one iteration per (n, channel).
-- ``im2col_pack``       one image of one group into col[Cg*R*S, P*Q] (parallel over rows); the GEMM
-                        runs in BLAS from Python (numba_cpu), never over the whole batch at once.
-- ``add_bias``          out[n, k] += b[k], parallel over (n, k) planes.
-- ``max_pool2d`` / ``avg_pool2d`` / ``adaptive_max_pool2d`` / ``adaptive_avg_pool2d``: one iteration
-                        per (n, c) plane; the oracle's rules exactly (see numpy_oracle's docstring).
+- ``conv2d_direct``          every conv; one iteration per (n, group, block of KB output channels) writes
+                             only that block; per output row a (KB, Q) accumulator stays in L1 and each
+                             (c, r, s) tap is an axpy over the row's valid columns (vectorised over q).
+- ``conv2d_depthwise_phase`` C/G == 1 (depthwise, any channel multiplier), finite weights: each plane is
+                             zero-padded and split into stride phases once, then every tap is one long
+                             unit-stride axpy over the whole output plane.
+- ``conv2d_depthwise``       C/G == 1 with a non-finite weight: taps clipped to the input (padding never
+                             meets the weight), one iteration per (n, channel).
+- ``im2col_pack``            one image of one group into col[Cg*R*S, P*Q], serial; the GEMM runs in BLAS
+                             from Python (numba_cpu), never over the whole batch at once.
+- ``max_pool2d`` / ``avg_pool2d`` (+ ``_avg_pool_per_window``) / ``adaptive_max_pool2d`` /
+  ``adaptive_avg_pool2d``: one iteration per (n, c) plane; the oracle's rules exactly (see
+  numpy_oracle's docstring); avg pools sum in float64 in the oracle's tap order.
 """
 from __future__ import annotations
 
@@ -33,10 +37,10 @@ _JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True, error_model="
 _JIT_CONV = dict(_JIT, fastmath={"contract"})
 _JIT_SERIAL = dict(_JIT, parallel=False)
 
-# Vectorisation note: every inner loop runs over a zero-based ``range`` on slices taken just before it
-# (``a = acc[kk, lo:hi]``, ``xs = xrow[lo + off: hi + off]``). Indexing with ``q + off``, where ``off``
-# may be negative, makes Numba emit its negative-index wraparound per element, and LLVM then does not
-# vectorise the loop (measured: 6x slower).
+# Vectorisation note: Numba wraps negative indices, so ``a[q + off]`` with a signed ``off`` costs a
+# compare-and-select per element and LLVM leaves the loop scalar (measured: 5-6x slower). Inner loops
+# therefore index flat arrays with uint64 (the _u* helpers) or 2-D arrays with plain loop counters;
+# slices would also do, but building a view per short row cost more than the row on 7x7 planes.
 
 #: output channels per block of conv2d_direct: the (KB, Q) accumulator of one output row stays in L1
 #: and each input row loaded is reused KB times.
@@ -46,7 +50,7 @@ KB = 16
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _col_range(off, stride, size, out_len):
     """Output columns q whose tap ``q*stride + off`` lies in [0, size): returns [lo, hi)."""
     lo = 0 if off >= 0 else (-off + stride - 1) // stride
@@ -56,16 +60,48 @@ def _col_range(off, stride, size, out_len):
     return lo, max(lo, hi)
 
 
-@njit(inline="always")
+# Flat-index helpers. Indices are uint64 on purpose: with a signed ``base + i`` Numba emits its negative-
+# index wraparound per element and the loop runs 5x slower (measured: 1.6 vs 8.8 GFMA/s for one axpy);
+# unsigned indices need no wraparound, and cost no view construction like a slice per row does.
+@njit(inline="always", cache=True)
+def _uaxpy(acc, a0, x, x0, wv, n):
+    """acc[a0 : a0 + n] += wv * x[x0 : x0 + n]"""
+    ua, ux = np.uint64(a0), np.uint64(x0)
+    for i in range(np.uint64(n)):
+        acc[ua + i] += wv * x[ux + i]
+
+
+@njit(inline="always", cache=True)
+def _uaxpy_strided(acc, a0, x, x0, stride, wv, n):
+    """acc[a0 : a0 + n] += wv * x[x0 : x0 + n*stride : stride]"""
+    ua, ux, st = np.uint64(a0), np.uint64(x0), np.uint64(stride)
+    for i in range(np.uint64(n)):
+        acc[ua + i] += wv * x[ux + i * st]
+
+
+@njit(inline="always", cache=True)
+def _ucopy(dst, d0, src, s0, n, stride):
+    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]"""
+    ud, us, st = np.uint64(d0), np.uint64(s0), np.uint64(stride)
+    if stride == 1:
+        for i in range(np.uint64(n)):
+            dst[ud + i] = src[us + i]
+    else:
+        for i in range(np.uint64(n)):
+            dst[ud + i] = src[us + i * st]
+
+
+@njit(inline="always", cache=True)
+def _ufill(dst, d0, n, value):
+    ud = np.uint64(d0)
+    for i in range(np.uint64(n)):
+        dst[ud + i] = value
+
+
+@njit(inline="always", cache=True)
 def _axpy(a, wv, xs):
     for i in range(a.shape[0]):
         a[i] += wv * xs[i]
-
-
-@njit(inline="always")
-def _tap_slices(row, xrow, lo, hi, sw, off):
-    """row[lo:hi] and the input taps it meets, xrow[lo*sw + off : ... : sw] (both zero-based views)."""
-    return row[lo:hi], xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
 
 
 @njit(**_JIT_CONV)
@@ -76,37 +112,41 @@ def conv2d_direct(x, w, b, out, geo):
     P, Q = out.shape[2], out.shape[3]
     Kg = K // G
     nkb = (Kg + KB - 1) // KB
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    wf = w.reshape(w.size)
+    slo = np.empty(S, dtype=np.int64)
+    shi = np.empty(S, dtype=np.int64)
+    for s in range(S):
+        slo[s], shi[s] = _col_range(s * dw - pl, sw, W, Q)
     for t in prange(N * G * nkb):
         n = t // (G * nkb)
         g = (t // nkb) % G
         k0 = g * Kg + (t % nkb) * KB
         kn = min(KB, g * Kg + Kg - k0)
-        acc = np.empty((KB, Q), dtype=out.dtype)
+        acc = np.empty(KB * Q, dtype=out.dtype)   # row kk of the block at kk*Q
         for p in range(P):
             for kk in range(kn):
-                acc[kk, :] = b[k0 + kk]
+                _ufill(acc, kk * Q, Q, b[k0 + kk])
+            rlo, rhi = _col_range(p * sh - pt, dh, H, R)
             for c in range(Cg):
-                ci = g * Cg + c
-                for r in range(R):
-                    h = p * sh - pt + r * dh
-                    if h < 0 or h >= H:
-                        continue
-                    xrow = x[n, ci, h]
+                xc = (n * C + g * Cg + c) * H * W
+                for r in range(rlo, rhi):
+                    xrow = xc + (p * sh - pt + r * dh) * W
                     for s in range(S):
-                        off = s * dw - pl
-                        lo, hi = _col_range(off, sw, W, Q)
+                        lo, hi = slo[s], shi[s]
                         if hi <= lo:
                             continue
-                        if sw == 1:
-                            xs = xrow[lo + off:hi + off]
-                            for kk in range(kn):
-                                _axpy(acc[kk, lo:hi], w[k0 + kk, c, r, s], xs)
-                        else:
-                            xs = xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw]
-                            for kk in range(kn):
-                                _axpy(acc[kk, lo:hi], w[k0 + kk, c, r, s], xs)
+                        x0 = xrow + lo * sw + s * dw - pl
+                        w0 = ((k0 * Cg + c) * R + r) * S + s
+                        for kk in range(kn):
+                            wv = wf[w0 + kk * Cg * R * S]
+                            if sw == 1:
+                                _uaxpy(acc, kk * Q + lo, xf, x0, wv, hi - lo)
+                            else:
+                                _uaxpy_strided(acc, kk * Q + lo, xf, x0, sw, wv, hi - lo)
             for kk in range(kn):
-                out[n, k0 + kk, p, :] = acc[kk]
+                _ucopy(of, ((n * K + k0 + kk) * P + p) * Q, acc, kk * Q, Q, 1)
 
 
 @njit(**_JIT_CONV)
@@ -141,13 +181,7 @@ def conv2d_depthwise(x, w, b, out, geo):
                         _axpy(orow[lo:hi], w[k, 0, r, s], xrow[lo * sw + off:(hi - 1) * sw + off + 1:sw])
 
 
-@njit(inline="always")
-def _copy(dst, src):
-    for i in range(dst.shape[0]):
-        dst[i] = src[i]
-
-
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _phase_dims(P, Q, R, S, sh, sw, dh, dw):
     """Rows/columns per phase of the padded, phase-split plane a (P, Q) output of an (R, S) window reads."""
     Hp = (P - 1) * sh + (R - 1) * dh + 1
@@ -155,37 +189,7 @@ def _phase_dims(P, Q, R, S, sh, sw, dh, dw):
     return (Hp + sh - 1) // sh, (Wp + sw - 1) // sw
 
 
-# Flat-index helpers. Indices are uint64 on purpose: with a signed ``base + i`` Numba emits its negative-
-# index wraparound per element and the loop runs 5x slower (measured: 1.6 vs 8.8 GFMA/s for one axpy);
-# unsigned indices need no wraparound, and cost no view construction like a slice per row does.
-@njit(inline="always")
-def _uaxpy(acc, a0, x, x0, wv, n):
-    """acc[a0 : a0 + n] += wv * x[x0 : x0 + n]"""
-    ua, ux = np.uint64(a0), np.uint64(x0)
-    for i in range(np.uint64(n)):
-        acc[ua + i] += wv * x[ux + i]
-
-
-@njit(inline="always")
-def _ucopy(dst, d0, src, s0, n, stride):
-    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]"""
-    ud, us, st = np.uint64(d0), np.uint64(s0), np.uint64(stride)
-    if stride == 1:
-        for i in range(np.uint64(n)):
-            dst[ud + i] = src[us + i]
-    else:
-        for i in range(np.uint64(n)):
-            dst[ud + i] = src[us + i * st]
-
-
-@njit(inline="always")
-def _ufill(dst, d0, n, value):
-    ud = np.uint64(d0)
-    for i in range(np.uint64(n)):
-        dst[ud + i] = value
-
-
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _phase_ranges(W, Wq, pl, sw):
     """Per column phase b: the in-plane columns [lo[b], hi[b]) of a phase row (computed once per call:
     integer divisions cost more than the copies on small planes)."""
@@ -196,7 +200,7 @@ def _phase_ranges(W, Wq, pl, sw):
     return lo, hi
 
 
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _pad_phase(xf, src, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi, fill):
     """buf[((a*sw + b)*Hq + i)*Wq + j] = plane[i*sh + a - pt, j*sw + b - pl] (``fill`` outside the plane),
     where plane is the H x W plane starting at flat offset ``src`` of ``xf``; lo/hi from _phase_ranges.
@@ -220,7 +224,7 @@ def _pad_phase(xf, src, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi, fill):
                 h += sh
 
 
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _tap_offsets(R, S, sh, sw, dh, dw, Hq, Wq):
     """Flat offset, in the phase-split buffer, of tap (r, s) for output (0, 0)."""
     toff = np.empty(R * S, dtype=np.int64)
@@ -305,21 +309,10 @@ def im2col_pack(x, n, g, P, Q, geo, col):
                 d += PQ
 
 
-@njit(**_JIT)
-def add_bias(out, b):
-    N, K = out.shape[0], out.shape[1]
-    for t in prange(N * K):
-        plane = out[t // K, t % K]
-        bv = b[t % K]
-        for p in range(plane.shape[0]):
-            for q in range(plane.shape[1]):
-                plane[p, q] += bv
-
-
 # ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _first_inbounds(start, dil):
     """First tap position >= 0 of a window starting at ``start`` (taps ``dil`` apart)."""
     if start >= 0:
@@ -327,7 +320,7 @@ def _first_inbounds(start, dil):
     return start + (-start + dil - 1) // dil * dil
 
 
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _window_ranges(out_len, stride, pad, k, dil, size):
     """Per output position: the in-bounds taps [lo, hi) of its window and its first in-bounds position."""
     lo = np.empty(out_len, dtype=np.int64)
@@ -340,7 +333,7 @@ def _window_ranges(out_len, stride, pad, k, dil, size):
     return lo, hi, first
 
 
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _tap_ranges(k, dil, pad, stride, size, out_len):
     """Per tap s: the output positions [lo, hi) whose tap s is in bounds."""
     lo = np.empty(k, dtype=np.int64)
@@ -350,7 +343,7 @@ def _tap_ranges(k, dil, pad, stride, size, out_len):
     return lo, hi
 
 
-@njit(inline="always")
+@njit(inline="always", cache=True)
 def _max_run(xf, x0, sw, best, bidx, q0, n, i0, want_idx):
     """best[q0 + i] vs xf[x0 + i*sw] for i < n under the scan rule (take if greater or NaN); the taken
     tap's plane index is i0 + i*sw."""
