@@ -85,6 +85,26 @@ def test_conv2d_matches_oracle(case, algo, dtype, bias):
     check_conv(x, w, b, algo=algo, **kw)
 
 
+@pytest.mark.parametrize("per_tile", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.__name__)
+def test_im2col_tiles_of_several_images(dtype, per_tile):
+    """One image per tile, or several with a partial last tile; groups and bias."""
+    rng = _rng(8)
+    x = rng.standard_normal((7, 4, 5, 6)).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    spec = fastconv.conv_spec(x, w, b, 1, 1, 1, 2)
+    old = numba_cpu.TILE_BYTES
+    try:
+        numba_cpu.TILE_BYTES = per_tile * spec.gemm_k * spec.P * spec.Q * x.itemsize
+        assert numba_cpu.images_per_tile(spec) == per_tile
+        check_conv(x, w, b, algo="im2col", padding=1, groups=2)
+        x1 = rng.standard_normal((5, 4, 3, 3)).astype(dtype)                  # pointwise, tiled
+        check_conv(x1, rng.standard_normal((8, 4, 1, 1)).astype(dtype), None, algo="im2col")
+    finally:
+        numba_cpu.TILE_BYTES = old
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_conv1d_and_unbatched(algo):
     rng = _rng(1)
@@ -141,11 +161,9 @@ def test_conv_inputs_not_modified_and_noncontiguous():
     np.testing.assert_array_equal(w, w_copy)
 
 
-def test_im2col_workspace_is_one_image():
-    """Peak memory of im2col: the output plus one image's column matrix (never the whole batch's)."""
+def _im2col_peak(N, C, H, W, K):
     import tracemalloc
     rng = _rng(4)
-    N, C, H, W, K = 6, 8, 20, 20, 4
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
     spec = fastconv.conv_spec(x, w, None, 1, 1)
@@ -154,9 +172,23 @@ def test_im2col_workspace_is_one_image():
     numba_cpu.conv_im2col(spec, x, w)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    out_bytes = N * K * H * W * 4
-    col_one_image = C * 9 * H * W * 4
+    return spec, peak, N * K * H * W * 4, C * 9 * H * W * 4
+
+
+def test_im2col_workspace_is_one_image():
+    """Peak memory of im2col: the output plus one image's column matrix (never the whole batch's)."""
+    spec, peak, out_bytes, col_one_image = _im2col_peak(3, 32, 64, 64, 4)
+    assert numba_cpu.images_per_tile(spec) == 1
     assert peak <= out_bytes + col_one_image + 64 * 1024, (peak, out_bytes, col_one_image)
+
+
+def test_im2col_workspace_is_one_tile():
+    """Small images share a tile of at most TILE_BYTES (plus that tile's staged output), not the batch."""
+    spec, peak, out_bytes, col_one_image = _im2col_peak(40, 8, 20, 20, 4)
+    nb = numba_cpu.images_per_tile(spec)
+    assert 1 < nb < spec.N and nb * col_one_image <= numba_cpu.TILE_BYTES
+    stage = spec.K * nb * spec.P * spec.Q * 4
+    assert peak <= out_bytes + nb * col_one_image + stage + 64 * 1024, (peak, out_bytes, nb)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -274,9 +274,10 @@ def conv2d_depthwise_phase(x, w, b, out, geo, nchunk):
 
 
 @njit(**_JIT_SERIAL)
-def im2col_pack(x, n, g, P, Q, geo, col):
-    """col[(c*R + r)*S + s, p*Q + q] = x[n, g*Cg + c, h, w], zero where the tap is in the padding;
-    R and S are the extents of the filter (col has Cg*R*S rows), passed in ``geo``.
+def im2col_pack(x, n, g, P, Q, geo, col, col0):
+    """col[(c*R + r)*S + s, col0 + p*Q + q] = x[n, g*Cg + c, h, w], zero where the tap is in the padding;
+    R and S are the extents of the filter (col has Cg*R*S rows), passed in ``geo``; ``col0`` places the
+    image in a tile of several images side by side.
 
     Serial on purpose: it alternates with the BLAS GEMM, whose worker threads keep spinning for a while
     after each call, and a parallel pack would fight them for the cores."""
@@ -284,13 +285,14 @@ def im2col_pack(x, n, g, P, Q, geo, col):
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     Cg = col.shape[0] // (R * S)
     PQ = P * Q
+    ld = col.shape[1]
     xf = x.reshape(x.size)
     cf = col.reshape(col.size)
     slo = np.empty(S, dtype=np.int64)
     shi = np.empty(S, dtype=np.int64)
     for s in range(S):
         slo[s], shi[s] = _col_range(s * dw - pl, sw, W, Q)
-    d = 0
+    d = col0
     for c in range(Cg):
         src = (n * C + g * Cg + c) * H * W
         for r in range(R):
@@ -306,7 +308,7 @@ def im2col_pack(x, n, g, P, Q, geo, col):
                     _ufill(cf, dd + hi, Q - hi, 0)
                     srow += sh * W
                 _ufill(cf, d + phi * Q, (P - phi) * Q, 0)
-                d += PQ
+                d += ld
 
 
 # ---------------------------------------------------------------------------------------------------
