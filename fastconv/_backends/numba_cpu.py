@@ -106,15 +106,16 @@ def _chunks(tasks: int) -> int:
     return max(1, min(tasks, 4 * _threads()))
 
 
-#: bytes of one im2col tile: whole images side by side, as many as fit (at least one). Small images give
-#: BLAS GEMMs with a short N dimension (7x7 outputs: N = 49), which run well below BLAS's speed on
-#: big ones; a tile of several images restores it (measured 2 threads: 512x4608x49 at 95 GFLOP/s,
-#: 4 images side by side at 112). 4 MiB: the two cores' L2 caches.
+#: bytes of one im2col tile's working set: whole images side by side, as many as fit (at least one),
+#: each taking its column matrix and its staged output (Cg*R*S + K/G values per output pixel). Small
+#: images give BLAS GEMMs with a short N dimension (7x7 outputs: N = 49), which run well below BLAS's
+#: speed on big ones; a tile of several images restores it (measured, 2 threads: 512x4608x49 at
+#: 95 GFLOP/s, 4 images side by side at 112). 4 MiB: the two cores' L2 caches.
 TILE_BYTES = 4 << 20
 
 
 def images_per_tile(spec) -> int:
-    one = spec.gemm_k * spec.P * spec.Q * spec.itemsize
+    one = (spec.gemm_k + spec.K_per_group) * spec.P * spec.Q * spec.itemsize
     return max(1, min(spec.N, TILE_BYTES // one))
 
 
