@@ -280,7 +280,8 @@ def im2col_pack(x, n, g, P, Q, geo, col, col0):
     image in a tile of several images side by side.
 
     Serial on purpose: it alternates with the BLAS GEMM, whose worker threads keep spinning for a while
-    after each call, and a parallel pack would fight them for the cores."""
+    after each call, and a parallel pack fights them for the cores (measured on 2 cores, whole conv at
+    N=8: 64x56x56 3x3 20 ms with this serial pack, 64-76 ms with a prange over channels)."""
     sh, sw, pt, pl, dh, dw, G, R, S = geo
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     Cg = col.shape[0] // (R * S)

@@ -17,7 +17,14 @@ float32 and float64 run natively; float16 is upcast to float32 by ``fastconv.fun
 
 Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
 of ``im2col`` runs on NumPy's BLAS pool (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``), which this
-backend does not change.
+backend does not change. OpenBLAS's workers spin for a while after each GEMM, so a Numba-parallel kernel
+that starts right after an ``im2col`` conv shares the cores with them (measured on 2 cores: a max pool
+25 ms alone, 39 ms right after a conv); ``OPENBLAS_NUM_THREADS=1`` avoids it at the cost of the GEMM's
+second thread.
+
+First call: each kernel compiles on first use per dtype (6-8 s each on this project's 2-core machines)
+and is written to Numba's disk cache; a new process loads it (about 0.7 s for the first, which imports
+Numba, then 10-20 ms per kernel). ``import fastconv`` compiles nothing and does not import Numba.
 
 ``algo="auto"`` (:func:`choose`), cudnn.benchmark style:
 - when the problem is below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops, about 0.2 ms of work at this
