@@ -11,6 +11,8 @@ Shapes are read from ``$FASTCONV_SHAPES`` or else ``../shared/shapes`` next to t
     python benchmarks/bench_cpu.py                        # the table
     python benchmarks/bench_cpu.py --json out.json        # and the raw numbers
     python benchmarks/bench_cpu.py --only res2 --repeat 5 # a subset (substring of the layer name)
+    python benchmarks/bench_cpu.py --threads 1            # every library on one thread
+    python benchmarks/bench_cpu.py --md out.md            # the table as Markdown
 
 ``benchmarks/test_cpu_layers.py`` runs the same layers under pytest-benchmark.
 """
@@ -179,7 +181,13 @@ def verify(layer, algo):
                                    err_msg=f"{layer.name}: pool differs from the oracle")
 
 
+#: pause before each timed series: OpenBLAS's workers spin for about 0.1 s after a GEMM, and whatever is
+#: timed next (torch, or a Numba kernel) would share the cores with them (see numba_cpu's docstring).
+SETTLE_S = 0.3
+
+
 def time_median(fn, arrays, repeat, min_time=0.0):
+    time.sleep(SETTLE_S)
     fn(*arrays)  # warm-up (compiles, loads, or autotunes)
     times = []
     while len(times) < repeat or sum(times) < min_time:
@@ -204,6 +212,7 @@ def run(layers, repeat, with_torch=True, log=print):
                "bytes": spec.bytes(), "layer": dataclasses.asdict(layer)}
         for algo in algos_for(layer):
             verify(layer, algo)
+        for algo in ["auto"] + [a for a in algos_for(layer) if a != "auto"]:
             row[f"fastconv_{algo}_s"] = time_median(fastconv_call(layer, algo), arrays, repeat)
         if layer.kind == "conv":
             from fastconv._backends import numba_cpu
@@ -253,6 +262,35 @@ def summary(rows):
     return out
 
 
+def markdown(env, rows, summ, note=""):
+    """The results as a Markdown table (what benchmarks/results/cpu_<date>.md holds)."""
+    lines = [f"# CPU benchmark: fastconv `numba` vs torch.nn.functional ({env['date']})", "",
+             f"Machine: {env['machine']} (x86-64); Python {env['python']}, NumPy {env['numpy']}, "
+             f"Numba {env['numba']} ({env['numba_threads']} threads), PyTorch {env.get('torch')} "
+             f"({env.get('torch_threads')} threads); float32. Medians; ratio = torch time / fastconv "
+             f"(auto) time, > 1 means fastconv is faster. Conv layers at N=8, pools at N=16.", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| layer | direct ms | im2col ms | auto ms | auto pick | torch ms | fastconv | torch | ratio |",
+              "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        def ms(key):
+            return f"{r[key] * 1e3:.2f}" if key in r else "-"
+        if r["kind"] == "conv":
+            rate = lambda t: f"{r['flops'] / t / 1e9:.1f} GFLOP/s"  # noqa: E731
+        else:
+            rate = lambda t: f"{r['bytes'] / t / 1e9:.2f} GB/s"  # noqa: E731
+        lines.append(f"| {r['name']} | {ms('fastconv_direct_s')} | {ms('fastconv_im2col_s')} | "
+                     f"{ms('fastconv_auto_s')} | {r.get('auto_choice', '-')} | {ms('torch_s')} | "
+                     f"{rate(r['fastconv_auto_s'])} | {rate(r['torch_s']) if 'torch_s' in r else '-'} | "
+                     f"{r.get('ratio', float('nan')):.2f} |")
+    lines.append("")
+    for kind, s_ in summ.items():
+        lines.append(f"- **{kind}**: geometric mean ratio **{s_['geomean_ratio']:.2f}** over {s_['layers']} "
+                     f"layers; lowest {s_['min_ratio']:.2f} ({s_['min_layer']})")
+    return "\n".join(lines) + "\n"
+
+
 def environment():
     import numba
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -271,12 +309,17 @@ def environment():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", help="write the raw results here")
+    ap.add_argument("--md", help="write the table as Markdown here")
+    ap.add_argument("--render", nargs=2, metavar=("JSON", "MD"), help="only turn a saved JSON run into Markdown")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs per implementation (median)")
     ap.add_argument("--only", help="only layers whose name contains this")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--threads", type=int, help="threads for every library (Numba, BLAS, PyTorch); "
                     "default: each library's own default")
     args = ap.parse_args(argv)
+    if args.render:
+        render(*args.render)
+        return
     with_torch = not args.no_torch
     if with_torch:
         try:
@@ -306,6 +349,14 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "rows": rows, "summary": summ}, f, indent=1)
+    if args.md:
+        Path(args.md).write_text(markdown(env, rows, summ))
+
+
+def render(json_path, md_path, note=""):
+    """Markdown from a saved JSON run: ``python benchmarks/bench_cpu.py --render run.json out.md``."""
+    data = json.loads(Path(json_path).read_text())
+    Path(md_path).write_text(markdown(data["environment"], data["rows"], data["summary"], note))
 
 
 if __name__ == "__main__":
