@@ -113,6 +113,16 @@ def installed() -> Dict[int, NVRTC]:
     return found
 
 
+def extra_installed() -> bool:
+    """Whether fastconv[nvrtc]'s CUDA 12 NVRTC is installed (then every claimed arch must compile)."""
+    from importlib import metadata
+    try:
+        metadata.distribution("nvidia-cuda-nvrtc-cu12")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def for_arch(arch: str) -> Optional[NVRTC]:
     """The newest installed NVRTC that can target ``arch`` ("sm_70"), or None."""
     for major in sorted(installed(), reverse=True):
