@@ -188,7 +188,8 @@ SETTLE_S = 0.3
 
 def time_median(fn, arrays, repeat, min_time=0.0):
     time.sleep(SETTLE_S)
-    fn(*arrays)  # warm-up (compiles, loads, or autotunes)
+    fn(*arrays)  # warm-up (compiles, loads, or autotunes: auto's measurement runs im2col's GEMMs too)
+    time.sleep(SETTLE_S)
     times = []
     while len(times) < repeat or sum(times) < min_time:
         t0 = time.perf_counter()

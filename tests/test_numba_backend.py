@@ -150,6 +150,19 @@ def test_conv_special_values_follow_the_definition():
         assert not np.isnan(out).any()
 
 
+def test_depthwise_inf_weight_never_meets_padding():
+    """The phase-split depthwise kernel multiplies padded zeros in, so a non-finite weight takes the
+    clipped kernel; either way the result is the oracle's."""
+    x = np.ones((1, 2, 4, 4), np.float64)
+    w = np.zeros((2, 1, 3, 3), np.float64)
+    w[1, 0, 0, 0] = np.inf
+    spec = fastconv.conv_spec(x, w, None, 1, 1, 1, 2)
+    ref = oracle.conv(spec, x, w)
+    for algo in ALGOS:
+        out = fastconv.conv2d(x, w, padding=1, groups=2, backend="numba", algo=algo)
+        np.testing.assert_array_equal(out, ref)
+
+
 def test_conv_inputs_not_modified_and_noncontiguous():
     rng = _rng(3)
     x = rng.standard_normal((2, 6, 9, 8)).astype(np.float32)[:, ::2, :, ::-1]   # non-contiguous view
@@ -440,6 +453,7 @@ def test_parallel_loops_really_parallelised():
     sigs = {
         "conv2d_direct": (f32, f32, numba.float32[::1], f32, geo9),
         "conv2d_depthwise": (f32, f32, numba.float32[::1], f32, geo9),
+        "conv2d_depthwise_phase": (f32, f32, numba.float32[::1], f32, geo9, numba.int64),
         "max_pool2d": (f32, f32, i64, numba.boolean, geo8),
     }
     assert numba.get_num_threads() >= 1
