@@ -108,15 +108,26 @@ def array_kind(a) -> str:
     raise TypeError("expected a numpy.ndarray or cupy.ndarray")
 
 
+#: native-byte-order float dtypes by their one-letter code (a C attribute: much cheaper than str(dtype))
+_FLOAT_BY_CHAR = {"e": "float16", "f": "float32", "d": "float64"}
+
+
+def dtype_name(a) -> Optional[str]:
+    """'float16' / 'float32' / 'float64' for a supported array dtype, else None (integers, complex,
+    non-native byte order such as '>f4')."""
+    dt = a.dtype
+    return _FLOAT_BY_CHAR.get(dt.char) if dt.isnative else None
+
+
 def _check_array(a, name: str) -> str:
     try:
         kind = array_kind(a)
     except TypeError:
         raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(a).__module__}."
                         f"{type(a).__name__}") from None
-    dt = str(a.dtype)
-    if dt not in DTYPES:
-        raise TypeError(f"{name} has dtype {dt}; supported dtypes are {', '.join(DTYPES)}")
+    if dtype_name(a) is None:
+        raise TypeError(f"{name} has dtype {a.dtype}; supported dtypes are {', '.join(DTYPES)} "
+                        f"in native byte order")
     return kind
 
 
@@ -430,7 +441,7 @@ def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
                     stride_h=strides[0], stride_w=strides[1],
                     pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0], pad_right=pads[1][1],
                     dil_h=dils[0], dil_w=dils[1], groups=g, has_bias=bias is not None,
-                    dtype=str(x.dtype), spatial_dims=nd, batched=batched)
+                    dtype=dtype_name(x), spatial_dims=nd, batched=batched)
 
 
 def _empty_output_message(name, sizes, ks, pads, dils) -> str:
@@ -455,7 +466,7 @@ def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1
         raise TypeError(f"return_indices must be a bool, got {type(return_indices).__name__}")
     if not isinstance(count_include_pad, bool):
         raise TypeError(f"count_include_pad must be a bool, got {type(count_include_pad).__name__}")
-    common = dict(kind=kind, N=N, C=C, H=H, W=W, dtype=str(x.dtype), spatial_dims=nd, batched=batched,
+    common = dict(kind=kind, N=N, C=C, H=H, W=W, dtype=dtype_name(x), spatial_dims=nd, batched=batched,
                   return_indices=bool(return_indices))
     sizes = (W,) if nd == 1 else (H, W)
     if kind.startswith("adaptive"):

@@ -31,7 +31,8 @@ def conv_args(draw, nd=2):
                              st.tuples(*[st.integers(0, 3)] * nd)))
     stride = 1 if padding == "same" else tuple(draw(st.integers(1, 3)) for _ in range(nd))
     pad_num = (0,) * nd if isinstance(padding, str) else (padding,) * nd if isinstance(padding, int) else padding
-    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 10)) for k, d, p in zip(ks, dil, pad_num))
+    size = tuple(draw(st.integers(lo, lo + 8)) for lo in
+                 (max(1, d * (k - 1) + 1 - 2 * p) for k, d, p in zip(ks, dil, pad_num)))
     batched = draw(st.booleans())
     shape = ((draw(st.integers(1, 2)),) if batched else ()) + (C,) + size
     return dict(shape=shape, wshape=(K, C // g) + ks, bias=draw(st.booleans()), stride=stride, padding=padding,
@@ -81,7 +82,8 @@ def pool_args(draw, nd=2):
     pad = tuple(draw(st.integers(0, k // 2)) for k in ks)
     dil = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     stride = draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 4)] * nd)))
-    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 11)) for k, d, p in zip(ks, dil, pad))
+    size = tuple(draw(st.integers(lo, lo + 8)) for lo in
+                 (max(1, d * (k - 1) + 1 - 2 * p) for k, d, p in zip(ks, dil, pad)))
     batched = draw(st.booleans())
     shape = ((draw(st.integers(1, 2)),) if batched else ()) + (draw(st.integers(1, 3)),) + size
     return dict(shape=shape, kernel_size=ks, stride=stride, padding=pad, dilation=dil,

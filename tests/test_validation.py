@@ -49,6 +49,7 @@ CONV_BAD = [
     ("integer input", dict(input=X.astype(np.int32), weight=W.astype(np.int32)), TypeError, "input has dtype int32"),
     ("complex input", dict(input=X.astype(np.complex64)), TypeError, "input has dtype complex64"),
     ("bool weight", dict(weight=W > 0), TypeError, "weight has dtype bool"),
+    ("big-endian input", dict(input=X.astype(">f4"), weight=W.astype(">f4")), TypeError, "native byte order"),
     ("list input", dict(input=X.tolist()), TypeError, "input must be a numpy.ndarray"),
     ("scalar weight", dict(weight=1.0), TypeError, "weight must be a numpy.ndarray"),
     ("list bias", dict(bias=[0.0] * 6), TypeError, "bias must be a numpy.ndarray"),
