@@ -442,29 +442,41 @@ def test_auto_result_matches_oracle():
 # ---------------------------------------------------------------------------------------------------
 # Threads, compilation, imports
 # ---------------------------------------------------------------------------------------------------
-def test_parallel_loops_really_parallelised():
-    """Compile fresh (not from the disk cache) copies of the parallel kernels and check that Numba turned
-    their prange loop into a parallel region (a plain range when parallel=True is missing)."""
-    k = numba_cpu.kernels()
-    f32 = numba.float32[:, :, :, ::1]
-    i64 = numba.int64[:, :, :, ::1]
-    geo9 = numba.types.UniTuple(numba.int64, 9)
-    geo8 = numba.types.UniTuple(numba.int64, 8)
-    sigs = {
-        "conv2d_direct": (f32, f32, numba.float32[::1], f32, geo9),
-        "conv2d_depthwise": (f32, f32, numba.float32[::1], f32, geo9),
-        "conv2d_depthwise_phase": (f32, f32, numba.float32[::1], f32, geo9, numba.int64),
-        "max_pool2d": (f32, f32, i64, numba.boolean, geo8),
-    }
-    assert numba.get_num_threads() >= 1
-    for name, sig in sigs.items():
-        kernel = getattr(k, name)
-        assert kernel.targetoptions.get("parallel") is True, name
-        fresh = numba.njit(parallel=True, error_model="numpy",
-                           fastmath=kernel.targetoptions.get("fastmath", False))(kernel.py_func)
-        fresh.compile(sig)
-        diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
-        assert diag.count_parfors() >= 1, f"{name}: prange did not become a parallel loop"
+PARALLEL_PROBES = {
+    "conv_direct": "fastconv.conv2d(x, w, padding=1, backend='numba', algo='direct')",
+    "conv_depthwise": "fastconv.conv2d(x, w[:, :1], padding=1, groups=4, backend='numba', algo='direct')",
+    "max_pool": "fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend='numba')",
+    "avg_pool": "fastconv.avg_pool2d(x, 3, 2, 1, backend='numba')",
+}
+
+
+@pytest.mark.parametrize("probe", list(PARALLEL_PROBES))
+def test_parallel_path_really_runs(probe):
+    """In a fresh process, one op alone: Numba's threading layer gets initialised only when a prange loop
+    was launched as a parallel region (a kernel without parallel=True would leave it uninitialised)."""
+    code = ("import numpy as np, numba, fastconv\n"
+            "x = np.ones((2, 4, 9, 9), np.float32); w = np.ones((4, 4, 3, 3), np.float32)\n"
+            f"{PARALLEL_PROBES[probe]}\n"
+            "print(numba.threading_layer(), numba.get_num_threads())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    layer, threads = res.stdout.split()[-2:]
+    assert layer in ("tbb", "omp", "workqueue") and int(threads) >= 1
+
+
+def test_prange_loops_become_parallel_regions():
+    """Compile a fresh copy (not from the disk cache) of one kernel and read Numba's parfor diagnostics."""
+    kernel = numba_cpu.kernels().max_pool2d
+    assert all(getattr(numba_cpu.kernels(), n).targetoptions.get("parallel") is True
+               for n in ("conv2d_direct", "conv2d_depthwise", "conv2d_depthwise_phase", "max_pool2d",
+                         "avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d"))
+    fresh = numba.njit(parallel=True, error_model="numpy")(kernel.py_func)
+    f32, i64 = numba.float32[:, :, :, ::1], numba.int64[:, :, :, ::1]
+    fresh.compile((f32, f32, i64, numba.boolean, numba.types.UniTuple(numba.int64, 8)))
+    diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
+    assert diag.count_parfors() >= 1
 
 
 def test_respects_numba_thread_count():
