@@ -68,6 +68,9 @@ CONV_CASES = {
     "k_over_block": (1, 3, 5, 5, 37, 3, 3, dict(padding=1)),  # K not a multiple of the direct kernel's block
     "kernel_eq_input": (2, 3, 5, 4, 2, 5, 4, {}),
     "pad_only_taps": (1, 1, 2, 2, 1, 5, 5, dict(padding=4)),   # windows that are mostly padding
+    # a tap whose every output column lies in the left padding (found by hypothesis: the pack zeroed
+    # past the row's end into the next image of the tile)
+    "tap_all_in_padding": (2, 1, 1, 5, 1, 1, 3, dict(padding=((0, 0), (2, 0)), dilation=(1, 3))),
 }
 
 

@@ -52,8 +52,9 @@ KB = 16
 # ---------------------------------------------------------------------------------------------------
 @njit(inline="always", cache=True)
 def _col_range(off, stride, size, out_len):
-    """Output columns q whose tap ``q*stride + off`` lies in [0, size): returns [lo, hi)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    """Output columns q < out_len whose tap ``q*stride + off`` lies in [0, size): returns [lo, hi) with
+    0 <= lo <= hi <= out_len (callers fill [0, lo) and [hi, out_len), so lo must not pass out_len)."""
+    lo = 0 if off >= 0 else min(out_len, (-off + stride - 1) // stride)
     if size - 1 - off < 0:
         return lo, lo
     hi = min(out_len, (size - 1 - off) // stride + 1)
