@@ -286,6 +286,31 @@ def test_max_pool2d_exact(case, dtype, indices):
     assert_pool_equal(fastconv.max_pool2d(x, backend="numba", **kw), fastconv.max_pool2d(x, backend="numpy", **kw))
 
 
+@st.composite
+def pool_problems(draw):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    d = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    H = draw(st.integers(max(1, d[0] * (k[0] - 1) + 1 - 2 * pad[0]), 11))
+    W = draw(st.integers(max(1, d[1] * (k[1] - 1) + 1 - 2 * pad[1]), 11))
+    return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)), H, W), kernel_size=k, dilation=d,
+                stride=(draw(st.integers(1, 4)), draw(st.integers(1, 4))), padding=pad,
+                ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)), dtype=draw(st.sampled_from(DTYPES)))
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(pool_problems())
+def test_pools_random_geometries(p):
+    x = _rng(p["seed"]).standard_normal(p["shape"]).astype(p["dtype"])
+    x[x > 1.5] = np.nan                                  # some NaN windows
+    common = dict(kernel_size=p["kernel_size"], stride=p["stride"], padding=p["padding"], ceil_mode=p["ceil_mode"])
+    mx = dict(common, dilation=p["dilation"], return_indices=True)
+    assert_pool_equal(fastconv.max_pool2d(x, backend="numba", **mx), fastconv.max_pool2d(x, backend="numpy", **mx))
+    av = dict(common, count_include_pad=p["count_include_pad"])
+    assert_pool_equal(fastconv.avg_pool2d(x, backend="numba", **av), fastconv.avg_pool2d(x, backend="numpy", **av))
+
+
 def test_max_pool_nan_rule_by_hand():
     """Window [1, NaN, 3, NaN]: the value is NaN and the index is the last NaN's (3); [-inf, -inf] with
     padding in front keeps the first in-bounds tap's index (0)."""
