@@ -202,27 +202,23 @@ def _phase_ranges(W, Wq, pl, sw):
 
 
 @njit(inline="always", cache=True)
-def _pad_phase(xf, src, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi, fill):
-    """buf[((a*sw + b)*Hq + i)*Wq + j] = plane[i*sh + a - pt, j*sw + b - pl] (``fill`` outside the plane),
-    where plane is the H x W plane starting at flat offset ``src`` of ``xf``; lo/hi from _phase_ranges.
+def _copy_phase(xf, src, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi):
+    """buf[((a*sw + b)*Hq + i)*Wq + j] = plane[i*sh + a - pt, j*sw + b - pl] for the positions inside the
+    plane (the H x W plane at flat offset ``src`` of ``xf``; lo/hi from _phase_ranges). The padding
+    positions are the same for every plane: the caller zeroes them once per chunk of planes.
 
     In this layout the taps of window (r, s) for every output (p, q) sit at one flat offset from
     p*Wq + q in phase plane ((r*dh) % sh, (s*dw) % sw), so each tap is one long unit-stride loop."""
-    d = 0
-    for a in range(sh):
+    for h in range(H):
+        hp = h + pt
+        i = hp // sh
+        if i >= Hq:
+            break
+        a = hp - i * sh
         for b_ in range(sw):
             l, e = lo[b_], hi[b_]
-            h = a - pt
-            for i in range(Hq):
-                if h < 0 or h >= H:
-                    _ufill(buf, d, Wq, fill)
-                else:
-                    _ufill(buf, d, l, fill)
-                    if e > l:
-                        _ucopy(buf, d + l, xf, src + h * W + l * sw + b_ - pl, e - l, sw)
-                    _ufill(buf, d + e, Wq - e, fill)
-                d += Wq
-                h += sh
+            if e > l:
+                _ucopy(buf, ((a * sw + b_) * Hq + i) * Wq + l, xf, src + h * W + l * sw + b_ - pl, e - l, sw)
 
 
 @njit(inline="always", cache=True)
@@ -256,12 +252,12 @@ def conv2d_depthwise_phase(x, w, b, out, geo, nchunk):
     wf = w.reshape(w.size)
     ntask = N * C
     for ch in prange(nchunk):
-        buf = np.empty(sh * sw * Hq * Wq, dtype=x.dtype)
+        buf = np.zeros(sh * sw * Hq * Wq, dtype=x.dtype)   # padding: zero once, never written
         acc = np.empty(L, dtype=out.dtype)
         t0 = ch * ntask // nchunk
         t1 = (ch + 1) * ntask // nchunk
         for t in range(t0, t1):
-            _pad_phase(xf, t * H * W, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi, 0.0)
+            _copy_phase(xf, t * H * W, H, W, buf, pt, pl, sh, sw, Hq, Wq, lo, hi)
             k0 = (t % C) * M
             ob = (t * M) * P * Q          # (n*K + c*M) * P*Q, since K = C*M
             for m in range(M):
