@@ -2,7 +2,8 @@
 
 Implementations (kernels in ``_numba_kernels``):
 - ``conv`` / ``direct``: ``conv2d_direct`` (blocked over output channels, vectorised over output columns),
-  or ``conv2d_depthwise`` when each group has one input channel (depthwise, any channel multiplier).
+  or, when each group has one input channel (depthwise, any channel multiplier),
+  ``conv2d_depthwise_phase`` (``conv2d_depthwise`` for a padded problem with a non-finite weight).
 - ``conv`` / ``im2col``: per tile of images and per group, ``im2col_pack`` builds the column matrix
   col[Cg*R*S, images*P*Q] in Numba, then BLAS (NumPy's ``matmul``, so no SciPy) computes
   w[group] @ col straight into the output (one image per tile) or into a staging buffer scattered into
@@ -27,14 +28,17 @@ and is written to Numba's disk cache; a new process loads it (about 0.7 s for th
 Numba, then 10-20 ms per kernel). ``import fastconv`` compiles nothing and does not import Numba.
 
 ``algo="auto"`` (:func:`choose`), cudnn.benchmark style:
-- when the problem is below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops, about 0.2 ms of work at this
-  backend's speed) or ``FASTCONV_AUTOTUNE=0`` is set, measuring would cost more than it can save, and
-  a fixed rule picks: ``direct`` (no workspace, no BLAS call, no packing);
+- when the problem is below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops: 0.2 ms of work at im2col's speed,
+  2 ms at the direct kernel's) or ``FASTCONV_AUTOTUNE=0`` is set, measuring (two candidates, several
+  runs each) would cost more than it can save, and a fixed rule picks ``direct`` (no workspace, no
+  BLAS call, no packing);
 - otherwise every supported candidate runs on synthetic data of the spec's shape (one warm-up run, which
   also compiles, then the best of up to three timed runs, stopping once 50 ms are spent); the fastest
   wins and is remembered in memory under ``(spec.key(), numba.get_num_threads())`` for the life of the
   process. Measurement holds a lock, so concurrent first calls measure once and never time each other.
-  There is no on-disk tuning cache: a new process measures again (milliseconds per new shape).
+  There is no on-disk tuning cache: a new process measures again (milliseconds per new shape, once
+  the kernels are in Numba's disk cache; the very first auto call on a machine also compiles every
+  candidate's kernels, several seconds each).
 """
 from __future__ import annotations
 
