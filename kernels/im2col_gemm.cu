@@ -8,8 +8,9 @@
 //   Y_g[m, j] = sum_kd W_g[m, kd] * col_g[kd, j]          m < K/groups, kd < Cg*R*S, j < N*P*Q
 // with W_g = w[g*Kg : (g+1)*Kg] viewed row-major (Kg, Cg*R*S), and an epilogue that adds the bias and
 // scatters column j = (n, p, q) to y[n, g*Kg + m, p, q].
-// A padded tap is a stored zero here, so (unlike the direct kernels and the oracle) an Inf weight that
-// meets padding gives NaN, as in every im2col implementation; finite weights give the oracle's result.
+// A padded tap is a stored zero here, so an Inf weight that meets padding would give NaN (as in every
+// im2col implementation, PyTorch's included); the launcher therefore sends a padded problem with
+// non-finite weights to the direct kernel, which skips padded taps as the oracle does.
 //
 // Template parameters: T storage (float, double, __half with float accumulation: tiles are staged
 // in shared memory already converted to the accumulation type), I index type (int or long long, chosen

@@ -115,6 +115,20 @@ def test_conv_nan_and_inf_propagate(backend, algo):
     np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
 
 
+@pytest.mark.parametrize("weight_value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("backend, algo", _backend_algos("conv"))
+def test_nonfinite_weight_never_meets_padding(backend, algo, weight_value):
+    """fastconv's rule (the oracle's): taps in the padding contribute nothing, so a non-finite weight
+    poisons only outputs whose window has that tap inside the input (PyTorch's zero padding gives NaN)."""
+    x, w, b = _conv_inputs((1, 2, 5, 6), (3, 2, 3, 3), True, "float32")
+    w[1, 0, 0, 0] = weight_value
+    ref = fc.conv2d(x, w, b, padding=1, backend="numpy")
+    assert np.isfinite(ref[0, 1, 0, 0]) and not np.isfinite(ref[0, 1, 1, 1])   # the rule bites here
+    xb, wb, bb = _to_backend(backend, x, w, b)
+    out = fc.conv2d(xb, wb, bb, padding=1, backend=backend, algo=algo)
+    assert_conv_close(out, ref, conv_spec(x, w, b, padding=1), x, np.nan_to_num(w, posinf=0, neginf=0), b)
+
+
 @pytest.mark.parametrize("backend, algo", _backend_algos("conv"))
 def test_empty_batch(backend, algo):
     x, w, _ = _conv_inputs((0, 2, 6, 6), (3, 2, 3, 3), False, "float32")

@@ -303,13 +303,24 @@ OPS = ("conv", "max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool")
 DTYPES = tuple(C_TYPES)
 
 
+def nonfinite_weight_meets_padding(spec, w) -> bool:
+    """A padded problem whose weights hold Inf or NaN (NumPy or CuPy ``w``; one reduction, only when padded)."""
+    return spec.is_padded and not bool(np.isfinite(w).all())
+
+
 def implementations(backend: str, run: Callable):
     """The Impl list both CUDA backends expose: ``run(spec, algo, *arrays)`` runs the shipped kernels."""
     from .._dispatch import FunctionImpl
 
     def conv_impl(algo):
-        return FunctionImpl(backend, "conv", algo, lambda spec, *a: run(spec, algo, *a),
-                            reasons=lambda spec: conv_reasons(spec, algo), dtypes=DTYPES)
+        def fn(spec, *arrays):
+            if algo == "im2col" and nonfinite_weight_meets_padding(spec, arrays[1]) \
+                    and not conv_reasons(spec, "direct"):
+                # the column matrix holds explicit zeros in the padding and Inf * 0 is NaN; fastconv's rule
+                # is that padded taps contribute nothing, which the direct kernel keeps (as numba does)
+                return run(spec, "direct", *arrays)
+            return run(spec, algo, *arrays)
+        return FunctionImpl(backend, "conv", algo, fn, reasons=lambda spec: conv_reasons(spec, algo), dtypes=DTYPES)
 
     impls = [conv_impl("direct"), conv_impl("im2col")]
     for op in OPS[1:]:
