@@ -19,7 +19,12 @@ import importlib
 import threading
 from typing import Callable, Dict, List, Optional, Sequence
 
-ALGOS = ("auto", "direct", "im2col")
+#: conv algorithms a caller may name; a backend implements a subset (select() says which when it lacks one):
+#:   direct         a loop (or tile) per output over the window
+#:   im2col         an explicit column matrix and a GEMM over it
+#:   implicit_gemm  the same GEMM with the column matrix never stored (CUDA backends)
+#:   depthwise      a kernel specialised for groups == C (one input channel per group; CUDA backends)
+ALGOS = ("auto", "direct", "im2col", "implicit_gemm", "depthwise")
 POOL_ALGOS = ("auto", "direct")
 
 
