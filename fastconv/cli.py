@@ -2,6 +2,8 @@
 
     fastconv bench --quick                  verify and time a small sweep of every op (about a minute on 2 cores)
     fastconv bench --suite full --json r.json --plot r.png
+    fastconv bench --suite targets --algo all --dtype float16 --markdown r.md   the GPU-performance tables
+    fastconv summary r32.json r16.json --markdown r.md     the per-table summary of earlier reports
     fastconv info                           backends (and why one is unavailable), devices, versions, caches
 
 ``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
@@ -26,7 +28,9 @@ def _bench_parser(sub) -> None:
                    help="the quick suite with short timing (about a minute on 2 CPU cores, compilation included)")
     p.add_argument("--suite", choices=bench.SUITES,
                    help="quick: small sweep of every op; sweep: stride/padding/dilation/kernel/groups/batch "
-                        "sweeps; layers: ResNet-50, VGG-16, MobileNet, pools; full: sweep + layers "
+                        "sweeps; layers: ResNet-50, VGG-16, MobileNet, pools; full: sweep + layers; targets: "
+                        "the layers at the GPU-performance issue's batches (" + ", ".join(
+                            f"{t}={n}" for t, n in bench.TARGET_BATCH.items()) + "), needs the shape tables "
                         "(default: quick with --quick, else sweep)")
     p.add_argument("--device", choices=("auto",) + bench.DEVICES, default="auto",
                    help="auto (default): the GPU when a GPU backend is usable, else the CPU")
@@ -34,8 +38,9 @@ def _bench_parser(sub) -> None:
                    help="time only this backend (repeatable; default: every available backend of the device "
                         "except the 'numpy' oracle and the 'cuda-emu' emulator, which run only when named)")
     p.add_argument("--algo", action="append", metavar="A",
-                   help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice). "
-                        "Pools have no algorithm argument and always run through dispatch")
+                   help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice, 'all' "
+                        "every algorithm a backend implements and 'auto'; an algorithm a backend lacks is "
+                        "reported unsupported). Pools have no algorithm argument and always run through dispatch")
     p.add_argument("--peer", action="append", metavar="P", help="only this peer (torch, torch-cuda, cupyx)")
     p.add_argument("--no-peers", action="store_true", help="time no peer")
     p.add_argument("--json", metavar="PATH", help="write the report here (default fastconv-bench-<device>.json)")
@@ -45,12 +50,30 @@ def _bench_parser(sub) -> None:
     p.add_argument("--no-json", action="store_true", help="write no JSON")
     p.add_argument("--no-plot", action="store_true", help="draw no plot")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
+    p.add_argument("--table-batch", metavar="T=N,...",
+                   help="batch per standard-layer table, e.g. resnet50=32,pools=64 (wins over --batch; "
+                        "suite targets starts from " + ",".join(f"{t}={n}" for t, n in bench.TARGET_BATCH.items())
+                        + ")")
+    p.add_argument("--dtype", choices=bench.DTYPES, default="float32",
+                   help="storage dtype: float32 (default) or float16 (fastconv accumulates in float32; the "
+                        "peer gets half tensors); verified with fastconv.testing's tolerance for the dtype")
+    p.add_argument("--markdown", metavar="PATH",
+                   help="write the per-table summary (ratios, peaks, copy bandwidth, targets) as Markdown")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for numba and torch alike (default: their own defaults, all cores); "
                         "1 gives steadier numbers on a machine that is busy with other work")
     # test-only: cut the case list short
     p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
+
+
+def _summary_parser(sub) -> None:
+    p = sub.add_parser("summary", help="the per-table summary of earlier bench reports (JSON)",
+                       description="Print the per-table summary (geomean and lowest ratio to the peer, peaks, "
+                                   "copy bandwidth, the targets) of one or more fastconv bench JSON reports, and "
+                                   "write it as Markdown (one section per report).")
+    p.add_argument("reports", nargs="+", metavar="JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the Markdown here (default: print it)")
 
 
 def _info_parser(sub) -> None:
@@ -61,8 +84,9 @@ def _info_parser(sub) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastconv", description="fastconv: benchmark its convolution and pooling "
                                  "backends against their peers (bench), or show what this machine can run (info)")
-    sub = ap.add_subparsers(dest="command", metavar="{bench,info}")
+    sub = ap.add_subparsers(dest="command", metavar="{bench,summary,info}")
     _bench_parser(sub)
+    _summary_parser(sub)
     _info_parser(sub)
     return ap
 
@@ -72,6 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "bench":
         return cmd_bench(args, ap)
+    if args.command == "summary":
+        return cmd_summary(args)
     if args.command == "info":
         return cmd_info(args)
     ap.print_help()
@@ -84,6 +110,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 def cmd_bench(args, ap) -> int:
     from . import _dispatch, bench
     suite = args.suite or ("quick" if args.quick else "sweep")
+    try:
+        table_batch = bench.parse_table_batch(args.table_batch) if args.table_batch else None
+    except ValueError as e:
+        ap.error(str(e))
+    if table_batch and suite not in ("layers", "full", "targets"):
+        ap.error(f"--table-batch applies to the standard layers (suites layers, full, targets), not {suite!r}")
     policy = bench.QUICK_POLICY if args.quick or suite == "quick" else bench.FULL_POLICY
     try:
         backends = bench.backends_for("cpu", args.backend) if args.backend else None
@@ -106,12 +138,12 @@ def cmd_bench(args, ap) -> int:
         print("note: cuda-emu emulates every GPU thread on the CPU; keep it to a case or two "
               "(--filter / --batch 1)", file=sys.stderr)
     for a in args.algo or []:
-        if a not in _dispatch.ALGOS:
-            ap.error(f"--algo must be one of {', '.join(_dispatch.ALGOS)}, got {a!r}")
+        if a not in _dispatch.ALGOS + ("all",):
+            ap.error(f"--algo must be one of {', '.join(_dispatch.ALGOS + ('all',))}, got {a!r}")
     peers = [] if args.no_peers else args.peer
     opts = bench.Options(suite=suite, device=device, backends=backends, algos=args.algo, peers=peers,
                          policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
-                         threads=args.threads)
+                         threads=args.threads, dtype=args.dtype, table_batch=table_batch)
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -122,7 +154,7 @@ def cmd_bench(args, ap) -> int:
               file=sys.stderr)
     try:
         report = bench.run(opts)
-    except (RuntimeError, FileNotFoundError) as e:
+    except (RuntimeError, FileNotFoundError, ValueError) as e:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
@@ -130,6 +162,9 @@ def cmd_bench(args, ap) -> int:
     if s:
         print()
         print(s)
+    if report["summary"]:
+        print("\nper table:")
+        print(bench.summary_text(report["summary"]))
     la = report["machine"].get("loadavg_start")
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average at start {la[0]:.1f} on {report['machine']['cpu_cores_usable']} cores)"
@@ -141,7 +176,8 @@ def cmd_bench(args, ap) -> int:
         slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
         while "--" in slug:
             slug = slug.replace("--", "-")
-        stem = os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}")
+        stem = os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}"
+                            + ("" if args.dtype == "float32" else f"-{args.dtype}"))
     if not args.no_json:
         path = args.json or f"{stem}.json"
         bench.write_json(report, path)
@@ -150,10 +186,43 @@ def cmd_bench(args, ap) -> int:
         path = args.plot or f"{stem}.png"
         why = bench.plot(report, path)
         print(f"plot: {path}" if why is None else f"plot skipped: {why}")
+    if args.markdown:
+        bench.write_markdown([report], args.markdown)
+        print(f"Markdown: {args.markdown}")
     if report["failures"]:
         print(f"{report['failures']} fastconv result(s) failed verification or crashed; see the table",
               file=sys.stderr)
         return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# fastconv summary
+# ---------------------------------------------------------------------------------------------------
+def cmd_summary(args) -> int:
+    from . import bench
+    reports = []
+    for path in args.reports:
+        try:
+            with open(path) as f:
+                rep = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"fastconv summary: cannot read {path}: {e}", file=sys.stderr)
+            return 2
+        if rep.get("schema") != bench.SCHEMA:
+            print(f"fastconv summary: {path} is not a {bench.SCHEMA} report", file=sys.stderr)
+            return 2
+        if rep.get("summary") is None:
+            rep["summary"] = bench.table_summary(rep)   # reports written before the summary was stored
+        reports.append(rep)
+        print(f"{path}:")
+        print(bench.summary_text(rep["summary"]) or "(no standard-layer tables)")
+    if args.markdown:
+        bench.write_markdown(reports, args.markdown)
+        print(f"Markdown: {args.markdown}")
+    else:
+        print()
+        print(bench.markdown(reports))
     return 0
 
 
