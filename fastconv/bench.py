@@ -16,8 +16,12 @@ arguments. One *runner* is something that can execute a case: a fastconv backend
 Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
 pools, from the spec of the case itself (never the reduced verification copy). The fraction of peak:
 
-- GPU: fp32 (non-tensor-core) peak and memory bandwidth of the device, from the vendor spec sheets in
-  :data:`GPU_PEAKS`, looked up by the name CuPy reports;
+- GPU: fp32 FMA (CUDA cores, no tensor cores) peak and memory bandwidth computed from the device's own
+  properties (:func:`device_limits`: SMs x FP32 lanes per SM x 2 x max SM clock; memory clock x bus width x
+  2 / 8; the JSON says how), with the vendor spec-sheet figures of :data:`GPU_PEAKS` beside them (and used
+  when CuPy does not report the properties); pools also get the fraction of the device-to-device copy
+  bandwidth measured in the same run (:func:`gpu_copy_bandwidth`: cudaMemcpyAsync and a copy kernel on
+  256 MiB, CUDA events, median; the better of the two);
 - CPU pools: the copy bandwidth of this machine, measured in the same run (``numpy.copyto`` of 64 MiB,
   best of 5, one thread), so the fraction is "of what a plain copy achieves here", not a datasheet number;
 - CPU convolutions: ``null``; no honest fp32 peak is measured here.
@@ -33,7 +37,15 @@ not an error.
 Suites: ``quick`` (a small sweep of every op: about a minute on two CPU cores, Numba compilation
 included), ``sweep`` (the full sweep over stride, padding, dilation, kernel size, groups and batch for
 conv2d and conv1d, and the matching sweeps for every pooling op), ``layers`` (the standard network
-layers) and ``full`` (``sweep`` + ``layers``). Sizes depend on the device (see :data:`SIZES`).
+layers), ``full`` (``sweep`` + ``layers``) and ``targets`` (the standard layers at the GPU-performance
+issue's batch per table, :data:`TARGET_BATCH`; ``table_batch`` overrides a table's batch in any suite with
+layers). Sizes depend on the device (see :data:`SIZES`). ``dtype`` float16 runs every case with float16
+storage (fastconv accumulates in float32; the peer gets half tensors) and verifies with
+:mod:`fastconv.testing`'s float16 tolerance.
+
+:func:`table_summary` condenses a report per standard-layer table and fastconv runner: geometric-mean and
+lowest ratio to the peer, median fraction of the fp32 peak, median fraction of the copy bandwidth (pools)
+and the issue's goal (:data:`TARGETS`) met or not; :func:`markdown` writes it as the README table.
 
 The JSON document (``SCHEMA`` = "fastconv-bench/1"):
 
@@ -41,9 +53,10 @@ The JSON document (``SCHEMA`` = "fastconv-bench/1"):
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
               loadavg_start/loadavg_end (other work on the machine shows here)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
-    settings  suite, device, policy (warm-up/repeat/time limits), batch, filter, threads, shapes, timing,
-              statistic ("median")
-    peak      {fp32_gflops, mem_gbps, source} or null
+    settings  suite, device, policy (warm-up/repeat/time limits), batch, table_batch, dtype, accumulate,
+              filter, threads, shapes, timing, statistic ("median"), ratio (its definition)
+    peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
+    copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
     runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
               reason (why not), settings (torch: threads; torch-cuda: cudnn version, allow_tf32, cudnn_benchmark)
     cases     name, op, source ("sweep" or "layers:<table>"), input_shape, weight_shape, kwargs (the op's
@@ -51,7 +64,9 @@ The JSON document (``SCHEMA`` = "fastconv-bench/1"):
     results   one row per (case, runner): case, kind, backend, algo, status ("ok", "unsupported",
               "verify-failed", "error"), error, verified ("strict"/"loose"), median_s, min_s, q1_s, q3_s,
               rounds, first_call_s (first warm-up call; compilation normally already happened while
-              verifying), verify_n, unit, throughput, peak_fraction, ratio_to_best_peer
+              verifying), verify_n, unit, throughput, peak_fraction, copy_fraction (pools),
+              ratio_to_best_peer, impl (fastconv algo "auto" and pools: the implementation dispatch ran)
+    summary   table_summary(): per standard-layer table and fastconv runner
     failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
 
 Standard layers are read from the shapes directory: ``$FASTCONV_SHAPES``, else ``<repo>/../shared/shapes``
@@ -1436,8 +1451,7 @@ def _summary_entry(table, label, part, layers, rs, rows, cases, dtype, peer) -> 
     is_conv = not label.endswith(":pools")
     ok = [r for r in rs if r["status"] == "ok" and r.get("ratio_to_best_peer")]
     ratios = [(r["ratio_to_best_peer"], r["case"]) for r in ok]
-    peer_rows = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok"
-                 and r["case"] in set(layers) and r.get("peak_fraction") is not None]
+    peer_rows = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok" and r["case"] in set(layers)]
     lo = min(ratios) if ratios else (None, None)
     hi = max(ratios) if ratios else (None, None)
     entry = {
@@ -1449,12 +1463,15 @@ def _summary_entry(table, label, part, layers, rs, rows, cases, dtype, peer) -> 
         "geomean": _geomean([v for v, _ in ratios]) if ratios else None,
         "min": lo[0], "min_layer": lo[1], "max": hi[0], "max_layer": hi[1],
         "median_peak_fraction": _median([r["peak_fraction"] for r in ok if r.get("peak_fraction") is not None]),
-        "peer_median_peak_fraction": _median([r["peak_fraction"] for r in peer_rows]),
+        "peer_median_peak_fraction": _median([r["peak_fraction"] for r in peer_rows
+                                              if r.get("peak_fraction") is not None]),
     }
     if not is_conv:
         fr = [(r["copy_fraction"], r["case"]) for r in ok if r.get("copy_fraction") is not None]
         entry["median_copy_fraction"] = _median([f for f, _ in fr])
         entry["min_copy_fraction"], entry["min_copy_layer"] = min(fr) if fr else (None, None)
+        entry["peer_median_copy_fraction"] = _median([r["copy_fraction"] for r in peer_rows
+                                                      if r.get("copy_fraction") is not None])
     entry["target"], entry["met"] = None, None
     return entry
 
@@ -1488,7 +1505,8 @@ def summary_text(entries: Sequence[dict]) -> str:
         if e["unsupported"] or e["failed"]:
             line += f" ({e['unsupported']} unsupported, {e['failed']} failed)"
         if "median_copy_fraction" in e:
-            line += f", median {_pct(e['median_copy_fraction'])} of copy bandwidth"
+            line += (f", median {_pct(e['median_copy_fraction'])} of copy bandwidth "
+                     f"(peer {_pct(e.get('peer_median_copy_fraction'))})")
         elif e["median_peak_fraction"] is not None:
             line += (f", median {_pct(e['median_peak_fraction'])} of fp32 peak "
                      f"(peer {_pct(e['peer_median_peak_fraction'])})")
@@ -1537,23 +1555,22 @@ def markdown(reports: Sequence[dict]) -> str:
                          f"{cp.get('bytes', 0) / 2**20:.0f} MiB)")
         elif cp:
             facts.append(f"copy bandwidth not measured: {cp.get('error')}")
-        facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in rep.get('summary') or []})) or 'peer'} "
+        facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in table_summary(rep)})) or 'peer'} "
                      "median time / fastconv median time (> 1: fastconv faster); medians of "
                      f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")
         parts.append("".join(f"- {f}\n" for f in facts))
-        entries = rep.get("summary")
-        if entries is None:
-            entries = table_summary(rep)
+        entries = table_summary(rep)
         if not entries:
             parts.append("\n(no standard-layer tables in this run)\n")
             continue
         parts.append("\n| table (N) | fastconv | layers timed | geomean ratio | min ratio (layer) | "
-                     "median % fp32 peak: fastconv / peer | median % copy BW (min) | target | met |\n"
+                     "median % fp32 peak: fastconv / peer | median % copy BW: fastconv (min) / peer | target | met |\n"
                      "|---|---|---|---|---|---|---|---|---|\n")
         for e in entries:
             copy = "-"
             if "median_copy_fraction" in e:
-                copy = f"{_pct(e['median_copy_fraction'])} ({_pct(e['min_copy_fraction'])})"
+                copy = (f"{_pct(e['median_copy_fraction'])} ({_pct(e['min_copy_fraction'])}) / "
+                        f"{_pct(e.get('peer_median_copy_fraction'))}")
             layer = f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else ""
             peakf = "-" if "median_copy_fraction" in e else \
                 f"{_pct(e['median_peak_fraction'])} / {_pct(e['peer_median_peak_fraction'])}"

@@ -212,8 +212,7 @@ def cmd_summary(args) -> int:
         if rep.get("schema") != bench.SCHEMA:
             print(f"fastconv summary: {path} is not a {bench.SCHEMA} report", file=sys.stderr)
             return 2
-        if rep.get("summary") is None:
-            rep["summary"] = bench.table_summary(rep)   # reports written before the summary was stored
+        rep["summary"] = bench.table_summary(rep)   # from the rows: also for reports older than the summary
         reports.append(rep)
         print(f"{path}:")
         print(bench.summary_text(rep["summary"]) or "(no standard-layer tables)")
