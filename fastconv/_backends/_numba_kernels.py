@@ -540,3 +540,43 @@ def adaptive_max_pool2d(x, out, idx, want_idx):
                 out[n, c, i, j] = best
                 if want_idx:
                     idx[n, c, i, j] = bi
+
+
+# ---------------------------------------------------------------------------------------------------
+# A disk cache that survives a corrupted file
+# ---------------------------------------------------------------------------------------------------
+def _tolerate_corrupt_cache(dispatcher) -> None:
+    """Make ``dispatcher``'s on-disk cache ignore an index or data file it cannot read.
+
+    Numba writes its cache atomically (a temporary file, then ``os.replace``), so concurrent writers are
+    safe; but it reads with bare ``pickle.load``, and one truncated or corrupted ``.nbi``/``.nbc`` file
+    (a full disk, a partial copy) makes *every* call of the kernel raise ``EOFError``/``ValueError``/
+    ``UnpicklingError`` forever. Here such a file counts as a cache miss: the kernel compiles again and
+    the save that follows rewrites the index and the data file.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None or not hasattr(cache_file, "_load_index") or not hasattr(cache, "load_overload"):
+        return  # caching off, or a Numba whose cache is built differently: leave it as it is
+    load_index, load_overload = cache_file._load_index, cache.load_overload
+
+    def _load_index():
+        try:
+            return load_index()
+        except Exception:   # unreadable index: start a new one (the next save replaces the file)
+            return {}
+
+    def _load_overload(sig, target_context):
+        try:
+            return load_overload(sig, target_context)
+        except Exception:   # unreadable or unusable data file: compile (the save overwrites it)
+            return None
+
+    cache_file._load_index = _load_index
+    cache.load_overload = _load_overload
+
+
+for _obj in list(globals().values()):
+    if hasattr(_obj, "py_func") and hasattr(_obj, "_cache"):
+        _tolerate_corrupt_cache(_obj)
+del _obj
