@@ -15,8 +15,17 @@
 //   max_pool2d_v1  one thread per output, window scanned from global memory (the loads are reused
 //                  across neighbouring threads through L1/L2; no shared-memory staging needed)
 //   avg_pool2d_v1  one thread per output, same structure
+//   max_pool2d_v2, avg_pool2d_v2  OPT outputs per thread (blockDim.x apart, so every load and store of
+//                  the block stays coalesced) scanned together, the window loop outermost, so OPT
+//                  independent loads are in flight per tap; the PAIR = 1 instantiation is for windows
+//                  of width 2 at stride 2 (no horizontal padding or dilation, W even) and loads both
+//                  taps of a row as one aligned pair
+//   max_pool2d_global_v2, avg_pool2d_global_v2  one warp per (n, c) plane for windows that are the
+//                  whole plane (global pooling, adaptive 1x1): coalesced strided loads, then a shuffle
+//                  reduction (max: a combine that reproduces the row-major scan's choice exactly)
 //
-// Sections: window geometry | max pooling | average pooling
+// Sections: window geometry | max pooling | average pooling | v2 several outputs per thread |
+//           v2 global pooling
 
 #include "common.cuh"
 
@@ -50,6 +59,15 @@ __device__ __forceinline__ int first_inbounds(Taps t) {
 }
 
 // ================================================================ max pooling
+// One step of the row-major scan: take v when it is greater than the best so far or is NaN.
+template <typename A>
+__device__ __forceinline__ void max_take(A v, long long idx, A& best, long long& best_idx) {
+  if (v > best || isnan(v)) {
+    best = v;
+    best_idx = idx;
+  }
+}
+
 template <typename T, typename I>
 __global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                               long long* __restrict__ indices) {
@@ -73,11 +91,7 @@ __global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __
     for (int s = 0; s < tw.count; ++s) {
       const int w = tw.start + s * tw.step;
       if (w < 0 || w >= p.W) continue;
-      const A v = Acc<T>::load(plane[(I)h * p.W + w]);
-      if (v > best || isnan(v)) {
-        best = v;
-        best_idx = (long long)h * p.W + w;
-      }
+      max_take(Acc<T>::load(plane[(I)h * p.W + w]), (long long)h * p.W + w, best, best_idx);
     }
   }
   y[o] = Acc<T>::store(best);
@@ -85,6 +99,18 @@ __global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __
 }
 
 // ================================================================ average pooling
+// The divisor of one average-pool output (whose windows are th, tw).
+__device__ __forceinline__ long long avg_divisor(const PoolParams& p, Taps th, Taps tw) {
+  if (p.divisor_override != 0) return p.divisor_override;
+  if (p.is_adaptive) return (long long)th.count * tw.count;
+  // the window clipped to the padded input (ceil_mode's overhang past the padding never counts) ...
+  const int h0 = th.start, h1 = min(th.start + p.R, p.H + p.pad_h);
+  const int w0 = tw.start, w1 = min(tw.start + p.S, p.W + p.pad_w);
+  if (p.count_include_pad) return (long long)(h1 - h0) * (w1 - w0);
+  // ... or to the input itself
+  return (long long)(min(h1, p.H) - max(h0, 0)) * (min(w1, p.W) - max(w0, 0));
+}
+
 template <typename T, typename I>
 __global__ void avg_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
   typedef typename Acc<T>::type A;
@@ -110,20 +136,205 @@ __global__ void avg_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __
     }
   }
 
-  long long divisor;
-  if (p.divisor_override != 0) {
-    divisor = p.divisor_override;
-  } else if (p.is_adaptive) {
-    divisor = (long long)th.count * tw.count;
-  } else {
-    // the window clipped to the padded input (ceil_mode's overhang past the padding never counts) ...
-    const int h0 = th.start, h1 = min(th.start + p.R, p.H + p.pad_h);
-    const int w0 = tw.start, w1 = min(tw.start + p.S, p.W + p.pad_w);
-    if (p.count_include_pad) {
-      divisor = (long long)(h1 - h0) * (w1 - w0);
-    } else {  // ... or to the input itself
-      divisor = (long long)(min(h1, p.H) - max(h0, 0)) * (min(w1, p.W) - max(w0, 0));
+  const long long divisor = avg_divisor(p, th, tw);
+  y[o] = Acc<T>::store(sum / (A)divisor);
+}
+
+// ================================================================ v2 several outputs per thread
+// Output j of a thread is o = blockIdx.x * OPT * blockDim.x + j * blockDim.x + threadIdx.x: for each j the
+// block's threads touch consecutive outputs, so loads and stores stay coalesced, and the window loop runs
+// outermost with the OPT outputs unrolled inside it, so each tap issues OPT independent loads.
+// PAIR = 1 (launcher: not adaptive, S == stride_w == 2, pad_w == 0, dil_w == 1, W even): a row's two taps
+// (h, 2q) and (h, 2q + 1) are one pair, loaded as one aligned access when x itself is aligned (a
+// contiguous view may start anywhere; then two plain loads).
+
+// Two adjacent taps, loaded as one access.
+template <typename T>
+struct alignas(2 * sizeof(T)) TapPair {
+  T a, b;
+};
+
+template <typename T>
+__device__ __forceinline__ bool pair_aligned(const T* x) {
+  return reinterpret_cast<unsigned long long>(x) % (2 * sizeof(T)) == 0;
+}
+
+template <typename T>
+__device__ __forceinline__ TapPair<T> load_pair(const T* at, bool aligned) {
+  if (aligned) return *reinterpret_cast<const TapPair<T>*>(at);
+  TapPair<T> t;
+  t.a = at[0];
+  t.b = at[1];
+  return t;
+}
+
+// The windows and plane of each of a thread's OPT outputs; a dead output (past the end) gets no taps.
+template <typename I, int OPT>
+struct PoolOutputs {
+  Taps th[OPT], tw[OPT];
+  I plane[OPT];   // offset of the (n, c) input plane
+  bool live[OPT];
+  int rows, cols; // the largest window among them
+
+  __device__ __forceinline__ PoolOutputs(const PoolParams& p) {
+    const I total = (I)p.N * p.C * p.P * p.Q;
+    const I o0 = (I)blockIdx.x * (OPT * (I)blockDim.x) + threadIdx.x;
+    rows = cols = 0;
+#pragma unroll
+    for (int j = 0; j < OPT; ++j) {
+      const I o = o0 + (I)j * blockDim.x;
+      live[j] = o < total;
+      const I oc = live[j] ? o : 0;
+      const int q = (int)(oc % p.Q);
+      const int op = (int)((oc / p.Q) % p.P);
+      th[j] = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
+      tw[j] = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
+      if (!live[j]) th[j].count = 0;
+      plane[j] = oc / ((I)p.P * p.Q) * p.H * p.W;
+      rows = max(rows, th[j].count);
+      cols = max(cols, tw[j].count);
     }
   }
-  y[o] = Acc<T>::store(sum / (A)divisor);
+  __device__ __forceinline__ I out(int j) const {
+    return (I)blockIdx.x * (OPT * (I)blockDim.x) + (I)j * blockDim.x + threadIdx.x;
+  }
+};
+
+template <typename T, typename I, int OPT, int PAIR>
+__global__ void max_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
+                              long long* __restrict__ indices) {
+  typedef typename Acc<T>::type A;
+  const PoolOutputs<I, OPT> o(p);
+  A best[OPT];
+  long long best_idx[OPT];
+#pragma unroll
+  for (int j = 0; j < OPT; ++j) {
+    best[j] = -INFINITY;
+    best_idx[j] = (long long)first_inbounds(o.th[j]) * p.W + first_inbounds(o.tw[j]);
+  }
+  const bool aligned = pair_aligned(x);
+  for (int r = 0; r < o.rows; ++r) {
+    if constexpr (PAIR) {
+#pragma unroll
+      for (int j = 0; j < OPT; ++j) {
+        const int h = o.th[j].start + r * o.th[j].step;
+        if (r >= o.th[j].count || h < 0 || h >= p.H) continue;
+        const I at = (I)h * p.W + o.tw[j].start;
+        const TapPair<T> t = load_pair(x + o.plane[j] + at, aligned);
+        max_take(Acc<T>::load(t.a), (long long)at, best[j], best_idx[j]);
+        max_take(Acc<T>::load(t.b), (long long)at + 1, best[j], best_idx[j]);
+      }
+    } else {
+      for (int s = 0; s < o.cols; ++s) {
+#pragma unroll
+        for (int j = 0; j < OPT; ++j) {
+          const int h = o.th[j].start + r * o.th[j].step;
+          const int w = o.tw[j].start + s * o.tw[j].step;
+          if (r >= o.th[j].count || s >= o.tw[j].count || h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+          max_take(Acc<T>::load(x[o.plane[j] + (I)h * p.W + w]), (long long)h * p.W + w, best[j], best_idx[j]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < OPT; ++j) {
+    if (!o.live[j]) continue;
+    y[o.out(j)] = Acc<T>::store(best[j]);
+    if (p.return_indices) indices[o.out(j)] = best_idx[j];
+  }
+}
+
+template <typename T, typename I, int OPT, int PAIR>
+__global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
+  typedef typename Acc<T>::type A;
+  const PoolOutputs<I, OPT> o(p);
+  A sum[OPT];
+#pragma unroll
+  for (int j = 0; j < OPT; ++j) sum[j] = 0;
+  const bool aligned = pair_aligned(x);
+  for (int r = 0; r < o.rows; ++r) {
+    if constexpr (PAIR) {
+#pragma unroll
+      for (int j = 0; j < OPT; ++j) {
+        const int h = o.th[j].start + r * o.th[j].step;
+        if (r >= o.th[j].count || h < 0 || h >= p.H) continue;
+        const TapPair<T> t = load_pair(x + o.plane[j] + (I)h * p.W + o.tw[j].start, aligned);
+        sum[j] += Acc<T>::load(t.a);
+        sum[j] += Acc<T>::load(t.b);
+      }
+    } else {
+      for (int s = 0; s < o.cols; ++s) {
+#pragma unroll
+        for (int j = 0; j < OPT; ++j) {
+          const int h = o.th[j].start + r * o.th[j].step;
+          const int w = o.tw[j].start + s * o.tw[j].step;
+          if (r >= o.th[j].count || s >= o.tw[j].count || h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+          sum[j] += Acc<T>::load(x[o.plane[j] + (I)h * p.W + w]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < OPT; ++j) {
+    if (o.live[j]) y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor(p, o.th[j], o.tw[j]));
+  }
+}
+
+// ================================================================ v2 global pooling
+// Launcher: the window is the whole plane (P == Q == 1 and adaptive, or R == H, S == W, no padding,
+// dilation 1). One warp per (n, c) plane, blockDim.x / 32 planes per block; a warp past the last plane
+// leaves whole, before any shuffle. Lane l scans elements l, l + 32, ... with the row-major rule, then
+// the lanes combine.
+
+// Merge two partial max scans (value, flat index) into what one row-major scan over both would keep:
+// any NaN wins, the last NaN (largest index) among them; otherwise the greater value, ties the first.
+template <typename A>
+__device__ __forceinline__ void max_combine(A& v, long long& i, A v2, long long i2) {
+  const bool nan1 = isnan(v), nan2 = isnan(v2);
+  const bool take = nan2 ? (!nan1 || i2 > i) : (!nan1 && (v2 > v || (v2 == v && i2 < i)));
+  if (take) {
+    v = v2;
+    i = i2;
+  }
+}
+
+template <typename T, typename I>
+__global__ void max_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
+                                     long long* __restrict__ indices) {
+  typedef typename Acc<T>::type A;
+  const int lane = threadIdx.x % 32;
+  const I nc = (I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (nc >= (I)p.N * p.C) return;
+  const I HW = (I)p.H * p.W;
+  const T* plane = x + nc * HW;
+  A best = -INFINITY;
+  long long best_idx = lane;  // the lane's first element: kept if every one of its elements is -inf
+#pragma unroll 4
+  for (I i = lane; i < HW; i += 32) max_take(Acc<T>::load(plane[i]), (long long)i, best, best_idx);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const A v2 = __shfl_xor_sync(0xffffffffu, best, off);
+    const long long i2 = __shfl_xor_sync(0xffffffffu, best_idx, off);
+    max_combine(best, best_idx, v2, i2);
+  }
+  if (lane == 0) {
+    y[nc] = Acc<T>::store(best);
+    if (p.return_indices) indices[nc] = best_idx;
+  }
+}
+
+template <typename T, typename I>
+__global__ void avg_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
+  typedef typename Acc<T>::type A;
+  const int lane = threadIdx.x % 32;
+  const I nc = (I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  if (nc >= (I)p.N * p.C) return;
+  const I HW = (I)p.H * p.W;
+  const T* plane = x + nc * HW;
+  A sum = 0;
+#pragma unroll 4
+  for (I i = lane; i < HW; i += 32) sum += Acc<T>::load(plane[i]);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (lane == 0) y[nc] = Acc<T>::store(sum / (A)(p.divisor_override != 0 ? (long long)p.divisor_override : (long long)HW));
 }

@@ -75,11 +75,18 @@ def _conv_inputs(xs, ws, bias, dtype, seed=0):
     return x, w, b
 
 
+def _skip_unless_depthwise(algo, spec):
+    """algo="depthwise" takes only one input channel per group (its own tests: test_cuda_kernels_v2.py)."""
+    if algo == "depthwise" and spec.C_per_group != 1:
+        pytest.skip(f"algo 'depthwise' needs C/groups == 1, this case has {spec.C_per_group}")
+
+
 def _check_conv(backend, algo, case, dtype, fn):
     xs, ws, bias, kw = case
     x, w, b = _conv_inputs(xs, ws, bias, dtype)
     nd = len(ws) - 2
     spec = conv_spec(x, w, b, spatial_dims=nd, **kw)
+    _skip_unless_depthwise(algo, spec)
     ref = fn(x, w, b, backend="numpy", **kw)
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = fn(xb, wb, bb, backend=backend, algo=algo, **kw)
@@ -109,6 +116,7 @@ def test_conv_nan_and_inf_propagate(backend, algo):
     x[0, 1, 2, 3] = np.nan
     x[0, 0, 4, 1] = np.inf
     ref = fc.conv2d(x, w, b, padding=1, backend="numpy")
+    _skip_unless_depthwise(algo, conv_spec(x, w, b, padding=1))
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = to_numpy(fc.conv2d(xb, wb, bb, padding=1, backend=backend, algo=algo))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
@@ -123,6 +131,7 @@ def test_nonfinite_weight_never_meets_padding(backend, algo, weight_value):
     x, w, b = _conv_inputs((1, 2, 5, 6), (3, 2, 3, 3), True, "float32")
     w[1, 0, 0, 0] = weight_value
     ref = fc.conv2d(x, w, b, padding=1, backend="numpy")
+    _skip_unless_depthwise(algo, conv_spec(x, w, b, padding=1))
     assert np.isfinite(ref[0, 1, 0, 0]) and not np.isfinite(ref[0, 1, 1, 1])   # the rule bites here
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = fc.conv2d(xb, wb, bb, padding=1, backend=backend, algo=algo)
@@ -132,6 +141,7 @@ def test_nonfinite_weight_never_meets_padding(backend, algo, weight_value):
 @pytest.mark.parametrize("backend, algo", _backend_algos("conv"))
 def test_empty_batch(backend, algo):
     x, w, _ = _conv_inputs((0, 2, 6, 6), (3, 2, 3, 3), False, "float32")
+    _skip_unless_depthwise(algo, conv_spec(x, w, padding=1))
     xb, wb = _to_backend(backend, x, w)
     assert fc.conv2d(xb, wb, padding=1, backend=backend, algo=algo).shape == (0, 3, 6, 6)
 
