@@ -1148,7 +1148,8 @@ def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.
             log(f"skipping {r.label}: {why}")
     if not any(r.kind == "fastconv" for r in live):
         raise RuntimeError("no fastconv backend can run on device {!r}: {}".format(
-            opts.device, "; ".join(f"{i['name']}: {i['reason']}" for i in runner_info if i["kind"] == "fastconv")
+            opts.device, "; ".join(dict.fromkeys(f"{i['name']}: {i['reason']}" for i in runner_info
+                                                 if i["kind"] == "fastconv"))
             or "no backend of the registry has arrays on this device"))
 
     machine = machine_info(opts.device)
