@@ -75,10 +75,16 @@ def _conv_inputs(xs, ws, bias, dtype, seed=0):
     return x, w, b
 
 
-def _skip_unless_depthwise(algo, spec):
-    """algo="depthwise" takes only one input channel per group (its own tests: test_cuda_kernels_v2.py)."""
-    if algo == "depthwise" and spec.C_per_group != 1:
-        pytest.skip(f"algo 'depthwise' needs C/groups == 1, this case has {spec.C_per_group}")
+def _skip_unless_supported(backend, algo, spec):
+    """Specialised algorithms take part of the problem space: "depthwise" only one input channel per group
+    (its own tests: test_cuda_kernels_v2.py), "implicit_gemm" float16/float32 storage. Skip, with the
+    implementation's own reasons, exactly where dispatch would refuse it."""
+    if algo == "auto":
+        return
+    impls = [i for i in _dispatch.candidates(spec, backend, algo)]
+    why = [r for i in impls for r in _dispatch.reasons(i, spec)]
+    if impls and why:
+        pytest.skip(f"{backend}:{algo} does not take this case: {'; '.join(why)}")
 
 
 def _check_conv(backend, algo, case, dtype, fn):
@@ -86,7 +92,7 @@ def _check_conv(backend, algo, case, dtype, fn):
     x, w, b = _conv_inputs(xs, ws, bias, dtype)
     nd = len(ws) - 2
     spec = conv_spec(x, w, b, spatial_dims=nd, **kw)
-    _skip_unless_depthwise(algo, spec)
+    _skip_unless_supported(backend, algo, spec)
     ref = fn(x, w, b, backend="numpy", **kw)
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = fn(xb, wb, bb, backend=backend, algo=algo, **kw)
@@ -116,7 +122,7 @@ def test_conv_nan_and_inf_propagate(backend, algo):
     x[0, 1, 2, 3] = np.nan
     x[0, 0, 4, 1] = np.inf
     ref = fc.conv2d(x, w, b, padding=1, backend="numpy")
-    _skip_unless_depthwise(algo, conv_spec(x, w, b, padding=1))
+    _skip_unless_supported(backend, algo, conv_spec(x, w, b, padding=1))
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = to_numpy(fc.conv2d(xb, wb, bb, padding=1, backend=backend, algo=algo))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
@@ -131,7 +137,7 @@ def test_nonfinite_weight_never_meets_padding(backend, algo, weight_value):
     x, w, b = _conv_inputs((1, 2, 5, 6), (3, 2, 3, 3), True, "float32")
     w[1, 0, 0, 0] = weight_value
     ref = fc.conv2d(x, w, b, padding=1, backend="numpy")
-    _skip_unless_depthwise(algo, conv_spec(x, w, b, padding=1))
+    _skip_unless_supported(backend, algo, conv_spec(x, w, b, padding=1))
     assert np.isfinite(ref[0, 1, 0, 0]) and not np.isfinite(ref[0, 1, 1, 1])   # the rule bites here
     xb, wb, bb = _to_backend(backend, x, w, b)
     out = fc.conv2d(xb, wb, bb, padding=1, backend=backend, algo=algo)
@@ -141,7 +147,7 @@ def test_nonfinite_weight_never_meets_padding(backend, algo, weight_value):
 @pytest.mark.parametrize("backend, algo", _backend_algos("conv"))
 def test_empty_batch(backend, algo):
     x, w, _ = _conv_inputs((0, 2, 6, 6), (3, 2, 3, 3), False, "float32")
-    _skip_unless_depthwise(algo, conv_spec(x, w, padding=1))
+    _skip_unless_supported(backend, algo, conv_spec(x, w, padding=1))
     xb, wb = _to_backend(backend, x, w)
     assert fc.conv2d(xb, wb, padding=1, backend=backend, algo=algo).shape == (0, 3, 6, 6)
 

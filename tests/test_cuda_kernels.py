@@ -272,7 +272,7 @@ def test_public_pools(backend, dtype):
 
 def test_direct_rejects_oversized_shared_memory_tile_with_reason():
     """A filter/dilation whose input patch does not fit shared memory is refused by direct (with the reason)
-    and algo="auto" falls through to im2col."""
+    and algo="auto" falls through to a GEMM algorithm."""
     x, w = np.zeros((1, 1, 130, 140)), np.zeros((1, 1, 31, 31))
     spec = fastconv.conv_spec(x, w, dilation=4)
     reasons = L.conv_reasons(spec, "direct")
@@ -281,4 +281,4 @@ def test_direct_rejects_oversized_shared_memory_tile_with_reason():
     if _dispatch.availability("cuda-emu") is None:
         with pytest.raises(ValueError, match="shared memory"):
             _dispatch.select(spec, "cuda-emu", "direct")
-        assert _dispatch.select(spec, "cuda-emu", "auto").algo == "im2col"
+        assert _dispatch.select(spec, "cuda-emu", "auto").algo in ("im2col", "implicit_gemm")

@@ -103,6 +103,26 @@ def name_expression(kernel: str, ctype: str, itype: str, tile: Sequence[int] = (
 DIRECT_V2_TILE = (8, 16, 8, 4)
 #: conv_gemm_v2<T, I, BM, BN, BK, TM, TN>: (BM/TM) * (BN/TN) threads
 GEMM_V2_TILE = (64, 64, 8, 4, 4)
+#: conv_implicit_gemm_v1<T, I, BM, BN, BK, TM, TN, MINB>: (BM/TM) * (BN/TN) threads, __launch_bounds__
+#: minimum MINB blocks per SM (caps registers at 64K / (MINB * threads)). Several block tiles, because the
+#: best one depends on the problem (a 128x128 tile leaves most SMs idle on a 7x7 layer); the cuda backend
+#: times them per spec and device (algo="auto" or "implicit_gemm"), and the first is the default when
+#: autotuning is off.
+IGEMM_TILES: Dict[str, Tuple[int, ...]] = {
+    "128x128": (128, 128, 8, 8, 8, 1),
+    "128x64": (128, 64, 8, 8, 4, 2),
+    "64x128": (64, 128, 8, 4, 8, 2),
+    "64x64": (64, 64, 8, 4, 4, 3),
+}
+#: split-K variants "<tile>-k<splits>": GEMM_K cut in `splits` chunks (grid y), partial sums reduced in order
+IGEMM_SPLITS = {"128x64": (2, 4), "64x64": (2, 4)}
+#: depthwise_v1<T, I, PPT, FR, FS, FSTRIDE>: PPT output rows per thread; a filter size and stride fixed at
+#: compile time (dilation 1; the MobileNet layers), or (0, 0, 0) for any filter, stride and dilation
+DEPTHWISE_TILES: Dict[str, Tuple[int, ...]] = {"any": (4, 0, 0, 0), "3x3s1": (4, 3, 3, 1), "3x3s2": (4, 3, 3, 2)}
+#: depthwise_v1 geometry: items (PPT outputs of one column) per block aimed at, items per thread, widest tile
+DEPTHWISE_ITEMS, DEPTHWISE_ITEMS_PER_THREAD, DEPTHWISE_MAX_TILE_Q = 512, 2, 128
+#: max_pool2d_v2 / avg_pool2d_v2<T, I, OPT, PAIR>: OPT outputs per thread; PAIR = 1 for width-2 stride-2 rows
+POOL_V2_TILES: Dict[str, Tuple[int, ...]] = {"any": (4, 0), "pair": (4, 1)}
 #: threads per block of the one-thread-per-output kernels
 BLOCK_1D = 256
 #: dynamic shared memory a block may use without an opt-in attribute (every architecture we claim)
@@ -113,11 +133,24 @@ MAX_GRID_X = INT32_MAX
 KERNELS: Dict[str, Tuple[Tuple[str, Tuple[int, ...]], ...]] = {
     "conv2d_direct.cu": (("conv2d_direct_v1", ()), ("conv2d_direct_v2", DIRECT_V2_TILE)),
     "im2col_gemm.cu": (("im2col_v1", ()), ("conv_gemm_v1", ()), ("conv_gemm_v2", GEMM_V2_TILE)),
-    "pool.cu": (("max_pool2d_v1", ()), ("avg_pool2d_v1", ())),
+    "pool.cu": (("max_pool2d_v1", ()), ("avg_pool2d_v1", ()))
+               + tuple((k, t) for k in ("max_pool2d_v2", "avg_pool2d_v2") for t in POOL_V2_TILES.values())
+               + (("max_pool2d_global_v2", ()), ("avg_pool2d_global_v2", ())),
+    "depthwise.cu": tuple(("depthwise_v1", t) for t in DEPTHWISE_TILES.values()),
+    "conv_implicit_gemm.cu": tuple(("conv_implicit_gemm_v1", t) for t in IGEMM_TILES.values())
+    + (("splitk_reduce_v1", ()),),
 }
 
 #: the versions that ship (what algo="direct" / "im2col" run); the others are kept for teaching and tests
-SHIPPED_VERSIONS = {"direct": 2, "im2col": 2}
+SHIPPED_VERSIONS = {"direct": 2, "im2col": 2, "implicit_gemm": 1, "depthwise": 1, "pool": 2}
+
+#: the launch variants (tile shapes) of an algorithm, in default order; algorithms with one variant have ()
+VARIANTS: Dict[str, Tuple[str, ...]] = {
+    "implicit_gemm": tuple(IGEMM_TILES) + tuple(f"{t}-k{k}" for t, ks in IGEMM_SPLITS.items() for k in ks)}
+
+
+def variants(algo: str) -> Tuple[str, ...]:
+    return VARIANTS.get(algo, ())
 
 
 def kernel_file(kernel: str) -> str:
@@ -127,18 +160,41 @@ def kernel_file(kernel: str) -> str:
     raise KeyError(kernel)
 
 
+#: kernels instantiated for some storage dtypes only (the others: every dtype of C_TYPES). The implicit GEMM
+#: is the fast path for float32 and float16 storage; float64 runs im2col/direct (a 64-wide register tile of
+#: doubles would also cost the most compile time of any kernel)
+KERNEL_DTYPES: Dict[str, Tuple[str, ...]] = {"conv_implicit_gemm_v1": ("float16", "float32"),
+                                             "splitk_reduce_v1": ("float16", "float32")}
+
+
+def kernel_dtypes(kernel: str) -> Tuple[str, ...]:
+    return KERNEL_DTYPES.get(kernel, tuple(C_TYPES))
+
+
 def name_expressions(fname: str, dtypes: Sequence[str] = tuple(C_TYPES)) -> Tuple[str, ...]:
-    """Every instantiation of every kernel in ``fname`` the launcher can ask for."""
+    """Every instantiation of every kernel in ``fname`` the launcher can ask for (for ``dtypes``)."""
     return tuple(name_expression(k, C_TYPES[dt], it, tile)
-                 for k, tile in KERNELS[fname] for dt in dtypes for it in INDEX_TYPES)
+                 for k, tile in KERNELS[fname] for dt in dtypes if dt in kernel_dtypes(k) for it in INDEX_TYPES)
+
+
+_DTYPE_OF_CTYPE = {c: d for d, c in C_TYPES.items()}
+
+
+def dtype_of(expr: str) -> str:
+    """The storage dtype of a name expression (its first template argument)."""
+    return _DTYPE_OF_CTYPE[expr.split("<", 1)[1].split(",", 1)[0].strip()]
 
 
 def _tile(kernel: str) -> Tuple[int, ...]:
     return dict(KERNELS[kernel_file(kernel)])[kernel]
 
 
-def block_shape(kernel: str) -> Tuple[int, int, int]:
-    """Threads per block of ``kernel`` (a bare kernel name, without template arguments)."""
+def block_shape(kernel: str, tile: Sequence[int] = ()) -> Tuple[int, int, int]:
+    """Threads per block of ``kernel`` (a bare kernel name, without template arguments; ``tile`` for the
+    kernels that come in several tile shapes)."""
+    if kernel == "conv_implicit_gemm_v1":
+        bm, bn, _, tm, tn = tile[:5]
+        return ((bm // tm) * (bn // tn), 1, 1)
     if kernel == "conv2d_direct_v2":
         tp, tq = DIRECT_V2_TILE[:2]
         return (tq, tp, 1)
@@ -203,11 +259,12 @@ def _itemsize_acc(dtype: str) -> int:
     return 8 if dtype == "float64" else 4
 
 
-def conv_plan(spec, algo: str, version: Optional[int] = None) -> Plan:
+def conv_plan(spec, algo: str, version: Optional[int] = None, variant: Optional[str] = None) -> Plan:
     """The launches computing ``y = conv(x, w, b)`` with ``algo`` ("direct" or "im2col").
 
     ``version`` picks a kernel version (default: the shipped one): direct v1 (naive) / v2 (tiled);
-    im2col with GEMM v1 (naive) / v2 (tiled).
+    im2col with GEMM v1 (naive) / v2 (tiled); implicit_gemm v1, whose ``variant`` names a tile of
+    :data:`IGEMM_TILES` (default: the first).
     """
     version = SHIPPED_VERSIONS[algo] if version is None else version
     T, it, dt = C_TYPES[spec.dtype], index_type(spec), spec.dtype
@@ -248,34 +305,156 @@ def conv_plan(spec, algo: str, version: Optional[int] = None) -> Plan:
             nblocks = spec.groups * _blocks(spec.K_per_group, bm) * _blocks(npq, bn)
             launches.append(Launch("im2col_gemm.cu", name_expression("conv_gemm_v2", T, it, tile),
                                    (nblocks, 1, 1), block_shape("conv_gemm_v2"), 0, gemm_args))
+    elif algo == "implicit_gemm" and version == 1:
+        variant = variant or VARIANTS["implicit_gemm"][0]
+        if variant not in VARIANTS["implicit_gemm"]:
+            raise ValueError(f"implicit_gemm variant must be one of {', '.join(VARIANTS['implicit_gemm'])}, "
+                             f"got {variant!r}")
+        tname, _, ks = variant.partition("-k")
+        tile = IGEMM_TILES[tname]
+        bm, bn, bk = tile[:3]
+        kd = spec.C_per_group * spec.R * spec.S
+        steps = _blocks(kd, bk)
+        chunk_steps = _blocks(steps, int(ks or 1))
+        splits = _blocks(steps, chunk_steps)  # no empty split
+        acc_dt = "float32" if dt == "float16" else dt
+        if splits > 1:
+            buffers.append(Buffer("partial", (splits * out_elems,), acc_dt))
+        else:
+            buffers.append(Buffer("partial_dummy", (1,), acc_dt))
+        nblocks = spec.groups * _blocks(spec.N * spec.P * spec.Q, bm) * _blocks(spec.K_per_group, bn)
+        launches.append(Launch("conv_implicit_gemm.cu", name_expression("conv_implicit_gemm_v1", T, it, tile),
+                               (nblocks, splits, 1), block_shape("conv_implicit_gemm_v1", tile), 0,
+                               (params, np.int32(chunk_steps * bk), Ref("x"), Ref("w"), bias, Ref("y"),
+                                Ref("partial" if splits > 1 else "partial_dummy"))))
+        if splits > 1:
+            launches.append(Launch("conv_implicit_gemm.cu", name_expression("splitk_reduce_v1", T, it),
+                                   (_blocks(out_elems, BLOCK_1D), 1, 1), block_shape("splitk_reduce_v1"), 0,
+                                   (params, np.int32(splits), Ref("partial"), bias, Ref("y"))))
+    elif algo == "depthwise" and version == 1:
+        if spec.C_per_group != 1:
+            raise ValueError(f"depthwise needs one input channel per group, got C/groups = {spec.C_per_group}")
+        tile = DEPTHWISE_TILES[depthwise_variant(spec)]
+        tile_p, tile_q, planes, patch_h, patch_w, smem, threads = _depthwise_geometry(spec)
+        nblocks = _blocks(spec.N * spec.K, planes) * _blocks(spec.P, tile_p) * _blocks(spec.Q, tile_q)
+        launches.append(Launch("depthwise.cu", name_expression("depthwise_v1", T, it, tile), (nblocks, 1, 1),
+                               (threads, 1, 1), smem,
+                               (params, np.int32(tile_p), np.int32(tile_q), np.int32(planes), np.int32(patch_h),
+                                np.int32(patch_w), Ref("x"), Ref("w"), bias, Ref("y"))))
     else:
         raise ValueError(f"no conv kernel for algo={algo!r} version={version!r}")
     return Plan(tuple(buffers), tuple(launches), ("y",))
 
 
+def depthwise_variant(spec) -> str:
+    """The depthwise_v1 instantiation for ``spec``: a fixed 3x3 filter and stride when the spec has exactly
+    those (and dilation 1), else the one for any filter."""
+    if (spec.R, spec.S, spec.dil_h, spec.dil_w) == (3, 3, 1, 1) and spec.stride_h == spec.stride_w \
+            and f"3x3s{spec.stride_h}" in DEPTHWISE_TILES:
+        return f"3x3s{spec.stride_h}"
+    return "any"
+
+
+def _depthwise_geometry(spec):
+    """depthwise_v1's tile: (tile_p, tile_q, planes, patch_h, patch_w, shared bytes, threads).
+
+    A tile row is the whole output row (split evenly when wider than DEPTHWISE_MAX_TILE_Q); rows are added
+    (PPT at a time) up to DEPTHWISE_ITEMS items, split evenly over the plane; when one tile is the whole
+    plane, a block takes several planes to reach DEPTHWISE_ITEMS. If the patches do not fit shared memory,
+    the tile shrinks (planes, then rows, then columns); what still does not fit is refused by Plan.reasons.
+    """
+    ppt = DEPTHWISE_TILES["any"][0]
+    acc = _itemsize_acc(spec.dtype)
+    tiles_q = _blocks(spec.Q, DEPTHWISE_MAX_TILE_Q)
+    tile_q = _blocks(spec.Q, tiles_q)
+    groups_full = _blocks(spec.P, ppt)
+    groups = max(1, min(groups_full, DEPTHWISE_ITEMS // tile_q))
+    groups = _blocks(groups_full, _blocks(groups_full, groups))           # balanced over the plane
+    planes = 1
+    if groups == groups_full and tile_q == spec.Q:
+        planes = max(1, min(spec.N * spec.K, DEPTHWISE_ITEMS // (groups * tile_q)))
+
+    def patch(groups, tile_q):
+        return ((groups * ppt - 1) * spec.stride_h + (spec.R - 1) * spec.dil_h + 1,
+                (tile_q - 1) * spec.stride_w + (spec.S - 1) * spec.dil_w + 1)
+
+    def smem(planes, groups, tile_q):
+        ph, pw = patch(groups, tile_q)
+        return planes * (ph * pw + spec.R * spec.S) * acc
+
+    while smem(planes, groups, tile_q) > MAX_DYNAMIC_SMEM:
+        if planes > 1:
+            planes = _blocks(planes, 2)
+        elif groups > 1:
+            groups = _blocks(groups, 2)
+        elif tile_q > 1:
+            tile_q = _blocks(tile_q, 2)
+        else:
+            break
+    items = planes * groups * tile_q
+    threads = min(BLOCK_1D, 32 * _blocks(_blocks(items, DEPTHWISE_ITEMS_PER_THREAD), 32))
+    ph, pw = patch(groups, tile_q)
+    return groups * ppt, tile_q, planes, ph, pw, smem(planes, groups, tile_q), threads
+
+
 def conv_reasons(spec, algo: str) -> List[str]:
     """Why the shipped ``algo`` kernels cannot run ``spec`` (empty when they can)."""
     reasons = _field_overflow(spec, CONV_PARAMS_FIELDS)
+    if algo == "depthwise" and spec.C_per_group != 1:
+        return reasons + [f"depthwise needs one input channel per group (groups == C); this problem has "
+                          f"C/groups = {spec.C_per_group} (C = {spec.C}, groups = {spec.groups})"]
     return reasons or conv_plan(spec, algo).reasons()
 
 
-def pool_plan(spec) -> Plan:
-    """The launch computing a pool (max kinds also write int64 indices when ``spec.return_indices``)."""
+def pool_path(spec) -> str:
+    """Which v2 pool kernel runs ``spec``, by exact predicates on it: "global" when every window is the
+    whole plane, "pair" when every window row is two adjacent taps at stride 2 with no horizontal padding
+    (W even), else "any"."""
+    if spec.P == 1 and spec.Q == 1 and (spec.is_adaptive or (
+            (spec.R, spec.S) == (spec.H, spec.W) and spec.pad_h == spec.pad_w == 0 and spec.dil_h == spec.dil_w == 1)):
+        return "global"
+    if not spec.is_adaptive and spec.S == spec.stride_w == 2 and spec.pad_w == 0 and spec.dil_w == 1 \
+            and spec.W % 2 == 0:
+        return "pair"
+    return "any"
+
+
+def pool_plan(spec, version: Optional[int] = None, path: Optional[str] = None) -> Plan:
+    """The launch computing a pool (max kinds also write int64 indices when ``spec.return_indices``).
+
+    ``version`` 1: one thread per output; 2 (shipped): the kernel :func:`pool_path` names, or ``path``
+    ("any" runs every spec; "pair" and "global" only those pool_path gives them).
+    """
+    version = SHIPPED_VERSIONS["pool"] if version is None else version
     T, it, dt = C_TYPES[spec.dtype], index_type(spec), spec.dtype
     params = pool_params(spec)
     total = spec.N * spec.C * spec.P * spec.Q
-    grid, block = (_blocks(total, BLOCK_1D), 1, 1), block_shape("max_pool2d_v1" if spec.is_max else "avg_pool2d_v1")
+    kind = "max_pool2d" if spec.is_max else "avg_pool2d"
+    if version == 1:
+        kernel, tile, grid = f"{kind}_v1", (), (_blocks(total, BLOCK_1D), 1, 1)
+    elif version == 2:
+        path = path or pool_path(spec)
+        if path not in ("any", pool_path(spec)):
+            raise ValueError(f"pool path {path!r} does not apply to this spec ({pool_path(spec)!r} does)")
+        if path == "global":
+            kernel, tile, grid = f"{kind}_global_v2", (), (_blocks(spec.N * spec.C, BLOCK_1D // 32), 1, 1)
+        else:
+            kernel, tile = f"{kind}_v2", POOL_V2_TILES[path]
+            grid = (_blocks(total, tile[0] * BLOCK_1D), 1, 1)
+            if total + tile[0] * BLOCK_1D > INT32_MAX:  # a thread's last output index passes the end
+                it = "long long"
+    else:
+        raise ValueError(f"no pool kernel version {version!r}")
+    block = (BLOCK_1D, 1, 1)
     buffers = [Buffer("y", spec.output_shape4, dt)]
+    args = (params, Ref("x"), Ref("y"))
+    results = ("y",)
     if spec.is_max:
         idx = "indices" if spec.return_indices else "indices_dummy"
         buffers.append(Buffer(idx, spec.output_shape4 if spec.return_indices else (1,), "int64"))
-        launch = Launch("pool.cu", name_expression("max_pool2d_v1", T, it), grid, block, 0,
-                        (params, Ref("x"), Ref("y"), Ref(idx)))
+        args += (Ref(idx),)
         results = ("y", "indices") if spec.return_indices else ("y",)
-    else:
-        launch = Launch("pool.cu", name_expression("avg_pool2d_v1", T, it), grid, block, 0,
-                        (params, Ref("x"), Ref("y")))
-        results = ("y",)
+    launch = Launch("pool.cu", name_expression(kernel, T, it, tile), grid, block, 0, args)
     return Plan(tuple(buffers), (launch,), results)
 
 
@@ -312,7 +491,7 @@ def implementations(backend: str, run: Callable):
     """The Impl list both CUDA backends expose: ``run(spec, algo, *arrays)`` runs the shipped kernels."""
     from .._dispatch import FunctionImpl
 
-    def conv_impl(algo):
+    def conv_impl(algo, dtypes=DTYPES):
         def fn(spec, *arrays):
             if algo == "im2col" and nonfinite_weight_meets_padding(spec, arrays[1]) \
                     and not conv_reasons(spec, "direct"):
@@ -320,17 +499,37 @@ def implementations(backend: str, run: Callable):
                 # is that padded taps contribute nothing, which the direct kernel keeps (as numba does)
                 return run(spec, "direct", *arrays)
             return run(spec, algo, *arrays)
-        return FunctionImpl(backend, "conv", algo, fn, reasons=lambda spec: conv_reasons(spec, algo), dtypes=DTYPES)
+        return FunctionImpl(backend, "conv", algo, fn, reasons=_memo(lambda spec: conv_reasons(spec, algo)),
+                            dtypes=dtypes)
 
-    impls = [conv_impl("direct"), conv_impl("im2col")]
+    # priority order (algo="auto" without measuring takes the first that supports the spec)
+    impls = [conv_impl("implicit_gemm", kernel_dtypes("conv_implicit_gemm_v1")), conv_impl("im2col"),
+             conv_impl("direct")]
+    impls.insert(0, conv_impl("depthwise"))  # specialised: first for the specs it takes (groups == C)
     for op in OPS[1:]:
         impls.append(FunctionImpl(backend, op, "direct", lambda spec, *a: run(spec, "direct", *a),
-                                  reasons=pool_reasons, dtypes=DTYPES))
+                                  reasons=_memo(pool_reasons), dtypes=DTYPES))
     return impls
 
 
-def plan_for(spec, algo: str = "direct", version: Optional[int] = None) -> Plan:
-    return conv_plan(spec, algo, version) if spec.op == "conv" else pool_plan(spec)
+def _memo(reasons: Callable) -> Callable:
+    """``reasons(spec)`` remembered per spec (and index-width knob): it builds a plan, and dispatch asks on
+    every call. Bounded; a plain dict is safe under the GIL (a race only computes an entry twice)."""
+    memo: Dict[tuple, List[str]] = {}
+
+    def cached(spec):
+        key = (spec, _force_index64)
+        r = memo.get(key)
+        if r is None:
+            if len(memo) >= 4096:
+                memo.clear()
+            r = memo[key] = list(reasons(spec))
+        return list(r)
+    return cached
+
+
+def plan_for(spec, algo: str = "direct", version: Optional[int] = None, variant: Optional[str] = None) -> Plan:
+    return conv_plan(spec, algo, version, variant) if spec.op == "conv" else pool_plan(spec, version)
 
 
 def inputs_for(spec, arrays) -> Dict[str, object]:

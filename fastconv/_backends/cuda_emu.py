@@ -29,7 +29,8 @@ def availability() -> Optional[str]:
 
 
 def module(fname: str):
-    """The emulated module of one kernel file, built (or loaded from the disk cache) on first use."""
+    """The emulated module of one kernel file, built (or loaded from the disk cache) on first use. Every
+    dtype in one build: the tests use them all, and one g++ run is cheaper than three."""
     with _lock:
         mod = _modules.get(fname)
         if mod is None:
@@ -57,10 +58,20 @@ def _poisoned(shape, dtype):
     return np.full(shape, fill, dtype=dtype)
 
 
-def run(spec, algo, *arrays, version: Optional[int] = None, order: str = "forward", seed: int = 0):
-    """Run ``spec`` (conv: x, w, b-or-None; pools: x) with the given kernel version and thread order."""
-    return run_plan(L.plan_for(spec, algo, version), L.inputs_for(spec, arrays), order=order, seed=seed)
+def run(spec, algo, *arrays, version: Optional[int] = None, variant: Optional[str] = None,
+        order: str = "forward", seed: int = 0):
+    """Run ``spec`` (conv: x, w, b-or-None; pools: x) with the given kernel version, variant (tile shape)
+    and thread order."""
+    return run_plan(L.plan_for(spec, algo, version, variant), L.inputs_for(spec, arrays), order=order,
+                    seed=seed)
+
+
+_impls = None
 
 
 def implementations():
-    return L.implementations("cuda-emu", run)
+    """The Impl list (built once: dispatch asks for it on every call)."""
+    global _impls
+    if _impls is None:
+        _impls = L.implementations("cuda-emu", run)
+    return _impls

@@ -1,0 +1,305 @@
+// conv_implicit_gemm.cu -- 2-D convolution as an implicit GEMM (the column matrix is never stored), NCHW.
+//
+// Per group g, the convolution is the GEMM
+//   Y[m, n] = sum_kd  X[m, kd] * W[n, kd]             m  < GEMM_M = N*P*Q   (output position (img, p, q))
+//                                                    n  < GEMM_N = K/groups (filter of group g)
+//                                                    kd < GEMM_K = Cg*R*S  (tap (c, r, s) of the window)
+// with X[m, kd] = x[img, g*Cg + c, p*stride_h - pad_top + r*dil_h, q*stride_w - pad_left + s*dil_w]
+// (0 outside the input) gathered straight from x while a tile is staged, W the filter w[g*Kg + n] viewed
+// row-major as (Kg, Cg*R*S), and an epilogue that adds the bias and writes y[img, g*Kg + n, p, q].
+//
+// Template parameters: T storage (float, double, __half; tiles are staged in shared memory already
+// converted to the accumulation type, so __half accumulates in float), I index type (int or long long,
+// chosen per call), and the tile shape, owned by the launcher (fastconv/_backends/_cuda_launch.py,
+// IGEMM_TILES) and passed in the name expression: BM x BN block tile, BK-deep k steps, TM x TN outputs per
+// thread in registers ((BM/TM) * (BN/TN) threads).
+//
+// Padding: a tap in the padding is staged as 0, which is exact unless a weight is Inf or NaN (Inf * 0 is
+// NaN, while fastconv's rule is that a padded tap contributes nothing). Every block notes whether a
+// weight it staged is non-finite; a block that saw one in a padded problem recomputes its outputs with
+// the exact loop (skipping padded taps), so the rule holds without a host-side check or a sync.
+//
+// Split-K: for problems with few output tiles (7x7 layers: a 128x64 tile grid leaves most SMs idle), the
+// launcher may split GEMM_K into `splits` chunks (grid y). Each chunk writes its partial sums, in the
+// accumulation type, to its own slice of a workspace, and splitk_reduce_v1 adds the slices in a fixed
+// order plus the bias: no atomics, so results are bitwise reproducible. MINB is the __launch_bounds__
+// minimum of resident blocks per SM (a register budget), also a launcher-owned tile parameter.
+//
+// Versions:
+//   conv_implicit_gemm_v1  register-blocked tiles, double-buffered shared memory (one barrier per k step),
+//                          the next tile's global loads issued before the current tile's FMAs; the tap
+//                          (c, r, s) of each staged column advanced incrementally (no divisions in the
+//                          loop); 4-wide shared-memory fragment reads and 4-wide output stores where the
+//                          layout allows; optional split-K
+//   splitk_reduce_v1       one thread per output: y = bias + sum over the splits, in split order
+//
+// Sections: fragments | exact slow path | v1 implicit GEMM | split-K reduction
+
+#include "common.cuh"
+
+// ================================================================ fragments
+// Four consecutive accumulation-type values. float gets one 16-byte access (tiles are 16-byte aligned and
+// read at multiples of 4 elements); other types read element-wise.
+template <typename A>
+__device__ __forceinline__ void load_frag4(const A* p, A* out) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = p[i];
+}
+
+struct __align__(16) Float4 {
+  float v[4];
+};
+
+template <>
+__device__ __forceinline__ void load_frag4<float>(const float* p, float* out) {
+  const Float4 f = *reinterpret_cast<const Float4*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
+}
+
+// Four consecutive storage-type values written at once (the caller checked the alignment).
+template <typename T>
+struct __align__(4 * sizeof(T)) Store4 {
+  T v[4];
+};
+
+// Non-finite (Inf or NaN) test that survives any float mode: v - v is 0 only for finite v.
+template <typename A>
+__device__ __forceinline__ bool not_finite(A v) {
+  return !(v - v == A(0));
+}
+
+// ================================================================ exact slow path
+// One output of group g computed by the definition, padded taps skipped (the slow path for blocks whose
+// weights are not all finite). Not inlined: it is called from every unrolled epilogue slot.
+template <typename T, typename I>
+__device__ __noinline__ typename Acc<T>::type exact_output(const ConvParams p, const T* __restrict__ x,
+                                                           const T* __restrict__ wg, int g, I m, int n,
+                                                           int kd_begin, int kd_end) {
+  typedef typename Acc<T>::type A;
+  const I PQ = (I)p.P * p.Q;
+  const I HW = (I)p.H * p.W;
+  const I img = m / PQ;
+  const int pq = (int)(m % PQ);
+  const int h0 = (pq / p.Q) * p.stride_h - p.pad_top, w0 = (pq % p.Q) * p.stride_w - p.pad_left;
+  const T* xm = x + (img * p.C + (I)g * p.C_per_group) * HW;
+  const T* wn = wg + (I)n * p.C_per_group * p.R * p.S;
+  A sum = A(0);
+  for (int kd = kd_begin; kd < kd_end; ++kd) {  // taps in (c, r, s) order, as the tiles take them
+    const int c = kd / (p.R * p.S), r = (kd / p.S) % p.R, s = kd % p.S;
+    const int hh = h0 + r * p.dil_h, ww = w0 + s * p.dil_w;
+    if ((unsigned)hh >= (unsigned)p.H || (unsigned)ww >= (unsigned)p.W) continue;
+    sum += Acc<T>::load(xm[(I)c * HW + (I)hh * p.W + ww]) * Acc<T>::load(wn[kd]);
+  }
+  return sum;
+}
+
+// ================================================================ v1 implicit GEMM
+// Grid (1-D, from the launcher): blockIdx.x = (g * m_blocks + bm) * n_blocks + bn, with
+// m_blocks = ceil(N*P*Q / BM), n_blocks = ceil(Kg / BN): consecutive blocks share an activation tile and
+// walk the filters, so an activation tile is read from DRAM about once.
+// Staging: As[kd][m] (BK x BM) and Bs[kd][n] (BK x (BN + 4); the 4-column pad spreads the transposing
+// stores over all banks), two of each.
+//   A: thread t stages column m = t % BM and A_PER consecutive kd starting at (t / BM) * A_PER: a warp
+//      loads 32 consecutive output positions of one tap (coalesced when stride_w is 1).
+//   B: thread t stages kd = t % BK of filters t / BK + j * (NT / BK): 8 consecutive kd of a filter row.
+// Compute: thread (tm, tn) = (t % (BM/TM), t / (BM/TM)) owns rows tm*4 + {0..3} + i * (BM / (TM/4)) and
+// columns tn*4 + {0..3} + j * (BN / (TN/4)), so each fragment read is one 16-byte access and a warp's
+// reads of As are contiguous.
+// Split-K: blockIdx.y = split; it covers kd in [split * k_chunk, min(KD, (split + 1) * k_chunk)) (k_chunk a
+// multiple of BK) and, when gridDim.y > 1, writes bias-free partial sums to partial + split * N*K*P*Q.
+template <typename T, typename I, int BM, int BN, int BK, int TM, int TN, int MINB>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MINB)
+conv_implicit_gemm_v1(const ConvParams p, const int k_chunk, const T* __restrict__ x, const T* __restrict__ w,
+                      const T* __restrict__ b, T* __restrict__ y, typename Acc<T>::type* __restrict__ partial) {
+  typedef typename Acc<T>::type A;
+  constexpr int NT = (BM / TM) * (BN / TN);
+  constexpr int A_PER = BM * BK / NT;              // A elements staged per thread and k step
+  constexpr int B_PER = BN * BK / NT;
+  constexpr int BNP = BN + 4;
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "fragments are read 4 at a time");
+  static_assert(NT % BM == 0 && BK % (NT / BM) == 0 && A_PER * (NT / BM) == BK, "A staging must tile BK x BM");
+  static_assert(NT % BK == 0 && BN % (NT / BK) == 0, "B staging must tile BK x BN");
+  __shared__ __align__(16) A As[2][BK][BM];
+  __shared__ __align__(16) A Bs[2][BK][BNP];
+
+  const int tid = threadIdx.x;
+  const I PQ = (I)p.P * p.Q;
+  const I M = (I)p.N * PQ;
+  const int Kg = p.K_per_group, Cg = p.C_per_group;
+  const int RS = p.R * p.S;
+  const int KD = Cg * RS;
+  const I HW = (I)p.H * p.W;
+
+  const int n_blocks = (Kg + BN - 1) / BN;
+  const I m_blocks = (M + BM - 1) / BM;
+  I blk = blockIdx.x;
+  const int bn = (int)(blk % n_blocks); blk /= n_blocks;
+  const I bm = blk % m_blocks;
+  const int g = (int)(blk / m_blocks);
+  const I m0 = bm * BM;
+  const int n0 = bn * BN;
+
+  const int kd_begin = blockIdx.y * k_chunk;
+  const int kd_end = min(KD, kd_begin + k_chunk);
+  const bool split = gridDim.y > 1;
+
+  // ---- this thread's A column: one output position, fixed for the whole k loop
+  const int a_m = tid % BM;
+  const int a_k = (tid / BM) * A_PER;
+  const I am = m0 + a_m;
+  const bool am_ok = am < M;
+  const I am_c = am_ok ? am : 0;
+  const I img = am_c / PQ;
+  const int pq = (int)(am_c % PQ);
+  const int h0 = (pq / p.Q) * p.stride_h - p.pad_top;
+  const int w0 = (pq % p.Q) * p.stride_w - p.pad_left;
+  const T* xa = x + (img * p.C + (I)g * Cg) * HW;
+  // tap (c, r, s) of kd = kd_begin + a_k, advanced by BK per step without divisions
+  int tc = (kd_begin + a_k) / RS, tr = ((kd_begin + a_k) % RS) / p.S, ts = (kd_begin + a_k) % p.S;
+  const int dc = BK / RS, dr = (BK % RS) / p.S, ds = BK % p.S;
+
+  // ---- this thread's B rows
+  const int b_k = tid % BK;
+  const int b_n = tid / BK;
+  const T* wg = w + (I)g * Kg * KD;
+
+  A a_reg[A_PER], b_reg[B_PER];
+  bool bad = false;  // a staged weight was Inf or NaN
+
+  auto load_tiles = [&](int k0) {
+    int c = tc, r = tr, s = ts;
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) {
+      const int hh = h0 + r * p.dil_h, ww = w0 + s * p.dil_w;
+      A v = A(0);
+      if (am_ok && k0 + a_k + i < kd_end && (unsigned)hh < (unsigned)p.H && (unsigned)ww < (unsigned)p.W)
+        v = Acc<T>::load(xa[(I)c * HW + (I)hh * p.W + ww]);
+      a_reg[i] = v;
+      if (++s == p.S) { s = 0; if (++r == p.R) { r = 0; ++c; } }
+    }
+#pragma unroll
+    for (int j = 0; j < B_PER; ++j) {
+      const int n = n0 + b_n + j * (NT / BK);
+      const int kd = k0 + b_k;
+      A v = A(0);
+      if (n < Kg && kd < kd_end) v = Acc<T>::load(wg[(I)n * KD + kd]);
+      bad |= not_finite(v);
+      b_reg[j] = v;
+    }
+  };
+  auto advance_tap = [&]() {
+    ts += ds; if (ts >= p.S) { ts -= p.S; ++tr; }
+    tr += dr; if (tr >= p.R) { tr -= p.R; ++tc; }
+    tc += dc;
+  };
+  auto store_tiles = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < A_PER; ++i) As[buf][a_k + i][a_m] = a_reg[i];
+#pragma unroll
+    for (int j = 0; j < B_PER; ++j) Bs[buf][b_k][b_n + j * (NT / BK)] = b_reg[j];
+  };
+
+  const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+  A acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
+
+  load_tiles(kd_begin);
+  store_tiles(0);
+  __syncthreads();
+  const int k_steps = (kd_end - kd_begin + BK - 1) / BK;  // >= 1: the launcher makes no empty split
+  for (int ks = 0; ks < k_steps; ++ks) {
+    const int buf = ks & 1;
+    const bool more = ks + 1 < k_steps;
+    if (more) {  // issue the next tile's global loads before this tile's FMAs
+      advance_tap();
+      load_tiles(kd_begin + (ks + 1) * BK);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      A af[TM], bf[TN];
+#pragma unroll
+      for (int i = 0; i < TM / 4; ++i) load_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
+#pragma unroll
+      for (int j = 0; j < TN / 4; ++j) load_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += af[i] * bf[j];
+    }
+    if (more) store_tiles(buf ^ 1);  // the other buffer was last read before the previous barrier
+    __syncthreads();
+  }
+
+  // ---- a block whose weights hold Inf/NaN in a padded problem recomputes its outputs exactly
+  const bool padded = (p.pad_top | p.pad_bottom | p.pad_left | p.pad_right) != 0;
+  const bool exact = __syncthreads_or(bad) && padded;
+  auto value = [&](int i, int j, I m, int n) -> A {
+    return exact ? exact_output<T, I>(p, x, wg, g, m, n, kd_begin, kd_end) : acc[i][j];
+  };
+
+  // ---- split-K: bias-free partial sums to this split's workspace slice (same layout as y)
+  if (split) {
+    A* part = partial + (I)blockIdx.y * M * p.K;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int n = n0 + (j / 4) * (BN / (TN / 4)) + tn * 4 + (j % 4);
+      if (n >= Kg) continue;
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+        const I m = m0 + (i / 4) * (BM / (TM / 4)) + tm * 4 + (i % 4);
+        if (m < M) part[((m / PQ) * p.K + g * Kg + n) * PQ + m % PQ] = value(i, j, m, n);
+      }
+    }
+    return;
+  }
+
+  // ---- epilogue: bias, then y[img, g*Kg + n, p, q]; 4 consecutive m share an image when PQ % 4 == 0
+  const bool vec = (PQ % 4 == 0) && sizeof(T) * 4 <= 16 &&
+                   ((unsigned long long)y % (4 * sizeof(T)) == 0);
+#pragma unroll
+  for (int j = 0; j < TN; ++j) {
+    const int n = n0 + (j / 4) * (BN / (TN / 4)) + tn * 4 + (j % 4);
+    if (n >= Kg) continue;
+    const int k = g * Kg + n;
+    const A bias = p.has_bias ? Acc<T>::load(b[k]) : A(0);
+#pragma unroll
+    for (int i4 = 0; i4 < TM / 4; ++i4) {
+      const I mb = m0 + i4 * (BM / (TM / 4)) + tm * 4;
+      if (mb >= M) continue;
+      const I im = mb / PQ;
+      T* yo = y + (im * p.K + k) * PQ + mb % PQ;
+      if (vec && mb + 3 < M) {
+        Store4<T> st;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) st.v[i] = Acc<T>::store(value(i4 * 4 + i, j, mb + i, n) + bias);
+        *reinterpret_cast<Store4<T>*>(yo) = st;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const I m = mb + i;
+          if (m >= M) break;
+          y[((m / PQ) * p.K + k) * PQ + m % PQ] = Acc<T>::store(value(i4 * 4 + i, j, mb + i, n) + bias);
+        }
+      }
+    }
+  }
+}
+
+// ================================================================ split-K reduction
+// y[o] = bias[k] + sum_{s < splits} partial[s * total + o], in split order (deterministic).
+template <typename T, typename I>
+__global__ void splitk_reduce_v1(const ConvParams p, const int splits, const typename Acc<T>::type* __restrict__ partial,
+                                 const T* __restrict__ b, T* __restrict__ y) {
+  typedef typename Acc<T>::type A;
+  const I total = (I)p.N * p.K * p.P * p.Q;
+  const I o = global_thread_index<I>();
+  if (o >= total) return;
+  A sum = p.has_bias ? Acc<T>::load(b[(int)((o / ((I)p.P * p.Q)) % p.K)]) : A(0);
+  A parts = A(0);
+  for (int s = 0; s < splits; ++s) parts += partial[(I)s * total + o];
+  y[o] = Acc<T>::store(parts + sum);
+}

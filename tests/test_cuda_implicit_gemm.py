@@ -1,0 +1,160 @@
+"""The implicit-GEMM conv kernel (kernels/conv_implicit_gemm.cu), every tile variant, against the oracle.
+
+Runs through "cuda-emu" in all three thread orders and through "cuda" when a GPU is present (targets and
+helpers are shared with tests/test_cuda_kernels.py). Cases aim at the kernel's own edges: partial tiles in
+m (N*P*Q), n (K/groups) and k (C*R*S), the incremental tap walk across channel boundaries for every R, S,
+the 4-wide store path (P*Q % 4 == 0) and the scalar one, and the exact recomputation a block does when its
+weights hold Inf/NaN in a padded problem. Expected values come only from the oracle.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv._backends import _cuda_launch as L
+from fastconv._backends import numpy_oracle as oracle
+from fastconv.testing import assert_conv_close
+
+from .test_cuda_kernels import CONV_CASES, _conv_problem, _rand, backend, run_kernels, target  # noqa: F401
+
+TILES = list(L.variants("implicit_gemm"))  # every tile, and the split-K variants
+IG_DTYPES = L.kernel_dtypes("conv_implicit_gemm_v1")  # float16 and float32 storage (float64: im2col/direct)
+
+#: name -> (x shape, w shape, conv kwargs); P*Q noted for the store path
+EDGE_CASES = {
+    # P*Q = 8*8 = 64 (4-wide stores); K = 70 spans two 64-wide n tiles; C*R*S = 45 (k steps of 8, partial)
+    "vec_store_k_tail": ((2, 5, 8, 8), (70, 5, 3, 3), dict(padding=1)),
+    # P*Q = 5*7 = 35 (scalar stores, m tiles straddle images); R=2, S=3 walk across channel boundaries
+    "odd_pq_rs": ((3, 3, 6, 9), (9, 3, 2, 3), dict(stride=1, padding=((0, 1), (1, 1)), dilation=(2, 1))),
+    # 1x1: C*R*S = C, stride 2 gathers every other column
+    "pointwise_strided": ((2, 17, 9, 9), (33, 17, 1, 1), dict(stride=2)),
+    # a 5x5 filter with S > BK taps per row would need more than one carry per step if handled naively
+    "wide_filter": ((1, 2, 12, 13), (4, 2, 5, 11), dict(padding=(2, 5))),
+    # M = N*P*Q = 2*15*15 = 450 spans several 128-row tiles; groups with K/groups = 3
+    "grouped_many_m": ((2, 6, 15, 15), (9, 2, 3, 3), dict(padding=1, groups=3)),
+}
+
+
+def _edge_problem(case, dtype, seed=0):
+    xs, ws, kw = EDGE_CASES[case]
+    rng = np.random.default_rng(seed)
+    x, w, b = _rand(rng, xs, dtype), _rand(rng, ws, dtype), _rand(rng, (ws[0],), dtype)
+    return fastconv.conv_spec(x, w, b, **kw), (x, w, b)
+
+
+def run_variant(target, spec, arrays, variant):
+    backend, order = target
+    if backend == "cuda-emu":
+        from fastconv._backends import cuda_emu
+        return cuda_emu.run(spec, "implicit_gemm", *arrays, variant=variant, order=order, seed=99)
+    import cupy
+
+    from fastconv._backends import cuda
+    from fastconv.testing import to_numpy
+    out = cuda.run(spec, "implicit_gemm", *[None if a is None else cupy.asarray(a) for a in arrays],
+                   variant=variant)
+    cupy.cuda.get_current_stream().synchronize()
+    return to_numpy(out)
+
+
+@pytest.mark.parametrize("dtype", IG_DTYPES)
+@pytest.mark.parametrize("case", list(CONV_CASES) + list(EDGE_CASES))
+@pytest.mark.parametrize("variant", TILES)
+def test_implicit_gemm_matches_oracle(target, variant, case, dtype):
+    spec, arrays = (_conv_problem if case in CONV_CASES else _edge_problem)(case, dtype)
+    out = run_variant(target, spec, arrays, variant)
+    assert out.dtype == np.dtype(dtype) and out.shape == spec.output_shape4
+    assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
+
+
+@pytest.mark.parametrize("variant", TILES)
+def test_implicit_gemm_int64_index(target, monkeypatch, variant):
+    monkeypatch.setattr(L, "_force_index64", True)
+    spec, arrays = _edge_problem("odd_pq_rs", "float32", seed=1)
+    assert ", long long" in L.conv_plan(spec, "implicit_gemm", 1, variant).launches[0].kernel
+    assert_conv_close(run_variant(target, spec, arrays, variant), oracle.conv(spec, *arrays), spec, *arrays)
+
+
+@pytest.mark.parametrize("variant", TILES)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_nonfinite_weight_meeting_padding_is_skipped(target, variant, bad):
+    """fastconv's rule: a padded tap contributes nothing, so an Inf/NaN weight whose taps all land in the
+    padding leaves the border outputs finite. The staged zeros would give NaN (inf * 0); the kernel's
+    exact recomputation must restore the oracle's answer, for every filter of the block."""
+    spec, (x, w, b) = _edge_problem("vec_store_k_tail", "float32", seed=2)
+    w = w.copy()
+    w[3, 1, 0, 0] = bad     # top-left tap: in the padding for output row 0 and column 0
+    w[69, 4, 2, 2] = bad    # a filter in the second n tile, bottom-right tap
+    ref = oracle.conv(spec, x, w, b)
+    assert np.isfinite(ref[:, 3, 0, :]).all() and not np.isfinite(ref[:, 3, 1:, 1:]).all()
+    out = run_variant(target, spec, (x, w, b), variant)
+    with np.errstate(invalid="ignore"):
+        assert_conv_close(out, ref, spec, x, w, b)
+
+
+def test_nonfinite_weight_without_padding_propagates(target):
+    """Unpadded, every tap is real: a NaN weight makes its whole output channel NaN (no recomputation)."""
+    spec, (x, w, b) = _edge_problem("pointwise_strided", "float32", seed=3)
+    w = w.copy()
+    w[5, 0, 0, 0] = np.nan
+    ref = oracle.conv(spec, x, w, b)
+    assert np.isnan(ref[:, 5]).all() and not np.isnan(np.delete(ref, 5, axis=1)).any()
+    assert_conv_close(run_variant(target, spec, (x, w, b), TILES[0]), ref, spec, x, w, b)
+
+
+def test_nan_input_reaches_only_its_windows(target):
+    spec, (x, w, b) = _edge_problem("grouped_many_m", "float32", seed=4)
+    x = x.copy()
+    x[1, 4, 7, 7] = np.nan
+    ref = oracle.conv(spec, x, w, b)
+    assert np.isnan(ref).sum() == 3 * 3 * 3  # the group's 3 filters x the 3x3 outputs whose window holds it
+    assert_conv_close(run_variant(target, spec, (x, w, b), TILES[-1]), ref, spec, x, w, b)
+
+
+def test_public_algo_implicit_gemm(backend):
+    from .test_cuda_kernels import _public
+    rng = np.random.default_rng(7)
+    x, w, b = _rand(rng, (2, 4, 7, 8), "float32"), _rand(rng, (6, 2, 3, 3), "float32"), _rand(rng, (6,), "float32")
+    kw = dict(stride=(1, 2), padding=((1, 1), (0, 2)), groups=2)
+    out = _public(backend, fastconv.conv2d, x, w, b, algo="implicit_gemm", **kw)
+    spec = fastconv.conv_spec(x, w, b, **kw)
+    assert_conv_close(out, oracle.conv(spec, x, w, b), spec, x, w, b)
+
+
+def test_tiles_live_only_in_the_launcher():
+    """The name expression carries the tile; the block size is derived from it, never written twice."""
+    x, w = np.zeros((1, 3, 9, 9), np.float32), np.zeros((5, 3, 3, 3), np.float32)
+    spec = fastconv.conv_spec(x, w)
+    for name, tile in L.IGEMM_TILES.items():
+        lc = L.conv_plan(spec, "implicit_gemm", 1, name).launches[0]
+        bm, bn, bk, tm, tn, minb = tile
+        assert lc.kernel == f"conv_implicit_gemm_v1<float, int, {bm}, {bn}, {bk}, {tm}, {tn}, {minb}>"
+        assert lc.block == ((bm // tm) * (bn // tn), 1, 1)
+        assert lc.grid[0] == -(-(1 * 7 * 7) // bm) * -(-5 // bn)
+
+
+def test_split_k_plan_covers_gemm_k_without_empty_splits():
+    """GEMM_K = 5*3*3 = 45 is 6 k steps of 8: k2 -> 2 chunks of 3 steps, k4 -> 3 chunks of 2 (never an empty
+    fourth), each followed by the in-order reduction; K = 1 step cannot split and runs one launch."""
+    spec, _ = _edge_problem("vec_store_k_tail", "float32")
+    for variant, splits, chunk in [("64x64-k2", 2, 24), ("64x64-k4", 3, 16), ("128x64-k4", 3, 16)]:
+        main, red = L.conv_plan(spec, "implicit_gemm", 1, variant).launches
+        assert main.grid[1] == splits and int(main.args[1]) == chunk and splits * chunk >= 45
+        assert red.kernel.startswith("splitk_reduce_v1<") and int(red.args[1]) == splits
+    x, w = np.zeros((1, 3, 9, 9), np.float32), np.zeros((5, 3, 1, 1), np.float32)
+    (only,) = L.conv_plan(fastconv.conv_spec(x, w), "implicit_gemm", 1, "64x64-k4").launches
+    assert only.grid[1] == 1
+    with pytest.raises(ValueError, match="variant must be one of"):
+        L.conv_plan(spec, "implicit_gemm", 1, "32x32")
+
+
+def test_float64_is_refused_by_name_and_runs_elsewhere(backend):
+    """No float64 implicit-GEMM kernels exist: asking for them is a ValueError naming the dtype, before any
+    launch, and algo="auto" runs float64 on another algorithm."""
+    from .test_cuda_kernels import _public
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    with pytest.raises(ValueError, match="implicit_gemm: dtype float64 not supported"):
+        _public(backend, fastconv.conv2d, x, w, algo="implicit_gemm")
+    spec = fastconv.conv_spec(x, w)
+    assert_conv_close(_public(backend, fastconv.conv2d, x, w), oracle.conv(spec, x, w), spec, x, w)
