@@ -64,16 +64,17 @@ def compile_options(with_cuda_headers: bool = False) -> Tuple[str, ...]:
     return ("-std=c++17", f"-I{L.kernels_dir()}") + extra
 
 
-def module(fname: str):
-    """The RawModule of one kernel file on the current device (compiled on first use)."""
+def module(fname: str, dtype: str):
+    """The RawModule of one kernel file's ``dtype`` instantiations on the current device (compiled on first
+    use: a float32 caller never waits for the float16 and float64 code)."""
     import cupy
-    key = (cupy.cuda.Device().id, fname)
+    key = (cupy.cuda.runtime.getDevice(), fname, dtype)
     with _lock:
         mod = _modules.get(key)
         if mod is None:
             with open(os.path.join(L.kernels_dir(), fname), encoding="utf-8") as f:
                 code = f.read()
-            exprs = L.name_expressions(fname)
+            exprs = L.name_expressions(fname, (dtype,))
             mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)
             try:
                 mod.compile()
@@ -86,20 +87,226 @@ def module(fname: str):
     return mod
 
 
+_functions: Dict[Tuple[int, str], object] = {}
+
+
+def function(fname: str, kernel: str):
+    """The kernel ``kernel`` (a name expression) of file ``fname`` on the current device, memoized."""
+    import cupy
+    key = (cupy.cuda.runtime.getDevice(), kernel)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _functions[key] = module(fname, L.dtype_of(kernel)).get_function(kernel)
+    return fn
+
+
 def run_plan(plan: L.Plan, inputs):
     import cupy
 
     def launch(lc: L.Launch, args):
-        fn = module(lc.file).get_function(lc.kernel)
-        fn(lc.grid, lc.block, args, shared_mem=lc.shared_mem)
+        function(lc.file, lc.kernel)(lc.grid, lc.block, args, shared_mem=lc.shared_mem)
 
     return L.execute(plan, inputs, lambda shape, dt: cupy.empty(shape, dtype=dt), launch)
 
 
-def run(spec, algo, *arrays, version: Optional[int] = None, **_ignored):
-    """Run ``spec`` (conv: x, w, b-or-None; pools: x) with the given kernel version (default: shipped)."""
-    return run_plan(L.plan_for(spec, algo, version), L.inputs_for(spec, arrays))
+_plans: Dict[tuple, L.Plan] = {}
+_PLAN_CACHE_SIZE = 4096
+
+
+def plan(spec, algo: str, version: Optional[int], variant: Optional[str]) -> L.Plan:
+    """The launch plan, memoized per spec (a plan is pure arithmetic on the spec)."""
+    key = (spec, algo, version, variant, L._force_index64)
+    p = _plans.get(key)
+    if p is None:
+        p = L.plan_for(spec, algo, version, variant)
+        if len(_plans) >= _PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = p
+    return p
+
+
+def run(spec, algo, *arrays, version: Optional[int] = None, variant: Optional[str] = None, **_ignored):
+    """Run ``spec`` (conv: x, w, b-or-None; pools: x) with the given kernel version (default: shipped) and
+    variant (default: the one measured fastest for this spec on this device, see :func:`choose`)."""
+    if variant is None and version is None and L.variants(algo):
+        variant = tuned_variant(spec, algo)
+    return run_plan(plan(spec, algo, version, variant), L.inputs_for(spec, arrays))
+
+
+_impls = None
 
 
 def implementations():
-    return L.implementations("cuda", run)
+    """The Impl list (built once: dispatch asks for it on every call)."""
+    global _impls
+    if _impls is None:
+        _impls = L.implementations("cuda", run)
+    return _impls
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing by measurement (algo="auto", and the tile of algorithms that have several)
+# ---------------------------------------------------------------------------------------------------
+from . import _autotune  # noqa: E402  (stdlib only; kept beside its one user)
+
+_cache: Optional[_autotune.DiskCache] = None
+_cache_lock = threading.Lock()
+_source_hash: Optional[str] = None
+#: how many times candidates were measured in this process (tests read it)
+measure_count = 0
+
+
+def tune_cache() -> _autotune.DiskCache:
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = _autotune.DiskCache(_autotune.default_path("cuda"))
+        return _cache
+
+
+def reset_tuning() -> None:
+    """Forget the in-memory choices and re-read the cache file on next use (tests; a changed env var)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
+
+
+def kernels_source_hash() -> str:
+    """A hash of every kernel source, so choices made with older kernels are not reused."""
+    global _source_hash
+    if _source_hash is None:
+        import hashlib
+        h = hashlib.sha256()
+        d = L.kernels_dir()
+        for name in sorted(os.listdir(d)):
+            if name.endswith((".cu", ".cuh")):
+                with open(os.path.join(d, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        _source_hash = h.hexdigest()[:16]
+    return _source_hash
+
+
+_device_tags: Dict[int, str] = {}
+
+
+def _device_tag() -> str:
+    """GPU name and compute capability of the current device (memoized: the query costs a millisecond)."""
+    import cupy
+    dev_id = cupy.cuda.runtime.getDevice()
+    tag = _device_tags.get(dev_id)
+    if tag is None:
+        props = cupy.cuda.runtime.getDeviceProperties(dev_id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        tag = _device_tags[dev_id] = f"{name}|sm_{cupy.cuda.Device(dev_id).compute_capability}"
+    return tag
+
+
+_tune_keys: Dict[tuple, str] = {}
+
+
+def tune_key(spec, candidates) -> str:
+    """The cache key: device, kernel sources, spec and the candidates (memoized per spec and device)."""
+    k = (spec, tuple(candidates), L._force_index64, _device_tag())
+    key = _tune_keys.get(k)
+    if key is None:
+        if len(_tune_keys) >= _PLAN_CACHE_SIZE:
+            _tune_keys.clear()
+        key = _tune_keys[k] = "|".join([k[3], kernels_source_hash(), repr(spec.key()), ",".join(candidates),
+                                        "index64" if L._force_index64 else ""])
+    return key
+
+
+def _candidates(spec, algos) -> list:
+    """``algo`` or ``algo/variant`` for every supported algorithm and each of its variants."""
+    out = []
+    for algo in algos:
+        vs = L.variants(algo)
+        out += [f"{algo}/{v}" for v in vs] if vs else [algo]
+    return out
+
+
+def _split(choice: str):
+    algo, _, variant = choice.partition("/")
+    return algo, (variant or None)
+
+
+def _synthetic(spec):
+    import cupy
+    rng = cupy.random.default_rng(0)
+    dt = spec.dtype
+
+    def rand(shape):
+        return rng.standard_normal(shape, dtype=cupy.float32).astype(dt)
+
+    if spec.op != "conv":
+        return (rand(spec.input_shape),)
+    return (rand(spec.input_shape), rand(spec.weight_shape), rand((spec.K,)) if spec.has_bias else None)
+
+
+def measure(spec, candidates, reps: int = 5) -> Dict[str, float]:
+    """Median milliseconds per run of each candidate, timed with CUDA events on synthetic inputs."""
+    import cupy
+    global measure_count
+    measure_count += 1
+    arrays = _synthetic(spec)
+    inputs = L.inputs_for(spec, arrays)
+    times = {}
+    for cand in candidates:
+        algo, variant = _split(cand)
+        p = plan(spec, algo, None, variant)
+        run_plan(p, inputs)  # compiles on first use, warms the caches
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        samples = []
+        for _ in range(reps):
+            start.record()
+            run_plan(p, inputs)
+            stop.record()
+            stop.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(start, stop))
+        samples.sort()
+        times[cand] = samples[len(samples) // 2]
+    return times
+
+
+def tuned(spec, candidates) -> str:
+    """The fastest of ``candidates`` for ``spec`` on this device: from the cache, else measured once."""
+    if len(candidates) == 1 or not _autotune.enabled():
+        return candidates[0]
+    cache = tune_cache()
+    key = tune_key(spec, candidates)
+    entry = cache.get(key)
+    if entry is not None and entry["choice"] in candidates:
+        return entry["choice"]
+    with _measure_lock:  # one measurement at a time: concurrent ones would time each other
+        entry = cache.get(key)
+        if entry is not None and entry["choice"] in candidates:
+            return entry["choice"]
+        times = measure(spec, candidates)
+        choice = min(times, key=times.get)
+        cache.put(key, {"choice": choice, "ms": times})
+        # the same times also answer "which tile of algo A" for each algorithm measured here
+        for algo in {_split(c)[0] for c in candidates}:
+            own = [c for c in candidates if _split(c)[0] == algo]
+            if len(own) > 1 and len(own) < len(candidates):
+                sub = {c: times[c] for c in own}
+                cache.put(tune_key(spec, own), {"choice": min(sub, key=sub.get), "ms": sub})
+    return choice
+
+
+_measure_lock = threading.Lock()
+
+
+def tuned_variant(spec, algo: str) -> str:
+    return _split(tuned(spec, _candidates(spec, [algo])))[1]
+
+
+def choose(spec, impls):
+    """algo="auto": the measured fastest of the supported algorithms and their variants (cached per spec
+    and device, in memory and on disk); with ``FASTCONV_AUTOTUNE=0``, the first supported candidate in
+    the backend's priority order (each algorithm at its first variant)."""
+    cands = _candidates(spec, [i.algo for i in impls])
+    algo, _ = _split(tuned(spec, cands))
+    for impl in impls:
+        if impl.algo == algo:
+            return impl
+    return impls[0]

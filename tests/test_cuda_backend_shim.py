@@ -1,0 +1,221 @@
+"""Backend "cuda"'s own Python code (fastconv/_backends/cuda.py), run without a GPU.
+
+The kernels themselves are tested through "cuda-emu"; what only "cuda" has -- loading a kernel file as a
+RawModule, the function and plan memos, choosing an algorithm and a tile by measurement, the on-disk
+autotune cache -- is exercised here with CuPy replaced by tests/cupy_shim.py (RawModule over the emulator,
+NumPy-backed arrays that fastconv takes for CuPy ones). On a GPU the same tests run with the shim, and
+test_cuda_kernels.py covers the real CuPy path.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _dispatch
+from fastconv._backends import _autotune
+from fastconv._backends import _cuda_launch as L
+from fastconv._backends import numpy_oracle as oracle
+from fastconv.testing import assert_conv_close, assert_pool_close
+
+from . import cupy_shim
+
+
+def _reset(cuda):
+    for memo in (cuda._modules, cuda._functions, cuda._plans, cuda._device_tags, cuda._tune_keys):
+        memo.clear()
+    cuda.reset_tuning()
+
+
+@pytest.fixture
+def cuda(monkeypatch, tmp_path):
+    """fastconv's cuda backend module with CuPy replaced by the shim and a private autotune cache file."""
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip(f"the emulator is unavailable: {_dispatch.availability('cuda-emu')}")
+    monkeypatch.setitem(sys.modules, "cupy", cupy_shim)
+    monkeypatch.setenv("FASTCONV_AUTOTUNE_CACHE", str(tmp_path / "autotune-cuda.json"))
+    monkeypatch.delenv("FASTCONV_AUTOTUNE", raising=False)
+    from fastconv._backends import cuda as mod
+    _reset(mod)
+    cupy_shim.RawModule.compiled.clear()
+    yield mod
+    _reset(mod)
+
+
+def _conv_arrays(seed=0, shape=(2, 4, 9, 9), wshape=(6, 4, 3, 3), dtype="float32"):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(wshape).astype(dtype)
+    b = rng.standard_normal(wshape[0]).astype(dtype)
+    return x, w, b
+
+
+def test_shim_arrays_are_taken_for_cupy(cuda):
+    a = cupy_shim.asarray(np.zeros((2, 2), np.float32))
+    assert fastconv._spec.array_kind(a) == "cupy"
+    assert _dispatch.availability("cuda") is None
+    with pytest.raises(TypeError, match="backend 'cuda' takes CuPy arrays"):
+        fastconv.conv2d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), backend="cuda")
+
+
+@pytest.mark.parametrize("algo", ["implicit_gemm", "im2col", "direct", "auto"])
+def test_conv_through_cuda_backend(cuda, algo):
+    x, w, b = _conv_arrays()
+    kw = dict(stride=(1, 2), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
+    w = w[:, :2].copy()
+    out = fastconv.conv2d(cupy_shim.asarray(x), cupy_shim.asarray(w), cupy_shim.asarray(b), algo=algo, **kw)
+    assert type(out) is cupy_shim.ndarray  # the result stays a "CuPy" array
+    spec = fastconv.conv_spec(x, w, b, **kw)
+    assert_conv_close(out.get(), oracle.conv(spec, x, w, b), spec, x, w, b)
+
+
+def test_depthwise_and_pools_through_cuda_backend(cuda):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    out = fastconv.conv2d(cupy_shim.asarray(x), cupy_shim.asarray(w), padding=1, groups=4)
+    spec = fastconv.conv_spec(x, w, padding=1, groups=4)
+    assert_conv_close(out.get(), oracle.conv(spec, x, w), spec, x, w)
+    y, idx = fastconv.max_pool2d(cupy_shim.asarray(x), 3, 2, 1, return_indices=True)
+    pspec = fastconv.pool_spec("max", x, kernel_size=3, stride=2, padding=1, return_indices=True)
+    assert_pool_close((y.get(), idx.get()), oracle.max_pool(pspec, x), pspec, x)
+    a = fastconv.adaptive_avg_pool2d(cupy_shim.asarray(x), 1)
+    aspec = fastconv.pool_spec("adaptive_avg", x, output_size_=1)
+    assert_pool_close(a.get(), oracle.adaptive_avg_pool(aspec, x), aspec, x)
+
+
+def test_each_kernel_file_compiles_once(cuda):
+    x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays())
+    for _ in range(3):
+        for algo in ("implicit_gemm", "im2col", "direct"):
+            fastconv.conv2d(x, w, b, padding=1, algo=algo)
+    built = [(L.kernel_file(exprs[0].split("<")[0]), L.dtype_of(exprs[0])) for exprs, _ in cupy_shim.RawModule.compiled]
+    assert len(built) == len(set(built)) == 3 and {d for _, d in built} == {"float32"}
+    # every float32 instantiation the launcher can ask for is in the one compile, with the kernels' include dir
+    for (fname, _), (exprs, options) in zip(built, cupy_shim.RawModule.compiled):
+        assert f"-I{L.kernels_dir()}" in options
+        assert exprs == L.name_expressions(fname, ("float32",))
+
+
+def test_autotune_measures_once_then_remembers_across_processes(cuda):
+    x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(2))
+    spec = fastconv.conv_spec(x, w, b, padding=1)
+    before = cuda.measure_count
+    out = fastconv.conv2d(x, w, b, padding=1)
+    assert cuda.measure_count == before + 1
+    fastconv.conv2d(x, w, b, padding=1)
+    assert cuda.measure_count == before + 1  # in-memory
+    path = _autotune.default_path("cuda")
+    entries = json.load(open(path))["entries"]
+    supported = [i.algo for i in cuda.implementations()
+                 if i.op == "conv" and not _dispatch.reasons(i, spec)]
+    cands = cuda._candidates(spec, supported)
+    assert len(supported) >= 3 and len(cands) > len(supported)  # several algorithms, several tiles
+    entry = entries[cuda.tune_key(spec, cands)]
+    assert set(entry["ms"]) == set(cands) and entry["choice"] == min(entry["ms"], key=entry["ms"].get)
+    # the per-algorithm tile choice was derived from the same timings (no second measurement needed)
+    ig = [c for c in cands if c.startswith("implicit_gemm/")]
+    sub = entries[cuda.tune_key(spec, ig)]
+    assert sub["choice"] == min(ig, key=lambda c: entry["ms"][c])
+    # a new process (fresh memory) reads the file and does not measure
+    cuda.reset_tuning()
+    fastconv.conv2d(x, w, b, padding=1)
+    assert cuda.measure_count == before + 1
+    assert_conv_close(out.get(), oracle.conv(spec, x.get(), w.get(), b.get()), spec, x.get(), w.get(), b.get())
+
+
+def test_explicit_algo_tunes_its_tiles(cuda):
+    x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(3, (1, 3, 11, 7), (5, 3, 2, 3)))
+    spec = fastconv.conv_spec(x, w, b)
+    before = cuda.measure_count
+    out = fastconv.conv2d(x, w, b, algo="implicit_gemm")
+    assert cuda.measure_count == before + 1
+    entry = cuda.tune_cache().get(cuda.tune_key(spec, cuda._candidates(spec, ["implicit_gemm"])))
+    assert entry["choice"] in [f"implicit_gemm/{v}" for v in L.variants("implicit_gemm")]
+    assert_conv_close(out.get(), oracle.conv(spec, x.get(), w.get(), b.get()), spec, x.get(), w.get(), b.get())
+
+
+def test_corrupt_cache_file_is_ignored_and_rebuilt(cuda):
+    path = _autotune.default_path("cuda")
+    x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(4))
+    for garbage in ("{not json", '{"format": 1, "entries": [1, 2]}', "\x00\x01", '{"format": 999, "entries": {}}'):
+        with open(path, "w") as f:
+            f.write(garbage)
+        cuda.reset_tuning()
+        before = cuda.measure_count
+        fastconv.conv2d(x, w, b, padding=1)
+        assert cuda.measure_count == before + 1
+        data = json.load(open(path))  # rewritten whole, valid
+        assert data["format"] == _autotune.FORMAT and data["entries"]
+
+
+def test_autotune_off_takes_the_priority_order_without_measuring(cuda, monkeypatch):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    x, w, b = _conv_arrays(5)
+    spec = fastconv.conv_spec(x, w, b, padding=1)
+    before = cuda.measure_count
+    impl = _dispatch.select(spec, "cuda", "auto")
+    first = next(i for i in cuda.implementations() if i.op == "conv" and not _dispatch.reasons(i, spec))
+    assert impl is first and cuda.measure_count == before
+    out = fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1, algo="implicit_gemm")
+    assert cuda.measure_count == before  # the first tile, unmeasured
+    assert_conv_close(out.get(), oracle.conv(spec, x, w, b), spec, x, w, b)
+
+
+def test_concurrent_first_calls_measure_once_and_agree(cuda):
+    x, w, b = _conv_arrays(6)
+    spec = fastconv.conv_spec(x, w, b, padding=1)
+    ref = oracle.conv(spec, x, w, b)
+    before = cuda.measure_count
+    results, errors = [None] * 4, []
+
+    def call(i):
+        try:
+            results[i] = fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1).get()
+        except Exception as e:  # reported below, with the thread's traceback lost but its message kept
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert cuda.measure_count == before + 1
+    for r in results:
+        assert_conv_close(r, ref, spec, x, w, b)
+        assert np.array_equal(r, results[0])  # the same choice, deterministic kernels: bitwise equal
+
+
+def test_disk_cache_merges_concurrent_writers(tmp_path):
+    path = str(tmp_path / "t.json")
+    a, b = _autotune.DiskCache(path), _autotune.DiskCache(path)
+    a.get("k0")  # both read the (missing) file first, as two processes would
+    b.get("k0")
+    a.put("ka", {"choice": "x", "ms": {"x": 1.0}})
+    b.put("kb", {"choice": "y", "ms": {"y": 2.0}})
+    entries = json.load(open(path))["entries"]
+    assert set(entries) == {"ka", "kb"}
+    assert _autotune.DiskCache(path).get("ka")["choice"] == "x"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".autotune-")]  # no temporary left
+
+
+def test_disk_cache_in_memory_only_and_unwritable(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE_CACHE", "")
+    assert _autotune.default_path("cuda") is None
+    mem = _autotune.DiskCache(None)
+    mem.put("k", {"choice": "c"})
+    assert mem.get("k")["choice"] == "c"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        c = _autotune.DiskCache(str(ro / "sub" / "t.json"))
+        c.put("k", {"choice": "c"})  # cannot write: keeps the choice in memory, raises nothing
+        assert c.get("k")["choice"] == "c"
+    finally:
+        ro.chmod(0o700)
