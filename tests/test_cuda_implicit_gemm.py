@@ -158,3 +158,29 @@ def test_float64_is_refused_by_name_and_runs_elsewhere(backend):
         _public(backend, fastconv.conv2d, x, w, algo="implicit_gemm")
     spec = fastconv.conv_spec(x, w)
     assert_conv_close(_public(backend, fastconv.conv2d, x, w), oracle.conv(spec, x, w), spec, x, w)
+
+
+def _fake(shape):
+    """An array of any shape that takes no memory (specs only; nothing is launched)."""
+    return np.broadcast_to(np.zeros((), np.float32), shape)
+
+
+def test_split_k_workspace_decides_the_index_width():
+    """Output 96 x 4096 x 4096 (1.6e9 elements, int indexing) split 4 ways needs a 6.4e9-element workspace:
+    those launches use the 64-bit instantiations; unsplit, the same spec stays 32-bit."""
+    spec = fastconv.conv_spec(_fake((1, 64, 4096, 4096)), _fake((96, 64, 1, 1)))
+    assert L.index_type(spec) == "int"
+    split = L.conv_plan(spec, "implicit_gemm", 1, "64x64-k4")
+    assert split.launches[0].grid[1] == 4
+    assert all(", long long" in lc.kernel for lc in split.launches)
+    assert all(", int" in lc.kernel for lc in L.conv_plan(spec, "implicit_gemm", 1, "64x64").launches)
+
+
+def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
+    taps = fastconv.conv_spec(_fake((1, 2**17, 1, 1)), _fake((1, 2**17, 1, 2**13)), padding=((0, 0), (0, 2**13 - 1)))
+    assert any("GEMM_K" in r for r in L.conv_reasons(taps, "implicit_gemm"))
+    row = fastconv.conv_spec(_fake((1, 1, 1, 2**31 - 2)), _fake((1, 1, 1, 1)), padding=((0, 0), (0, 2)))
+    why = L.conv_reasons(row, "implicit_gemm")
+    assert any("output plane" in r for r in why) and any("padded input extent" in r for r in why)
+    ok = fastconv.conv_spec(_fake((2, 3, 9, 9)), _fake((4, 3, 3, 3)), padding=1)
+    assert L.conv_reasons(ok, "implicit_gemm") == []

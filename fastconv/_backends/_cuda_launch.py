@@ -318,6 +318,8 @@ def conv_plan(spec, algo: str, version: Optional[int] = None, variant: Optional[
         chunk_steps = _blocks(steps, int(ks or 1))
         splits = _blocks(steps, chunk_steps)  # no empty split
         acc_dt = "float32" if dt == "float16" else dt
+        if splits * out_elems > INT32_MAX:  # the split-K workspace is the biggest buffer: index it in 64 bits
+            it = "long long"
         if splits > 1:
             buffers.append(Buffer("partial", (splits * out_elems,), acc_dt))
         else:
@@ -403,7 +405,25 @@ def conv_reasons(spec, algo: str) -> List[str]:
     if algo == "depthwise" and spec.C_per_group != 1:
         return reasons + [f"depthwise needs one input channel per group (groups == C); this problem has "
                           f"C/groups = {spec.C_per_group} (C = {spec.C}, groups = {spec.groups})"]
+    if algo == "implicit_gemm":
+        reasons += _implicit_gemm_limits(spec)
     return reasons or conv_plan(spec, algo).reasons()
+
+
+def _implicit_gemm_limits(spec) -> List[str]:
+    """Extents conv_implicit_gemm_v1 keeps in 32-bit ints whatever the index type (its GEMM_K and GEMM_N
+    counters, the position inside one output plane, padded input coordinates), with room for a tile."""
+    out = []
+    kd = spec.C_per_group * spec.R * spec.S
+    if kd >= 2**30:
+        out.append(f"GEMM_K = C/groups*R*S = {kd} taps per output is beyond the kernel's 32-bit k counters (< 2^30)")
+    if spec.K_per_group >= 2**30:
+        out.append(f"K/groups = {spec.K_per_group} is beyond the kernel's 32-bit n counters (< 2^30)")
+    if spec.P * spec.Q > INT32_MAX:
+        out.append(f"one output plane holds {spec.P * spec.Q} positions, more than a 32-bit int")
+    if spec.H + spec.pad_top + spec.pad_bottom >= INT32_MAX or spec.W + spec.pad_left + spec.pad_right >= INT32_MAX:
+        out.append("a padded input extent reaches 2^31 - 1, beyond the kernel's 32-bit coordinates")
+    return out
 
 
 def pool_path(spec) -> str:
