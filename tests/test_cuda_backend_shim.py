@@ -26,7 +26,7 @@ from . import cupy_shim
 
 
 def _reset(cuda):
-    for memo in (cuda._modules, cuda._functions, cuda._plans, cuda._device_tags, cuda._tune_keys):
+    for memo in (cuda._modules, cuda._functions, cuda._plans, cuda._device_tags, cuda._tune_keys, cuda._dummies):
         memo.clear()
     cuda.reset_tuning()
 
@@ -219,3 +219,17 @@ def test_disk_cache_in_memory_only_and_unwritable(tmp_path, monkeypatch):
         assert c.get("k")["choice"] == "c"
     finally:
         ro.chmod(0o700)
+
+
+def test_never_accessed_buffers_are_shared_not_allocated_per_call(cuda, monkeypatch):
+    """No bias, no split-K, no indices: those pointers get one shared buffer per device, shape and dtype."""
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    x, w, _ = (cupy_shim.asarray(a) for a in _conv_arrays(7))
+    fastconv.conv2d(x, w, padding=1, algo="implicit_gemm")
+    first = dict(cuda._dummies)
+    assert list(first) == [(0, (1,), "float32")]  # bias_dummy and partial_dummy share it
+    allocated = []
+    monkeypatch.setattr(cupy_shim, "empty", lambda shape, dtype=np.float32: allocated.append(shape)
+                        or cupy_shim._wrap(np.empty(shape, dtype)))
+    out = fastconv.conv2d(x, w, padding=1, algo="implicit_gemm")
+    assert allocated == [out.shape] and all(cuda._dummies[k] is v for k, v in first.items())
