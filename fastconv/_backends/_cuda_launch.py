@@ -485,12 +485,15 @@ def pool_reasons(spec) -> List[str]:
 # ---------------------------------------------------------------------------------------------------
 # Running a plan
 # ---------------------------------------------------------------------------------------------------
-def execute(plan: Plan, inputs: Dict[str, object], empty: Callable, launch: Callable):
+def execute(plan: Plan, inputs: Dict[str, object], empty: Callable, launch: Callable,
+            dummy: Optional[Callable] = None):
     """Allocate the plan's buffers with ``empty(shape, dtype)``, run each launch through
-    ``launch(Launch, args)`` (args with every :class:`Ref` replaced by its array) and return the results."""
+    ``launch(Launch, args)`` (args with every :class:`Ref` replaced by its array) and return the results.
+    Buffers named ``*_dummy`` stand for pointers the kernels never touch (no bias, no split-K workspace, no
+    indices); a backend may pass ``dummy(shape, dtype)`` to hand out one shared buffer for them."""
     bufs = dict(inputs)
     for b in plan.buffers:
-        bufs[b.name] = empty(b.shape, b.dtype)
+        bufs[b.name] = (dummy or empty)(b.shape, b.dtype) if b.name.endswith("_dummy") else empty(b.shape, b.dtype)
     for L in plan.launches:
         launch(L, tuple(bufs[a.name] if isinstance(a, Ref) else a for a in L.args))
     out = tuple(bufs[n] for n in plan.results)
