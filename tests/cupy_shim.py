@@ -68,6 +68,10 @@ class CompileException(Exception):
     pass
 
 
+class OutOfMemoryError(MemoryError):
+    pass
+
+
 class _Function:
     def __init__(self, emu_fn):
         self._fn = emu_fn
@@ -148,6 +152,7 @@ class _Stream:
 cuda = types.SimpleNamespace(
     runtime=_Runtime, Device=Device, Event=Event, get_elapsed_time=_elapsed_ms,
     get_current_stream=lambda: _Stream(), compiler=types.SimpleNamespace(CompileException=CompileException),
+    memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
     set_allocator=lambda *a: None)
 
 

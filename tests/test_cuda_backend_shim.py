@@ -233,3 +233,24 @@ def test_never_accessed_buffers_are_shared_not_allocated_per_call(cuda, monkeypa
                         or cupy_shim._wrap(np.empty(shape, dtype)))
     out = fastconv.conv2d(x, w, padding=1, algo="implicit_gemm")
     assert allocated == [out.shape] and all(cuda._dummies[k] is v for k, v in first.items())
+
+
+def test_no_memory_to_measure_runs_the_default_and_measures_later(cuda, monkeypatch):
+    """Tuning needs a second copy of the problem; without room for it the call still runs (first candidate)
+    and nothing is remembered, so a later call measures."""
+    x, w, b = _conv_arrays(8)
+    spec = fastconv.conv_spec(x, w, b, padding=1)
+
+    def oom(spec):
+        raise cupy_shim.OutOfMemoryError("out of memory allocating the tuning inputs")
+
+    monkeypatch.setattr(cuda, "_synthetic", oom)
+    before = cuda.measure_count
+    out = fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1)
+    assert_conv_close(out.get(), oracle.conv(spec, x, w, b), spec, x, w, b)
+    assert cuda.tune_cache().entries() == {} and cuda.measure_count > before  # tried, remembered nothing
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "cupy", cupy_shim)  # undo() also restored the real (absent) cupy
+    tried = cuda.measure_count
+    fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1)
+    assert cuda.measure_count == tried + 1 and cuda.tune_cache().entries()

@@ -290,11 +290,16 @@ def tuned(spec, candidates) -> str:
     entry = cache.get(key)
     if entry is not None and entry["choice"] in candidates:
         return entry["choice"]
+    import cupy
     with _measure_lock:  # one measurement at a time: concurrent ones would time each other
         entry = cache.get(key)
         if entry is not None and entry["choice"] in candidates:
             return entry["choice"]
-        times = measure(spec, candidates)
+        try:
+            times = measure(spec, candidates)
+        except cupy.cuda.memory.OutOfMemoryError:
+            # no room for a second copy of the problem: run the default now, measure on a later call
+            return candidates[0]
         choice = min(times, key=times.get)
         cache.put(key, {"choice": choice, "ms": times})
         # the same times also answer "which tile of algo A" for each algorithm measured here
