@@ -53,7 +53,7 @@ def test_info_runs_and_names_every_backend():
 def test_info_json():
     data = cli.info()
     assert set(data["backends"]) == set(_dispatch.BACKENDS)
-    assert set(data["caches"]) == {"numba", "cuda-emu", "cupy"}
+    assert set(data["caches"]) == {"numba", "cuda-emu", "cupy", "autotune-cuda"}
     assert {"numpy", "numba", "cupy", "torch"} <= set(data["versions"])
     json.dumps(data)
 
@@ -61,6 +61,16 @@ def test_info_json():
 def test_info_reports_emulator_cache_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTCONV_EMU_CACHE", str(tmp_path))
     assert cli.cache_paths()["cuda-emu"] == str(tmp_path)
+
+
+def test_info_reports_the_autotune_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE_CACHE", str(tmp_path / "t.json"))
+    monkeypatch.delenv("FASTCONV_AUTOTUNE", raising=False)
+    assert cli.cache_paths()["autotune-cuda"] == str(tmp_path / "t.json")
+    monkeypatch.setenv("FASTCONV_AUTOTUNE_CACHE", "")
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    assert cli.cache_paths()["autotune-cuda"].startswith("memory only") and "measuring off" in \
+        cli.cache_paths()["autotune-cuda"]
 
 
 # ---------------------------------------------------------------------------------------------------
