@@ -98,8 +98,8 @@ __global__ void conv_gemm_v2(const ConvParams p, const T* __restrict__ w, const 
   const I npq = (I)p.N * p.P * p.Q;
   const int M = p.K_per_group;
   const int KD = p.C_per_group * p.R * p.S;
-  const I n_blocks = (npq + BN - 1) / BN;
-  const int m_blocks = (M + BM - 1) / BM;
+  const I n_blocks = (npq - 1) / BN + 1;   // npq, M >= 1; npq + BN - 1 would pass 2^31 - 1 near the top
+  const int m_blocks = (M - 1) / BM + 1;
   I blk = blockIdx.x;
   const I bn = blk % n_blocks; blk /= n_blocks;
   const int bm = (int)(blk % m_blocks);

@@ -104,11 +104,12 @@ __device__ __forceinline__ long long avg_divisor(const PoolParams& p, Taps th, T
   if (p.divisor_override != 0) return p.divisor_override;
   if (p.is_adaptive) return (long long)th.count * tw.count;
   // the window clipped to the padded input (ceil_mode's overhang past the padding never counts) ...
-  const int h0 = th.start, h1 = min(th.start + p.R, p.H + p.pad_h);
-  const int w0 = tw.start, w1 = min(tw.start + p.S, p.W + p.pad_w);
-  if (p.count_include_pad) return (long long)(h1 - h0) * (w1 - w0);
+  // (in long long: the end of a window and of the padded input pass 2^31 - 1 for rows near it; once per output)
+  const long long h0 = th.start, h1 = min((long long)th.start + p.R, (long long)p.H + p.pad_h);
+  const long long w0 = tw.start, w1 = min((long long)tw.start + p.S, (long long)p.W + p.pad_w);
+  if (p.count_include_pad) return (h1 - h0) * (w1 - w0);
   // ... or to the input itself
-  return (long long)(min(h1, p.H) - max(h0, 0)) * (min(w1, p.W) - max(w0, 0));
+  return (min(h1, (long long)p.H) - max(h0, 0LL)) * (min(w1, (long long)p.W) - max(w0, 0LL));
 }
 
 template <typename T, typename I>

@@ -96,10 +96,7 @@ def _plans(spec):
         return [L.Plan((), (v1,), ("y",)), L.pool_plan(spec)]
     plans = []
     for algo in ("direct", "im2col"):
-        try:
-            if L.conv_reasons(spec, algo):
-                continue
-        except OverflowError:      # a launcher bug of its own: see test_conv_reasons_never_raise
+        if L.conv_reasons(spec, algo):
             continue
         for version in (1, 2):
             plans.append(L.conv_plan(spec, algo, version))
@@ -208,8 +205,8 @@ def model_conv_gemm_v2(s, lc):
     npq, M, KD = s.N * s.P * s.Q, s.K_per_group, s.C_per_group * s.R * s.S
     n_blocks, m_blocks = -(-npq // bn), -(-M // bm)
     kd0_last = ((KD - 1) // bk) * bk
-    return [("npq", npq, "I"), ("KD = Cg*R*S", KD, "int"), ("npq + BN - 1", npq + bn - 1, "I"),
-            ("M + BM - 1", M + bm - 1, "int"), ("blockIdx", lc.grid[0] - 1, "I"),
+    return [("npq", npq, "I"), ("KD = Cg*R*S", KD, "int"), ("n_blocks: (npq - 1)/BN + 1", npq, "I"),
+            ("m_blocks: (M - 1)/BM + 1", M, "int"), ("blockIdx", lc.grid[0] - 1, "I"),
             ("g*M*KD", (s.groups - 1) * M * KD, "I"), ("g*KD*npq", (s.groups - 1) * KD * npq, "I"),
             ("m0 + BM - 1", m_blocks * bm - 1, "int"), ("j0 + BN - 1", n_blocks * bn - 1, "I"),
             ("kd0 += BK", kd0_last + bk, "int"), ("kd = kd0 + ak", kd0_last + bk - 1, "int"),
@@ -240,12 +237,16 @@ def model_max_pool2d_v1(s, lc):
     return _pool_common(s, lc) + [("best_idx", s.H * s.W - 1, "ll")]
 
 
+def _avg_divisor(s):
+    """avg_divisor (pool.cu): the window's end and the padded input's end, in long long."""
+    if s.is_adaptive:
+        return [("th.count * tw.count", s.H * s.W, "ll")]
+    return [("start + R", (s.P - 1) * s.stride_h - s.pad_h + s.R, "ll"), ("H + pad_h", s.H + s.pad_h, "ll"),
+            ("start + S", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "ll"), ("W + pad_w", s.W + s.pad_w, "ll")]
+
+
 def model_avg_pool2d_v1(s, lc):
-    e = _pool_common(s, lc)
-    if not s.is_adaptive:
-        e += [("start + R", (s.P - 1) * s.stride_h - s.pad_h + s.R, "int"), ("H + pad_h", s.H + s.pad_h, "int"),
-              ("start + S", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "int"), ("W + pad_w", s.W + s.pad_w, "int")]
-    return e
+    return _pool_common(s, lc) + _avg_divisor(s)
 
 
 MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
@@ -260,7 +261,7 @@ def test_every_kernel_has_an_index_model():
                          f"(MODELS) so their offsets are checked against the index type")
 
 
-def overflows(spec, known=()):
+def overflows(spec):
     """Every (kernel, expression, value, type) that does not fit, over all plans for ``spec``."""
     itype = L.index_type(spec)
     bad = []
@@ -269,59 +270,49 @@ def overflows(spec, known=()):
             name = lc.kernel.split("<")[0]
             if name not in MODELS:      # test_every_kernel_has_an_index_model reports it
                 continue
+            # a launch may widen on its own (a last index past the end): judge it by its own index type,
+            # which is never narrower than the spec's
+            limit_i = LIMIT[_itype(lc)]
+            assert limit_i >= LIMIT[itype], lc.kernel
             for expr, value, kind in MODELS[name](spec, lc):
-                limit = {"int": INT32_MAX, "I": LIMIT[itype], "ll": INT64_MAX}[kind]
-                if value > limit and (name, expr) not in known:
-                    bad.append((name, expr, value, "int" if kind == "int" else itype if kind == "I" else kind))
+                limit = {"int": INT32_MAX, "I": limit_i, "ll": INT64_MAX}[kind]
+                if value > limit:
+                    bad.append((name, expr, value, "int" if kind == "int" else _itype(lc) if kind == "I" else kind))
     return bad
 
 
-#: BUGS (reported; kernels/*.cu belongs to another session): int expressions in kernels/*.cu that pass 2^31
-#: for shapes the launcher accepts. Each is shown with a concrete spec by test_known_int32_overflows (xfail,
-#: strict: fixing the kernel turns it into a failure that asks for the entry to be removed here).
-KNOWN_OVERFLOWS = {
-    # wrong grid decomposition -> wrong results or out-of-bounds accesses
-    ("conv2d_direct_v2", "tiles_q: Q + TILE_Q - 1"),       # Q > 2^31 - 16 (1-D rows near 2^31)
-    ("conv_gemm_v2", "npq + BN - 1"),                      # N*P*Q > 2^31 - 64 with int indexing
-    ("conv_gemm_v2", "M + BM - 1"),                        # K/groups > 2^31 - 64
-    ("conv_gemm_v1", "kd_len = Cg*R*S"), ("conv_gemm_v2", "KD = Cg*R*S"),   # a filter of > 2^31 taps
-    ("conv_gemm_v2", "kd0 += BK"), ("conv_gemm_v2", "kd = kd0 + ak"),
-    # avg pool divisor: min(start + S, W + pad_w) overflows for the last windows of a row near 2^31
-    ("avg_pool2d_v1", "W + pad_w"), ("avg_pool2d_v1", "start + S"),
-    # coordinates of taps in the right padding (then skipped as out of range): signed overflow, UB
-    ("conv2d_direct_v1", "w: out*stride"), ("conv2d_direct_v1", "w: out*stride - pad + tap*dil"),
-    ("im2col_v1", "w: out*stride"), ("im2col_v1", "w: out*stride - pad + tap*dil"),
-    ("conv2d_direct_v2", "tq*TILE_Q*stride_w"), ("conv2d_direct_v2", "w = w_org + pw"),
-    ("avg_pool2d_v1", "w: start + r*dil"),
-}
-
-KNOWN_BUG_SPECS = {
-    "long-row-int": {("conv2d_direct_v2", "tiles_q: Q + TILE_Q - 1"), ("conv_gemm_v2", "npq + BN - 1")},
-    "long-row-3tap": {("conv2d_direct_v2", "w = w_org + pw")},
-    "long-row-strided-padded": {("conv2d_direct_v1", "w: out*stride"), ("im2col_v1", "w: out*stride"),
-                                ("conv2d_direct_v2", "tq*TILE_Q*stride_w")},
-    "huge-filter-64bit": {("conv_gemm_v1", "kd_len = Cg*R*S"), ("conv_gemm_v2", "KD = Cg*R*S")},
-    "many-output-channels": {("conv_gemm_v2", "M + BM - 1")},
-    "pool-long-row-padded": {("avg_pool2d_v1", "W + pad_w"), ("avg_pool2d_v1", "start + S")},
-}
-
-
-@pytest.mark.xfail(strict=True, reason="BUG in kernels/*.cu (reported): int arithmetic overflows for these "
-                                       "accepted shapes; see KNOWN_OVERFLOWS")
-@pytest.mark.parametrize("name", list(KNOWN_BUG_SPECS))
-def test_known_int32_overflows(name):
-    found = {(k, e) for k, e, _, _ in overflows(EXTREMES[name]())}
-    assert KNOWN_BUG_SPECS[name] <= found, "the model no longer shows the overflow: update KNOWN_BUG_SPECS"
-    assert not found, f"{name}: {sorted(found)}"
-
-
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG in fastconv/_backends/_cuda_launch.py (reported): conv_plan passes np.int32(patch_w), "
-                          "which raises OverflowError when the direct-v2 patch passes 2^31 instead of conv_reasons "
-                          "returning a reason (so select() raises instead of falling through to im2col)")
 def test_conv_reasons_never_raise():
+    # the direct-v2 patch passes 2^31 (stride 2^28 over a 16-wide tile): a reason, not an OverflowError
+    # from the plan's int32 scalars, so select() falls through to im2col
     spec = conv((1, 1, 2**28 + 1), (1, 1, 1), stride=2**28)      # 1 GiB of float32, two outputs
-    assert L.conv_reasons(spec, "direct")     # a reason (shared memory), not an exception
+    assert any("32-bit" in r for r in L.conv_reasons(spec, "direct"))
+    assert not L.conv_reasons(spec, "im2col")
+
+
+#: shapes whose extents the kernels' 32-bit coordinates and counters cannot hold (a row of ~2^31 padded
+#: elements, a filter of ~2^31 taps): refused with a reason by every algorithm, never launched to wrap
+REFUSED = {
+    "long-row-strided-padded": lambda: conv((1, 1, 2**31 - 3), (1, 1, 3), stride=2, padding=((1, 8),)),
+    "huge-filter-64bit": lambda: conv((1, 1, 1, 1), (1, 1, 2**16, 2**15 + 1), padding=((2**15, 2**15), (2**14, 2**14))),
+    "pool-long-row-ceil": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=3, padding=2, ceil_mode=True),
+    "pool-long-row-dilated-ceil": lambda: pool("max", (1, 1, 2**31 - 2), kernel_size=3, stride=2**29 + 1, padding=1,
+                                               dilation=2**29, ceil_mode=True),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_shapes_beyond_32bit_coordinates_are_refused_with_a_reason(name):
+    from fastconv import _dispatch
+    spec = REFUSED[name]()
+    if spec.op == "conv":
+        for algo in ("direct", "im2col", "implicit_gemm", "depthwise"):
+            assert L.conv_reasons(spec, algo), algo
+        assert any("32-bit" in r for algo in ("direct", "im2col", "implicit_gemm") for r in L.conv_reasons(spec, algo))
+    else:
+        assert any("32-bit" in r for r in L.pool_reasons(spec))
+    assert _plans(spec) == []
+    with pytest.raises(ValueError, match="32-bit"):
+        _dispatch.select(spec, "cuda-emu")
 
 
 #: the largest shapes, one extent at a time near 2^31 (specs only: nothing is allocated)
@@ -329,10 +320,10 @@ EXTREMES = {
     "long-row-int": lambda: conv((1, 1, INT32_MAX), (1, 1, 1)),
     "long-row-3tap": lambda: conv((1, 1, INT32_MAX - 2), (1, 1, 3), bias=True),
     "long-row-64bit": lambda: conv((3, 1, 2**30), (2, 1, 3), padding=1),
-    "long-row-strided-padded": lambda: conv((1, 1, 2**31 - 3), (1, 1, 3), stride=2, padding=((1, 8),)),
+    "long-row-strided-padded": lambda: conv((1, 1, 2**31 - 13), (1, 1, 3), stride=2, padding=((1, 8),)),
     "long-row-1x1-padded": lambda: conv((1, 1, 2**31 - 20), (1, 1, 1), padding=((0, 19),)),
     "long-row-dilated": lambda: conv((1, 1, 2**31 - 9), (1, 1, 2), dilation=2**30, padding=((0, 8),), stride=4),
-    "huge-filter-64bit": lambda: conv((1, 1, 1, 1), (1, 1, 2**16, 2**15 + 1), padding=((2**15, 2**15), (2**14, 2**14))),
+    "huge-filter-64bit": lambda: conv((1, 1, 1, 1), (2, 1, 2**16, 2**15 - 1), padding=((2**15, 2**15), (2**14, 2**14))),
     "many-output-channels": lambda: conv((1, 1, 1, 1), (2**31 - 20, 1, 1, 1)),
     "many-channels": lambda: conv((1, 2**20, 1, 1), (2**10, 2**20, 1, 1)),
     "many-channels-64bit": lambda: conv((1, 2**21, 2, 2), (2**10, 2**21, 1, 1)),
@@ -340,12 +331,14 @@ EXTREMES = {
     "big-batch-64bit": lambda: conv((2**26, 2, 8, 8), (4, 2, 3, 3), padding=1, stride=2),
     "depthwise-64bit": lambda: conv((4, 2**16, 128, 128), (2**17, 1, 3, 3), groups=2**16, padding=1),
     "tall-strided-dilated": lambda: conv((1, 1, 2**25, 32), (1, 1, 5, 5), stride=(7, 1), dilation=(2**20, 1)),
-    "pool-long-row": lambda: pool("max", (1, 1, INT32_MAX), kernel_size=4, stride=3, padding=2, dilation=1,
+    "pool-long-row": lambda: pool("max", (1, 1, 2**31 - 8), kernel_size=4, stride=3, padding=2, dilation=1,
                                   ceil_mode=True, return_indices=True),
-    "pool-long-row-padded": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=3, padding=2,
-                                         ceil_mode=True),
+    # the avg divisor's W + pad_w passes 2^31 - 1 (computed in long long)
+    "pool-long-row-padded": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=1000, padding=2),
+    # N*P*Q within a GEMM tile of 2^31 - 1 with int indexing (the tile counts are (n - 1) / tile + 1)
+    "big-batch-1x1-int": lambda: conv((2**31 - 33, 1, 1, 1), (1, 1, 1, 1)),
     "pool-long-row-dilated": lambda: pool("max", (1, 1, 2**31 - 2), kernel_size=3, stride=2**29, padding=1,
-                                          dilation=2**29, ceil_mode=True),
+                                          dilation=2**29 - 1),
     "pool-big-batch-64bit": lambda: pool("avg", (2**22, 16, 32, 32), kernel_size=3, stride=2, padding=1),
     "adaptive-upsample": lambda: pool("adaptive_max", (1, 1, 3, 2**30), output_size_=(2, 2**30 + 7)),
     "adaptive-avg-64bit": lambda: pool("adaptive_avg", (2**12, 2**10, 32, 32), output_size_=7),
@@ -356,7 +349,7 @@ EXTREMES = {
 def test_offsets_fit_the_index_type_for_the_largest_shapes(name):
     spec = EXTREMES[name]()
     assert _plans(spec), f"{name}: no kernel accepts it; pick a shape the launcher runs"
-    assert overflows(spec, KNOWN_OVERFLOWS) == []
+    assert overflows(spec) == []
 
 
 @st.composite
@@ -400,4 +393,4 @@ def huge_specs(draw):
 @given(huge_specs())
 def test_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
-    assert overflows(spec, KNOWN_OVERFLOWS) == []
+    assert overflows(spec) == []

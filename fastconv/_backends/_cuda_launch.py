@@ -357,6 +357,11 @@ def depthwise_variant(spec) -> str:
     return "any"
 
 
+def _depthwise_tile(spec) -> Tuple[int, int]:
+    """depthwise_v1's output tile (tile_p, tile_q), without the int32 scalars of a plan."""
+    return _depthwise_geometry(spec)[:2]
+
+
 def _depthwise_geometry(spec):
     """depthwise_v1's tile: (tile_p, tile_q, planes, patch_h, patch_w, shared bytes, threads).
 
@@ -400,14 +405,48 @@ def _depthwise_geometry(spec):
 
 
 def conv_reasons(spec, algo: str) -> List[str]:
-    """Why the shipped ``algo`` kernels cannot run ``spec`` (empty when they can)."""
+    """Why the shipped ``algo`` kernels cannot run ``spec`` (empty when they can). Never raises: the
+    32-bit limits are checked before a plan (whose int32 scalars they bound) is built."""
     reasons = _field_overflow(spec, CONV_PARAMS_FIELDS)
     if algo == "depthwise" and spec.C_per_group != 1:
         return reasons + [f"depthwise needs one input channel per group (groups == C); this problem has "
                           f"C/groups = {spec.C_per_group} (C = {spec.C}, groups = {spec.groups})"]
     if algo == "implicit_gemm":
         reasons += _implicit_gemm_limits(spec)
+    elif algo == "direct":
+        tp, tq, kt, ct = DIRECT_V2_TILE
+        reasons += _reach_limits(spec, spec.P, spec.Q, spec.R, spec.S, tp, tq, "conv2d_direct_v2")
+        reasons += _count_limits({"K/groups": (spec.K_per_group, kt), "C/groups": (spec.C_per_group, ct)},
+                                 "conv2d_direct_v2")
+    elif algo == "im2col":
+        bk = GEMM_V2_TILE[2]
+        reasons += _reach_limits(spec, spec.P, spec.Q, spec.R, spec.S, 1, 1, "im2col_v1")
+        reasons += _count_limits({"GEMM_K = C/groups*R*S": (spec.C_per_group * spec.R * spec.S, bk)}, "conv_gemm_v2")
+    elif algo == "depthwise":
+        reasons += _reach_limits(spec, spec.P, spec.Q, spec.R, spec.S, *_depthwise_tile(spec), "depthwise_v1")
     return reasons or conv_plan(spec, algo).reasons()
+
+
+def _reach_limits(spec, P, Q, R, S, tile_p, tile_q, kernel) -> List[str]:
+    """The row and column coordinates a kernel keeps in 32-bit ints (output positions counted in whole
+    tiles, and input coordinates up to one past the last tap of the last tile's last output, padding
+    included) must fit: a refusal for absurd extents (a single row of ~2^31 elements) that spares the
+    kernels 64-bit coordinate arithmetic."""
+    out = []
+    for axis, o, tile, stride, k, dil in (("row", P, tile_p, spec.stride_h, R, spec.dil_h),
+                                          ("column", Q, tile_q, spec.stride_w, S, spec.dil_w)):
+        last = _blocks(o, tile) * tile - 1                    # the last output position of the last tile
+        reach = max(o + tile - 1, last * stride + (k - 1) * dil + 1)
+        if reach > INT32_MAX:
+            out.append(f"{kernel} forms {axis} coordinates up to {reach} (outputs in tiles of {tile}, stride "
+                       f"{stride}, filter reach {(k - 1) * dil + 1}), beyond its 32-bit ints")
+    return out
+
+
+def _count_limits(counts: Dict[str, Tuple[int, int]], kernel) -> List[str]:
+    """Loop counts a kernel walks in whole tiles of 32-bit ints: each rounded up to its tile must fit."""
+    return [f"{name} = {n} rounded up to {kernel}'s tile of {tile} is beyond its 32-bit counters"
+            for name, (n, tile) in counts.items() if n + tile - 1 > INT32_MAX]
 
 
 def _implicit_gemm_limits(spec) -> List[str]:
@@ -479,7 +518,10 @@ def pool_plan(spec, version: Optional[int] = None, path: Optional[str] = None) -
 
 
 def pool_reasons(spec) -> List[str]:
-    return _field_overflow(spec, POOL_PARAMS_FIELDS) or pool_plan(spec).reasons()
+    reasons = _field_overflow(spec, POOL_PARAMS_FIELDS)
+    if not reasons and not spec.is_adaptive:  # adaptive windows lie inside the input
+        reasons = _reach_limits(spec, spec.P, spec.Q, spec.R, spec.S, 1, 1, "the pool kernels")
+    return reasons or pool_plan(spec).reasons()
 
 
 # ---------------------------------------------------------------------------------------------------
