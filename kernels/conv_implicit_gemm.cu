@@ -132,7 +132,7 @@ conv_implicit_gemm_v1(const ConvParams p, const int k_chunk, const T* __restrict
   const I HW = (I)p.H * p.W;
 
   const int n_blocks = (Kg + BN - 1) / BN;
-  const I m_blocks = (M + BM - 1) / BM;
+  const I m_blocks = (M - 1) / BM + 1;  // M >= 1; M + BM - 1 would pass 2^31 - 1 near the top
   I blk = blockIdx.x;
   const int bn = (int)(blk % n_blocks); blk /= n_blocks;
   const I bm = blk % m_blocks;

@@ -93,13 +93,23 @@ def _plans(spec):
         total = spec.N * spec.C * spec.P * spec.Q
         v1 = L.Launch("pool.cu", L.name_expression(kernel, "float", L.index_type(spec)),
                       (-(-total // L.BLOCK_1D), 1, 1), (L.BLOCK_1D, 1, 1), 0, ())
-        return [L.Plan((), (v1,), ("y",)), L.pool_plan(spec)]
+        plans = [L.Plan((), (v1,), ("y",)), L.pool_plan(spec)]
+        if L.pool_path(spec) != "any":     # the v2 kernel for any window runs every spec too
+            plans.append(L.pool_plan(spec, 2, "any"))
+        return plans
     plans = []
     for algo in ("direct", "im2col"):
         if L.conv_reasons(spec, algo):
             continue
         for version in (1, 2):
             plans.append(L.conv_plan(spec, algo, version))
+    if spec.dtype in L.kernel_dtypes("conv_implicit_gemm_v1") and not L.conv_reasons(spec, "implicit_gemm"):
+        for variant in L.variants("implicit_gemm"):       # every tile and split the autotuner may pick
+            plan = L.conv_plan(spec, "implicit_gemm", 1, variant)
+            if not plan.reasons():
+                plans.append(plan)
+    if not L.conv_reasons(spec, "depthwise"):
+        plans.append(L.conv_plan(spec, "depthwise"))
     return plans
 
 
@@ -249,9 +259,114 @@ def model_avg_pool2d_v1(s, lc):
     return _pool_common(s, lc) + _avg_divisor(s)
 
 
+def _tile_args(lc):
+    """The tile template arguments of a launch (those after ``T, I`` in ``kernel<T, I, ...>``)."""
+    return [int(a) for a in lc.kernel.split("<", 1)[1].rstrip(">").split(",")[2:]]
+
+
+def model_conv_implicit_gemm_v1(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    k_chunk, splits = int(lc.args[1]), lc.grid[1]
+    PQ, HW, Kg = s.P * s.Q, s.H * s.W, s.K_per_group
+    M, KD = s.N * PQ, s.C_per_group * s.R * s.S
+    m_blocks, n_blocks = -(-M // bm), -(-Kg // bn)
+    # split z walks kd from z*k_chunk in whole BK steps up to min(KD, (z+1)*k_chunk): the last kd it forms
+    kd_last = max(z * k_chunk + -(-(min(KD, (z + 1) * k_chunk) - z * k_chunk) // bk) * bk - 1 for z in range(splits))
+    e = [("PQ = P*Q", PQ, "I"), ("M = N*PQ", M, "I"), ("RS = R*S", s.R * s.S, "int"), ("KD = Cg*RS", KD, "int"),
+         ("HW = H*W", HW, "I"), ("n_blocks: Kg + BN - 1", Kg + bn - 1, "int"),
+         ("m_blocks: (M - 1)/BM + 1", M - 1, "I"), ("blockIdx.x", lc.grid[0] - 1, "I"),
+         ("m0 = bm*BM", (m_blocks - 1) * bm, "I"), ("am = m0 + a_m, mb + 3", m_blocks * bm - 1, "I"),
+         ("n = n0 + b_n + j*(NT/BK)", n_blocks * bn - 1, "int"),
+         ("kd_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "int"),
+         ("kd_begin + k_chunk", splits * k_chunk, "int"), ("k0 + a_k + i, k0 + b_k", kd_last, "int"),
+         ("kd_end - kd_begin + BK - 1", k_chunk + bk - 1, "int"), ("pq = am % PQ", PQ - 1, "int"),
+         ("(img*C + g*Cg)*HW", ((s.N - 1) * s.C + (s.groups - 1) * s.C_per_group) * HW, "I"),
+         ("c*HW + hh*W + ww", s.C_per_group * HW - 1, "I"),
+         ("g*Kg*KD", (s.groups - 1) * Kg * KD, "I"), ("n*KD + kd", Kg * KD - 1, "I"),
+         ("k = g*Kg + n", s.K - 1, "int"), ("(img*K + k)*PQ + m%PQ", s.N * s.K * PQ - 1, "I")]
+    if splits > 1:
+        e.append(("blockIdx.y*M*K (workspace slice)", (splits - 1) * M * s.K, "I"))
+    e += _conv_window(s, s.P, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+    e += _conv_window(s, s.Q, s.stride_w, s.pad_left, s.S, s.dil_w, "w")
+    return e
+
+
+def model_splitk_reduce_v1(s, lc):
+    splits, total = int(lc.args[1]), s.N * s.K * s.P * s.Q
+    return [("total N*K*P*Q", total, "I"), ("thread index", _last_thread(lc), "I"), ("P*Q", s.P * s.Q, "I"),
+            ("s*total + o", splits * total - 1, "I")]
+
+
+def model_depthwise_v1(s, lc):
+    ppt = _tile_args(lc)[0]
+    tile_p, tile_q, planes, patch_h, patch_w = (int(a) for a in lc.args[1:6])
+    tiles_p, tiles_q = -(-s.P // tile_p), -(-s.Q // tile_q)
+    NK, RS, patch_size = s.N * s.K, s.R * s.S, patch_h * patch_w
+    plane_blocks = -(-NK // planes)
+    h_org, w_org = (tiles_p - 1) * tile_p * s.stride_h, (tiles_q - 1) * tile_q * s.stride_w
+    dh = (ppt - 1) * s.stride_h + (s.R - 1) * s.dil_h       # a thread's taps below its first output's first
+    return [
+        ("patch_h*patch_w", patch_size, "int"), ("R*S", RS, "int"), ("planes*patch_size", planes * patch_size, "int"),
+        ("tiles_q: Q + tile_q - 1", s.Q + tile_q - 1, "int"), ("tiles_p: P + tile_p - 1", s.P + tile_p - 1, "int"),
+        ("blockIdx.x", lc.grid[0] - 1, "I"), ("plane0 = blk*planes", (plane_blocks - 1) * planes, "I"),
+        ("NK = N*K", NK, "I"), ("np = plane0 + pl", plane_blocks * planes - 1, "I"),
+        ("tp*tile_p*stride_h", h_org, "int"), ("tq*tile_q*stride_w", w_org, "int"),
+        ("h = h_org + ph (staging)", h_org - s.pad_top + patch_h - 1, "int"),
+        ("w = w_org + pw (staging)", w_org - s.pad_left + patch_w - 1, "int"),
+        ("staging i += nthreads", planes * patch_size - 1 + lc.block[0], "int"),
+        ("filter i += nthreads", planes * RS - 1 + lc.block[0], "int"),
+        ("((np/K)*C + k/Kg)*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I"),
+        ("k*RS + rs", s.K * RS - 1, "I"),
+        ("items = planes*pgroups*tile_q", planes * (tile_p // ppt) * tile_q, "int"),
+        ("compute it += nthreads", planes * (tile_p // ppt) * tile_q - 1 + lc.block[0], "int"),
+        ("oq = tq*tile_q + ql", tiles_q * tile_q - 1, "int"), ("op0 = tp*tile_p + pg*PPT", tiles_p * tile_p - ppt, "int"),
+        ("pl*patch_size + pg*PPT*stride_h*patch_w + ql*stride_w",
+         (planes - 1) * patch_size + (tile_p - ppt) * s.stride_h * patch_w + (tile_q - 1) * s.stride_w, "int"),
+        ("op0*stride_h", (s.P - 1) * s.stride_h, "int"), ("oq*stride_w", (s.Q - 1) * s.stride_w, "int"),
+        ("dh = j*stride_h + r*dil_h", dh, "int"), ("h0 + dh", (s.P - 1) * s.stride_h - s.pad_top + dh, "int"),
+        ("w0 + s*dil_w", (s.Q - 1) * s.stride_w - s.pad_left + (s.S - 1) * s.dil_w, "int"),
+        ("dh*patch_w + dw", dh * patch_w + (s.S - 1) * s.dil_w, "int"),
+        ("(np*P + op0)*Q + oq", s.N * s.K * s.P * s.Q - 1, "I"), ("j*Q", (ppt - 1) * s.Q, "I"),
+    ]
+
+
+def _pool_v2(s, lc):
+    opt = _tile_args(lc)[0]
+    per_block = opt * lc.block[0]
+    e = [("total N*C*P*Q", s.N * s.C * s.P * s.Q, "I"), ("blockIdx.x*(OPT*blockDim)", (lc.grid[0] - 1) * per_block, "I"),
+         ("o = o0 + j*blockDim", lc.grid[0] * per_block - 1, "I"), ("P*Q", s.P * s.Q, "I"),
+         ("plane = nc*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I")]
+    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
+    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    if s.is_adaptive:
+        # r runs to the longest window among a thread's outputs, past a shorter window's own count; the
+        # lengths ceil((i+1)In/Out) - floor(i*In/Out) differ by at most 1, so h <= that window's end <= H
+        e += [("h = start + r (r < rows)", s.H, "int"), ("w = start + s (s < cols)", s.W, "int")]
+    return e
+
+
+def model_max_pool2d_v2(s, lc):
+    return _pool_v2(s, lc) + [("best_idx", s.H * s.W - 1, "ll")]
+
+
+def model_avg_pool2d_v2(s, lc):
+    return _pool_v2(s, lc) + _avg_divisor(s)
+
+
+def model_pool2d_global_v2(s, lc):
+    HW = s.H * s.W
+    return [("nc = blockIdx.x*(blockDim/32) + warp", lc.grid[0] * (lc.block[0] // 32) - 1, "I"),
+            ("N*C", s.N * s.C, "I"), ("HW = H*W", HW, "I"), ("nc*HW", (s.N * s.C - 1) * HW, "I"),
+            ("i += 32 (past the last element)", HW - 1 + 32, "I")]
+
+
 MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
           "im2col_v1": model_im2col_v1, "conv_gemm_v1": model_conv_gemm_v1, "conv_gemm_v2": model_conv_gemm_v2,
-          "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1}
+          "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1,
+          "conv_implicit_gemm_v1": model_conv_implicit_gemm_v1, "splitk_reduce_v1": model_splitk_reduce_v1,
+          "depthwise_v1": model_depthwise_v1, "max_pool2d_v2": model_max_pool2d_v2,
+          "avg_pool2d_v2": model_avg_pool2d_v2, "max_pool2d_global_v2": model_pool2d_global_v2,
+          "avg_pool2d_global_v2": model_pool2d_global_v2}
 
 
 def test_every_kernel_has_an_index_model():
@@ -335,8 +450,15 @@ EXTREMES = {
                                   ceil_mode=True, return_indices=True),
     # the avg divisor's W + pad_w passes 2^31 - 1 (computed in long long)
     "pool-long-row-padded": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=1000, padding=2),
+    # a global-pool lane steps 32 past a plane of ~2^31 elements (that launch widens)
+    "pool-global-long-plane": lambda: pool("adaptive_max", (1, 1, 1, 2**31 - 1), output_size_=1, return_indices=True),
+    "pool-global-many-planes": lambda: pool("avg", (2**31 - 3, 1, 2, 2), kernel_size=2),
+    # depthwise blocks of several whole planes: the last block's planes end at 2^31 - 1
+    "depthwise-many-planes": lambda: conv((2**27 - 1, 16, 1, 1), (16, 1, 1, 1), groups=16),
     # N*P*Q within a GEMM tile of 2^31 - 1 with int indexing (the tile counts are (n - 1) / tile + 1)
     "big-batch-1x1-int": lambda: conv((2**31 - 33, 1, 1, 1), (1, 1, 1, 1)),
+    # every buffer below 2^31 elements but the split-K workspace above (those launches widen)
+    "split-k-workspace-64bit": lambda: conv((2**11, 512, 7, 7), (2**14, 512, 3, 3), padding=1),
     "pool-long-row-dilated": lambda: pool("max", (1, 1, 2**31 - 2), kernel_size=3, stride=2**29, padding=1,
                                           dilation=2**29 - 1),
     "pool-big-batch-64bit": lambda: pool("avg", (2**22, 16, 32, 32), kernel_size=3, stride=2, padding=1),

@@ -497,6 +497,8 @@ def pool_plan(spec, version: Optional[int] = None, path: Optional[str] = None) -
             raise ValueError(f"pool path {path!r} does not apply to this spec ({pool_path(spec)!r} does)")
         if path == "global":
             kernel, tile, grid = f"{kind}_global_v2", (), (_blocks(spec.N * spec.C, BLOCK_1D // 32), 1, 1)
+            if spec.H * spec.W + 31 > INT32_MAX:  # a lane's plane index steps 32 past the end of the plane
+                it = "long long"
         else:
             kernel, tile = f"{kind}_v2", POOL_V2_TILES[path]
             grid = (_blocks(total, tile[0] * BLOCK_1D), 1, 1)
