@@ -10,10 +10,12 @@
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -42,29 +44,55 @@ def nvrtc_for(arch: str):
 
 
 #: the architecture whose compile uses every instantiation; the others compile one per kernel, dtype and
-#: index type (what differs between architectures is whether the source compiles, not the tile constants;
-#: compiling every tile for every architecture cost CI minutes)
+#: index type, at the kernel's lightest tile (what differs between architectures is whether the source
+#: compiles, not the tile constants; compiling every tile for every architecture cost CI minutes)
 FULL_ARCH = "sm_90"
 
 
 def arch_expressions(fname: str, arch: str):
     if arch == FULL_ARCH:
         return L.name_expressions(fname)
-    first_tile = {}
+    last_tile = {}
     for k, tile in L.KERNELS[fname]:
-        first_tile.setdefault(k, tile)
-    return tuple(L.name_expression(k, L.C_TYPES[dt], it, tile) for k, tile in first_tile.items()
+        last_tile[k] = tile   # tiles are listed heaviest first
+    return tuple(L.name_expression(k, L.C_TYPES[dt], it, tile) for k, tile in last_tile.items()
                  for dt in L.kernel_dtypes(k) for it in L.INDEX_TYPES)
+
+
+# Every compile is started on first use, on a thread per core: NVRTC (through ctypes) and nvcc (a
+# subprocess) release the GIL, so on CI's two cores the compiles take about half the wall time; each test
+# then waits for its own.
+_pool: "concurrent.futures.ThreadPoolExecutor | None" = None
+_jobs: dict = {}
+
+
+def _nvrtc_job(fname, arch):
+    compiler = nvrtc.for_arch(arch)
+    with open(os.path.join(KERNELS_DIR, fname), encoding="utf-8") as f:
+        src = f.read()
+    exprs = arch_expressions(fname, arch)
+    return compiler, exprs, compiler.compile(src, fname, arch, exprs, (KERNELS_DIR,))
+
+
+def _start_all():
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+        if shutil.which("nvcc"):   # the slowest first: ptxas over every sm_90 instantiation
+            for fname in FILES:
+                _jobs[("ptxas", fname)] = _pool.submit(ptxas_report, fname, "sm_90")
+        for arch in ARCHS:
+            if nvrtc.installed() and nvrtc.for_arch(arch) is not None:
+                for fname in FILES:
+                    _jobs[(fname, arch)] = _pool.submit(_nvrtc_job, fname, arch)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("fname", FILES)
 def test_nvrtc_compiles_every_instantiation(fname, arch):
-    compiler = nvrtc_for(arch)
-    with open(os.path.join(KERNELS_DIR, fname), encoding="utf-8") as f:
-        src = f.read()
-    exprs = arch_expressions(fname, arch)
-    ok, log, lowered = compiler.compile(src, fname, arch, exprs, (KERNELS_DIR,))
+    nvrtc_for(arch)   # skips or fails, saying why, when no NVRTC can target arch
+    _start_all()
+    compiler, exprs, (ok, log, lowered) = _jobs[(fname, arch)].result()
     assert ok, f"NVRTC {compiler.version} failed on {fname} for {arch}:\n{log}"
     # NVRTC 12 says sm_70 itself is deprecated; that is about the target, not our code
     ours = [ln for ln in log.splitlines() if "are deprecated and may be removed" not in ln]
@@ -89,13 +117,15 @@ _SMEM = re.compile(r"(\d+) bytes smem")
 _SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
-def ptxas_report(fname: str, arch: str, tmp_path):
+def ptxas_report(fname: str, arch: str):
     """{demangled kernel: dict(regs, smem, stack, spill_stores, spill_loads)} from ``nvcc -Xptxas -v``."""
-    unit = tmp_path / f"inst_{fname}"
-    unit.write_text(instantiation_unit(fname))
-    cmd = ["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", "-Xptxas", "-v", "-I", KERNELS_DIR,
-           "-o", str(tmp_path / f"{fname}.cubin"), str(unit)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory() as tmp:
+        unit = os.path.join(tmp, f"inst_{fname}")
+        with open(unit, "w") as f:
+            f.write(instantiation_unit(fname))
+        cmd = ["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", "-Xptxas", "-v", "-I", KERNELS_DIR,
+               "-o", os.path.join(tmp, f"{fname}.cubin"), unit]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"nvcc failed:\n{proc.stderr}"
     out, cur = {}, None
     for line in proc.stderr.splitlines():
@@ -121,10 +151,11 @@ def ptxas_report(fname: str, arch: str, tmp_path):
 
 
 @pytest.mark.parametrize("fname", FILES)
-def test_ptxas_no_spills_sm90(fname, tmp_path):
+def test_ptxas_no_spills_sm90(fname):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not on PATH, so ptxas -v cannot report registers and spills here")
-    report = ptxas_report(fname, "sm_90", tmp_path)
+    _start_all()
+    report = _jobs[("ptxas", fname)].result()
     assert len(report) == len(L.name_expressions(fname)), f"expected every instantiation, got {list(report)}"
     print(f"\nptxas -v, sm_90, {fname}:")
     print(f"  {'kernel':70s} {'regs':>4s} {'smem':>6s} {'stack':>5s} {'spill st/ld':>11s}")
