@@ -256,8 +256,10 @@ def _synthetic(spec):
     return (rand(spec.input_shape), rand(spec.weight_shape), rand((spec.K,)) if spec.has_bias else None)
 
 
-def measure(spec, candidates, reps: int = 5) -> Dict[str, float]:
-    """Median milliseconds per run of each candidate, timed with CUDA events on synthetic inputs."""
+def measure(spec, candidates, batches: int = 3, per_batch: int = 4) -> Dict[str, float]:
+    """Milliseconds per run of each candidate on synthetic inputs: CUDA events around ``per_batch`` runs
+    queued back to back (so the GPU is not left idle while the host prepares the next launch, which would
+    add the same host time to every candidate and blur the differences), median over ``batches``."""
     import cupy
     global measure_count
     measure_count += 1
@@ -270,12 +272,13 @@ def measure(spec, candidates, reps: int = 5) -> Dict[str, float]:
         run_plan(p, inputs)  # compiles on first use, warms the caches
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
         samples = []
-        for _ in range(reps):
+        for _ in range(batches):
             start.record()
-            run_plan(p, inputs)
+            for _ in range(per_batch):
+                run_plan(p, inputs)
             stop.record()
             stop.synchronize()
-            samples.append(cupy.cuda.get_elapsed_time(start, stop))
+            samples.append(cupy.cuda.get_elapsed_time(start, stop) / per_batch)
         samples.sort()
         times[cand] = samples[len(samples) // 2]
     return times
