@@ -8,10 +8,13 @@ weights hold Inf/NaN in a padded problem. Expected values come only from the ora
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 import fastconv
+from fastconv import _dispatch
 from fastconv._backends import _cuda_launch as L
 from fastconv._backends import numpy_oracle as oracle
 from fastconv.testing import assert_conv_close
@@ -184,3 +187,55 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
     assert any("output plane" in r for r in why) and any("padded input extent" in r for r in why)
     ok = fastconv.conv_spec(_fake((2, 3, 9, 9)), _fake((4, 3, 3, 3)), padding=1)
     assert L.conv_reasons(ok, "implicit_gemm") == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Every variant on drawn problems (the public API and the fuzz reach only the first tile on the emulator)
+# ---------------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ_LONG = os.environ.get("FASTCONV_FUZZ", "ci") == "long"
+_VARIANT_EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES") or (3000 if _FUZZ_LONG else 200))
+
+
+@st.composite
+def igemm_problems(draw):
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    C, K = g * draw(st.integers(1, 6)), g * draw(st.integers(1, 24 if _FUZZ_LONG else 9))
+    R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kw = dict(stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+              dilation=(draw(st.integers(1, 2)), draw(st.integers(1, 2))),
+              padding=tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2)), groups=g)
+    top = 40 if _FUZZ_LONG else 14
+    shape = (draw(st.integers(1, 3)), C, draw(st.integers(1, top)), draw(st.integers(1, top)))
+    dtype = draw(st.sampled_from(IG_DTYPES))
+    special = draw(st.sampled_from(["plain", "plain", "nonfinite_w", "nan_x"]))
+    seed = draw(st.integers(0, 2**31))
+    return shape, (K, C // g, R, S), kw, dtype, special, seed, draw(st.sampled_from(TILES))
+
+
+@settings(max_examples=_VARIANT_EXAMPLES, deadline=None, derandomize=not _FUZZ_LONG, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(igemm_problems())
+def test_every_variant_on_drawn_problems(problem):
+    from hypothesis import assume
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip("the emulator is unavailable here")
+    xs, ws, kw, dtype, special, seed, variant = problem
+    rng = np.random.default_rng(seed)
+    x, w = _rand(rng, xs, dtype), _rand(rng, ws, dtype)
+    b = _rand(rng, (ws[0],), dtype) if seed % 2 else None
+    try:
+        spec = fastconv.conv_spec(x, w, b, **kw)
+    except ValueError:
+        assume(False)   # an empty output: not a problem the kernel sees
+    if special == "nonfinite_w":
+        w[tuple(rng.integers(0, d) for d in ws)] = rng.choice([np.inf, -np.inf, np.nan])
+    elif special == "nan_x":
+        x[tuple(rng.integers(0, d) for d in xs)] = np.nan
+    from fastconv._backends import cuda_emu
+    out = cuda_emu.run(spec, "implicit_gemm", x, w, b, variant=variant, order="random", seed=seed)
+    ref = oracle.conv(spec, x, w, b)
+    with np.errstate(invalid="ignore"):
+        assert_conv_close(out, ref, spec, x, np.nan_to_num(w, posinf=0, neginf=0) if special == "nonfinite_w" else w, b)
