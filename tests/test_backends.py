@@ -11,28 +11,16 @@ from fastconv import _dispatch
 from fastconv._spec import conv_spec, pool_spec
 from fastconv.testing import assert_conv_close, assert_pool_close, to_numpy
 
+from .backend_params import backend_algos, to_backend
+
 DTYPES = ["float32", "float64", "float16"]
 
 
 def _backend_algos(op):
-    params = []
-    for name, info in fc.backends().items():
-        if name == "numpy":
-            continue      # the oracle is the judge, not a defendant
-        if not info["available"]:
-            params.append(pytest.param(name, "auto", marks=pytest.mark.skip(reason=f"{name}: {info['reason']}"),
-                                       id=f"{name}-unavailable"))
-            continue
-        algos = sorted({i.algo for i in _dispatch.backend_module(name).implementations() if i.op == op})
-        params += [pytest.param(name, a, id=f"{name}-{a}") for a in algos + ["auto"]]
-    return params
+    return backend_algos(op, oracle=False)   # the oracle is the judge, not a defendant
 
 
-def _to_backend(backend, *arrays):
-    if _dispatch.BACKENDS[backend].array_kind == "cupy":
-        import cupy
-        return tuple(None if a is None else cupy.asarray(a) for a in arrays)
-    return arrays
+_to_backend = to_backend
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,28 +21,18 @@ import fastconv as fc
 from fastconv import _dispatch
 from fastconv.testing import assert_conv_close, assert_pool_close, to_numpy
 
+from .backend_params import backend_algos, to_backend
+
 
 def _available(name):
     return fc.backends()[name]["available"]
 
 
 def _conv_params():
-    params = []
-    for name, info in fc.backends().items():
-        if not info["available"]:
-            params.append(pytest.param(name, "auto", id=f"{name}-unavailable",
-                                       marks=pytest.mark.skip(reason=f"{name}: {info['reason']}")))
-            continue
-        algos = sorted({i.algo for i in _dispatch.backend_module(name).implementations() if i.op == "conv"})
-        params += [pytest.param(name, a, id=f"{name}-{a}") for a in algos + ["auto"]]
-    return params
+    return backend_algos("conv")
 
 
-def _xp_args(backend, *arrays):
-    if _dispatch.BACKENDS[backend].array_kind == "cupy":
-        import cupy
-        return tuple(None if a is None else cupy.asarray(a) for a in arrays)
-    return arrays
+_xp_args = to_backend
 
 
 def _bits(a):

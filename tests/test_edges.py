@@ -14,21 +14,15 @@ import fastconv as fc
 from fastconv import _dispatch
 from fastconv.testing import to_numpy
 
+from .backend_params import backend_algos
+
 INF, NAN = np.inf, np.nan
 #: Inf - Inf and half overflow are what these tests are about; NumPy's warnings about them are expected
 pytestmark = pytest.mark.filterwarnings("ignore:.*(invalid value|overflow) encountered:RuntimeWarning")
 
 
 def _conv_params():
-    params = []
-    for name, info in fc.backends().items():
-        if not info["available"]:
-            params.append(pytest.param(name, "auto", id=f"{name}-unavailable",
-                                       marks=pytest.mark.skip(reason=f"{name}: {info['reason']}")))
-            continue
-        algos = sorted({i.algo for i in _dispatch.backend_module(name).implementations() if i.op == "conv"})
-        params += [pytest.param(name, a, id=f"{name}-{a}") for a in algos]
-    return params
+    return backend_algos("conv", auto=False)
 
 
 def _pool_params():

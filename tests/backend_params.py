@@ -1,0 +1,33 @@
+"""Parametrisation shared by the all-backend test files: every registered backend x algorithm, and moving
+test arrays to the backend's array type. Unavailable backends stay in the list as one skipped case that
+says why, so a missing GPU or Numba is visible in the report rather than silently absent."""
+from __future__ import annotations
+
+import pytest
+
+import fastconv as fc
+from fastconv import _dispatch
+
+
+def backend_algos(op: str = "conv", *, oracle: bool = True, auto: bool = True):
+    """``pytest.param(backend, algo)`` for every backend and every algorithm it offers for ``op``
+    (plus "auto" when ``auto``); the oracle backend "numpy" only when ``oracle``."""
+    params = []
+    for name, info in fc.backends().items():
+        if name == "numpy" and not oracle:
+            continue
+        if not info["available"]:
+            params.append(pytest.param(name, "auto", id=f"{name}-unavailable",
+                                       marks=pytest.mark.skip(reason=f"{name}: {info['reason']}")))
+            continue
+        algos = sorted({i.algo for i in _dispatch.backend_module(name).implementations() if i.op == op})
+        params += [pytest.param(name, a, id=f"{name}-{a}") for a in algos + (["auto"] if auto else [])]
+    return params
+
+
+def to_backend(backend: str, *arrays):
+    """The arrays as the backend takes them (CuPy copies for CuPy backends; None stays None)."""
+    if _dispatch.BACKENDS[backend].array_kind == "cupy":
+        import cupy
+        return tuple(None if a is None else cupy.asarray(a) for a in arrays)
+    return arrays
