@@ -20,18 +20,7 @@ from fastconv._backends import _cuda_launch as L
 from fastconv._backends import numpy_oracle as oracle
 from fastconv.testing import assert_conv_close, assert_pool_close, to_numpy
 
-from .test_cuda_kernels import DTYPES, TARGETS, _gpu_setup_or_skip, _target_id
-
-
-@pytest.fixture(scope="module", params=TARGETS, ids=_target_id)
-def target(request):
-    backend, order = request.param
-    why = _dispatch.availability(backend)
-    _gpu_setup_or_skip(backend, why)
-    if why is not None:
-        pytest.skip(f"backend {backend!r} unavailable here ({why}); the same kernels ran through 'cuda-emu'"
-                    if backend == "cuda" else f"backend {backend!r} unavailable: {why}")
-    return request.param
+from .test_cuda_kernels import DTYPES, target  # noqa: F401  (the shared emulator/GPU target fixture)
 
 
 def run_plan(target, spec, plan, arrays, misalign=False):

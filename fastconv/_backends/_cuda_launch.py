@@ -554,8 +554,19 @@ def nonfinite_weight_meets_padding(spec, w) -> bool:
     return spec.is_padded and not bool(np.isfinite(w).all())
 
 
+_impl_lists: Dict[tuple, list] = {}
+
+
 def implementations(backend: str, run: Callable):
-    """The Impl list both CUDA backends expose: ``run(spec, algo, *arrays)`` runs the shipped kernels."""
+    """The Impl list both CUDA backends expose: ``run(spec, algo, *arrays)`` runs the shipped kernels.
+    Built once per backend (dispatch asks for it on every call)."""
+    impls = _impl_lists.get((backend, run))
+    if impls is None:
+        impls = _impl_lists[(backend, run)] = _build_implementations(backend, run)
+    return impls
+
+
+def _build_implementations(backend: str, run: Callable):
     from .._dispatch import FunctionImpl
 
     def conv_impl(algo, dtypes=DTYPES):

@@ -146,15 +146,8 @@ def run(spec, algo, *arrays, version: Optional[int] = None, variant: Optional[st
     return run_plan(plan(spec, algo, version, variant), L.inputs_for(spec, arrays))
 
 
-_impls = None
-
-
 def implementations():
-    """The Impl list (built once: dispatch asks for it on every call)."""
-    global _impls
-    if _impls is None:
-        _impls = L.implementations("cuda", run)
-    return _impls
+    return L.implementations("cuda", run)
 
 
 # ---------------------------------------------------------------------------------------------------
