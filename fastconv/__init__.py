@@ -5,7 +5,8 @@ Backends: ``"numpy"`` (the reference oracle), ``"numba"`` (CPU, default for NumP
 run on the CPU). ``import fastconv`` compiles nothing and imports neither Numba nor CuPy.
 """
 from ._dispatch import BackendUnavailable, backends
-from ._spec import ConvSpec, PoolSpec, conv_output_size, conv_param_count, conv_spec, pool_spec, receptive_field
+from ._shapes import conv_output_size, conv_param_count, receptive_field
+from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
                          avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d)
 

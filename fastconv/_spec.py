@@ -9,20 +9,23 @@ Letters follow CUTLASS and are the same in the CUDA sources: N C H W input, K ou
 P Q output, ``stride_h/stride_w``, ``pad_*``, ``dil_h/dil_w``, ``groups``. One-dimensional problems are
 two-dimensional ones with H = P = R = 1 (``spatial_dims`` remembers what the user passed).
 
-All output-size arithmetic is :func:`output_size`; nothing else computes an output extent.
+All output-size arithmetic is :func:`output_size`, and its inverse, the input extent a run of outputs
+reads, is :func:`input_extent`; nothing else computes either. The specs also carry the vocabulary every
+backend shares (``is_depthwise``, ``is_padded``, the GEMM sizes ``gemm_m/n/k``, ``input_extent_hw``), so a
+backend asks the spec rather than deriving its own.
+
+Argument normalisation lives in :mod:`fastconv._args`, the exported shape helpers (``conv_output_size``,
+``conv_param_count``, ``receptive_field``) in :mod:`fastconv._shapes`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
+
+from ._args import (DTYPES, _as_int, _as_tuple, _pad_pairs, _positive, _same_place, array_kind,  # noqa: F401
+                    dtype_name)
 
 INT32_MAX = 2**31 - 1
-
-#: storage dtypes accepted by every public function (float16 is computed in float32 by backends that
-#: have no native half path, and always returned as float16).
-DTYPES = ("float16", "float32", "float64")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -35,7 +38,7 @@ def output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi
     ``ceil_mode`` keeps a last, partial window as long as it *starts* inside the input or the left
     padding (PyTorch's rule). Returns 0 when not even one window fits.
     """
-    span = size + pad_lo + pad_hi - (dilation * (kernel - 1) + 1)
+    span = size + pad_lo + pad_hi - input_extent(1, kernel, 1, dilation)
     if span < 0:
         return 0
     if not ceil_mode:
@@ -46,104 +49,13 @@ def output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# Argument normalisation (shared by specs and the exported shape helpers)
-# ---------------------------------------------------------------------------------------------------
-def _as_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def _as_tuple(value, n: int, name: str) -> Tuple[int, ...]:
-    """An int (repeated ``n`` times) or a sequence of exactly ``n`` ints."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-        return tuple(_as_int(v, f"{name}[{i}]") for i, v in enumerate(value))
-    return (_as_int(value, name),) * n
-
-
-def _positive(values: Tuple[int, ...], name: str) -> Tuple[int, ...]:
-    if any(v < 1 for v in values):
-        raise ValueError(f"{name} must be positive, got {values if len(values) > 1 else values[0]}")
-    return values
-
-
-def _non_negative(values, name: str):
-    flat = [v for pair in values for v in (pair if isinstance(pair, tuple) else (pair,))]
-    if any(v < 0 for v in flat):
-        raise ValueError(f"{name} must be non-negative, got {values!r}")
-    return values
-
-
-def _pad_pairs(padding, n: int, name: str = "padding") -> Tuple[Tuple[int, int], ...]:
-    """int | n ints | n (lo, hi) pairs  ->  n (lo, hi) pairs.  Strings are handled by the caller."""
-    if isinstance(padding, (list, tuple)):
-        if len(padding) != n:
-            hint = " or ((left, right),)" if n == 1 else ""
-            raise ValueError(f"{name} must be an int, {n} ints{hint} or {n} (before, after) pairs, got {padding!r}")
-        pairs = []
-        for i, p in enumerate(padding):
-            if isinstance(p, (list, tuple)):
-                if len(p) != 2:
-                    raise ValueError(f"{name}[{i}] must be an int or a (before, after) pair, got {p!r}")
-                pairs.append((_as_int(p[0], f"{name}[{i}][0]"), _as_int(p[1], f"{name}[{i}][1]")))
-            else:
-                v = _as_int(p, f"{name}[{i}]")
-                pairs.append((v, v))
-        return _non_negative(tuple(pairs), name)
-    v = _as_int(padding, name)
-    return _non_negative(((v, v),) * n, name)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Array facts (without importing CuPy)
-# ---------------------------------------------------------------------------------------------------
-def array_kind(a) -> str:
-    """'numpy' or 'cupy' for a supported array; TypeError for anything else."""
-    mod = type(a).__module__ or ""
-    if type(a).__name__ == "ndarray" and (mod == "numpy" or mod.startswith("cupy")):
-        return "numpy" if mod == "numpy" else "cupy"
-    raise TypeError("expected a numpy.ndarray or cupy.ndarray")
-
-
-#: native-byte-order float dtypes by their one-letter code (a C attribute: much cheaper than str(dtype))
-_FLOAT_BY_CHAR = {"e": "float16", "f": "float32", "d": "float64"}
-
-
-def dtype_name(a) -> Optional[str]:
-    """'float16' / 'float32' / 'float64' for a supported array dtype, else None (integers, complex,
-    non-native byte order such as '>f4')."""
-    dt = a.dtype
-    return _FLOAT_BY_CHAR.get(dt.char) if dt.isnative else None
-
-
-def _check_array(a, name: str) -> str:
-    try:
-        kind = array_kind(a)
-    except TypeError:
-        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(a).__module__}."
-                        f"{type(a).__name__}") from None
-    if dtype_name(a) is None:
-        raise TypeError(f"{name} has dtype {a.dtype}; supported dtypes are {', '.join(DTYPES)} "
-                        f"in native byte order")
-    return kind
-
-
-def _same_place(arrays: Sequence[Tuple[str, object]]) -> str:
-    """All arrays of one kind and, for CuPy, on one device. Returns the kind."""
-    kinds = {name: _check_array(a, name) for name, a in arrays}
-    if len(set(kinds.values())) > 1:
-        desc = ", ".join(f"{n} is {k}" for n, k in kinds.items())
-        raise TypeError(f"arguments mix NumPy and CuPy arrays ({desc}); move them to one place first")
-    kind = next(iter(kinds.values()))
-    if kind == "cupy":
-        devices = {name: a.device.id for name, a in arrays}
-        if len(set(devices.values())) > 1:
-            desc = ", ".join(f"{n} on device {d}" for n, d in devices.items())
-            raise ValueError(f"arrays live on different GPUs ({desc})")
-    return kind
+def input_extent(count: int, kernel: int, stride: int = 1, dilation: int = 1) -> int:
+    """How many consecutive input positions (padding included) ``count`` consecutive outputs read: the first
+    output's window start to the last output's last tap, ``(count-1)*stride + (kernel-1)*dilation + 1``;
+    0 for no outputs. ``input_extent(1, k, s, d)`` is the dilated window itself."""
+    if count < 1:
+        return 0
+    return (count - 1) * stride + (kernel - 1) * dilation + 1
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -152,8 +64,15 @@ def _same_place(arrays: Sequence[Tuple[str, object]]) -> str:
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
 
 
+@dataclasses.dataclass(frozen=True)
 class _SpecBase:
-    """Members every spec has, derived from its fields (``N C H W``, ``output_shape4``, ``max_elements``)."""
+    """The fields and members every spec has: the input ``N C H W``, and what follows from the fields
+    (``output_shape``, ``itemsize``, the index width, the tuning key, ``input_extent_hw``)."""
+
+    N: int
+    C: int
+    H: int
+    W: int
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
@@ -177,6 +96,14 @@ class _SpecBase:
         """Everything the result and the speed depend on: the cache key for tuning."""
         return dataclasses.astuple(self)
 
+    def input_extent_hw(self, rows: Optional[int] = None, cols: Optional[int] = None) -> Tuple[int, int]:
+        """(height, width) of the padded input that a ``rows x cols`` block of outputs reads (default: the
+        whole output, P x Q). Fixed windows only (adaptive pools have R = S = 0)."""
+        rows = self.P if rows is None else rows
+        cols = self.Q if cols is None else cols
+        return (input_extent(rows, self.R, self.stride_h, self.dil_h),
+                input_extent(cols, self.S, self.stride_w, self.dil_w))
+
 
 # ---------------------------------------------------------------------------------------------------
 # ConvSpec
@@ -185,10 +112,6 @@ class _SpecBase:
 class ConvSpec(_SpecBase):
     """One convolution problem, cross-correlation as in torch.nn.functional.conv2d, NCHW layout."""
 
-    N: int
-    C: int
-    H: int
-    W: int
     K: int
     R: int
     S: int
@@ -231,8 +154,9 @@ class ConvSpec(_SpecBase):
     # -- predicates (PyTorch's ConvParams style) -------------------------------------------------
     @property
     def is_depthwise(self) -> bool:
-        """groups == C: every input channel has its own filters (channel multiplier K/C)."""
-        return self.groups == self.C and self.groups > 1
+        """Every group reads one input channel (C/groups == 1; channel multiplier K/C). This includes
+        C == groups == 1: what the depthwise kernels need is one input channel per filter."""
+        return self.C_per_group == 1
 
     @property
     def is_strided(self) -> bool:
@@ -277,10 +201,9 @@ class ConvSpec(_SpecBase):
     def max_elements(self) -> int:
         """The largest element count any buffer of this problem has (im2col workspace of the whole
         batch included), which decides the index width."""
-        col = self.C * self.R * self.S * self.N * self.P * self.Q
+        col = self.groups * self.gemm_k * self.gemm_m
         return max(self.N * self.C * self.H * self.W, self.N * self.K * self.P * self.Q,
                    self.K * self.C_per_group * self.R * self.S, col)
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,10 +217,6 @@ class PoolSpec(_SpecBase):
     """One pooling problem, NCHW. For adaptive kinds R = S = 0 and the windows follow from H/P, W/Q."""
 
     kind: str
-    N: int
-    C: int
-    H: int
-    W: int
     R: int
     S: int
     P: int
@@ -348,7 +267,6 @@ class PoolSpec(_SpecBase):
 
     def max_elements(self) -> int:
         return max(self.N * self.C * self.H * self.W, self.N * self.C * self.P * self.Q)
-
 
 
 def adaptive_window(i: int, size_in: int, size_out: int) -> Tuple[int, int]:
@@ -445,7 +363,7 @@ def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
 
 
 def _empty_output_message(name, sizes, ks, pads, dils) -> str:
-    eff = tuple(d * (k - 1) + 1 for k, d in zip(ks, dils))
+    eff = tuple(input_extent(1, k, 1, d) for k, d in zip(ks, dils))
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(sizes, pads))
     return (f"{name} is too small for the kernel: padded size {padded} is smaller than the dilated kernel "
             f"size {eff}, so the output would be empty")
@@ -523,88 +441,3 @@ def _adaptive_output(output_size_, sizes, nd) -> Tuple[int, ...]:
     if any(o < 1 for o in out):
         raise ValueError(f"output_size must be positive, got {output_size_!r}")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Exported shape helpers (the textbook formulas; same code the specs use)
-# ---------------------------------------------------------------------------------------------------
-def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False):
-    """Output extent of a convolution or pooling window sweep (the formula the specs use).
-
-    Scalar form: ints in, int out; ``padding`` may be an int or an asymmetric ``(before, after)`` pair.
-    Per-dimension form: any of ``size``, ``kernel_size``, ``stride``, ``dilation`` a tuple of 1 to 3
-    entries (ints broadcast); ``padding`` an int, or per dimension an int or a ``(before, after)`` pair;
-    returns a tuple. Returns 0 in a dimension where no window fits.
-    """
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-    seqs = {len(a) for a in (size, kernel_size, stride, dilation) if isinstance(a, (list, tuple))}
-    if len(seqs) > 1:
-        raise ValueError("size, kernel_size, stride and dilation must have the same number of dimensions, "
-                         f"got {size!r}, {kernel_size!r}, {stride!r}, {dilation!r}")
-    scalar = not seqs
-    n = 1 if scalar else seqs.pop()
-    if not 1 <= n <= 3:
-        raise ValueError(f"conv_output_size supports 1 to 3 dimensions, got {n}")
-    if scalar and isinstance(padding, (list, tuple)):
-        padding = (tuple(padding),)  # one dimension, asymmetric (before, after)
-    sizes = _non_negative(_as_tuple(size, n, "size"), "size")
-    ks = _positive(_as_tuple(kernel_size, n, "kernel_size"), "kernel_size")
-    ss = _positive(_as_tuple(stride, n, "stride"), "stride")
-    ds = _positive(_as_tuple(dilation, n, "dilation"), "dilation")
-    ps = _pad_pairs(padding, n)
-    out = tuple(output_size(s, k, st, lo, hi, d, ceil_mode)
-                for s, k, st, (lo, hi), d in zip(sizes, ks, ss, ps, ds))
-    return out[0] if scalar else out
-
-
-def conv_param_count(in_channels, out_channels, kernel_size, bias=True, groups=1) -> int:
-    """Learnable parameters of a conv layer: ``out * (in/groups) * prod(kernel) + (out if bias)``.
-
-    An int ``kernel_size`` means a square 2-D kernel (``5`` is 5x5, as in a Conv2d layer); pass a tuple
-    for 1-D ``(k,)`` or 3-D ``(kd, kh, kw)``.
-    """
-    cin = _as_int(in_channels, "in_channels")
-    cout = _as_int(out_channels, "out_channels")
-    g = _as_int(groups, "groups")
-    if cin < 1 or cout < 1 or g < 1:
-        raise ValueError(f"in_channels, out_channels and groups must be positive, got {cin}, {cout}, {g}")
-    if cin % g or cout % g:
-        raise ValueError(f"in_channels ({cin}) and out_channels ({cout}) must be divisible by groups ({g})")
-    if isinstance(kernel_size, (list, tuple)):
-        if not 1 <= len(kernel_size) <= 3:
-            raise ValueError(f"kernel_size must have 1 to 3 entries, got {kernel_size!r}")
-        ks = _positive(_as_tuple(kernel_size, len(kernel_size), "kernel_size"), "kernel_size")
-    else:
-        ks = _positive((_as_int(kernel_size, "kernel_size"),) * 2, "kernel_size")
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-    return cout * (cin // g) * math.prod(ks) + (cout if bias else 0)
-
-
-def receptive_field(layers):
-    """Receptive field, in input pixels, of one output of a stack of layers.
-
-    ``layers`` is a sequence of ``(kernel_size, stride)`` or ``(kernel_size, stride, dilation)``; each
-    entry may be an int or a tuple (then the result is a tuple). Uses
-    ``rf += dilation*(kernel-1)*jump; jump *= stride``, starting from rf = jump = 1.
-    """
-    if not isinstance(layers, (list, tuple)) or not layers:
-        raise ValueError("layers must be a non-empty sequence of (kernel_size, stride[, dilation])")
-    n = 1
-    for layer in layers:
-        for v in layer if isinstance(layer, (list, tuple)) else ():
-            if isinstance(v, (list, tuple)):
-                n = max(n, len(v))
-    rf, jump = [1] * n, [1] * n
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, (list, tuple)) or len(layer) not in (2, 3):
-            raise ValueError(f"layers[{i}] must be (kernel_size, stride[, dilation]), got {layer!r}")
-        k = _positive(_as_tuple(layer[0], n, f"layers[{i}] kernel_size"), f"layers[{i}] kernel_size")
-        s = _positive(_as_tuple(layer[1], n, f"layers[{i}] stride"), f"layers[{i}] stride")
-        d = _positive(_as_tuple(layer[2] if len(layer) == 3 else 1, n, f"layers[{i}] dilation"),
-                      f"layers[{i}] dilation")
-        for j in range(n):
-            rf[j] += d[j] * (k[j] - 1) * jump[j]
-            jump[j] *= s[j]
-    return rf[0] if n == 1 else tuple(rf)
