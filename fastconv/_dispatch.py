@@ -7,10 +7,20 @@ module provides:
     availability() -> Optional[str]          None when usable, else the reason it is not
     implementations() -> Sequence[Impl]      its candidates, in priority order
     choose(spec, impls) -> Impl              optional: pick among supported candidates for algo="auto"
-                                             (e.g. by measurement); default is the first
+                                             (by measurement, :mod:`fastconv._tune`); default is the first
 
-Each ``Impl`` answers ``not_supported_reasons(spec)``; :func:`select` asks every candidate and, when
-none qualifies, raises one error listing each candidate with its reasons (xformers' habit).
+Each ``Impl`` is exactly one thing that runs: its name says which (``cuda:conv:implicit_gemm/128x64``),
+its ``not_supported_reasons(spec)`` says why it cannot take a spec, and its ``run`` never hands the
+problem to something else. :func:`select` asks every candidate and, when none qualifies, raises one error
+listing each candidate with its reasons (xformers' habit); what it returns is what runs (PyTorch's
+``select_conv_backend``).
+
+Two rules about *data* rather than shapes are applied here, once, for every backend:
+- float16: an implementation without a half path runs the problem in float32 (:meth:`Impl.compute_spec`);
+- a padded problem whose weight holds Inf or NaN: implementations that multiply padded zeros by the
+  weights (``zero_fills_padding``, e.g. im2col) would give NaN where fastconv's rule gives the sum of the
+  in-bounds taps, so such an implementation is not supported for that call (:func:`select` checks the
+  weight only when it would otherwise return one).
 """
 from __future__ import annotations
 
@@ -53,24 +63,36 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
 
 
 class Impl:
-    """One candidate implementation of one op on one backend.
+    """One candidate implementation of one op on one backend: exactly one kernel (or kernel sequence).
 
-    Subclasses (or :class:`FunctionImpl`) set ``backend``, ``op``, ``algo`` and ``dtypes`` (the storage
-    dtypes handled natively; float16 is upcast to float32 around implementations that lack it) and
+    Subclasses (or :class:`FunctionImpl`) set ``backend``, ``op``, ``algo``, ``variant`` (which kernel of
+    the algorithm: a tile shape, a specialisation; "" when the algorithm has one), ``dtypes`` (the
+    storage dtypes handled natively; float16 is upcast to float32 around implementations that lack it) and
+    ``zero_fills_padding`` (padded taps are multiplied in as zeros, so exact only for finite weights), and
     implement ``run(spec, *arrays)``.
     """
 
     backend: str = ""
     op: str = ""  # "conv", "max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"
     algo: str = "direct"
+    variant: str = ""
     dtypes: Sequence[str] = ("float32", "float64")
+    zero_fills_padding: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.backend}:{self.op}:{self.algo}"
+        base = f"{self.backend}:{self.op}:{self.algo}"
+        return f"{base}/{self.variant}" if self.variant else base
 
     def not_supported_reasons(self, spec) -> List[str]:
         return []
+
+    def compute_spec(self, spec):
+        """The spec this implementation runs for ``spec``: float16 becomes float32 where it has no half
+        path (the public functions convert the arrays the same way and round the result back once)."""
+        if spec.dtype == "float16" and "float16" not in self.dtypes:
+            return dataclasses.replace(spec, dtype="float32")
+        return spec
 
     def run(self, spec, *arrays):  # pragma: no cover - interface
         raise NotImplementedError
@@ -82,10 +104,13 @@ class Impl:
 class FunctionImpl(Impl):
     """An Impl made of plain functions: ``fn(spec, *arrays)`` and optionally ``reasons(spec) -> list``."""
 
-    def __init__(self, backend: str, op: str, algo: str, fn: Callable, *,
-                 reasons: Optional[Callable] = None, dtypes: Sequence[str] = ("float32", "float64")):
-        self.backend, self.op, self.algo, self._fn, self._reasons = backend, op, algo, fn, reasons
+    def __init__(self, backend: str, op: str, algo: str, fn: Callable, *, variant: str = "",
+                 reasons: Optional[Callable] = None, dtypes: Sequence[str] = ("float32", "float64"),
+                 zero_fills_padding: bool = False):
+        self.backend, self.op, self.algo, self.variant = backend, op, algo, variant
+        self._fn, self._reasons = fn, reasons
         self.dtypes = tuple(dtypes)
+        self.zero_fills_padding = zero_fills_padding
 
     def not_supported_reasons(self, spec) -> List[str]:
         return list(self._reasons(spec)) if self._reasons else []
@@ -163,8 +188,31 @@ def reasons(impl: Impl, spec) -> List[str]:
     return out + list(impl.not_supported_reasons(spec))
 
 
-def select(spec, backend: str, algo: str = "auto") -> Impl:
-    """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons."""
+def nonfinite_weight_meets_padding(spec, weight) -> bool:
+    """A padded convolution whose weight (NumPy or CuPy) holds Inf or NaN: one reduction, only when padded.
+    On CuPy this waits for the GPU, so :func:`select` asks only when its answer could change the choice."""
+    if not spec.is_padded:
+        return False
+    xp = type(weight).__module__.split(".")[0]
+    if xp == "cupy":
+        import cupy
+        return not bool(cupy.isfinite(weight).all())
+    import numpy
+    return not bool(numpy.isfinite(weight).all())
+
+
+_ZERO_FILL_REASON = ("a weight is Inf or NaN and the problem is padded: this implementation multiplies "
+                     "padded taps as zeros (Inf * 0 = NaN), while padded taps must contribute nothing")
+
+
+def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
+    """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons.
+
+    ``algo="auto"`` considers every algorithm, a named one only its variants; among several supported
+    candidates the backend's ``choose`` decides. ``weight`` (conv): the weight array, for the data rule on
+    non-finite weights in padded problems (see the module docstring); the public functions always pass
+    it. An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
+    returned."""
     check_backend_name(backend)
     check_algo(algo, spec.op)
     why = availability(backend)
@@ -175,13 +223,27 @@ def select(spec, backend: str, algo: str = "auto") -> Impl:
     for impl in cands:
         r = reasons(impl, spec)
         (rejected.append((impl, r)) if r else supported.append(impl))
-    if not supported:
+    chosen = _choose(spec, backend, supported)
+    if chosen is not None and chosen.zero_fills_padding and weight is not None \
+            and nonfinite_weight_meets_padding(spec, weight):
+        rejected += [(i, [_ZERO_FILL_REASON]) for i in supported if i.zero_fills_padding]
+        supported = [i for i in supported if not i.zero_fills_padding]
+        chosen = _choose(spec, backend, supported)
+    if chosen is None:
         if not cands:
             raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}")
         lines = "; ".join(f"{impl.name}: {', '.join(r)}" for impl, r in rejected)
         raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
                          f"({lines})")
-    if algo == "auto" and len(supported) > 1:
+    return chosen
+
+
+def _choose(spec, backend: str, supported: List[Impl]) -> Optional[Impl]:
+    """Among supported candidates: the backend's ``choose`` (measurement) when there are several (with a
+    named algo, several variants of it), else the first."""
+    if not supported:
+        return None
+    if len(supported) > 1 and spec.N > 0:
         choose = getattr(backend_module(backend), "choose", None)
         if choose is not None:
             return choose(spec, supported)
