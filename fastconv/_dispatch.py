@@ -232,7 +232,10 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
     if chosen is None:
         if not cands:
             raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}")
-        lines = "; ".join(f"{impl.name}: {', '.join(r)}" for impl, r in rejected)
+        groups: Dict[tuple, List[str]] = {}      # candidates with the same reasons are named together
+        for impl, r in rejected:
+            groups.setdefault(tuple(r), []).append(impl.name)
+        lines = "; ".join(f"{', '.join(names)}: {', '.join(r)}" for r, names in groups.items())
         raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
                          f"({lines})")
     return chosen

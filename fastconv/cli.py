@@ -231,8 +231,7 @@ def cmd_summary(args) -> int:
 def cache_paths() -> dict:
     """Where compiled code and measured choices are kept: Numba's cache, the emulator's, CuPy's kernel cache,
     the cuda backend's autotune file."""
-    from . import _backends
-    from ._backends import _autotune
+    from . import _backends, _config
     numba_dir = os.environ.get("NUMBA_CACHE_DIR")
     if not numba_dir:
         src = os.path.join(os.path.dirname(_backends.__file__), "__pycache__")
@@ -244,9 +243,9 @@ def cache_paths() -> dict:
     return {"numba": numba_dir + ("" if os.environ.get("NUMBA_CACHE_DIR") else " (NUMBA_CACHE_DIR unset)"),
             "cuda-emu": emu_dir + ("" if os.environ.get("FASTCONV_EMU_CACHE") else " (FASTCONV_EMU_CACHE unset)"),
             "cupy": cupy_dir + ("" if os.environ.get("CUPY_CACHE_DIR") else " (CUPY_CACHE_DIR unset)"),
-            "autotune-cuda": (_autotune.default_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)")
+            "autotune-cuda": (_config.autotune_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)")
             + ("" if os.environ.get("FASTCONV_AUTOTUNE_CACHE") is not None else " (FASTCONV_AUTOTUNE_CACHE unset)")
-            + (" (measuring off: FASTCONV_AUTOTUNE=0)" if not _autotune.enabled() else "")}
+            + (" (measuring off: FASTCONV_AUTOTUNE=0)" if not _config.autotune_enabled() else "")}
 
 
 def info() -> dict:

@@ -6,8 +6,6 @@ the implementation has no half path) and shapes the result back. Inputs are neve
 """
 from __future__ import annotations
 
-import dataclasses
-
 from . import _dispatch
 from ._spec import array_kind, conv_spec, pool_spec
 
@@ -37,30 +35,28 @@ def _resolve_backend(backend, kind: str) -> str:
 
 def _execute(spec, kind, backend, algo, arrays, shapes):
     """Select, prepare arrays, run, shape back. ``arrays``/``shapes``: what to pass, viewed as 4-D."""
-    impl = _dispatch.select(spec, backend, algo)
+    impl = _dispatch.select(spec, backend, algo, weight=arrays[1] if spec.op == "conv" else None)
     xp = _array_module(kind)
     if spec.N == 0:   # an empty batch: nothing to launch (torch returns an empty result too)
         out = xp.zeros(spec.output_shape, dtype=spec.dtype)
         if getattr(spec, "return_indices", False):
             return out, xp.zeros(spec.output_shape, dtype=xp.int64)
         return out
-    run_spec = spec
-    upcast = spec.dtype == "float16" and "float16" not in impl.dtypes
-    if upcast:
-        run_spec = dataclasses.replace(spec, dtype="float32")
+    run_spec = impl.compute_spec(spec)
+    upcast = run_spec.dtype != spec.dtype
     prepared = []
     for a, shape in zip(arrays, shapes):
         if a is None:
             prepared.append(None)
             continue
         a = xp.ascontiguousarray(a.reshape(shape))
-        prepared.append(a.astype(xp.float32) if upcast else a)
+        prepared.append(a.astype(run_spec.dtype) if upcast else a)
     result = impl.run(run_spec, *prepared)
     outs = result if isinstance(result, tuple) else (result,)
     shaped = []
     for i, o in enumerate(outs):
         if i == 0 and upcast:
-            o = o.astype(xp.float16)
+            o = o.astype(spec.dtype)
         shaped.append(o.reshape(spec.output_shape))
     return tuple(shaped) if isinstance(result, tuple) else shaped[0]
 

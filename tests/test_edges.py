@@ -14,7 +14,7 @@ import fastconv as fc
 from fastconv import _dispatch
 from fastconv.testing import to_numpy
 
-from .backend_params import backend_algos
+from .backend_params import backend_algos, conv_or_refused
 
 INF, NAN = np.inf, np.nan
 #: Inf - Inf and half overflow are what these tests are about; NumPy's warnings about them are expected
@@ -45,14 +45,17 @@ def run(backend, fn, *arrays, **kw):
 
 
 def conv(backend, algo, x, w, b=None, **kw):
+    """The conv on ``backend`` with ``algo``; an algorithm that does not take the problem's shapes skips;
+    one refused for this weight (a non-finite weight in a padded problem, an algorithm that multiplies
+    padded zeros) must raise the refusal, and the result is then what dispatch runs instead."""
     fn = fc.conv1d if w.ndim == 3 else fc.conv2d
+    spec = fc.conv_spec(x, w, b, spatial_dims=w.ndim - 2, **kw)
     if algo != "auto":
-        spec = fc.conv_spec(x, w, b, spatial_dims=w.ndim - 2, **kw)
         try:
             _dispatch.select(spec, backend, algo)
         except ValueError as e:
             pytest.skip(f"{backend}/{algo} does not take this problem: {e}")
-    return run(backend, fn, x, w, b, algo=algo, **kw)
+    return conv_or_refused(backend, algo, spec, w, lambda a: run(backend, fn, x, w, b, algo=a, **kw))
 
 
 def row(values, dtype="float32"):

@@ -22,7 +22,6 @@ A failure prints the shrunk example; turn it into an explicit regression test (t
 from __future__ import annotations
 
 import collections
-import os
 import warnings
 
 import numpy as np
@@ -31,17 +30,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv import _dispatch
+from fastconv import _config, _dispatch
 from fastconv._spec import conv_spec, pool_spec
 from fastconv.testing import assert_conv_close, assert_pool_close, to_numpy
 
-PROFILE = os.environ.get("FASTCONV_FUZZ", "ci")
+from .backend_params import refused_for_data
+
+PROFILE = (_config.get("FASTCONV_FUZZ") or "ci")
 if PROFILE not in ("ci", "long"):
     raise ValueError(f"FASTCONV_FUZZ must be 'ci' or 'long', got {PROFILE!r}")
 LONG = PROFILE == "long"
 #: examples per test: (numpy-array CPU backends, emulated CUDA); the emulator runs every CUDA thread
 _DEFAULT_EXAMPLES = (3000, 1000) if LONG else (100, 80)
-_ENV_EXAMPLES = os.environ.get("FASTCONV_FUZZ_EXAMPLES")
+_ENV_EXAMPLES = _config.get("FASTCONV_FUZZ_EXAMPLES")
 #: largest spatial extent drawn (the CUDA tiles are 8x16 outputs and 64x64 GEMM tiles: long runs cross them)
 MAX_EXTENT = 40 if LONG else 10
 MAX_CHANNELS = 12 if LONG else 4
@@ -289,6 +290,11 @@ def check_conv(backend, c, ran):
             continue
         xb, wb, bb = _as_backend(backend, c["layout"], x, w, b)
         before = to_numpy(xb).copy()
+        if refused_for_data(spec, backend, algo, w):    # a non-finite weight meets padding: refused, checked
+            with pytest.raises(ValueError, match="a weight is Inf or NaN and the problem is padded"):
+                fn(xb, wb, bb, backend=backend, algo=algo, **c["kw"])
+            ran["refused:" + algo] += 1
+            continue
         out = fn(xb, wb, bb, backend=backend, algo=algo, **c["kw"])
         assert type(out) is type(xb), f"{backend}/{algo} returned {type(out)} for {type(xb)} input"
         assert str(out.dtype) == c["dtype"] and out.shape == ref.shape == spec.output_shape
@@ -322,7 +328,7 @@ def check_pool(backend, c, ran):
 
 
 def _assert_ran(backend, what, ran):
-    runs = {k: v for k, v in ran.items() if not k.startswith("skipped:")}
+    runs = {k: v for k, v in ran.items() if not k.startswith(("skipped:", "refused:"))}
     assert sum(runs.values()) > 0, f"no {what} example ran on {backend} (skips: {dict(ran)})"
     algos = {i.algo for i in _dispatch.backend_module(backend).implementations()} if what == "conv" else set()
     never = sorted(a for a in algos if a not in runs)

@@ -1,10 +1,12 @@
 """Backend "cuda-emu": fastconv's CUDA kernels (kernels/*.cu) run on the CPU by :mod:`fastconv.emu`.
 
-The same source, name expressions and launch plans as backend "cuda" (:mod:`._cuda_launch`); arrays are
-NumPy. Each kernel file is compiled once per process with every instantiation the launcher can ask for
-(the emulator keeps built modules on disk, keyed by source and flags). ``order`` (forward, reverse,
-random) is the emulator's thread order; tests run every kernel in all three, so a missing
-``__syncthreads`` shows up as results that differ between orders.
+The same source, name expressions and launch plans as backend "cuda" (:mod:`fastconv._cuda`); arrays are
+NumPy. Each kernel file is compiled once per process with every instantiation a plan can ask for (the
+emulator keeps built modules on disk, keyed by source and flags). The thread order (forward, reverse,
+random) is ``$FASTCONV_EMU_ORDER`` unless :func:`execute` is given one; tests run every kernel in all three,
+so a missing ``__syncthreads`` shows up as results that differ between orders. There is no ``choose``:
+with several supported candidates the first in priority order runs (measuring emulated kernels would say
+nothing about a GPU).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import _cuda_launch as L
+from .. import _config, _cuda
+from .._cuda.plan import Plan, execute as execute_plan, kernels_dir
 
 _modules: Dict[str, object] = {}
 _lock = threading.Lock()
@@ -35,19 +38,11 @@ def module(fname: str):
         mod = _modules.get(fname)
         if mod is None:
             from fastconv.emu import EmuModule
-            kdir = L.kernels_dir()
-            mod = EmuModule(path=f"{kdir}/{fname}", name_expressions=L.name_expressions(fname),
+            kdir = kernels_dir()
+            mod = EmuModule(path=f"{kdir}/{fname}", name_expressions=_cuda.name_expressions(fname),
                             include_dirs=(kdir,))
             _modules[fname] = mod
     return mod
-
-
-def run_plan(plan: L.Plan, inputs, *, order: str = "forward", seed: int = 0):
-    def launch(lc: L.Launch, args):
-        fn = module(lc.file).get_function(lc.kernel)
-        fn(lc.grid, lc.block, args, shared_mem=lc.shared_mem, order=order, seed=seed)
-
-    return L.execute(plan, inputs, _poisoned, launch)
 
 
 def _poisoned(shape, dtype):
@@ -58,13 +53,17 @@ def _poisoned(shape, dtype):
     return np.full(shape, fill, dtype=dtype)
 
 
-def run(spec, algo, *arrays, version: Optional[int] = None, variant: Optional[str] = None,
-        order: str = "forward", seed: int = 0):
-    """Run ``spec`` (conv: x, w, b-or-None; pools: x) with the given kernel version, variant (tile shape)
-    and thread order."""
-    return run_plan(L.plan_for(spec, algo, version, variant), L.inputs_for(spec, arrays), order=order,
-                    seed=seed)
+def execute(plan: Plan, inputs, *, order: Optional[str] = None, seed: int = 0):
+    """Run a plan on NumPy ``inputs`` (named as :func:`fastconv._cuda.plan.inputs_for` names them) in the
+    given thread order (default ``$FASTCONV_EMU_ORDER``, else forward)."""
+    order = order or _config.emu_order()
+
+    def launch(lc, args):
+        fn = module(lc.file).get_function(lc.kernel)
+        fn(lc.grid, lc.block, args, shared_mem=lc.shared_mem, order=order, seed=seed)
+
+    return execute_plan(plan, inputs, _poisoned, launch)
 
 
 def implementations():
-    return L.implementations("cuda-emu", run)
+    return _cuda.implementations("cuda-emu", execute)

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import threading
 
+from .. import _config
+from .._files import atomic_write, replacing
 from ._errors import EmuError
 
 RUNTIME_VERSION = 3  # bump with any change to the runtime ABI; also part of every cache key
@@ -46,7 +48,7 @@ stats = {"module_builds": 0, "runtime_builds": 0, "cache_hits": 0, "rebuilt_corr
 
 
 def cache_dir():
-    d = os.environ.get("FASTCONV_EMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastconv", "emu")
+    d = _config.emu_cache_dir()
     try:
         os.makedirs(d, exist_ok=True)
         if not os.access(d, os.W_OK):
@@ -58,7 +60,7 @@ def cache_dir():
 
 
 def compiler():
-    return os.environ.get("CXX") or "g++"
+    return _config.get("CXX") or "g++"
 
 
 _compiler_ids = {}
@@ -76,7 +78,7 @@ def compiler_id():
 
 
 def default_backend():
-    env = os.environ.get("FASTCONV_EMU_FIBERS")
+    env = _config.get("FASTCONV_EMU_FIBERS")
     if env:
         if env not in FIBER_BACKENDS:
             raise EmuError(f"FASTCONV_EMU_FIBERS={env!r}; expected one of {FIBER_BACKENDS}")
@@ -189,17 +191,10 @@ def runtime_object(backend):
                 return path
         except OSError:
             pass
-        tmp, tmp_digest = _tmp_name(d, ".o"), _tmp_name(d, ".sha256")
-        try:
+        with replacing(path, prefix=".tmp-", suffix=".o") as tmp:
             _compile([*_base_cmd(backend), "-c", RUNTIME_SRC, "-o", tmp], "the emulator runtime")
-            with open(tmp_digest, "w") as f:
-                f.write(hashlib.sha256(_read(tmp)).hexdigest())
-            os.replace(tmp, path)
-            os.replace(tmp_digest, digest_path)
-        finally:
-            for p in (tmp, tmp_digest):
-                if os.path.exists(p):
-                    os.unlink(p)
+            digest = hashlib.sha256(_read(tmp)).hexdigest()
+        atomic_write(digest_path, digest, prefix=".tmp-")
         stats["runtime_builds"] += 1
         return path
 
@@ -247,21 +242,18 @@ def module_library(unit, key, backend, flags, include_dirs, label):
             stats["rebuilt_corrupt"] += 1
         rt = runtime_object(backend)
         src = _tmp_name(d, ".cpp")
-        tmp = _tmp_name(d, ".so")
         try:
             with open(src, "w") as f:
                 f.write(unit)
             incs = [a for inc in include_dirs for a in ("-I", inc)]
-            _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
-                      "-shared", "-Wl,-z,defs", "-o", tmp], label)
-            body = _read(tmp)
-            with open(tmp, "ab") as f:
-                f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
-            os.replace(tmp, path)
+            with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
+                _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
+                          "-shared", "-Wl,-z,defs", "-o", tmp], label)
+                body = _read(tmp)
+                with open(tmp, "ab") as f:
+                    f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
         finally:
-            for p in (src, tmp):
-                if os.path.exists(p):
-                    os.unlink(p)
+            os.unlink(src)
         stats["module_builds"] += 1
         return path, True
 

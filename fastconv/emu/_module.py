@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from .. import _config
 from . import _build, _guard, _source
 from ._errors import EmuError
 
@@ -269,12 +270,11 @@ class EmuFunction:
         a launch that is still running fails instead of hanging (infinite loops, spin-waits on
         another thread; default $FASTCONV_EMU_TIMEOUT or none).
         """
-        order = order or os.environ.get("FASTCONV_EMU_ORDER") or "forward"
+        order = order or _config.emu_order()
         if guard is None:
-            guard = os.environ.get("FASTCONV_EMU_GUARD") or False
-            guard = {"0": False, "1": True}.get(guard, guard)
+            guard = _config.emu_guard()
         if timeout is None:
-            timeout = float(os.environ.get("FASTCONV_EMU_TIMEOUT") or 0)
+            timeout = _config.emu_timeout()
         self._timeout = float(timeout)
         if self._timeout < 0:
             raise ValueError("timeout must be >= 0 seconds")
@@ -333,7 +333,7 @@ class EmuFunction:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {sorted(ORDERS) + ['all']}, got {order!r}")
         if workers is None:
-            workers = int(os.environ.get("FASTCONV_EMU_WORKERS", "0"))
+            workers = _config.emu_workers()
         stack_size = DEFAULT_STACK if stack_size is None else int(stack_size)
         if int(shared_mem) < 0:
             raise ValueError("shared_mem must be >= 0")

@@ -1,6 +1,6 @@
 """Index width: every offset the CUDA kernels compute fits the integer type it is computed in.
 
-The launcher picks ``int`` or ``long long`` indexing per call (``_cuda_launch.index_type``, from
+The families pick ``int`` or ``long long`` indexing per call (``fastconv._cuda.plan.index_type``, from
 ``spec.needs_64bit_indexing``: some buffer holds more than 2^31 - 1 elements). Problems that big cannot be
 allocated here, but specs can be built without memory (``np.broadcast_to`` of a scalar has any shape and
 no storage), so this file checks, for shapes up to and past 2^31 elements:
@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fastconv._backends import _cuda_launch as L
+from fastconv import _cuda
+from fastconv._cuda import plan as L
 from fastconv._spec import INT32_MAX, conv_spec, pool_spec
 
 INT64_MAX = 2**63 - 1
@@ -82,34 +83,35 @@ def _itype(lc):
     return lc.kernel.split("<", 1)[1].rstrip(">").split(",")[1].strip()
 
 
-def _plans(spec):
-    """The plans of every kernel version the launcher can run for ``spec`` (conv: each algo's versions
-    that the kernels accept)."""
-    if spec.op != "conv":
-        if L.pool_reasons(spec):
+def family_reasons(spec, name):
+    """[] when some variant of family ``name`` takes ``spec`` (its own limits and its plan's), else the
+    reasons of every variant."""
+    fam = _cuda.family(name)
+    out = []
+    for v in fam.VARIANTS:
+        why = fam.reasons(spec, v) or fam.plan(spec, v).reasons()
+        if not why:
             return []
-        # the one-thread-per-output v1 kernels (always launchable), and whatever the launcher ships now
-        kernel = "max_pool2d_v1" if spec.is_max else "avg_pool2d_v1"
-        total = spec.N * spec.C * spec.P * spec.Q
-        v1 = L.Launch("pool.cu", L.name_expression(kernel, "float", L.index_type(spec)),
-                      (-(-total // L.BLOCK_1D), 1, 1), (L.BLOCK_1D, 1, 1), 0, ())
-        plans = [L.Plan((), (v1,), ("y",)), L.pool_plan(spec)]
-        if L.pool_path(spec) != "any":     # the v2 kernel for any window runs every spec too
-            plans.append(L.pool_plan(spec, 2, "any"))
-        return plans
+        out += why
+    return out
+
+
+def _plans(spec):
+    """The plans of every kernel version and variant the families can run for ``spec`` (each that its
+    family accepts: its limits, then its plan's)."""
     plans = []
-    for algo in ("direct", "im2col"):
-        if L.conv_reasons(spec, algo):
+    for fam in _cuda.FAMILIES:
+        if spec.op not in fam.OPS or (spec.op == "conv" and spec.dtype not in fam.DTYPES):
             continue
-        for version in (1, 2):
-            plans.append(L.conv_plan(spec, algo, version))
-    if spec.dtype in L.kernel_dtypes("conv_implicit_gemm_v1") and not L.conv_reasons(spec, "implicit_gemm"):
-        for variant in L.variants("implicit_gemm"):       # every tile and split the autotuner may pick
-            plan = L.conv_plan(spec, "implicit_gemm", 1, variant)
-            if not plan.reasons():
-                plans.append(plan)
-    if not L.conv_reasons(spec, "depthwise"):
-        plans.append(L.conv_plan(spec, "depthwise"))
+        for v in fam.VARIANTS:            # every tile and split the autotuner may pick
+            if fam.reasons(spec, v):
+                continue
+            shipped = fam.plan(spec, v)
+            if shipped.reasons():
+                continue
+            plans.append(shipped)
+            if v == fam.VARIANTS[-1]:     # the earlier versions, kept beside the shipped one (once a family)
+                plans += [fam.plan(spec, v, ver) for ver in fam.VERSIONS[:-1]]
     return plans
 
 
@@ -127,8 +129,9 @@ def test_max_elements_counts_every_buffer(name):
 def test_field_overflow_is_refused_not_wrapped():
     # a single extent past int32 does not fit the kernels' parameter structs: refused with the reason
     spec = conv((1, 1, 2**31 + 4), (1, 1, 1))
-    assert any("32-bit parameter fields" in r for r in L.conv_reasons(spec, "direct"))
-    assert any("32-bit parameter fields" in r for r in L.pool_reasons(pool("max", (1, 1, 2**31 + 4), kernel_size=2)))
+    assert any("32-bit parameter fields" in r for r in family_reasons(spec, "direct"))
+    assert any("32-bit parameter fields" in r for r in family_reasons(pool("max", (1, 1, 2**31 + 4), kernel_size=2),
+                                                                        "pool"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,7 +165,7 @@ def model_conv2d_direct_v1(s, lc):
 
 
 def model_conv2d_direct_v2(s, lc):
-    tp_, tq_, kt, ct = L.DIRECT_V2_TILE
+    tp_, tq_, kt, ct = _cuda.family("direct").TILE
     tiles_p, tiles_q = -(-s.P // tp_), -(-s.Q // tq_)
     k_blocks = -(-s.K_per_group // kt)
     patch_h = (tp_ - 1) * s.stride_h + (s.R - 1) * s.dil_h + 1
@@ -211,7 +214,7 @@ def model_conv_gemm_v1(s, lc):
 
 
 def model_conv_gemm_v2(s, lc):
-    bm, bn, bk, tm, tn = L.GEMM_V2_TILE
+    bm, bn, bk, tm, tn = _cuda.family("im2col").GEMM_TILE
     npq, M, KD = s.N * s.P * s.Q, s.K_per_group, s.C_per_group * s.R * s.S
     n_blocks, m_blocks = -(-npq // bn), -(-M // bm)
     kd0_last = ((KD - 1) // bk) * bk
@@ -370,7 +373,7 @@ MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_
 
 
 def test_every_kernel_has_an_index_model():
-    kernels = {k for ks in L.KERNELS.values() for k, _ in ks}
+    kernels = {k.name for fam in _cuda.FAMILIES for k in fam.KERNELS}
     missing = sorted(kernels - set(MODELS))
     assert not missing, (f"kernels without an index-arithmetic transcription in {__file__}: {missing}; add one "
                          f"(MODELS) so their offsets are checked against the index type")
@@ -400,8 +403,8 @@ def test_conv_reasons_never_raise():
     # the direct-v2 patch passes 2^31 (stride 2^28 over a 16-wide tile): a reason, not an OverflowError
     # from the plan's int32 scalars, so select() falls through to im2col
     spec = conv((1, 1, 2**28 + 1), (1, 1, 1), stride=2**28)      # 1 GiB of float32, two outputs
-    assert any("32-bit" in r for r in L.conv_reasons(spec, "direct"))
-    assert not L.conv_reasons(spec, "im2col")
+    assert any("32-bit" in r for r in family_reasons(spec, "direct"))
+    assert not family_reasons(spec, "im2col")
 
 
 #: shapes whose extents the kernels' 32-bit coordinates and counters cannot hold (a row of ~2^31 padded
@@ -421,10 +424,10 @@ def test_shapes_beyond_32bit_coordinates_are_refused_with_a_reason(name):
     spec = REFUSED[name]()
     if spec.op == "conv":
         for algo in ("direct", "im2col", "implicit_gemm", "depthwise"):
-            assert L.conv_reasons(spec, algo), algo
-        assert any("32-bit" in r for algo in ("direct", "im2col", "implicit_gemm") for r in L.conv_reasons(spec, algo))
+            assert family_reasons(spec, algo), algo
+        assert any("32-bit" in r for algo in ("direct", "im2col", "implicit_gemm") for r in family_reasons(spec, algo))
     else:
-        assert any("32-bit" in r for r in L.pool_reasons(spec))
+        assert any("32-bit" in r for r in family_reasons(spec, "pool"))
     assert _plans(spec) == []
     with pytest.raises(ValueError, match="32-bit"):
         _dispatch.select(spec, "cuda-emu")

@@ -1,6 +1,9 @@
-"""A small ctypes driver for NVRTC, so CI compiles every kernel for every claimed GPU without a GPU.
+"""Compiling the kernel families without a GPU: NVRTC through ctypes, and ``ptxas -v`` through nvcc.
 
-Two NVRTC majors from PyPI sit side by side: CUDA 13 (``nvidia-cuda-nvrtc``, in ``nvidia/cu13``) and CUDA 12
+Used by the compile checks in CI (tests/cuda/test_compile.py) and by benchmarks/ptxas_occupancy.py; needs
+``fastconv[nvrtc]`` (NVRTC from PyPI) or a CUDA toolkit, and ``nvcc`` on PATH for the ptxas report.
+
+NVRTC: two majors from PyPI sit side by side: CUDA 13 (``nvidia-cuda-nvrtc``, in ``nvidia/cu13``) and CUDA 12
 (``nvidia-cuda-nvrtc-cu12``, in ``nvidia/cuda_nvrtc``), each with the CUDA headers of its own release
 (``nvidia-cuda-runtime`` / ``nvidia-cuda-runtime-cu12``). CUDA 13 dropped Volta, so sm_70 is compiled by
 NVRTC 12. The NVRTC C API is tiny and stable, so calling it directly needs no binding package.
@@ -10,8 +13,15 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import re
+import shutil
+import subprocess
+import tempfile
 from functools import lru_cache
 from typing import Dict, Optional, Sequence, Tuple
+
+from . import by_file, name_expressions
+from .plan import kernels_dir
 
 #: where each major's library and matching headers live inside site-packages/nvidia
 _LAYOUT = {12: ("cuda_nvrtc/lib/libnvrtc.so.12", "cuda_runtime/include"),
@@ -129,3 +139,82 @@ def for_arch(arch: str) -> Optional[NVRTC]:
         if arch in installed()[major].supported_archs():
             return installed()[major]
     return None
+
+# ---------------------------------------------------------------------------------------------------
+# What to compile, and ptxas -v
+# ---------------------------------------------------------------------------------------------------
+#: the architecture whose compile uses every instantiation; the others compile one per kernel, dtype and
+#: index type, at the kernel's last-listed tile (what differs between architectures is whether the source
+#: compiles, not the tile constants; compiling every tile for every architecture cost CI minutes)
+FULL_ARCH = "sm_90"
+
+
+def arch_expressions(fname: str, arch: str) -> Tuple[str, ...]:
+    """The name expressions compiled for ``arch``: all of them on :data:`FULL_ARCH`, else the last-listed
+    tile of each kernel."""
+    if arch == FULL_ARCH:
+        return name_expressions(fname)
+    last = {}
+    for k in by_file(fname).KERNELS:
+        last[k.name] = k
+    return tuple(e for k in last.values() for e in k.expressions())
+
+
+def threads_of(instantiation: str) -> int:
+    """Threads per block of a demangled instantiation (``void conv_gemm_v2<float, int, 64, ...>(...)``),
+    from its family's Kernel (the largest a plan launches it with)."""
+    name = instantiation.split("<")[0].split(" ")[-1]
+    targs = instantiation.split("<", 1)[1].split(">")[0].split(",")
+    tile = tuple(int(a) for a in targs[2:])
+    from . import FAMILIES
+    for fam in FAMILIES:
+        for k in fam.KERNELS:
+            if k.name == name and k.tile == tile:
+                return k.threads
+    raise KeyError(instantiation)
+
+
+def instantiation_unit(fname: str) -> str:
+    """A translation unit that makes nvcc instantiate every name expression of ``fname``."""
+    refs = ",\n".join(f"  (void*)&{e}" for e in name_expressions(fname))
+    return f'#include "{fname}"\nvoid* fastconv_instantiations[] = {{\n{refs}\n}};\n'
+
+
+_ENTRY = re.compile(r"Compiling entry function '(\S+)' for '(sm_\d+)'")
+_USED = re.compile(r"Used (\d+) registers")
+_SMEM = re.compile(r"(\d+) bytes smem")
+_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def ptxas_report(fname: str, arch: str):
+    """{demangled kernel: dict(regs, smem, stack, spill_stores, spill_loads)} from ``nvcc -Xptxas -v``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        unit = os.path.join(tmp, f"inst_{fname}")
+        with open(unit, "w") as f:
+            f.write(instantiation_unit(fname))
+        cmd = ["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", "-Xptxas", "-v", "-I", kernels_dir(),
+               "-o", os.path.join(tmp, f"{fname}.cubin"), unit]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nvcc failed:\n{proc.stderr}")
+    out, cur = {}, None
+    for line in proc.stderr.splitlines():
+        m = _ENTRY.search(line)
+        if m:
+            cur = dict(regs=0, smem=0, stack=0, spill_stores=0, spill_loads=0)
+            out[m.group(1)] = cur
+            continue
+        if cur is None:
+            continue
+        m = _SPILL.search(line)
+        if m:
+            cur.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = _USED.search(line)
+        if m:
+            cur["regs"] = int(m.group(1))
+            s = _SMEM.search(line)
+            cur["smem"] = int(s.group(1)) if s else 0
+    if shutil.which("c++filt") and out:
+        names = subprocess.run(["c++filt"], input="\n".join(out), capture_output=True, text=True).stdout.split("\n")
+        out = {n: v for n, v in zip(names, out.values())}
+    return out

@@ -1,4 +1,4 @@
-"""The parameter structs' layout: Python twin (fastconv/_backends/_cuda_launch.py) vs C++ (kernels/common.cuh).
+"""The parameter structs' layout: Python twin (fastconv/_cuda/plan.py) vs C++ (kernels/common.cuh).
 
 Three checks, so field order can never drift silently:
 - an emulated probe kernel writes sizeof/offsetof of every field as g++ lays the struct out;
@@ -12,7 +12,7 @@ import pytest
 
 import fastconv
 from fastconv import _dispatch
-from fastconv._backends import _cuda_launch as L
+from fastconv._cuda import plan as L
 
 STRUCTS = {"ConvParams": (L.CONV_PARAMS_FIELDS, L.CONV_PARAMS_DTYPE),
            "PoolParams": (L.POOL_PARAMS_FIELDS, L.POOL_PARAMS_DTYPE)}
@@ -54,9 +54,8 @@ def probe():
     why = _dispatch.availability("cuda-emu")
     if why is not None:
         pytest.skip(f"the emulator is unavailable here: {why}")
-    from fastconv._backends._cuda_launch import kernels_dir
     from fastconv.emu import EmuModule
-    return EmuModule(code=probe_source(), include_dirs=(kernels_dir(),))
+    return EmuModule(code=probe_source(), include_dirs=(L.kernels_dir(),))
 
 
 @pytest.mark.parametrize("struct", list(STRUCTS))
@@ -90,9 +89,9 @@ def test_struct_by_value_round_trip(probe, struct, spec, build):
 
 
 def test_device_compiler_agrees_on_layout():
-    from .test_kernel_compile import KERNELS_DIR, nvrtc_for
+    from .test_compile import nvrtc_for
     compiler = nvrtc_for("sm_90")
-    ok, log, _ = compiler.compile(static_assert_source(), "layout_probe.cu", "compute_90", (), (KERNELS_DIR,))
+    ok, log, _ = compiler.compile(static_assert_source(), "layout_probe.cu", "compute_90", (), (L.kernels_dir(),))
     assert ok, f"NVRTC {compiler.version} disagrees with the Python twin:\n{log}"
 
 

@@ -1,28 +1,28 @@
-"""The implicit-GEMM conv kernel (kernels/conv_implicit_gemm.cu), every tile variant, against the oracle.
+"""Family ``implicit_gemm`` (kernels/conv_implicit_gemm.cu, fastconv/_cuda/implicit_gemm.py), every tile
+and split-K variant, against the oracle.
 
 Runs through "cuda-emu" in all three thread orders and through "cuda" when a GPU is present (targets and
-helpers are shared with tests/test_cuda_kernels.py). Cases aim at the kernel's own edges: partial tiles in
+helpers in tests/cuda/common.py). Cases aim at the kernel's own edges: partial tiles in
 m (N*P*Q), n (K/groups) and k (C*R*S), the incremental tap walk across channel boundaries for every R, S,
 the 4-wide store path (P*Q % 4 == 0) and the scalar one, and the exact recomputation a block does when its
 weights hold Inf/NaN in a padded problem. Expected values come only from the oracle.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch
-from fastconv._backends import _cuda_launch as L
-from fastconv._backends import numpy_oracle as oracle
+from fastconv import _cuda, _dispatch
+from fastconv._cuda import plan as P
 from fastconv.testing import assert_conv_close
 
-from .test_cuda_kernels import CONV_CASES, _conv_problem, _rand, backend, run_kernels, target  # noqa: F401
+from .common import CONV_CASES, conv_problem, fuzz_examples, fuzz_long, oracle, public, rand, run_family
 
-TILES = list(L.variants("implicit_gemm"))  # every tile, and the split-K variants
-IG_DTYPES = L.kernel_dtypes("conv_implicit_gemm_v1")  # float16 and float32 storage (float64: im2col/direct)
+FAMILY = _cuda.family("implicit_gemm")
+TILES = list(FAMILY.VARIANTS)  # every tile, and the split-K variants
+IG_DTYPES = FAMILY.DTYPES  # float16 and float32 storage (float64: im2col/direct)
+_rand = rand
 
 #: name -> (x shape, w shape, conv kwargs); P*Q noted for the store path
 EDGE_CASES = {
@@ -47,35 +47,23 @@ def _edge_problem(case, dtype, seed=0):
 
 
 def run_variant(target, spec, arrays, variant):
-    backend, order = target
-    if backend == "cuda-emu":
-        from fastconv._backends import cuda_emu
-        return cuda_emu.run(spec, "implicit_gemm", *arrays, variant=variant, order=order, seed=99)
-    import cupy
-
-    from fastconv._backends import cuda
-    from fastconv.testing import to_numpy
-    out = cuda.run(spec, "implicit_gemm", *[None if a is None else cupy.asarray(a) for a in arrays],
-                   variant=variant)
-    cupy.cuda.get_current_stream().synchronize()
-    return to_numpy(out)
+    return run_family(target, "implicit_gemm", spec, arrays, variant=variant, seed=99)
 
 
 @pytest.mark.parametrize("dtype", IG_DTYPES)
 @pytest.mark.parametrize("case", list(CONV_CASES) + list(EDGE_CASES))
 @pytest.mark.parametrize("variant", TILES)
 def test_implicit_gemm_matches_oracle(target, variant, case, dtype):
-    spec, arrays = (_conv_problem if case in CONV_CASES else _edge_problem)(case, dtype)
+    spec, arrays = (conv_problem if case in CONV_CASES else _edge_problem)(case, dtype)
     out = run_variant(target, spec, arrays, variant)
     assert out.dtype == np.dtype(dtype) and out.shape == spec.output_shape4
     assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
 
 
 @pytest.mark.parametrize("variant", TILES)
-def test_implicit_gemm_int64_index(target, monkeypatch, variant):
-    monkeypatch.setattr(L, "_force_index64", True)
+def test_implicit_gemm_int64_index(target, index64, variant):
     spec, arrays = _edge_problem("odd_pq_rs", "float32", seed=1)
-    assert ", long long" in L.conv_plan(spec, "implicit_gemm", 1, variant).launches[0].kernel
+    assert ", long long" in FAMILY.plan(spec, variant).launches[0].kernel
     assert_conv_close(run_variant(target, spec, arrays, variant), oracle.conv(spec, *arrays), spec, *arrays)
 
 
@@ -116,21 +104,20 @@ def test_nan_input_reaches_only_its_windows(target):
 
 
 def test_public_algo_implicit_gemm(backend):
-    from .test_cuda_kernels import _public
     rng = np.random.default_rng(7)
     x, w, b = _rand(rng, (2, 4, 7, 8), "float32"), _rand(rng, (6, 2, 3, 3), "float32"), _rand(rng, (6,), "float32")
     kw = dict(stride=(1, 2), padding=((1, 1), (0, 2)), groups=2)
-    out = _public(backend, fastconv.conv2d, x, w, b, algo="implicit_gemm", **kw)
+    out = public(backend, fastconv.conv2d, x, w, b, algo="implicit_gemm", **kw)
     spec = fastconv.conv_spec(x, w, b, **kw)
     assert_conv_close(out, oracle.conv(spec, x, w, b), spec, x, w, b)
 
 
-def test_tiles_live_only_in_the_launcher():
+def test_tiles_live_only_in_the_family():
     """The name expression carries the tile; the block size is derived from it, never written twice."""
     x, w = np.zeros((1, 3, 9, 9), np.float32), np.zeros((5, 3, 3, 3), np.float32)
     spec = fastconv.conv_spec(x, w)
-    for name, tile in L.IGEMM_TILES.items():
-        lc = L.conv_plan(spec, "implicit_gemm", 1, name).launches[0]
+    for name, tile in FAMILY.TILES.items():
+        lc = FAMILY.plan(spec, name).launches[0]
         bm, bn, bk, tm, tn, minb = tile
         assert lc.kernel == f"conv_implicit_gemm_v1<float, int, {bm}, {bn}, {bk}, {tm}, {tn}, {minb}>"
         assert lc.block == ((bm // tm) * (bn // tn), 1, 1)
@@ -142,25 +129,24 @@ def test_split_k_plan_covers_gemm_k_without_empty_splits():
     fourth), each followed by the in-order reduction; K = 1 step cannot split and runs one launch."""
     spec, _ = _edge_problem("vec_store_k_tail", "float32")
     for variant, splits, chunk in [("64x64-k2", 2, 24), ("64x64-k4", 3, 16), ("128x64-k4", 3, 16)]:
-        main, red = L.conv_plan(spec, "implicit_gemm", 1, variant).launches
+        main, red = FAMILY.plan(spec, variant).launches
         assert main.grid[1] == splits and int(main.args[1]) == chunk and splits * chunk >= 45
         assert red.kernel.startswith("splitk_reduce_v1<") and int(red.args[1]) == splits
     x, w = np.zeros((1, 3, 9, 9), np.float32), np.zeros((5, 3, 1, 1), np.float32)
-    (only,) = L.conv_plan(fastconv.conv_spec(x, w), "implicit_gemm", 1, "64x64-k4").launches
+    (only,) = FAMILY.plan(fastconv.conv_spec(x, w), "64x64-k4").launches
     assert only.grid[1] == 1
     with pytest.raises(ValueError, match="variant must be one of"):
-        L.conv_plan(spec, "implicit_gemm", 1, "32x32")
+        FAMILY.plan(spec, "32x32")
 
 
 def test_float64_is_refused_by_name_and_runs_elsewhere(backend):
     """No float64 implicit-GEMM kernels exist: asking for them is a ValueError naming the dtype, before any
     launch, and algo="auto" runs float64 on another algorithm."""
-    from .test_cuda_kernels import _public
     x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
-    with pytest.raises(ValueError, match="implicit_gemm: dtype float64 not supported"):
-        _public(backend, fastconv.conv2d, x, w, algo="implicit_gemm")
+    with pytest.raises(ValueError, match=r"implicit_gemm/\S+: dtype float64 not supported"):
+        public(backend, fastconv.conv2d, x, w, algo="implicit_gemm")
     spec = fastconv.conv_spec(x, w)
-    assert_conv_close(_public(backend, fastconv.conv2d, x, w), oracle.conv(spec, x, w), spec, x, w)
+    assert_conv_close(public(backend, fastconv.conv2d, x, w), oracle.conv(spec, x, w), spec, x, w)
 
 
 def _fake(shape):
@@ -172,21 +158,21 @@ def test_split_k_workspace_decides_the_index_width():
     """Output 96 x 4096 x 4096 (1.6e9 elements, int indexing) split 4 ways needs a 6.4e9-element workspace:
     those launches use the 64-bit instantiations; unsplit, the same spec stays 32-bit."""
     spec = fastconv.conv_spec(_fake((1, 64, 4096, 4096)), _fake((96, 64, 1, 1)))
-    assert L.index_type(spec) == "int"
-    split = L.conv_plan(spec, "implicit_gemm", 1, "64x64-k4")
+    assert P.index_type(spec) == "int"
+    split = FAMILY.plan(spec, "64x64-k4")
     assert split.launches[0].grid[1] == 4
     assert all(", long long" in lc.kernel for lc in split.launches)
-    assert all(", int" in lc.kernel for lc in L.conv_plan(spec, "implicit_gemm", 1, "64x64").launches)
+    assert all(", int" in lc.kernel for lc in FAMILY.plan(spec, "64x64").launches)
 
 
 def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
     taps = fastconv.conv_spec(_fake((1, 2**17, 1, 1)), _fake((1, 2**17, 1, 2**13)), padding=((0, 0), (0, 2**13 - 1)))
-    assert any("GEMM_K" in r for r in L.conv_reasons(taps, "implicit_gemm"))
+    assert any("GEMM_K" in r for r in FAMILY.reasons(taps))
     row = fastconv.conv_spec(_fake((1, 1, 1, 2**31 - 2)), _fake((1, 1, 1, 1)), padding=((0, 0), (0, 2)))
-    why = L.conv_reasons(row, "implicit_gemm")
+    why = FAMILY.reasons(row)
     assert any("output plane" in r for r in why) and any("padded input extent" in r for r in why)
     ok = fastconv.conv_spec(_fake((2, 3, 9, 9)), _fake((4, 3, 3, 3)), padding=1)
-    assert L.conv_reasons(ok, "implicit_gemm") == []
+    assert FAMILY.reasons(ok) == [] and FAMILY.plan(ok).reasons() == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -195,8 +181,8 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_FUZZ_LONG = os.environ.get("FASTCONV_FUZZ", "ci") == "long"
-_VARIANT_EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES") or (3000 if _FUZZ_LONG else 200))
+_FUZZ_LONG = fuzz_long()
+_VARIANT_EXAMPLES = fuzz_examples(ci=200, long=3000)
 
 
 @st.composite
@@ -234,8 +220,7 @@ def test_every_variant_on_drawn_problems(problem):
         w[tuple(rng.integers(0, d) for d in ws)] = rng.choice([np.inf, -np.inf, np.nan])
     elif special == "nan_x":
         x[tuple(rng.integers(0, d) for d in xs)] = np.nan
-    from fastconv._backends import cuda_emu
-    out = cuda_emu.run(spec, "implicit_gemm", x, w, b, variant=variant, order="random", seed=seed)
+    out = run_family(("cuda-emu", "random"), "implicit_gemm", spec, (x, w, b), variant=variant, seed=seed)
     ref = oracle.conv(spec, x, w, b)
     with np.errstate(invalid="ignore"):
         assert_conv_close(out, ref, spec, x, np.nan_to_num(w, posinf=0, neginf=0) if special == "nonfinite_w" else w, b)

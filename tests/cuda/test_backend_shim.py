@@ -2,9 +2,9 @@
 
 The kernels themselves are tested through "cuda-emu"; what only "cuda" has -- loading a kernel file as a
 RawModule, the function and plan memos, choosing an algorithm and a tile by measurement, the on-disk
-autotune cache -- is exercised here with CuPy replaced by tests/cupy_shim.py (RawModule over the emulator,
-NumPy-backed arrays that fastconv takes for CuPy ones). On a GPU the same tests run with the shim, and
-test_cuda_kernels.py covers the real CuPy path.
+autotune cache -- is exercised here with CuPy replaced by tests/cuda/cupy_shim.py (RawModule over the
+emulator, NumPy-backed arrays that fastconv takes for CuPy ones). On a GPU the same tests run with the shim,
+and the family tests (tests/cuda/test_<family>.py) cover the real CuPy path.
 """
 from __future__ import annotations
 
@@ -16,19 +16,27 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch
-from fastconv._backends import _autotune
-from fastconv._backends import _cuda_launch as L
+from fastconv import _config, _cuda, _dispatch, _tune
 from fastconv._backends import numpy_oracle as oracle
+from fastconv._cuda import plan as P
 from fastconv.testing import assert_conv_close, assert_pool_close
 
 from . import cupy_shim
 
 
 def _reset(cuda):
-    for memo in (cuda._modules, cuda._functions, cuda._plans, cuda._device_tags, cuda._tune_keys, cuda._dummies):
+    for memo in (cuda._modules, cuda._functions, cuda._device_tags, cuda._dummies):
         memo.clear()
-    cuda.reset_tuning()
+    cuda._availability = None      # asked once per process: once for the shim, once after it
+    cuda.TUNER.reset()
+
+
+def _file_of(kernel):
+    return next(f.FILE for f in _cuda.FAMILIES if any(k.name == kernel for k in f.KERNELS))
+
+
+def _key(cuda, spec, impls):
+    return cuda.TUNER.key(cuda.tune_context(), spec, [i.name for i in impls])
 
 
 @pytest.fixture
@@ -93,76 +101,78 @@ def test_each_kernel_file_compiles_once(cuda):
     for _ in range(3):
         for algo in ("implicit_gemm", "im2col", "direct"):
             fastconv.conv2d(x, w, b, padding=1, algo=algo)
-    built = [(L.kernel_file(exprs[0].split("<")[0]), L.dtype_of(exprs[0])) for exprs, _ in cupy_shim.RawModule.compiled]
+    built = [(_file_of(exprs[0].split("<")[0]), P.dtype_of(exprs[0])) for exprs, _ in cupy_shim.RawModule.compiled]
     assert len(built) == len(set(built)) == 3 and {d for _, d in built} == {"float32"}
-    # every float32 instantiation the launcher can ask for is in the one compile, with the kernels' include dir
+    # every float32 instantiation a plan can ask for is in the one compile, with the kernels' include dir
     for (fname, _), (exprs, options) in zip(built, cupy_shim.RawModule.compiled):
-        assert f"-I{L.kernels_dir()}" in options
-        assert exprs == L.name_expressions(fname, ("float32",))
+        assert f"-I{P.kernels_dir()}" in options
+        assert exprs == _cuda.name_expressions(fname, ("float32",))
 
 
 def test_autotune_measures_once_then_remembers_across_processes(cuda):
     x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(2))
     spec = fastconv.conv_spec(x, w, b, padding=1)
-    before = cuda.measure_count
+    before = cuda.TUNER.measure_count
     out = fastconv.conv2d(x, w, b, padding=1)
-    assert cuda.measure_count == before + 1
+    assert cuda.TUNER.measure_count == before + 1
     fastconv.conv2d(x, w, b, padding=1)
-    assert cuda.measure_count == before + 1  # in-memory
-    path = _autotune.default_path("cuda")
+    assert cuda.TUNER.measure_count == before + 1  # in-memory
+    path = _config.autotune_path("cuda")
     entries = json.load(open(path))["entries"]
-    supported = [i.algo for i in cuda.implementations()
-                 if i.op == "conv" and not _dispatch.reasons(i, spec)]
-    cands = cuda._candidates(spec, supported)
-    assert len(supported) >= 3 and len(cands) > len(supported)  # several algorithms, several tiles
-    entry = entries[cuda.tune_key(spec, cands)]
-    assert set(entry["ms"]) == set(cands) and entry["choice"] == min(entry["ms"], key=entry["ms"].get)
+    supported = [i for i in cuda.implementations() if i.op == "conv" and not _dispatch.reasons(i, spec)]
+    cands = [i.name for i in supported]
+    algos = {i.algo for i in supported}
+    assert len(algos) >= 3 and len(cands) > len(algos)  # several algorithms, several tiles
+    entry = entries[_key(cuda, spec, supported)]
+    assert set(entry["s"]) == set(cands) and entry["choice"] == min(entry["s"], key=entry["s"].get)
     # the per-algorithm tile choice was derived from the same timings (no second measurement needed)
-    ig = [c for c in cands if c.startswith("implicit_gemm/")]
-    sub = entries[cuda.tune_key(spec, ig)]
-    assert sub["choice"] == min(ig, key=lambda c: entry["ms"][c])
+    ig = [i for i in supported if i.algo == "implicit_gemm"]
+    sub = entries[_key(cuda, spec, ig)]
+    assert sub["choice"] == min((i.name for i in ig), key=lambda c: entry["s"][c])
     # a new process (fresh memory) reads the file and does not measure
-    cuda.reset_tuning()
+    cuda.TUNER.reset()
     fastconv.conv2d(x, w, b, padding=1)
-    assert cuda.measure_count == before + 1
+    assert cuda.TUNER.measure_count == before + 1
     assert_conv_close(out.get(), oracle.conv(spec, x.get(), w.get(), b.get()), spec, x.get(), w.get(), b.get())
 
 
 def test_explicit_algo_tunes_its_tiles(cuda):
     x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(3, (1, 3, 11, 7), (5, 3, 2, 3)))
     spec = fastconv.conv_spec(x, w, b)
-    before = cuda.measure_count
+    before = cuda.TUNER.measure_count
     out = fastconv.conv2d(x, w, b, algo="implicit_gemm")
-    assert cuda.measure_count == before + 1
-    entry = cuda.tune_cache().get(cuda.tune_key(spec, cuda._candidates(spec, ["implicit_gemm"])))
-    assert entry["choice"] in [f"implicit_gemm/{v}" for v in L.variants("implicit_gemm")]
+    assert cuda.TUNER.measure_count == before + 1
+    ig = [i for i in cuda.implementations() if i.op == "conv" and i.algo == "implicit_gemm"]
+    entry = cuda.TUNER.cache().get(_key(cuda, spec, ig))
+    assert entry["choice"] in [f"cuda:conv:implicit_gemm/{v}" for v in _cuda.family("implicit_gemm").VARIANTS]
     assert_conv_close(out.get(), oracle.conv(spec, x.get(), w.get(), b.get()), spec, x.get(), w.get(), b.get())
 
 
 def test_corrupt_cache_file_is_ignored_and_rebuilt(cuda):
-    path = _autotune.default_path("cuda")
+    path = _config.autotune_path("cuda")
     x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(4))
     for garbage in ("{not json", '{"format": 1, "entries": [1, 2]}', "\x00\x01", '{"format": 999, "entries": {}}'):
         with open(path, "w") as f:
             f.write(garbage)
-        cuda.reset_tuning()
-        before = cuda.measure_count
+        cuda.TUNER.reset()
+        before = cuda.TUNER.measure_count
         fastconv.conv2d(x, w, b, padding=1)
-        assert cuda.measure_count == before + 1
+        assert cuda.TUNER.measure_count == before + 1
         data = json.load(open(path))  # rewritten whole, valid
-        assert data["format"] == _autotune.FORMAT and data["entries"]
+        assert data["format"] == _tune.FORMAT and data["entries"]
 
 
 def test_autotune_off_takes_the_priority_order_without_measuring(cuda, monkeypatch):
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
     x, w, b = _conv_arrays(5)
     spec = fastconv.conv_spec(x, w, b, padding=1)
-    before = cuda.measure_count
+    before = cuda.TUNER.measure_count
     impl = _dispatch.select(spec, "cuda", "auto")
     first = next(i for i in cuda.implementations() if i.op == "conv" and not _dispatch.reasons(i, spec))
-    assert impl is first and cuda.measure_count == before
+    assert impl is first and cuda.TUNER.measure_count == before
+    assert _dispatch.select(spec, "cuda", "implicit_gemm").name == "cuda:conv:implicit_gemm/128x128"
     out = fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1, algo="implicit_gemm")
-    assert cuda.measure_count == before  # the first tile, unmeasured
+    assert cuda.TUNER.measure_count == before  # the first tile, unmeasured
     assert_conv_close(out.get(), oracle.conv(spec, x, w, b), spec, x, w, b)
 
 
@@ -170,7 +180,7 @@ def test_concurrent_first_calls_measure_once_and_agree(cuda):
     x, w, b = _conv_arrays(6)
     spec = fastconv.conv_spec(x, w, b, padding=1)
     ref = oracle.conv(spec, x, w, b)
-    before = cuda.measure_count
+    before = cuda.TUNER.measure_count
     results, errors = [None] * 4, []
 
     def call(i):
@@ -185,7 +195,7 @@ def test_concurrent_first_calls_measure_once_and_agree(cuda):
     for t in threads:
         t.join()
     assert not errors, errors
-    assert cuda.measure_count == before + 1
+    assert cuda.TUNER.measure_count == before + 1
     for r in results:
         assert_conv_close(r, ref, spec, x, w, b)
         assert np.array_equal(r, results[0])  # the same choice, deterministic kernels: bitwise equal
@@ -193,28 +203,28 @@ def test_concurrent_first_calls_measure_once_and_agree(cuda):
 
 def test_disk_cache_merges_concurrent_writers(tmp_path):
     path = str(tmp_path / "t.json")
-    a, b = _autotune.DiskCache(path), _autotune.DiskCache(path)
+    a, b = _tune.DiskCache(path), _tune.DiskCache(path)
     a.get("k0")  # both read the (missing) file first, as two processes would
     b.get("k0")
     a.put("ka", {"choice": "x", "ms": {"x": 1.0}})
     b.put("kb", {"choice": "y", "ms": {"y": 2.0}})
     entries = json.load(open(path))["entries"]
     assert set(entries) == {"ka", "kb"}
-    assert _autotune.DiskCache(path).get("ka")["choice"] == "x"
+    assert _tune.DiskCache(path).get("ka")["choice"] == "x"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".autotune-")]  # no temporary left
 
 
 def test_disk_cache_in_memory_only_and_unwritable(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTCONV_AUTOTUNE_CACHE", "")
-    assert _autotune.default_path("cuda") is None
-    mem = _autotune.DiskCache(None)
+    assert _config.autotune_path("cuda") is None
+    mem = _tune.DiskCache(None)
     mem.put("k", {"choice": "c"})
     assert mem.get("k")["choice"] == "c"
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        c = _autotune.DiskCache(str(ro / "sub" / "t.json"))
+        c = _tune.DiskCache(str(ro / "sub" / "t.json"))
         c.put("k", {"choice": "c"})  # cannot write: keeps the choice in memory, raises nothing
         assert c.get("k")["choice"] == "c"
     finally:
@@ -241,16 +251,16 @@ def test_no_memory_to_measure_runs_the_default_and_measures_later(cuda, monkeypa
     x, w, b = _conv_arrays(8)
     spec = fastconv.conv_spec(x, w, b, padding=1)
 
-    def oom(spec):
+    def oom(spec, xp):
         raise cupy_shim.OutOfMemoryError("out of memory allocating the tuning inputs")
 
-    monkeypatch.setattr(cuda, "_synthetic", oom)
-    before = cuda.measure_count
+    monkeypatch.setattr(_tune, "synthetic_inputs", oom)
+    before = cuda.TUNER.measure_count
     out = fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1)
     assert_conv_close(out.get(), oracle.conv(spec, x, w, b), spec, x, w, b)
-    assert cuda.tune_cache().entries() == {} and cuda.measure_count > before  # tried, remembered nothing
+    assert cuda.TUNER.cache().entries() == {} and cuda.TUNER.measure_count > before  # tried, remembered nothing
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "cupy", cupy_shim)  # undo() also restored the real (absent) cupy
-    tried = cuda.measure_count
+    tried = cuda.TUNER.measure_count
     fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1)
-    assert cuda.measure_count == tried + 1 and cuda.tune_cache().entries()
+    assert cuda.TUNER.measure_count == tried + 1 and cuda.TUNER.cache().entries()

@@ -1,7 +1,7 @@
 """A stand-in for the parts of CuPy that fastconv's "cuda" backend uses, running kernels on fastconv.emu.
 
 On a machine without a GPU (CI), backend "cuda" (fastconv/_backends/cuda.py) would never run: its kernel
-loading, function and plan memos, launch path and autotuner would meet their first caller on a GPU box.
+loading, function memos, launch path and autotuner would meet their first caller on a GPU box.
 Installed as ``sys.modules["cupy"]`` by a test fixture, this module lets that exact Python code run here:
 ``RawModule`` compiles the same source with the same name expressions through the emulator, arrays are
 a NumPy subclass that fastconv's type checks take for ``cupy.ndarray``, events time with the host clock.

@@ -1,0 +1,115 @@
+"""fastconv's CUDA kernel families, shared by backends "cuda" (CuPy) and "cuda-emu" (the emulator).
+
+A family is one ``kernels/<file>.cu`` and one module here that owns everything about it; the backends are
+thin executors of the plans a family builds and never look inside one. A family module defines:
+
+    FILE                the .cu file
+    ALGO, OPS           the algorithm name dispatch knows it by, and the ops it implements
+    DTYPES              storage dtypes it has kernels for (float16 upcasts around families without it)
+    ZERO_FILLS_PADDING  padded taps are multiplied in as zeros (exact only for finite weights)
+    VARIANTS            the kernels dispatch may run, in priority order ("" for an algorithm with one);
+                        each becomes one Impl, named ``<backend>:<op>:<algo>/<variant>``
+    VERSIONS            kernel versions plan() builds; the last ships, earlier ones are kept for teaching
+                        and tests (reached only through plan(..., version=))
+    KERNELS             every templated kernel of the file (:class:`.plan.Kernel`), for compiling
+    reasons(spec, variant) -> [str]             why the variant cannot take spec (32-bit limits, predicates);
+                                                never raises, builds no plan
+    plan(spec, variant, version=None) -> Plan   the launches (geometry, tiles, buffers), computed once
+
+Adding a family: one .cu, one module, one line in :data:`FAMILIES`, one test file (tests/cuda/).
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from . import depthwise, direct, im2col, implicit_gemm, plan, pool
+from .plan import C_TYPES, inputs_for
+
+#: every family in priority order: with measuring off, ``algo="auto"`` runs the first supported variant of
+#: the first family that takes the problem (specialised kernels before general ones)
+FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool)
+
+
+def family(name: str):
+    """The family by module name ("direct", "im2col", "implicit_gemm", "depthwise", "pool")."""
+    for f in FAMILIES:
+        if f.__name__.rsplit(".", 1)[1] == name:
+            return f
+    raise KeyError(f"no CUDA family {name!r} (families: {', '.join(f.__name__.rsplit('.', 1)[1] for f in FAMILIES)})")
+
+
+def files() -> Tuple[str, ...]:
+    return tuple(f.FILE for f in FAMILIES)
+
+
+def by_file(fname: str):
+    for f in FAMILIES:
+        if f.FILE == fname:
+            return f
+    raise KeyError(fname)
+
+
+def name_expressions(fname: str, dtypes: Sequence[str] = tuple(C_TYPES)) -> Tuple[str, ...]:
+    """Every instantiation of every kernel in ``fname`` a plan can ask for (for ``dtypes``)."""
+    return tuple(e for k in by_file(fname).KERNELS for e in k.expressions(dtypes))
+
+
+# ---------------------------------------------------------------------------------------------------
+# One Impl per (family, op, variant)
+# ---------------------------------------------------------------------------------------------------
+from .._dispatch import Impl  # noqa: E402  (after the families: _dispatch imports nothing of ours)
+
+_PLAN_MEMO_SIZE = 4096
+
+
+class KernelImpl(Impl):
+    """One variant of one family on one backend. Its support check and its run share one plan, built once
+    per spec (memoized; bounded): what the check approved is exactly what runs."""
+
+    def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
+        self.backend, self.op, self.algo, self.variant = backend, op, fam.ALGO, variant
+        self.family, self.dtypes, self.zero_fills_padding = fam, tuple(fam.DTYPES), fam.ZERO_FILLS_PADDING
+        self._execute = execute
+        self._memo: Dict[tuple, tuple] = {}
+
+    def _planned(self, spec):
+        key = (spec, plan._force_index64)
+        hit = self._memo.get(key)
+        if hit is None:
+            why = list(self.family.reasons(spec, self.variant))
+            p = None
+            if not why:
+                p = self.family.plan(spec, self.variant)
+                why = p.reasons()
+            if len(self._memo) >= _PLAN_MEMO_SIZE:
+                self._memo.clear()
+            hit = self._memo[key] = (p if not why else None, why)
+        return hit
+
+    def plan(self, spec) -> plan.Plan:
+        p, why = self._planned(spec)
+        if p is None:
+            raise ValueError(f"{self.name} cannot run this problem: {'; '.join(why)}")
+        return p
+
+    def not_supported_reasons(self, spec) -> List[str]:
+        if spec.dtype not in self.dtypes:    # the float32 upcast is checked and planned instead
+            spec = self.compute_spec(spec)
+        return list(self._planned(spec)[1])
+
+    def run(self, spec, *arrays):
+        return self._execute(self.plan(spec), inputs_for(spec, arrays))
+
+
+_impl_lists: Dict[tuple, list] = {}
+
+
+def implementations(backend: str, execute: Callable) -> List[KernelImpl]:
+    """The Impl list both CUDA backends expose, in priority order; ``execute(plan, inputs)`` runs a plan.
+    Built once per backend and executor (dispatch asks for it on every call)."""
+    key = (backend, execute)
+    impls = _impl_lists.get(key)
+    if impls is None:
+        impls = _impl_lists[key] = [KernelImpl(backend, op, fam, v, execute)
+                                    for fam in FAMILIES for op in fam.OPS for v in fam.VARIANTS]
+    return impls
