@@ -64,15 +64,28 @@ def input_extent(count: int, kernel: int, stride: int = 1, dilation: int = 1) ->
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class _SpecBase:
-    """The fields and members every spec has: the input ``N C H W``, and what follows from the fields
-    (``output_shape``, ``itemsize``, the index width, the tuning key, ``input_extent_hw``)."""
+    """The fields every spec has -- the input ``N C H W``, the window ``R S`` (0 for adaptive pools) and its
+    ``stride_h/w``, ``dil_h/w``, the output ``P Q``, the storage dtype, and what the user passed (1-D or
+    2-D, batched or not) -- and what follows from them (``output_shape``, ``itemsize``, the index width,
+    the tuning key, ``input_extent_hw``). Built by keyword only."""
 
     N: int
     C: int
     H: int
     W: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+    dtype: str
+    spatial_dims: int = 2
+    batched: bool = True
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
@@ -108,28 +121,18 @@ class _SpecBase:
 # ---------------------------------------------------------------------------------------------------
 # ConvSpec
 # ---------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ConvSpec(_SpecBase):
-    """One convolution problem, cross-correlation as in torch.nn.functional.conv2d, NCHW layout."""
+    """One convolution problem, cross-correlation as in torch.nn.functional.conv2d, NCHW layout: K output
+    channels of filters R x S, asymmetric padding, groups."""
 
     K: int
-    R: int
-    S: int
-    P: int
-    Q: int
-    stride_h: int
-    stride_w: int
     pad_top: int
     pad_bottom: int
     pad_left: int
     pad_right: int
-    dil_h: int
-    dil_w: int
     groups: int
     has_bias: bool
-    dtype: str
-    spatial_dims: int = 2
-    batched: bool = True
 
     op = "conv"
 
@@ -212,28 +215,17 @@ class ConvSpec(_SpecBase):
 POOL_KINDS = ("max", "avg", "adaptive_max", "adaptive_avg")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PoolSpec(_SpecBase):
     """One pooling problem, NCHW. For adaptive kinds R = S = 0 and the windows follow from H/P, W/Q."""
 
     kind: str
-    R: int
-    S: int
-    P: int
-    Q: int
-    stride_h: int
-    stride_w: int
     pad_h: int
     pad_w: int
-    dil_h: int
-    dil_w: int
     ceil_mode: bool
     count_include_pad: bool
     divisor_override: Optional[int]
     return_indices: bool
-    dtype: str
-    spatial_dims: int = 2
-    batched: bool = True
 
     @property
     def op(self) -> str:

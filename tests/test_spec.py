@@ -169,3 +169,31 @@ def test_import_compiles_nothing_and_imports_no_backend():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import fastconv pulled in {out.stdout.strip()}"
+
+
+def test_input_extent_is_the_inverse_of_output_size():
+    """The input positions a run of outputs reads, written out by hand: (count-1)*stride + (k-1)*dil + 1."""
+    from fastconv._spec import input_extent, output_size
+    assert input_extent(1, 3) == 3 and input_extent(1, 3, 2, 2) == 5          # the dilated window itself
+    assert input_extent(4, 3, 2, 1) == 3 * 2 + 2 + 1 == 9
+    assert input_extent(0, 3, 2, 1) == 0
+    for size in range(1, 30):
+        for k, st, d, pad in ((1, 1, 1, 0), (3, 2, 1, 1), (3, 1, 2, 2), (5, 3, 1, 0), (2, 2, 3, 1)):
+            n = output_size(size, k, st, pad, pad, d)
+            if n:   # n outputs fit in the padded input, n + 1 would not
+                assert input_extent(n, k, st, d) <= size + 2 * pad < input_extent(n + 1, k, st, d)
+
+
+def test_spec_vocabulary():
+    s = conv_spec(_x((2, 3, 9, 10)), _x((6, 3, 3, 2)), None, (2, 1), ((1, 0), (2, 1)), (1, 2))
+    assert (s.P, s.Q) == (4, 11)      # (9+1+0-3)//2+1, (10+2+1-3)//1+1 with the dilated width 3
+    assert s.input_extent_hw() == (3 * 2 + 2 + 1, 10 * 1 + 1 * 2 + 1) == (9, 13)
+    assert s.input_extent_hw(2, 3) == (1 * 2 + 2 + 1, 2 * 1 + 1 * 2 + 1)
+    assert (s.gemm_m, s.gemm_n, s.gemm_k) == (2 * 4 * 11, 6, 3 * 3 * 2)
+    assert s.is_padded and not s.is_depthwise
+    # depthwise: one input channel per group, including a single-channel conv
+    assert conv_spec(_x((1, 4, 5, 5)), _x((8, 1, 3, 3)), groups=4).is_depthwise
+    assert conv_spec(_x((1, 1, 5, 5)), _x((8, 1, 3, 3))).is_depthwise
+    assert not conv_spec(_x((1, 4, 5, 5)), _x((8, 2, 3, 3)), groups=2).is_depthwise
+    p = pool_spec("max", _x((1, 1, 9, 9)), 3, 2, 1, dilation=2)
+    assert (p.P, p.Q) == (4, 4) and p.input_extent_hw() == (3 * 2 + 2 * 2 + 1,) * 2   # (9+2-5)//2+1; 11

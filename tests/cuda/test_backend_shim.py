@@ -264,3 +264,26 @@ def test_no_memory_to_measure_runs_the_default_and_measures_later(cuda, monkeypa
     tried = cuda.TUNER.measure_count
     fastconv.conv2d(*(cupy_shim.asarray(a) for a in (x, w, b)), padding=1)
     assert cuda.TUNER.measure_count == tried + 1 and cuda.TUNER.cache().entries()
+
+
+def test_empty_batch_is_not_measured(cuda):
+    """N = 0 launches nothing, so nothing is measured for it (the shortcut comes before any tuning)."""
+    w = cupy_shim.asarray(np.zeros((6, 4, 3, 3), np.float32))
+    before = cuda.TUNER.measure_count
+    out = fastconv.conv2d(cupy_shim.asarray(np.zeros((0, 4, 9, 9), np.float32)), w, padding=1)
+    assert out.shape == (0, 6, 9, 9) and cuda.TUNER.measure_count == before
+    y, idx = fastconv.max_pool2d(cupy_shim.asarray(np.zeros((0, 2, 8, 8), np.float32)), 2, return_indices=True)
+    assert y.shape == idx.shape == (0, 2, 4, 4) and cuda.TUNER.measure_count == before
+
+
+def test_availability_is_asked_once_per_process(cuda, monkeypatch):
+    """Dispatch asks on every call; the device query behind the answer runs once."""
+    calls = []
+    real = cuda._probe
+    monkeypatch.setattr(cuda, "_probe", lambda: calls.append(1) or real())
+    cuda._availability = None
+    x, w, b = (cupy_shim.asarray(a) for a in _conv_arrays(9))
+    for _ in range(3):
+        assert cuda.availability() is None
+        fastconv.conv2d(x, w, b, padding=1, algo="direct")
+    assert calls == [1]
