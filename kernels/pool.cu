@@ -24,8 +24,8 @@
 //                  whole plane (global pooling, adaptive 1x1): coalesced strided loads, then a shuffle
 //                  reduction (max: a combine that reproduces the row-major scan's choice exactly)
 //
-// Sections: window geometry | max pooling | average pooling | v2 several outputs per thread |
-//           v2 global pooling
+// Sections: window geometry | max and average rules | v1 one output per thread |
+//           v2 several outputs per thread | v2 global pooling
 
 #include "common.cuh"
 
@@ -58,7 +58,42 @@ __device__ __forceinline__ int first_inbounds(Taps t) {
   return t.start + (-t.start + t.step - 1) / t.step * t.step;
 }
 
-// ================================================================ max pooling
+// The window of output o (flat over (n, c, p, q)): its taps along each axis and the offset of its (n, c)
+// input plane. v1's scan visits its taps; v2 keeps OPT of them per thread (PoolOutputs).
+template <typename I>
+struct PoolWindow {
+  Taps th, tw;
+  I plane;
+
+  // take(v, idx) for every tap inside the input, row-major: v the tap's value in the accumulation type,
+  // idx its flat position h * W + w in the plane
+  template <typename T, typename F>
+  __device__ __forceinline__ void scan(const PoolParams& p, const T* __restrict__ x, F take) const {
+    const T* in = x + plane;
+    for (int r = 0; r < th.count; ++r) {
+      const int h = th.start + r * th.step;
+      if (h < 0 || h >= p.H) continue;
+      for (int s = 0; s < tw.count; ++s) {
+        const int w = tw.start + s * tw.step;
+        if (w < 0 || w >= p.W) continue;
+        take(Acc<T>::load(in[(I)h * p.W + w]), (long long)h * p.W + w);
+      }
+    }
+  }
+};
+
+template <typename I>
+__device__ __forceinline__ PoolWindow<I> pool_window(const PoolParams& p, I o) {
+  const int q = (int)(o % p.Q);
+  const int op = (int)((o / p.Q) % p.P);
+  PoolWindow<I> win;
+  win.th = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
+  win.tw = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
+  win.plane = o / ((I)p.P * p.Q) * p.H * p.W;
+  return win;
+}
+
+// ================================================================ max and average rules
 // One step of the row-major scan: take v when it is greater than the best so far or is NaN.
 template <typename A>
 __device__ __forceinline__ void max_take(A v, long long idx, A& best, long long& best_idx) {
@@ -68,37 +103,6 @@ __device__ __forceinline__ void max_take(A v, long long idx, A& best, long long&
   }
 }
 
-template <typename T, typename I>
-__global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
-                              long long* __restrict__ indices) {
-  typedef typename Acc<T>::type A;
-  const I total = (I)p.N * p.C * p.P * p.Q;
-  const I o = global_thread_index<I>();
-  if (o >= total) return;
-  const int q = (int)(o % p.Q);
-  const int op = (int)((o / p.Q) % p.P);
-  const I nc = o / ((I)p.P * p.Q);
-
-  const Taps th = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-  const Taps tw = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
-  const T* plane = x + nc * p.H * p.W;
-
-  A best = -INFINITY;
-  long long best_idx = (long long)first_inbounds(th) * p.W + first_inbounds(tw);
-  for (int r = 0; r < th.count; ++r) {
-    const int h = th.start + r * th.step;
-    if (h < 0 || h >= p.H) continue;
-    for (int s = 0; s < tw.count; ++s) {
-      const int w = tw.start + s * tw.step;
-      if (w < 0 || w >= p.W) continue;
-      max_take(Acc<T>::load(plane[(I)h * p.W + w]), (long long)h * p.W + w, best, best_idx);
-    }
-  }
-  y[o] = Acc<T>::store(best);
-  if (p.return_indices) indices[o] = best_idx;
-}
-
-// ================================================================ average pooling
 // The divisor of one average-pool output (whose windows are th, tw).
 __device__ __forceinline__ long long avg_divisor(const PoolParams& p, Taps th, Taps tw) {
   if (p.divisor_override != 0) return p.divisor_override;
@@ -112,33 +116,32 @@ __device__ __forceinline__ long long avg_divisor(const PoolParams& p, Taps th, T
   return (min(h1, (long long)p.H) - max(h0, 0LL)) * (min(w1, (long long)p.W) - max(w0, 0LL));
 }
 
+// ================================================================ v1 one output per thread
+template <typename T, typename I>
+__global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
+                              long long* __restrict__ indices) {
+  typedef typename Acc<T>::type A;
+  const I total = (I)p.N * p.C * p.P * p.Q;
+  const I o = global_thread_index<I>();
+  if (o >= total) return;
+  const PoolWindow<I> win = pool_window(p, o);
+  A best = -INFINITY;
+  long long best_idx = (long long)first_inbounds(win.th) * p.W + first_inbounds(win.tw);
+  win.scan(p, x, [&](A v, long long idx) { max_take(v, idx, best, best_idx); });
+  y[o] = Acc<T>::store(best);
+  if (p.return_indices) indices[o] = best_idx;
+}
+
 template <typename T, typename I>
 __global__ void avg_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
   typedef typename Acc<T>::type A;
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  const int q = (int)(o % p.Q);
-  const int op = (int)((o / p.Q) % p.P);
-  const I nc = o / ((I)p.P * p.Q);
-
-  const Taps th = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-  const Taps tw = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
-  const T* plane = x + nc * p.H * p.W;
-
+  const PoolWindow<I> win = pool_window(p, o);
   A sum = 0;
-  for (int r = 0; r < th.count; ++r) {
-    const int h = th.start + r * th.step;
-    if (h < 0 || h >= p.H) continue;
-    for (int s = 0; s < tw.count; ++s) {
-      const int w = tw.start + s * tw.step;
-      if (w < 0 || w >= p.W) continue;
-      sum += Acc<T>::load(plane[(I)h * p.W + w]);
-    }
-  }
-
-  const long long divisor = avg_divisor(p, th, tw);
-  y[o] = Acc<T>::store(sum / (A)divisor);
+  win.scan(p, x, [&](A v, long long) { sum += v; });
+  y[o] = Acc<T>::store(sum / (A)avg_divisor(p, win.th, win.tw));
 }
 
 // ================================================================ v2 several outputs per thread
@@ -170,7 +173,7 @@ __device__ __forceinline__ TapPair<T> load_pair(const T* at, bool aligned) {
 }
 
 // The windows and plane of each of a thread's OPT outputs; a dead output (past the end) gets no taps.
-template <typename I, int OPT>
+template <typename I, int OPT, int PAIR>
 struct PoolOutputs {
   Taps th[OPT], tw[OPT];
   I plane[OPT];   // offset of the (n, c) input plane
@@ -185,13 +188,11 @@ struct PoolOutputs {
     for (int j = 0; j < OPT; ++j) {
       const I o = o0 + (I)j * blockDim.x;
       live[j] = o < total;
-      const I oc = live[j] ? o : 0;
-      const int q = (int)(oc % p.Q);
-      const int op = (int)((oc / p.Q) % p.P);
-      th[j] = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-      tw[j] = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
+      const PoolWindow<I> win = pool_window(p, live[j] ? o : 0);
+      th[j] = win.th;
+      tw[j] = win.tw;
       if (!live[j]) th[j].count = 0;
-      plane[j] = oc / ((I)p.P * p.Q) * p.H * p.W;
+      plane[j] = win.plane;
       rows = max(rows, th[j].count);
       cols = max(cols, tw[j].count);
     }
@@ -199,13 +200,43 @@ struct PoolOutputs {
   __device__ __forceinline__ I out(int j) const {
     return (I)blockIdx.x * (OPT * (I)blockDim.x) + (I)j * blockDim.x + threadIdx.x;
   }
+
+  // take(j, v, idx) for every tap of output j inside the input, row-major for each j (v, idx as in
+  // PoolWindow::scan), the window loop outermost and the OPT outputs unrolled inside it
+  template <typename T, typename F>
+  __device__ __forceinline__ void scan(const PoolParams& p, const T* __restrict__ x, F take) const {
+    const bool aligned = pair_aligned(x);
+    for (int r = 0; r < rows; ++r) {
+      if constexpr (PAIR) {
+#pragma unroll
+        for (int j = 0; j < OPT; ++j) {
+          const int h = th[j].start + r * th[j].step;
+          if (r >= th[j].count || h < 0 || h >= p.H) continue;
+          const I at = (I)h * p.W + tw[j].start;
+          const TapPair<T> t = load_pair(x + plane[j] + at, aligned);
+          take(j, Acc<T>::load(t.a), (long long)at);
+          take(j, Acc<T>::load(t.b), (long long)at + 1);
+        }
+      } else {
+        for (int s = 0; s < cols; ++s) {
+#pragma unroll
+          for (int j = 0; j < OPT; ++j) {
+            const int h = th[j].start + r * th[j].step;
+            const int w = tw[j].start + s * tw[j].step;
+            if (r >= th[j].count || s >= tw[j].count || h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+            take(j, Acc<T>::load(x[plane[j] + (I)h * p.W + w]), (long long)h * p.W + w);
+          }
+        }
+      }
+    }
+  }
 };
 
 template <typename T, typename I, int OPT, int PAIR>
 __global__ void max_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                               long long* __restrict__ indices) {
   typedef typename Acc<T>::type A;
-  const PoolOutputs<I, OPT> o(p);
+  const PoolOutputs<I, OPT, PAIR> o(p);
   A best[OPT];
   long long best_idx[OPT];
 #pragma unroll
@@ -213,30 +244,7 @@ __global__ void max_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
     best[j] = -INFINITY;
     best_idx[j] = (long long)first_inbounds(o.th[j]) * p.W + first_inbounds(o.tw[j]);
   }
-  const bool aligned = pair_aligned(x);
-  for (int r = 0; r < o.rows; ++r) {
-    if constexpr (PAIR) {
-#pragma unroll
-      for (int j = 0; j < OPT; ++j) {
-        const int h = o.th[j].start + r * o.th[j].step;
-        if (r >= o.th[j].count || h < 0 || h >= p.H) continue;
-        const I at = (I)h * p.W + o.tw[j].start;
-        const TapPair<T> t = load_pair(x + o.plane[j] + at, aligned);
-        max_take(Acc<T>::load(t.a), (long long)at, best[j], best_idx[j]);
-        max_take(Acc<T>::load(t.b), (long long)at + 1, best[j], best_idx[j]);
-      }
-    } else {
-      for (int s = 0; s < o.cols; ++s) {
-#pragma unroll
-        for (int j = 0; j < OPT; ++j) {
-          const int h = o.th[j].start + r * o.th[j].step;
-          const int w = o.tw[j].start + s * o.tw[j].step;
-          if (r >= o.th[j].count || s >= o.tw[j].count || h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
-          max_take(Acc<T>::load(x[o.plane[j] + (I)h * p.W + w]), (long long)h * p.W + w, best[j], best_idx[j]);
-        }
-      }
-    }
-  }
+  o.scan(p, x, [&](int j, A v, long long idx) { max_take(v, idx, best[j], best_idx[j]); });
 #pragma unroll
   for (int j = 0; j < OPT; ++j) {
     if (!o.live[j]) continue;
@@ -248,33 +256,11 @@ __global__ void max_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
 template <typename T, typename I, int OPT, int PAIR>
 __global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
   typedef typename Acc<T>::type A;
-  const PoolOutputs<I, OPT> o(p);
+  const PoolOutputs<I, OPT, PAIR> o(p);
   A sum[OPT];
 #pragma unroll
   for (int j = 0; j < OPT; ++j) sum[j] = 0;
-  const bool aligned = pair_aligned(x);
-  for (int r = 0; r < o.rows; ++r) {
-    if constexpr (PAIR) {
-#pragma unroll
-      for (int j = 0; j < OPT; ++j) {
-        const int h = o.th[j].start + r * o.th[j].step;
-        if (r >= o.th[j].count || h < 0 || h >= p.H) continue;
-        const TapPair<T> t = load_pair(x + o.plane[j] + (I)h * p.W + o.tw[j].start, aligned);
-        sum[j] += Acc<T>::load(t.a);
-        sum[j] += Acc<T>::load(t.b);
-      }
-    } else {
-      for (int s = 0; s < o.cols; ++s) {
-#pragma unroll
-        for (int j = 0; j < OPT; ++j) {
-          const int h = o.th[j].start + r * o.th[j].step;
-          const int w = o.tw[j].start + s * o.tw[j].step;
-          if (r >= o.th[j].count || s >= o.tw[j].count || h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
-          sum[j] += Acc<T>::load(x[o.plane[j] + (I)h * p.W + w]);
-        }
-      }
-    }
-  }
+  o.scan(p, x, [&](int j, A v, long long) { sum[j] += v; });
 #pragma unroll
   for (int j = 0; j < OPT; ++j) {
     if (o.live[j]) y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor(p, o.th[j], o.tw[j]));
@@ -286,6 +272,25 @@ __global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
 // dilation 1). One warp per (n, c) plane, blockDim.x / 32 planes per block; a warp past the last plane
 // leaves whole, before any shuffle. Lane l scans elements l, l + 32, ... with the row-major rule, then
 // the lanes combine.
+
+// This thread's plane and lane, and the lane's part of the plane.
+template <typename I>
+struct WarpPlane {
+  int lane;
+  I nc;  // the (n, c) plane; N*C or more for a warp past the last plane
+  I HW;
+
+  __device__ __forceinline__ WarpPlane(const PoolParams& p)
+      : lane(threadIdx.x % 32), nc((I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), HW((I)p.H * p.W) {}
+
+  // take(v, i) for the lane's elements i = lane, lane + 32, ... of the plane (v in the accumulation type)
+  template <typename T, typename F>
+  __device__ __forceinline__ void scan(const T* __restrict__ x, F take) const {
+    const T* plane = x + nc * HW;
+#pragma unroll 4
+    for (I i = lane; i < HW; i += 32) take(Acc<T>::load(plane[i]), i);
+  }
+};
 
 // Merge two partial max scans (value, flat index) into what one row-major scan over both would keep:
 // any NaN wins, the last NaN (largest index) among them; otherwise the greater value, ties the first.
@@ -303,39 +308,32 @@ template <typename T, typename I>
 __global__ void max_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                                      long long* __restrict__ indices) {
   typedef typename Acc<T>::type A;
-  const int lane = threadIdx.x % 32;
-  const I nc = (I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (nc >= (I)p.N * p.C) return;
-  const I HW = (I)p.H * p.W;
-  const T* plane = x + nc * HW;
+  const WarpPlane<I> wp(p);
+  if (wp.nc >= (I)p.N * p.C) return;
   A best = -INFINITY;
-  long long best_idx = lane;  // the lane's first element: kept if every one of its elements is -inf
-#pragma unroll 4
-  for (I i = lane; i < HW; i += 32) max_take(Acc<T>::load(plane[i]), (long long)i, best, best_idx);
+  long long best_idx = wp.lane;  // the lane's first element: kept if every one of its elements is -inf
+  wp.scan(x, [&](A v, I i) { max_take(v, (long long)i, best, best_idx); });
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
     const A v2 = __shfl_xor_sync(0xffffffffu, best, off);
     const long long i2 = __shfl_xor_sync(0xffffffffu, best_idx, off);
     max_combine(best, best_idx, v2, i2);
   }
-  if (lane == 0) {
-    y[nc] = Acc<T>::store(best);
-    if (p.return_indices) indices[nc] = best_idx;
+  if (wp.lane == 0) {
+    y[wp.nc] = Acc<T>::store(best);
+    if (p.return_indices) indices[wp.nc] = best_idx;
   }
 }
 
 template <typename T, typename I>
 __global__ void avg_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
   typedef typename Acc<T>::type A;
-  const int lane = threadIdx.x % 32;
-  const I nc = (I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (nc >= (I)p.N * p.C) return;
-  const I HW = (I)p.H * p.W;
-  const T* plane = x + nc * HW;
+  const WarpPlane<I> wp(p);
+  if (wp.nc >= (I)p.N * p.C) return;
   A sum = 0;
-#pragma unroll 4
-  for (I i = lane; i < HW; i += 32) sum += Acc<T>::load(plane[i]);
+  wp.scan(x, [&](A v, I) { sum += v; });
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  if (lane == 0) y[nc] = Acc<T>::store(sum / (A)(p.divisor_override != 0 ? (long long)p.divisor_override : (long long)HW));
+  // the window is the whole plane: taps [0, H) x [0, W), as window_taps gives for both launcher cases
+  if (wp.lane == 0) y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor(p, Taps{0, p.H, 1}, Taps{0, p.W, 1}));
 }
