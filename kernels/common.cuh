@@ -4,7 +4,7 @@
 // Compiled three ways from the same text: by CuPy's NVRTC on a GPU, by NVRTC in CI (compile checks),
 // and by g++ through fastconv.emu (FASTCONV_EMU=1), whose force-included header maps the CUDA built-ins.
 //
-// Sections: constants | parameter structs | accumulation trait | index helpers
+// Sections: constants | parameter structs | accumulation trait | index helpers | convolution geometry
 
 #pragma once
 
@@ -19,8 +19,8 @@
 // ================================================================ parameter structs
 // Passed by value to every kernel of a family. All fields are 32-bit ints (every single extent fits;
 // products are formed in the kernel's index type). The Python twin is built field by field from the
-// spec in fastconv/_backends/_cuda_launch.py (CONV_PARAMS_FIELDS / POOL_PARAMS_FIELDS): same names,
-// same order; tests/test_cuda_params.py checks offsetof/sizeof on both sides.
+// spec in fastconv/_cuda/plan.py (CONV_PARAMS_FIELDS / POOL_PARAMS_FIELDS): same names, same order;
+// tests/cuda/test_params.py checks offsetof/sizeof on both sides.
 
 struct ConvParams {
   int N, C, H, W;                                   // input  (N, C, H, W)
@@ -78,3 +78,44 @@ __device__ __forceinline__ int adaptive_start(int i, int in, int out) {
 __device__ __forceinline__ int adaptive_end(int i, int in, int out) {
   return (int)(((long long)(i + 1) * in + out - 1) / out);
 }
+
+// ================================================================ convolution geometry
+// The input row / column of the first tap of output row op / column oq (the window's top-left corner;
+// negative inside the padding). Tap (r, s) of that output is r * dil_h rows and s * dil_w columns further.
+__device__ __forceinline__ int first_tap_h(const ConvParams& p, int op) { return op * p.stride_h - p.pad_top; }
+__device__ __forceinline__ int first_tap_w(const ConvParams& p, int oq) { return oq * p.stride_w - p.pad_left; }
+
+// A block of a tiled convolution (direct v2, depthwise) computes one tile_p x tile_q tile of outputs. Its
+// grid index (the launcher's) is (outer * tiles_p + tp) * tiles_q + tq, with tiles_p = ceil(P / tile_p)
+// and tiles_q = ceil(Q / tile_q); the input patch it stages starts at (h_org, w_org), the first tap of the
+// tile's first output.
+template <typename I>
+struct OutputTile {
+  int tp, tq;
+  int h_org, w_org;  // input row / column of patch row / column 0
+  I outer;           // the rest of the grid index: the family's own block coordinates
+
+  __device__ __forceinline__ OutputTile(const ConvParams& p, int tile_p, int tile_q) {
+    const int tiles_q = (p.Q + tile_q - 1) / tile_q;
+    const int tiles_p = (p.P + tile_p - 1) / tile_p;
+    I blk = blockIdx.x;
+    tq = (int)(blk % tiles_q); blk /= tiles_q;
+    tp = (int)(blk % tiles_p); blk /= tiles_p;
+    outer = blk;
+    h_org = first_tap_h(p, tp * tile_p);
+    w_org = first_tap_w(p, tq * tile_q);
+  }
+};
+
+// The dynamic shared memory of a tiled convolution, viewed as the accumulation type A (the launcher sizes
+// it): `patches` input patches of patch_h * patch_w values, then the filter values. The kernel declares
+// the buffer (extern __shared__ double fastconv_smem[]: one name and type for every instantiation).
+template <typename A>
+struct PatchSmem {
+  int patch_size;  // patch_h * patch_w
+  A* patch;
+  A* filt;
+
+  __device__ __forceinline__ PatchSmem(double* smem, int patches, int patch_h, int patch_w)
+      : patch_size(patch_h * patch_w), patch(reinterpret_cast<A*>(smem)), filt(patch + patches * patch_size) {}
+};

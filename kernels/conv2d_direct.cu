@@ -9,7 +9,7 @@
 //
 // Template parameters: T storage (float, double, __half with float accumulation), I index type
 // (int or long long, chosen per call by the launcher), and for v2 the tile shape, which the launcher
-// (fastconv/_backends/_cuda_launch.py) owns and passes in the name expression.
+// (fastconv/_cuda/direct.py) owns and passes in the name expression.
 //
 // Versions:
 //   conv2d_direct_v1  naive: one thread per output element, everything read from global memory
@@ -34,8 +34,8 @@ __global__ void conv2d_direct_v1(const ConvParams p, const T* __restrict__ x, co
   const int k = (int)((o / ((I)p.P * p.Q)) % p.K);
   const I n = o / ((I)p.K * p.P * p.Q);
   const int g = k / p.K_per_group;
-  const int h_org = op * p.stride_h - p.pad_top;
-  const int w_org = q * p.stride_w - p.pad_left;
+  const int h_org = first_tap_h(p, op);
+  const int w_org = first_tap_w(p, q);
 
   A acc = 0;
   for (int c = 0; c < p.C_per_group; ++c) {
@@ -56,9 +56,9 @@ __global__ void conv2d_direct_v1(const ConvParams p, const T* __restrict__ x, co
 }
 
 // ================================================================ v2 shared-memory tiled
-// Block: TILE_Q x TILE_P threads (threadIdx.x along q). Grid (1-D, from the launcher):
+// Block: TILE_Q x TILE_P threads (threadIdx.x along q). Grid (1-D, from the launcher; OutputTile):
 //   blockIdx.x = (((n * groups + g) * k_blocks + kb) * tiles_p + tp) * tiles_q + tq
-// Dynamic shared memory (accumulation type A), from the launcher:
+// Dynamic shared memory (accumulation type A, PatchSmem), from the launcher:
 //   C_TILE * patch_h * patch_w input values, then C_TILE * K_TILE * R * S filter values,
 // where patch_h/patch_w = (TILE-1)*stride + (kernel-1)*dil + 1 are computed by the launcher and passed in.
 // Out-of-range threads (p >= P or q >= Q) load and pass every barrier but store nothing.
@@ -67,31 +67,25 @@ __global__ void conv2d_direct_v2(const ConvParams p, const int patch_h, const in
                                  const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                  T* __restrict__ y) {
   typedef typename Acc<T>::type A;
-  extern __shared__ double fastconv_smem[];  // one name and type for every instantiation; viewed as A
-  A* patch = reinterpret_cast<A*>(fastconv_smem);
-  const int patch_size = patch_h * patch_w;
+  extern __shared__ double fastconv_smem[];  // one name and type for every instantiation
+  const PatchSmem<A> sm(fastconv_smem, C_TILE, patch_h, patch_w);
   const int RS = p.R * p.S;
-  A* filt = patch + C_TILE * patch_size;
 
   // which tile of which image / group / channel block
-  const int tiles_q = (p.Q + TILE_Q - 1) / TILE_Q;
-  const int tiles_p = (p.P + TILE_P - 1) / TILE_P;
+  const OutputTile<I> tile(p, TILE_P, TILE_Q);
   const int k_blocks = (p.K_per_group + K_TILE - 1) / K_TILE;
-  I blk = blockIdx.x;
-  const int tq = (int)(blk % tiles_q); blk /= tiles_q;
-  const int tp = (int)(blk % tiles_p); blk /= tiles_p;
+  I blk = tile.outer;
   const int kb = (int)(blk % k_blocks); blk /= k_blocks;
   const int g = (int)(blk % p.groups);
   const I n = blk / p.groups;
 
   const int tid = threadIdx.y * TILE_Q + threadIdx.x;
   const int nthreads = TILE_P * TILE_Q;
-  const int op = tp * TILE_P + threadIdx.y;
-  const int oq = tq * TILE_Q + threadIdx.x;
+  const int op = tile.tp * TILE_P + threadIdx.y;
+  const int oq = tile.tq * TILE_Q + threadIdx.x;
   const bool active = op < p.P && oq < p.Q;
-  const int h_org = tp * TILE_P * p.stride_h - p.pad_top;   // input row of patch row 0
-  const int w_org = tq * TILE_Q * p.stride_w - p.pad_left;  // input column of patch column 0
-  const int k0 = kb * K_TILE;                               // first channel of this block, within the group
+  const int h_org = tile.h_org, w_org = tile.w_org;
+  const int k0 = kb * K_TILE;  // first channel of this block, within the group
 
   A acc[K_TILE];
 #pragma unroll
@@ -100,14 +94,14 @@ __global__ void conv2d_direct_v2(const ConvParams p, const int patch_h, const in
   const T* x_group = x + (n * p.C + (I)g * p.C_per_group) * p.H * p.W;
   for (int c0 = 0; c0 < p.C_per_group; c0 += C_TILE) {
     // stage C_TILE input patches (zeros outside the input or past the last channel; never used there)
-    for (int i = tid; i < C_TILE * patch_size; i += nthreads) {
-      const int cc = i / patch_size;
-      const int ph = (i % patch_size) / patch_w, pw = i % patch_w;
+    for (int i = tid; i < C_TILE * sm.patch_size; i += nthreads) {
+      const int cc = i / sm.patch_size;
+      const int ph = (i % sm.patch_size) / patch_w, pw = i % patch_w;
       const int h = h_org + ph, ww = w_org + pw;
       A v = 0;
       if (c0 + cc < p.C_per_group && h >= 0 && h < p.H && ww >= 0 && ww < p.W)
         v = Acc<T>::load(x_group[((I)(c0 + cc) * p.H + h) * p.W + ww]);
-      patch[i] = v;
+      sm.patch[i] = v;
     }
     // stage the filter slice w[g*Kg + k0 + kk, c0 + cc, :, :] as filt[(cc * K_TILE + kk) * RS + rs]
     for (int i = tid; i < C_TILE * K_TILE * RS; i += nthreads) {
@@ -117,15 +111,15 @@ __global__ void conv2d_direct_v2(const ConvParams p, const int patch_h, const in
       A v = 0;
       if (c0 + cc < p.C_per_group && k0 + kk < p.K_per_group)
         v = Acc<T>::load(w[(((I)g * p.K_per_group + k0 + kk) * p.C_per_group + c0 + cc) * RS + rs]);
-      filt[i] = v;
+      sm.filt[i] = v;
     }
     __syncthreads();
 
     if (active) {
       const int c_count = min(C_TILE, p.C_per_group - c0);
       for (int cc = 0; cc < c_count; ++cc) {
-        const A* pc = patch + cc * patch_size;
-        const A* fc = filt + cc * K_TILE * RS;
+        const A* pc = sm.patch + cc * sm.patch_size;
+        const A* fc = sm.filt + cc * K_TILE * RS;
         for (int r = 0; r < p.R; ++r) {
           const int ph = threadIdx.y * p.stride_h + r * p.dil_h;
           const int h = h_org + ph;

@@ -9,7 +9,7 @@
 //
 // Template parameters: T storage (float, double, __half with float accumulation), I index type (int or
 // long long, chosen per call by the launcher), and the tile, which the launcher
-// (fastconv/_backends/_cuda_launch.py) owns and passes in the name expression: PPT output rows per thread,
+// (fastconv/_cuda/depthwise.py) owns and passes in the name expression: PPT output rows per thread,
 // and FR, FS, FSTRIDE, a filter size and stride fixed at compile time (dilation 1), or 0, 0, 0 for any.
 //
 // Versions:
@@ -66,10 +66,11 @@ __device__ __forceinline__ void depthwise_taps_fixed(const A* src, const A (&wr)
 }
 
 // ================================================================ v1 shared-memory tiled
-// Block: 1-D, any size (the launcher's). Grid (1-D): blockIdx.x = (plane_block * tiles_p + tp) * tiles_q + tq,
+// Block: 1-D, any size (the launcher's). Grid (1-D, OutputTile's with outer = plane_block):
+//   blockIdx.x = (plane_block * tiles_p + tp) * tiles_q + tq,
 // where plane_block covers output planes [plane_block * planes, +planes) of the N*K (n, k) planes; when
 // `planes` > 1 the tile is the whole plane (tiles_p == tiles_q == 1). tile_p is a multiple of PPT.
-// Dynamic shared memory (accumulation type A), from the launcher:
+// Dynamic shared memory (accumulation type A, PatchSmem), from the launcher:
 //   planes * patch_h * patch_w input values, then planes * R * S filter values,
 // with patch_h/patch_w = (tile-1)*stride + (kernel-1)*dil + 1.
 // Items (plane, row group, column) are dealt to the threads round-robin, column fastest; no barrier follows
@@ -79,33 +80,27 @@ __global__ void depthwise_v1(const ConvParams p, const int tile_p, const int til
                              const int patch_h, const int patch_w, const T* __restrict__ x,
                              const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y) {
   typedef typename Acc<T>::type A;
-  extern __shared__ double fastconv_smem[];  // one name and type for every instantiation; viewed as A
-  A* patch = reinterpret_cast<A*>(fastconv_smem);
-  const int patch_size = patch_h * patch_w;
+  extern __shared__ double fastconv_smem[];  // one name and type for every instantiation
+  const PatchSmem<A> sm(fastconv_smem, planes, patch_h, patch_w);
   const int RS = p.R * p.S;
-  A* filt = patch + planes * patch_size;
 
   // which tile of which planes
-  const int tiles_q = (p.Q + tile_q - 1) / tile_q;
-  const int tiles_p = (p.P + tile_p - 1) / tile_p;
-  I blk = blockIdx.x;
-  const int tq = (int)(blk % tiles_q); blk /= tiles_q;
-  const int tp = (int)(blk % tiles_p); blk /= tiles_p;
-  const I plane0 = blk * planes;
+  const OutputTile<I> tile(p, tile_p, tile_q);
+  const int tp = tile.tp, tq = tile.tq;
+  const I plane0 = tile.outer * planes;
   const I NK = (I)p.N * p.K;
   const int tid = threadIdx.x, nthreads = blockDim.x;
-  const int h_org = tp * tile_p * p.stride_h - p.pad_top;   // input row of patch row 0
-  const int w_org = tq * tile_q * p.stride_w - p.pad_left;  // input column of patch column 0
+  const int h_org = tile.h_org, w_org = tile.w_org;
 
   // ---- stage the input patches: element i = (plane pl, row ph, column pw), column fastest; each thread
   // walks its elements with mixed-radix counters (one division up front instead of two per element)
   {
-    int pl = tid / patch_size, ph = (tid % patch_size) / patch_w, pw = tid % patch_w;
-    const int d_pl = nthreads / patch_size, d_ph = (nthreads % patch_size) / patch_w, d_pw = nthreads % patch_w;
+    int pl = tid / sm.patch_size, ph = (tid % sm.patch_size) / patch_w, pw = tid % patch_w;
+    const int d_pl = nthreads / sm.patch_size, d_ph = (nthreads % sm.patch_size) / patch_w, d_pw = nthreads % patch_w;
     int cur = -1;
     const T* src = x;
     bool plane_ok = false;
-    for (int i = tid; i < planes * patch_size; i += nthreads) {
+    for (int i = tid; i < planes * sm.patch_size; i += nthreads) {
       if (pl != cur) {  // output plane (n, k) reads input plane (n, k / M)
         cur = pl;
         const I np = plane0 + pl;
@@ -115,7 +110,7 @@ __global__ void depthwise_v1(const ConvParams p, const int tile_p, const int til
       const int h = h_org + ph, ww = w_org + pw;
       A v = 0;
       if (plane_ok && h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = Acc<T>::load(src[(I)h * p.W + ww]);
-      patch[i] = v;
+      sm.patch[i] = v;
       pw += d_pw;
       if (pw >= patch_w) { pw -= patch_w; ++ph; }
       ph += d_ph;
@@ -128,7 +123,7 @@ __global__ void depthwise_v1(const ConvParams p, const int tile_p, const int til
     const I np = plane0 + i / RS;
     A v = 0;
     if (np < NK) v = Acc<T>::load(w[(I)(int)(np % p.K) * RS + i % RS]);
-    filt[i] = v;
+    sm.filt[i] = v;
   }
   __syncthreads();
 
@@ -144,12 +139,12 @@ __global__ void depthwise_v1(const ConvParams p, const int tile_p, const int til
     const int op0 = tp * tile_p + pg * PPT;
     if (np >= NK || oq >= p.Q || op0 >= p.P) continue;
 
-    const A* src = patch + pl * patch_size + pg * PPT * p.stride_h * patch_w + ql * p.stride_w;
-    const A* wt = filt + pl * RS;
+    const A* src = sm.patch + pl * sm.patch_size + pg * PPT * p.stride_h * patch_w + ql * p.stride_w;
+    const A* wt = sm.filt + pl * RS;
     A acc[PPT];
 #pragma unroll
     for (int j = 0; j < PPT; ++j) acc[j] = 0;
-    const int h0 = op0 * p.stride_h - p.pad_top, w0 = oq * p.stride_w - p.pad_left;
+    const int h0 = first_tap_h(p, op0), w0 = first_tap_w(p, oq);
     if constexpr (FR > 0) {
       A wr[FR * FS];
       bool finite = true;
