@@ -10,7 +10,7 @@
 //
 // Template parameters: T storage (float, double, __half; tiles are staged in shared memory already
 // converted to the accumulation type, so __half accumulates in float), I index type (int or long long,
-// chosen per call), and the tile shape, owned by the launcher (fastconv/_backends/_cuda_launch.py,
+// chosen per call), and the tile shape, owned by the launcher (fastconv/_cuda/implicit_gemm.py,
 // IGEMM_TILES) and passed in the name expression: BM x BN block tile, BK-deep k steps, TM x TN outputs per
 // thread in registers ((BM/TM) * (BN/TN) threads).
 //
@@ -33,7 +33,7 @@
 //                          layout allows; optional split-K
 //   splitk_reduce_v1       one thread per output: y = bias + sum over the splits, in split order
 //
-// Sections: fragments | exact slow path | v1 implicit GEMM | split-K reduction
+// Sections: fragments | GEMM rows and taps | exact slow path | v1 implicit GEMM | split-K reduction
 
 #include "common.cuh"
 
@@ -69,6 +69,36 @@ __device__ __forceinline__ bool not_finite(A v) {
   return !(v - v == A(0));
 }
 
+// ================================================================ GEMM rows and taps
+// Row m of group g's GEMM is output position (img, p, q) = (m / PQ, (m % PQ) / Q, m % Q): it reads image
+// img's channels of group g, starting from the first tap (h0, w0) of its window.
+template <typename T, typename I>
+struct GemmRow {
+  const T* x;  // &x[img, g * Cg, 0, 0]
+  int h0, w0;
+
+  __device__ __forceinline__ GemmRow(const ConvParams& p, const T* x_all, int g, I m, I PQ, I HW) {
+    const I img = m / PQ;
+    const int pq = (int)(m % PQ);
+    h0 = first_tap_h(p, pq / p.Q);
+    w0 = first_tap_w(p, pq % p.Q);
+    x = x_all + (img * p.C + (I)g * p.C_per_group) * HW;
+  }
+};
+
+// Column kd of the GEMM is filter tap (c, r, s) with kd = (c * R + r) * S + s, the order of w[k, c, r, s].
+struct Tap {
+  int c, r, s;
+};
+
+__device__ __forceinline__ Tap tap_of(const ConvParams& p, int kd) {
+  Tap t;
+  t.c = kd / (p.R * p.S);
+  t.r = (kd / p.S) % p.R;
+  t.s = kd % p.S;
+  return t;
+}
+
 // ================================================================ exact slow path
 // One output of group g computed by the definition, padded taps skipped (the slow path for blocks whose
 // weights are not all finite). Not inlined: it is called from every unrolled epilogue slot.
@@ -79,17 +109,14 @@ __device__ __noinline__ typename Acc<T>::type exact_output(const ConvParams p, c
   typedef typename Acc<T>::type A;
   const I PQ = (I)p.P * p.Q;
   const I HW = (I)p.H * p.W;
-  const I img = m / PQ;
-  const int pq = (int)(m % PQ);
-  const int h0 = (pq / p.Q) * p.stride_h - p.pad_top, w0 = (pq % p.Q) * p.stride_w - p.pad_left;
-  const T* xm = x + (img * p.C + (I)g * p.C_per_group) * HW;
+  const GemmRow<T, I> row(p, x, g, m, PQ, HW);
   const T* wn = wg + (I)n * p.C_per_group * p.R * p.S;
   A sum = A(0);
   for (int kd = kd_begin; kd < kd_end; ++kd) {  // taps in (c, r, s) order, as the tiles take them
-    const int c = kd / (p.R * p.S), r = (kd / p.S) % p.R, s = kd % p.S;
-    const int hh = h0 + r * p.dil_h, ww = w0 + s * p.dil_w;
+    const Tap t = tap_of(p, kd);
+    const int hh = row.h0 + t.r * p.dil_h, ww = row.w0 + t.s * p.dil_w;
     if ((unsigned)hh >= (unsigned)p.H || (unsigned)ww >= (unsigned)p.W) continue;
-    sum += Acc<T>::load(xm[(I)c * HW + (I)hh * p.W + ww]) * Acc<T>::load(wn[kd]);
+    sum += Acc<T>::load(row.x[(I)t.c * HW + (I)hh * p.W + ww]) * Acc<T>::load(wn[kd]);
   }
   return sum;
 }
@@ -149,15 +176,13 @@ conv_implicit_gemm_v1(const ConvParams p, const int k_chunk, const T* __restrict
   const int a_k = (tid / BM) * A_PER;
   const I am = m0 + a_m;
   const bool am_ok = am < M;
-  const I am_c = am_ok ? am : 0;
-  const I img = am_c / PQ;
-  const int pq = (int)(am_c % PQ);
-  const int h0 = (pq / p.Q) * p.stride_h - p.pad_top;
-  const int w0 = (pq % p.Q) * p.stride_w - p.pad_left;
-  const T* xa = x + (img * p.C + (I)g * Cg) * HW;
-  // tap (c, r, s) of kd = kd_begin + a_k, advanced by BK per step without divisions
-  int tc = (kd_begin + a_k) / RS, tr = ((kd_begin + a_k) % RS) / p.S, ts = (kd_begin + a_k) % p.S;
-  const int dc = BK / RS, dr = (BK % RS) / p.S, ds = BK % p.S;
+  const GemmRow<T, I> row(p, x, g, am_ok ? am : 0, PQ, HW);
+  const T* xa = row.x;
+  const int h0 = row.h0, w0 = row.w0;
+  // tap (c, r, s) of kd = kd_begin + a_k, advanced by BK (itself as a tap: dc, dr, ds) per step without divisions
+  const Tap t0 = tap_of(p, kd_begin + a_k), step = tap_of(p, BK);
+  int tc = t0.c, tr = t0.r, ts = t0.s;
+  const int dc = step.c, dr = step.r, ds = step.s;
 
   // ---- this thread's B rows
   const int b_k = tid % BK;

@@ -9,13 +9,14 @@
 // with W_g = w[g*Kg : (g+1)*Kg] viewed row-major (Kg, Cg*R*S), and an epilogue that adds the bias and
 // scatters column j = (n, p, q) to y[n, g*Kg + m, p, q].
 // A padded tap is a stored zero here, so an Inf weight that meets padding would give NaN (as in every
-// im2col implementation, PyTorch's included); the launcher therefore sends a padded problem with
-// non-finite weights to the direct kernel, which skips padded taps as the oracle does.
+// im2col implementation, PyTorch's included); dispatch never returns this family for a padded problem
+// whose weight holds Inf or NaN (the family declares that it multiplies padded taps as zeros), so another
+// algorithm runs it.
 //
 // Template parameters: T storage (float, double, __half with float accumulation: tiles are staged
 // in shared memory already converted to the accumulation type), I index type (int or long long, chosen
-// per call), and for the tiled GEMM the tile shape, owned by the launcher
-// (fastconv/_backends/_cuda_launch.py) and passed in the name expression.
+// per call), and for the tiled GEMM the tile shape, owned by the launcher (fastconv/_cuda/im2col.py)
+// and passed in the name expression.
 //
 // Versions:
 //   im2col_v1     one thread per column-matrix element (coalesced writes)
@@ -42,8 +43,8 @@ __global__ void im2col_v1(const ConvParams p, const T* __restrict__ x, T* __rest
   const int q = (int)(j % p.Q);
   const int op = (int)((j / p.Q) % p.P);
   const I n = j / ((I)p.P * p.Q);
-  const int h = op * p.stride_h - p.pad_top + r * p.dil_h;
-  const int w = q * p.stride_w - p.pad_left + s * p.dil_w;
+  const int h = first_tap_h(p, op) + r * p.dil_h;
+  const int w = first_tap_w(p, q) + s * p.dil_w;
   T v = Acc<T>::store(0);
   if (h >= 0 && h < p.H && w >= 0 && w < p.W) v = x[((n * p.C + c) * p.H + h) * p.W + w];
   col[i] = v;
