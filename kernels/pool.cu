@@ -9,7 +9,8 @@
 // Adaptive windows span [floor(i*In/Out), ceil((i+1)*In/Out)) and take the same code paths.
 //
 // Template parameters: T storage (float, double, __half with float accumulation), I index type
-// (int or long long, chosen per call by the launcher).
+// (int or long long, chosen per call by the launcher), and for the v2 window kernels OPT and PAIR, which
+// the launcher (fastconv/_cuda/pool.py) owns and passes in the name expression.
 //
 // Versions:
 //   max_pool2d_v1  one thread per output, window scanned from global memory (the loads are reused
