@@ -11,7 +11,7 @@
 // Template parameters: T storage (float, double, __half; tiles are staged in shared memory already
 // converted to the accumulation type, so __half accumulates in float), I index type (int or long long,
 // chosen per call), and the tile shape, owned by the launcher (fastconv/_cuda/implicit_gemm.py,
-// IGEMM_TILES) and passed in the name expression: BM x BN block tile, BK-deep k steps, TM x TN outputs per
+// TILES) and passed in the name expression: BM x BN block tile, BK-deep k steps, TM x TN outputs per
 // thread in registers ((BM/TM) * (BN/TN) threads).
 //
 // Padding: a tap in the padding is staged as 0, which is exact unless a weight is Inf or NaN (Inf * 0 is

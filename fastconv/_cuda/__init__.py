@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from .._dispatch import Impl
 from . import depthwise, direct, im2col, implicit_gemm, plan, pool
 from .plan import C_TYPES, inputs_for
 
@@ -57,8 +58,6 @@ def name_expressions(fname: str, dtypes: Sequence[str] = tuple(C_TYPES)) -> Tupl
 # ---------------------------------------------------------------------------------------------------
 # One Impl per (family, op, variant)
 # ---------------------------------------------------------------------------------------------------
-from .._dispatch import Impl  # noqa: E402  (after the families: _dispatch imports nothing of ours)
-
 _PLAN_MEMO_SIZE = 4096
 
 
@@ -93,9 +92,7 @@ class KernelImpl(Impl):
         return p
 
     def not_supported_reasons(self, spec) -> List[str]:
-        if spec.dtype not in self.dtypes:    # the float32 upcast is checked and planned instead
-            spec = self.compute_spec(spec)
-        return list(self._planned(spec)[1])
+        return list(self._planned(self.compute_spec(spec))[1])   # float16 without a half path: as run
 
     def run(self, spec, *arrays):
         return self._execute(self.plan(spec), inputs_for(spec, arrays))
