@@ -10,9 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # kernels/ sits at the top of the repository and is installed as fastconv.kernels
-    packages=["fastconv", "fastconv._backends", "fastconv.emu", "fastconv.kernels"],
+    packages=["fastconv", "fastconv._backends", "fastconv.bench", "fastconv.emu", "fastconv.kernels"],
     package_dir={"fastconv.kernels": "kernels"},
     package_data={"fastconv.kernels": ["*.cu", "*.cuh"],
+                  "fastconv.bench": ["shapes/*.csv", "shapes/README.md"],
                   "fastconv.emu": ["runtime/*.h", "runtime/*.cpp", "runtime/*.S", "runtime/include/*", "*.md"]},
     install_requires=["numpy>=1.24", "numba>=0.59"],
     extras_require={

@@ -2,8 +2,9 @@
 
     fastconv bench --quick                  verify and time a small sweep of every op (about a minute on 2 cores)
     fastconv bench --suite full --json r.json --plot r.png
-    fastconv bench --suite targets --algo all --dtype float16 --markdown r.md   the GPU-performance tables
-    fastconv summary r32.json r16.json --markdown r.md     the per-table summary of earlier reports
+    fastconv bench --suite layers --table-batch resnet50=32,pools=64 --algo all --targets goals.json
+    fastconv bench --suite cpu-layers       the CPU layer benchmark: numba's algorithms beside torch
+    fastconv summary r32.json r16.json --targets goals.json --markdown r.md   the summary of earlier reports
     fastconv info                           backends (and why one is unavailable), devices, versions, caches
 
 ``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
@@ -18,6 +19,8 @@ import os
 import sys
 from typing import List, Optional
 
+from . import _config
+
 
 def _bench_parser(sub) -> None:
     from . import bench
@@ -26,17 +29,16 @@ def _bench_parser(sub) -> None:
                                    "fastconv backend/algorithm and the peers (torch, cuDNN) side by side.")
     p.add_argument("--quick", action="store_true",
                    help="the quick suite with short timing (about a minute on 2 CPU cores, compilation included)")
-    p.add_argument("--suite", choices=bench.SUITES,
-                   help="quick: small sweep of every op; sweep: stride/padding/dilation/kernel/groups/batch "
-                        "sweeps; layers: ResNet-50, VGG-16, MobileNet, pools; full: sweep + layers; targets: "
-                        "the layers at the GPU-performance issue's batches (" + ", ".join(
-                            f"{t}={n}" for t, n in bench.TARGET_BATCH.items()) + "), needs the shape tables "
-                        "(default: quick with --quick, else sweep)")
+    p.add_argument("--suite", choices=bench.SUITE_NAMES,
+                   help="; ".join(f"{s.name}: {s.doc}" for s in bench.SUITES.values())
+                   + " (default: quick with --quick, else sweep)")
     p.add_argument("--device", choices=("auto",) + bench.DEVICES, default="auto",
-                   help="auto (default): the GPU when a GPU backend is usable, else the CPU")
+                   help="auto (default): the suite's device if it has one, else the GPU when a GPU backend is "
+                        "usable, else the CPU")
     p.add_argument("--backend", action="append", metavar="B",
-                   help="time only this backend (repeatable; default: every available backend of the device "
-                        "except the 'numpy' oracle and the 'cuda-emu' emulator, which run only when named)")
+                   help="time only this backend (repeatable; default: the suite's, else every available backend "
+                        "of the device except the 'numpy' oracle and the 'cuda-emu' emulator, which run only when "
+                        "named)")
     p.add_argument("--algo", action="append", metavar="A",
                    help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice, 'all' "
                         "every algorithm a backend implements and 'auto'; an algorithm a backend lacks is "
@@ -51,14 +53,20 @@ def _bench_parser(sub) -> None:
     p.add_argument("--no-plot", action="store_true", help="draw no plot")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
     p.add_argument("--table-batch", metavar="T=N,...",
-                   help="batch per standard-layer table, e.g. resnet50=32,pools=64 (wins over --batch; "
-                        "suite targets starts from " + ",".join(f"{t}={n}" for t, n in bench.TARGET_BATCH.items())
-                        + ")")
+                   help="batch per standard-layer table, e.g. resnet50=32,pools=64 (wins over --batch and over "
+                        "the suite's own batches)")
+    p.add_argument("--shapes", metavar="DIR",
+                   help="read the standard layer tables (*.csv) from DIR (default: $FASTCONV_SHAPES, else the "
+                        "tables shipped with fastconv)")
+    p.add_argument("--targets", metavar="FILE",
+                   help="goals per table (JSON, see fastconv.bench.targets), checked in the summary; without "
+                        "it the summary reports ratios only")
     p.add_argument("--dtype", choices=bench.DTYPES, default="float32",
                    help="storage dtype: float32 (default) or float16 (fastconv accumulates in float32; the "
                         "peer gets half tensors); verified with fastconv.testing's tolerance for the dtype")
     p.add_argument("--markdown", metavar="PATH",
-                   help="write the per-table summary (ratios, peaks, copy bandwidth, targets) as Markdown")
+                   help="write the per-table summary (ratios, peaks, copy bandwidth, and goals with --targets) "
+                        "as Markdown")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for numba and torch alike (default: their own defaults, all cores); "
@@ -69,10 +77,11 @@ def _bench_parser(sub) -> None:
 
 def _summary_parser(sub) -> None:
     p = sub.add_parser("summary", help="the per-table summary of earlier bench reports (JSON)",
-                       description="Print the per-table summary (geomean and lowest ratio to the peer, peaks, "
-                                   "copy bandwidth, the targets) of one or more fastconv bench JSON reports, and "
-                                   "write it as Markdown (one section per report).")
+                       description="Print the per-table summary (geomean, median and lowest ratio to the peer, "
+                                   "peaks, copy bandwidth; with --targets, whether each goal is met) of one or more "
+                                   "fastconv bench JSON reports, and write it as Markdown (one section per report).")
     p.add_argument("reports", nargs="+", metavar="JSON")
+    p.add_argument("--targets", metavar="FILE", help="goals per table (JSON) to check the summary against")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown here (default: print it)")
 
 
@@ -107,33 +116,76 @@ def main(argv: Optional[List[str]] = None) -> int:
 # ---------------------------------------------------------------------------------------------------
 # fastconv bench
 # ---------------------------------------------------------------------------------------------------
-def cmd_bench(args, ap) -> int:
-    from . import _dispatch, bench
-    suite = args.suite or ("quick" if args.quick else "sweep")
-    try:
-        table_batch = bench.parse_table_batch(args.table_batch) if args.table_batch else None
-    except ValueError as e:
-        ap.error(str(e))
-    if table_batch and suite not in ("layers", "full", "targets"):
-        ap.error(f"--table-batch applies to the standard layers (suites layers, full, targets), not {suite!r}")
-    policy = bench.QUICK_POLICY if args.quick or suite == "quick" else bench.FULL_POLICY
-    try:
-        backends = bench.backends_for("cpu", args.backend) if args.backend else None
-    except ValueError as e:
-        ap.error(str(e))
+def _targets(path: Optional[str]) -> Optional[dict]:
+    """The goals of ``--targets FILE`` (None without it); ValueError or OSError naming the file."""
+    from . import bench
+    return bench.load_targets(path) if path else None
+
+
+def _device(args, ap, suite, backends) -> str:
+    """--device, else the suite's device, else the device of the named backends, else the default."""
+    from . import bench
     device = args.device
     if device == "auto":
-        if backends:
-            devices = {bench._device_of_backend(b) for b in backends}
+        if suite.device:
+            device = suite.device
+        elif backends:
+            devices = {bench.device_of_backend(b) for b in backends}
             if len(devices) > 1:
                 ap.error(f"--backend {', '.join(backends)} mixes CPU and GPU backends; run them separately")
             device = devices.pop()
         else:
             device = bench.default_device()
-    elif backends:
-        wrong = [b for b in backends if bench._device_of_backend(b) != device]
-        if wrong:
-            ap.error(f"backend {', '.join(wrong)} does not run on device {device!r}")
+    if suite.device and device != suite.device:
+        ap.error(f"suite {suite.name!r} runs on the {suite.device}, not the {device}")
+    wrong = [b for b in backends or () if bench.device_of_backend(b) != device]
+    if wrong:
+        ap.error(f"backend {', '.join(wrong)} does not run on device {device!r}")
+    return device
+
+
+def _note_load(device: str, threads: Optional[int]) -> None:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    if device == "cpu" and not threads and load > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} cores: other work competes for the CPU; "
+              "multi-threaded timings (numba, torch) suffer most, --threads 1 gives steadier numbers",
+              file=sys.stderr)
+
+
+def _stem(args, report, suite: str, device: str) -> str:
+    """Where the JSON and the plot go without --json/--plot: ``fastconv-bench-<device>``, or with --out
+    ``<DIR>/<device name>-<suite>-<date>[-<dtype>]``."""
+    if not args.out:
+        return f"fastconv-bench-{device}"
+    m = report["machine"]
+    name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
+    slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    dtype = "" if args.dtype == "float32" else f"-{args.dtype}"
+    return os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}{dtype}")
+
+
+def cmd_bench(args, ap) -> int:
+    from . import _dispatch, bench
+    suite = bench.get_suite(args.suite or ("quick" if args.quick else "sweep"))
+    try:
+        table_batch = bench.parse_table_batch(args.table_batch) if args.table_batch else None
+        targets = _targets(args.targets)
+    except (ValueError, OSError) as e:
+        ap.error(str(e))
+    if table_batch and not suite.layers:
+        ap.error(f"--table-batch applies to the standard layers (suites "
+                 f"{', '.join(s.name for s in bench.SUITES.values() if s.layers)}), not {suite.name!r}")
+    policy = bench.QUICK_POLICY if args.quick or suite.name == "quick" else bench.FULL_POLICY
+    try:
+        backends = bench.backends_for("cpu", args.backend) if args.backend else None
+    except ValueError as e:
+        ap.error(str(e))
+    device = _device(args, ap, suite, backends)
     if "cuda-emu" in (backends or []):
         print("note: cuda-emu emulates every GPU thread on the CPU; keep it to a case or two "
               "(--filter / --batch 1)", file=sys.stderr)
@@ -141,17 +193,11 @@ def cmd_bench(args, ap) -> int:
         if a not in _dispatch.ALGOS + ("all",):
             ap.error(f"--algo must be one of {', '.join(_dispatch.ALGOS + ('all',))}, got {a!r}")
     peers = [] if args.no_peers else args.peer
-    opts = bench.Options(suite=suite, device=device, backends=backends, algos=args.algo, peers=peers,
+    opts = bench.Options(suite=suite.name, device=device, backends=backends, algos=args.algo, peers=peers,
                          policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
-                         threads=args.threads, dtype=args.dtype, table_batch=table_batch)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    if device == "cpu" and not args.threads and load > 0.5 * (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} on {os.cpu_count()} cores: other work competes for the CPU; "
-              "multi-threaded timings (numba, torch) suffer most, --threads 1 gives steadier numbers",
-              file=sys.stderr)
+                         threads=args.threads, dtype=args.dtype, table_batch=table_batch, shapes=args.shapes,
+                         targets=targets)
+    _note_load(device, args.threads)
     try:
         report = bench.run(opts)
     except (RuntimeError, FileNotFoundError, ValueError) as e:
@@ -165,19 +211,11 @@ def cmd_bench(args, ap) -> int:
     if report["summary"]:
         print("\nper table:")
         print(bench.summary_text(report["summary"]))
-    la = report["machine"].get("loadavg_start")
+    la, lb = report["machine"].get("loadavg_start"), report["machine"].get("loadavg_end")
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
-          + (f" (load average at start {la[0]:.1f} on {report['machine']['cpu_cores_usable']} cores)"
-             if la else ""))
-    stem = f"fastconv-bench-{device}"
-    if args.out:
-        m = report["machine"]
-        name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
-        slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
-        while "--" in slug:
-            slug = slug.replace("--", "-")
-        stem = os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}"
-                            + ("" if args.dtype == "float32" else f"-{args.dtype}"))
+          + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
+             f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
+    stem = _stem(args, report, suite.name, device)
     if not args.no_json:
         path = args.json or f"{stem}.json"
         bench.write_json(report, path)
@@ -187,7 +225,7 @@ def cmd_bench(args, ap) -> int:
         why = bench.plot(report, path)
         print(f"plot: {path}" if why is None else f"plot skipped: {why}")
     if args.markdown:
-        bench.write_markdown([report], args.markdown)
+        bench.write_markdown([report], args.markdown, targets)
         print(f"Markdown: {args.markdown}")
     if report["failures"]:
         print(f"{report['failures']} fastconv result(s) failed verification or crashed; see the table",
@@ -201,6 +239,11 @@ def cmd_bench(args, ap) -> int:
 # ---------------------------------------------------------------------------------------------------
 def cmd_summary(args) -> int:
     from . import bench
+    try:
+        targets = _targets(args.targets)
+    except (ValueError, OSError) as e:
+        print(f"fastconv summary: cannot use --targets: {e}", file=sys.stderr)
+        return 2
     reports = []
     for path in args.reports:
         try:
@@ -212,40 +255,45 @@ def cmd_summary(args) -> int:
         if rep.get("schema") != bench.SCHEMA:
             print(f"fastconv summary: {path} is not a {bench.SCHEMA} report", file=sys.stderr)
             return 2
-        rep["summary"] = bench.table_summary(rep)   # from the rows: also for reports older than the summary
+        rep["summary"] = bench.table_summary(rep, targets)   # from the rows: also for reports older than the summary
         reports.append(rep)
         print(f"{path}:")
         print(bench.summary_text(rep["summary"]) or "(no standard-layer tables)")
     if args.markdown:
-        bench.write_markdown(reports, args.markdown)
+        bench.write_markdown(reports, args.markdown, targets)
         print(f"Markdown: {args.markdown}")
     else:
         print()
-        print(bench.markdown(reports))
+        print(bench.markdown(reports, targets))
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------
 # fastconv info
 # ---------------------------------------------------------------------------------------------------
+def _unset(name: str) -> str:
+    """" (NAME unset)" when the variable is unset or empty, else ""."""
+    return "" if _config.get(name) else f" ({name} unset)"
+
+
 def cache_paths() -> dict:
     """Where compiled code and measured choices are kept: Numba's cache, the emulator's, CuPy's kernel cache,
     the cuda backend's autotune file."""
-    from . import _backends, _config
-    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    from . import _backends
+    numba_dir = _config.get("NUMBA_CACHE_DIR")
     if not numba_dir:
         src = os.path.join(os.path.dirname(_backends.__file__), "__pycache__")
         numba_dir = src if os.access(os.path.dirname(src), os.W_OK) else \
             os.path.join(os.path.expanduser("~"), ".cache", "numba") + " (package directory is read-only)"
-    emu_dir = os.environ.get("FASTCONV_EMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                   "fastconv", "emu")
-    cupy_dir = os.environ.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
-    return {"numba": numba_dir + ("" if os.environ.get("NUMBA_CACHE_DIR") else " (NUMBA_CACHE_DIR unset)"),
-            "cuda-emu": emu_dir + ("" if os.environ.get("FASTCONV_EMU_CACHE") else " (FASTCONV_EMU_CACHE unset)"),
-            "cupy": cupy_dir + ("" if os.environ.get("CUPY_CACHE_DIR") else " (CUPY_CACHE_DIR unset)"),
-            "autotune-cuda": (_config.autotune_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)")
-            + ("" if os.environ.get("FASTCONV_AUTOTUNE_CACHE") is not None else " (FASTCONV_AUTOTUNE_CACHE unset)")
-            + (" (measuring off: FASTCONV_AUTOTUNE=0)" if not _config.autotune_enabled() else "")}
+    cupy_dir = _config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
+    tune = _config.autotune_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)"
+    if _config.get("FASTCONV_AUTOTUNE_CACHE") is None:     # an empty value is a setting (memory only)
+        tune += " (FASTCONV_AUTOTUNE_CACHE unset)"
+    if not _config.autotune_enabled():
+        tune += " (measuring off: FASTCONV_AUTOTUNE=0)"
+    return {"numba": numba_dir + _unset("NUMBA_CACHE_DIR"),
+            "cuda-emu": _config.emu_cache_dir() + _unset("FASTCONV_EMU_CACHE"),
+            "cupy": cupy_dir + _unset("CUPY_CACHE_DIR"), "autotune-cuda": tune}
 
 
 def info() -> dict:
@@ -253,11 +301,11 @@ def info() -> dict:
     backends = {}
     for name, b in _dispatch.backends().items():
         entry = dict(b)
-        entry["device"] = bench._device_of_backend(name)
+        entry["device"] = bench.device_of_backend(name)
         if b["available"]:
             try:
                 impls = _dispatch.backend_module(name).implementations()
-                entry["implementations"] = [f"{i.op}:{i.algo}" for i in impls]
+                entry["implementations"] = [i.name for i in impls]
             except Exception as e:  # report, never crash info
                 entry["implementations"] = f"{type(e).__name__}: {e}"
         backends[name] = entry
@@ -276,7 +324,7 @@ def info() -> dict:
     return {"fastconv": v["fastconv"], "location": os.path.dirname(os.path.abspath(__file__)),
             "cpu": {"model": bench.cpu_model(), "cores": os.cpu_count()}, "gpu": gpu,
             "default_bench_device": bench.default_device(), "backends": backends, "peers": peers,
-            "versions": v, "caches": cache_paths(), "shapes": bench.layer_tables()[0]}
+            "versions": v, "caches": cache_paths(), "shapes": str(bench.shapes_dir())}
 
 
 def cmd_info(args) -> int:

@@ -1,0 +1,105 @@
+"""The benchmark engine behind ``fastconv bench`` and ``benchmarks/``: cases, runners, verification, timing,
+JSON and the plot.
+
+One *case* is one call of a public op (``conv2d``, ``conv1d`` or a pooling function) with fixed shapes and
+arguments (:mod:`.cases`, :mod:`.layers`). One *runner* is something that can execute a case: a fastconv
+backend with one algorithm, or a *peer* (``torch`` on the CPU, ``torch-cuda``: cuDNN with TF32 off)
+(:mod:`.runners`). Every (case, runner) pair is
+
+1. checked for support (dispatch's own reasons; an unsupported pair is reported, not run);
+2. verified against the NumPy oracle with :mod:`fastconv.testing`'s tolerances (:mod:`.verification`) -
+   a runner that fails is not timed, and the run exits non-zero if it is fastconv's;
+3. timed (:mod:`.timing`, on :mod:`fastconv._timing`'s clocks): warm-up calls first (Numba and NVRTC
+   compilation, cuDNN autotuning and fastconv's own ``algo="auto"`` measurement stay out of the timing),
+   then repeated calls; the median is reported. GPU runners are timed with CUDA events, CPU runners with
+   the wall clock around a synchronised call.
+
+Throughput, fractions of peak (:mod:`.machine` says what the peaks are) and the ratio to the best peer
+(``best peer time / runner time``; > 1: faster than every peer measured) are added per row
+(:mod:`.report`).
+
+Suites (:mod:`.suites`): ``quick`` (a small sweep of every op), ``sweep`` (stride, padding, dilation,
+kernel size, groups and batch for conv2d and conv1d, and the matching sweeps for every pooling op),
+``layers`` (every standard layer table), ``full`` (``sweep`` + ``layers``) and ``cpu-layers`` (the CPU
+layer benchmark: ResNet-50 at N=8 with stride-2 and dilation-2 variants of its 3x3 layers, MobileNet-v1
+depthwise at N=8, pools at N=16, every numba algorithm and ``auto`` beside torch, with a pause before each
+side is timed). ``table_batch`` sets a table's batch in any suite with layers. Sizes depend on the device
+(:data:`SIZES`). ``dtype`` float16 runs every case with float16 storage (fastconv accumulates in float32;
+the peer gets half tensors) and verifies with the float16 tolerance.
+
+The standard layers are read from :func:`shapes_dir`: ``--shapes DIR``, else ``$FASTCONV_SHAPES``, else the
+tables shipped in ``fastconv/bench/shapes``.
+
+:func:`table_summary` condenses a report per standard-layer table and fastconv runner: geometric mean,
+median, quartiles and lowest ratio to the peer, median fraction of the fp32 peak, median fraction of the
+copy bandwidth (pools); given goals (a targets file, :mod:`.targets`; the library holds none), whether each
+is met. :func:`markdown` writes it as a Markdown table.
+
+The JSON document (``SCHEMA`` = "fastconv-bench/1"):
+
+    machine   date (UTC), hostname, platform, cpu_model, cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
+              gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
+              loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
+    versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
+    settings  suite, device, policy (warm-up/repeat/time limits, settle_s), batch, table_batch, dtype,
+              accumulate, filter, threads ({numba, torch}), shapes (the directory read), targets (the goals
+              given, or null), timing, statistic ("median"), ratio (its definition)
+    peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
+    copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
+    runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
+              reason (why not), settings (torch: threads; torch-cuda: cudnn version, allow_tf32, cudnn_benchmark)
+    cases     name, op, source ("sweep" or "layers:<table>"), input_shape, weight_shape, kwargs (the op's
+              keyword arguments), sweeps ({sweep: label}), description, flops, bytes, metric, verify_n
+    results   one row per (case, runner): case, kind, backend, algo, status ("ok", "unsupported",
+              "verify-failed", "error"), error, verified ("strict"/"loose"/"fp16-accumulate"), median_s, min_s,
+              q1_s, q3_s, rounds, first_call_s (first warm-up call; compilation normally already happened
+              while verifying), verify_n, unit, throughput, peak_fraction, copy_fraction (pools),
+              ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]: the ratio while both
+              sides stay within their interquartile ranges), impl (fastconv algo "auto" and pools: the
+              implementation dispatch ran, by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
+    summary   table_summary(): per standard-layer table and fastconv runner: table, layer_subset, runner,
+              dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
+              max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
+              min_copy_fraction, min_copy_layer, peer_median_copy_fraction, target, met (null without targets)
+    failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
+
+Changes within fastconv-bench/1 (readers of older reports keep working: every field they read is still
+there): suite ``targets`` is gone (``layers`` with ``table_batch`` and a targets file replace it);
+``settings.targets``, ``settings.policy.settle_s``, ``results[].ratio_iqr`` and the summary's ``median``,
+``q1``, ``q3`` are new; ``settings.threads`` no longer holds ``blas_env`` (the BLAS variables are not read
+by fastconv); ``settings.shapes`` is always a directory (no "built-in" list); the summary's ``target`` and
+``met`` are null unless goals were given.
+"""
+from __future__ import annotations
+
+from .cases import CONV_OPS, POOL_OPS, SIZES, Case, case_spec, sweep_cases
+from .engine import SCHEMA, Options, run
+from .layers import SHIPPED_SHAPES, layer_cases, layer_tables, shapes_dir
+from .machine import (GPU_PEAKS, copy_bandwidth, cpu_model, device_limits, gpu_copy_bandwidth, gpu_info,
+                      gpu_peak, gpu_peak_from_device, gpu_properties, machine_info, versions)
+from .plots import PLOT_SWEEPS, plot
+from .report import markdown, summary, summary_text, table, table_summary, write_json, write_markdown
+from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, TorchRunner, backends_for,
+                      default_device, device_of_backend, fastconv_runners, peer_runners, set_threads)
+from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, get_suite, parse_table_batch,
+                     table_batches)
+from .targets import check_targets, load_targets
+from .timing import FULL_POLICY, QUICK_POLICY, Policy, measure, quartiles, summarise
+from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
+
+__all__ = [
+    "CONV_OPS", "POOL_OPS", "SIZES", "Case", "case_spec", "sweep_cases",
+    "SCHEMA", "Options", "run",
+    "SHIPPED_SHAPES", "layer_cases", "layer_tables", "shapes_dir",
+    "GPU_PEAKS", "copy_bandwidth", "cpu_model", "device_limits", "gpu_copy_bandwidth", "gpu_info", "gpu_peak",
+    "gpu_peak_from_device", "gpu_properties", "machine_info", "versions",
+    "PLOT_SWEEPS", "plot",
+    "markdown", "summary", "summary_text", "table", "table_summary", "write_json", "write_markdown",
+    "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
+    "default_device", "device_of_backend", "fastconv_runners", "peer_runners", "set_threads",
+    "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",
+    "table_batches",
+    "check_targets", "load_targets",
+    "FULL_POLICY", "QUICK_POLICY", "Policy", "measure", "quartiles", "summarise",
+    "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",
+]

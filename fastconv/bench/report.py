@@ -1,0 +1,336 @@
+"""What a run reports: throughput and ratios per row, the text table, the per-table summary (text and
+Markdown) and the JSON file.
+
+Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
+pools, from the spec of the case itself (never the reduced verification copy). The ratio to the best peer
+is ``best peer median time / runner median time`` (> 1: faster than every peer measured).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .. import _files, _timing
+from .cases import CONV_OPS, Case
+from .targets import SUBSETS, target_met, target_text
+from .timing import quartiles
+from .verification import PEER_LOOSE_SCALE
+
+
+def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], verify_n,
+                   copy_ref: Optional[dict] = None) -> None:
+    """Add throughput, fraction of peak, fraction of the measured copy bandwidth (pools), the ratio to the
+    best peer and its interquartile range to each timed row."""
+    work = spec.flops() if case.is_conv else spec.bytes()
+    unit = "GFLOP/s" if case.is_conv else "GB/s"
+    peak_value = None
+    if peak:
+        peak_value = peak.get("fp32_gflops") if case.is_conv else peak.get("mem_gbps")
+    copy_gbps = copy_ref.get("gbps") if copy_ref and not case.is_conv else None
+    peers = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok"]
+    best = min(peers, key=lambda r: r["median_s"]) if peers else None
+    for r in rows:
+        r["verify_n"] = verify_n
+        r["unit"] = unit
+        if r["status"] != "ok":
+            r.update(throughput=None, peak_fraction=None, copy_fraction=None, ratio_to_best_peer=None,
+                     ratio_iqr=None)
+            continue
+        tp = work / r["median_s"] / 1e9
+        r["throughput"] = tp
+        r["peak_fraction"] = tp / peak_value if peak_value else None
+        r["copy_fraction"] = tp / copy_gbps if copy_gbps else None
+        r["ratio_to_best_peer"] = best["median_s"] / r["median_s"] if best else None
+        r["ratio_iqr"] = [best["q1_s"] / r["q3_s"], best["q3_s"] / r["q1_s"]] if best else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The text table and the per-runner line
+# ---------------------------------------------------------------------------------------------------
+def fmt_time(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.2f} s"
+
+
+def table(report: dict) -> str:
+    """The results as a fixed-width text table."""
+    head = (f"{'case':<32} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
+            f"{'vs peer':>8}")
+    lines = [head, "-" * len(head)]
+    last = None
+    for r in report["results"]:
+        case = r["case"] if r["case"] != last else ""
+        last = r["case"]
+        if r["status"] != "ok":
+            msg = r["status"] + (f": {r['error'][:60]}" if r.get("error") else "")
+            lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {msg}")
+            continue
+        tp = f"{r['throughput']:.2f} {r['unit']}"
+        pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
+        ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
+        loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
+                 "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
+        lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
+                     f"{tp:>16} {pk:>6} {ratio:>8}{loose}")
+    return "\n".join(lines)
+
+
+def _geomean(vals: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def summary(report: dict) -> str:
+    """Geometric-mean ratio to the best peer per fastconv runner (convs and pools apart)."""
+    ops = {c["name"]: c["op"] for c in report["cases"]}
+    groups: Dict[Tuple[str, str], List[float]] = {}
+    for r in report["results"]:
+        if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
+            family = "conv" if ops[r["case"]] in CONV_OPS else "pool"
+            groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r["ratio_to_best_peer"])
+    return "\n".join(f"{label:<18} {family:<5} geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
+                     f"(min {min(vals):.2f}x, max {max(vals):.2f}x)"
+                     for (label, family), vals in sorted(groups.items()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The per-table summary
+# ---------------------------------------------------------------------------------------------------
+def _median(vals: Sequence[float]) -> Optional[float]:
+    return _timing.median(list(vals)) if vals else None
+
+
+def _row_label(row: dict, op: str) -> str:
+    """The fastconv runner a result row belongs to: ``backend:algo`` for convs, ``backend:pools`` for pools
+    (whose row ``algo`` is the implementation dispatch picked)."""
+    return f"{row['backend']}:{row['algo'] if op in CONV_OPS else 'pools'}"
+
+
+def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
+    """Per standard-layer table and fastconv runner (``backend:algo``; ``backend:pools`` for pools): the
+    geometric mean, median, quartiles and lowest ratio to the best peer (with its layer), how many layers
+    were timed, unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs),
+    the median and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see
+    :mod:`.targets`), the table's goal and whether it is met (None when not every layer was timed)."""
+    cases = {c["name"]: c for c in report["cases"]}
+    tables: Dict[str, List[str]] = {}
+    for c in report["cases"]:
+        if c.get("source", "").startswith("layers:"):
+            tables.setdefault(c["source"].split(":", 1)[1], []).append(c["name"])
+    dtype = report.get("settings", {}).get("dtype", "float32")
+    out = []
+    for table_name, names in tables.items():
+        in_table = set(names)
+        rows = [r for r in report["results"] if r["case"] in in_table]
+        groups: Dict[str, List[dict]] = {}
+        for r in rows:
+            if r["kind"] == "fastconv":
+                groups.setdefault(_row_label(r, cases[r["case"]]["op"]), []).append(r)
+        peers = sorted({r["backend"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"})
+        peer = "/".join(peers) or "peer"
+        goal = (targets or {}).get(table_name)
+        subset = goal.get("layers") if goal else None
+        for label, rs_all in groups.items():
+            is_conv = not label.endswith(":pools")
+            layers_all = [n for n in names if (cases[n]["op"] in CONV_OPS) == is_conv]
+            parts = [(None, layers_all)]
+            if subset:
+                sub = [n for n in layers_all if SUBSETS[subset](cases[n])]
+                if sub and len(sub) < len(layers_all):
+                    parts.append((subset, sub))
+            for part, layers in parts:
+                rs = [r for r in rs_all if r["case"] in set(layers)]
+                entry = _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer)
+                if goal and part == subset:
+                    entry["target"] = target_text(goal, peer)
+                    entry["met"] = target_met(goal, entry)
+                out.append(entry)
+    return out
+
+
+def _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer) -> dict:
+    """One :func:`table_summary` entry: the rows ``rs`` of fastconv runner ``label`` on ``layers``."""
+    is_conv = not label.endswith(":pools")
+    ok = [r for r in rs if r["status"] == "ok" and r.get("ratio_to_best_peer")]
+    ratios = [(r["ratio_to_best_peer"], r["case"]) for r in ok]
+    values = [v for v, _ in ratios]
+    q1, median, q3 = quartiles(values, "inclusive")   # the table's layers are the population
+    peer_rows = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok" and r["case"] in set(layers)]
+    lo = min(ratios) if ratios else (None, None)
+    hi = max(ratios) if ratios else (None, None)
+    entry = {
+        "table": table_name, "layer_subset": part, "runner": label, "dtype": dtype, "peer": peer,
+        "batch": sorted({cases[n]["input_shape"][0] for n in layers}),
+        "layers": len(layers), "timed": len(ratios),
+        "unsupported": sum(r["status"] == "unsupported" for r in rs),
+        "failed": sum(r["status"] in ("verify-failed", "error") for r in rs),
+        "geomean": _geomean(values) if ratios else None, "median": median, "q1": q1, "q3": q3,
+        "min": lo[0], "min_layer": lo[1], "max": hi[0], "max_layer": hi[1],
+        "median_peak_fraction": _median([r["peak_fraction"] for r in ok if r.get("peak_fraction") is not None]),
+        "peer_median_peak_fraction": _median([r["peak_fraction"] for r in peer_rows
+                                              if r.get("peak_fraction") is not None]),
+    }
+    if not is_conv:
+        fr = [(r["copy_fraction"], r["case"]) for r in ok if r.get("copy_fraction") is not None]
+        entry["median_copy_fraction"] = _median([f for f, _ in fr])
+        entry["min_copy_fraction"], entry["min_copy_layer"] = min(fr) if fr else (None, None)
+        entry["peer_median_copy_fraction"] = _median([r["copy_fraction"] for r in peer_rows
+                                                      if r.get("copy_fraction") is not None])
+    entry["target"], entry["met"] = None, None
+    return entry
+
+
+def _x(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _pct(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if v < 0.1 else f"{100 * v:.0f}%"
+
+
+def _table_name(e: dict) -> str:
+    return e["table"] + (f" [{e['layer_subset']}]" if e.get("layer_subset") else "")
+
+
+def _spread(e: dict) -> str:
+    """Median ratio and its quartiles, e.g. ``1.10x (0.85-1.40x)``."""
+    if e.get("median") is None:
+        return "-"
+    return f"{_x(e['median'])} ({e['q1']:.2f}-{e['q3']:.2f}x)"
+
+
+def summary_text(entries: Sequence[dict]) -> str:
+    """One line per :func:`table_summary` entry."""
+    lines = []
+    for e in entries:
+        line = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) {e['runner']}: geomean "
+                f"{_x(e['geomean'])} vs {e['peer']}, median {_spread(e)}, min {_x(e['min'])}"
+                + (f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else "")
+                + f", {e['timed']}/{e['layers']} layers timed")
+        if e["unsupported"] or e["failed"]:
+            line += f" ({e['unsupported']} unsupported, {e['failed']} failed)"
+        if "median_copy_fraction" in e:
+            line += (f", median {_pct(e['median_copy_fraction'])} of copy bandwidth "
+                     f"(peer {_pct(e.get('peer_median_copy_fraction'))})")
+        elif e["median_peak_fraction"] is not None:
+            line += (f", median {_pct(e['median_peak_fraction'])} of fp32 peak "
+                     f"(peer {_pct(e['peer_median_peak_fraction'])})")
+        if e["target"]:
+            verdict = {True: "met", False: "NOT met", None: "not every layer timed"}[e["met"]]
+            line += f"; target {e['target']}: {verdict}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------
+def _cuda_version(v) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}" if isinstance(v, int) else "-"
+
+
+def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
+    """The machine, versions and physical limits of one report, one line each."""
+    m, v, st = rep["machine"], rep["versions"], rep["settings"]
+    g = m.get("gpu") or {}
+    peer = next((r.get("settings", {}) for r in rep["runners"] if r["kind"] == "peer" and r["available"]), {})
+    facts = []
+    if g:
+        facts.append(f"driver {g.get('nvidia_driver') or '-'} (CUDA driver API {_cuda_version(g.get('cuda_driver'))}), "
+                     f"CUDA runtime {_cuda_version(g.get('cuda_runtime'))}, compute capability "
+                     f"{g.get('compute_capability')}")
+    facts.append(f"fastconv {v.get('fastconv')}, CuPy {v.get('cupy') or '-'}, PyTorch {v.get('torch') or '-'}"
+                 + (f", cuDNN {peer['cudnn']}" if peer.get("cudnn") else "")
+                 + (", TF32 off" if peer.get("allow_tf32") is False else ""))
+    pk = rep.get("peak")
+    if pk:
+        lim = []
+        if pk.get("fp32_gflops"):
+            lim.append(f"fp32 FMA peak {pk['fp32_gflops'] / 1000:.1f} TFLOP/s")
+        if pk.get("mem_gbps"):
+            lim.append(f"memory bandwidth {pk['mem_gbps']:.0f} GB/s")
+        vend = pk.get("vendor")
+        facts.append("limits: " + ", ".join(lim) + f" ({pk['source'].split(';')[0]}"
+                     + (f"; spec sheet: {vend['fp32_gflops'] / 1000:.1f} TFLOP/s, {vend['mem_gbps']:.0f} GB/s"
+                        if vend else "") + ")")
+    cp = rep.get("copy_bandwidth")
+    if cp and cp.get("gbps"):
+        facts.append(f"measured copy bandwidth {cp['gbps']:.0f} GB/s ({cp.get('method')}, "
+                     f"{cp.get('bytes', 0) / 2**20:.0f} MiB)")
+    elif cp:
+        facts.append(f"copy bandwidth not measured: {cp.get('error')}")
+    if m.get("loadavg_start") and m.get("loadavg_end"):
+        facts.append(f"load average {m['loadavg_start'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the "
+                     f"end, on {m['cpu_cores_usable']} usable cores")
+    facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in entries})) or 'peer'} "
+                 "median time / fastconv median time (> 1: fastconv faster); medians of "
+                 f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")
+    return facts
+
+
+def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
+    """The per-table summary of one or more reports (e.g. a float32 and a float16 run) as Markdown: per
+    report the machine, versions and physical limits, then one table row per (table, fastconv runner);
+    with ``targets``, a goal and a verdict column."""
+    parts = []
+    for rep in reports:
+        m, st = rep["machine"], rep["settings"]
+        g = m.get("gpu") or {}
+        dev = g.get("name") or f"{m['cpu_model']} ({m['cpu_cores_usable']} cores)"
+        parts.append(f"### {dev}, {st.get('dtype', 'float32')}, {m['date']}\n")
+        entries = table_summary(rep, targets)
+        parts.append("".join(f"- {f}\n" for f in _facts(rep, entries)))
+        if not entries:
+            parts.append("\n(no standard-layer tables in this run)\n")
+            continue
+        goal_cols = ["target", "met"] if targets else []
+        cols = ["table (N)", "fastconv", "layers timed", "geomean ratio", "min ratio (layer)",
+                "median ratio (quartiles)", "median % fp32 peak: fastconv / peer",
+                "median % copy BW: fastconv (min) / peer"] + goal_cols
+        parts.append("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+        for e in entries:
+            copy = "-"
+            if "median_copy_fraction" in e:
+                copy = (f"{_pct(e['median_copy_fraction'])} ({_pct(e['min_copy_fraction'])}) / "
+                        f"{_pct(e.get('peer_median_copy_fraction'))}")
+            layer = f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else ""
+            peakf = "-" if "median_copy_fraction" in e else \
+                f"{_pct(e['median_peak_fraction'])} / {_pct(e['peer_median_peak_fraction'])}"
+            timed = f"{e['timed']}/{e['layers']}" + (f" ({e['unsupported']} unsupported)" if e["unsupported"] else "") \
+                + (f" ({e['failed']} failed)" if e["failed"] else "")
+            cells = [f"{_table_name(e)} ({','.join(map(str, e['batch']))})", f"`{e['runner']}`", timed,
+                     _x(e["geomean"]), f"{_x(e['min'])}{layer}", _spread(e), peakf, copy]
+            if targets:
+                cells += [e["target"] or "-", {True: "yes", False: "no", None: "-"}[e["met"]]]
+            parts.append("| " + " | ".join(cells) + " |\n")
+        parts.append("\n")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files (written atomically: a reader never sees half a report)
+# ---------------------------------------------------------------------------------------------------
+def write_markdown(reports: Sequence[dict], path: str, targets: Optional[dict] = None) -> None:
+    _files.atomic_write(path, markdown(reports, targets))
+
+
+def _clean(v):
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(report: dict, path: str) -> None:
+    _files.atomic_write(path, json.dumps(_clean(report), indent=1) + "\n")

@@ -1,0 +1,306 @@
+"""Runners: fastconv backends (from the registry) and the peers they are measured against.
+
+Backends come from :mod:`fastconv._dispatch`, never from a list here: every registered backend whose arrays
+live on the chosen device, with every algorithm its ``implementations()`` offer. ``"numpy"`` (the oracle;
+it judges, it is not a contender) and ``"cuda-emu"`` (an emulator: correct and very slow) are left out
+unless named. Peers are imported lazily; a missing peer is reported, not an error.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from .. import _dispatch, _timing
+from ..testing import to_numpy
+from .cases import Case
+
+#: backends never timed unless named: the oracle (the judge) and the emulator (correct but very slow)
+EXCLUDED_BY_DEFAULT = ("numpy", "cuda-emu")
+
+
+def device_of_backend(name: str) -> str:
+    return "gpu" if _dispatch.BACKENDS[name].array_kind == "cupy" else "cpu"
+
+
+class Runner:
+    """Something that runs a case on one device. Subclasses set ``kind``, ``name``, ``algo``, ``device``."""
+
+    kind = "fastconv"
+    name = ""
+    algo = ""
+    device = "cpu"
+    family = "any"   # the cases it runs: "conv", "pool" or "any"
+
+    def runs(self, case: Case) -> bool:
+        return self.family == "any" or (self.family == "conv") == case.is_conv
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{'pools' if self.family == 'pool' else self.algo}"
+
+    def unavailable(self) -> Optional[str]:
+        """None when it can run here, else why not."""
+        return None
+
+    def unsupported(self, case: Case, spec) -> Optional[str]:
+        """None when it runs this case, else why not."""
+        return None
+
+    def algo_for(self, case: Case, spec) -> str:
+        return self.algo
+
+    def convert(self, arrays):
+        return arrays
+
+    def function(self, case: Case) -> Callable:
+        raise NotImplementedError
+
+    def to_numpy(self, out):
+        return to_numpy(out)
+
+    def sync(self) -> None:
+        pass
+
+    def sample(self, fn: Callable[[], object], repeat: int) -> List[float]:
+        """Seconds per call of ``fn()``, ``repeat`` samples: CUDA events on the GPU (both fastconv's CuPy and
+        torch run on the default stream the events are recorded on), else wall time with :meth:`sync` inside
+        the timed region."""
+        if self.device == "gpu":
+            return _timing.event_times(fn, repeat)
+        return _timing.wall_times(fn, repeat, sync=self.sync)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+
+class FastconvRunner(Runner):
+    kind = "fastconv"
+
+    def __init__(self, backend: str, algo: str, family: str = "conv"):
+        self.name, self.algo, self.family = backend, algo, family
+        self.device = device_of_backend(backend)
+        self.array_kind = _dispatch.BACKENDS[backend].array_kind
+
+    def unavailable(self):
+        return _dispatch.availability(self.name)
+
+    def _algo(self, spec) -> str:
+        return self.algo if spec.op == "conv" else "auto"
+
+    def _supported_impls(self, spec):
+        return [i for i in _dispatch.candidates(spec, self.name, self._algo(spec)) if not _dispatch.reasons(i, spec)]
+
+    def unsupported(self, case, spec):
+        try:
+            return self._unsupported(spec)
+        except Exception as e:  # a backend whose support check fails: reported, the run goes on
+            return f"support check failed: {type(e).__name__}: {e}"
+
+    def _unsupported(self, spec):
+        cands = _dispatch.candidates(spec, self.name, self._algo(spec))
+        if not cands:
+            return f"no {spec.op} implementation with algo={self._algo(spec)!r} on backend {self.name!r}"
+        if self._supported_impls(spec):
+            return None
+        return "; ".join(f"{i.name}: {', '.join(_dispatch.reasons(i, spec))}" for i in cands)
+
+    def algo_for(self, case, spec):
+        """Pools have no ``algo=`` argument: report the algorithm dispatch picks when only one can."""
+        if spec.op == "conv":
+            return self.algo
+        ok = self._supported_impls(spec)
+        return ok[0].algo if len(ok) == 1 else "auto"
+
+    def chosen(self, spec, weight=None) -> Optional[str]:
+        """The implementation dispatch runs for ``spec`` with ``algo="auto"`` (asked after the timing, so a
+        measured choice is already cached; ``weight``: the conv's weight, for the non-finite-weight rule),
+        or None when it cannot be asked."""
+        if spec.op == "conv" and self.algo != "auto":
+            return None
+        try:
+            return _dispatch.select(spec, self.name, "auto", weight=weight).name
+        except Exception:
+            return None
+
+    def convert(self, arrays):
+        if self.array_kind == "cupy":
+            import cupy
+            return tuple(cupy.asarray(a) for a in arrays)
+        return arrays
+
+    def function(self, case):
+        import fastconv
+        fn, kw, b = getattr(fastconv, case.op), dict(case.kwargs), self.name
+        if case.is_conv:
+            algo = self.algo
+            return lambda *a: fn(*a, **kw, backend=b, algo=algo)
+        return lambda *a: fn(*a, **kw, backend=b)
+
+    def sync(self):
+        if self.array_kind == "cupy":
+            import cupy
+            cupy.cuda.get_current_stream().synchronize()
+
+
+class TorchRunner(Runner):
+    """torch.nn.functional, the op of the same name; CPU tensors, or CUDA tensors through cuDNN (fp32, TF32
+    off, ``cudnn.benchmark`` on so that cuDNN picks its fastest algorithm during warm-up)."""
+
+    kind = "peer"
+
+    def __init__(self, device: str):
+        self.device = device
+        self.name = "torch" if device == "cpu" else "torch-cuda"
+        self.algo = "aten" if device == "cpu" else "cudnn"
+
+    def unavailable(self):
+        try:
+            import torch
+        except ImportError as e:
+            return f"torch is not installed ({e})"
+        if self.device == "gpu":
+            if not torch.cuda.is_available():
+                return f"torch {torch.__version__} has no usable CUDA device"
+            if not torch.backends.cudnn.is_available():
+                return "torch is built without cuDNN"
+        return None
+
+    def settings(self) -> dict:
+        import torch
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        if self.device == "gpu":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+            out.update(cudnn=torch.backends.cudnn.version(), allow_tf32=False, cudnn_benchmark=True,
+                       half_note="with float16 tensors cuDNN may use tensor cores and choose its own "
+                                 "accumulation precision; allow_tf32=False affects float32 only")
+        return out
+
+    def algo_for(self, case, spec):
+        return self.algo if case.is_conv else "aten"
+
+    def convert(self, arrays):
+        import torch
+        self.settings()
+        out = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        return tuple(t.cuda() for t in out) if self.device == "gpu" else out
+
+    def function(self, case):
+        import torch
+        import torch.nn.functional as F
+        fn, kw = getattr(F, case.op), dict(case.kwargs)
+        pad = kw.get("padding")
+        if case.is_conv and isinstance(pad, (tuple, list)) and any(isinstance(p, (tuple, list)) for p in pad):
+            # torch has no asymmetric padding: F.pad (last dimension first) then an unpadded conv
+            flat = tuple(v for pair in reversed(pad) for v in pair)
+            kw["padding"] = 0
+
+            def call(x, *rest):
+                with torch.no_grad():
+                    return fn(F.pad(x, flat), *rest, **kw)
+            return call
+
+        def call(*a):
+            with torch.no_grad():
+                return fn(*a, **kw)
+        return call
+
+    def to_numpy(self, out):
+        return out.detach().cpu().numpy()
+
+    def sync(self):
+        if self.device == "gpu":
+            import torch
+            torch.cuda.synchronize()
+
+
+class CupyxRunner(Runner):
+    """cupyx has no op of the same definition, so this peer only reports why it is absent."""
+
+    kind = "peer"
+    name, algo, device = "cupyx", "-", "gpu"
+    REASON = ("cupyx has no NCHW convolution or pooling with these semantics: cupyx.scipy.ndimage filters "
+              "correlate one whole array with boundary modes (no channel reduction, groups or stride), and "
+              "CuPy v14 removed its cuDNN bindings (cupyx.cudnn)")
+
+    def unavailable(self):
+        return self.REASON
+
+
+PEERS = {"cpu": (lambda: TorchRunner("cpu"),), "gpu": (lambda: TorchRunner("gpu"), CupyxRunner)}
+
+
+def backend_algos(backend: str) -> List[str]:
+    """The conv algorithms a backend implements, from its ``implementations()``, in priority order (one
+    entry per algorithm however many variants it has)."""
+    algos: List[str] = []
+    for impl in _dispatch.backend_module(backend).implementations():
+        if impl.op == "conv" and impl.algo not in algos:
+            algos.append(impl.algo)
+    return algos
+
+
+def backends_for(device: str, names: Optional[Sequence[str]] = None) -> List[str]:
+    """Registered backends whose arrays live on ``device`` (all of them but EXCLUDED_BY_DEFAULT), or the
+    named ones (checked against the registry)."""
+    if names:
+        for n in names:
+            _dispatch.check_backend_name(n)
+        return list(names)
+    return [n for n in _dispatch.BACKENDS if device_of_backend(n) == device and n not in EXCLUDED_BY_DEFAULT]
+
+
+def default_device() -> str:
+    """"gpu" when a GPU backend of the registry is usable here, else "cpu"."""
+    for name in backends_for("gpu"):
+        if _dispatch.availability(name) is None:
+            return "gpu"
+    return "cpu"
+
+
+def fastconv_runners(device: str, backends: Optional[Sequence[str]] = None,
+                     algos: Optional[Sequence[str]] = None) -> List[FastconvRunner]:
+    """Per backend: one conv runner per algorithm it implements (filtered by ``algos``; "auto" only when
+    asked; "all": every one it implements and "auto"), and one pool runner (pools have no ``algo=``
+    argument: dispatch picks). An algorithm named in ``algos`` that a backend does not implement still gets
+    a runner, whose cases are reported as unsupported with the reason. Unavailable backends are included:
+    they report why."""
+    out = []
+    every = bool(algos) and "all" in algos
+    for b in backends_for(device, backends):
+        try:
+            offered = backend_algos(b)
+        except ImportError:
+            offered = []
+        chosen = [a for a in offered if not algos or every or a in algos]
+        chosen += [a for a in (algos or ()) if a not in chosen and a not in ("auto", "all")]
+        if algos and ("auto" in algos or every):
+            chosen.append("auto")
+        out += [FastconvRunner(b, a, "conv") for a in chosen]
+        out.append(FastconvRunner(b, "auto", "pool"))
+    return out
+
+
+def peer_runners(device: str, names: Optional[Sequence[str]] = None) -> List[Runner]:
+    peers = [make() for make in PEERS[device]]
+    return [p for p in peers if not names or p.name in names]
+
+
+def set_threads(n: Optional[int], runners: Sequence[Runner]) -> dict:
+    """Give numba and torch the same CPU thread count (when ``n``); report what each uses. The BLAS pool
+    that numba's im2col GEMM runs on is not changed here (it sizes itself when NumPy loads)."""
+    out = {}
+    names = {r.name for r in runners}
+    if "numba" in names:
+        import numba
+        if n:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        out["numba"] = numba.get_num_threads()
+    if "torch" in names:
+        import torch
+        if n:
+            torch.set_num_threads(n)
+        out["torch"] = torch.get_num_threads()
+    return out
