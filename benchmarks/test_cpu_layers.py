@@ -1,48 +1,28 @@
-"""pytest-benchmark twin of bench_cpu.py: each layer of the CPU benchmark, numba (auto) beside
-torch.nn.functional (when installed), grouped per layer so the two sit side by side.
+"""pytest-benchmark twin of ``fastconv bench --suite cpu-layers``: each layer of the CPU layer benchmark
+(ResNet-50 at N=8 with stride-2 and dilation-2 variants of its 3x3 layers, MobileNet-v1 depthwise at N=8,
+pools at N=16) on every runner of the suite (each numba algorithm and auto, torch.nn.functional when
+installed), grouped per layer so they sit side by side, with the suite's pause before each side is timed.
 
-    pytest benchmarks/test_cpu_layers.py                          timed (ResNet-50 at N=8, pools at N=16)
+    pytest benchmarks/test_cpu_layers.py                          timed
     pytest benchmarks/test_cpu_layers.py --benchmark-disable      each layer once, verified (smoke test)
-    FASTCONV_CPU_LAYERS=res2 pytest benchmarks/test_cpu_layers.py only layers whose name contains res2
+    pytest benchmarks/test_cpu_layers.py -k res2_3x3              only the tests whose id contains res2_3x3
 
-Every fastconv run is checked against the oracle (at N=1) before it is timed.
+Every run is checked against the oracle (fastconv.testing's tolerance, at N=1 for big layers) before it is
+timed; cases, runners and the check all come from fastconv.bench.
 """
 from __future__ import annotations
 
-import os
+from fastconv import bench
 
-import pytest
-
-pytest.importorskip("numba")
-
-import bench_cpu  # noqa: E402  (benchmarks/ is on sys.path when pytest collects this directory)
-
-_ONLY = os.environ.get("FASTCONV_CPU_LAYERS", "")
-try:
-    LAYERS = [l for l in bench_cpu.conv_layers() + bench_cpu.pool_layers() if _ONLY in l.name]
-except FileNotFoundError as e:  # shapes not next to the repository and FASTCONV_SHAPES unset
-    LAYERS = []
-    _MISSING = str(e)
+SUITE = bench.SUITES["cpu-layers"]
+ROUNDS, WARMUP = 7, 1          # medians of 7, as the CPU results in README.md
 
 
-def _ids(layer):
-    return layer.name
+def bench_matrix():
+    """The suite's cases and runners on its device (conftest.py parametrizes test_cpu_layer with them)."""
+    runners = bench.fastconv_runners(SUITE.device, SUITE.backends, SUITE.algos) + bench.peer_runners(SUITE.device)
+    return [(SUITE.device, lambda: bench.build_cases(SUITE.name, SUITE.device), runners)]
 
 
-@pytest.mark.skipif(not LAYERS, reason="no layer shapes found (set FASTCONV_SHAPES)")
-@pytest.mark.parametrize("runner", ["numba", "torch"])
-@pytest.mark.parametrize("layer", LAYERS, ids=_ids)
-def test_cpu_layer(benchmark, layer, runner):
-    arrays = bench_cpu.make_inputs(layer)
-    spec = bench_cpu.spec_of(layer, arrays)
-    benchmark.group = layer.name
-    benchmark.extra_info.update(flops=spec.flops(), bytes=spec.bytes())
-    if runner == "numba":
-        bench_cpu.verify(layer, "auto")
-        fn = bench_cpu.fastconv_call(layer, "auto")
-    else:
-        torch = pytest.importorskip("torch")
-        arrays = [torch.from_numpy(a) for a in arrays]
-        fn = bench_cpu.torch_call(layer)
-    fn(*arrays)  # warm-up: compile / load / autotune outside the timing
-    benchmark(fn, *arrays)
+def test_cpu_layer(time_case, case, runner):
+    time_case(case, runner, ROUNDS, WARMUP, SUITE.settle_s)
