@@ -4,6 +4,9 @@ cuDNN (PyTorch, TF32 off), medians of CUDA-event timings, plus the per-call host
     python benchmarks/gpu_probe.py --algo implicit_gemm --table resnet50 --batch 32 [--dtype float32]
     python benchmarks/gpu_probe.py --overhead
 
+The table is read as ``fastconv bench`` reads it (``--shapes DIR``, else ``$FASTCONV_SHAPES``, else the tables
+shipped with fastconv); GPU times are ``fastconv._timing.event_times`` medians.
+
 This is a working tool for kernel development (a quick look at which tile wins where); the numbers that go
 into the README come from ``fastconv bench``. Results are verified against PyTorch before they are timed
 (the test suite verifies against the oracle). Prints one JSON object per line.
@@ -11,28 +14,18 @@ into the README come from ``fastconv bench``. Results are verified against PyTor
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
-import statistics
 import sys
-import time
+
+from fastconv import _timing, bench
 
 
-def _time(fn, reps=10, warmup=2):
-    import cupy
+def _median_ms(fn, reps=10, warmup=2):
+    """Median GPU milliseconds of ``fn()`` (CUDA events) after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    ms = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        ms.append(cupy.cuda.get_elapsed_time(start, stop))
-    return statistics.median(ms)
+    return _timing.median(_timing.event_times(fn, reps)) * 1e3
 
 
 def _torch_setup():
@@ -51,9 +44,7 @@ def probe_layers(args):
     from fastconv._backends import cuda
     torch = _torch_setup()
     import torch.nn.functional as F
-    shapes = os.environ.get("FASTCONV_SHAPES") or os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                                               "shapes")
-    rows = list(csv.DictReader(open(os.path.join(shapes, f"{args.table}.csv"))))
+    rows = bench.layer_tables(args.shapes, [args.table])[1][args.table]
     variants = L.variants(args.algo) or (None,)
     ratios = []
     for row in rows:
@@ -69,7 +60,7 @@ def probe_layers(args):
         spec = fastconv.conv_spec(x, w, b, st, pd, dl, g)
         tx, tw, tb = (torch.from_dlpack(a) for a in (x, w, b))
         ref = F.conv2d(tx, tw, tb, st, pd, dl, g)
-        t_torch = _time(lambda: F.conv2d(tx, tw, tb, st, pd, dl, g))
+        t_torch = _median_ms(lambda: F.conv2d(tx, tw, tb, st, pd, dl, g))
         out = {"layer": row["name"], "gflop": spec.flops() / 1e9, "torch_ms": t_torch}
         for v in variants:
             reasons = L.conv_reasons(spec, args.algo)
@@ -81,7 +72,7 @@ def probe_layers(args):
             err = float(cupy.abs(y.astype(cupy.float32) - cupy.asarray(ref.float())).max())
             scale = float(cupy.abs(cupy.asarray(ref.float())).max())
             out[f"{v}_err"] = err / max(scale, 1e-30)
-            out[f"{v}_ms"] = _time(lambda: cuda.run(spec, args.algo, x, w, b, variant=v))
+            out[f"{v}_ms"] = _median_ms(lambda: cuda.run(spec, args.algo, x, w, b, variant=v))
         best = min((out[f"{v}_ms"] for v in variants if out.get(f"{v}_ms")), default=None)
         if best:
             out["best_ratio"] = t_torch / best
@@ -112,13 +103,9 @@ def probe_overhead(args):
                      ("torch_max_pool2d", lambda: F.max_pool2d(tx, 2))]:
         for _ in range(50):
             fn()
-        cupy.cuda.Device().synchronize()
         n = 2000
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        cupy.cuda.Device().synchronize()
-        out[name + "_us"] = (time.perf_counter() - t) / n * 1e6
+        t = _timing.wall_times(lambda: [fn() for _ in range(n)], 1, sync=cupy.cuda.Device().synchronize)[0]
+        out[name + "_us"] = t / n * 1e6
     print(json.dumps(out), flush=True)
     if args.profile:
         import cProfile
@@ -135,6 +122,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--algo", default="implicit_gemm")
     ap.add_argument("--table", default="resnet50")
+    ap.add_argument("--shapes", metavar="DIR", help="the layer tables' directory (default: as fastconv bench)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--filter")
