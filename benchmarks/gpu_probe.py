@@ -40,12 +40,10 @@ def probe_layers(args):
     import cupy
 
     import fastconv
-    from fastconv._backends import _cuda_launch as L
-    from fastconv._backends import cuda
+    from fastconv import _dispatch
     torch = _torch_setup()
     import torch.nn.functional as F
     rows = bench.layer_tables(args.shapes, [args.table])[1][args.table]
-    variants = L.variants(args.algo) or (None,)
     ratios = []
     for row in rows:
         if args.filter and args.filter not in row["name"]:
@@ -62,17 +60,20 @@ def probe_layers(args):
         ref = F.conv2d(tx, tw, tb, st, pd, dl, g)
         t_torch = _median_ms(lambda: F.conv2d(tx, tw, tb, st, pd, dl, g))
         out = {"layer": row["name"], "gflop": spec.flops() / 1e9, "torch_ms": t_torch}
-        for v in variants:
-            reasons = L.conv_reasons(spec, args.algo)
+        # every variant of the algorithm (the Impls dispatch chooses among), each timed on its own
+        variants = [i.variant or i.algo for i in _dispatch.candidates(spec, "cuda", args.algo)]
+        for impl in _dispatch.candidates(spec, "cuda", args.algo):
+            v = impl.variant or impl.algo
+            reasons = _dispatch.reasons(impl, spec)
             if reasons:
                 out[f"{v}_ms"] = None
-                out["reason"] = reasons
+                out.setdefault("reason", {})[v] = reasons
                 continue
-            y = cuda.run(spec, args.algo, x, w, b, variant=v)
+            y = impl.run(spec, x, w, b)
             err = float(cupy.abs(y.astype(cupy.float32) - cupy.asarray(ref.float())).max())
             scale = float(cupy.abs(cupy.asarray(ref.float())).max())
             out[f"{v}_err"] = err / max(scale, 1e-30)
-            out[f"{v}_ms"] = _median_ms(lambda: cuda.run(spec, args.algo, x, w, b, variant=v))
+            out[f"{v}_ms"] = _median_ms(lambda: impl.run(spec, x, w, b))
         best = min((out[f"{v}_ms"] for v in variants if out.get(f"{v}_ms")), default=None)
         if best:
             out["best_ratio"] = t_torch / best

@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from fastconv._backends import _cuda_launch as L  # noqa: E402
-from tests.test_kernel_compile import FILES, ptxas_report  # noqa: E402
+from fastconv import _cuda
+from fastconv._cuda.offline import ptxas_report, threads_of
 
 SM90 = dict(regs=65536, reg_unit=256, smem=228 * 1024, smem_reserved=1024, threads=2048, blocks=32, warp=32)
 
@@ -36,15 +33,9 @@ def occupancy(regs: int, smem: int, threads: int, lim=SM90) -> tuple:
 
 def rows(arch: str):
     out = []
-    for fname in FILES:
+    for fname in sorted(_cuda.files()):
         for name, r in sorted(ptxas_report(fname, arch).items()):
-            kernel = name.split("<")[0].split(" ")[-1]
-            targs = name.split("<", 1)[1].split(">")[0].split(",")
-            tile = tuple(int(a) for a in targs[2:])
-            bx, by, bz = L.block_shape(kernel, tile)
-            threads = bx * by * bz
-            if kernel == "depthwise_v1" or kernel.startswith(("max_pool2d_v2", "avg_pool2d_v2")):
-                threads = L.BLOCK_1D  # sized per problem by the launcher, at most this
+            threads = threads_of(name)   # the family's block (the largest a plan launches it with)
             blocks, warps, limit = occupancy(r["regs"], r["smem"], threads)
             out.append(dict(kernel=name.split("(")[0].replace("void ", ""), regs=r["regs"], smem=r["smem"],
                             spills=r["spill_stores"] + r["spill_loads"], threads=threads, blocks=blocks,

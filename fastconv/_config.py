@@ -49,6 +49,10 @@ VARS: Tuple[Var, ...] = (
     Var("CUPY_CACHE_DIR", "other", "`~/.cupy/kernel_cache`", "CuPy's kernel cache (shown by `fastconv info`)"),
     Var("CUDA_PATH", "other", "unset", "a CUDA toolkit whose headers NVRTC may need (also `CUDA_HOME`)"),
     Var("CUDA_HOME", "other", "unset", "as `CUDA_PATH`"),
+    Var("OPENBLAS_NUM_THREADS", "other", "all cores", "threads of NumPy's BLAS (numba's im2col GEMM); recorded by `fastconv bench`"),
+    Var("OMP_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for OpenMP builds of BLAS and for torch"),
+    Var("MKL_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for MKL builds of NumPy"),
+    Var("NUMBA_NUM_THREADS", "other", "all cores", "threads of the numba backend's kernels"),
 )
 
 _BY_NAME = {v.name: v for v in VARS}

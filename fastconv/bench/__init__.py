@@ -66,8 +66,8 @@ The JSON document (``SCHEMA`` = "fastconv-bench/1"):
 Changes within fastconv-bench/1 (readers of older reports keep working: every field they read is still
 there): suite ``targets`` is gone (``layers`` with ``table_batch`` and a targets file replace it);
 ``settings.targets``, ``settings.policy.settle_s``, ``results[].ratio_iqr`` and the summary's ``median``,
-``q1``, ``q3`` are new; ``settings.threads`` no longer holds ``blas_env`` (the BLAS variables are not read
-by fastconv); ``settings.shapes`` is always a directory (no "built-in" list); the summary's ``target`` and
+``q1``, ``q3`` are new; ``settings.threads.blas_env`` holds the BLAS thread variables that were set (read
+through fastconv._config, never changed); ``settings.shapes`` is always a directory (no "built-in" list); the summary's ``target`` and
 ``met`` are null unless goals were given.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from .. import _dispatch, _timing
+from .. import _config, _dispatch, _timing
 from ..testing import to_numpy
 from .cases import Case
 
@@ -303,4 +303,7 @@ def set_threads(n: Optional[int], runners: Sequence[Runner]) -> dict:
         if n:
             torch.set_num_threads(n)
         out["torch"] = torch.get_num_threads()
+    # what the BLAS pools were sized by when NumPy (and torch) loaded: recorded, not changed
+    out["blas_env"] = {k: _config.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+                       if _config.get(k) is not None}
     return out
