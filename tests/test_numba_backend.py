@@ -468,7 +468,110 @@ def test_auto_result_matches_oracle():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Threads, compilation, imports
+# Geometry records
+# ---------------------------------------------------------------------------------------------------
+def _exercise_every_kernel():
+    """One call of each kernel, so every kernel has a compiled signature to inspect."""
+    rng = _rng(14)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    wd = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    wd_inf = wd.copy()
+    wd_inf[0, 0, 0, 0] = np.inf
+    fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")                  # conv2d_direct
+    fastconv.conv2d(x, wd, padding=1, groups=4, backend="numba", algo="direct")       # ..._depthwise_phase
+    fastconv.conv2d(x, wd_inf, padding=1, groups=4, backend="numba", algo="direct")   # conv2d_depthwise
+    fastconv.conv2d(x, w, padding=1, backend="numba", algo="im2col")                  # im2col_pack
+    fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
+    fastconv.avg_pool2d(x, 3, 2, 1, backend="numba")
+    fastconv.avg_pool2d(x, (3, 7), (2, 5), (1, 3), ceil_mode=True, backend="numba")   # per-window path
+    fastconv.adaptive_max_pool2d(x, (4, 3), return_indices=True, backend="numba")
+
+
+def _geometry_arg(dispatcher):
+    import inspect
+    names = list(inspect.signature(dispatcher.py_func).parameters)
+    return names.index("win" if "win" in names else "geo")
+
+
+def test_every_kernel_takes_its_geometry_record():
+    """Each kernel's geometry argument compiled as the record type (never an anonymous tuple), and an
+    anonymous tuple of the same values does not type: a kernel reads its geometry by name only."""
+    k = numba_cpu.kernels()
+    _exercise_every_kernel()
+    for name, record in k.KERNELS.items():
+        kernel = getattr(k, name)
+        assert kernel.signatures, f"{name} never ran"
+        pos = _geometry_arg(kernel)
+        for sig in kernel.signatures:
+            assert isinstance(sig[pos], numba.types.BaseNamedTuple) and sig[pos].instance_class is record, \
+                (name, sig[pos])
+        _assert_needs_the_record(kernel, kernel.signatures[0], pos, len(record._fields))
+    # launched by avg_pool2d with its PoolGeometry (a call inside a cached kernel leaves no signature here)
+    f32, i64, f64 = numba.float32[:, :, :, ::1], numba.int64[::1], numba.float64[::1]
+    geo = k.pool_geometry(fastconv.pool_spec("avg", np.zeros((1, 1, 9, 9), np.float32), 3))
+    sig = (f32, f32, numba.typeof(geo), i64, i64, i64, i64, f64, f64, numba.int64)
+    _assert_needs_the_record(k._avg_pool_per_window, sig, 2, len(geo), sig_untested=True)
+
+
+def _assert_needs_the_record(kernel, sig, pos, nfields, sig_untested=False):
+    """``kernel`` does not type with an anonymous tuple of the record's length in place of its geometry
+    record at ``pos`` of ``sig`` (compiled for ``sig`` first when no run proved it; fresh copies, never
+    written to the disk cache)."""
+    options = {o: v for o, v in kernel.targetoptions.items() if o not in ("cache", "nopython")}
+    if sig_untested:
+        numba.njit(**options)(kernel.py_func).compile(tuple(sig))
+    anonymous = list(sig)
+    anonymous[pos] = numba.types.UniTuple(sig[pos].dtype, nfields)
+    with pytest.raises(numba.core.errors.TypingError):
+        numba.njit(**options)(kernel.py_func).compile(tuple(anonymous))
+
+
+def test_geometry_records_are_the_spec_by_name():
+    """Every field of a record is the spec's field of that name (all values distinct here, so a swapped
+    field shows); the conv record's extent is spec.input_extent_hw(); the adaptive windows are the spec's."""
+    k = numba_cpu.kernels()
+    spec = fastconv.conv_spec(np.zeros((1, 9, 60, 70)), np.zeros((9, 1, 3, 2)), None, (4, 5), ((1, 0), (6, 0)),
+                              (7, 8), 9)
+    assert dataclasses.is_dataclass(spec) and (spec.P, spec.Q) == (12, 14)
+    geo = k.conv_geometry(spec)
+    assert geo._fields == ("R", "S", "stride_h", "stride_w", "pad_top", "pad_left", "dil_h", "dil_w", "groups",
+                           "P", "Q", "extent_h", "extent_w")
+    # by hand: extent = (P-1)*stride + (R-1)*dilation + 1 per axis
+    assert geo == (3, 2, 4, 5, 1, 6, 7, 8, 9, 12, 14, 11 * 4 + 2 * 7 + 1, 13 * 5 + 1 * 8 + 1)
+    assert (geo.extent_h, geo.extent_w) == spec.input_extent_hw()
+    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 40, 40)), (5, 4), (3, 6), (2, 1), (7, 8))
+    pgeo = k.pool_geometry(pspec)
+    assert pgeo._fields == ("R", "S", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")
+    assert pgeo == (5, 4, 3, 6, 2, 1, 7, 8)
+    assert geo._fields[:4] == pgeo._fields[:4]           # the shared fields come first, in the same order
+    aspec = fastconv.pool_spec("adaptive_avg", np.zeros((1, 1, 10, 7)), output_size_=(4, 3))
+    win = k.adaptive_windows(aspec)
+    assert win.row_lo.tolist() == [0, 2, 5, 7] and win.row_hi.tolist() == [3, 5, 8, 10]   # by hand
+    assert win.col_lo.tolist() == [0, 2, 4] and win.col_hi.tolist() == [3, 5, 7]
+    assert all(a.dtype == np.int64 and a.flags.c_contiguous for a in win)
+
+
+def test_swapped_geometry_fields_change_the_result():
+    """The kernels read what the record says: the same call with stride_h/stride_w (or the pads)
+    exchanged gives another result, so a builder that swapped two fields would fail the oracle tests."""
+    k = numba_cpu.kernels()
+    rng = _rng(15)
+    x = rng.standard_normal((1, 2, 11, 11))
+    w = rng.standard_normal((2, 2, 3, 3))
+    spec = fastconv.conv_spec(x, w, None, (2, 2), ((1, 1), (0, 0)), 1)
+    geo = k.conv_geometry(spec)
+    b = np.zeros(2)
+    out = np.empty(spec.output_shape4)
+    k.conv2d_direct(x, w, b, out, geo)
+    np.testing.assert_allclose(out, oracle.conv64(spec, x, w), rtol=1e-12, atol=1e-12)
+    swapped = np.empty_like(out)
+    k.conv2d_direct(x, w, b, swapped, geo._replace(pad_top=geo.pad_left, pad_left=geo.pad_top))
+    assert not np.allclose(swapped, out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Threads, compilation, imports, the disk cache
 # ---------------------------------------------------------------------------------------------------
 PARALLEL_PROBES = {
     "conv_direct": "fastconv.conv2d(x, w, padding=1, backend='numba', algo='direct')",
@@ -476,6 +579,11 @@ PARALLEL_PROBES = {
     "max_pool": "fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend='numba')",
     "avg_pool": "fastconv.avg_pool2d(x, 3, 2, 1, backend='numba')",
 }
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
+                                                        os.environ.get("PYTHONPATH", "")]))
 
 
 @pytest.mark.parametrize("probe", list(PARALLEL_PROBES))
@@ -486,9 +594,7 @@ def test_parallel_path_really_runs(probe):
             "x = np.ones((2, 4, 9, 9), np.float32); w = np.ones((4, 4, 3, 3), np.float32)\n"
             f"{PARALLEL_PROBES[probe]}\n"
             "print(numba.threading_layer(), numba.get_num_threads())\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
     assert res.returncode == 0, res.stderr[-2000:]
     layer, threads = res.stdout.split()[-2:]
     assert layer in ("tbb", "omp", "workqueue") and int(threads) >= 1
@@ -496,13 +602,13 @@ def test_parallel_path_really_runs(probe):
 
 def test_prange_loops_become_parallel_regions():
     """Compile a fresh copy (not from the disk cache) of one kernel and read Numba's parfor diagnostics."""
-    kernel = numba_cpu.kernels().max_pool2d
-    assert all(getattr(numba_cpu.kernels(), n).targetoptions.get("parallel") is True
-               for n in ("conv2d_direct", "conv2d_depthwise", "conv2d_depthwise_phase", "max_pool2d",
-                         "avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d"))
+    k = numba_cpu.kernels()
+    assert all(getattr(k, n).targetoptions.get("parallel") is (n != "im2col_pack") for n in k.KERNELS)
+    kernel = k.max_pool2d
     fresh = numba.njit(parallel=True, error_model="numpy")(kernel.py_func)
     f32, i64 = numba.float32[:, :, :, ::1], numba.int64[:, :, :, ::1]
-    fresh.compile((f32, f32, i64, numba.boolean, numba.types.UniTuple(numba.int64, 8)))
+    geo = k.pool_geometry(fastconv.pool_spec("max", np.zeros((1, 1, 9, 9), np.float32), 3, 2, 1))
+    fresh.compile((f32, f32, i64, numba.boolean, numba.typeof(geo)))
     diag = fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"]
     assert diag.count_parfors() >= 1
 
@@ -525,9 +631,7 @@ def test_respects_numba_thread_count():
 
 def test_import_fastconv_does_not_import_numba():
     code = "import sys, fastconv; fastconv.conv_output_size(5, 3); assert 'numba' not in sys.modules, 'numba'"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(fastconv.__file__)),
-                                                        os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env())
 
 
 def test_registered_and_available():
@@ -538,15 +642,38 @@ def test_registered_and_available():
     assert all(i.dtypes == ("float32", "float64") for i in numba_cpu.implementations())
 
 
-def test_geometry_tuples_match_kernel_unpacking():
-    """The launch tuples' field order is what the kernels unpack (names checked against the source)."""
-    import inspect
-    src = inspect.getsource(numba_cpu.kernels())
-    assert "sh, sw, pt, pl, dh, dw, G, R, S = geo" in src
-    assert "R, S, sh, sw, ph, pw, dh, dw = geo" in src
-    spec = fastconv.conv_spec(np.zeros((1, 4, 9, 9)), np.zeros((2, 2, 3, 2)), None, (2, 3), ((1, 2), (3, 0)),
-                              (2, 1), 2)
-    assert numba_cpu.conv_geometry(spec) == (2, 3, 1, 3, 2, 1, 2, 3, 2)
-    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 9, 9)), (3, 2), (2, 1), (1, 0), (2, 1))
-    assert numba_cpu.pool_geometry(pspec) == (3, 2, 2, 1, 1, 0, 2, 1)
-    assert dataclasses.is_dataclass(spec)
+def test_every_kernel_module_tolerates_a_corrupt_cache():
+    """Every dispatcher with a disk cache in every kernel module (kernels and inline helpers) reads its
+    cache through the wrappers that turn an unreadable file into a miss (exercised on a real corrupted
+    cache by test_determinism.py)."""
+    import importlib
+    from fastconv._backends import _numba_common
+    k = numba_cpu.kernels()
+    seen = 0
+    for name in k.MODULES:
+        mod = importlib.import_module(f"fastconv._backends.{name}")
+        for d in _numba_common.dispatchers(vars(mod)):
+            assert _numba_common.is_tolerant(d), f"{name}.{d.py_func.__name__}"
+            seen += 1
+    assert all(_numba_common.is_tolerant(getattr(k, n)) for n in k.KERNELS) and seen > len(k.KERNELS)
+
+
+_CACHE_CHILD = """
+import numpy as np, fastconv
+from fastconv._backends import numba_cpu
+x = np.ones((2, 4, 9, 9), np.float32); w = np.ones((4, 4, 3, 3), np.float32)
+fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")
+fastconv.max_pool2d(x, 3, 2, 1, backend="numba")
+fastconv.adaptive_avg_pool2d(x, 3, backend="numba")
+k = numba_cpu.kernels()
+print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_direct", "max_pool2d", "adaptive_pool2d")))
+"""
+
+
+def test_record_typed_kernels_load_from_the_disk_cache_in_a_new_process():
+    """A kernel whose argument is a geometry record is cached like any other: the second of two fresh
+    processes loads it from Numba's disk cache (the first may compile it and write the cache)."""
+    for _ in range(2):
+        res = subprocess.run([sys.executable, "-c", _CACHE_CHILD], capture_output=True, text=True, env=_env())
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert all(int(h) >= 1 for h in res.stdout.split()), res.stdout

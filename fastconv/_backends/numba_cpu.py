@@ -1,6 +1,6 @@
 """The ``numba`` backend: CPU kernels compiled by Numba, the default for NumPy input.
 
-Implementations (kernels in ``_numba_kernels``):
+Implementations (kernels in ``_numba_conv`` / ``_numba_pool``, indexed by ``_numba_kernels``):
 - ``conv`` / ``direct``: ``conv2d_direct`` (blocked over output channels, vectorised over output columns),
   or, when each group has one input channel (depthwise, any channel multiplier),
   ``conv2d_depthwise_phase`` (``conv2d_depthwise`` for a padded problem with a non-finite weight).
@@ -47,7 +47,7 @@ import functools
 import os
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -75,20 +75,6 @@ def kernels():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Launch geometry: the tuples every kernel unpacks (one place builds them)
-# ---------------------------------------------------------------------------------------------------
-def conv_geometry(spec) -> Tuple[int, ...]:
-    """(stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, groups, R, S) — the kernels' unpack order."""
-    return (spec.stride_h, spec.stride_w, spec.pad_top, spec.pad_left, spec.dil_h, spec.dil_w, spec.groups,
-            spec.R, spec.S)
-
-
-def pool_geometry(spec) -> Tuple[int, ...]:
-    """(R, S, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) — the pool kernels' unpack order."""
-    return (spec.R, spec.S, spec.stride_h, spec.stride_w, spec.pad_h, spec.pad_w, spec.dil_h, spec.dil_w)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
 def _bias(spec, b, dtype):
@@ -105,9 +91,9 @@ def conv_direct(spec, x, w, b=None):
     else:
         kernel = k.conv2d_direct
     if kernel is k.conv2d_depthwise_phase:
-        kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec), _chunks(spec.N * spec.C))
+        kernel(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), _chunks(spec.N * spec.C))
     else:
-        kernel(x, w, _bias(spec, b, x.dtype), out, conv_geometry(spec))
+        kernel(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
     return out
 
 
@@ -148,14 +134,14 @@ def conv_im2col(spec, x, w, b=None):
             np.matmul(wg[g], xg[:, g], out=og[:, g])
     else:
         pack = kernels().im2col_pack
-        geo = conv_geometry(spec)
+        geo = kernels().conv_geometry(spec)
         col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)           # the one workspace (a tile)
         stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             for g in range(G):
                 for j in range(m):
-                    pack(x, n0 + j, g, P, Q, geo, col, j * PQ)
+                    pack(x, n0 + j, g, geo, col, j * PQ)
                 if nb == 1:
                     np.matmul(wg[g], col, out=og[n0, g])
                 else:
@@ -188,28 +174,33 @@ def _pool_result(spec, out, idx):
 
 
 def max_pool(spec, x):
+    k = kernels()
     out, idx = _pool_out(spec, x)
-    kernels().max_pool2d(x, out, idx, spec.return_indices, pool_geometry(spec))
+    k.max_pool2d(x, out, idx, spec.return_indices, k.pool_geometry(spec))
     return _pool_result(spec, out, idx)
 
 
 def avg_pool(spec, x):
+    k = kernels()
     out = np.empty(spec.output_shape4, dtype=x.dtype)
     div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
-    kernels().avg_pool2d(x, out, pool_geometry(spec), spec.count_include_pad, div)
+    k.avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, div)
     return out
 
 
-def adaptive_max_pool(spec, x):
+def _adaptive_pool(spec, x, is_max):
+    k = kernels()
     out, idx = _pool_out(spec, x)
-    kernels().adaptive_max_pool2d(x, out, idx, spec.return_indices)
+    k.adaptive_pool2d(x, out, idx, spec.return_indices, is_max, k.adaptive_windows(spec))
     return _pool_result(spec, out, idx)
 
 
+def adaptive_max_pool(spec, x):
+    return _adaptive_pool(spec, x, True)
+
+
 def adaptive_avg_pool(spec, x):
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
-    kernels().adaptive_avg_pool2d(x, out)
-    return out
+    return _adaptive_pool(spec, x, False)
 
 
 def implementations():

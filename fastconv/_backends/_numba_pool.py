@@ -1,0 +1,262 @@
+"""Numba pool kernels of the ``numba`` backend (the index of kernels is :mod:`._numba_kernels`).
+
+Layout: C-contiguous x[N, C, H, W], out[N, C, P, Q], idx[N, C, P, Q] int64 (a (1, 1, 1, 1) dummy when
+indices are not wanted); ``geo`` is a :class:`~._numba_common.PoolGeometry`, ``win`` an
+:class:`~._numba_common.AdaptiveWindows`, both read by field name. Every kernel runs one iteration per
+(n, c) plane and follows the oracle's rules exactly (see numpy_oracle's docstring); avg pools sum in
+float64 in the oracle's tap order.
+
+- ``max_pool2d``          per tap over a row of outputs (Q >= S), else per window (global pooling)
+- ``avg_pool2d``          the same split; the per-window case is ``_avg_pool_per_window`` (PLANES planes
+                          side by side)
+- ``adaptive_pool2d``     both adaptive pools (max with its NaN/index rule, or the float64 mean), per
+                          window, the windows from the spec
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._numba_common import INLINE, JIT, col_range, tap_ranges, tolerate_corrupt_caches
+
+
+@njit(**INLINE)
+def _first_inbounds(start, dil):
+    """First tap position >= 0 of a window starting at ``start`` (taps ``dil`` apart)."""
+    if start >= 0:
+        return start
+    return start + (-start + dil - 1) // dil * dil
+
+
+@njit(**INLINE)
+def _window_ranges(out_len, stride, pad, k, dil, size):
+    """Per output position: the in-bounds taps [lo, hi) of its window and its first in-bounds position."""
+    lo = np.empty(out_len, dtype=np.int64)
+    hi = np.empty(out_len, dtype=np.int64)
+    first = np.empty(out_len, dtype=np.int64)
+    for o in range(out_len):
+        start = o * stride - pad
+        lo[o], hi[o] = col_range(start, dil, size, k)
+        first[o] = _first_inbounds(start, dil)
+    return lo, hi, first
+
+
+# ---------------------------------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------------------------------
+@njit(**INLINE)
+def _max_run(xf, x0, sw, best, bidx, q0, n, i0, want_idx):
+    """best[q0 + i] vs xf[x0 + i*sw] for i < n under the scan rule (take if greater or NaN); the taken
+    tap's plane index is i0 + i*sw."""
+    ux, us, uq = np.uint64(x0), np.uint64(sw), np.uint64(q0)
+    if want_idx:
+        for i in range(np.uint64(n)):
+            v = xf[ux + i * us]
+            if (v > best[uq + i]) | (v != v):
+                best[uq + i] = v
+                bidx[uq + i] = i0 + np.int64(i) * sw
+    else:
+        for i in range(np.uint64(n)):
+            v = xf[ux + i * us]
+            bv = best[uq + i]
+            best[uq + i] = v if (v > bv) | (v != v) else bv
+
+
+@njit(**JIT)
+def max_pool2d(x, out, idx, want_idx, geo):
+    """Scan each window row-major; take a tap if it is greater than the best so far or NaN; start from
+    -inf with the first in-bounds tap's index; padding taps are skipped (never selected).
+
+    Inner loop over the longer of the output row (Q) and the window row (S): per tap over a row of
+    outputs when Q >= S, else per output over its window (global pooling)."""
+    sh, sw, ph, pw, dh, dw = geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.dil_h, geo.dil_w
+    S = geo.S
+    N, C, H, W = x.shape
+    P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    ixf = idx.reshape(idx.size)
+    rlo, rhi, hfirst = _window_ranges(P, sh, ph, geo.R, dh, H)
+    wlo, whi, wfirst = _window_ranges(Q, sw, pw, S, dw, W)
+    slo, shi = tap_ranges(S, dw, pw, sw, W, Q)
+    per_tap = Q >= S
+    for t in prange(N * C):
+        base = t * H * W
+        best = np.empty(Q, dtype=out.dtype)
+        bidx = np.empty(Q, dtype=np.int64)
+        for p in range(P):
+            hs = p * sh - ph
+            ob = (t * P + p) * Q
+            if per_tap:
+                for q in range(Q):
+                    best[q] = -np.inf
+                    bidx[q] = hfirst[p] * W + wfirst[q]
+                for r in range(rlo[p], rhi[p]):
+                    h = hs + r * dh
+                    for s in range(S):
+                        lo, hi = slo[s], shi[s]
+                        if hi > lo:
+                            i0 = h * W + lo * sw + s * dw - pw
+                            _max_run(xf, base + i0, sw, best, bidx, lo, hi - lo, i0, want_idx)
+                for q in range(Q):
+                    of[ob + q] = best[q]
+                if want_idx:
+                    for q in range(Q):
+                        ixf[ob + q] = bidx[q]
+            else:
+                for q in range(Q):
+                    ws = q * sw - pw
+                    bv = out.dtype.type(-np.inf)
+                    bi = hfirst[p] * W + wfirst[q]
+                    for r in range(rlo[p], rhi[p]):
+                        row = (hs + r * dh) * W + ws
+                        for s in range(wlo[q], whi[q]):
+                            v = xf[base + row + s * dw]
+                            if (v > bv) | (v != v):
+                                bv = v
+                                bi = row + s * dw
+                    of[ob + q] = bv
+                    if want_idx:
+                        ixf[ob + q] = bi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Average pooling
+# ---------------------------------------------------------------------------------------------------
+@njit(**INLINE)
+def _divisors(out_len, stride, pad, k, size, count_include_pad):
+    """Per output position along one axis: its factor of the window's divisor (the divisor of window
+    (p, q) is div_h[p] * div_w[q]), the window clipped to the padded input (count_include_pad) or to
+    the input."""
+    div = np.empty(out_len, dtype=np.float64)
+    for o in range(out_len):
+        start = o * stride - pad
+        end = min(start + k, size + pad)
+        div[o] = (end - start) if count_include_pad else (min(end, size) - max(start, 0))
+    return div
+
+
+@njit(**JIT)
+def avg_pool2d(x, out, geo, count_include_pad, divisor_override):
+    """Sum of in-bounds taps (float64, the oracle's (r, s) order per window) / divisor: divisor_override
+    when non-zero, else the window clipped to the padded input (count_include_pad) or to the input.
+    Inner loop per tap over a row of outputs when Q >= S, else per window (_avg_pool_per_window)."""
+    sh, sw, ph, pw, S = geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.S
+    N, C, H, W = x.shape
+    P, Q = out.shape[2], out.shape[3]
+    div_h = _divisors(P, sh, ph, geo.R, H, count_include_pad)
+    div_w = _divisors(Q, sw, pw, S, W, count_include_pad)
+    rlo, rhi, _hf = _window_ranges(P, sh, ph, geo.R, 1, H)
+    wlo, whi, _wf = _window_ranges(Q, sw, pw, S, 1, W)
+    if Q < S:
+        _avg_pool_per_window(x, out, geo, rlo, rhi, wlo, whi, div_h, div_w, divisor_override)
+        return
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    slo, shi = tap_ranges(S, 1, pw, sw, W, Q)
+    for t in prange(N * C):
+        base = t * H * W
+        acc = np.empty(Q, dtype=np.float64)
+        for p in range(P):
+            hs = p * sh - ph
+            ob = (t * P + p) * Q
+            acc[:] = 0.0
+            for r in range(rlo[p], rhi[p]):
+                row = base + (hs + r) * W
+                for s in range(S):
+                    lo, hi = slo[s], shi[s]
+                    ux, us, uq = np.uint64(row + lo * sw + s - pw), np.uint64(sw), np.uint64(lo)
+                    for i in range(np.uint64(max(hi - lo, 0))):
+                        acc[uq + i] += xf[ux + i * us]
+            if divisor_override != 0:
+                for q in range(Q):
+                    of[ob + q] = acc[q] / divisor_override
+            else:
+                for q in range(Q):
+                    of[ob + q] = acc[q] / (div_h[p] * div_w[q])
+
+
+#: planes summed side by side by _avg_pool_per_window: independent float64 add chains (one per plane)
+#: hide the add latency that one chain per window would expose.
+PLANES = 8
+
+
+@njit(**JIT)
+def _avg_pool_per_window(x, out, geo, rlo, rhi, wlo, whi, div_h, div_w, divisor_override):
+    """avg_pool2d when windows are wider than the output row (Q < S): per window, PLANES planes at once;
+    rlo/rhi, wlo/whi: each output row's/column's in-bounds taps, div_h/div_w: its divisor factors."""
+    N, C, H, W = x.shape
+    P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    NC = N * C
+    nblk = (NC + PLANES - 1) // PLANES
+    for blk in prange(nblk):
+        t0 = blk * PLANES
+        nt = min(PLANES, NC - t0)
+        acc = np.empty(PLANES, dtype=np.float64)
+        for p in range(P):
+            for q in range(Q):
+                acc[:] = 0.0
+                for r in range(rlo[p], rhi[p]):
+                    row = t0 * H * W + (p * geo.stride_h - geo.pad_h + r) * W + q * geo.stride_w - geo.pad_w
+                    for s in range(wlo[q], whi[q]):
+                        for j in range(nt):
+                            acc[j] += xf[row + j * H * W + s]
+                d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
+                for j in range(nt):
+                    of[((t0 + j) * P + p) * Q + q] = acc[j] / d
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adaptive pooling: one window per output, its bounds from the spec (win)
+# ---------------------------------------------------------------------------------------------------
+@njit(**INLINE)
+def _window_mean(plane, h0, h1, w0, w1):
+    """The float64 mean of plane[h0:h1, w0:w1], summed row-major."""
+    acc = 0.0
+    for h in range(h0, h1):
+        for ww in range(w0, w1):
+            acc += plane[h, ww]
+    return acc / ((h1 - h0) * (w1 - w0))
+
+
+@njit(**INLINE)
+def _window_max(plane, h0, h1, w0, w1, neg_inf):
+    """max_pool2d's scan rule over plane[h0:h1, w0:w1]: (value, its flat index h * W + w in the plane)."""
+    W = plane.shape[1]
+    best = neg_inf
+    bi = h0 * W + w0
+    for h in range(h0, h1):
+        for ww in range(w0, w1):
+            v = plane[h, ww]
+            if v > best or v != v:
+                best = v
+                bi = h * W + ww
+    return best, bi
+
+
+@njit(**JIT)
+def adaptive_pool2d(x, out, idx, want_idx, is_max, win):
+    """Both adaptive pools (the traversal is the same): per window the max scan rule (``is_max``, with
+    its index when ``want_idx``) or the float64 mean. ``is_max`` is the same for every window of a call,
+    so the branch costs nothing next to the window's loop."""
+    N, C = x.shape[0], x.shape[1]
+    neg_inf = out.dtype.type(-np.inf)
+    for t in prange(N * C):
+        n, c = t // C, t % C
+        plane = x[n, c]
+        for i in range(out.shape[2]):
+            h0, h1 = win.row_lo[i], win.row_hi[i]
+            for j in range(out.shape[3]):
+                w0, w1 = win.col_lo[j], win.col_hi[j]
+                if is_max:
+                    best, bi = _window_max(plane, h0, h1, w0, w1, neg_inf)
+                    out[n, c, i, j] = best
+                    if want_idx:
+                        idx[n, c, i, j] = bi
+                else:
+                    out[n, c, i, j] = _window_mean(plane, h0, h1, w0, w1)
+
+
+tolerate_corrupt_caches(globals())
