@@ -174,10 +174,10 @@ def _run_threads(jobs, n_threads=4, rounds=2):
 @pytest.mark.skipif(not _available("numba"), reason="numba is not available here")
 def test_numba_from_several_threads_at_once(monkeypatch):
     from fastconv._backends import numba_cpu
-    numba_cpu.clear_choices()
+    numba_cpu.TUNER.reset()
     monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)     # every auto call measures: the cache races
     _run_threads(_jobs("numba")[:9], rounds=1)
-    assert numba_cpu.cached_choices()
+    assert numba_cpu.TUNER.cache().entries()
 
 
 @pytest.mark.skipif(not _available("cuda-emu"), reason="the CUDA emulator is not available here")

@@ -400,8 +400,11 @@ def test_pool_float16_upcast():
 
 
 # ---------------------------------------------------------------------------------------------------
-# algo="auto"
+# Several candidates: measured once per spec (fastconv._tune, memory only)
 # ---------------------------------------------------------------------------------------------------
+TUNER = numba_cpu.TUNER
+
+
 def _big_spec(dtype=np.float32, K=16):
     x = np.zeros((1, 32, 64, 64), dtype)
     w = np.zeros((K, 32, 3, 3), dtype)
@@ -410,25 +413,30 @@ def _big_spec(dtype=np.float32, K=16):
     return spec
 
 
+def _choice(spec, names):
+    return TUNER.cache().entries()[TUNER.key(numba_cpu.tune_context(), spec, names)]["choice"]
+
+
 def test_auto_measures_once_per_spec_and_caches():
-    numba_cpu.clear_choices()
+    TUNER.reset()
     spec = _big_spec()
-    before = numba_cpu.measure_count
+    before = TUNER.measure_count
     first = _dispatch.select(spec, "numba", "auto")
-    assert numba_cpu.measure_count == before + 1
+    assert TUNER.measure_count == before + 1
     for _ in range(3):
         assert _dispatch.select(spec, "numba", "auto") is first
-    assert numba_cpu.measure_count == before + 1
-    key = (spec.key(), numba.get_num_threads())
-    assert numba_cpu.cached_choices()[key] == first.algo
+    assert TUNER.measure_count == before + 1
+    assert numba_cpu.tune_context() == f"threads={numba.get_num_threads()}"
+    assert _choice(spec, ["numba:conv:direct", "numba:conv:im2col"]) == first.name
     _dispatch.select(_big_spec(np.float64), "numba", "auto")   # another key (dtype): measured again
-    assert numba_cpu.measure_count == before + 2
+    assert TUNER.measure_count == before + 2
+    assert TUNER.persist is False and TUNER.cache().path is None   # memory only: never a file
 
 
 def test_auto_is_thread_safe():
-    numba_cpu.clear_choices()
+    TUNER.reset()
     spec = _big_spec(K=24)
-    before = numba_cpu.measure_count
+    before = TUNER.measure_count
     picks, errors = [], []
 
     def worker():
@@ -443,8 +451,8 @@ def test_auto_is_thread_safe():
     for t in threads:
         t.join()
     assert not errors
-    assert numba_cpu.measure_count == before + 1
-    assert len({p.algo for p in picks}) == 1
+    assert TUNER.measure_count == before + 1
+    assert len({p.name for p in picks}) == 1
 
 
 def test_auto_small_problem_uses_rule_without_measuring(monkeypatch):
@@ -452,12 +460,12 @@ def test_auto_small_problem_uses_rule_without_measuring(monkeypatch):
     w = np.zeros((2, 2, 3, 3), np.float32)
     spec = fastconv.conv_spec(x, w)
     assert spec.flops() < numba_cpu.MEASURE_MIN_FLOPS
-    before = numba_cpu.measure_count
+    before = TUNER.measure_count
     assert _dispatch.select(spec, "numba", "auto").algo == "direct"
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
-    numba_cpu.clear_choices()
+    TUNER.reset()
     assert _dispatch.select(_big_spec(K=32), "numba", "auto").algo == "direct"
-    assert numba_cpu.measure_count == before
+    assert TUNER.measure_count == before
 
 
 def test_auto_result_matches_oracle():

@@ -28,34 +28,32 @@ and is written to Numba's disk cache; a new process loads it (about 0.7 s for th
 Numba, then 10-20 ms per kernel). ``import fastconv`` compiles nothing and does not import Numba.
 
 ``algo="auto"`` (:func:`choose`), cudnn.benchmark style:
-- when the problem is below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops: 0.2 ms of work at im2col's speed,
-  2 ms at the direct kernel's) or ``FASTCONV_AUTOTUNE=0`` is set, measuring (two candidates, several
-  runs each) would cost more than it can save, and a fixed rule picks ``direct`` (no workspace, no
-  BLAS call, no packing);
-- otherwise every supported candidate runs on synthetic data of the spec's shape (one warm-up run, which
-  also compiles, then the best of up to three timed runs, stopping once 50 ms are spent); the fastest
-  wins and is remembered in memory under ``(spec.key(), numba.get_num_threads())`` for the life of the
-  process. Measurement holds a lock, so concurrent first calls measure once and never time each other.
-  There is no on-disk tuning cache: a new process measures again (milliseconds per new shape, once
-  the kernels are in Numba's disk cache; the very first auto call on a machine also compiles every
+- a problem below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops: 0.2 ms of work at im2col's speed, 2 ms at the
+  direct kernel's), ``FASTCONV_AUTOTUNE=0``, or a pool: measuring (several candidates, several runs
+  each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
+  workspace, no BLAS call, no packing);
+- otherwise :data:`TUNER` runs every supported candidate on synthetic data of the spec's shape (one
+  warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
+  spent), in priority order, so the Numba kernels are timed before the measurement's own GEMMs leave
+  OpenBLAS's workers spinning; the fastest wins and is remembered under the thread count, the spec and
+  the candidates' names. The tuner is memory-only: a CPU measurement taken while another process was
+  busy should not outlive the process, so a new process measures again (milliseconds per new shape
+  once the kernels are in Numba's disk cache; the very first auto call on a machine also compiles every
   candidate's kernels, several seconds each).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import os
-import threading
-import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
+from .. import _config, _timing, _tune
 from .._dispatch import FunctionImpl
 
 DTYPES = ("float32", "float64")
 
-#: below this many flops, algo="auto" picks by rule instead of measuring (see module docstring).
+#: below this many flops, a choice between candidates is made by rule instead of measuring (see above).
 MEASURE_MIN_FLOPS = 2 * 10**7
 
 
@@ -207,7 +205,7 @@ def implementations():
     return _IMPLS
 
 
-# direct first: measure() times candidates in this order, so the Numba kernels are timed before this
+# direct first: measurement times candidates in this order, so the Numba kernels are timed before this
 # measurement's own GEMMs leave OpenBLAS's workers spinning
 _IMPLS = [
     FunctionImpl("numba", "conv", "direct", conv_direct, reasons=_conv_reasons, dtypes=DTYPES),
@@ -220,86 +218,39 @@ _IMPLS = [
 
 
 # ---------------------------------------------------------------------------------------------------
-# algo="auto": measure once per spec (cudnn.benchmark style)
+# Choosing among several supported candidates (see the module docstring)
 # ---------------------------------------------------------------------------------------------------
-_choices: Dict[tuple, str] = {}
-_choice_lock = threading.Lock()
-#: how many measurements ran (tests check that a cached choice is not measured again)
-measure_count = 0
-
-
 def _threads() -> int:
     import numba
     return numba.get_num_threads()
 
 
-def autotune_enabled() -> bool:
-    return os.environ.get("FASTCONV_AUTOTUNE", "1") != "0"
+def _time_one(call) -> float:
+    """Seconds per call: the best of up to three timed calls, stopping once 50 ms are spent."""
+    return min(_timing.wall_times(call, 3, budget_s=0.05))
 
 
-def rule_choice(spec, impls):
-    """The pick without measuring: ``direct`` when offered, else the first candidate."""
+#: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
+#: should not outlive the process)
+TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np)
+
+
+def tune_context() -> str:
+    """What a measured choice depends on besides the spec and the candidates: the thread count."""
+    return f"threads={_threads()}"
+
+
+def rule_choice(impls):
+    """The pick without measuring: the first ``direct`` candidate when one is offered, else the first."""
     for impl in impls:
         if impl.algo == "direct":
             return impl
     return impls[0]
 
 
-def _synthetic(spec, dtype):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.input_shape).astype(dtype)
-    w = rng.standard_normal(spec.weight_shape).astype(dtype)
-    b = rng.standard_normal(spec.K).astype(dtype) if spec.has_bias else None
-    return x, w, b
-
-
-def _time(impl, spec, arrays, budget_s=0.05, runs=3) -> float:
-    impl.run(spec, *arrays)  # warm-up (compiles or loads the kernels)
-    best, spent = float("inf"), 0.0
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        impl.run(spec, *arrays)
-        dt = time.perf_counter() - t0
-        best, spent = min(best, dt), spent + dt
-        if spent > budget_s:
-            break
-    return best
-
-
-def measure(spec, impls) -> Dict[str, float]:
-    """Seconds per run of each candidate on synthetic data of ``spec``'s shape."""
-    global measure_count
-    run_spec = spec if spec.dtype in DTYPES else dataclasses.replace(spec, dtype="float32")
-    arrays = _synthetic(run_spec, run_spec.dtype)
-    measure_count += 1
-    return {impl.algo: _time(impl, run_spec, arrays) for impl in impls}
-
-
 def choose(spec, impls):
-    """algo="auto": the measured fastest candidate for this spec and thread count (see module docstring)."""
-    if spec.op != "conv" or not autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
-        return rule_choice(spec, impls)
-    key = (spec.key(), _threads())
-    algo = _choices.get(key)
-    if algo is None:
-        with _choice_lock:
-            algo = _choices.get(key)
-            if algo is None:
-                times = measure(spec, impls)
-                algo = min(times, key=times.get)
-                _choices[key] = algo
-    for impl in impls:
-        if impl.algo == algo:
-            return impl
-    return rule_choice(spec, impls)
-
-
-def cached_choices() -> Dict[tuple, str]:
-    """A copy of the in-memory auto choices: ``{(spec.key(), threads): algo}``."""
-    with _choice_lock:
-        return dict(_choices)
-
-
-def clear_choices() -> None:
-    with _choice_lock:
-        _choices.clear()
+    """Among several supported candidates: by rule for pools, small problems and FASTCONV_AUTOTUNE=0,
+    else the measured fastest for this spec and thread count (see the module docstring)."""
+    if spec.op != "conv" or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
+        return rule_choice(impls)
+    return TUNER.choose(tune_context(), spec, impls)
