@@ -1,5 +1,6 @@
 """The numba backend against the NumPy oracle: every algo, both dtypes, every geometry and pool rule;
-algo="auto" measuring once per spec (and thread-safely); the parallel path really parallel.
+which implementation dispatch selects (names, reasons, the non-finite-weight rule); algo="auto" measuring
+once per spec (and thread-safely); the geometry records; the parallel path really parallel; the disk cache.
 
 Expected values come only from the oracle (fastconv._backends.numpy_oracle) or are derived by hand.
 Conv tolerance scales with the reduction length: |out - ref| <= 4 * eps * (Cg*R*S + 1) * conv64(|x|, |w|, |b|).
@@ -136,7 +137,8 @@ def test_conv_float16_upcast(algo):
 
 
 def test_conv_special_values_follow_the_definition():
-    """Inf/NaN in the input propagate like in the oracle; an Inf weight never meets a padded zero."""
+    """Inf/NaN in the input propagate like in the oracle; an Inf weight never meets a padded zero, and
+    im2col, whose column matrix holds the padded zeros, refuses a padded problem with one (saying why)."""
     x = np.ones((1, 1, 3, 3), np.float32)
     x[0, 0, 1, 1] = np.nan
     w = np.ones((1, 1, 3, 3), np.float32)
@@ -147,23 +149,27 @@ def test_conv_special_values_follow_the_definition():
     w = np.zeros((1, 1, 3, 3), np.float32)
     w[0, 0, 0, 0] = np.inf
     ref = oracle.conv(fastconv.conv_spec(x, w, None, 1, 1), x, w)
-    for algo in ALGOS:
+    for algo in ("direct", "auto"):
         out = fastconv.conv2d(x, w, padding=1, backend="numba", algo=algo)
         np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
         assert not np.isnan(out).any()
+    with pytest.raises(ValueError, match=r"numba:conv:im2col/packed: a weight is Inf or NaN and the problem is padded"):
+        fastconv.conv2d(x, w, padding=1, backend="numba", algo="im2col")
 
 
 def test_depthwise_inf_weight_never_meets_padding():
-    """The phase-split depthwise kernel multiplies padded zeros in, so a non-finite weight takes the
-    clipped kernel; either way the result is the oracle's."""
+    """The phase-split depthwise kernel multiplies padded zeros in, so for a non-finite weight dispatch
+    selects the clipped kernel (algo="direct" and "auto"); the result is the oracle's. im2col refuses."""
     x = np.ones((1, 2, 4, 4), np.float64)
     w = np.zeros((2, 1, 3, 3), np.float64)
     w[1, 0, 0, 0] = np.inf
     spec = fastconv.conv_spec(x, w, None, 1, 1, 1, 2)
     ref = oracle.conv(spec, x, w)
-    for algo in ALGOS:
+    for algo in ("direct", "auto"):
         out = fastconv.conv2d(x, w, padding=1, groups=2, backend="numba", algo=algo)
         np.testing.assert_array_equal(out, ref)
+    with pytest.raises(ValueError, match="Inf or NaN"):
+        fastconv.conv2d(x, w, padding=1, groups=2, backend="numba", algo="im2col")
 
 
 def test_conv_inputs_not_modified_and_noncontiguous():
@@ -400,6 +406,127 @@ def test_pool_float16_upcast():
 
 
 # ---------------------------------------------------------------------------------------------------
+# Which implementation runs: names, reasons, the non-finite-weight rule
+# ---------------------------------------------------------------------------------------------------
+CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/blocked",
+              "numba:conv:im2col/pointwise", "numba:conv:im2col/packed"]
+POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct", "numba:adaptive_max_pool:direct",
+              "numba:adaptive_avg_pool:direct"]
+ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:im2col/packed"}
+
+
+def test_impl_names_in_priority_order():
+    impls = numba_cpu.implementations()
+    assert [i.name for i in impls] == CONV_NAMES + POOL_NAMES
+    assert {i.name for i in impls if i.zero_fills_padding} == ZERO_FILLING
+
+
+def _spec(xshape, wshape, padding=0, groups=1, dtype=np.float32):
+    return fastconv.conv_spec(np.zeros(xshape, dtype), np.zeros(wshape, dtype), None, 1, padding, 1, groups)
+
+
+def _reasons(spec):
+    return {i.name: _dispatch.reasons(i, spec) for i in _dispatch.candidates(spec, "numba")}
+
+
+def test_reasons_say_why_a_kernel_does_not_take_a_spec():
+    general = _reasons(_spec((2, 4, 9, 9), (6, 2, 3, 3), padding=1, groups=2))
+    for name in ("numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise"):
+        assert general[name] == ["not depthwise: 2 input channels per group (this kernel reads one)"]
+    assert general["numba:conv:direct/blocked"] == [] and general["numba:conv:im2col/packed"] == []
+    assert general["numba:conv:im2col/pointwise"] == [
+        "not pointwise (1x1, stride 1, no padding): the input is not the column matrix"]
+
+    depthwise = _reasons(_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4))   # channel multiplier 2
+    assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise"}
+
+    big = _spec((2, 64, 128, 128), (16, 64, 1, 1))          # one image's column matrix fills a tile
+    assert numba_cpu.images_per_tile(big) == 1
+    assert {n for n, r in _reasons(big).items() if r} == {"numba:conv:direct/depthwise-phase",
+                                                         "numba:conv:direct/depthwise", "numba:conv:im2col/packed"}
+    assert _reasons(big)["numba:conv:im2col/packed"] == [
+        "pointwise with one image per tile: the input is its own column matrix (im2col/pointwise runs it "
+        "without a copy)"]
+    small = _spec((8, 4, 5, 5), (6, 4, 1, 1))                # several images share a tile: packed side by side
+    assert numba_cpu.images_per_tile(small) == 8
+    assert _reasons(small)["numba:conv:im2col/pointwise"] == [
+        "8 images fit one tile: im2col/packed puts them side by side for a wider GEMM"]
+    assert _reasons(small)["numba:conv:im2col/packed"] == []
+
+    half = _spec((2, 4, 9, 9), (6, 4, 3, 3), dtype=np.float16)     # float16 runs in float32: no reason
+    assert all(r == [] for n, r in _reasons(half).items() if "depthwise" not in n and "pointwise" not in n)
+    assert {i.compute_spec(half).dtype for i in numba_cpu.implementations() if i.op == "conv"} == {"float32"}
+
+
+def test_select_names_what_runs():
+    """Finite weights, small problems (chosen by rule, not measured): what dispatch returns for each algo."""
+    cases = [  # (spec, {algo: name})
+        (_spec((2, 4, 9, 9), (6, 2, 3, 3), padding=1, groups=2),
+         {"direct": "numba:conv:direct/blocked", "im2col": "numba:conv:im2col/packed",
+          "auto": "numba:conv:direct/blocked"}),
+        (_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4),
+         {"direct": "numba:conv:direct/depthwise-phase", "im2col": "numba:conv:im2col/packed",
+          "auto": "numba:conv:direct/depthwise-phase"}),
+        (_spec((1, 64, 128, 128), (2, 64, 1, 1)), {"im2col": "numba:conv:im2col/pointwise"}),
+    ]
+    for spec, want in cases:
+        for algo, name in want.items():
+            if algo != "im2col":
+                assert spec.flops() < numba_cpu.MEASURE_MIN_FLOPS
+            w = np.ones(spec.weight_shape, spec.dtype)
+            assert _dispatch.select(spec, "numba", algo, weight=w).name == name, (spec, algo)
+
+
+def _nonfinite_case(value, *, xshape, wshape, groups, seed):
+    rng = _rng(seed)
+    x = rng.standard_normal(xshape)
+    w = rng.standard_normal(wshape)
+    b = rng.standard_normal(wshape[0])
+    w[1, 0, 0, 0] = value
+    spec = fastconv.conv_spec(x, w, b, 1, 1, 1, groups)
+    ref = fastconv.conv2d(x, w, b, padding=1, groups=groups, backend="numpy")
+    assert np.isfinite(ref[0, 1, 0, 0]) and not np.isfinite(ref[0, 1, 1, 1])   # the padding rule bites here
+    return spec, x, w, b, ref
+
+
+def _check_against_oracle(impl, spec, x, w, b, ref):
+    from fastconv.testing import assert_conv_close
+    assert_conv_close(impl.run(spec, x, w, b), ref, spec, x, np.nan_to_num(w, posinf=0, neginf=0), b)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=["inf", "-inf", "nan"])
+def test_nonfinite_weight_in_padded_depthwise_selects_the_clipped_kernel(value, monkeypatch):
+    spec, x, w, b, ref = _nonfinite_case(value, xshape=(2, 3, 6, 7), wshape=(6, 1, 3, 3), groups=3, seed=12)
+    for algo in ("direct", "auto"):
+        impl = _dispatch.select(spec, "numba", algo, weight=w)
+        assert impl.name == "numba:conv:direct/depthwise", algo
+        _check_against_oracle(impl, spec, x, w, b, ref)
+    # the same shape with finite weights runs the phase-split kernel, and so does an unpadded problem
+    assert _dispatch.select(spec, "numba", "direct", weight=np.ones_like(w)).name == CONV_NAMES[0]
+    unpadded = fastconv.conv_spec(x, w, b, 1, 0, 1, 3)
+    assert _dispatch.select(unpadded, "numba", "direct", weight=w).name == CONV_NAMES[0]
+    # measured (every candidate timed): only the exact kernels compete
+    monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)
+    impl = _dispatch.select(spec, "numba", "auto", weight=w)
+    assert impl.name in ("numba:conv:direct/depthwise", "numba:conv:direct/blocked")
+    _check_against_oracle(impl, spec, x, w, b, ref)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan], ids=["inf", "nan"])
+def test_nonfinite_weight_in_padded_conv_does_not_select_im2col(value, monkeypatch):
+    spec, x, w, b, ref = _nonfinite_case(value, xshape=(2, 4, 6, 7), wshape=(5, 4, 3, 3), groups=1, seed=13)
+    assert _dispatch.select(spec, "numba", "im2col", weight=np.ones_like(w)).name == "numba:conv:im2col/packed"
+    monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)        # auto would measure im2col against direct
+    impl = _dispatch.select(spec, "numba", "auto", weight=w)
+    assert impl.name == "numba:conv:direct/blocked"
+    _check_against_oracle(impl, spec, x, w, b, ref)
+    with pytest.raises(ValueError) as err:
+        _dispatch.select(spec, "numba", "im2col", weight=w)
+    assert ("numba:conv:im2col/packed: a weight is Inf or NaN and the problem is padded" in str(err.value)
+            and "numba:conv:im2col/pointwise: not pointwise" in str(err.value))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Several candidates: measured once per spec (fastconv._tune, memory only)
 # ---------------------------------------------------------------------------------------------------
 TUNER = numba_cpu.TUNER
@@ -427,7 +554,7 @@ def test_auto_measures_once_per_spec_and_caches():
         assert _dispatch.select(spec, "numba", "auto") is first
     assert TUNER.measure_count == before + 1
     assert numba_cpu.tune_context() == f"threads={numba.get_num_threads()}"
-    assert _choice(spec, ["numba:conv:direct", "numba:conv:im2col"]) == first.name
+    assert _choice(spec, ["numba:conv:direct/blocked", "numba:conv:im2col/packed"]) == first.name
     _dispatch.select(_big_spec(np.float64), "numba", "auto")   # another key (dtype): measured again
     assert TUNER.measure_count == before + 2
     assert TUNER.persist is False and TUNER.cache().path is None   # memory only: never a file
@@ -478,18 +605,22 @@ def test_auto_result_matches_oracle():
 # ---------------------------------------------------------------------------------------------------
 # Geometry records
 # ---------------------------------------------------------------------------------------------------
+#: a (weight shape, padding, groups) each conv kernel takes (im2col/pointwise runs no Numba kernel)
+_KERNEL_CONVS = {"depthwise-phase": ((4, 1, 3, 3), 1, 4), "depthwise": ((4, 1, 3, 3), 1, 4),
+                 "blocked": ((4, 4, 3, 3), 1, 1), "packed": ((4, 4, 3, 3), 1, 1)}
+
+
 def _exercise_every_kernel():
     """One call of each kernel, so every kernel has a compiled signature to inspect."""
     rng = _rng(14)
     x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
-    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
-    wd = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    wd_inf = wd.copy()
-    wd_inf[0, 0, 0, 0] = np.inf
-    fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")                  # conv2d_direct
-    fastconv.conv2d(x, wd, padding=1, groups=4, backend="numba", algo="direct")       # ..._depthwise_phase
-    fastconv.conv2d(x, wd_inf, padding=1, groups=4, backend="numba", algo="direct")   # conv2d_depthwise
-    fastconv.conv2d(x, w, padding=1, backend="numba", algo="im2col")                  # im2col_pack
+    for impl in numba_cpu.implementations():
+        if impl.variant in _KERNEL_CONVS:
+            wshape, pad, groups = _KERNEL_CONVS[impl.variant]
+            w = rng.standard_normal(wshape).astype(np.float32)
+            spec = fastconv.conv_spec(x, w, None, 1, pad, 1, groups)
+            assert _dispatch.reasons(impl, spec) == []
+            impl.run(spec, x, w, None)
     fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
     fastconv.avg_pool2d(x, 3, 2, 1, backend="numba")
     fastconv.avg_pool2d(x, (3, 7), (2, 5), (1, 3), ceil_mode=True, backend="numba")   # per-window path

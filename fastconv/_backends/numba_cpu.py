@@ -1,20 +1,28 @@
 """The ``numba`` backend: CPU kernels compiled by Numba, the default for NumPy input.
 
-Implementations (kernels in ``_numba_conv`` / ``_numba_pool``, indexed by ``_numba_kernels``):
-- ``conv`` / ``direct``: ``conv2d_direct`` (blocked over output channels, vectorised over output columns),
-  or, when each group has one input channel (depthwise, any channel multiplier),
-  ``conv2d_depthwise_phase`` (``conv2d_depthwise`` for a padded problem with a non-finite weight).
-- ``conv`` / ``im2col``: per tile of images and per group, ``im2col_pack`` builds the column matrix
-  col[Cg*R*S, images*P*Q] in Numba, then BLAS (NumPy's ``matmul``, so no SciPy) computes
-  w[group] @ col straight into the output (one image per tile) or into a staging buffer scattered into
-  it (several). A tile holds as many whole images as fit in ``TILE_BYTES`` (4 MiB), at least one, so
-  the workspace is one tile's column matrix (plus, with several images, their output for one group),
-  reused across the batch, never the whole batch's. A 1x1 unstrided unpadded conv whose image fills a
-  tile needs none: the input is the matrix.
-  A padded problem with a non-finite weight runs the direct kernel instead (padding taps must not meet it).
+Implementations, in priority order (kernels in ``_numba_conv`` / ``_numba_pool``, indexed by
+``_numba_kernels``); each runs exactly the kernels its name says, and a problem it cannot take exactly is
+one of its reasons, never a hand-over to another kernel:
+- ``numba:conv:direct/depthwise-phase``: C/groups == 1 (depthwise, any channel multiplier):
+  ``conv2d_depthwise_phase`` (each plane zero-padded and split into stride phases once, every tap one long
+  axpy). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
+  problem whose weight holds Inf or NaN.
+- ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
+  every weight).
+- ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
+  over output columns), exact for every weight.
+- ``numba:conv:im2col/pointwise``: a 1x1 unstrided unpadded conv whose image fills a tile: the input is
+  the column matrix, BLAS (NumPy's ``matmul``, so no SciPy) computes w[group] @ x[:, group] straight into
+  the output, no workspace.
+- ``numba:conv:im2col/packed``: every other conv: per tile of images and per group, ``im2col_pack`` builds
+  the column matrix col[Cg*R*S, images*P*Q] in Numba, then BLAS computes w[group] @ col straight into the
+  output (one image per tile) or into a staging buffer scattered into it (several). A tile holds as many
+  whole images as fit in ``TILE_BYTES`` (4 MiB), at least one, so the workspace is one tile's column
+  matrix (plus, with several images, their output for one group), reused across the batch, never the
+  whole batch's. The column matrix holds explicit zeros in the padding (``zero_fills_padding``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
-  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes.
-float32 and float64 run natively; float16 is upcast to float32 by ``fastconv.functional``.
+  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
+float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
 Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
 of ``im2col`` runs on NumPy's BLAS pool (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``), which this
@@ -27,7 +35,8 @@ First call: each kernel compiles on first use per dtype (6-8 s each on this proj
 and is written to Numba's disk cache; a new process loads it (about 0.7 s for the first, which imports
 Numba, then 10-20 ms per kernel). ``import fastconv`` compiles nothing and does not import Numba.
 
-``algo="auto"`` (:func:`choose`), cudnn.benchmark style:
+Several supported candidates (``algo="auto"``, or a named algo with several supported variants: a
+depthwise conv's three ``direct`` kernels) are decided by :func:`choose`, cudnn.benchmark style:
 - a problem below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops: 0.2 ms of work at im2col's speed, 2 ms at the
   direct kernel's), ``FASTCONV_AUTOTUNE=0``, or a pool: measuring (several candidates, several runs
   each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
@@ -67,32 +76,22 @@ def availability() -> Optional[str]:
 
 @functools.lru_cache(maxsize=None)
 def kernels():
-    """The kernel module (imports Numba; kernels compile, or load from Numba's disk cache, on first call)."""
+    """The kernel index module (imports Numba; kernels compile, or load from Numba's disk cache, on first
+    call)."""
     from . import _numba_kernels
     return _numba_kernels
 
 
+def _threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
 # ---------------------------------------------------------------------------------------------------
-# Convolution
+# Convolution: direct kernels
 # ---------------------------------------------------------------------------------------------------
 def _bias(spec, b, dtype):
     return b if b is not None else np.zeros(spec.K, dtype=dtype)
-
-
-def conv_direct(spec, x, w, b=None):
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
-    k = kernels()
-    if spec.C_per_group == 1:
-        # the phase-split kernel multiplies padded zeros in; a non-finite weight must not meet them
-        finite = not spec.is_padded or np.isfinite(w).all()
-        kernel = k.conv2d_depthwise_phase if finite else k.conv2d_depthwise
-    else:
-        kernel = k.conv2d_direct
-    if kernel is k.conv2d_depthwise_phase:
-        kernel(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), _chunks(spec.N * spec.C))
-    else:
-        kernel(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
-    return out
 
 
 def _chunks(tasks: int) -> int:
@@ -101,6 +100,36 @@ def _chunks(tasks: int) -> int:
     return max(1, min(tasks, 4 * _threads()))
 
 
+def conv_depthwise_phase(spec, x, w, b=None):
+    k = kernels()
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), _chunks(spec.N * spec.C))
+    return out
+
+
+def conv_depthwise(spec, x, w, b=None):
+    k = kernels()
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    k.conv2d_depthwise(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
+    return out
+
+
+def conv_blocked(spec, x, w, b=None):
+    k = kernels()
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    k.conv2d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
+    return out
+
+
+def _depthwise_reasons(spec) -> List[str]:
+    if spec.is_depthwise:
+        return []
+    return [f"not depthwise: {spec.C_per_group} input channels per group (this kernel reads one)"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution: im2col + BLAS
+# ---------------------------------------------------------------------------------------------------
 #: bytes of one im2col tile's working set: whole images side by side, as many as fit (at least one),
 #: each taking its column matrix and its staged output (Cg*R*S + K/G values per output pixel). Small
 #: images give BLAS GEMMs with a short N dimension (7x7 outputs: N = 49), which run well below BLAS's
@@ -114,46 +143,68 @@ def images_per_tile(spec) -> int:
     return max(1, min(spec.N, TILE_BYTES // one))
 
 
-def conv_im2col(spec, x, w, b=None):
-    if spec.is_padded and not np.isfinite(w).all():
-        # taps in the padding must contribute nothing (an Inf weight never meets a padded zero), but the
-        # column matrix holds explicit zeros there: Inf * 0 would give NaN. The direct kernel skips them.
-        return conv_direct(spec, x, w, b)
-    N, G, Kg, Cg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P, spec.Q
-    PQ = P * Q
+def _input_is_column_matrix(spec) -> bool:
+    """A pointwise conv whose image fills a tile: each image's input is its own column matrix."""
+    return spec.is_pointwise and images_per_tile(spec) == 1
+
+
+def _gemm_views(spec, w, out):
+    """w as [G, K/G, Cg*R*S] and out as [N, G, K/G, P*Q]: the GEMM operands per group."""
+    return (w.reshape(spec.groups, spec.K_per_group, spec.gemm_k),
+            out.reshape(spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q))
+
+
+def conv_im2col_pointwise(spec, x, w, b=None):
+    """BLAS straight on the input (no workspace): x viewed as [N, G, Cg, P*Q] is every image's column
+    matrix."""
     out = np.empty(spec.output_shape4, dtype=x.dtype)
-    wg = w.reshape(G, Kg, spec.gemm_k)
-    og = out.reshape(N, G, Kg, PQ)
-    nb = images_per_tile(spec)
-    if spec.is_pointwise and nb == 1:
-        # the input already is the column matrix of every image: BLAS straight on it, no workspace
-        xg = x.reshape(N, G, Cg, PQ)
-        for g in range(G):
-            np.matmul(wg[g], xg[:, g], out=og[:, g])
-    else:
-        pack = kernels().im2col_pack
-        geo = kernels().conv_geometry(spec)
-        col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)           # the one workspace (a tile)
-        stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
-        for n0 in range(0, N, nb):
-            m = min(nb, N - n0)
-            for g in range(G):
-                for j in range(m):
-                    pack(x, n0 + j, g, geo, col, j * PQ)
-                if nb == 1:
-                    np.matmul(wg[g], col, out=og[n0, g])
-                else:
-                    np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
-                    og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
-            if b is not None:
-                out[n0:n0 + m] += b[:, None, None]  # while this tile's output is still in cache
-        return out
+    wg, og = _gemm_views(spec, w, out)
+    xg = x.reshape(spec.N, spec.groups, spec.C_per_group, spec.P * spec.Q)
+    for g in range(spec.groups):
+        np.matmul(wg[g], xg[:, g], out=og[:, g])
     if b is not None:
         out += b[:, None, None]
     return out
 
 
-def _conv_reasons(spec) -> List[str]:
+def conv_im2col(spec, x, w, b=None):
+    """im2col_pack per image into a tile's column matrix, then one GEMM per tile and group."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    wg, og = _gemm_views(spec, w, out)
+    nb = images_per_tile(spec)
+    geo = k.conv_geometry(spec)
+    col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)           # the one workspace (a tile)
+    stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        for g in range(G):
+            for j in range(m):
+                k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
+            if nb == 1:
+                np.matmul(wg[g], col, out=og[n0, g])
+            else:
+                np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
+                og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
+        if b is not None:
+            out[n0:n0 + m] += b[:, None, None]  # while this tile's output is still in cache
+    return out
+
+
+def _pointwise_reasons(spec) -> List[str]:
+    if not spec.is_pointwise:
+        return ["not pointwise (1x1, stride 1, no padding): the input is not the column matrix"]
+    if not _input_is_column_matrix(spec):
+        return [f"{images_per_tile(spec)} images fit one tile: im2col/packed puts them side by side for a "
+                f"wider GEMM"]
+    return []
+
+
+def _packed_reasons(spec) -> List[str]:
+    if _input_is_column_matrix(spec):
+        return ["pointwise with one image per tile: the input is its own column matrix (im2col/pointwise "
+                "runs it without a copy)"]
     return []
 
 
@@ -201,30 +252,36 @@ def adaptive_avg_pool(spec, x):
     return _adaptive_pool(spec, x, False)
 
 
+# ---------------------------------------------------------------------------------------------------
+# The implementations, in priority order
+# ---------------------------------------------------------------------------------------------------
 def implementations():
     return _IMPLS
+
+
+def _impl(op, algo, fn, **kw):
+    return FunctionImpl("numba", op, algo, fn, dtypes=DTYPES, **kw)
 
 
 # direct first: measurement times candidates in this order, so the Numba kernels are timed before this
 # measurement's own GEMMs leave OpenBLAS's workers spinning
 _IMPLS = [
-    FunctionImpl("numba", "conv", "direct", conv_direct, reasons=_conv_reasons, dtypes=DTYPES),
-    FunctionImpl("numba", "conv", "im2col", conv_im2col, reasons=_conv_reasons, dtypes=DTYPES),
-    FunctionImpl("numba", "max_pool", "direct", max_pool, dtypes=DTYPES),
-    FunctionImpl("numba", "avg_pool", "direct", avg_pool, dtypes=DTYPES),
-    FunctionImpl("numba", "adaptive_max_pool", "direct", adaptive_max_pool, dtypes=DTYPES),
-    FunctionImpl("numba", "adaptive_avg_pool", "direct", adaptive_avg_pool, dtypes=DTYPES),
+    _impl("conv", "direct", conv_depthwise_phase, variant="depthwise-phase", reasons=_depthwise_reasons,
+          zero_fills_padding=True),
+    _impl("conv", "direct", conv_depthwise, variant="depthwise", reasons=_depthwise_reasons),
+    _impl("conv", "direct", conv_blocked, variant="blocked"),
+    _impl("conv", "im2col", conv_im2col_pointwise, variant="pointwise", reasons=_pointwise_reasons),
+    _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True),
+    _impl("max_pool", "direct", max_pool),
+    _impl("avg_pool", "direct", avg_pool),
+    _impl("adaptive_max_pool", "direct", adaptive_max_pool),
+    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool),
 ]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Choosing among several supported candidates (see the module docstring)
 # ---------------------------------------------------------------------------------------------------
-def _threads() -> int:
-    import numba
-    return numba.get_num_threads()
-
-
 def _time_one(call) -> float:
     """Seconds per call: the best of up to three timed calls, stopping once 50 ms are spent."""
     return min(_timing.wall_times(call, 3, budget_s=0.05))
