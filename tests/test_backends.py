@@ -70,8 +70,8 @@ def _skip_unless_supported(backend, algo, spec):
     if algo == "auto":
         return
     impls = [i for i in _dispatch.candidates(spec, backend, algo)]
-    why = [r for i in impls for r in _dispatch.reasons(i, spec)]
-    if impls and why:
+    if impls and all(_dispatch.reasons(i, spec) for i in impls):     # no variant of the algo takes it
+        why = [f"{i.name}: {', '.join(_dispatch.reasons(i, spec))}" for i in impls]
         pytest.skip(f"{backend}:{algo} does not take this case: {'; '.join(why)}")
 
 
