@@ -4,8 +4,8 @@ Values are read when asked for (never cached at import), so a test or a user can
 README.md's "Environment variables" table is this table: ``python -m fastconv._config`` prints it as Markdown.
 
 ``scope`` says who reads the variable: ``library`` (the package itself), ``tests`` (the test suite and the
-benchmarks under pytest), or ``other`` (variables of the tools fastconv drives, listed because fastconv reads
-them too).
+benchmarks under pytest), or ``other`` (variables of the tools fastconv drives -- the compiler, Numba, CuPy,
+BLAS -- that fastconv reads too, to find a toolkit or to report a setting).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Var:
 
 
 VARS: Tuple[Var, ...] = (
-    Var("FASTCONV_AUTOTUNE", "library", "1",
+    Var("FASTCONV_AUTOTUNE", "library", "`1`: measure",
         "`0`: `algo=\"auto\"` measures nothing and runs the first supported implementation in priority order"),
     Var("FASTCONV_AUTOTUNE_CACHE", "library", "`~/.cache/fastconv/autotune-cuda.json`",
         "file of the `cuda` backend's measured choices; empty: keep them in memory only"),
@@ -52,7 +52,6 @@ VARS: Tuple[Var, ...] = (
     Var("OPENBLAS_NUM_THREADS", "other", "all cores", "threads of NumPy's BLAS (numba's im2col GEMM); recorded by `fastconv bench`"),
     Var("OMP_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for OpenMP builds of BLAS and for torch"),
     Var("MKL_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for MKL builds of NumPy"),
-    Var("NUMBA_NUM_THREADS", "other", "all cores", "threads of the numba backend's kernels"),
 )
 
 _BY_NAME = {v.name: v for v in VARS}

@@ -12,17 +12,38 @@ import tempfile
 from typing import Iterator, Union
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def replacing(path: str, *, prefix: str = ".fastconv-", suffix: str = ".tmp") -> Iterator[str]:
     """A temporary path beside ``path`` for the caller (or a program it runs) to write; when the block
     ends normally it replaces ``path``, when it raises it is removed. The directory is created if needed;
-    OSError when it cannot be written."""
+    OSError when it cannot be written. The new file gets the old one's permissions, or for a new file what
+    a plain ``open`` would give (not the temporary file's private 0600)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=d)
     os.close(fd)
     try:
         yield tmp
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

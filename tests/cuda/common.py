@@ -128,3 +128,24 @@ def fuzz_examples(ci: int, long: int) -> int:
 def fuzz_long() -> bool:
     return (_config.get("FASTCONV_FUZZ") or "ci") == "long"
 
+
+
+def check_version_matches_oracle(target, family: str, version, case: str, dtype: str) -> None:
+    """One kernel version of a conv family on one CONV_CASES case against the oracle."""
+    spec, arrays = conv_problem(case, dtype)
+    out = run_family(target, family, spec, arrays, version=version)
+    assert out.dtype == np.dtype(dtype)
+    from fastconv.testing import assert_conv_close
+    assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
+
+
+def check_int64_instantiations(target, family: str, version, dtype: str) -> None:
+    """With 64-bit indexing forced (fixture ``index64``), every launch of the version is the ``long long``
+    instantiation and the result still matches the oracle."""
+    spec, arrays = conv_problem("strided_asym_dilated_groups", dtype, seed=1)
+    fam = _cuda.family(family)
+    plan = fam.plan(spec, first_variant(fam, spec), version)
+    assert all(", long long" in lc.kernel for lc in plan.launches)
+    out = run_family(target, family, spec, arrays, version=version)
+    from fastconv.testing import assert_conv_close
+    assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)

@@ -11,7 +11,8 @@ import fastconv
 from fastconv import _cuda, _dispatch
 from fastconv.testing import assert_conv_close
 
-from .common import CONV_CASES, DTYPES, conv_problem, oracle, public, run_family
+from .common import (CONV_CASES, DTYPES, check_int64_instantiations, check_version_matches_oracle, conv_problem,
+                     oracle, public, run_family)
 
 FAMILY = _cuda.family("im2col")
 
@@ -20,20 +21,13 @@ FAMILY = _cuda.family("im2col")
 @pytest.mark.parametrize("case", list(CONV_CASES))
 @pytest.mark.parametrize("version", FAMILY.VERSIONS, ids=[f"v{v}" for v in FAMILY.VERSIONS])
 def test_versions_match_oracle(target, version, case, dtype):
-    spec, arrays = conv_problem(case, dtype)
-    out = run_family(target, "im2col", spec, arrays, version=version)
-    assert out.dtype == np.dtype(dtype)
-    assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
+    check_version_matches_oracle(target, "im2col", version, case, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("version", FAMILY.VERSIONS, ids=[f"v{v}" for v in FAMILY.VERSIONS])
 def test_int64_index_instantiations(target, index64, version, dtype):
-    spec, arrays = conv_problem("strided_asym_dilated_groups", dtype, seed=1)
-    plan = FAMILY.plan(spec, "", version)
-    assert all(", long long" in lc.kernel for lc in plan.launches)
-    out = run_family(target, "im2col", spec, arrays, version=version)
-    assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
+    check_int64_instantiations(target, "im2col", version, dtype)
 
 
 @pytest.mark.parametrize("version", [1, 2])
