@@ -81,8 +81,12 @@ class Impl:
 
     @property
     def name(self) -> str:
-        base = f"{self.backend}:{self.op}:{self.algo}"
-        return f"{base}/{self.variant}" if self.variant else base
+        """``backend:op:algo[/variant]``, built once (dispatch and the tuner ask on every call)."""
+        n = self.__dict__.get("_name")
+        if n is None:
+            n = f"{self.backend}:{self.op}:{self.algo}" + (f"/{self.variant}" if self.variant else "")
+            self.__dict__["_name"] = n
+        return n
 
     def not_supported_reasons(self, spec) -> List[str]:
         return []
@@ -125,6 +129,9 @@ _lock = threading.Lock()
 
 def backend_module(name: str):
     """Import (once) the module of a registered backend. Unknown names raise ValueError."""
+    mod = _modules.get(name)      # imported already: no lock (asked several times per call)
+    if mod is not None:
+        return mod
     check_backend_name(name)
     with _lock:
         mod = _modules.get(name)
@@ -222,7 +229,10 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
     supported, rejected = [], []
     for impl in cands:
         r = reasons(impl, spec)
-        (rejected.append((impl, r)) if r else supported.append(impl))
+        if r:
+            rejected.append((impl, r))
+        else:
+            supported.append(impl)
     chosen = _choose(spec, backend, supported)
     if chosen is not None and chosen.zero_fills_padding and weight is not None \
             and nonfinite_weight_meets_padding(spec, weight):

@@ -20,6 +20,7 @@ Argument normalisation lives in :mod:`fastconv._args`, the exported shape helper
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Optional, Tuple
 
 from ._args import (DTYPES, _as_int, _as_tuple, _pad_pairs, _positive, _same_place, array_kind,  # noqa: F401
@@ -106,8 +107,42 @@ class _SpecBase:
         return self.max_elements() > INT32_MAX
 
     def key(self) -> tuple:
-        """Everything the result and the speed depend on: the cache key for tuning."""
-        return dataclasses.astuple(self)
+        """Everything the result and the speed depend on (the field values): the cache key for tuning."""
+        return self._values()
+
+    # A spec is a dictionary key on every call (each implementation's memoized plan, the tuner's choices):
+    # its field values, hash and equality are computed from one tuple built once per spec. Subclasses name
+    # __hash__ and __eq__ so the dataclass decorator keeps them; the cached values are left out of pickles
+    # (str hashes differ between processes).
+    def _values(self) -> tuple:
+        v = self.__dict__.get("_values_")
+        if v is None:
+            cls = type(self)
+            get = cls.__dict__.get("_getter_")
+            if get is None:
+                get = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
+                setattr(cls, "_getter_", get)
+            v = get(self)
+            object.__setattr__(self, "_values_", v)
+            object.__setattr__(self, "_hash_", hash((cls.__name__,) + v))
+        return v
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash_")
+        if h is None:
+            self._values()
+            h = self.__dict__["_hash_"]
+        return h
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_values_", "_hash_")}
 
     def input_extent_hw(self, rows: Optional[int] = None, cols: Optional[int] = None) -> Tuple[int, int]:
         """(height, width) of the padded input that a ``rows x cols`` block of outputs reads (default: the
@@ -133,6 +168,8 @@ class ConvSpec(_SpecBase):
     pad_right: int
     groups: int
     has_bias: bool
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
 
     op = "conv"
 
@@ -226,6 +263,8 @@ class PoolSpec(_SpecBase):
     count_include_pad: bool
     divisor_override: Optional[int]
     return_indices: bool
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
 
     @property
     def op(self) -> str:

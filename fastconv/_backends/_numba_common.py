@@ -12,6 +12,7 @@ process like any other.
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 from numba import njit
@@ -48,20 +49,27 @@ def _from_spec(record, spec, **derived):
     return record(**{f: int(getattr(spec, f)) for f in record._fields if f not in derived}, **derived)
 
 
+# The records are pure functions of the spec: built once per spec (a call of a small problem spends more
+# building them than in the kernel), bounded.
+@functools.lru_cache(maxsize=1024)
 def conv_geometry(spec) -> ConvGeometry:
     extent_h, extent_w = spec.input_extent_hw()
     return _from_spec(ConvGeometry, spec, extent_h=extent_h, extent_w=extent_w)
 
 
+@functools.lru_cache(maxsize=1024)
 def pool_geometry(spec) -> PoolGeometry:
     return _from_spec(PoolGeometry, spec)
 
 
+@functools.lru_cache(maxsize=256)
 def adaptive_windows(spec) -> AdaptiveWindows:
     rows = np.array([adaptive_window(i, spec.H, spec.P) for i in range(spec.P)], dtype=np.int64)
     cols = np.array([adaptive_window(j, spec.W, spec.Q) for j in range(spec.Q)], dtype=np.int64)
-    return AdaptiveWindows(np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1]),
-                           np.ascontiguousarray(cols[:, 0]), np.ascontiguousarray(cols[:, 1]))
+    arrays = [np.ascontiguousarray(a) for a in (rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1])]
+    for a in arrays:
+        a.flags.writeable = False      # shared by every call of the spec: never written
+    return AdaptiveWindows(*arrays)
 
 
 # ---------------------------------------------------------------------------------------------------
