@@ -91,12 +91,15 @@ class Impl:
     def not_supported_reasons(self, spec) -> List[str]:
         return []
 
+    def compute_dtype(self, dtype: str) -> str:
+        """The storage dtype this implementation runs a ``dtype`` problem in: float16 becomes float32 where
+        it has no half path (the public functions convert the arrays and round the result back once)."""
+        return "float32" if dtype == "float16" and "float16" not in self.dtypes else dtype
+
     def compute_spec(self, spec):
-        """The spec this implementation runs for ``spec``: float16 becomes float32 where it has no half
-        path (the public functions convert the arrays the same way and round the result back once)."""
-        if spec.dtype == "float16" and "float16" not in self.dtypes:
-            return dataclasses.replace(spec, dtype="float32")
-        return spec
+        """``spec`` in :meth:`compute_dtype` (the same object when nothing changes)."""
+        dt = self.compute_dtype(spec.dtype)
+        return spec if dt == spec.dtype else dataclasses.replace(spec, dtype=dt)
 
     def run(self, spec, *arrays):  # pragma: no cover - interface
         raise NotImplementedError
@@ -190,7 +193,7 @@ def candidates(spec, backend: str, algo: str = "auto") -> List[Impl]:
 def reasons(impl: Impl, spec) -> List[str]:
     """Why ``impl`` cannot run ``spec`` (empty when it can); dtype support is checked here for all."""
     out = []
-    if spec.dtype not in impl.dtypes and not (spec.dtype == "float16" and "float32" in impl.dtypes):
+    if impl.compute_dtype(spec.dtype) not in impl.dtypes:
         out.append(f"dtype {spec.dtype} not supported (supports {', '.join(impl.dtypes)})")
     return out + list(impl.not_supported_reasons(spec))
 

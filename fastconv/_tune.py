@@ -111,6 +111,7 @@ class Tuner:
         self._cache: Optional[DiskCache] = None
         self._cache_lock = threading.Lock()
         self._measure_lock = threading.Lock()
+        self._keys: Dict[tuple, str] = {}
         #: measurements made in this process (tests check a remembered choice is not measured again)
         self.measure_count = 0
 
@@ -129,13 +130,23 @@ class Tuner:
     def key(context: str, spec, names: Sequence[str]) -> str:
         return "|".join([context, repr(spec.key()), ",".join(names)])
 
+    def _key(self, context: str, spec, names: tuple) -> str:
+        """:meth:`key`, memoized (a choice is looked up on every call; building the string costs more)."""
+        k = (context, spec, names)
+        key = self._keys.get(k)
+        if key is None:
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            key = self._keys[k] = self.key(context, spec, names)
+        return key
+
     def choose(self, context: str, spec, impls: Sequence):
         """The fastest of ``impls`` for ``spec``: remembered, else measured now; ``impls[0]`` when there is
         only one, when measuring is off, or when there is no room to measure."""
         if len(impls) == 1 or not _config.autotune_enabled():
             return impls[0]
         by_name = {i.name: i for i in impls}
-        key = self.key(context, spec, list(by_name))
+        key = self._key(context, spec, tuple(by_name))
         cache = self.cache()
         entry = cache.get(key)
         if entry is None or entry["choice"] not in by_name:

@@ -78,8 +78,7 @@ def conv(spec, x, w, b=None):
 def _padded(spec, x, fill):
     """x padded by pad_h/pad_w, plus whatever ceil_mode's last window needs past the right padding."""
     N, C, H, W = spec.input_shape
-    need_h = (spec.P - 1) * spec.stride_h + (spec.R - 1) * spec.dil_h + 1
-    need_w = (spec.Q - 1) * spec.stride_w + (spec.S - 1) * spec.dil_w + 1
+    need_h, need_w = spec.input_extent_hw()     # the padded extent the P x Q windows read
     extra_h = max(0, need_h - (H + 2 * spec.pad_h))
     extra_w = max(0, need_w - (W + 2 * spec.pad_w))
     return np.pad(np.asarray(x, dtype=np.float64).reshape(N, C, H, W),

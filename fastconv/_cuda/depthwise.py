@@ -33,7 +33,7 @@ ITEMS, ITEMS_PER_THREAD, MAX_TILE_Q = 512, 2, 128
 
 
 def reasons(spec, variant: str = "any") -> List[str]:
-    if spec.C_per_group != 1:
+    if not spec.is_depthwise:
         return field_overflow(spec) + [f"depthwise needs one input channel per group (groups == C); this problem has "
                 f"C/groups = {spec.C_per_group} (C = {spec.C}, groups = {spec.groups})"]
     out = field_overflow(spec)
@@ -86,7 +86,7 @@ def geometry(spec):
 def plan(spec, variant: str = "any", version: Optional[int] = None) -> Plan:
     if version not in (None,) + VERSIONS:
         raise ValueError(f"no {ALGO} kernel version {version!r} (versions: {VERSIONS})")
-    if spec.C_per_group != 1:
+    if not spec.is_depthwise:
         raise ValueError(f"depthwise needs one input channel per group, got C/groups = {spec.C_per_group}")
     buffers: list = []
     bias = conv_outputs(spec, buffers)

@@ -67,8 +67,8 @@ Changes within fastconv-bench/1 (readers of older reports keep working: every fi
 there): suite ``targets`` is gone (``layers`` with ``table_batch`` and a targets file replace it);
 ``settings.targets``, ``settings.policy.settle_s``, ``results[].ratio_iqr`` and the summary's ``median``,
 ``q1``, ``q3`` are new; ``settings.threads.blas_env`` holds the BLAS thread variables that were set (read
-through fastconv._config, never changed); ``settings.shapes`` is always a directory (no "built-in" list); the summary's ``target`` and
-``met`` are null unless goals were given.
+through fastconv._config, never changed); ``settings.shapes`` is always a directory (no "built-in" list);
+the summary's ``target`` and ``met`` are null unless goals were given.
 """
 from __future__ import annotations
 
