@@ -6,15 +6,20 @@ run on the CPU). ``import fastconv`` compiles nothing and imports neither Numba 
 """
 from ._dispatch import BackendUnavailable, backends
 from ._shapes import conv_output_size, conv_param_count, receptive_field
-from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
+from ._spec import (ConvInputGradSpec, ConvSpec, ConvWeightGradSpec, PoolGradSpec, PoolSpec, UnpoolSpec,
+                    conv_spec, pool_spec)
 from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
-                         avg_pool1d, avg_pool2d, conv1d, conv2d, max_pool1d, max_pool2d)
+                         avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose1d, conv_transpose2d,
+                         max_pool1d, max_pool2d, max_unpool1d, max_unpool2d)
+from . import grad
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
+    "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_unpool1d", "max_unpool2d", "grad",
+    "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
     "conv_output_size", "conv_param_count", "receptive_field", "backends", "BackendUnavailable",
-    "ConvSpec", "PoolSpec", "conv_spec", "pool_spec",
+    "ConvSpec", "PoolSpec", "ConvInputGradSpec", "ConvWeightGradSpec", "PoolGradSpec", "UnpoolSpec",
+    "conv_spec", "pool_spec",
 ]

@@ -17,10 +17,10 @@ listing each candidate with its reasons (xformers' habit); what it returns is wh
 
 Two rules about *data* rather than shapes are applied here, once, for every backend:
 - float16: an implementation without a half path runs the problem in float32 (:meth:`Impl.compute_spec`);
-- a padded problem whose weight holds Inf or NaN: implementations that multiply padded zeros by the
-  weights (``zero_fills_padding``, e.g. im2col) would give NaN where fastconv's rule gives the sum of the
-  in-bounds taps, so such an implementation is not supported for that call (:func:`select` checks the
-  weight only when it would otherwise return one).
+- a padded problem whose weight (for the weight gradient: dy; the spec's ``PADDING_OPERAND``) holds Inf
+  or NaN: implementations that multiply padded zeros in (``zero_fills_padding``, e.g. im2col) would give
+  NaN where fastconv's rule gives the sum of the in-bounds taps, so such an implementation is not
+  supported for that call (:func:`select` checks the array only when it would otherwise return one).
 """
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 #:   depthwise      a kernel specialised for groups == C (one input channel per group; CUDA backends)
 ALGOS = ("auto", "direct", "im2col", "implicit_gemm", "depthwise")
 POOL_ALGOS = ("auto", "direct")
+#: the convolution ops (forward, input gradient / transposed convolution, weight gradient): they take ALGOS;
+#: every other op (pools, their gradients, max_unpool) takes POOL_ALGOS
+CONV_OPS = ("conv", "conv_input", "conv_weight")
 
 
 class BackendUnavailable(RuntimeError):
@@ -73,7 +76,7 @@ class Impl:
     """
 
     backend: str = ""
-    op: str = ""  # "conv", "max_pool", "avg_pool", "adaptive_max_pool", "adaptive_avg_pool"
+    op: str = ""  # the spec's op: "conv", "conv_input", "conv_weight", "max_pool", "max_pool_backward", ...
     algo: str = "direct"
     variant: str = ""
     dtypes: Sequence[str] = ("float32", "float64")
@@ -150,7 +153,7 @@ def check_backend_name(name) -> None:
 
 
 def check_algo(algo, op: str) -> None:
-    valid = ALGOS if op == "conv" else POOL_ALGOS
+    valid = ALGOS if op in CONV_OPS else POOL_ALGOS
     if algo not in valid:
         raise ValueError(f"algo must be one of {', '.join(repr(a) for a in valid)}, got {algo!r}")
 
@@ -199,7 +202,8 @@ def reasons(impl: Impl, spec) -> List[str]:
 
 
 def nonfinite_weight_meets_padding(spec, weight) -> bool:
-    """A padded convolution whose weight (NumPy or CuPy) holds Inf or NaN: one reduction, only when padded.
+    """A padded convolution whose ``spec.PADDING_OPERAND`` (the weight for conv and conv_input, dy for
+    conv_weight; NumPy or CuPy) holds Inf or NaN: one reduction, only when padded.
     On CuPy this waits for the GPU, so :func:`select` asks only when its answer could change the choice."""
     if not spec.is_padded:
         return False
@@ -219,9 +223,9 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
     """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons.
 
     ``algo="auto"`` considers every algorithm, a named one only its variants; among several supported
-    candidates the backend's ``choose`` decides. ``weight`` (conv): the weight array, for the data rule on
-    non-finite weights in padded problems (see the module docstring); the public functions always pass
-    it. An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
+    candidates the backend's ``choose`` decides. ``weight``: the spec's ``PADDING_OPERAND`` array (the
+    conv weight; dy for the weight gradient), for the data rule on non-finite values in padded problems
+    (see the module docstring); the public functions always pass it. An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
     returned."""
     check_backend_name(backend)
     check_algo(algo, spec.op)

@@ -144,6 +144,21 @@ class _SpecBase:
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in ("_values_", "_hash_")}
 
+    #: the arrays ``Impl.run(spec, *arrays)`` takes, by name, in order (absent optional ones are None)
+    ARRAYS = ("x",)
+    #: the array that meets the padding in a product (padded taps must contribute nothing, so an Inf or NaN
+    #: in it decides whether a zero-filling implementation is exact: see fastconv._dispatch)
+    PADDING_OPERAND = None
+
+    def operands(self) -> Tuple[Optional[Tuple[int, ...]], ...]:
+        """The backend-layout (4-D) shape of each array in :attr:`ARRAYS`; None for an absent optional
+        one. Index arrays are int64, every other array has the spec's dtype."""
+        return (self.input_shape,)
+
+    @staticmethod
+    def is_index_operand(name: str) -> bool:
+        return name == "indices"
+
     def input_extent_hw(self, rows: Optional[int] = None, cols: Optional[int] = None) -> Tuple[int, int]:
         """(height, width) of the padded input that a ``rows x cols`` block of outputs reads (default: the
         whole output, P x Q). Fixed windows only (adaptive pools have R = S = 0)."""
@@ -172,6 +187,11 @@ class ConvSpec(_SpecBase):
     __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
 
     op = "conv"
+    ARRAYS = ("x", "w", "b")
+    PADDING_OPERAND = "w"
+
+    def operands(self):
+        return (self.input_shape, self.weight_shape, (self.K,) if self.has_bias else None)
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -246,6 +266,68 @@ class ConvSpec(_SpecBase):
                    self.K * self.C_per_group * self.R * self.S, col)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvInputGradSpec(ConvSpec):
+    """The gradient of a convolution with respect to its input, and the transposed convolution.
+
+    The fields describe the *forward* problem (input N C H W, weight K C/groups R S, output P Q); this op
+    takes ``dy`` (N, K, P, Q), the forward weight and an optional bias of C channels, and computes
+    ``dx[n, c, h, w] = b[c] + sum over (k, r, s, p, q) with p*stride_h - pad_top + r*dil_h == h and
+    q*stride_w - pad_left + s*dil_w == w of dy[n, k, p, q] * w[k, c, r, s]`` (the adjoint of the
+    forward sum). P and Q need not equal the forward output size of H and W: a transposed convolution with
+    ``output_padding`` has outputs (H, W) that no dy position reaches, and they get the bias only."""
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
+
+    op = "conv_input"
+    ARRAYS = ("dy", "w", "b")
+    PADDING_OPERAND = "w"
+
+    def operands(self):
+        return (self.output_shape4_forward, self.weight_shape, (self.C,) if self.has_bias else None)
+
+    @property
+    def output_shape4_forward(self) -> Tuple[int, int, int, int]:
+        return (self.N, self.K, self.P, self.Q)
+
+    @property
+    def output_shape4(self) -> Tuple[int, int, int, int]:
+        return (self.N, self.C, self.H, self.W)
+
+    def bytes(self) -> int:
+        elems = (self.N * self.C * self.H * self.W + self.K * self.C_per_group * self.R * self.S
+                 + self.N * self.K * self.P * self.Q + (self.C if self.has_bias else 0))
+        return elems * self.itemsize
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvWeightGradSpec(ConvSpec):
+    """The gradient of a convolution with respect to its weight. The fields describe the forward problem;
+    this op takes ``x`` (N, C, H, W) and ``dy`` (N, K, P, Q) and computes ``dw[k, c, r, s] = sum over
+    (n, p, q) of x[n, g*C/groups + c, p*stride_h - pad_top + r*dil_h, q*stride_w - pad_left + s*dil_w] *
+    dy[n, k, p, q]`` over taps inside the input (padded taps contribute nothing, so an Inf in dy never
+    meets a padded zero). ``has_bias`` is always False (the bias gradient is ``grad.conv_bias``)."""
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
+
+    op = "conv_weight"
+    ARRAYS = ("x", "dy")
+    PADDING_OPERAND = "dy"
+
+    def operands(self):
+        return (self.input_shape, (self.N, self.K, self.P, self.Q))
+
+    @property
+    def output_shape4(self) -> Tuple[int, int, int, int]:
+        return self.weight_shape
+
+    @property
+    def output_shape(self) -> Tuple[int, ...]:
+        """The weight's shape as the user passes it: (K, C/groups, kL) for 1-D."""
+        K, Cg, R, S = self.weight_shape
+        return (K, Cg, S) if self.spatial_dims == 1 else (K, Cg, R, S)
+
+
 # ---------------------------------------------------------------------------------------------------
 # PoolSpec
 # ---------------------------------------------------------------------------------------------------
@@ -300,6 +382,63 @@ class PoolSpec(_SpecBase):
         return max(self.N * self.C * self.H * self.W, self.N * self.C * self.P * self.Q)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolGradSpec(PoolSpec):
+    """The gradient of a pool with respect to its input. The fields describe the forward pool (with
+    ``return_indices`` False); this op takes ``dy`` (N, C, P, Q) and, for the max kinds, the forward's
+    int64 ``indices`` (N, C, P, Q), and returns dx (N, C, H, W):
+    - max kinds: ``dx[n, c, i] = sum of dy[n, c, p, q] over the outputs whose index is i`` (the gradient
+      goes to the position the forward reports; windows that share a maximum each add theirs);
+    - avg kinds: every input position a window covers gets ``dy / divisor`` of that window, with the
+      forward's divisor rules (padding taps take nothing)."""
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
+
+    @property
+    def op(self) -> str:
+        return self.kind + "_pool_backward"
+
+    @property
+    def ARRAYS(self) -> Tuple[str, ...]:
+        return ("dy", "indices") if self.is_max else ("dy",)
+
+    def operands(self):
+        out = (self.N, self.C, self.P, self.Q)
+        return (out, out) if self.is_max else (out,)
+
+    @property
+    def output_shape4(self) -> Tuple[int, int, int, int]:
+        return self.input_shape
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UnpoolSpec(PoolSpec):
+    """``max_unpool``: the partial inverse of a max pool. ``kind`` is "max"; the fields describe the max
+    pool whose indices are given, so H x W is the unpooled output and P x Q the input. Takes ``x``
+    (N, C, P, Q) and int64 ``indices`` (N, C, P, Q), each in [0, H*W); returns (N, C, H, W), zero except
+    ``out[n, c, indices[n, c, p, q]] = x[n, c, p, q]``; where several positions of one plane name the same
+    index, the last in row-major (p, q) order wins (as torch on the CPU)."""
+
+    __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
+
+    op = "max_unpool"
+    ARRAYS = ("x", "indices")
+
+    def operands(self):
+        out = (self.N, self.C, self.P, self.Q)
+        return (out, out)
+
+    @property
+    def output_shape4(self) -> Tuple[int, int, int, int]:
+        return self.input_shape
+
+    def flops(self) -> int:
+        return self.N * self.C * self.P * self.Q
+
+    def bytes(self) -> int:
+        return self.N * self.C * (self.H * self.W + self.P * self.Q) * self.itemsize + 8 * self.N * self.C * self.P * self.Q
+
+
 def adaptive_window(i: int, size_in: int, size_out: int) -> Tuple[int, int]:
     """Window ``i`` of an adaptive pool: ``[floor(i*In/Out), ceil((i+1)*In/Out))``."""
     return (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
@@ -321,49 +460,38 @@ def _user_shape(shape4, spatial_dims: int, batched: bool) -> Tuple[int, ...]:
 # ---------------------------------------------------------------------------------------------------
 def _input_dims(x, spatial_dims: int, name: str = "input") -> Tuple[bool, Tuple[int, int, int, int]]:
     """(batched, (N, C, H, W)) for a 1-D or 2-D op's input; H = 1 for 1-D."""
-    want = spatial_dims + 2
-    if x.ndim not in (want - 1, want):
-        names = "(N, C, L) or (C, L)" if spatial_dims == 1 else "(N, C, H, W) or (C, H, W)"
-        raise ValueError(f"{name} must be {want}-D {names.split(' or ')[0]} or {want - 1}-D (unbatched) "
-                         f"{names.split(' or ')[1]}, got shape {tuple(x.shape)}")
-    batched = x.ndim == want
-    shape = tuple(x.shape) if batched else (1,) + tuple(x.shape)
-    if spatial_dims == 1:
-        shape = (shape[0], shape[1], 1, shape[2])
-    return batched, shape
+    return _input_dims_of(x.shape, spatial_dims, name)
 
 
-def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
-              spatial_dims: int = 2) -> ConvSpec:
-    """Validate conv arguments (torch.nn.functional.conv{1,2}d semantics) and build the ConvSpec."""
-    arrays = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    _same_place(arrays)
-    nd = spatial_dims
-    batched, (N, C, H, W) = _input_dims(x, nd)
-    if weight.ndim != nd + 2:
-        raise ValueError(f"weight must be {nd + 2}-D (out_channels, in_channels/groups, "
-                         f"{'kL' if nd == 1 else 'kH, kW'}), got shape {tuple(weight.shape)}")
-    for name, a in arrays[1:]:
-        if a.dtype != x.dtype:
-            raise TypeError(f"{name} dtype {a.dtype} does not match input dtype {x.dtype}")
-    K, Cg = int(weight.shape[0]), int(weight.shape[1])
-    R, S = (1, int(weight.shape[2])) if nd == 1 else (int(weight.shape[2]), int(weight.shape[3]))
+def _conv_geometry(x_shape, w_shape, bias_shape, stride, padding, dilation, groups, nd: int, *,
+                   input_name: str = "input", weight_name: str = "weight") -> dict:
+    """Check a convolution's shapes and arguments (torch.nn.functional.conv{1,2}d semantics) and return
+    the ConvSpec fields they determine (all but dtype). ``input_name``/``weight_name``: what the caller
+    calls the arrays (or shapes) whose shapes these are, for the messages."""
+    batched, (N, C, H, W) = _input_dims_of(x_shape, nd, input_name)
+    if len(w_shape) != nd + 2:
+        raise ValueError(f"{weight_name} must be {nd + 2}-D (out_channels, in_channels/groups, "
+                         f"{'kL' if nd == 1 else 'kH, kW'}), got shape {tuple(w_shape)}")
+    K, Cg = int(w_shape[0]), int(w_shape[1])
+    R, S = (1, int(w_shape[2])) if nd == 1 else (int(w_shape[2]), int(w_shape[3]))
     g = _as_int(groups, "groups")
     if g < 1:
         raise ValueError(f"groups must be positive, got {g}")
     if C < 1:
-        raise ValueError(f"input must have at least one channel, got shape {tuple(x.shape)}")
+        raise ValueError(f"{input_name} must have at least one channel, got shape {tuple(x_shape)}")
     if K < 1 or R < 1 or S < 1:
-        raise ValueError(f"weight must have non-zero out_channels and kernel size, got shape {tuple(weight.shape)}")
+        raise ValueError(f"{weight_name} must have non-zero out_channels and kernel size, got shape "
+                         f"{tuple(w_shape)}")
     if C % g:
-        raise ValueError(f"input channels ({C}) must be divisible by groups ({g})")
+        raise ValueError(f"{input_name} channels ({C}) must be divisible by groups ({g})")
     if K % g:
-        raise ValueError(f"weight out_channels ({K}) must be divisible by groups ({g})")
+        raise ValueError(f"{weight_name} out_channels ({K}) must be divisible by groups ({g})")
     if Cg * g != C:
-        raise ValueError(f"weight has {Cg} input channels per group but input has {C} channels and "
-                         f"groups={g} (expected weight.shape[1] == {C // g})")
-    if bias is not None and tuple(bias.shape) != (K,):
-        raise ValueError(f"bias must have shape ({K},) to match weight out_channels, got {tuple(bias.shape)}")
+        raise ValueError(f"{weight_name} has {Cg} input channels per group but {input_name} has {C} channels "
+                         f"and groups={g} (expected {weight_name}.shape[1] == {C // g})")
+    if bias_shape is not None and tuple(bias_shape) != (K,):
+        raise ValueError(f"bias must have shape ({K},) to match {weight_name} out_channels, got "
+                         f"{tuple(bias_shape)}")
 
     strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
     dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
@@ -385,12 +513,156 @@ def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
     P = output_size(H, R, strides[0], pads[0][0], pads[0][1], dils[0])
     Q = output_size(W, S, strides[1], pads[1][0], pads[1][1], dils[1])
     if P < 1 or Q < 1:
-        raise ValueError(_empty_output_message("input", (H, W)[2 - nd:], ks, pads[2 - nd:], dils[2 - nd:]))
-    return ConvSpec(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q,
-                    stride_h=strides[0], stride_w=strides[1],
-                    pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0], pad_right=pads[1][1],
-                    dil_h=dils[0], dil_w=dils[1], groups=g, has_bias=bias is not None,
-                    dtype=dtype_name(x), spatial_dims=nd, batched=batched)
+        raise ValueError(_empty_output_message(input_name, (H, W)[2 - nd:], ks, pads[2 - nd:], dils[2 - nd:]))
+    return dict(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q,
+                stride_h=strides[0], stride_w=strides[1],
+                pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0], pad_right=pads[1][1],
+                dil_h=dils[0], dil_w=dils[1], groups=g, has_bias=bias_shape is not None,
+                spatial_dims=nd, batched=batched)
+
+
+def _input_dims_of(shape, spatial_dims: int, name: str = "input") -> Tuple[bool, Tuple[int, int, int, int]]:
+    """(batched, (N, C, H, W)) for a 1-D or 2-D op's input shape; H = 1 for 1-D."""
+    want = spatial_dims + 2
+    if len(shape) not in (want - 1, want):
+        names = "(N, C, L) or (C, L)" if spatial_dims == 1 else "(N, C, H, W) or (C, H, W)"
+        raise ValueError(f"{name} must be {want}-D {names.split(' or ')[0]} or {want - 1}-D (unbatched) "
+                         f"{names.split(' or ')[1]}, got shape {tuple(shape)}")
+    batched = len(shape) == want
+    shape = tuple(int(v) for v in shape) if batched else (1,) + tuple(int(v) for v in shape)
+    if spatial_dims == 1:
+        shape = (shape[0], shape[1], 1, shape[2])
+    return batched, shape
+
+
+def _check_dtypes(x, others) -> None:
+    for name, a in others:
+        if a is not None and a.dtype != x.dtype:
+            raise TypeError(f"{name} dtype {a.dtype} does not match input dtype {x.dtype}")
+
+
+def _size_arg(size, name: str) -> Tuple[int, ...]:
+    """A shape argument (tuple, list, torch.Size) as a tuple of non-negative ints."""
+    if not isinstance(size, (list, tuple)):
+        raise TypeError(f"{name} must be a sequence of ints (a shape), got {type(size).__name__} {size!r}")
+    out = tuple(_as_int(v, f"{name}[{i}]") for i, v in enumerate(size))
+    if any(v < 0 for v in out):
+        raise ValueError(f"{name} must not have negative sizes, got {size!r}")
+    return out
+
+
+def _check_grad_output(grad_output, want: Tuple[int, ...], what: str) -> None:
+    if tuple(grad_output.shape) != tuple(want):
+        raise ValueError(f"grad_output must have the shape of the forward {what}'s output, {tuple(want)}, "
+                         f"got {tuple(grad_output.shape)}")
+
+
+def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+              spatial_dims: int = 2) -> ConvSpec:
+    """Validate conv arguments (torch.nn.functional.conv{1,2}d semantics) and build the ConvSpec."""
+    arrays = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    _same_place(arrays)
+    if weight.ndim != spatial_dims + 2:   # before dtypes, as always
+        _conv_geometry(x.shape, weight.shape, None, stride, padding, dilation, groups, spatial_dims)
+    _check_dtypes(x, arrays[1:])
+    fields = _conv_geometry(x.shape, weight.shape, None if bias is None else bias.shape, stride, padding,
+                            dilation, groups, spatial_dims)
+    return ConvSpec(dtype=dtype_name(x), **fields)
+
+
+def conv_input_spec(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                    spatial_dims: int = 2) -> ConvInputGradSpec:
+    """Validate ``grad.conv*d_input`` arguments (torch.nn.grad semantics): the forward problem has an
+    input of shape ``input_size`` and ``weight``; ``grad_output`` must have its output's shape."""
+    _same_place([("weight", weight), ("grad_output", grad_output)])
+    size = _size_arg(input_size, "input_size")
+    _check_dtypes(grad_output, [("weight", weight)])
+    fields = _conv_geometry(size, weight.shape, None, stride, padding, dilation, groups, spatial_dims,
+                            input_name="input_size")
+    spec = ConvInputGradSpec(dtype=dtype_name(grad_output), **fields)
+    _check_grad_output(grad_output, _user_shape((spec.N, spec.K, spec.P, spec.Q), spatial_dims,
+                                                spec.batched), "convolution")
+    return spec
+
+
+def conv_weight_spec(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                     spatial_dims: int = 2) -> ConvWeightGradSpec:
+    """Validate ``grad.conv*d_weight`` arguments (torch.nn.grad semantics): the forward problem has
+    ``input`` and a weight of shape ``weight_size``; ``grad_output`` must have its output's shape."""
+    _same_place([("input", input), ("grad_output", grad_output)])
+    size = _size_arg(weight_size, "weight_size")
+    _check_dtypes(input, [("grad_output", grad_output)])
+    fields = _conv_geometry(input.shape, size, None, stride, padding, dilation, groups, spatial_dims,
+                            weight_name="weight_size")
+    spec = ConvWeightGradSpec(dtype=dtype_name(input), **fields)
+    _check_grad_output(grad_output, _user_shape((spec.N, spec.K, spec.P, spec.Q), spatial_dims,
+                                                spec.batched), "convolution")
+    return spec
+
+
+def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                        *, spatial_dims: int = 2) -> ConvInputGradSpec:
+    """Validate ``conv_transpose*d`` arguments (torch.nn.functional semantics, plus asymmetric padding
+    pairs as for conv) and build the spec of the convolution whose input gradient it is: input x
+    (N, C_in, H, W) plays the forward output (K = C_in, P = H, Q = W), weight (C_in, C_out/groups, R, S) the
+    forward weight, and the result (N, C_out, H_out, W_out) the forward input, with
+    ``H_out = (H - 1)*stride - pad_top - pad_bottom + dilation*(R - 1) + output_padding + 1``."""
+    arrays = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    _same_place(arrays)
+    nd = spatial_dims
+    batched, (N, Cin, H, W) = _input_dims_of(x.shape, nd)
+    if weight.ndim != nd + 2:
+        raise ValueError(f"weight must be {nd + 2}-D (in_channels, out_channels/groups, "
+                         f"{'kL' if nd == 1 else 'kH, kW'}), got shape {tuple(weight.shape)}")
+    _check_dtypes(x, arrays[1:])
+    g = _as_int(groups, "groups")
+    if g < 1:
+        raise ValueError(f"groups must be positive, got {g}")
+    Kw, Cog = int(weight.shape[0]), int(weight.shape[1])
+    R, S = (1, int(weight.shape[2])) if nd == 1 else (int(weight.shape[2]), int(weight.shape[3]))
+    if Cin < 1:
+        raise ValueError(f"input must have at least one channel, got shape {tuple(x.shape)}")
+    if Cog < 1 or R < 1 or S < 1:
+        raise ValueError(f"weight must have non-zero out_channels/groups and kernel size, got shape "
+                         f"{tuple(weight.shape)}")
+    if Cin % g:
+        raise ValueError(f"input channels ({Cin}) must be divisible by groups ({g})")
+    if Kw != Cin:
+        raise ValueError(f"weight.shape[0] ({Kw}) must equal the input channels ({Cin}): a transposed "
+                         f"convolution's weight is (in_channels, out_channels/groups, ...)")
+    Cout = Cog * g
+    if bias is not None and tuple(bias.shape) != (Cout,):
+        raise ValueError(f"bias must have shape ({Cout},) to match the output channels "
+                         f"(weight.shape[1] * groups), got {tuple(bias.shape)}")
+    strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
+    dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
+    if isinstance(padding, str):
+        if padding != "valid":
+            raise ValueError(f"padding of a transposed convolution must be an int, a tuple or 'valid' "
+                             f"(torch has no 'same' here), got {padding!r}")
+        padding = 0
+    pads = _pad_pairs(padding, nd)
+    opad = _as_tuple(output_padding, nd, "output_padding")
+    for o, s, d in zip(opad, strides, dils):
+        if o < 0 or o >= max(s, d):
+            raise ValueError(f"output_padding must be non-negative and smaller than stride or dilation "
+                             f"(output_padding < max(stride, dilation)), got output_padding={output_padding!r}"
+                             f" with stride={stride!r}, dilation={dilation!r}")
+    ins = (W,) if nd == 1 else (H, W)
+    ks = (S,) if nd == 1 else (R, S)
+    outs = tuple((i - 1) * s - lo - hi + input_extent(1, k, 1, d) + o
+                 for i, s, (lo, hi), k, d, o in zip(ins, strides, pads, ks, dils, opad))
+    if any(o < 1 for o in outs):
+        raise ValueError(f"the transposed convolution's output would be empty (size {outs}): padding "
+                         f"{padding!r} removes more than (input - 1) * stride + dilation * (kernel - 1) + "
+                         f"output_padding + 1")
+    if nd == 1:
+        strides, dils, pads, outs = (1,) + strides, (1,) + dils, ((0, 0),) + pads, (1,) + outs
+    return ConvInputGradSpec(N=N, C=Cout, H=outs[0], W=outs[1], K=Cin, R=R, S=S, P=H, Q=W,
+                             stride_h=strides[0], stride_w=strides[1],
+                             pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0],
+                             pad_right=pads[1][1], dil_h=dils[0], dil_w=dils[1], groups=g,
+                             has_bias=bias is not None, dtype=dtype_name(x), spatial_dims=nd, batched=batched)
 
 
 def _empty_output_message(name, sizes, ks, pads, dils) -> str:
@@ -472,3 +744,76 @@ def _adaptive_output(output_size_, sizes, nd) -> Tuple[int, ...]:
     if any(o < 1 for o in out):
         raise ValueError(f"output_size must be positive, got {output_size_!r}")
     return out
+
+
+def pool_grad_spec(kind: str, grad_output, input, *, spatial_dims: int = 2, **pool_args) -> PoolGradSpec:
+    """Validate a pool gradient's arguments: the forward pool of ``input`` (``pool_args`` as for
+    :func:`pool_spec`; adaptive kinds take their output size from ``grad_output``) and a ``grad_output`` of
+    its output's shape and dtype."""
+    _same_place([("grad_output", grad_output), ("input", input)])
+    _check_dtypes(input, [("grad_output", grad_output)])
+    if kind.startswith("adaptive"):
+        if grad_output.ndim != input.ndim:
+            raise ValueError(f"grad_output must have the shape of the forward pool's output (as many "
+                             f"dimensions as input, {input.ndim}), got {tuple(grad_output.shape)}")
+        pool_args["output_size_"] = tuple(int(v) for v in grad_output.shape[-spatial_dims:])
+        if any(v < 1 for v in pool_args["output_size_"]):
+            raise ValueError(f"grad_output must have a non-empty spatial shape, got {tuple(grad_output.shape)}")
+    fwd = pool_spec(kind, input, spatial_dims=spatial_dims, **pool_args)
+    _check_grad_output(grad_output, fwd.output_shape, "pool")
+    return PoolGradSpec(**{f.name: getattr(fwd, f.name) for f in dataclasses.fields(PoolSpec)})
+
+
+def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=None, *,
+                spatial_dims: int = 2) -> UnpoolSpec:
+    """Validate ``max_unpool*d`` arguments (torch semantics): the output size defaults to
+    ``(in - 1)*stride - 2*padding + kernel_size`` and ``output_size`` (the spatial sizes, or the whole
+    shape) may move it by less than one stride either way. Index values are checked by the caller (they
+    are data)."""
+    _same_place([("input", x)])
+    nd = spatial_dims
+    batched, (N, C, P, Q) = _input_dims(x, nd)
+    _check_indices_array(indices, tuple(x.shape))
+    ks = _positive(_as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        strides = ks
+    else:
+        strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
+    pads = _as_tuple(padding, nd, "padding")
+    if any(p < 0 for p in pads):
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    ins = (Q,) if nd == 1 else (P, Q)
+    default = tuple((i - 1) * s - 2 * p + k for i, s, p, k in zip(ins, strides, pads, ks))
+    if output_size is None:
+        outs = default
+    else:
+        size = _size_arg(output_size, "output_size")
+        if len(size) == nd + 2 or (len(size) == nd + 1 and not batched):
+            size = size[-nd:]
+        if len(size) != nd:
+            raise ValueError(f"output_size must have {nd} (or {nd + 2}) entries, got {output_size!r}")
+        for o, d, s in zip(size, default, strides):
+            if not d - s < o < d + s:
+                raise ValueError(f"output_size {tuple(size)} must lie strictly between default size - "
+                                 f"stride and default size + stride (default {default}, stride {strides})")
+        outs = size
+    if any(o < 1 for o in outs):
+        raise ValueError(f"the unpooled output would be empty (size {outs})")
+    if nd == 1:
+        ks, strides, pads, outs = (1,) + ks, (1,) + strides, (0,) + pads, (1,) + outs
+    return UnpoolSpec(kind="max", N=N, C=C, H=outs[0], W=outs[1], R=ks[0], S=ks[1], P=P, Q=Q,
+                      stride_h=strides[0], stride_w=strides[1], pad_h=pads[0], pad_w=pads[1], dil_h=1, dil_w=1,
+                      ceil_mode=False, count_include_pad=True, divisor_override=None, return_indices=False,
+                      dtype=dtype_name(x), spatial_dims=nd, batched=batched)
+
+
+def _check_indices_array(indices, shape: Tuple[int, ...], name: str = "indices") -> None:
+    """An integer array of ``shape`` in the same place as the data (values are checked separately)."""
+    mod = type(indices).__module__ or ""
+    if type(indices).__name__ != "ndarray" or not (mod == "numpy" or mod.startswith("cupy")):
+        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray of integers, got "
+                        f"{mod}.{type(indices).__name__}")
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers (int64, as the forward returns), got dtype {indices.dtype}")
+    if tuple(indices.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(indices.shape)}")

@@ -84,16 +84,16 @@ class DiskCache:
 
 
 def synthetic_inputs(spec, xp) -> tuple:
-    """Inputs of ``spec``'s shapes and dtype in array module ``xp`` (NumPy or CuPy), standard normal,
-    seeded: conv (x, w, b or None), pools (x,)."""
+    """The arrays ``spec.ARRAYS`` names, of ``spec.operands()``'s shapes, in array module ``xp`` (NumPy or
+    CuPy): data standard normal in the spec's dtype, seeded; index arrays zero (a valid position of every
+    plane); None for an absent optional array."""
     rng = xp.random.default_rng(0)
 
     def rand(shape):
         return rng.standard_normal(shape, dtype=xp.float32).astype(spec.dtype)
 
-    if spec.op != "conv":
-        return (rand(spec.input_shape),)
-    return rand(spec.input_shape), rand(spec.weight_shape), rand((spec.K,)) if spec.has_bias else None
+    return tuple(None if shape is None else xp.zeros(shape, dtype=xp.int64) if spec.is_index_operand(name)
+                 else rand(shape) for name, shape in zip(spec.ARRAYS, spec.operands()))
 
 
 class Tuner:

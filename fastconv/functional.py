@@ -7,10 +7,11 @@ the implementation has no half path) and shapes the result back. Inputs are neve
 from __future__ import annotations
 
 from . import _dispatch
-from ._spec import array_kind, conv_spec, pool_spec
+from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
 
-__all__ = ["conv1d", "conv2d", "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
-           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
+           "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
+           "adaptive_max_pool2d", "max_unpool1d", "max_unpool2d"]
 
 
 def _array_module(kind: str):
@@ -33,9 +34,12 @@ def _resolve_backend(backend, kind: str) -> str:
     return backend
 
 
-def _execute(spec, kind, backend, algo, arrays, shapes):
-    """Select, prepare arrays, run, shape back. ``arrays``/``shapes``: what to pass, viewed as 4-D."""
-    impl = _dispatch.select(spec, backend, algo, weight=arrays[1] if spec.op == "conv" else None)
+def _execute(spec, kind, backend, algo, arrays):
+    """Select, prepare arrays, run, shape back. ``arrays``: what ``spec.ARRAYS`` names, as the user passed
+    them (None for an absent optional one); each is viewed in the backend layout ``spec.operands()``."""
+    padded = spec.PADDING_OPERAND
+    impl = _dispatch.select(spec, backend, algo,
+                            weight=arrays[spec.ARRAYS.index(padded)] if padded is not None else None)
     xp = _array_module(kind)
     if spec.N == 0:   # an empty batch: nothing to launch (torch returns an empty result too)
         out = xp.zeros(spec.output_shape, dtype=spec.dtype)
@@ -45,9 +49,12 @@ def _execute(spec, kind, backend, algo, arrays, shapes):
     run_spec = impl.compute_spec(spec)
     upcast = run_spec.dtype != spec.dtype
     prepared = []
-    for a, shape in zip(arrays, shapes):
+    for name, a, shape in zip(spec.ARRAYS, arrays, spec.operands()):
         if a is None:
             prepared.append(None)
+            continue
+        if spec.is_index_operand(name):
+            prepared.append(xp.ascontiguousarray(a.reshape(shape), dtype=xp.int64))
             continue
         a = xp.ascontiguousarray(a.reshape(shape))
         prepared.append(a.astype(run_spec.dtype) if upcast else a)
@@ -75,8 +82,7 @@ def _conv(nd, input, weight, bias, stride, padding, dilation, groups, backend, a
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, spatial_dims=nd)
     kind = array_kind(input)
     backend = _resolve_backend(backend, kind)
-    return _execute(spec, kind, backend, algo, (input, weight, bias),
-                    (spec.input_shape, spec.weight_shape, (spec.K,)))
+    return _execute(spec, kind, backend, algo, (input, weight, bias))
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algo="auto"):
@@ -95,6 +101,37 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv(1, input, weight, bias, stride, padding, dilation, groups, backend, algo)
 
 
+def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, backend, algo):
+    _check_names(backend, algo, "conv_input")
+    spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                               spatial_dims=nd)
+    kind = array_kind(input)
+    backend = _resolve_backend(backend, kind)
+    return _execute(spec, kind, backend, algo, (input, weight, bias))
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     backend=None, algo="auto"):
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the gradient of conv2d with
+    respect to its input (plus bias).
+
+    input (N, C_in, H, W) or (C_in, H, W); weight (C_in, C_out/groups, R, S); bias (C_out,) or None.
+    padding: int, (ph, pw) or ((top, bottom), (left, right)) (asymmetric, beyond torch), or 'valid';
+    output_padding adds rows/columns at the bottom/right and must be < max(stride, dilation). Output
+    (N, C_out, H_out, W_out), ``H_out = (H-1)*stride - top - bottom + dilation*(R-1) + output_padding + 1``.
+    """
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           backend, algo)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     backend=None, algo="auto"):
+    """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``: input (N, C_in, L) or
+    (C_in, L), weight (C_in, C_out/groups, kL); padding int, (p,) or ((left, right),)."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           backend, algo)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
@@ -103,7 +140,7 @@ def _pool(nd, kind, input, backend, **kw):
     spec = pool_spec(kind, input, spatial_dims=nd, **kw)
     akind = array_kind(input)
     backend = _resolve_backend(backend, akind)
-    return _execute(spec, akind, backend, "auto", (input,), (spec.input_shape,))
+    return _execute(spec, akind, backend, "auto", (input,))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
@@ -153,3 +190,63 @@ def adaptive_max_pool2d(input, output_size, return_indices=False, *, backend=Non
 
 def adaptive_max_pool1d(input, output_size, return_indices=False, *, backend=None):
     return _pool(1, "adaptive_max", input, backend, output_size_=output_size, return_indices=return_indices)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Unpooling
+# ---------------------------------------------------------------------------------------------------
+def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size, backend):
+    _check_names(backend, "auto", "max_unpool")
+    spec = unpool_spec(input, indices, kernel_size, stride, padding, output_size, spatial_dims=nd)
+    kind = array_kind(input)
+    if array_kind(indices) != kind:
+        raise TypeError(f"indices is a {array_kind(indices)} array but input is a {kind} array; "
+                        f"move them to one place first")
+    check_index_values(spec, indices, _array_module(kind), within_window=False)
+    backend = _resolve_backend(backend, kind)
+    return _execute(spec, kind, backend, "auto", (input, indices))
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """As ``torch.nn.functional.max_unpool2d``: zeros of (N, C, H_out, W_out) with ``input`` written at the
+    flat positions ``indices`` (int, as max_pool2d returns them) names in each plane;
+    ``H_out = (H-1)*stride - 2*padding + kernel_size`` unless ``output_size`` (within one stride of it)
+    says otherwise. Indices outside [0, H_out*W_out) raise ValueError; where a plane names one position
+    several times, the last in row-major order wins (as torch on the CPU)."""
+    return _max_unpool(2, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """As ``torch.nn.functional.max_unpool1d``: input and indices (N, C, L) or (C, L)."""
+    return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def check_index_values(spec, indices, xp, within_window: bool) -> None:
+    """Index values are data, checked before any kernel runs: each in [0, H*W) of its plane and, with
+    ``within_window`` (a pool gradient, whose gather kernels look for an index only inside its window),
+    inside the window of its output position. One pass of array operations (on the GPU for CuPy)."""
+    if indices.size == 0:
+        return
+    idx = indices.reshape(spec.N, spec.C, spec.P, spec.Q)
+    plane = spec.H * spec.W
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= plane:
+        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in an input plane of "
+                         f"{(spec.H, spec.W)[2 - spec.spatial_dims:]}), got values from {lo} to {hi}")
+    if not within_window:
+        return
+    h, w = idx // spec.W, idx % spec.W
+    if spec.is_adaptive:
+        from ._spec import adaptive_window
+        bounds_h = xp.asarray([adaptive_window(i, spec.H, spec.P) for i in range(spec.P)])
+        bounds_w = xp.asarray([adaptive_window(j, spec.W, spec.Q) for j in range(spec.Q)])
+        ok = ((h >= bounds_h[:, 0][:, None]) & (h < bounds_h[:, 1][:, None])
+              & (w >= bounds_w[:, 0][None, :]) & (w < bounds_w[:, 1][None, :]))
+    else:
+        dh = h - (xp.arange(spec.P) * spec.stride_h - spec.pad_h)[:, None]
+        dw = w - (xp.arange(spec.Q) * spec.stride_w - spec.pad_w)[None, :]
+        ok = ((dh >= 0) & (dh % spec.dil_h == 0) & (dh // spec.dil_h < spec.R)
+              & (dw >= 0) & (dw % spec.dil_w == 0) & (dw // spec.dil_w < spec.S))
+    if not bool(ok.all()):
+        raise ValueError("indices must name a position inside each output's pooling window (as the forward "
+                         "pool returns them); some do not")

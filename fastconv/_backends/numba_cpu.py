@@ -58,7 +58,7 @@ from typing import List, Optional
 import numpy as np
 
 from .. import _config, _timing, _tune
-from .._dispatch import FunctionImpl
+from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
 
@@ -308,6 +308,6 @@ def rule_choice(impls):
 def choose(spec, impls):
     """Among several supported candidates: by rule for pools, small problems and FASTCONV_AUTOTUNE=0,
     else the measured fastest for this spec and thread count (see the module docstring)."""
-    if spec.op != "conv" or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
+    if spec.op not in CONV_OPS or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
         return rule_choice(impls)
     return TUNER.choose(tune_context(), spec, impls)

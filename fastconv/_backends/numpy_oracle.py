@@ -14,6 +14,14 @@ Definitions used:
 - avg pool: sum of in-bounds taps / divisor, divisor = divisor_override, else the window's area clipped
   to the padded input (count_include_pad) or to the input (not count_include_pad);
 - adaptive: window i spans [floor(i*In/Out), ceil((i+1)*In/Out)).
+
+Gradients are the adjoints of those sums, written out term by term (never derived from another backend):
+- conv input gradient (and the transposed convolution): every (p, q, r, s) term of the forward sum whose
+  tap is inside the input sends ``dy[n,k,p,q] * w[k,c,r,s]`` to ``dx`` at that tap;
+- conv weight gradient: ``dw[k,c,r,s] = sum_{n,p,q} x[tap] * dy[n,k,p,q]`` over taps inside the input;
+- max pools: ``dy`` goes to the position the forward's index names (windows sharing it add up);
+- avg pools: each window sends ``dy / divisor`` (the forward's divisor) to every in-bounds tap;
+- max_unpool: ``out[indices] = x``, the last of repeated indices (row-major) winning.
 """
 from __future__ import annotations
 
@@ -72,6 +80,63 @@ def conv(spec, x, w, b=None):
     return conv64(spec, x, w, b).astype(spec.dtype)
 
 
+def _tap_slices(spec, r, s):
+    """For tap (r, s): the output rows/columns whose tap lies inside the input (boolean masks over P, Q) and
+    the input positions they read (integer arrays over P, Q)."""
+    hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_top, r * spec.dil_h, spec.H)
+    wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_left, s * spec.dil_w, spec.W)
+    return valid_h, valid_w, hpos, wpos
+
+
+def conv_input64(spec, dy, w, b=None):
+    """The input gradient (transposed convolution) in float64, shape (N, C, H, W): for every tap, the
+    in-bounds outputs' ``dy @ w[..., r, s]`` added at the positions that tap read."""
+    N, C, H, W = spec.input_shape
+    G, Cg, Kg, P, Q = spec.groups, spec.C_per_group, spec.K_per_group, spec.P, spec.Q
+    dyd = np.asarray(dy, dtype=np.float64).reshape(N, G, Kg, P, Q)
+    wd = np.asarray(w, dtype=np.float64).reshape(G, Kg, Cg, spec.R, spec.S)
+    dx = np.zeros((N, G, Cg, H, W))
+    for r in range(spec.R):
+        for s in range(spec.S):
+            valid_h, valid_w, hpos, wpos = _tap_slices(spec, r, s)
+            if not valid_h.any() or not valid_w.any():
+                continue
+            d = dyd[:, :, :, valid_h][:, :, :, :, valid_w]                  # (N, G, Kg, p', q')
+            contrib = np.einsum("ngkpq,gkc->ngcpq", d, wd[:, :, :, r, s], optimize=True)
+            # within one tap, distinct outputs read distinct positions (stride >= 1): a plain += is exact
+            dx[:, :, :, hpos[valid_h][:, None], wpos[valid_w][None, :]] += contrib
+    dx = dx.reshape(N, C, H, W)
+    if b is not None:
+        dx += np.asarray(b, dtype=np.float64)[None, :, None, None]
+    return dx
+
+
+def conv_input(spec, dy, w, b=None):
+    return conv_input64(spec, dy, w, b).astype(spec.dtype)
+
+
+def conv_weight64(spec, x, dy):
+    """The weight gradient in float64, shape (K, C/groups, R, S)."""
+    N, C, H, W = spec.input_shape
+    G, Cg, Kg = spec.groups, spec.C_per_group, spec.K_per_group
+    xd = np.asarray(x, dtype=np.float64).reshape(N, G, Cg, H, W)
+    dyd = np.asarray(dy, dtype=np.float64).reshape(N, G, Kg, spec.P, spec.Q)
+    dw = np.zeros((G, Kg, Cg, spec.R, spec.S))
+    for r in range(spec.R):
+        for s in range(spec.S):
+            valid_h, valid_w, hpos, wpos = _tap_slices(spec, r, s)
+            if not valid_h.any() or not valid_w.any():
+                continue
+            xt = xd[:, :, :, hpos[valid_h][:, None], wpos[valid_w][None, :]]   # (N, G, Cg, p', q')
+            d = dyd[:, :, :, valid_h][:, :, :, :, valid_w]                       # (N, G, Kg, p', q')
+            dw[:, :, :, r, s] = np.einsum("ngcpq,ngkpq->gkc", xt, d, optimize=True)
+    return dw.reshape(spec.weight_shape)
+
+
+def conv_weight(spec, x, dy):
+    return conv_weight64(spec, x, dy).astype(spec.dtype)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
@@ -125,8 +190,13 @@ def avg_pool(spec, x):
     for r in range(spec.R):
         for s in range(spec.S):
             total += _tap(spec, xp, r, s)   # padding and the ceil_mode overhang are zeros
+    return (total / _avg_divisor(spec)).astype(spec.dtype)
+
+
+def _avg_divisor(spec):
+    """The divisor of every window, (P, Q) (or a scalar for divisor_override)."""
     if spec.divisor_override is not None:
-        return (total / spec.divisor_override).astype(spec.dtype)
+        return float(spec.divisor_override)
 
     def extent(out_len, stride, pad, k, size):
         start = np.arange(out_len) * stride - pad
@@ -135,10 +205,9 @@ def avg_pool(spec, x):
         inside = np.minimum(end, size) - np.maximum(start, 0)  # clipped to the input
         return with_pad, inside
 
-    ph, ih = extent(spec.P, spec.stride_h, spec.pad_h, spec.R, H)
-    pw, iw = extent(spec.Q, spec.stride_w, spec.pad_w, spec.S, W)
-    div = (ph[:, None] * pw[None, :]) if spec.count_include_pad else (ih[:, None] * iw[None, :])
-    return (total / div).astype(spec.dtype)
+    ph, ih = extent(spec.P, spec.stride_h, spec.pad_h, spec.R, spec.H)
+    pw, iw = extent(spec.Q, spec.stride_w, spec.pad_w, spec.S, spec.W)
+    return (ph[:, None] * pw[None, :]) if spec.count_include_pad else (ih[:, None] * iw[None, :])
 
 
 def _adaptive_windows(spec):
@@ -175,6 +244,60 @@ def adaptive_max_pool(spec, x):
     return _pool_result(spec, best, idx)
 
 
+# ---------------------------------------------------------------------------------------------------
+# Pool gradients and max_unpool
+# ---------------------------------------------------------------------------------------------------
+def _to_index(spec, dy, indices):
+    """dx (N, C, H, W) in float64: each dy added at the position its index names."""
+    N, C, H, W = spec.input_shape
+    dx = np.zeros((N * C, H * W))
+    rows = np.repeat(np.arange(N * C), spec.P * spec.Q)
+    np.add.at(dx, (rows, np.asarray(indices, dtype=np.int64).reshape(-1)),
+              np.asarray(dy, dtype=np.float64).reshape(-1))
+    return dx.reshape(N, C, H, W)
+
+
+def max_pool_backward(spec, dy, indices):
+    return _to_index(spec, dy, indices).astype(spec.dtype)
+
+
+adaptive_max_pool_backward = max_pool_backward
+
+
+def avg_pool_backward(spec, dy):
+    N, C, H, W = spec.input_shape
+    g = np.asarray(dy, dtype=np.float64).reshape(N, C, spec.P, spec.Q) / _avg_divisor(spec)
+    dx = np.zeros((N, C, H, W))
+    for r in range(spec.R):
+        hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, H)
+        for s in range(spec.S):
+            wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, W)
+            if valid_h.any() and valid_w.any():
+                dx[:, :, hpos[valid_h][:, None], wpos[valid_w][None, :]] += g[:, :, valid_h][:, :, :, valid_w]
+    return dx.astype(spec.dtype)
+
+
+def adaptive_avg_pool_backward(spec, dy):
+    g = np.asarray(dy, dtype=np.float64).reshape(spec.N, spec.C, spec.P, spec.Q)
+    dx = np.zeros(spec.input_shape)
+    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
+        dx[:, :, h0:h1, w0:w1] += (g[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+    return dx.astype(spec.dtype)
+
+
+def max_unpool(spec, x, indices):
+    N, C, H, W = spec.input_shape
+    keys = (np.arange(N * C)[:, None] * (H * W)
+            + np.asarray(indices, dtype=np.int64).reshape(N * C, -1)).reshape(-1)
+    vals = np.asarray(x).reshape(-1)
+    # the last occurrence of every key (row-major order): the first in the reversed sequence
+    _, first_rev = np.unique(keys[::-1], return_index=True)
+    last = keys.size - 1 - first_rev
+    out = np.zeros(N * C * H * W, dtype=spec.dtype)
+    out[keys[last]] = vals[last]
+    return out.reshape(N, C, H, W)
+
+
 def _pool_result(spec, best, idx):
     out = best.astype(spec.dtype)
     return (out, np.ascontiguousarray(idx, dtype=np.int64)) if spec.return_indices else out
@@ -187,4 +310,11 @@ def implementations():
         FunctionImpl("numpy", "avg_pool", "direct", avg_pool, dtypes=DTYPES),
         FunctionImpl("numpy", "adaptive_max_pool", "direct", adaptive_max_pool, dtypes=DTYPES),
         FunctionImpl("numpy", "adaptive_avg_pool", "direct", adaptive_avg_pool, dtypes=DTYPES),
+        FunctionImpl("numpy", "conv_input", "direct", conv_input, dtypes=DTYPES),
+        FunctionImpl("numpy", "conv_weight", "direct", conv_weight, dtypes=DTYPES),
+        FunctionImpl("numpy", "max_pool_backward", "direct", max_pool_backward, dtypes=DTYPES),
+        FunctionImpl("numpy", "avg_pool_backward", "direct", avg_pool_backward, dtypes=DTYPES),
+        FunctionImpl("numpy", "adaptive_max_pool_backward", "direct", adaptive_max_pool_backward, dtypes=DTYPES),
+        FunctionImpl("numpy", "adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward, dtypes=DTYPES),
+        FunctionImpl("numpy", "max_unpool", "direct", max_unpool, dtypes=DTYPES),
     ]

@@ -73,7 +73,8 @@ def pool_params(spec) -> np.ndarray:
 
 
 def params_fields(spec) -> Tuple[str, ...]:
-    return CONV_PARAMS_FIELDS if spec.op == "conv" else POOL_PARAMS_FIELDS
+    from .._spec import ConvSpec
+    return CONV_PARAMS_FIELDS if isinstance(spec, ConvSpec) else POOL_PARAMS_FIELDS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,14 +239,10 @@ def count_limits(counts: Dict[str, Tuple[int, int]], kernel: str) -> List[str]:
 # Running a plan
 # ---------------------------------------------------------------------------------------------------
 def inputs_for(spec, arrays) -> Dict[str, object]:
-    """Name the arrays the public functions pass: conv (x, w, b-or-None), pools (x,)."""
-    if spec.op == "conv":
-        x, w, b = (tuple(arrays) + (None,))[:3]
-        named = {"x": x, "w": w}
-        if b is not None:
-            named["b"] = b
-        return named
-    return {"x": arrays[0]}
+    """Name the arrays the public functions pass by ``spec.ARRAYS`` (conv: x, w, b; conv_input: dy, w, b;
+    conv_weight: x, dy; pools: x; pool gradients: dy[, indices]; max_unpool: x, indices); an absent
+    optional one (None, or missing at the end) is left out."""
+    return {n: a for n, a in zip(spec.ARRAYS, arrays) if a is not None}
 
 
 def execute(plan: Plan, inputs: Dict[str, object], empty: Callable, launch: Callable,
