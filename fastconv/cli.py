@@ -4,6 +4,8 @@
     fastconv bench --suite full --json r.json --plot r.png
     fastconv bench --suite layers --table-batch resnet50=32,pools=64 --algo all --targets goals.json
     fastconv bench --suite cpu-layers       the CPU layer benchmark: numba's algorithms beside torch
+    fastconv bench --suite cpu-layers --direction backward   the same layers' gradients (conv_input,
+                                            conv_weight, pool gradients) beside torch's backward kernels
     fastconv summary r32.json r16.json --targets goals.json --markdown r.md   the summary of earlier reports
     fastconv info                           backends (and why one is unavailable), devices, versions, caches
 
@@ -61,6 +63,10 @@ def _bench_parser(sub) -> None:
     p.add_argument("--targets", metavar="FILE",
                    help="goals per table (JSON, see fastconv.bench.targets), checked in the summary; without "
                         "it the summary reports ratios only")
+    p.add_argument("--direction", choices=bench.DIRECTIONS,
+                   help="forward (default): the ops themselves; backward: their gradients (fastconv.grad: "
+                        "conv_input and conv_weight of every convolution, the gradient of every pool) beside "
+                        "torch's backward kernels; both: each forward case followed by its gradients")
     p.add_argument("--dtype", choices=bench.DTYPES, default="float32",
                    help="storage dtype: float32 (default) or float16 (fastconv accumulates in float32; the "
                         "peer gets half tensors); verified with fastconv.testing's tolerance for the dtype")
@@ -166,7 +172,9 @@ def _stem(args, report, suite: str, device: str) -> str:
     while "--" in slug:
         slug = slug.replace("--", "-")
     dtype = "" if args.dtype == "float32" else f"-{args.dtype}"
-    return os.path.join(args.out, f"{slug}-{suite}-{m['date'][:10]}{dtype}")
+    direction = report["settings"].get("direction", "forward")
+    direction = "" if direction == "forward" else f"-{direction}"
+    return os.path.join(args.out, f"{slug}-{suite}{direction}-{m['date'][:10]}{dtype}")
 
 
 def cmd_bench(args, ap) -> int:
@@ -196,7 +204,7 @@ def cmd_bench(args, ap) -> int:
     opts = bench.Options(suite=suite.name, device=device, backends=backends, algos=args.algo, peers=peers,
                          policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
                          threads=args.threads, dtype=args.dtype, table_batch=table_batch, shapes=args.shapes,
-                         targets=targets)
+                         targets=targets, direction=args.direction)
     _note_load(device, args.threads)
     try:
         report = bench.run(opts)
@@ -252,8 +260,8 @@ def cmd_summary(args) -> int:
         except (OSError, ValueError) as e:
             print(f"fastconv summary: cannot read {path}: {e}", file=sys.stderr)
             return 2
-        if rep.get("schema") != bench.SCHEMA:
-            print(f"fastconv summary: {path} is not a {bench.SCHEMA} report", file=sys.stderr)
+        if rep.get("schema") not in bench.SCHEMAS_READ:
+            print(f"fastconv summary: {path} is not a {' or '.join(bench.SCHEMAS_READ)} report", file=sys.stderr)
             return 2
         rep["summary"] = bench.table_summary(rep, targets)   # from the rows: also for reports older than the summary
         reports.append(rep)

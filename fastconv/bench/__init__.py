@@ -72,34 +72,37 @@ the summary's ``target`` and ``met`` are null unless goals were given.
 """
 from __future__ import annotations
 
-from .cases import CONV_OPS, POOL_OPS, SIZES, Case, case_spec, sweep_cases
-from .engine import SCHEMA, Options, run
+from .cases import (CONV_OPS, DIRECTIONS, GRADS, POOL_OPS, SIZES, Case, backward_cases, case_spec, sweep_cases,
+                    with_directions)
+from .engine import SCHEMA, SCHEMAS_READ, Options, run
 from .layers import SHIPPED_SHAPES, layer_cases, layer_tables, shapes_dir
 from .machine import (GPU_PEAKS, copy_bandwidth, cpu_model, device_limits, gpu_copy_bandwidth, gpu_info,
                       gpu_peak, gpu_peak_from_device, gpu_properties, machine_info, versions)
 from .plots import PLOT_SWEEPS, plot
-from .report import markdown, summary, summary_text, table, table_summary, write_json, write_markdown
+from .report import (markdown, op_group, summary, summary_text, table, table_summary, write_json,
+                     write_markdown)
 from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, TorchRunner, backends_for,
                       default_device, device_of_backend, fastconv_runners, peer_runners, set_threads)
 from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, get_suite, parse_table_batch,
                      table_batches)
 from .targets import check_targets, load_targets
 from .timing import FULL_POLICY, QUICK_POLICY, Policy, measure, quartiles, summarise
-from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
+from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, grad_tolerance, verify
 
 __all__ = [
-    "CONV_OPS", "POOL_OPS", "SIZES", "Case", "case_spec", "sweep_cases",
-    "SCHEMA", "Options", "run",
+    "CONV_OPS", "DIRECTIONS", "GRADS", "POOL_OPS", "SIZES", "Case", "backward_cases", "case_spec", "sweep_cases",
+    "with_directions",
+    "SCHEMA", "SCHEMAS_READ", "Options", "run",
     "SHIPPED_SHAPES", "layer_cases", "layer_tables", "shapes_dir",
     "GPU_PEAKS", "copy_bandwidth", "cpu_model", "device_limits", "gpu_copy_bandwidth", "gpu_info", "gpu_peak",
     "gpu_peak_from_device", "gpu_properties", "machine_info", "versions",
     "PLOT_SWEEPS", "plot",
-    "markdown", "summary", "summary_text", "table", "table_summary", "write_json", "write_markdown",
+    "markdown", "op_group", "summary", "summary_text", "table", "table_summary", "write_json", "write_markdown",
     "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
     "default_device", "device_of_backend", "fastconv_runners", "peer_runners", "set_threads",
     "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",
     "table_batches",
     "check_targets", "load_targets",
     "FULL_POLICY", "QUICK_POLICY", "Policy", "measure", "quartiles", "summarise",
-    "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",
+    "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "grad_tolerance", "verify",
 ]

@@ -3,20 +3,32 @@
 A sweep varies one parameter at a time around a base problem (stride, padding, dilation, kernel size,
 groups, batch for convs; the matching parameters of every pooling op). Standard-layer cases come from the
 shape tables (:mod:`.layers`); which cases a suite runs is :mod:`.suites`' business.
+
+Every forward case has backward twins (:func:`backward_cases`): a convolution's data gradient
+(``fastconv.grad.conv2d_input``, spec op ``conv_input``) and weight gradient (``conv2d_weight``,
+``conv_weight``), a pool's gradient (``fastconv.grad.max_pool2d`` ..., ``max_pool_backward`` ...). A twin
+keeps the forward case's op, shapes and arguments and names the gradient in ``grad`` ("input" or
+"weight"); its name is the forward name with ``:<spec op>`` appended (``resnet50/res2_3x3:conv_input``).
+Which directions a run measures is :func:`with_directions`' (``--direction``).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._spec import conv_spec, pool_spec
+from .._spec import conv_input_spec, conv_spec, conv_weight_spec, pool_grad_spec, pool_spec
 
 CONV_OPS = ("conv2d", "conv1d")
 POOL_OPS = ("max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d",
             "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool1d")
+#: which ops a run measures: the forward calls, their gradients, or both (``--direction``)
+DIRECTIONS = ("forward", "backward", "both")
+#: the gradients of each family: a convolution's with respect to its input and its weight, a pool's with
+#: respect to its input
+GRADS = {"conv": ("input", "weight"), "pool": ("input",)}
 
 #: base problem sizes per device and suite (conv: N C HxW K; 1-D: length L; layers: batch)
 SIZES = {
@@ -33,7 +45,8 @@ SIZES = {
 class Case:
     """One call of a public op. ``shape`` is the input's, ``weight`` the filter's (convs), ``kwargs`` the
     op's keyword arguments (the same names as torch.nn.functional). ``sweeps`` maps each sweep the case
-    sits on to its label there (the base case sits on several)."""
+    sits on to its label there (the base case sits on several). ``grad``: None for the forward call, else
+    the gradient of that call the case computes, with respect to "input" or (convs) "weight"."""
 
     name: str
     op: str
@@ -43,10 +56,39 @@ class Case:
     sweeps: Dict[str, str] = dataclasses.field(default_factory=dict)
     source: str = "sweep"
     dtype: str = "float32"
+    grad: Optional[str] = None
 
     @property
     def is_conv(self) -> bool:
+        """A convolution or one of its gradients (GFLOP/s, conv runners); else a pool or its gradient."""
         return self.op in CONV_OPS
+
+    @property
+    def direction(self) -> str:
+        return "forward" if self.grad is None else "backward"
+
+    @property
+    def spec_op(self) -> str:
+        """The op of the case's spec, what the report calls it: conv, conv_input, conv_weight, max_pool,
+        max_pool_backward, avg_pool_backward, ..."""
+        if self.is_conv:
+            return "conv" if self.grad is None else f"conv_{self.grad}"
+        return self.pool_kind + "_pool" + ("" if self.grad is None else "_backward")
+
+    @property
+    def pool_kind(self) -> str:
+        """max, avg, adaptive_max or adaptive_avg (pools only)."""
+        return self.op[: -len("_pool1d")]
+
+    @property
+    def is_max_pool(self) -> bool:
+        return not self.is_conv and self.pool_kind.endswith("max")
+
+    def forward(self) -> "Case":
+        """The forward call this case is (or whose gradient it computes)."""
+        if self.grad is None:
+            return self
+        return dataclasses.replace(self, name=self.name.rsplit(":", 1)[0], grad=None)
 
     @property
     def spatial_dims(self) -> int:
@@ -62,36 +104,102 @@ class Case:
         return self.source.split(":", 1)[1] if self.source.startswith("layers:") else None
 
     def arrays(self, n: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, ...]:
-        """Inputs of the case's dtype (x, w, b for convs; x for pools), batch ``n`` (default the case's);
-        drawn in float32 and rounded, so a float16 case sees the float32 case's values to half precision."""
+        """Arguments of the case's call in its dtype, batch ``n`` (default the case's): forward x, w, b for
+        convs, x for pools; the data gradient dy, w; the weight gradient x, dy; a pool's gradient dy, x and,
+        for the max kinds, the forward's int64 indices (the oracle's). Drawn in float32 and rounded, so a
+        float16 case sees the float32 case's values to half precision; a gradient case sees its forward
+        case's x and w, and dy (of the forward output's shape) is drawn after them."""
         rng = np.random.default_rng(seed)
         shape = ((n,) + self.shape[1:]) if n else self.shape
-        x = rng.standard_normal(shape, dtype=np.float32)
-        if not self.is_conv:
-            return (self._cast(x),)
-        w = rng.standard_normal(self.weight, dtype=np.float32)
-        w *= np.float32(1.0 / math.sqrt(max(1, int(np.prod(self.weight[1:])))))
-        b = rng.standard_normal(self.weight[0], dtype=np.float32)
-        return self._cast(x), self._cast(w), self._cast(b)
+        x = self._cast(rng.standard_normal(shape, dtype=np.float32))
+        fwd: Tuple[np.ndarray, ...] = (x,)
+        if self.is_conv:
+            w = rng.standard_normal(self.weight, dtype=np.float32)
+            w *= np.float32(1.0 / math.sqrt(max(1, int(np.prod(self.weight[1:])))))
+            b = rng.standard_normal(self.weight[0], dtype=np.float32)
+            fwd = (x, self._cast(w), self._cast(b))
+        if self.grad is None:
+            return fwd
+        out_shape = case_spec(dataclasses.replace(self.forward(), shape=shape)).output_shape
+        dy = self._cast(rng.standard_normal(out_shape, dtype=np.float32))
+        if self.is_conv:
+            return (dy, fwd[1]) if self.grad == "input" else (x, dy)
+        if not self.is_max_pool:
+            return dy, x
+        import fastconv
+        _, idx = getattr(fastconv, self.op)(x, **self.kwargs, return_indices=True, backend="numpy")
+        return dy, x, idx
 
     def _cast(self, a: np.ndarray) -> np.ndarray:
         return a if self.dtype == "float32" else a.astype(self.dtype)
 
+    def _conv_args(self) -> tuple:
+        kw = self.kwargs
+        return kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1), kw.get("groups", 1)
+
+    def _pool_args(self) -> dict:
+        """The forward pool's arguments as :func:`~fastconv._spec.pool_spec` names them (fixed windows)."""
+        kw = self.kwargs
+        return dict(kernel_size=kw["kernel_size"], stride=kw.get("stride"), padding=kw.get("padding", 0),
+                    dilation=kw.get("dilation", 1), ceil_mode=kw.get("ceil_mode", False),
+                    count_include_pad=kw.get("count_include_pad", True))
+
     def spec(self, arrays):
-        """The ConvSpec/PoolSpec of this call on ``arrays`` (validates the arguments too)."""
+        """The spec of this call on ``arrays`` (:meth:`arrays`' order; validates the arguments too): ConvSpec,
+        PoolSpec, or for a gradient ConvInputGradSpec, ConvWeightGradSpec or PoolGradSpec."""
         kw, nd = self.kwargs, self.spatial_dims
         if self.is_conv:
+            if self.grad == "input":
+                dy, w = arrays
+                return conv_input_spec((dy.shape[0],) + tuple(self.shape[1:]), w, dy, *self._conv_args(),
+                                       spatial_dims=nd)
+            if self.grad == "weight":
+                x, dy = arrays
+                return conv_weight_spec(x, self.weight, dy, *self._conv_args(), spatial_dims=nd)
             x, w, b = arrays
-            return conv_spec(x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
-                             kw.get("groups", 1), spatial_dims=nd)
-        kind = self.op[: -len("_pool1d")]
+            return conv_spec(x, w, b, *self._conv_args(), spatial_dims=nd)
+        kind = self.pool_kind
+        if self.grad is not None:
+            args = {} if kind.startswith("adaptive") else self._pool_args()
+            return pool_grad_spec(kind, arrays[0], arrays[1], spatial_dims=nd, **args)
         if kind.startswith("adaptive"):
             return pool_spec(kind, arrays[0], output_size_=kw["output_size"], spatial_dims=nd)
-        return pool_spec(kind, arrays[0], kw["kernel_size"], kw.get("stride"), kw.get("padding", 0),
-                         kw.get("dilation", 1), kw.get("ceil_mode", False), kw.get("count_include_pad", True),
-                         spatial_dims=nd)
+        return pool_spec(kind, arrays[0], **self._pool_args(), spatial_dims=nd)
+
+    def function(self, backend: str, algo: str = "auto") -> Callable[..., object]:
+        """The public fastconv call of this case on :meth:`arrays` (``algo`` for the convolutions): the op
+        of ``fastconv`` itself, or its gradient in ``fastconv.grad`` (a max pool's with the forward's
+        indices, so the forward is not recomputed)."""
+        import fastconv
+        from fastconv import grad
+        kw, nd, b = dict(self.kwargs), self.spatial_dims, backend
+        if self.is_conv:
+            stride, padding, dilation, groups = self._conv_args()
+            conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, backend=b, algo=algo)
+            if self.grad == "input":
+                fn, rest = getattr(grad, f"conv{nd}d_input"), tuple(self.shape[1:])
+                return lambda dy, w: fn((dy.shape[0],) + rest, w, dy, **conv)
+            if self.grad == "weight":
+                fn, size = getattr(grad, f"conv{nd}d_weight"), tuple(self.weight)
+                return lambda x, dy: fn(x, size, dy, **conv)
+            fn = getattr(fastconv, self.op)
+            return lambda *a: fn(*a, **kw, backend=b, algo=algo)
+        if self.grad is None:
+            fn = getattr(fastconv, self.op)
+            return lambda *a: fn(*a, **kw, backend=b)
+        fn = getattr(grad, self.op)          # fastconv.grad names each pool's gradient as the pool
+        kw.pop("output_size", None)          # an adaptive pool's gradient takes its output size from dy
+        if self.is_max_pool:
+            return lambda dy, x, idx: fn(dy, x, **kw, indices=idx, backend=b)
+        return lambda dy, x: fn(dy, x, **kw, backend=b)
+
+    def padding_operand(self, arrays):
+        """Of :meth:`arrays`, the one the spec's ``PADDING_OPERAND`` names (the weight of conv and
+        conv_input, dy of conv_weight: dispatch's non-finite-padding rule reads it); None for pools."""
+        return arrays[1] if self.is_conv else None
 
     def describe(self) -> str:
+        """The forward problem in one line (a gradient case's name says which gradient)."""
         kw = self.kwargs
         dims = "x".join(str(s) for s in self.shape[2:])
         if self.is_conv:
@@ -107,7 +215,8 @@ class Case:
                 + (" excl-pad" if kw.get("count_include_pad") is False else ""))
 
     def record(self) -> dict:
-        return {"name": self.name, "op": self.op, "source": self.source, "dtype": self.dtype,
+        return {"name": self.name, "op": self.op, "direction": self.direction, "spec_op": self.spec_op,
+                "source": self.source, "dtype": self.dtype,
                 "input_shape": list(self.shape),
                 "weight_shape": list(self.weight) if self.weight else None, "kwargs": _jsonable(self.kwargs),
                 "sweeps": dict(self.sweeps), "description": self.describe()}
@@ -115,9 +224,39 @@ class Case:
 
 def case_spec(case: Case):
     """The spec of the case at its own batch size, without allocating its arrays (zero-stride views)."""
-    shapes = [case.shape] + ([case.weight, case.weight[:1]] if case.is_conv else [])
     zero = np.zeros((), dtype=case.dtype)
-    return case.spec(tuple(np.broadcast_to(zero, s) for s in shapes))
+    shapes = [case.shape] + ([case.weight, case.weight[:1]] if case.is_conv else [])
+    fwd = tuple(np.broadcast_to(zero, s) for s in shapes)
+    if case.grad is None:
+        return case.spec(fwd)
+    dy = np.broadcast_to(zero, case.forward().spec(fwd).output_shape)
+    if case.is_conv:
+        return case.spec((dy, fwd[1]) if case.grad == "input" else (fwd[0], dy))
+    return case.spec((dy, fwd[0]))
+
+
+def backward_cases(case: Case) -> List[Case]:
+    """The gradient twins of a forward case: conv_input and conv_weight of a convolution, the pool
+    gradient of a pool (same op, shapes, arguments, sweeps and source)."""
+    out = []
+    for g in GRADS["conv" if case.is_conv else "pool"]:
+        twin = dataclasses.replace(case, grad=g, sweeps=dict(case.sweeps))
+        twin.name = f"{case.name}:{twin.spec_op}"
+        out.append(twin)
+    return out
+
+
+def with_directions(cases: List[Case], direction: str = "forward") -> List[Case]:
+    """``cases`` (forward) as a run of ``direction`` measures them: as they are ("forward"), each replaced
+    by its gradients ("backward"), or each followed by its gradients ("both")."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    if direction == "forward":
+        return list(cases)
+    out: List[Case] = []
+    for c in cases:
+        out += ([c] if direction == "both" else []) + backward_cases(c)
+    return out
 
 
 def _label(v) -> str:

@@ -15,7 +15,9 @@ from .suites import build_cases, get_suite, table_batches
 from .timing import QUICK_POLICY, Policy, measure, summarise
 from .verification import Reference, verify
 
-SCHEMA = "fastconv-bench/1"
+SCHEMA = "fastconv-bench/2"
+#: the report versions ``fastconv summary`` reads (a /1 report holds forward cases only)
+SCHEMAS_READ = ("fastconv-bench/1", SCHEMA)
 
 
 @dataclasses.dataclass
@@ -35,6 +37,7 @@ class Options:
     shapes: Optional[str] = None          # directory of the layer tables (None: $FASTCONV_SHAPES, else shipped)
     targets: Optional[dict] = None        # goals per table (targets.check_targets); None: no verdicts
     copy_bytes: int = 256 * 2**20         # buffer of the GPU copy-bandwidth reference
+    direction: Optional[str] = None       # forward, backward or both (None: the suite's)
 
 
 def _runner_info(r: Runner, why: Optional[str]) -> dict:
@@ -80,8 +83,8 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
     for r in live:
         if not r.runs(case):
             continue
-        row = {"case": case.name, "kind": r.kind, "backend": r.name, "algo": r.algo, "status": "ok",
-               "error": None, "verified": None}
+        row = {"case": case.name, "op": case.spec_op, "kind": r.kind, "backend": r.name, "algo": r.algo,
+               "status": "ok", "error": None, "verified": None}
         rows.append(row)
         why = r.unsupported(case, full_spec)
         if why:
@@ -107,7 +110,7 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
             continue
         row.update(summarise(m["times_s"]), first_call_s=m["first_call_s"])
         if isinstance(r, FastconvRunner):
-            row["impl"] = r.chosen(full_spec, arrays[1] if case.is_conv else None)
+            row["impl"] = r.chosen(full_spec, case.padding_operand(arrays))
     return rows, full_spec, (ref.n if ref else None)
 
 
@@ -121,7 +124,9 @@ def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.
 
 def _run(opts: Options, log: Callable[[str], None]) -> dict:
     suite = get_suite(opts.suite)
-    cases = build_cases(opts.suite, opts.device, opts.batch, opts.table_batch, opts.dtype, opts.shapes)
+    direction = opts.direction or suite.direction
+    cases = build_cases(opts.suite, opts.device, opts.batch, opts.table_batch, opts.dtype, opts.shapes,
+                        direction)
     if opts.filter:
         cases = [c for c in cases if opts.filter in c.name]
     if opts.max_cases:
@@ -131,7 +136,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
     policy = opts.policy
     if suite.settle_s and not policy.settle_s:
         policy = dataclasses.replace(policy, settle_s=suite.settle_s)
-    runners: List[Runner] = list(fastconv_runners(opts.device, backends, algos))
+    runners: List[Runner] = list(fastconv_runners(opts.device, backends, algos, direction))
     if opts.peers is None or opts.peers:
         runners += peer_runners(opts.device, opts.peers)
     runner_info, live = [], []
@@ -154,7 +159,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
     for r, ri in zip(runners, runner_info):
         if ri["available"] and isinstance(r, TorchRunner):
             ri["settings"] = r.settings()
-    log(f"fastconv bench: suite {opts.suite}, device {opts.device}, {len(cases)} cases, runners "
+    log(f"fastconv bench: suite {opts.suite} ({direction}), device {opts.device}, {len(cases)} cases, runners "
         f"{', '.join(r.label for r in live)}")
     results, case_records = [], []
     for i, case in enumerate(cases, 1):
@@ -171,7 +176,8 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
         "schema": SCHEMA,
         "machine": info,
         "versions": machine.versions(),
-        "settings": {"suite": opts.suite, "device": opts.device, "policy": dataclasses.asdict(policy),
+        "settings": {"suite": opts.suite, "device": opts.device, "direction": direction,
+                     "policy": dataclasses.asdict(policy),
                      "batch": opts.batch, "filter": opts.filter, "max_cases": opts.max_cases,
                      "threads": threads, "shapes": layer_tables(opts.shapes, suite.tables)[0] if suite.layers else None,
                      "dtype": opts.dtype, "accumulate": "float32" if opts.dtype == "float16" else opts.dtype,

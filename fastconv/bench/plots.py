@@ -28,6 +28,13 @@ def _log_ratio_axis(ax) -> None:
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
+def _plot_op(case: dict) -> str:
+    """The plot row of a JSON case record: its op, and for a gradient the spec's op too."""
+    if case.get("direction", "forward") == "forward":
+        return case["op"]
+    return f"{case['op']} {case['spec_op']}"
+
+
 def plot(report: dict, path: str) -> Optional[str]:
     """Draw throughput against stride, padding and dilation per runner (a row per op) and the ratio to the
     best peer (a row per op); plus the ratio per standard layer when there are layers. Returns None, or why
@@ -39,10 +46,10 @@ def plot(report: dict, path: str) -> Optional[str]:
     except ImportError as e:
         return f"matplotlib is not installed ({e}); pip install matplotlib (or fastconv[bench])"
     ok = [r for r in report["results"] if r["status"] == "ok"]
-    ops = []
+    ops = []                          # a row per op and direction: "conv2d", "conv2d conv_input", ...
     for c in report["cases"]:
-        if any(s in c["sweeps"] for s in PLOT_SWEEPS) and c["op"] not in ops:
-            ops.append(c["op"])
+        if any(s in c["sweeps"] for s in PLOT_SWEEPS) and _plot_op(c) not in ops:
+            ops.append(_plot_op(c))
     layers = [c["name"] for c in report["cases"] if c["source"].startswith("layers")]
     if not ops and not layers:
         return "no sweep or layer cases to plot"
@@ -52,12 +59,12 @@ def plot(report: dict, path: str) -> Optional[str]:
     labels = sorted({(r["kind"] != "fastconv", f"{r['backend']}:{r['algo']}") for r in ok})
     colors = {lab: plt.cm.tab10(i % 10) for i, (_, lab) in enumerate(labels)}
     for oi, op in enumerate(ops):
-        unit = "GFLOP/s" if op in CONV_OPS else "GB/s"
+        unit = "GFLOP/s" if op.split()[0] in CONV_OPS else "GB/s"
         legend_done = False
         for si, sweep in enumerate(PLOT_SWEEPS):
             ax_t = fig.add_subplot(grid[2 * oi, si])
             ax_r = fig.add_subplot(grid[2 * oi + 1, si])
-            on = [c for c in report["cases"] if c["op"] == op and sweep in c["sweeps"]]
+            on = [c for c in report["cases"] if _plot_op(c) == op and sweep in c["sweeps"]]
             xs = sorted({c["sweeps"][sweep] for c in on}, key=_order)
             ax_t.set_title(f"{op}: {sweep}", fontsize=10)
             if len(xs) < 1:

@@ -1,6 +1,11 @@
 """What a run reports: throughput and ratios per row, the text table, the per-table summary (text and
 Markdown) and the JSON file.
 
+Summaries keep apart what they must not average together: per fastconv runner, the forward convolutions
+(``conv``), their data and weight gradients (``conv_input``, ``conv_weight``), the pools (``pool``) and the
+pool gradients (``pool_backward``) are each a group of their own (:func:`op_group`); goals (``--targets``)
+are about the forward groups.
+
 Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
 pools, from the spec of the case itself (never the reduced verification copy). The ratio to the best peer
 is ``best peer median time / runner median time`` (> 1: faster than every peer measured).
@@ -45,6 +50,23 @@ def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], ver
         r["ratio_iqr"] = [best["q1_s"] / r["q3_s"], best["q3_s"] / r["q1_s"]] if best else None
 
 
+def op_group(case: dict) -> str:
+    """The summary group of a JSON case record: ``conv`` or ``pool`` (forward; also every case of a
+    fastconv-bench/1 report), ``conv_input``, ``conv_weight`` or ``pool_backward``."""
+    is_conv = case["op"] in CONV_OPS
+    if case.get("direction", "forward") == "forward":
+        return "conv" if is_conv else "pool"
+    return case["spec_op"] if is_conv else "pool_backward"
+
+
+FORWARD_GROUPS = ("conv", "pool")
+
+
+def _with_op(label: str, group: str) -> str:
+    """A runner label with its group when that is a gradient: ``numba:auto conv_input``."""
+    return label if group in FORWARD_GROUPS else f"{label} {group}"
+
+
 # ---------------------------------------------------------------------------------------------------
 # The text table and the per-runner line
 # ---------------------------------------------------------------------------------------------------
@@ -86,12 +108,13 @@ def _geomean(vals: Sequence[float]) -> float:
 
 
 def summary(report: dict) -> str:
-    """Geometric-mean ratio to the best peer per fastconv runner (convs and pools apart)."""
-    ops = {c["name"]: c["op"] for c in report["cases"]}
+    """Geometric-mean ratio to the best peer per fastconv runner and :func:`op_group` (convs, pools and
+    each gradient apart)."""
+    group_of = {c["name"]: op_group(c) for c in report["cases"]}
     groups: Dict[Tuple[str, str], List[float]] = {}
     for r in report["results"]:
         if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
-            family = "conv" if ops[r["case"]] in CONV_OPS else "pool"
+            family = group_of[r["case"]]
             groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r["ratio_to_best_peer"])
     return "\n".join(f"{label:<18} {family:<5} geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
                      f"(min {min(vals):.2f}x, max {max(vals):.2f}x)"
@@ -112,11 +135,12 @@ def _row_label(row: dict, op: str) -> str:
 
 
 def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
-    """Per standard-layer table and fastconv runner (``backend:algo``; ``backend:pools`` for pools): the
-    geometric mean, median, quartiles and lowest ratio to the best peer (with its layer), how many layers
-    were timed, unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs),
-    the median and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see
-    :mod:`.targets`), the table's goal and whether it is met (None when not every layer was timed)."""
+    """Per standard-layer table, fastconv runner (``backend:algo``; ``backend:pools`` for pools) and
+    :func:`op_group` (``op``: conv, pool, conv_input, conv_weight, pool_backward): the geometric mean,
+    median, quartiles and lowest ratio to the best peer (with its layer), how many layers were timed,
+    unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs), the median
+    and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see :mod:`.targets`;
+    forward groups only), the table's goal and whether it is met (None when not every layer was timed)."""
     cases = {c["name"]: c for c in report["cases"]}
     tables: Dict[str, List[str]] = {}
     for c in report["cases"]:
@@ -127,17 +151,17 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     for table_name, names in tables.items():
         in_table = set(names)
         rows = [r for r in report["results"] if r["case"] in in_table]
-        groups: Dict[str, List[dict]] = {}
+        groups: Dict[Tuple[str, str], List[dict]] = {}
         for r in rows:
             if r["kind"] == "fastconv":
-                groups.setdefault(_row_label(r, cases[r["case"]]["op"]), []).append(r)
+                c = cases[r["case"]]
+                groups.setdefault((_row_label(r, c["op"]), op_group(c)), []).append(r)
         peers = sorted({r["backend"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"})
         peer = "/".join(peers) or "peer"
-        goal = (targets or {}).get(table_name)
-        subset = goal.get("layers") if goal else None
-        for label, rs_all in groups.items():
-            is_conv = not label.endswith(":pools")
-            layers_all = [n for n in names if (cases[n]["op"] in CONV_OPS) == is_conv]
+        for (label, group), rs_all in groups.items():
+            goal = (targets or {}).get(table_name) if group in FORWARD_GROUPS else None
+            subset = goal.get("layers") if goal else None
+            layers_all = [n for n in names if op_group(cases[n]) == group]
             parts = [(None, layers_all)]
             if subset:
                 sub = [n for n in layers_all if SUBSETS[subset](cases[n])]
@@ -146,6 +170,7 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
             for part, layers in parts:
                 rs = [r for r in rs_all if r["case"] in set(layers)]
                 entry = _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer)
+                entry["op"] = group
                 if goal and part == subset:
                     entry["target"] = target_text(goal, peer)
                     entry["met"] = target_met(goal, entry)
@@ -210,7 +235,8 @@ def summary_text(entries: Sequence[dict]) -> str:
     """One line per :func:`table_summary` entry."""
     lines = []
     for e in entries:
-        line = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) {e['runner']}: geomean "
+        line = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) "
+                f"{_with_op(e['runner'], e.get('op', 'conv'))}: geomean "
                 f"{_x(e['geomean'])} vs {e['peer']}, median {_spread(e)}, min {_x(e['min'])}"
                 + (f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else "")
                 + f", {e['timed']}/{e['layers']} layers timed")
@@ -305,7 +331,8 @@ def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
                 f"{_pct(e['median_peak_fraction'])} / {_pct(e['peer_median_peak_fraction'])}"
             timed = f"{e['timed']}/{e['layers']}" + (f" ({e['unsupported']} unsupported)" if e["unsupported"] else "") \
                 + (f" ({e['failed']} failed)" if e["failed"] else "")
-            cells = [f"{_table_name(e)} ({','.join(map(str, e['batch']))})", f"`{e['runner']}`", timed,
+            op = "" if e.get("op", "conv") in FORWARD_GROUPS else f" {e['op']}"
+            cells = [f"{_table_name(e)} ({','.join(map(str, e['batch']))})", f"`{e['runner']}`{op}", timed,
                      _x(e["geomean"]), f"{_x(e['min'])}{layer}", _spread(e), peakf, copy]
             if targets:
                 cells += [e["target"] or "-", {True: "yes", False: "no", None: "-"}[e["met"]]]

@@ -4,6 +4,15 @@ Backends come from :mod:`fastconv._dispatch`, never from a list here: every regi
 live on the chosen device, with every algorithm its ``implementations()`` offer. ``"numpy"`` (the oracle;
 it judges, it is not a contender) and ``"cuda-emu"`` (an emulator: correct and very slow) are left out
 unless named. Peers are imported lazily; a missing peer is reported, not an error.
+
+A conv runner runs the forward convolution and both of its gradients with its algorithm, a pool runner
+every pool and pool gradient through dispatch; a backend without an implementation of an op reports that
+case as unsupported, with the reason. The torch peer computes the gradients with the kernels autograd runs
+for them: ``torch.nn.grad.conv{1,2}d_input/_weight`` (``aten.convolution_backward``; cuDNN on the GPU) and
+``aten.max_pool2d_with_indices_backward``, ``avg_pool2d_backward``, ``_adaptive_avg_pool2d_backward``,
+``adaptive_max_pool2d_backward`` (1-D pools as 2-D pools of height 1, as torch computes them), given the
+same forward indices as fastconv; asymmetric padding as in the forward (the padded input's gradient,
+cropped; the weight gradient of the padded input).
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ import numpy as np
 
 from .. import _config, _dispatch, _timing
 from ..testing import to_numpy
-from .cases import Case
+from .cases import Case, case_spec
 
 #: backends never timed unless named: the oracle (the judge) and the emulator (correct but very slow)
 EXCLUDED_BY_DEFAULT = ("numpy", "cuda-emu")
@@ -86,7 +95,7 @@ class FastconvRunner(Runner):
         return _dispatch.availability(self.name)
 
     def _algo(self, spec) -> str:
-        return self.algo if spec.op == "conv" else "auto"
+        return self.algo if spec.op in _dispatch.CONV_OPS else "auto"
 
     def _supported_impls(self, spec):
         return [i for i in _dispatch.candidates(spec, self.name, self._algo(spec)) if not _dispatch.reasons(i, spec)]
@@ -107,16 +116,16 @@ class FastconvRunner(Runner):
 
     def algo_for(self, case, spec):
         """Pools have no ``algo=`` argument: report the algorithm dispatch picks when only one can."""
-        if spec.op == "conv":
+        if spec.op in _dispatch.CONV_OPS:
             return self.algo
         ok = self._supported_impls(spec)
         return ok[0].algo if len(ok) == 1 else "auto"
 
     def chosen(self, spec, weight=None) -> Optional[str]:
         """The implementation dispatch runs for ``spec`` with ``algo="auto"`` (asked after the timing, so a
-        measured choice is already cached; ``weight``: the conv's weight, for the non-finite-weight rule),
+        measured choice is already cached; ``weight``: the spec's padding operand, for the non-finite rule),
         or None when it cannot be asked."""
-        if spec.op == "conv" and self.algo != "auto":
+        if spec.op in _dispatch.CONV_OPS and self.algo != "auto":
             return None
         try:
             return _dispatch.select(spec, self.name, "auto", weight=weight).name
@@ -130,12 +139,7 @@ class FastconvRunner(Runner):
         return arrays
 
     def function(self, case):
-        import fastconv
-        fn, kw, b = getattr(fastconv, case.op), dict(case.kwargs), self.name
-        if case.is_conv:
-            algo = self.algo
-            return lambda *a: fn(*a, **kw, backend=b, algo=algo)
-        return lambda *a: fn(*a, **kw, backend=b)
+        return case.function(self.name, self.algo if case.is_conv else "auto")
 
     def sync(self):
         if self.array_kind == "cupy":
@@ -188,6 +192,8 @@ class TorchRunner(Runner):
         return tuple(t.cuda() for t in out) if self.device == "gpu" else out
 
     def function(self, case):
+        if case.grad is not None:
+            return self._backward(case)
         import torch
         import torch.nn.functional as F
         fn, kw = getattr(F, case.op), dict(case.kwargs)
@@ -207,6 +213,17 @@ class TorchRunner(Runner):
                 return fn(*a, **kw)
         return call
 
+    def _backward(self, case):
+        """The gradient of the case's forward call, by the kernel autograd runs for it (module docstring)."""
+        import torch
+        spec = case_spec(case)
+        call = (_torch_conv_grad if case.is_conv else _torch_pool_grad)(case, spec)
+
+        def run(*a):
+            with torch.no_grad():
+                return call(*a)
+        return run
+
     def to_numpy(self, out):
         return out.detach().cpu().numpy()
 
@@ -214,6 +231,56 @@ class TorchRunner(Runner):
         if self.device == "gpu":
             import torch
             torch.cuda.synchronize()
+
+
+def _torch_conv_grad(case: Case, spec):
+    """conv_input (dy, w) or conv_weight (x, dy) through ``torch.nn.grad``, padding from the spec."""
+    import torch.nn.functional as F
+    from torch.nn import grad as tgrad
+    nd = case.spatial_dims
+    pads = ((spec.pad_top, spec.pad_bottom), (spec.pad_left, spec.pad_right))[2 - nd:]
+    stride, dil = (spec.stride_h, spec.stride_w)[2 - nd:], (spec.dil_h, spec.dil_w)[2 - nd:]
+    symmetric = all(lo == hi for lo, hi in pads)
+    padding = tuple(lo for lo, _ in pads) if symmetric else (0,) * nd
+    g, rest = spec.groups, tuple(case.shape[1:])
+    if case.grad == "input":
+        fn = getattr(tgrad, f"conv{nd}d_input")
+        if symmetric:
+            return lambda dy, w: fn((dy.shape[0],) + rest, w, dy, stride, padding, dil, g)
+        # torch has no asymmetric padding: the gradient of the padded input, cropped to the input
+        padded = rest[:1] + tuple(n + lo + hi for n, (lo, hi) in zip(rest[1:], pads))
+        crop = (Ellipsis,) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(rest[1:], pads))
+        return lambda dy, w: fn((dy.shape[0],) + padded, w, dy, stride, padding, dil, g)[crop]
+    fn, size = getattr(tgrad, f"conv{nd}d_weight"), tuple(case.weight)
+    if symmetric:
+        return lambda x, dy: fn(x, size, dy, stride, padding, dil, g)
+    flat = tuple(v for pair in reversed(pads) for v in pair)       # F.pad: last dimension first
+    return lambda x, dy: fn(F.pad(x, flat), size, dy, stride, padding, dil, g)
+
+
+def _torch_pool_grad(case: Case, spec):
+    """A pool's gradient (dy, x[, indices]) by the 2-D aten backward kernel (1-D: height 1)."""
+    import torch
+    aten = torch.ops.aten
+    one_d = case.spatial_dims == 1
+
+    def four(t):
+        return t.unsqueeze(2) if one_d else t
+
+    def back(t):
+        return t.squeeze(2) if one_d else t
+    k, st = [spec.R, spec.S], [spec.stride_h, spec.stride_w]
+    pad, dil = [spec.pad_h, spec.pad_w], [spec.dil_h, spec.dil_w]
+    kind = case.pool_kind
+    if kind == "max":
+        return lambda dy, x, idx: back(aten.max_pool2d_with_indices_backward(
+            four(dy), four(x), k, st, pad, dil, spec.ceil_mode, four(idx)))
+    if kind == "avg":
+        return lambda dy, x: back(aten.avg_pool2d_backward(four(dy), four(x), k, st, pad, spec.ceil_mode,
+                                                           spec.count_include_pad, spec.divisor_override))
+    if kind == "adaptive_max":
+        return lambda dy, x, idx: back(aten.adaptive_max_pool2d_backward(four(dy), four(x), four(idx)))
+    return lambda dy, x: back(aten._adaptive_avg_pool2d_backward(four(dy), four(x)))
 
 
 class CupyxRunner(Runner):
@@ -232,12 +299,12 @@ class CupyxRunner(Runner):
 PEERS = {"cpu": (lambda: TorchRunner("cpu"),), "gpu": (lambda: TorchRunner("gpu"), CupyxRunner)}
 
 
-def backend_algos(backend: str) -> List[str]:
-    """The conv algorithms a backend implements, from its ``implementations()``, in priority order (one
-    entry per algorithm however many variants it has)."""
+def backend_algos(backend: str, ops: Sequence[str] = ("conv",)) -> List[str]:
+    """The algorithms a backend implements for the convolution ops ``ops`` (default the forward), from its
+    ``implementations()``, in priority order (one entry per algorithm however many variants it has)."""
     algos: List[str] = []
     for impl in _dispatch.backend_module(backend).implementations():
-        if impl.op == "conv" and impl.algo not in algos:
+        if impl.op in ops and impl.algo not in algos:
             algos.append(impl.algo)
     return algos
 
@@ -261,17 +328,20 @@ def default_device() -> str:
 
 
 def fastconv_runners(device: str, backends: Optional[Sequence[str]] = None,
-                     algos: Optional[Sequence[str]] = None) -> List[FastconvRunner]:
+                     algos: Optional[Sequence[str]] = None, direction: str = "forward") -> List[FastconvRunner]:
     """Per backend: one conv runner per algorithm it implements (filtered by ``algos``; "auto" only when
     asked; "all": every one it implements and "auto"), and one pool runner (pools have no ``algo=``
-    argument: dispatch picks). An algorithm named in ``algos`` that a backend does not implement still gets
-    a runner, whose cases are reported as unsupported with the reason. Unavailable backends are included:
+    argument: dispatch picks). With a ``direction`` other than "forward", the algorithms of the forward and
+    of both gradients count, so that every conv case of a backend gets a row even where it has no gradient
+    implementation yet. An algorithm named in ``algos`` that a backend does not implement still gets a
+    runner, whose cases are reported as unsupported with the reason. Unavailable backends are included:
     they report why."""
     out = []
     every = bool(algos) and "all" in algos
+    ops = ("conv",) if direction == "forward" else _dispatch.CONV_OPS
     for b in backends_for(device, backends):
         try:
-            offered = backend_algos(b)
+            offered = backend_algos(b, ops)
         except ImportError:
             offered = []
         chosen = [a for a in offered if not algos or every or a in algos]

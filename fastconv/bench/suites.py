@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-from .cases import Case, sweep_cases
+from .cases import DIRECTIONS, Case, sweep_cases, with_directions
 from .layers import layer_cases, layer_tables
 
 DEVICES = ("cpu", "gpu")
@@ -30,6 +30,7 @@ class Suite:
     backends: Optional[Tuple[str, ...]] = None   # default fastconv backends (None: every one of the device)
     algos: Optional[Tuple[str, ...]] = None      # default conv algorithms (None: every one, without "auto")
     settle_s: float = 0.0                        # pause before each runner's warm-up and timed calls
+    direction: str = "forward"                   # default of --direction: forward, backward or both
 
 
 SUITES: Dict[str, Suite] = {s.name: s for s in (
@@ -80,13 +81,17 @@ def table_batches(suite: str, batch: Optional[int] = None,
 
 def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None,
                 table_batch: Optional[Dict[str, int]] = None, dtype: str = "float32",
-                shapes: Optional[str] = None) -> List[Case]:
+                shapes: Optional[str] = None, direction: Optional[str] = None) -> List[Case]:
     """The cases of ``suite``: sweep cases at ``batch`` (except the batch sweep), layer cases (read from
     ``shapes``, see :func:`~.layers.shapes_dir`) at the batch of their table (:func:`table_batches`, else
-    ``batch``), all in storage dtype ``dtype``."""
+    ``batch``), all in storage dtype ``dtype``; the forward calls, their gradients or both
+    (``direction``, default the suite's; see :func:`~.cases.with_directions`)."""
     s = get_suite(suite)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    direction = direction or s.direction
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if s.device and device != s.device:
         raise ValueError(f"suite {suite!r} runs on the {s.device}, not the {device}")
     cases: List[Case] = []
@@ -101,4 +106,4 @@ def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None,
         cases += layer_cases(device, batch, table_batches(suite, batch, table_batch), shapes, s.tables, s.variants)
     if dtype != "float32":
         cases = [dataclasses.replace(c, dtype=dtype) for c in cases]
-    return cases
+    return with_directions(cases, direction)
