@@ -576,6 +576,10 @@ def conv_input_spec(input_size, weight, grad_output, stride=1, padding=0, dilati
     input of shape ``input_size`` and ``weight``; ``grad_output`` must have its output's shape."""
     _same_place([("weight", weight), ("grad_output", grad_output)])
     size = _size_arg(input_size, "input_size")
+    if len(size) != grad_output.ndim:
+        raise ValueError(f"input_size must have as many dimensions as grad_output ({grad_output.ndim}: "
+                         f"{'(N, C, ...)' if grad_output.ndim == spatial_dims + 2 else 'unbatched (C, ...)'}), "
+                         f"got {tuple(size)}")
     _check_dtypes(grad_output, [("weight", weight)])
     fields = _conv_geometry(size, weight.shape, None, stride, padding, dilation, groups, spatial_dims,
                             input_name="input_size")

@@ -8,6 +8,8 @@ Used by the test suite and by ``fastconv bench`` to verify every case before tim
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 #: unit roundoff of the accumulation type each storage dtype is computed in
@@ -86,3 +88,61 @@ def assert_within(out, ref, tol, spec):
         i = tuple(np.argwhere(bad)[0])
         raise AssertionError(f"{int(bad.sum())} of {ref.size} elements outside tolerance ({spec.dtype}); first "
                              f"at {i}: got {out[i]!r}, oracle {ref[i]!r}, |err| {err[i]:.3g} > tol {tol[i]:.3g}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gradients and max_unpool
+# ---------------------------------------------------------------------------------------------------
+def _windows_per_position(spec) -> int:
+    """At most how many pool windows cover one input position."""
+    if spec.is_adaptive:
+        return (-(-spec.P // spec.H) + 1) * (-(-spec.Q // spec.W) + 1)
+    return ((-(-spec.R * spec.dil_h // spec.stride_h)) + 1) * ((-(-spec.S * spec.dil_w // spec.stride_w)) + 1)
+
+
+def grad_reference(spec, *arrays):
+    """The oracle's float64 result of a gradient op (or max_unpool) for ``spec`` (its ``ARRAYS``)."""
+    from ._backends import numpy_oracle as o
+
+    arrays = tuple(None if a is None else to_numpy(a) for a in arrays)
+    if spec.op == "conv_input":
+        return o.conv_input64(spec, *arrays)
+    if spec.op == "conv_weight":
+        return o.conv_weight64(spec, *arrays)
+    fn = getattr(o, spec.op)
+    wide = dataclasses.replace(spec, dtype="float64")
+    return fn(wide, *(a if spec.is_index_operand(n) or a is None else a.astype(np.float64)
+                      for n, a in zip(spec.ARRAYS, arrays)))
+
+
+def grad_tolerance(spec, *arrays, slack: float = 2.0):
+    """Elementwise absolute tolerance for a gradient op's result, built like :func:`conv_tolerance`: the
+    oracle run on absolute values (the magnitude of the sum), times the reduction length (conv_input:
+    K/groups*R*S; conv_weight: N*P*Q; pool gradients: the windows covering one position) and the
+    accumulation type's unit roundoff, plus one rounding of the stored result. max_unpool copies: 0."""
+    if spec.op == "max_unpool":
+        return 0.0
+    absed = tuple(None if a is None else (to_numpy(a) if spec.is_index_operand(n) else np.abs(to_numpy(a)))
+                  for n, a in zip(spec.ARRAYS, arrays))
+    mag = grad_reference(spec, *absed)
+    if spec.op == "conv_input":
+        n = spec.K_per_group * spec.R * spec.S + 1
+    elif spec.op == "conv_weight":
+        n = spec.N * spec.P * spec.Q + 1
+    else:
+        n = _windows_per_position(spec) + 2
+    store_eps = float(np.finfo(spec.dtype).eps)
+    return slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+
+
+def assert_grad_close(out, spec, *arrays, slack: float = 2.0):
+    """Assert a gradient op's (or max_unpool's) result matches the oracle's within :func:`grad_tolerance`;
+    ``arrays`` are the op's inputs (``spec.ARRAYS``), in the backend layout or the user's."""
+    ref = grad_reference(spec, *(None if a is None else to_numpy(a).reshape(s)
+                                 for a, s in zip(arrays, spec.operands())))
+    out = to_numpy(out).astype(np.float64)
+    assert out.shape == tuple(spec.output_shape), f"shape {out.shape} != expected {tuple(spec.output_shape)}"
+    ref = ref.reshape(out.shape)
+    tol = grad_tolerance(spec, *(None if a is None else to_numpy(a).reshape(s)
+                                 for a, s in zip(arrays, spec.operands())), slack=slack)
+    assert_within(out, ref, np.reshape(tol, out.shape) if np.ndim(tol) else tol, spec)
