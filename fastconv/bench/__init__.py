@@ -87,7 +87,7 @@ from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, g
                      table_batches)
 from .targets import check_targets, load_targets
 from .timing import FULL_POLICY, QUICK_POLICY, Policy, measure, quartiles, summarise
-from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, grad_tolerance, verify
+from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
 
 __all__ = [
     "CONV_OPS", "DIRECTIONS", "GRADS", "POOL_OPS", "SIZES", "Case", "backward_cases", "case_spec", "sweep_cases",
@@ -104,5 +104,5 @@ __all__ = [
     "table_batches",
     "check_targets", "load_targets",
     "FULL_POLICY", "QUICK_POLICY", "Policy", "measure", "quartiles", "summarise",
-    "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "grad_tolerance", "verify",
+    "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",
 ]

@@ -84,6 +84,15 @@ class Case:
     def is_max_pool(self) -> bool:
         return not self.is_conv and self.pool_kind.endswith("max")
 
+    @property
+    def array_names(self) -> Tuple[str, ...]:
+        """What :meth:`arrays` returns, by the names the specs' ``ARRAYS`` use."""
+        if self.grad is None:
+            return ("x", "w", "b") if self.is_conv else ("x",)
+        if self.is_conv:
+            return ("dy", "w") if self.grad == "input" else ("x", "dy")
+        return ("dy", "x", "indices") if self.is_max_pool else ("dy", "x")
+
     def forward(self) -> "Case":
         """The forward call this case is (or whose gradient it computes)."""
         if self.grad is None:
@@ -193,10 +202,10 @@ class Case:
             return lambda dy, x, idx: fn(dy, x, **kw, indices=idx, backend=b)
         return lambda dy, x: fn(dy, x, **kw, backend=b)
 
-    def padding_operand(self, arrays):
-        """Of :meth:`arrays`, the one the spec's ``PADDING_OPERAND`` names (the weight of conv and
-        conv_input, dy of conv_weight: dispatch's non-finite-padding rule reads it); None for pools."""
-        return arrays[1] if self.is_conv else None
+    def padding_operand(self, arrays, spec):
+        """Of :meth:`arrays`, the one ``spec.PADDING_OPERAND`` names (the weight of conv and conv_input, dy of
+        conv_weight: dispatch's non-finite-padding rule reads it); None for pools."""
+        return dict(zip(self.array_names, arrays)).get(spec.PADDING_OPERAND) if spec.PADDING_OPERAND else None
 
     def describe(self) -> str:
         """The forward problem in one line (a gradient case's name says which gradient)."""

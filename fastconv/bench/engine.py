@@ -110,7 +110,7 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
             continue
         row.update(summarise(m["times_s"]), first_call_s=m["first_call_s"])
         if isinstance(r, FastconvRunner):
-            row["impl"] = r.chosen(full_spec, case.padding_operand(arrays))
+            row["impl"] = r.chosen(full_spec, case.padding_operand(arrays, full_spec))
     return rows, full_spec, (ref.n if ref else None)
 
 

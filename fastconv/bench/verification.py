@@ -5,19 +5,14 @@ length and the dtype). The check runs on the case's own arrays, or on the same a
 1 when the case is big (the oracle is slow; ``verify_n`` in the JSON says which).
 
 Gradients are judged by the oracle's adjoints (``fastconv.grad.*`` with ``backend="numpy"``) with the same
-rule, :func:`grad_tolerance`: ``slack * n * eps_acc * |op|(|a|, |b|)`` plus one rounding of the stored
-result, where ``|op|`` is the oracle's float64 gradient of the absolute values and n the longest sum one
-result element is made of (conv_input: K/groups * R * S + 1; conv_weight: N * P * Q + 1; a pool gradient:
-the most windows that cover one position, + 1 for the division).
+rule, :func:`fastconv.testing.grad_tolerance`: the oracle's float64 gradient of the absolute values times
+the reduction length and the accumulation type's unit roundoff, plus one rounding of the stored result.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 
 from .. import testing
-from .._backends import numpy_oracle
 from .cases import Case, case_spec
 
 #: verify at the case's own N up to this much work, else on the same arguments with N = 1
@@ -34,29 +29,11 @@ PEER_LOOSE_SCALE = 4.0
 PEER_FP16_ACC_SCALE = float(np.finfo(np.float16).eps / np.finfo(np.float32).eps)
 
 
-def _window_overlap(spec) -> int:
-    """The most windows of a pool that cover one input position (an upper bound)."""
-    if spec.is_adaptive:
-        return (-(-spec.P // spec.H) + 1) * (-(-spec.Q // spec.W) + 1)
-    ext_h, ext_w = spec.dil_h * (spec.R - 1) + 1, spec.dil_w * (spec.S - 1) + 1
-    return -(-ext_h // spec.stride_h) * -(-ext_w // spec.stride_w)
-
-
-def grad_tolerance(case: Case, spec, arrays, slack: float = 2.0) -> np.ndarray:
-    """Elementwise absolute tolerance of a gradient case's result on ``arrays`` (the module docstring)."""
-    a = [np.abs(np.asarray(v, dtype=np.float64)) if v.dtype.kind == "f" else v for v in arrays]
-    if spec.op == "conv_input":
-        mag, n = numpy_oracle.conv_input64(spec, a[0], a[1]), spec.K_per_group * spec.R * spec.S + 1
-    elif spec.op == "conv_weight":
-        mag, n = numpy_oracle.conv_weight64(spec, a[0], a[1]), spec.N * spec.P * spec.Q + 1
-    else:
-        oracle = getattr(numpy_oracle, spec.op)
-        mag = oracle(dataclasses.replace(spec, dtype="float64"), a[0], *a[2:])   # dy[, indices]
-        n = _window_overlap(spec) + 1
-    mag = np.asarray(mag, dtype=np.float64).reshape(spec.output_shape)
-    acc_eps = testing._ACC_EPS[spec.dtype]
-    store_eps = float(np.finfo(spec.dtype).eps)
-    return slack * n * acc_eps * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+def _spec_arrays(case: Case, spec, arrays) -> tuple:
+    """A gradient case's arrays as its spec's op takes them (``spec.ARRAYS``, backend layout)."""
+    named = dict(zip(case.array_names, arrays))
+    return tuple(None if shape is None or name not in named else np.asarray(named[name]).reshape(shape)
+                 for name, shape in zip(spec.ARRAYS, spec.operands()))
 
 
 class Reference:
@@ -70,7 +47,8 @@ class Reference:
         self.spec = case.spec(self.arrays)
         self.ref = case.function("numpy")(*self.arrays)
         if case.grad is not None:
-            self.tol = grad_tolerance(case, self.spec, self.arrays)
+            tol = testing.grad_tolerance(self.spec, *_spec_arrays(case, self.spec, self.arrays))
+            self.tol = np.reshape(tol, np.shape(self.ref))
         else:
             self.tol = testing.conv_tolerance(self.spec, *self.arrays) if case.is_conv else None
 

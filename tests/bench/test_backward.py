@@ -67,6 +67,9 @@ def test_backward_cases_of_the_layer_tables(tmp_path):
     assert specs["resnet50/l1:conv_input"].op == "conv_input"
     assert specs["resnet50/l1:conv_weight"].operands() == ((2, 4, 8, 8), (2, 4, 8, 8))
     assert specs["pools/mp:max_pool_backward"].operands() == ((2, 4, 4, 4), (2, 4, 4, 4))
+    assert di.padding_operand((dy, w), specs["resnet50/l1:conv_input"]) is w       # the weight meets the padding
+    assert dw.padding_operand((x, dy2), specs["resnet50/l1:conv_weight"]) is dy2   # dy does, for the weight gradient
+    assert mp.padding_operand((dyp, xp, idx), specs["pools/mp:max_pool_backward"]) is None
     rec = di.record()
     assert (rec["op"], rec["direction"], rec["spec_op"]) == ("conv2d", "backward", "conv_input")
     with pytest.raises(ValueError, match="direction"):
@@ -172,13 +175,13 @@ def test_the_conv_gradient_tolerance_follows_the_summation_bound():
     """conv_weight sums N*P*Q products per element: the bound written out for a 1x1 convolution, where
     |dw|[k, c] = sum over (n, p, q) of |x[n, c, p, q]| * |dy[n, k, p, q]|."""
     case = _by_name(bench.build_cases("quick", "cpu", direction="backward"))["conv2d:kernel=1:conv_weight"]
-    x, dy = case.arrays(n=1, seed=3)
-    spec = case.spec((x, dy))
-    mag = np.einsum("nchw,nkhw->kc", np.abs(x.astype(np.float64)), np.abs(dy.astype(np.float64)))[..., None, None]
-    n = spec.N * spec.P * spec.Q + 1
+    ref = bench.Reference(case)
+    x, dy = (a.astype(np.float64) for a in ref.arrays)
+    mag = np.einsum("nchw,nkhw->kc", np.abs(x), np.abs(dy))[..., None, None]
+    n = ref.spec.N * ref.spec.P * ref.spec.Q + 1
     eps = float(np.finfo(np.float32).eps)
     want = 2.0 * n * eps * mag + eps * mag + np.finfo(np.float32).tiny
-    assert np.allclose(bench.grad_tolerance(case, spec, (x, dy)), want, rtol=1e-12, atol=0)
+    assert np.allclose(ref.tol, want, rtol=1e-12, atol=0)
 
 
 @pytest.mark.skipif(not has("torch"), reason="torch is not installed")
