@@ -105,7 +105,8 @@ def time_case(benchmark, bench_references, bench_peaks):
             sync()                               # GPU work finishes inside the timed call
 
         benchmark.group = case.name
-        benchmark.extra_info.update(case=case.name, description=case.describe(), op=case.op, kind=runner.kind,
+        benchmark.extra_info.update(case=case.name, description=case.describe(), op=case.op,
+                                    spec_op=case.spec_op, kind=runner.kind,
                                     backend=runner.name, algo=runner.algo_for(case, spec), device=runner.device,
                                     flops=spec.flops(), bytes=spec.bytes(), verify_n=ref.n)
         if settle_s and not getattr(benchmark, "disabled", False):

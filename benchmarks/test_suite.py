@@ -1,5 +1,7 @@
 """Every case of the quick suite (or, with FASTCONV_BENCH_FULL=1, the full sweep and the standard layers) on
-every fastconv backend x algorithm of the registry and on each peer, one test per (case, runner).
+every fastconv backend x algorithm of the registry and on each peer, one test per (case, runner); with the
+gradients of each op's base case (with FASTCONV_BENCH_FULL=1, of every case: conv_input, conv_weight, the
+pool gradients), which a backend without them skips with the reason.
 
 Each test verifies the runner against the NumPy oracle before timing it; ``benchmark.group`` is the case,
 so pytest-benchmark prints fastconv and its peers for one case side by side. ``extra_info`` holds the
@@ -16,9 +18,18 @@ SUITE = "full" if _config.flag("FASTCONV_BENCH_FULL") else "quick"
 ROUNDS, WARMUP = (20, 2) if SUITE == "full" else (5, 1)
 
 
+def cases(device):
+    """The suite's cases and their gradients: every gradient with FASTCONV_BENCH_FULL=1, else those of the
+    base case of each op (the quick list stays short)."""
+    out = bench.build_cases(SUITE, device, direction="both")
+    if SUITE == "full":
+        return out
+    return [c for c in out if c.grad is None or c.forward().name.endswith(":base")]
+
+
 def bench_matrix():
     """(device, its cases, its runners) for every device (conftest.py parametrizes test_case with it)."""
-    return [(d, lambda d=d: bench.build_cases(SUITE, d), bench.fastconv_runners(d) + bench.peer_runners(d))
+    return [(d, lambda d=d: cases(d), bench.fastconv_runners(d, direction="both") + bench.peer_runners(d))
             for d in bench.DEVICES]
 
 

@@ -2,7 +2,11 @@
 JSON and the plot.
 
 One *case* is one call of a public op (``conv2d``, ``conv1d`` or a pooling function) with fixed shapes and
-arguments (:mod:`.cases`, :mod:`.layers`). One *runner* is something that can execute a case: a fastconv
+arguments (:mod:`.cases`, :mod:`.layers`), or of its gradient (``--direction backward`` or ``both``): the
+data gradient ``fastconv.grad.conv2d_input`` (spec op ``conv_input``) and weight gradient
+``fastconv.grad.conv2d_weight`` (``conv_weight``) of a convolution, ``fastconv.grad.max_pool2d`` ...
+(``max_pool_backward``, ``avg_pool_backward``, ``adaptive_*_pool_backward``) of a pool, named
+``<forward case>:<spec op>``. One *runner* is something that can execute a case: a fastconv
 backend with one algorithm, or a *peer* (``torch`` on the CPU, ``torch-cuda``: cuDNN with TF32 off)
 (:mod:`.runners`). Every (case, runner) pair is
 
@@ -17,6 +21,12 @@ backend with one algorithm, or a *peer* (``torch`` on the CPU, ``torch-cuda``: c
 Throughput, fractions of peak (:mod:`.machine` says what the peaks are) and the ratio to the best peer
 (``best peer time / runner time``; > 1: faster than every peer measured) are added per row
 (:mod:`.report`).
+
+The torch peer runs the gradients with the kernels autograd runs for them: ``torch.nn.grad.conv{1,2}d_input``
+and ``_weight`` (``aten.convolution_backward``; cuDNN on the GPU) and the aten pool backward kernels given
+the same forward indices as fastconv (:mod:`.runners`). Gradients are verified against the oracle's adjoints
+with :func:`fastconv.testing.grad_tolerance`. A backend without an implementation of a gradient reports each
+such case as unsupported, with the reason.
 
 Suites (:mod:`.suites`): ``quick`` (a small sweep of every op), ``sweep`` (stride, padding, dilation,
 kernel size, groups and batch for conv2d and conv1d, and the matching sweeps for every pooling op),
@@ -35,33 +45,42 @@ median, quartiles and lowest ratio to the peer, median fraction of the fp32 peak
 copy bandwidth (pools); given goals (a targets file, :mod:`.targets`; the library holds none), whether each
 is met. :func:`markdown` writes it as a Markdown table.
 
-The JSON document (``SCHEMA`` = "fastconv-bench/1"):
+The JSON document (``SCHEMA`` = "fastconv-bench/2"; ``fastconv summary`` reads /1 reports too, whose cases
+are all forward):
 
     machine   date (UTC), hostname, platform, cpu_model, cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
               loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
-    settings  suite, device, policy (warm-up/repeat/time limits, settle_s), batch, table_batch, dtype,
+    settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits, settle_s), batch, table_batch, dtype,
               accumulate, filter, threads ({numba, torch}), shapes (the directory read), targets (the goals
               given, or null), timing, statistic ("median"), ratio (its definition)
     peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
     copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
     runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
               reason (why not), settings (torch: threads; torch-cuda: cudnn version, allow_tf32, cudnn_benchmark)
-    cases     name, op, source ("sweep" or "layers:<table>"), input_shape, weight_shape, kwargs (the op's
-              keyword arguments), sweeps ({sweep: label}), description, flops, bytes, metric, verify_n
-    results   one row per (case, runner): case, kind, backend, algo, status ("ok", "unsupported",
+    cases     name, op (the forward op: conv2d, max_pool2d, ...; a gradient case keeps its forward's), direction
+              ("forward"/"backward"), spec_op (what is computed: conv, conv_input, conv_weight, max_pool,
+              max_pool_backward, ...), source ("sweep" or "layers:<table>"), input_shape, weight_shape (the
+              forward's), kwargs (the forward op's keyword arguments), sweeps ({sweep: label}), description,
+              flops, bytes (the spec's: a gradient's own), metric, verify_n
+    results   one row per (case, runner): case, op (the case's spec_op), kind, backend, algo, status ("ok", "unsupported",
               "verify-failed", "error"), error, verified ("strict"/"loose"/"fp16-accumulate"), median_s, min_s,
               q1_s, q3_s, rounds, first_call_s (first warm-up call; compilation normally already happened
               while verifying), verify_n, unit, throughput, peak_fraction, copy_fraction (pools),
               ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]: the ratio while both
               sides stay within their interquartile ranges), impl (fastconv algo "auto" and pools: the
               implementation dispatch ran, by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
-    summary   table_summary(): per standard-layer table and fastconv runner: table, layer_subset, runner,
-              dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
+    summary   table_summary(): per standard-layer table, fastconv runner and op group: table, layer_subset,
+              runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
               min_copy_fraction, min_copy_layer, peer_median_copy_fraction, target, met (null without targets)
     failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
+
+fastconv-bench/2 (from /1): gradient cases; ``settings.direction``, ``cases[].direction``,
+``cases[].spec_op``, ``results[].op`` and the summary's ``op`` are new; a summary entry is per op group (a
+/1 reader grouping rows by runner alone would mix forward and gradient rows, hence the new version); goals
+are checked on the forward groups only.
 
 Changes within fastconv-bench/1 (readers of older reports keep working: every field they read is still
 there): suite ``targets`` is gone (``layers`` with ``table_batch`` and a targets file replace it);

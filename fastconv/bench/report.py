@@ -82,7 +82,8 @@ def fmt_time(s: Optional[float]) -> str:
 
 def table(report: dict) -> str:
     """The results as a fixed-width text table."""
-    head = (f"{'case':<32} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
+    wc = max([32] + [len(r["case"]) + 1 for r in report["results"]])     # gradient names are longer
+    head = (f"{'case':<{wc}} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
             f"{'vs peer':>8}")
     lines = [head, "-" * len(head)]
     last = None
@@ -91,14 +92,14 @@ def table(report: dict) -> str:
         last = r["case"]
         if r["status"] != "ok":
             msg = r["status"] + (f": {r['error'][:60]}" if r.get("error") else "")
-            lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {msg}")
+            lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {msg}")
             continue
         tp = f"{r['throughput']:.2f} {r['unit']}"
         pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
         loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
                  "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
-        lines.append(f"{case:<32} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
+        lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
                      f"{tp:>16} {pk:>6} {ratio:>8}{loose}")
     return "\n".join(lines)
 
