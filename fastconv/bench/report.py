@@ -117,7 +117,8 @@ def summary(report: dict) -> str:
         if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
             family = group_of[r["case"]]
             groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r["ratio_to_best_peer"])
-    return "\n".join(f"{label:<18} {family:<5} geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
+    wf = max([5] + [len(f) for _, f in groups])
+    return "\n".join(f"{label:<18} {family:<{wf}} geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
                      f"(min {min(vals):.2f}x, max {max(vals):.2f}x)"
                      for (label, family), vals in sorted(groups.items()))
 
