@@ -290,3 +290,26 @@ def test_plot_draws_the_gradient_sweeps(tmp_path):
     assert bench.plots._plot_op(cases["max_pool2d:base:max_pool_backward"]) == "max_pool2d max_pool_backward"
     assert bench.plot(report, str(tmp_path / "p.png")) is None
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_gpu_gradient_runs_with_a_fake_cupy(monkeypatch):
+    """The GPU path of a gradient case: arrays moved to the "device", CUDA-event times, the missing weight
+    gradient a row that says so (the torch-cuda peer is absent here or skipped with its reason)."""
+    import sys
+
+    from .fakes import fake_cupy
+    log = []
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(log))
+
+    def conv_input(spec, dy, w, b=None):
+        assert type(dy).__module__ == "cupy" and type(w).__module__ == "cupy"
+        log.append("kernel")
+        return numpy_oracle.conv_input(spec, np.asarray(dy), np.asarray(w))
+    register(monkeypatch, "fakegpu", "cupy", [_dispatch.FunctionImpl("fakegpu", "conv_input", "direct", conv_input)])
+    report = _quiet(bench.Options(suite="quick", device="gpu", backends=["fakegpu"], filter="conv2d:base",
+                                  direction="backward", policy=FAST))
+    rows = {r["case"]: r for r in report["results"] if r["backend"] == "fakegpu"}
+    assert rows["conv2d:base:conv_input"]["status"] == "ok" and rows["conv2d:base:conv_input"]["median_s"] == 0.5e-3
+    assert rows["conv2d:base:conv_weight"]["status"] == "unsupported"
+    i = log.index("kernel", log.index("record"))
+    assert log[i - 1: i + 3] == ["record", "kernel", "record", "event-sync"]
