@@ -313,3 +313,15 @@ def test_gpu_gradient_runs_with_a_fake_cupy(monkeypatch):
     assert rows["conv2d:base:conv_weight"]["status"] == "unsupported"
     i = log.index("kernel", log.index("record"))
     assert log[i - 1: i + 3] == ["record", "kernel", "record", "event-sync"]
+
+
+def test_float16_gradients_are_verified_with_the_float16_tolerance():
+    report = _quiet(bench.Options(suite="quick", device="cpu", backends=["numpy"], peers=[], dtype="float16",
+                                  direction="backward", filter="2d:base", policy=FAST))
+    assert {c["dtype"] for c in report["cases"]} == {"float16"} and len(report["results"]) == 2 + 4
+    assert all(r["status"] == "ok" and r["verified"] == "strict" for r in report["results"])
+    case = _by_name(bench.build_cases("quick", "cpu", dtype="float16", direction="backward"))["conv2d:base:conv_input"]
+    ref = bench.Reference(case)
+    assert all(a.dtype == np.float16 for a in ref.arrays)
+    with pytest.raises(AssertionError, match="float16"):
+        bench.verify(case, _off_runner("fastconv", ref, 2), ref)
