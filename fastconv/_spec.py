@@ -410,6 +410,11 @@ class PoolGradSpec(PoolSpec):
     def output_shape4(self) -> Tuple[int, int, int, int]:
         return self.input_shape
 
+    def bytes(self) -> int:
+        """Compulsory traffic: dy (and the int64 indices) read once, dx written once."""
+        out = self.N * self.C * self.P * self.Q
+        return (self.N * self.C * self.H * self.W + out) * self.itemsize + (8 * out if self.is_max else 0)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UnpoolSpec(PoolSpec):
