@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from .._dispatch import Impl
-from . import depthwise, direct, im2col, implicit_gemm, plan, pool
+from . import depthwise, direct, im2col, implicit_gemm, plan, pool, pool_backward
 from .plan import C_TYPES, inputs_for
 
 #: every family in priority order: with measuring off, ``algo="auto"`` runs the first supported variant of
 #: the first family that takes the problem (specialised kernels before general ones)
-FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool)
+FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool, pool_backward)
 
 
 def family(name: str):
