@@ -55,14 +55,10 @@ def reasons(spec, variant: str = "") -> List[str]:
     return out
 
 
-def _itype(spec, total: int) -> Optional[str]:
-    """Widen a one-thread-per-element launch whose last thread index passes 2^31 - 1 (else the spec's)."""
-    return "long long" if blocks(total, BLOCK_1D) * BLOCK_1D - 1 > INT32_MAX else None
-
-
 def _launch(spec, kernel: Kernel, total: int, args) -> Launch:
-    return Launch(FILE, kernel.expr(spec, _itype(spec, total)), (blocks(total, BLOCK_1D), 1, 1), kernel.block, 0,
-                  args)
+    """One thread per element of ``total`` (at most spec.max_elements(), so with int indexing the last
+    thread's index is at most 2^31 - 1: BLOCK_1D divides 2^31): the spec's index type."""
+    return Launch(FILE, kernel.expr(spec), (blocks(total, BLOCK_1D), 1, 1), kernel.block, 0, args)
 
 
 def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:

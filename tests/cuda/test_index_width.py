@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from fastconv import _cuda
 from fastconv._cuda import plan as L
-from fastconv._spec import INT32_MAX, conv_spec, pool_spec
+from fastconv._spec import INT32_MAX, conv_spec, pool_grad_spec, pool_spec, unpool_spec
 
 INT64_MAX = 2**63 - 1
 LIMIT = {"int": INT32_MAX, "long long": INT64_MAX}
@@ -44,6 +44,17 @@ def pool(kind, xshape, **kw):
     return pool_spec(kind, fake(xshape), spatial_dims=len(xshape) - 2, **kw)
 
 
+def pool_grad(kind, xshape, **kw):
+    """The gradient spec of the pool ``pool(kind, xshape, **kw)`` (dy of its output's shape)."""
+    dy = fake(pool(kind, xshape, **kw).output_shape)
+    kw.pop("output_size_", None)
+    return pool_grad_spec(kind, dy, fake(xshape), spatial_dims=len(xshape) - 2, **kw)
+
+
+def unpool(xshape, **kw):
+    return unpool_spec(fake(xshape), fake(xshape, "int64"), spatial_dims=len(xshape) - 2, **kw)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The choice of index type
 # ---------------------------------------------------------------------------------------------------
@@ -61,6 +72,9 @@ BOUNDARY = {
                    lambda: pool("avg", (1, 2, 2**30), kernel_size=2)),
     "pool-output": (lambda: pool("adaptive_avg", (1, 1, 1, 1), output_size_=(INT32_MAX, 1)),
                     lambda: pool("adaptive_max", (1, 2, 1, 1), output_size_=(2**30, 1), return_indices=True)),
+    "pool-grad-input": (lambda: pool_grad("max", (1, 1, INT32_MAX), kernel_size=2),
+                        lambda: pool_grad("avg", (1, 2, 2**30), kernel_size=2)),
+    "unpool-output": (lambda: unpool((1, 1, 1), kernel_size=INT32_MAX), lambda: unpool((1, 2, 1), kernel_size=2**30)),
 }
 
 
@@ -363,13 +377,76 @@ def model_pool2d_global_v2(s, lc):
             ("i += 32 (past the last element)", HW - 1 + 32, "I")]
 
 
+def _grad_axis(s, size, out, kernel, stride, pad, dil, what):
+    """windows_holding / is_tap (pool_backward.cu) for one axis, over every input position h < size."""
+    if s.is_adaptive:
+        # adaptive_start(h, Out, In), adaptive_end(h, Out, In) and the window lengths, in long long
+        return [(f"{what}: h*Out", (size - 1) * out, "ll"),
+                (f"{what}: (h+1)*Out + In - 1", size * out + size - 1, "ll"),
+                (f"{what}: (o+1)*In + Out - 1", out * size + out - 1, "ll"), (f"{what}: h + 1", size, "int"),
+                (f"{what}: o range", out, "int")]
+    return [(f"{what}: h + pad", size - 1 + pad, "ll"), (f"{what}: (kernel-1)*dil", (kernel - 1) * dil, "ll"),
+            (f"{what}: bottom + stride - 1", size - 1 + pad + stride - 1, "ll"),
+            (f"{what}: top/stride + 1 (o range)", min((size - 1 + pad) // stride + 1, out), "int"),
+            (f"{what}: o*stride", (out - 1) * stride, "int"),
+            (f"{what}: h - o*stride + pad", (kernel - 1) * dil, "int")]
+
+
+def _pool_grad_common(s, lc):
+    e = [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
+         ("H*W", s.H * s.W, "I"), ("P*Q", s.P * s.Q, "I"), ("dy plane nc*P*Q", (s.N * s.C - 1) * s.P * s.Q, "I"),
+         ("op*Q", (s.P - 1) * s.Q, "I"), ("dy_plane + op*Q + oq", s.N * s.C * s.P * s.Q - 1, "I")]
+    e += _grad_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
+    e += _grad_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    return e
+
+
+def model_max_pool2d_backward_v1(s, lc):
+    return _pool_grad_common(s, lc) + [("me = h*W + w", s.H * s.W - 1, "ll")]
+
+
+def model_avg_pool2d_backward_v1(s, lc):
+    e = _pool_grad_common(s, lc)
+    if s.is_adaptive:
+        return e + [("rows*cols", s.H * s.W, "ll")]
+    # avg_extent: the window's start and end and the padded input's end, in long long
+    return e + [("o*stride - pad + kernel", (s.P - 1) * s.stride_h - s.pad_h + s.R, "ll"),
+                ("in + pad", max(s.H + s.pad_h, s.W + s.pad_w), "ll"),
+                ("rows*cols", (s.R + 2 * s.pad_h) * (s.S + 2 * s.pad_w), "ll")]
+
+
+def model_max_unpool2d_v1(s, lc):
+    return [("N*C", s.N * s.C, "I"), ("thread index", _last_thread(lc), "I"), ("HW = H*W", s.H * s.W, "I"),
+            ("PQ = P*Q", s.P * s.Q, "I"), ("nc*HW", (s.N * s.C - 1) * s.H * s.W, "I"),
+            ("nc*PQ", (s.N * s.C - 1) * s.P * s.Q, "I"), ("i < HW, j < PQ", max(s.H * s.W, s.P * s.Q), "I")]
+
+
+def model_max_unpool2d_init_v2(s, lc):
+    return [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I")]
+
+
+def model_max_unpool2d_claim_v2(s, lc):
+    return [("PQ = P*Q", s.P * s.Q, "I"), ("total N*C*PQ", s.N * s.C * s.P * s.Q, "I"),
+            ("thread index", _last_thread(lc), "I"), ("nc*H*W + index", s.N * s.C * s.H * s.W - 1, "I"),
+            ("position i - nc*PQ", s.P * s.Q - 1, "int")]
+
+
+def model_max_unpool2d_write_v2(s, lc):
+    return [("HW = H*W", s.H * s.W, "I"), ("total N*C*HW", s.N * s.C * s.H * s.W, "I"),
+            ("thread index", _last_thread(lc), "I"), ("o/HW*PQ + owner", s.N * s.C * s.P * s.Q - 1, "I")]
+
+
 MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
           "im2col_v1": model_im2col_v1, "conv_gemm_v1": model_conv_gemm_v1, "conv_gemm_v2": model_conv_gemm_v2,
           "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1,
           "conv_implicit_gemm_v1": model_conv_implicit_gemm_v1, "splitk_reduce_v1": model_splitk_reduce_v1,
           "depthwise_v1": model_depthwise_v1, "max_pool2d_v2": model_max_pool2d_v2,
           "avg_pool2d_v2": model_avg_pool2d_v2, "max_pool2d_global_v2": model_pool2d_global_v2,
-          "avg_pool2d_global_v2": model_pool2d_global_v2}
+          "avg_pool2d_global_v2": model_pool2d_global_v2,
+          "max_pool2d_backward_v1": model_max_pool2d_backward_v1,
+          "avg_pool2d_backward_v1": model_avg_pool2d_backward_v1, "max_unpool2d_v1": model_max_unpool2d_v1,
+          "max_unpool2d_init_v2": model_max_unpool2d_init_v2, "max_unpool2d_claim_v2": model_max_unpool2d_claim_v2,
+          "max_unpool2d_write_v2": model_max_unpool2d_write_v2}
 
 
 def test_every_kernel_has_an_index_model():
@@ -467,6 +544,21 @@ EXTREMES = {
     "pool-big-batch-64bit": lambda: pool("avg", (2**22, 16, 32, 32), kernel_size=3, stride=2, padding=1),
     "adaptive-upsample": lambda: pool("adaptive_max", (1, 1, 3, 2**30), output_size_=(2, 2**30 + 7)),
     "adaptive-avg-64bit": lambda: pool("adaptive_avg", (2**12, 2**10, 32, 32), output_size_=7),
+    # pool gradients (one thread per dx element) and max_unpool
+    "pool-grad-long-row": lambda: pool_grad("max", (1, 1, 2**31 - 8), kernel_size=4, stride=3, padding=2,
+                                            ceil_mode=True),
+    "pool-grad-long-row-padded": lambda: pool_grad("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=1000, padding=2),
+    "pool-grad-long-row-dilated": lambda: pool_grad("max", (1, 1, 2**31 - 2), kernel_size=3, stride=2**29,
+                                                    padding=1, dilation=2**29 - 1),
+    # N*C*H*W = 2^31 - 1 with int indexing: the last block's last thread index is exactly 2^31 - 1
+    "pool-grad-int-edge": lambda: pool_grad("avg", (1, 1, INT32_MAX), kernel_size=2, stride=1),
+    "pool-grad-64bit": lambda: pool_grad("avg", (2**22, 16, 32, 32), kernel_size=3, stride=2, padding=1),
+    "pool-grad-adaptive-upsample": lambda: pool_grad("adaptive_max", (1, 1, 3, 2**30), output_size_=(2, 2**30 + 7)),
+    "pool-grad-adaptive-avg-64bit": lambda: pool_grad("adaptive_avg", (2**12, 2**10, 32, 32), output_size_=7),
+    "pool-grad-adaptive-long-row": lambda: pool_grad("adaptive_avg", (1, 1, 1, INT32_MAX), output_size_=(1, 3)),
+    "unpool-64bit": lambda: unpool((2, 1, 2**15, 2**15), kernel_size=2),
+    "unpool-long-row": lambda: unpool((1, 1, 2**30 - 1), kernel_size=2),
+    "unpool-plane-at-the-limit": lambda: unpool((1, 1, INT32_MAX), kernel_size=1),
 }
 
 
