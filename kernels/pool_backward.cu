@@ -16,12 +16,14 @@
 // the public functions before any launch (in [0, H*W) and, for the pool gradients, inside their window).
 //
 // Template parameters: T storage (float, double, __half with float accumulation), I index type (int or
-// long long, chosen per call by the launcher, fastconv/_cuda/pool_backward.py).
+// long long, chosen per call by the launcher, fastconv/_cuda/pool_backward.py), and for the pool
+// gradients ADAPTIVE, which the launcher passes in the name expression.
 //
 // Versions:
 //   max_pool2d_backward_v1  one thread per dx element; loops over the output windows whose span holds
 //                           it (a range of p and of q computed from h and w, not a scan of P x Q) and adds
-//                           dy where the forward's index names this element (fixed and adaptive windows)
+//                           dy where the forward's index names this element; ADAPTIVE = 1 for adaptive
+//                           windows (a template argument, so each instantiation has one window rule)
 //   avg_pool2d_backward_v1  one thread per dx element; the same ranges, each window adding dy / divisor
 //   max_unpool2d_v1         one thread per (n, c) plane: zero the plane, then write x in row-major order
 //                           (the last write wins by construction; teaching only: N*C threads in all)
@@ -36,36 +38,41 @@
 #include "common.cuh"
 
 // ================================================================ window ranges
-// The output windows along one axis whose span holds input position h: [lo, hi) over the outputs, and
-// for each o in it the tap offset h - start(o) (a multiple of dil when h is one of o's taps).
+// The output windows along one axis whose span holds input position h: [lo, hi) over the outputs.
 // Fixed windows: o's taps are o*stride - pad + r*dil, r < kernel, so o*stride lies in
 // [h + pad - (kernel-1)*dil, h + pad]. Adaptive windows [floor(o*In/Out), ceil((o+1)*In/Out)) hold h
 // exactly for o in [floor(h*Out/In), ceil((h+1)*Out/In)) (the same formulas with In and Out swapped).
-// The bounds are formed in long long (h + pad passes 2^31 - 1 for rows near it); once per thread and axis.
+// Fixed bounds in 32-bit unsigned arithmetic (one 32-bit division each): h + pad < 2^32 (pad <= kernel/2),
+// and when h + pad > (kernel-1)*dil their difference is at most h (pad <= (kernel-1)*dil), so adding
+// stride - 1 stays below 2^32.
 struct OutRange {
   int lo, hi;
 };
 
-__device__ __forceinline__ OutRange windows_holding(int h, int adaptive, int in, int out, int kernel,
-                                                    int stride, int pad, int dil) {
+template <int ADAPTIVE>
+__device__ __forceinline__ OutRange windows_holding(int h, int in, int out, int kernel, int stride, int pad,
+                                                    int dil) {
   OutRange r;
-  if (adaptive) {
+  if constexpr (ADAPTIVE) {
     r.lo = adaptive_start(h, out, in);
     r.hi = adaptive_end(h, out, in);
-    return r;
+  } else {
+    const unsigned top = (unsigned)h + (unsigned)pad;                // o*stride <= top
+    const unsigned reach = (unsigned)(kernel - 1) * (unsigned)dil;   // o*stride >= top - reach
+    r.lo = top <= reach ? 0 : (int)((top - reach + (unsigned)stride - 1) / (unsigned)stride);
+    r.hi = (int)min(top / (unsigned)stride + 1, (unsigned)out);
   }
-  const long long top = (long long)h + pad;                          // o*stride <= top
-  const long long bottom = top - (long long)(kernel - 1) * dil;      // o*stride >= bottom
-  r.lo = bottom <= 0 ? 0 : (int)((bottom + stride - 1) / stride);
-  r.hi = (int)min(top / stride + 1, (long long)out);
   return r;
 }
 
-// Whether input position h is one of output o's taps (o taken from windows_holding's range): always for
-// adaptive windows and dilation 1, otherwise when its offset in the window is a multiple of dil.
-__device__ __forceinline__ bool is_tap(int h, int o, int adaptive, int stride, int pad, int dil) {
-  if (adaptive || dil == 1) return true;
-  return ((h - o * stride) + pad) % dil == 0;   // in [0, (kernel-1)*dil]: no overflow (the launcher's limits)
+// Whether input position h is one of output o's taps (o from windows_holding's range): always for adaptive
+// windows and dilation 1, otherwise when its offset in the window, in [0, (kernel-1)*dil], is a multiple
+// of dil. (The offset lies in that range, so this only skips index loads: a max gradient's index is inside
+// its window anyway.)
+template <int ADAPTIVE>
+__device__ __forceinline__ bool is_tap(int h, int o, int stride, int pad, int dil) {
+  if (ADAPTIVE || dil == 1) return true;
+  return ((h - o * stride) + pad) % dil == 0;
 }
 
 // The dx element of thread o (flat over (n, c, h, w)): its coordinates and the offset of its (n, c)
@@ -83,21 +90,31 @@ struct GradElement {
 };
 
 // ================================================================ average divisor
-// The forward's divisor of average-pool output (op, oq), axis by axis: the window clipped to the padded
-// input (count_include_pad; ceil_mode's overhang past the padding never counts) or to the input. Same rule
-// as avg_divisor in pool.cu (whose fixed windows have dilation 1, as every average pool here).
-__device__ __forceinline__ long long avg_extent(int o, int in, int kernel, int stride, int pad, int include_pad) {
-  long long start = (long long)o * stride - pad;
-  long long end = min(start + kernel, (long long)in + pad);
-  if (!include_pad) {
-    start = max(start, 0LL);
-    end = min(end, (long long)in);
+// The forward's divisor of an average-pool output, axis by axis: the window clipped to the padded input
+// (count_include_pad; ceil_mode's overhang past the padding never counts) or to the input; adaptive
+// windows their own length. The same rule as avg_divisor in pool.cu (whose fixed windows have dilation 1,
+// as every average pool here). In int: the window's end o*stride - pad + kernel is within the launcher's
+// reach limit, and where in + pad would pass 2^31 - 1 the window ends before it.
+template <int ADAPTIVE>
+__device__ __forceinline__ int avg_extent(int o, int in, int out, int kernel, int stride, int pad,
+                                          int include_pad) {
+  if constexpr (ADAPTIVE) {
+    return adaptive_end(o, in, out) - adaptive_start(o, in, out);
+  } else {
+    int start = o * stride - pad;
+    int end = start + kernel;
+    if (end - pad > in) end = in + pad;
+    if (!include_pad) {
+      start = max(start, 0);
+      end = min(end, in);
+    }
+    return end - start;
   }
-  return end - start;
 }
 
 // ================================================================ v1 pool gradients
-template <typename T, typename I>
+// ADAPTIVE (the launcher's, from the spec) selects the window rule at compile time.
+template <typename T, typename I, int ADAPTIVE>
 __global__ void max_pool2d_backward_v1(const PoolParams p, const T* __restrict__ dy,
                                        const long long* __restrict__ indices, T* __restrict__ dx) {
   typedef typename Acc<T>::type A;
@@ -105,14 +122,14 @@ __global__ void max_pool2d_backward_v1(const PoolParams p, const T* __restrict__
   const I o = global_thread_index<I>();
   if (o >= total) return;
   const GradElement<I> e(p, o);
-  const OutRange rp = windows_holding(e.h, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-  const OutRange rq = windows_holding(e.w, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
+  const OutRange rp = windows_holding<ADAPTIVE>(e.h, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
+  const OutRange rq = windows_holding<ADAPTIVE>(e.w, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
   const long long me = (long long)e.h * p.W + e.w;
   A sum = 0;
   for (int op = rp.lo; op < rp.hi; ++op) {
-    if (!is_tap(e.h, op, p.is_adaptive, p.stride_h, p.pad_h, p.dil_h)) continue;
+    if (!is_tap<ADAPTIVE>(e.h, op, p.stride_h, p.pad_h, p.dil_h)) continue;
     for (int oq = rq.lo; oq < rq.hi; ++oq) {
-      if (!is_tap(e.w, oq, p.is_adaptive, p.stride_w, p.pad_w, p.dil_w)) continue;
+      if (!is_tap<ADAPTIVE>(e.w, oq, p.stride_w, p.pad_w, p.dil_w)) continue;
       const I at = e.dy_plane + (I)op * p.Q + oq;
       if (indices[at] == me) sum += Acc<T>::load(dy[at]);
     }
@@ -120,28 +137,22 @@ __global__ void max_pool2d_backward_v1(const PoolParams p, const T* __restrict__
   dx[o] = Acc<T>::store(sum);
 }
 
-template <typename T, typename I>
+template <typename T, typename I, int ADAPTIVE>
 __global__ void avg_pool2d_backward_v1(const PoolParams p, const T* __restrict__ dy, T* __restrict__ dx) {
   typedef typename Acc<T>::type A;
   const I total = (I)p.N * p.C * p.H * p.W;
   const I o = global_thread_index<I>();
   if (o >= total) return;
   const GradElement<I> e(p, o);
-  const OutRange rp = windows_holding(e.h, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-  const OutRange rq = windows_holding(e.w, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
+  const OutRange rp = windows_holding<ADAPTIVE>(e.h, p.H, p.P, p.R, p.stride_h, p.pad_h, 1);
+  const OutRange rq = windows_holding<ADAPTIVE>(e.w, p.W, p.Q, p.S, p.stride_w, p.pad_w, 1);
   A sum = 0;
   for (int op = rp.lo; op < rp.hi; ++op) {
-    // the window's rows: adaptive, its own length; fixed, the clipped extent (override: unused)
-    const long long rows = p.is_adaptive ? (long long)(adaptive_end(op, p.H, p.P) - adaptive_start(op, p.H, p.P))
-                                         : avg_extent(op, p.H, p.R, p.stride_h, p.pad_h, p.count_include_pad);
+    const long long rows = avg_extent<ADAPTIVE>(op, p.H, p.P, p.R, p.stride_h, p.pad_h, p.count_include_pad);
     for (int oq = rq.lo; oq < rq.hi; ++oq) {
-      long long div = p.divisor_override;
-      if (div == 0) {
-        const long long cols = p.is_adaptive
-            ? (long long)(adaptive_end(oq, p.W, p.Q) - adaptive_start(oq, p.W, p.Q))
-            : avg_extent(oq, p.W, p.S, p.stride_w, p.pad_w, p.count_include_pad);
-        div = rows * cols;
-      }
+      const long long div = p.divisor_override != 0
+          ? (long long)p.divisor_override
+          : rows * avg_extent<ADAPTIVE>(oq, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.count_include_pad);
       sum += Acc<T>::load(dy[e.dy_plane + (I)op * p.Q + oq]) / (A)div;
     }
   }

@@ -29,13 +29,14 @@ VERSIONS = (1, 2)
 #: the version each op ships (the last of VERSIONS it has)
 SHIPPED = {**{op: 1 for op in GRAD_OPS}, "max_unpool": 2}
 
-MAX_BACKWARD = Kernel("max_pool2d_backward_v1")
-AVG_BACKWARD = Kernel("avg_pool2d_backward_v1")
+#: max/avg_pool2d_backward_v1<T, I, ADAPTIVE>: one instantiation per window rule
+GRAD_KERNELS = {(kind, adaptive): Kernel(f"{kind}_pool2d_backward_v1", (adaptive,))
+                for kind in ("max", "avg") for adaptive in (0, 1)}
 UNPOOL_V1 = Kernel("max_unpool2d_v1")
 UNPOOL_INIT = Kernel("max_unpool2d_init_v2")
 UNPOOL_CLAIM = Kernel("max_unpool2d_claim_v2")
 UNPOOL_WRITE = Kernel("max_unpool2d_write_v2")
-KERNELS = (MAX_BACKWARD, AVG_BACKWARD, UNPOOL_V1, UNPOOL_INIT, UNPOOL_CLAIM, UNPOOL_WRITE)
+KERNELS = tuple(GRAD_KERNELS.values()) + (UNPOOL_V1, UNPOOL_INIT, UNPOOL_CLAIM, UNPOOL_WRITE)
 
 
 def reasons(spec, variant: str = "") -> List[str]:
@@ -85,8 +86,7 @@ def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:
                         _launch(spec, UNPOOL_WRITE, total, (params, Ref("x"), Ref("owner"), Ref("y")))]
         return Plan(tuple(buffers), tuple(launches), ("y",))
     buffers = (Buffer("dx", spec.output_shape4, spec.dtype),)
-    if spec.is_max:
-        launch = _launch(spec, MAX_BACKWARD, total, (params, Ref("dy"), Ref("indices"), Ref("dx")))
-    else:
-        launch = _launch(spec, AVG_BACKWARD, total, (params, Ref("dy"), Ref("dx")))
+    kernel = GRAD_KERNELS[("max" if spec.is_max else "avg", int(spec.is_adaptive))]
+    args = (params, Ref("dy"), Ref("indices"), Ref("dx")) if spec.is_max else (params, Ref("dy"), Ref("dx"))
+    launch = _launch(spec, kernel, total, args)
     return Plan(buffers, (launch,), ("dx",))

@@ -28,6 +28,7 @@ from fastconv._spec import INT32_MAX, conv_spec, pool_grad_spec, pool_spec, unpo
 
 INT64_MAX = 2**63 - 1
 LIMIT = {"int": INT32_MAX, "long long": INT64_MAX}
+UINT32_MAX = 2**32 - 1
 
 
 def fake(shape, dtype="float32"):
@@ -152,7 +153,8 @@ def test_field_overflow_is_refused_not_wrapped():
 # The kernels' index arithmetic, transcribed (kernels/*.cu)
 # ---------------------------------------------------------------------------------------------------
 # Each model returns (expression, largest value, type) for every index expression of one kernel, where
-# type is "int" (declared int in the kernel), "I" (the instantiation's index type) or "ll" (long long).
+# type is "int" (declared int in the kernel), "I" (the instantiation's index type), "ll" (long long) or
+# "u32" (unsigned int).
 # Values are maxima over the kernel's loops and threads: every expression is monotone in the loop
 # variables, so the maximum sits at their largest values.
 
@@ -380,16 +382,15 @@ def model_pool2d_global_v2(s, lc):
 def _grad_axis(s, size, out, kernel, stride, pad, dil, what):
     """windows_holding / is_tap (pool_backward.cu) for one axis, over every input position h < size."""
     if s.is_adaptive:
-        # adaptive_start(h, Out, In), adaptive_end(h, Out, In) and the window lengths, in long long
+        # adaptive_start(h, Out, In), adaptive_end(h, Out, In), in long long
         return [(f"{what}: h*Out", (size - 1) * out, "ll"),
-                (f"{what}: (h+1)*Out + In - 1", size * out + size - 1, "ll"),
-                (f"{what}: (o+1)*In + Out - 1", out * size + out - 1, "ll"), (f"{what}: h + 1", size, "int"),
+                (f"{what}: (h+1)*Out + In - 1", size * out + size - 1, "ll"), (f"{what}: h + 1", size, "int"),
                 (f"{what}: o range", out, "int")]
-    return [(f"{what}: h + pad", size - 1 + pad, "ll"), (f"{what}: (kernel-1)*dil", (kernel - 1) * dil, "ll"),
-            (f"{what}: bottom + stride - 1", size - 1 + pad + stride - 1, "ll"),
-            (f"{what}: top/stride + 1 (o range)", min((size - 1 + pad) // stride + 1, out), "int"),
-            (f"{what}: o*stride", (out - 1) * stride, "int"),
-            (f"{what}: h - o*stride + pad", (kernel - 1) * dil, "int")]
+    top, reach = size - 1 + pad, (kernel - 1) * dil
+    return [(f"{what}: top = h + pad", top, "u32"), (f"{what}: reach = (kernel-1)*dil", reach, "u32"),
+            (f"{what}: top - reach + stride - 1", max(0, top - reach) + stride - 1, "u32"),
+            (f"{what}: o range", min(top // stride + 1, out), "int"),
+            (f"{what}: o*stride", (out - 1) * stride, "int"), (f"{what}: h - o*stride + pad", reach, "int")]
 
 
 def _pool_grad_common(s, lc):
@@ -407,12 +408,13 @@ def model_max_pool2d_backward_v1(s, lc):
 
 def model_avg_pool2d_backward_v1(s, lc):
     e = _pool_grad_common(s, lc)
-    if s.is_adaptive:
-        return e + [("rows*cols", s.H * s.W, "ll")]
-    # avg_extent: the window's start and end and the padded input's end, in long long
-    return e + [("o*stride - pad + kernel", (s.P - 1) * s.stride_h - s.pad_h + s.R, "ll"),
-                ("in + pad", max(s.H + s.pad_h, s.W + s.pad_w), "ll"),
-                ("rows*cols", (s.R + 2 * s.pad_h) * (s.S + 2 * s.pad_w), "ll")]
+    if s.is_adaptive:   # avg_extent: the window's length from adaptive_start/end, in long long
+        return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll"),
+                    ("rows*cols", s.H * s.W, "ll")]
+    # avg_extent in int: the window's end, its end less the padding; the divisor in long long
+    return e + [("o*stride - pad + kernel (rows)", (s.P - 1) * s.stride_h - s.pad_h + s.R, "int"),
+                ("o*stride - pad + kernel (columns)", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "int"),
+                ("rows*cols", s.R * s.S, "ll")]
 
 
 def model_max_unpool2d_v1(s, lc):
@@ -470,7 +472,7 @@ def overflows(spec):
             limit_i = LIMIT[_itype(lc)]
             assert limit_i >= LIMIT[itype], lc.kernel
             for expr, value, kind in MODELS[name](spec, lc):
-                limit = {"int": INT32_MAX, "I": limit_i, "ll": INT64_MAX}[kind]
+                limit = {"int": INT32_MAX, "I": limit_i, "ll": INT64_MAX, "u32": UINT32_MAX}[kind]
                 if value > limit:
                     bad.append((name, expr, value, "int" if kind == "int" else _itype(lc) if kind == "I" else kind))
     return bad
