@@ -30,8 +30,10 @@ VERSIONS = (1, 2)
 SHIPPED = {**{op: 1 for op in GRAD_OPS}, "max_unpool": 2}
 
 #: max/avg_pool2d_backward_v1<T, I, ADAPTIVE>: one instantiation per window rule
+#: (listed adaptive first: NVRTC checks below sm_90 compile the last-listed tile of each kernel, here the
+#: fixed-window rule, the one most problems run)
 GRAD_KERNELS = {(kind, adaptive): Kernel(f"{kind}_pool2d_backward_v1", (adaptive,))
-                for kind in ("max", "avg") for adaptive in (0, 1)}
+                for kind in ("max", "avg") for adaptive in (1, 0)}
 UNPOOL_V1 = Kernel("max_unpool2d_v1")
 UNPOOL_INIT = Kernel("max_unpool2d_init_v2")
 UNPOOL_CLAIM = Kernel("max_unpool2d_claim_v2")

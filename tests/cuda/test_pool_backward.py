@@ -312,6 +312,35 @@ def test_pool_gradient_fuzz(problem):
     assert_grad_matches(out, spec, *arrays)
 
 
+@st.composite
+def unpool_problems(draw):
+    nd = draw(st.sampled_from([1, 2]))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3))) + tuple(draw(st.integers(1, 6)) for _ in range(nd))
+    k = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(nd)))
+    return shape, kw, nd, draw(st.sampled_from(DTYPES)), draw(st.integers(1, 8)), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=fuzz_examples(ci=20, long=500), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(unpool_problems())
+def test_max_unpool_fuzz(problem):
+    """Random indices drawn from few positions (many repeats) through both versions: the rule by hand."""
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip("cuda-emu unavailable")
+    shape, kw, nd, dtype, spread, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rand(rng, shape, dtype)
+    probe = unpool_spec(x, np.zeros(shape, np.int64), spatial_dims=nd, **kw)
+    idx = rng.integers(0, min(spread, probe.H * probe.W), size=shape)
+    spec = unpool_spec(x, idx, spatial_dims=nd, **kw)
+    arrays = (x.reshape(spec.operands()[0]), idx.reshape(spec.operands()[1]))
+    hand = unpool_by_hand(spec, *arrays)
+    for version in (1, 2):
+        out = run_plan(("cuda-emu", "random"), spec, FAMILY.plan(spec, version=version), arrays, seed=seed)
+        assert np.array_equal(out, hand, equal_nan=True), version
+
+
 # ---------------------------------------------------------------------------------------------------
 # Limits, versions, names
 # ---------------------------------------------------------------------------------------------------
@@ -381,6 +410,9 @@ def test_public_pool_gradients(backend, dtype):
         assert_within(out.astype(np.float64), ref.astype(np.float64), tol, SimpleNamespace(dtype=dtype))
         if name.startswith("max"):   # with the forward's indices passed in
             _, idx = forward(inp, *args, backend="numpy", return_indices=True, **kw)
+            if _dispatch.BACKENDS[backend].array_kind == "cupy":
+                import cupy
+                idx = cupy.asarray(idx)
             out2 = public(backend, getattr(fastconv.grad, name), dy, inp, *args, indices=idx, **kw)
             assert np.array_equal(out2, out, equal_nan=True)
     for name, size, forward in (("adaptive_max_pool2d", (4, 11), fastconv.adaptive_max_pool2d),
