@@ -28,6 +28,7 @@ from fastconv._spec import INT32_MAX, pool_grad_spec, unpool_spec
 from fastconv.testing import assert_within, to_numpy
 
 from .common import DTYPES, fuzz_examples, public, rand, run_family, run_plan
+from .test_backend_shim import cuda as cuda_shim  # noqa: F401  (the fixture: backend "cuda" over the shim)
 
 FAMILY = _cuda.family("pool_backward")
 _ACC_EPS = {"float16": np.finfo(np.float32).eps, "float32": np.finfo(np.float32).eps,
@@ -377,6 +378,23 @@ def test_implementations_are_named_and_selected():
         assert _dispatch.select(spec, "cuda-emu").name == f"cuda-emu:{spec.op}:direct"
     spec, _ = unpool_problem("repeated_random", "float16")
     assert _dispatch.select(spec, "cuda-emu").name == "cuda-emu:max_unpool:direct"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backend "cuda"'s own launch path (kernel loading, buffers, int32 workspace) over the CuPy shim
+# ---------------------------------------------------------------------------------------------------
+def test_plans_through_the_cuda_backend_module(cuda_shim):
+    """The "cuda" backend's execute (RawModule compile, cupy.empty buffers, launches) runs these plans here
+    through tests/cuda/cupy_shim.py; on a GPU the target fixture runs them for real."""
+    from . import cupy_shim
+    for kind, spec, arrays in ([("grad",) + _case(c, "float32") for c in ("max_ceil_dilated", "avg_exclude_pad_ceil",
+                                                                          "adaptive_max_upsample")]
+                               + [("unpool",) + unpool_problem("from_overlapping_pool", "float16")]):
+        out = cuda_shim.execute(FAMILY.plan(spec), {n: cupy_shim.asarray(a) for n, a in zip(spec.ARRAYS, arrays)})
+        assert type(out) is cupy_shim.ndarray
+        assert_grad_matches(out.get(), spec, *arrays)
+        if kind == "unpool":
+            assert np.array_equal(out.get(), unpool_by_hand(spec, *arrays), equal_nan=True)
 
 
 # ---------------------------------------------------------------------------------------------------
