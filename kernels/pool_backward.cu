@@ -27,11 +27,11 @@
 //   avg_pool2d_backward_v1  one thread per dx element; the same ranges, each window adding dy / divisor
 //   max_unpool2d_v1         one thread per (n, c) plane: zero the plane, then write x in row-major order
 //                           (the last write wins by construction; teaching only: N*C threads in all)
-//   max_unpool2d_claim_v2   the shipped unpool, three launches: owner[] = -1 (max_unpool2d_init_v2);
-//   max_unpool2d_init_v2    every input element claims its target with an integer atomicMax of its
-//   max_unpool2d_write_v2   position p*Q + q in the plane (max_unpool2d_claim_v2; order-independent: the
-//                           largest position wins whatever the schedule); then one thread per output
-//                           element writes x[owner] or 0 (max_unpool2d_write_v2)
+//   max_unpool2d_*_v2       the shipped unpool, three launches over an int owner workspace (N*C*H*W):
+//                           init_v2 sets every owner to -1; claim_v2, one thread per input element,
+//                           takes its target with an integer atomicMax of its plane position p*Q + q (the
+//                           largest, i.e. the last in row-major order, wins whatever the schedule);
+//                           write_v2, one thread per output element, writes x[owner] or 0
 //
 // Sections: window ranges | average divisor | v1 pool gradients | v1 max_unpool | v2 max_unpool
 
