@@ -6,7 +6,7 @@ the implementation has no half path) and shapes the result back. Inputs are neve
 """
 from __future__ import annotations
 
-from . import _dispatch
+from . import _dispatch, _indices
 from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
@@ -202,7 +202,7 @@ def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size, b
     if array_kind(indices) != kind:
         raise TypeError(f"indices is a {array_kind(indices)} array but input is a {kind} array; "
                         f"move them to one place first")
-    check_index_values(spec, indices, _array_module(kind), within_window=False)
+    _indices.check_in_range(spec, indices)
     backend = _resolve_backend(backend, kind)
     return _execute(spec, kind, backend, "auto", (input, indices))
 
@@ -219,34 +219,3 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
     """As ``torch.nn.functional.max_unpool1d``: input and indices (N, C, L) or (C, L)."""
     return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size, backend)
-
-
-def check_index_values(spec, indices, xp, within_window: bool) -> None:
-    """Index values are data, checked before any kernel runs: each in [0, H*W) of its plane and, with
-    ``within_window`` (a pool gradient, whose gather kernels look for an index only inside its window),
-    inside the window of its output position. One pass of array operations (on the GPU for CuPy)."""
-    if indices.size == 0:
-        return
-    idx = indices.reshape(spec.N, spec.C, spec.P, spec.Q)
-    plane = spec.H * spec.W
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= plane:
-        raise ValueError(f"indices must lie in [0, {plane}) (flat positions in an input plane of "
-                         f"{(spec.H, spec.W)[2 - spec.spatial_dims:]}), got values from {lo} to {hi}")
-    if not within_window:
-        return
-    h, w = idx // spec.W, idx % spec.W
-    if spec.is_adaptive:
-        from ._spec import adaptive_window
-        bounds_h = xp.asarray([adaptive_window(i, spec.H, spec.P) for i in range(spec.P)])
-        bounds_w = xp.asarray([adaptive_window(j, spec.W, spec.Q) for j in range(spec.Q)])
-        ok = ((h >= bounds_h[:, 0][:, None]) & (h < bounds_h[:, 1][:, None])
-              & (w >= bounds_w[:, 0][None, :]) & (w < bounds_w[:, 1][None, :]))
-    else:
-        dh = h - (xp.arange(spec.P) * spec.stride_h - spec.pad_h)[:, None]
-        dw = w - (xp.arange(spec.Q) * spec.stride_w - spec.pad_w)[None, :]
-        ok = ((dh >= 0) & (dh % spec.dil_h == 0) & (dh // spec.dil_h < spec.R)
-              & (dw >= 0) & (dw % spec.dil_w == 0) & (dw // spec.dil_w < spec.S))
-    if not bool(ok.all()):
-        raise ValueError("indices must name a position inside each output's pooling window (as the forward "
-                         "pool returns them); some do not")

@@ -15,7 +15,7 @@ Every function takes ``backend=`` (None: by the array type, as the forward ops) 
 """
 from __future__ import annotations
 
-from . import functional as _f
+from . import _indices, functional as _f
 from ._spec import (array_kind, conv_input_spec, conv_weight_spec, pool_grad_spec, _check_indices_array,
                     _same_place)
 
@@ -109,7 +109,9 @@ def _pool_grad(nd, kind, grad_output, input, indices, backend, **kw):
             if array_kind(indices) != akind:
                 raise TypeError(f"indices is a {array_kind(indices)} array but input is a {akind} array; "
                                 f"move them to one place first")
-            _f.check_index_values(spec, indices, xp, within_window=True)
+            _indices.check_in_window(spec, indices, xp)
+        # outputs of windows wholly in the padding have no input element to send their gradient to
+        grad_output, indices = _indices.drop_empty_windows(spec, grad_output, indices, xp)
         arrays = (grad_output, indices)
     elif indices is not None:
         raise TypeError(f"indices= is for the max pools; {kind} pooling takes none")

@@ -82,8 +82,8 @@ IDX = fc.max_pool2d(np.arange(72, dtype=F).reshape(1, 2, 6, 6), 2, return_indice
     (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX[..., :2]), ValueError, "indices must have shape"),
     (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX.astype(F)), TypeError, "indices must hold integers"),
     (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX.tolist()), TypeError, "indices must be"),
-    (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX + 36), ValueError, r"indices must lie in \[0, 36\)"),
-    (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX - 100), ValueError, "indices must lie"),
+    (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX + 36), ValueError, r"pooling window .*flat positions in \[0, 36\)"),
+    (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=IDX - 100), ValueError, "inside each output's pooling window"),
     (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3), X, 2, indices=np.zeros_like(IDX)), ValueError, "inside each output's pooling window"),
     (lambda: fc.grad.adaptive_max_pool2d(_z(1, 2, 3, 3), X, indices=np.zeros_like(IDX)), ValueError, "inside each output's"),
     (lambda: fc.grad.max_pool2d(_z(1, 2, 3, 3, dtype=np.float64), X, 2), TypeError, "dtype"),
@@ -140,3 +140,59 @@ def test_dtype_preserved_and_inputs_not_modified(dtype):
     assert fc.grad.avg_pool2d(gp, x, 3, 2, backend="numpy").dtype == dtype
     for a, c in zip((x, w, g), copies):
         np.testing.assert_array_equal(a, c)
+
+
+# --- the index rules (fastconv._indices): both implementations of the window check agree with the rule ----------
+@pytest.mark.parametrize("kind, kw", [
+    ("max", dict(kernel_size=3, stride=2, padding=1)),
+    ("max", dict(kernel_size=(2, 3), stride=1, padding=(1, 1), dilation=(2, 1), ceil_mode=True)),
+    ("adaptive_max", dict(output_size_=(4, 3))),
+])
+@pytest.mark.parametrize("path", ["numba", "arrays"])
+def test_window_check_accepts_the_forwards_indices_and_refuses_each_moved_one(kind, kw, path, monkeypatch):
+    """The rule written out: an index is accepted iff its (h, w) is one of its window's in-bounds taps. Every
+    index of the forward passes; moving one index to each other position of the plane is refused exactly
+    when that position is not a tap of its window."""
+    from fastconv import _indices
+    from fastconv._spec import pool_grad_spec
+    if path == "arrays":
+        monkeypatch.setattr(_indices, "_numba_usable", lambda: False)
+    x = np.random.default_rng(0).standard_normal((1, 1, 7, 6)).astype(F)
+    fwd_kw = {k: v for k, v in kw.items() if k != "output_size_"}
+    if kind == "max":
+        y, idx = fc.max_pool2d(x, return_indices=True, backend="numpy", **fwd_kw)
+    else:
+        y, idx = fc.adaptive_max_pool2d(x, kw["output_size_"], return_indices=True, backend="numpy")
+    spec = pool_grad_spec(kind, y, x, **fwd_kw)
+    _indices.check_in_window(spec, idx, np)
+    p, q = 1, 1
+    if kind == "max":
+        rows = {p * spec.stride_h - spec.pad_h + r * spec.dil_h for r in range(spec.R)}
+        cols = {q * spec.stride_w - spec.pad_w + s * spec.dil_w for s in range(spec.S)}
+    else:
+        rows = set(range(p * 7 // 4, -(-(p + 1) * 7 // 4)))
+        cols = set(range(q * 6 // 3, -(-(q + 1) * 6 // 3)))
+    for pos in range(-1, 7 * 6 + 1):
+        moved = idx.copy()
+        moved[0, 0, p, q] = pos
+        taps = 0 <= pos < 42 and pos // 6 in rows and pos % 6 in cols
+        if taps:
+            _indices.check_in_window(spec, moved, np)
+        else:
+            with pytest.raises(ValueError, match="inside each output's pooling window"):
+                _indices.check_in_window(spec, moved, np)
+
+
+def test_window_wholly_in_the_padding_sends_no_gradient():
+    """Dilation 2 over a width-1 input with padding 1: both taps of each window fall outside the input, so every
+    output is -inf whatever x holds and its gradient is zero; the forward's index (PyTorch's first tap with
+    non-negative coordinates, here past the end of the row) is accepted and never followed."""
+    x = np.array([[[[1.0], [2.0], [3.0]]]], F)
+    kw = dict(kernel_size=(1, 2), padding=(0, 1), dilation=(1, 2))
+    y, idx = fc.max_pool2d(x, return_indices=True, backend="numpy", **kw)
+    assert np.all(y == -np.inf)
+    g = np.ones_like(y)
+    for backend, info in fc.backends().items():
+        if info["available"] and backend != "cuda":
+            np.testing.assert_array_equal(fc.grad.max_pool2d(g, x, **kw, backend=backend), 0 * x)
+            np.testing.assert_array_equal(fc.grad.max_pool2d(g, x, **kw, indices=idx, backend=backend), 0 * x)

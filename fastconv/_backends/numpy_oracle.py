@@ -19,7 +19,8 @@ Gradients are the adjoints of those sums, written out term by term (never derive
 - conv input gradient (and the transposed convolution): every (p, q, r, s) term of the forward sum whose
   tap is inside the input sends ``dy[n,k,p,q] * w[k,c,r,s]`` to ``dx`` at that tap;
 - conv weight gradient: ``dw[k,c,r,s] = sum_{n,p,q} x[tap] * dy[n,k,p,q]`` over taps inside the input;
-- max pools: ``dy`` goes to the position the forward's index names (windows sharing it add up);
+- max pools: ``dy`` goes to the position the forward's index names (windows sharing it add up); a window
+  wholly in the padding (dilation) holds no input position and sends nothing;
 - avg pools: each window sends ``dy / divisor`` (the forward's divisor) to every in-bounds tap;
 - max_unpool: ``out[indices] = x``, the last of repeated indices (row-major) winning.
 """
@@ -247,13 +248,29 @@ def adaptive_max_pool(spec, x):
 # ---------------------------------------------------------------------------------------------------
 # Pool gradients and max_unpool
 # ---------------------------------------------------------------------------------------------------
+def _live_windows(spec):
+    """(P, Q) bool: the windows holding at least one input position (with dilation a window can lie wholly
+    in the padding; its output is -inf whatever the input, so it sends no gradient anywhere)."""
+    if spec.is_adaptive:
+        return np.ones((spec.P, spec.Q), dtype=bool)
+    live_h = np.zeros(spec.P, dtype=bool)
+    for r in range(spec.R):
+        live_h |= _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, spec.H)[1]
+    live_w = np.zeros(spec.Q, dtype=bool)
+    for s in range(spec.S):
+        live_w |= _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, spec.W)[1]
+    return live_h[:, None] & live_w[None, :]
+
+
 def _to_index(spec, dy, indices):
-    """dx (N, C, H, W) in float64: each dy added at the position its index names."""
+    """dx (N, C, H, W) in float64: each dy of a window holding input positions added at the position its
+    index names."""
     N, C, H, W = spec.input_shape
     dx = np.zeros((N * C, H * W))
-    rows = np.repeat(np.arange(N * C), spec.P * spec.Q)
-    np.add.at(dx, (rows, np.asarray(indices, dtype=np.int64).reshape(-1)),
-              np.asarray(dy, dtype=np.float64).reshape(-1))
+    live = np.broadcast_to(_live_windows(spec), (N * C, spec.P, spec.Q)).reshape(-1)
+    rows = np.repeat(np.arange(N * C), spec.P * spec.Q)[live]
+    np.add.at(dx, (rows, np.asarray(indices, dtype=np.int64).reshape(-1)[live]),
+              np.asarray(dy, dtype=np.float64).reshape(-1)[live])
     return dx.reshape(N, C, H, W)
 
 
