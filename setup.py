@@ -25,6 +25,10 @@ setup(
         "nvrtc": ["nvidia-cuda-nvrtc>=13", "nvidia-cuda-runtime>=13",
                   "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"],
         "bench": ["matplotlib>=3.7"],
+        # examples/train_lenet.py trains on sklearn.datasets.load_digits (shipped with scikit-learn)
+        "examples": ["scikit-learn>=1.2"],
+        # fastconv.torch, the autograd bridge (CPU tensors; CUDA tensors need a CUDA build and a CuPy extra)
+        "torch": ["torch>=2.1"],
     },
     entry_points={"console_scripts": ["fastconv=fastconv.cli:main"]},
     classifiers=[
