@@ -7,15 +7,20 @@ and backward) through fastconv.
 The layers, their shapes and the initial weights are lenet.py's (``LAYERS``, ``design_table``,
 ``init_weights``) with one input channel. Data: ``sklearn.datasets.load_digits`` (1797 8x8 grey images, shipped
 with scikit-learn, no download), each pixel repeated 4x4 to 32x32, scaled by the training set's mean and
-standard deviation, split 80/20 into training and held-out test images (stratified, fixed seed).
+standard deviation, split 80/20 into training and held-out test images (stratified, always the same split).
 
 Convolutions: ``fastconv.conv2d`` forward, ``fastconv.grad.conv2d_weight`` / ``conv2d_input`` /
 ``conv_bias`` backward; pools: ``fastconv.max_pool2d(return_indices=True)`` forward and
 ``fastconv.grad.max_pool2d(indices=...)`` backward. The FC layers, ReLU, softmax and cross-entropy are plain
-NumPy. Training: minibatch SGD with momentum, the learning rate decayed by a cosine over the run. One progress
-line per epoch; the last line reads ``test accuracy: 0.xxxx`` (held-out images).
+NumPy. Training: minibatch SGD with momentum and weight decay, the learning rate decayed by a cosine over the
+run, each training image shifted by a random offset of up to 3 pixels (1437 images overfit otherwise). One
+progress line per epoch; the last line reads ``test accuracy: 0.xxxx`` (held-out images).
 
-    python examples/train_lenet.py [--epochs 8] [--batch 32] [--lr 0.05] [--limit N] [--backend numba]
+    python examples/train_lenet.py [--epochs 6] [--batch 32] [--lr 0.02] [--shift 3] [--seed 0]
+                                   [--limit N] [--backend numba]
+
+``--limit N`` trains on the first N training images only (a short run: ``--epochs 2 --limit 300 --batch 16``
+reaches about 75 % in a few seconds); ``--seed`` draws the initial weights, the batches and the shifts.
 """
 from __future__ import annotations
 
@@ -37,15 +42,15 @@ INPUT = (32, 32, 1)   # H, W, C: the digits are grey
 UPSCALE = 4           # 8x8 -> 32x32
 
 
-def load_data(seed: int = 0, test_fraction: float = 0.2):
+def load_data(split_seed: int = 0, test_fraction: float = 0.2):
     """(x_train, y_train, x_test, y_test): float32 NCHW images (N, 1, 32, 32) and int labels."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     digits = load_digits()
     x = digits.images.astype(np.float32)
     x = np.repeat(np.repeat(x, UPSCALE, axis=1), UPSCALE, axis=2)[:, None]
-    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=test_fraction, random_state=seed,
-                                              stratify=digits.target)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=test_fraction,
+                                              random_state=split_seed, stratify=digits.target)
     mean, std = x_tr.mean(), x_tr.std()
     return ((x_tr - mean) / std).astype(np.float32), y_tr, ((x_te - mean) / std).astype(np.float32), y_te
 
@@ -140,10 +145,10 @@ def accuracy(params, x, labels, backend=None, batch: int = 256) -> float:
     return hits / len(x)
 
 
-def train(epochs=8, batch=32, lr=0.02, momentum=0.9, weight_decay=1e-4, shift=3, limit=None, backend=None,
+def train(epochs=6, batch=32, lr=0.02, momentum=0.9, weight_decay=1e-4, shift=3, limit=None, backend=None,
           seed=0, log=print):
     """Train and return (params, test accuracy); ``limit``: use only the first ``limit`` training images."""
-    x_tr, y_tr, x_te, y_te = load_data(seed)
+    x_tr, y_tr, x_te, y_te = load_data()
     if limit is not None:
         x_tr, y_tr = x_tr[:limit], y_tr[:limit]
     params = init_params(seed)
@@ -152,7 +157,8 @@ def train(epochs=8, batch=32, lr=0.02, momentum=0.9, weight_decay=1e-4, shift=3,
     steps = epochs * math.ceil(len(x_tr) / batch)
     step, start = 0, time.perf_counter()
     log(f"LeNet on digits: {len(x_tr)} training / {len(x_te)} test images, {epochs} epochs of batch {batch}, "
-        f"SGD lr {lr} momentum {momentum} weight decay {weight_decay}, shifts up to {shift} px, fastconv backend {backend or 'default'}")
+        f"SGD lr {lr} momentum {momentum} weight decay {weight_decay}, shifts up to {shift} px, "
+        f"fastconv backend {backend or 'default'}")
     for epoch in range(1, epochs + 1):
         order = rng.permutation(len(x_tr))
         total, hits = 0.0, 0
@@ -178,7 +184,7 @@ def train(epochs=8, batch=32, lr=0.02, momentum=0.9, weight_decay=1e-4, shift=3,
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--momentum", type=float, default=0.9)
