@@ -18,6 +18,9 @@ indices, not the input; the pools keep nothing else). The max pools' gradient go
 indices point, as torch's does; ``max_unpool``'s gradient is the gather ``grad_output[indices]``, as torch's
 (done by torch on the tensor's device: it is a memory operation, no arithmetic).
 
+Two modules: ``Conv1d`` and ``Conv2d``, ``torch.nn.Conv1d``/``Conv2d`` (same parameters, initialisation and
+state_dict) whose forward runs through fastconv, with ``backend=`` and ``algo=`` keyword arguments.
+
 Double backward is not supported: every backward is ``once_differentiable``, so differentiating a gradient
 raises a RuntimeError. float16 is supported as by fastconv (summed in float32); bfloat16 and complex tensors
 are refused with a TypeError. ``import fastconv`` does not import this module (nor torch).
@@ -35,7 +38,7 @@ from ._spec import conv_transpose_spec, output_size
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
            "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
-           "adaptive_max_pool2d", "max_unpool1d", "max_unpool2d"]
+           "adaptive_max_pool2d", "max_unpool1d", "max_unpool2d", "Conv1d", "Conv2d"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -362,3 +365,44 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
     """As ``torch.nn.functional.max_unpool1d``."""
     return _MaxUnpool.apply(input, indices, 1, kernel_size, stride, padding, output_size, backend)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------
+class _FastconvConv:
+    """Mixin for torch.nn.Conv{1,2}d: the same module, its forward through fastconv."""
+
+    _fn = None
+
+    def _setup(self, backend, algo):
+        if self.padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' (fastconv pads with zeros), got {self.padding_mode!r}")
+        self.backend, self.algo = backend, algo
+
+    def forward(self, input):
+        return type(self)._fn(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                              backend=self.backend, algo=self.algo)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", backend={self.backend!r}, algo={self.algo!r}"
+
+
+class Conv2d(_FastconvConv, torch.nn.Conv2d):
+    """``torch.nn.Conv2d(..., backend=None, algo="auto")`` running :func:`conv2d`."""
+
+    _fn = staticmethod(conv2d)
+
+    def __init__(self, *args, backend=None, algo="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup(backend, algo)
+
+
+class Conv1d(_FastconvConv, torch.nn.Conv1d):
+    """``torch.nn.Conv1d(..., backend=None, algo="auto")`` running :func:`conv1d`."""
+
+    _fn = staticmethod(conv1d)
+
+    def __init__(self, *args, backend=None, algo="auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup(backend, algo)
