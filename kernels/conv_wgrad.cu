@@ -1,0 +1,265 @@
+// conv_wgrad.cu -- the weight gradient of a 2-D convolution, NCHW, as an implicit GEMM per group.
+//
+// The fields of ConvParams describe the FORWARD problem: x (N, C, H, W), w (K, C/groups, R, S), y (N, K, P, Q).
+// These kernels take x and dy (N, K, P, Q) and compute, per group g,
+//   dW[m, n] = sum_j dY[m, j] * X[j, n]          m < GEMM_M = K/groups  (filter g*Kg + m)
+//                                                 n < GEMM_N = Cg*R*S    (tap (c, r, s), the order of w[k])
+//                                                 j < GEMM_K = N*P*Q     (output position (img, p, q))
+// with dY[m, j] = dy[img, g*Kg + m, p, q] and X[j, n] = x[img, g*Cg + c, p*stride_h - pad_top + r*dil_h,
+// q*stride_w - pad_left + s*dil_w] gathered while a tile is staged (0 in the padding), so
+//   dw[g*Kg + m, c, r, s] = dW[m, n]   (no bias: the bias gradient is a plain sum, grad.conv_bias).
+//
+// Padding: a tap in the padding is staged as 0, which is exact unless dy holds Inf or NaN (Inf * 0 is NaN,
+// while fastconv's rule is that a padded tap contributes nothing). A block that staged a non-finite dy in a
+// padded problem recomputes its outputs with the exact loop (padded taps skipped), so the rule holds for
+// every dy without a host-side check.
+//
+// Split-K: GEMM_K (every output position of the batch) is long and the output (one filter bank) small, so
+// few blocks would carry a long reduction each. The launcher may cut GEMM_K into `splits` chunks (grid y);
+// each chunk writes its partial sums, in the accumulation type, to its own slice of a workspace, and
+// wgrad_splitk_reduce_v1 adds the slices in split order: no atomics, results bitwise reproducible.
+//
+// Template parameters: T storage (float, double, __half; __half accumulates in float), I index type (int or
+// long long, chosen per call), and the tile shape, owned by the launcher (fastconv/_cuda/conv_wgrad.py, TILES)
+// and passed in the name expression: BM x BN block tile, BK-deep k steps, TM x TN outputs per thread,
+// __launch_bounds__ minimum MINB blocks per SM.
+//
+// Versions:
+//   conv_wgrad_v1           register-blocked tiles, double-buffered shared memory (one barrier per k step),
+//                           the next tile's global loads issued before the current tile's FMAs; a thread's
+//                           position (img, p, q) advanced incrementally (no divisions in the loop); a warp
+//                           stages consecutive positions of a dy plane (coalesced); optional split-K
+//   wgrad_splitk_reduce_v1  one thread per dw element: the sum over the splits, in split order
+//
+// Sections: helpers | exact slow path | v1 implicit GEMM | split-K reduction
+
+#include "common.cuh"
+
+// ================================================================ helpers
+// (the same fragment read and finiteness test as conv_implicit_gemm.cu's)
+template <typename A>
+__device__ __forceinline__ void wgrad_frag4(const A* p, A* out) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = p[i];
+}
+
+struct __align__(16) WgradFloat4 {
+  float v[4];
+};
+
+template <>
+__device__ __forceinline__ void wgrad_frag4<float>(const float* p, float* out) {
+  const WgradFloat4 f = *reinterpret_cast<const WgradFloat4*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
+}
+
+template <typename A>
+__device__ __forceinline__ bool wgrad_not_finite(A v) {
+  return !(v - v == A(0));
+}
+
+// Output position j of the batch as (img, p, q), walked forward by a fixed step without divisions.
+template <typename I>
+struct OutPos {
+  I img;
+  int p, q;
+
+  __device__ __forceinline__ void set(I j, I PQ, int Q) {
+    img = j / PQ;
+    const int pq = (int)(j % PQ);
+    p = pq / Q;
+    q = pq % Q;
+  }
+  __device__ __forceinline__ void advance(const OutPos& d, int P, int Q) {
+    q += d.q; if (q >= Q) { q -= Q; ++p; }
+    p += d.p; if (p >= P) { p -= P; ++img; }
+    img += d.img;
+  }
+};
+
+// ================================================================ exact slow path
+// One dw value of group g over output positions [j_begin, j_end) by the definition, padded taps skipped (the
+// slow path for blocks that staged a non-finite dy). Not inlined: called from every unrolled epilogue slot.
+template <typename T, typename I>
+__device__ __noinline__ typename Acc<T>::type wgrad_exact(const ConvParams p, const T* __restrict__ x,
+                                                          const T* __restrict__ dy, int g, int m, int n,
+                                                          I j_begin, I j_end) {
+  typedef typename Acc<T>::type A;
+  const I PQ = (I)p.P * p.Q;
+  const I HW = (I)p.H * p.W;
+  const int RS = p.R * p.S;
+  const int c = n / RS, r = (n / p.S) % p.R, s = n % p.S;
+  A sum = A(0);
+  for (I j = j_begin; j < j_end; ++j) {
+    const I img = j / PQ;
+    const int pq = (int)(j % PQ);
+    const int hh = first_tap_h(p, pq / p.Q) + r * p.dil_h, ww = first_tap_w(p, pq % p.Q) + s * p.dil_w;
+    if ((unsigned)hh >= (unsigned)p.H || (unsigned)ww >= (unsigned)p.W) continue;
+    sum += Acc<T>::load(dy[(img * p.K + (I)g * p.K_per_group + m) * PQ + pq]) *
+           Acc<T>::load(x[(img * p.C + (I)g * p.C_per_group + c) * HW + (I)hh * p.W + ww]);
+  }
+  return sum;
+}
+
+// ================================================================ v1 implicit GEMM
+// Grid (1-D in x, from the launcher): blockIdx.x = (g * m_blocks + bm) * n_blocks + bn, with
+// m_blocks = ceil(Kg / BM), n_blocks = ceil(Cg*R*S / BN); blockIdx.y = split, covering
+// j in [split * k_chunk, min(N*P*Q, (split + 1) * k_chunk)) (k_chunk a multiple of BK).
+// Staging: As[j][m] (BK x (BM + 4)) and Bs[j][n] (BK x (BN + 4)), two of each; thread t stages the k offset
+// t % BK of rows t / BK + e * (NT / BK) of both tiles, so A and B share one walk over (img, p, q) and a warp's
+// dy loads run along a dy plane. Compute and fragments as conv_implicit_gemm_v1.
+template <typename T, typename I, int BM, int BN, int BK, int TM, int TN, int MINB>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN), MINB)
+conv_wgrad_v1(const ConvParams p, const long long k_chunk, const T* __restrict__ x, const T* __restrict__ dy,
+              T* __restrict__ dw, typename Acc<T>::type* __restrict__ partial) {
+  typedef typename Acc<T>::type A;
+  constexpr int NT = (BM / TM) * (BN / TN);
+  constexpr int A_PER = BM * BK / NT;
+  constexpr int B_PER = BN * BK / NT;
+  constexpr int BMP = BM + 4, BNP = BN + 4;
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "fragments are read 4 at a time");
+  static_assert(NT % BK == 0 && BM % (NT / BK) == 0 && BN % (NT / BK) == 0, "staging must tile BK x BM, BK x BN");
+  __shared__ __align__(16) A As[2][BK][BMP];
+  __shared__ __align__(16) A Bs[2][BK][BNP];
+
+  const int tid = threadIdx.x;
+  const int Kg = p.K_per_group, Cg = p.C_per_group;
+  const int RS = p.R * p.S;
+  const int NN = Cg * RS;                 // GEMM_N
+  const I PQ = (I)p.P * p.Q;
+  const I HW = (I)p.H * p.W;
+  const I J = (I)p.N * PQ;                // GEMM_K
+
+  const int n_blocks = (NN + BN - 1) / BN;
+  const int m_blocks = (Kg + BM - 1) / BM;
+  I blk = blockIdx.x;
+  const int bn = (int)(blk % n_blocks); blk /= n_blocks;
+  const int bm = (int)(blk % m_blocks);
+  const int g = (int)(blk / m_blocks);
+  const int m0 = bm * BM, n0 = bn * BN;
+
+  const I j_begin = (I)blockIdx.y * (I)k_chunk;
+  const I j_end = min(J, j_begin + (I)k_chunk);
+  const bool split = gridDim.y > 1;
+
+  // ---- this thread's k offset and rows / columns
+  const int t_k = tid % BK;
+  const int t_r = tid / BK;
+  const T* dyg = dy + (I)g * Kg * PQ;                   // + img*K*PQ + m*PQ + pq
+  const T* xg = x + (I)g * Cg * HW;                     // + img*C*HW + c*HW + hh*W + ww
+  int b_c[B_PER], b_dh[B_PER], b_dw[B_PER];             // tap (c, r, s) of each staged column
+#pragma unroll
+  for (int e = 0; e < B_PER; ++e) {
+    const int n = min(n0 + t_r + e * (NT / BK), NN - 1);
+    b_c[e] = n / RS;
+    b_dh[e] = ((n / p.S) % p.R) * p.dil_h - p.pad_top;
+    b_dw[e] = (n % p.S) * p.dil_w - p.pad_left;
+  }
+  OutPos<I> pos, step;
+  pos.set(j_begin + t_k, PQ, p.Q);
+  step.set((I)BK, PQ, p.Q);
+
+  A a_reg[A_PER], b_reg[B_PER];
+  bool bad = false;  // a staged dy was Inf or NaN
+
+  auto load_tiles = [&](I k0) {
+    const bool j_ok = k0 + t_k < j_end;
+    const I pq = (I)pos.p * p.Q + pos.q;
+#pragma unroll
+    for (int e = 0; e < A_PER; ++e) {
+      const int m = m0 + t_r + e * (NT / BK);
+      A v = A(0);
+      if (j_ok && m < Kg) v = Acc<T>::load(dyg[(pos.img * p.K + m) * PQ + pq]);
+      bad |= wgrad_not_finite(v);
+      a_reg[e] = v;
+    }
+    const int h0 = pos.p * p.stride_h, w0 = pos.q * p.stride_w;
+#pragma unroll
+    for (int e = 0; e < B_PER; ++e) {
+      const int n = n0 + t_r + e * (NT / BK);
+      const int hh = h0 + b_dh[e], ww = w0 + b_dw[e];
+      A v = A(0);
+      if (j_ok && n < NN && (unsigned)hh < (unsigned)p.H && (unsigned)ww < (unsigned)p.W)
+        v = Acc<T>::load(xg[(pos.img * p.C + b_c[e]) * HW + (I)hh * p.W + ww]);
+      b_reg[e] = v;
+    }
+  };
+  auto store_tiles = [&](int buf) {
+#pragma unroll
+    for (int e = 0; e < A_PER; ++e) As[buf][t_k][t_r + e * (NT / BK)] = a_reg[e];
+#pragma unroll
+    for (int e = 0; e < B_PER; ++e) Bs[buf][t_k][t_r + e * (NT / BK)] = b_reg[e];
+  };
+
+  const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+  A acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
+
+  load_tiles(j_begin);
+  store_tiles(0);
+  __syncthreads();
+  const I k_steps = (j_end - j_begin + BK - 1) / BK;   // >= 1: the launcher makes no empty split
+  for (I ks = 0; ks < k_steps; ++ks) {
+    const int buf = (int)(ks & 1);
+    const bool more = ks + 1 < k_steps;
+    if (more) {  // issue the next tile's global loads before this tile's FMAs
+      pos.advance(step, p.P, p.Q);
+      load_tiles(j_begin + (ks + 1) * BK);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      A af[TM], bf[TN];
+#pragma unroll
+      for (int i = 0; i < TM / 4; ++i) wgrad_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
+#pragma unroll
+      for (int j = 0; j < TN / 4; ++j) wgrad_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += af[i] * bf[j];
+    }
+    if (more) store_tiles(buf ^ 1);  // the other buffer was last read before the previous barrier
+    __syncthreads();
+  }
+
+  // ---- a block that staged a non-finite dy in a padded problem recomputes its outputs exactly
+  const bool padded = (p.pad_top | p.pad_bottom | p.pad_left | p.pad_right) != 0;
+  const bool exact = __syncthreads_or(bad) && padded;
+
+  // ---- epilogue: dw[g*Kg + m, n] (or this split's workspace slice, same layout)
+  const I total = (I)p.K * NN;
+  T* out = dw;
+  A* part = partial + (I)blockIdx.y * total;
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int m = m0 + (i / 4) * (BM / (TM / 4)) + tm * 4 + (i % 4);
+    if (m >= Kg) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int n = n0 + (j / 4) * (BN / (TN / 4)) + tn * 4 + (j % 4);
+      if (n >= NN) continue;
+      const A v = exact ? wgrad_exact<T, I>(p, x, dy, g, m, n, j_begin, j_end) : acc[i][j];
+      const I o = ((I)g * Kg + m) * NN + n;
+      if (split) part[o] = v;
+      else out[o] = Acc<T>::store(v);
+    }
+  }
+}
+
+// ================================================================ split-K reduction
+// dw[o] = sum_{s < splits} partial[s * K*Cg*R*S + o], in split order (deterministic).
+template <typename T, typename I>
+__global__ void wgrad_splitk_reduce_v1(const ConvParams p, const int splits,
+                                       const typename Acc<T>::type* __restrict__ partial, T* __restrict__ dw) {
+  typedef typename Acc<T>::type A;
+  const I total = (I)p.K * p.C_per_group * p.R * p.S;
+  const I o = global_thread_index<I>();
+  if (o >= total) return;
+  A sum = A(0);
+  for (int s = 0; s < splits; ++s) sum += partial[(I)s * total + o];
+  dw[o] = Acc<T>::store(sum);
+}
