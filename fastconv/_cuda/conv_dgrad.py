@@ -31,7 +31,7 @@ VERSIONS = (1, 2)
 #: blocks per SM. BM rows are dx positions of one stride phase, BN columns input channels of one group.
 TILES: Dict[str, Tuple[int, ...]] = {
     "128x64": (128, 64, 8, 8, 4, 2),
-    "64x64": (64, 64, 8, 4, 4, 3),
+    "64x64": (64, 64, 8, 4, 4, 2),
     "128x16": (128, 16, 8, 4, 4, 4),
 }
 #: float64 tiles: the 8x4 register tile of 128x64 in doubles would not fit its register budget
