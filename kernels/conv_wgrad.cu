@@ -71,9 +71,13 @@ struct OutPos {
     p = pq / Q;
     q = pq % Q;
   }
+  // q + d.q is never formed when it would pass Q (a row of ~2^31 positions must not wrap the int):
+  // compared against Q - d.q instead, and the row step with its carry against P - dp.
   __device__ __forceinline__ void advance(const OutPos& d, int P, int Q) {
-    q += d.q; if (q >= Q) { q -= Q; ++p; }
-    p += d.p; if (p >= P) { p -= P; ++img; }
+    int carry = 0;
+    if (q >= Q - d.q) { q -= Q - d.q; carry = 1; } else { q += d.q; }
+    const int dp = d.p + carry;  // <= P
+    if (p >= P - dp) { p -= P - dp; ++img; } else { p += dp; }
     img += d.img;
   }
 };

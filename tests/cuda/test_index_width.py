@@ -438,6 +438,90 @@ def model_max_unpool2d_write_v2(s, lc):
             ("thread index", _last_thread(lc), "I"), ("o/HW*PQ + owner", s.N * s.C * s.P * s.Q - 1, "I")]
 
 
+def model_conv_dgrad_v1(s, lc):
+    e = [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
+         ("H*W, C*H*W", s.C * s.H * s.W, "I"), ("P*Q", s.P * s.Q, "I"), ("R*S", s.R * s.S, "int"),
+         ("hp = h + pad_top - r*dil_h", s.H - 1 + s.pad_top, "int"), ("r*dil_h", (s.R - 1) * s.dil_h, "int"),
+         ("wq = w + pad_left - s*dil_w", s.W - 1 + s.pad_left, "int"), ("s*dil_w", (s.S - 1) * s.dil_w, "int"),
+         ("kk = g*Kg + k", s.K - 1, "int"), ("(n*K + kk)*PQ + op*Q + oq", s.N * s.K * s.P * s.Q - 1, "I"),
+         ("((kk*Cg + cg)*RS + r*S + s", s.K * s.C_per_group * s.R * s.S - 1, "I")]
+    return e
+
+
+def _dgrad_phase_axis(extent, stride, pad, kernel, dil, what):
+    """PhaseAxis (conv_dgrad.cu) over every phase of one axis: its int intermediates at their largest."""
+    phases = min(stride, extent)
+    gd = math.gcd(stride, dil)
+    step = stride // gd
+    return [(f"{what}: count = extent - ph + stride - 1", extent + stride - 1, "int"),
+            (f"{what}: ph + pad", phases - 1 + pad, "int"),
+            (f"{what}: r*dil (first tap search)", (min(kernel, step) - 1) * dil, "int"),
+            (f"{what}: ph + pad - r*dil", max(phases - 1 + pad, (min(kernel, step) - 1) * dil), "int"),
+            (f"{what}: r0 + i*step", kernel - 1, "int"),
+            (f"{what}: t + e (dy index of tap 0)", -(-extent // stride) - 1 + (phases - 1 + pad) // stride, "int"),
+            (f"{what}: i*dd", (kernel - 1) * dil, "int")]
+
+
+def model_conv_dgrad_v2(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    rows_h, rows_w = -(-s.H // s.stride_h), -(-s.W // s.stride_w)
+    rows_max = s.N * rows_h * rows_w
+    m_blocks, n_blocks = -(-rows_max // bm), -(-s.C_per_group // bn)
+    KD = s.K_per_group * s.R * s.S          # the largest phase's taps at most
+    PQ, HW, RS = s.P * s.Q, s.H * s.W, s.R * s.S
+    e = [("rows_max = N*ceil(H/sh)*ceil(W/sw)", rows_max, "I"), ("m_blocks: (rows_max - 1)/BM + 1", rows_max, "I"),
+         ("n_blocks: Cg + BN - 1", s.C_per_group + bn - 1, "int"), ("blockIdx.x", lc.grid[0] - 1, "I"),
+         ("phases = min(sh, H)*min(sw, W)", min(s.stride_h, s.H) * min(s.stride_w, s.W), "int"),
+         ("plane = Ha*Wa", rows_h * rows_w, "int"), ("M = N*plane", rows_max, "I"),
+         ("m0 = bm*BM", (m_blocks - 1) * bm, "I"), ("am = m0 + a_m, mb + i", m_blocks * bm - 1, "I"),
+         ("KD = Kg*nr*ns", KD, "int"), ("tap walk j + step.j, i + step.i + 1", 2 * max(s.R, s.S), "int"), ("k0 + a_k + e, k0 + b_k", -(-KD // bk) * bk - 1 + bk, "int"),
+         ("RS = R*S, wtap = r*S + s", RS, "int"), ("PQ = P*Q", PQ, "I"), ("HW = H*W", HW, "I"),
+         ("(img*K + g*Kg)*PQ", ((s.N - 1) * s.K + (s.groups - 1) * s.K_per_group) * PQ, "I"),
+         ("k*PQ + pp*Q + qq", s.K_per_group * PQ - 1, "I"),
+         ("g*Kg*Cg*RS", (s.groups - 1) * s.K_per_group * s.C_per_group * RS, "I"),
+         ("(k*Cg + c)*RS + wtap", s.K_per_group * s.C_per_group * RS - 1, "I"),
+         ("c = n0 + b_n + e*(NT/BK)", n_blocks * bn - 1, "int"), ("cc = g*Cg + c", s.C - 1, "int"),
+         ("h = ph + t*stride_h", s.H - 1, "int"), ("w = pw + v*stride_w", s.W - 1, "int"),
+         ("(img*C + cc)*HW + h*W + w", s.N * s.C * HW - 1, "I")]
+    e += _dgrad_phase_axis(s.H, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+    e += _dgrad_phase_axis(s.W, s.stride_w, s.pad_left, s.S, s.dil_w, "w")
+    return e
+
+
+def model_conv_wgrad_v1(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    k_chunk, splits = int(lc.args[1]), lc.grid[1]
+    PQ, HW, RS = s.P * s.Q, s.H * s.W, s.R * s.S
+    NN, J, Kg = s.C_per_group * RS, s.N * PQ, s.K_per_group
+    m_blocks, n_blocks = -(-Kg // bm), -(-NN // bn)
+    # split z walks j from z*k_chunk in whole BK steps up to min(J, (z+1)*k_chunk): the last j it forms
+    j_last = max(z * k_chunk + -(-(min(J, (z + 1) * k_chunk) - z * k_chunk) // bk) * bk - 1 for z in range(splits))
+    e = [("NN = Cg*R*S", NN, "int"), ("PQ", PQ, "I"), ("HW", HW, "I"), ("J = N*P*Q", J, "I"),
+         ("n_blocks: NN + BN - 1", NN + bn - 1, "int"), ("m_blocks: Kg + BM - 1", Kg + bm - 1, "int"),
+         ("blockIdx.x", lc.grid[0] - 1, "I"), ("m = m0 + ...", m_blocks * bm - 1, "int"),
+         ("n = n0 + ...", n_blocks * bn - 1, "int"),
+         ("j_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "I"), ("j_begin + k_chunk", splits * k_chunk, "I"),
+         ("k0 + t_k, pos.set(j_begin + t_k)", j_last, "I"), ("k_steps*BK", k_chunk + bk - 1, "I"),
+         # OutPos::advance compares against Q - step.q and P - (step.p + carry) instead of forming the sums
+         ("Q - step.q", s.Q, "int"), ("step.p + carry", min(s.P, bk // s.Q + 1), "int"),
+         ("q (stays below Q)", s.Q - 1, "int"), ("p (stays below P)", s.P - 1, "int"),
+         ("g*Kg*PQ + (img*K + m)*PQ + pq", s.N * s.K * PQ - 1, "I"),
+         ("g*Cg*HW + (img*C + c)*HW + hh*W + ww", s.N * s.C * HW - 1, "I"),
+         ("b_dh = r*dil_h - pad_top", (s.R - 1) * s.dil_h, "int"), ("b_dw = s*dil_w - pad_left", (s.S - 1) * s.dil_w, "int"),
+         ("total = K*NN", s.K * NN, "I"), ("o = (g*Kg + m)*NN + n", s.K * NN - 1, "I")]
+    if splits > 1:
+        e.append(("blockIdx.y*total (workspace slice)", (splits - 1) * s.K * NN, "I"))
+    e += _conv_window(s, s.P, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+    e += _conv_window(s, s.Q, s.stride_w, s.pad_left, s.S, s.dil_w, "w")
+    return e
+
+
+def model_wgrad_splitk_reduce_v1(s, lc):
+    splits, total = int(lc.args[1]), s.K * s.C_per_group * s.R * s.S
+    return [("total K*Cg*R*S", total, "I"), ("thread index", _last_thread(lc), "I"),
+            ("s*total + o", splits * total - 1, "I")]
+
+
 MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
           "im2col_v1": model_im2col_v1, "conv_gemm_v1": model_conv_gemm_v1, "conv_gemm_v2": model_conv_gemm_v2,
           "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1,
@@ -448,7 +532,9 @@ MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_
           "max_pool2d_backward_v1": model_max_pool2d_backward_v1,
           "avg_pool2d_backward_v1": model_avg_pool2d_backward_v1, "max_unpool2d_v1": model_max_unpool2d_v1,
           "max_unpool2d_init_v2": model_max_unpool2d_init_v2, "max_unpool2d_claim_v2": model_max_unpool2d_claim_v2,
-          "max_unpool2d_write_v2": model_max_unpool2d_write_v2}
+          "max_unpool2d_write_v2": model_max_unpool2d_write_v2,
+          "conv_dgrad_v1": model_conv_dgrad_v1, "conv_dgrad_v2": model_conv_dgrad_v2,
+          "conv_wgrad_v1": model_conv_wgrad_v1, "wgrad_splitk_reduce_v1": model_wgrad_splitk_reduce_v1}
 
 
 def test_every_kernel_has_an_index_model():
@@ -611,5 +697,83 @@ def huge_specs(draw):
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(huge_specs())
 def test_offsets_fit_the_index_type_for_random_huge_shapes(spec):
+    assume(_plans(spec))
+    assert overflows(spec) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# The gradient kernels (conv_dgrad.cu, conv_wgrad.cu): the same problems as their forward, as conv_input
+# and conv_weight specs (the fields are the forward problem's)
+# ---------------------------------------------------------------------------------------------------
+def as_grad(spec, op):
+    """The conv_input or conv_weight spec of a forward conv spec (same fields; the weight gradient has no
+    bias)."""
+    import dataclasses
+
+    from fastconv._spec import ConvInputGradSpec, ConvSpec, ConvWeightGradSpec
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ConvSpec)}
+    if op == "conv_weight":
+        fields["has_bias"] = False
+        return ConvWeightGradSpec(**fields)
+    return ConvInputGradSpec(**fields)
+
+
+GRAD_EXTREMES = {
+    "long-row-int": lambda: conv((1, 1, INT32_MAX - 2), (1, 1, 3), bias=True),
+    "long-row-64bit": lambda: conv((3, 1, 2**30), (2, 1, 3), padding=1),
+    "long-row-strided-padded": lambda: conv((1, 1, 2**31 - 13), (1, 1, 3), stride=2, padding=((1, 8),)),
+    # padded extent + stride just below 2^31 - 1 (conv_dgrad's phase arithmetic ph + pad)
+    "long-row-dilated": lambda: conv((1, 1, 2**31 - 20), (1, 1, 2), dilation=2**30, padding=((0, 8),), stride=4),
+    # strides past the extent: one dy position per axis, most phases reached by no tap
+    "stride-beyond-extent": lambda: conv((1, 2, 3, 2**28), (2, 2, 1, 1), stride=(2**20, 2**29)),
+    "big-batch": lambda: conv((2**24, 2, 8, 8), (4, 2, 3, 3), padding=1),
+    "big-batch-64bit": lambda: conv((2**26, 2, 8, 8), (4, 2, 3, 3), padding=1, stride=2),
+    "many-channels": lambda: conv((1, 2**20, 1, 1), (2**10, 2**20, 1, 1)),
+    "depthwise-64bit": lambda: conv((4, 2**16, 128, 128), (2**17, 1, 3, 3), groups=2**16, padding=1),
+    "tall-strided-dilated": lambda: conv((1, 1, 2**25, 32), (1, 1, 5, 5), stride=(7, 1), dilation=(2**20, 1)),
+    # GEMM_K of dgrad (K/groups*R*S) and GEMM_N of wgrad (C/groups*R*S) just below the kernels' 2^30
+    "huge-filter": lambda: conv((1, 1, 1, 1), (2, 1, 2**14, 2**15 - 1), padding=((2**13, 2**13), (2**14, 2**14))),
+    # every buffer below 2^31 elements but the split-K workspace (13 splits of 3e8) above: those launches widen
+    "split-k-workspace-64bit": lambda: conv((8, 2**12, 7, 7), (2**13, 2**12, 3, 3), padding=1),
+}
+
+
+@pytest.mark.parametrize("op", ["conv_input", "conv_weight"])
+@pytest.mark.parametrize("name", list(GRAD_EXTREMES))
+def test_gradient_offsets_fit_the_index_type_for_the_largest_shapes(name, op):
+    spec = as_grad(GRAD_EXTREMES[name](), op)
+    assert _plans(spec), f"{name}: no kernel accepts it; pick a shape the launcher runs"
+    assert overflows(spec) == []
+
+
+def test_split_k_workspace_widens_the_weight_gradient():
+    spec = as_grad(GRAD_EXTREMES["split-k-workspace-64bit"](), "conv_weight")
+    assert L.index_type(spec) == "int"
+    wgrad = _cuda.family("conv_wgrad")
+    assert all(", long long" in lc.kernel for lc in wgrad.plan(spec, "64x64-k16").launches)
+    assert all(", int" in lc.kernel for lc in wgrad.plan(spec, "64x64").launches)
+
+
+@st.composite
+def huge_grad_specs(draw):
+    """Convolutions as huge_specs draws them, with the padding large enough for any filter (no empty output
+    to reject), as a conv_input or conv_weight spec."""
+    g = draw(st.sampled_from([1, 1, 2, 4]))
+    C, K = g * draw(extent(bits=20)), g * draw(extent(bits=20))
+    R, S = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    dil = (draw(extent(bits=8)), draw(extent(bits=8)))
+    pads = tuple((draw(st.integers(0, 8)) + (k - 1) * d, draw(st.integers(0, 8))) for k, d in zip((R, S), dil))
+    shape = (draw(extent(bits=26)), C, draw(extent(bits=31)), draw(extent(bits=31)))
+    assume(math.prod(shape) < 2**44 and K * (C // g) * R * S < 2**40 and shape[2] + pads[0][0] < 2**31
+           and shape[3] + pads[1][0] < 2**31)
+    spec = conv(shape, (K, C // g, R, S), bias=draw(st.booleans()), groups=g, dilation=dil, padding=pads,
+                stride=(draw(extent(bits=8)), draw(extent(bits=8))))
+    return as_grad(spec, draw(st.sampled_from(["conv_input", "conv_weight"])))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(huge_grad_specs())
+def test_gradient_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
     assert overflows(spec) == []
