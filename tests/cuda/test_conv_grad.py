@@ -282,6 +282,21 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
     assert DGRAD.reasons(ok) == [] and DGRAD.plan(ok).reasons() == []
 
 
+def test_results_are_bitwise_reproducible_across_thread_orders():
+    """No atomics, a fixed summation order: the same plan gives the same bits in every thread order and
+    seed (the split-K partial sums are reduced in split order, whichever block finished first)."""
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip("the emulator is unavailable here")
+    wspec, warrays = wgrad_problem("multi_tile", "float32", seed=5)
+    dspec, darrays = dgrad_problem("shared_factor", "float32", seed=5)
+    for spec, fam, variant, arrays in [(wspec, WGRAD, "64x64-k16", warrays), (wspec, WGRAD, "128x64-k4", warrays),
+                                       (dspec, DGRAD, "64x64", darrays)]:
+        plan = fam.plan(spec, variant)
+        runs = [run_plan(("cuda-emu", order), spec, plan, arrays, seed=seed)
+                for order, seed in [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)]]
+        assert all(np.array_equal(runs[0], r) for r in runs[1:]), variant
+
+
 # ---------------------------------------------------------------------------------------------------
 # The public API
 # ---------------------------------------------------------------------------------------------------
