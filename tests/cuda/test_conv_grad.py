@@ -297,6 +297,25 @@ def test_results_are_bitwise_reproducible_across_thread_orders():
         assert all(np.array_equal(runs[0], r) for r in runs[1:]), variant
 
 
+@pytest.mark.parametrize("guard", ["end", "start"])
+def test_no_access_outside_any_buffer(monkeypatch, guard):
+    """Guarded buffers (every array argument ends, or starts, at an unmapped page: one element out of bounds
+    faults): every kernel on cases with partial tiles, stride phases without taps, output_padding, splits."""
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip("the emulator is unavailable here")
+    monkeypatch.setenv("FASTCONV_EMU_GUARD", guard)
+    for case in ("multi_tile", "shared_factor", "transpose_output_padding", "conv1d"):
+        spec, arrays = dgrad_problem(case, "float32", seed=6)
+        for version, variant in _dgrad_kernels():
+            out = run_plan(("cuda-emu", "random"), spec, DGRAD.plan(spec, variant, version), arrays)
+            assert_dgrad_close(out, spec, *arrays)
+    for case in ("multi_tile", "shared_factor", "conv1d"):
+        spec, arrays = wgrad_problem(case, "float32", seed=6)
+        for variant in WGRAD.VARIANTS:
+            out = run_plan(("cuda-emu", "random"), spec, WGRAD.plan(spec, variant), arrays)
+            assert_wgrad_close(out, spec, *arrays)
+
+
 # ---------------------------------------------------------------------------------------------------
 # The public API
 # ---------------------------------------------------------------------------------------------------
