@@ -58,7 +58,7 @@ def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
     """The 32-bit limits of the kernels whatever the index type (GEMM_K and GEMM_N counters, a phase's
     positions per image, padded coordinates, the phase arithmetic ph + pad), and the dtypes of the tile."""
     if variant not in TILES:
-        raise ValueError(f"conv_dgrad variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        return [f"conv_dgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]
     out = field_overflow(spec)
     if spec.dtype not in _V2[variant].dtypes:
         out.append(f"dtype {spec.dtype} runs the {' and '.join(F64_TILES)} tiles only")

@@ -52,6 +52,8 @@ def _split(variant: str) -> Tuple[str, int]:
 def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
     """The 32-bit limits of the kernel whatever the index type (its m, n counters, a dy plane's positions,
     padded input coordinates, a k chunk in the int instantiation) and the dtypes of the tile."""
+    if variant not in VARIANTS:
+        return [f"conv_wgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]
     tname, _ = _split(variant)
     out = field_overflow(spec)
     if spec.dtype not in _GEMM[tname].dtypes:

@@ -40,7 +40,8 @@ def _tol(spec, mag, n):
 def assert_dgrad_close(out, spec, dy, w, b=None):
     ref = oracle.conv_input64(spec, dy, w, b)
     with np.errstate(invalid="ignore"):
-        mag = oracle.conv_input64(spec, np.abs(dy), np.nan_to_num(np.abs(w), posinf=0), None if b is None else np.abs(b))
+        mag = oracle.conv_input64(spec, np.abs(dy), np.nan_to_num(np.abs(w), posinf=0),
+                                  None if b is None else np.abs(b))
     assert out.shape == ref.shape and out.dtype == np.dtype(spec.dtype)
     with np.errstate(invalid="ignore"):
         assert_within(out.astype(np.float64), ref.astype(spec.dtype).astype(np.float64),
@@ -189,6 +190,7 @@ def test_dgrad_phase_grid_and_tiles_come_from_the_family():
     assert v1.kernel == "conv_dgrad_v1<float, int>" and v1.grid[0] == -(-(19 * 17 * 23) // 256)
     with pytest.raises(ValueError, match="variant must be one of"):
         DGRAD.plan(spec, "32x32")
+    assert DGRAD.reasons(spec, "32x32") and WGRAD.reasons(spec, "32x32")     # a reason, never a raise
 
 
 # ---------------------------------------------------------------------------------------------------

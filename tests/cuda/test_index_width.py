@@ -474,7 +474,8 @@ def model_conv_dgrad_v2(s, lc):
          ("phases = min(sh, H)*min(sw, W)", min(s.stride_h, s.H) * min(s.stride_w, s.W), "int"),
          ("plane = Ha*Wa", rows_h * rows_w, "int"), ("M = N*plane", rows_max, "I"),
          ("m0 = bm*BM", (m_blocks - 1) * bm, "I"), ("am = m0 + a_m, mb + i", m_blocks * bm - 1, "I"),
-         ("KD = Kg*nr*ns", KD, "int"), ("tap walk j + step.j, i + step.i + 1", 2 * max(s.R, s.S), "int"), ("k0 + a_k + e, k0 + b_k", -(-KD // bk) * bk - 1 + bk, "int"),
+         ("KD = Kg*nr*ns", KD, "int"), ("tap walk j + step.j, i + step.i + 1", 2 * max(s.R, s.S), "int"),
+         ("k0 + a_k + e, k0 + b_k", -(-KD // bk) * bk - 1 + bk, "int"),
          ("RS = R*S, wtap = r*S + s", RS, "int"), ("PQ = P*Q", PQ, "I"), ("HW = H*W", HW, "I"),
          ("(img*K + g*Kg)*PQ", ((s.N - 1) * s.K + (s.groups - 1) * s.K_per_group) * PQ, "I"),
          ("k*PQ + pp*Q + qq", s.K_per_group * PQ - 1, "I"),
@@ -507,7 +508,8 @@ def model_conv_wgrad_v1(s, lc):
          ("q (stays below Q)", s.Q - 1, "int"), ("p (stays below P)", s.P - 1, "int"),
          ("g*Kg*PQ + (img*K + m)*PQ + pq", s.N * s.K * PQ - 1, "I"),
          ("g*Cg*HW + (img*C + c)*HW + hh*W + ww", s.N * s.C * HW - 1, "I"),
-         ("b_dh = r*dil_h - pad_top", (s.R - 1) * s.dil_h, "int"), ("b_dw = s*dil_w - pad_left", (s.S - 1) * s.dil_w, "int"),
+         ("b_dh = r*dil_h - pad_top", (s.R - 1) * s.dil_h, "int"),
+         ("b_dw = s*dil_w - pad_left", (s.S - 1) * s.dil_w, "int"),
          ("total = K*NN", s.K * NN, "I"), ("o = (g*Kg + m)*NN + n", s.K * NN - 1, "I")]
     if splits > 1:
         e.append(("blockIdx.y*total (workspace slice)", (splits - 1) * s.K * NN, "I"))
