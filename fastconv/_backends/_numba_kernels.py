@@ -15,19 +15,26 @@ Modules:
 - ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` (C/G == 1, padded zeros
                      multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped), ``im2col_pack``
 - ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``
+- ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` (serial), ``conv2d_weight_direct``,
+                     ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
+                     ``max_unpool2d``
 """
 from __future__ import annotations
 
 from ._numba_common import AdaptiveWindows, ConvGeometry, PoolGeometry, adaptive_windows, conv_geometry, pool_geometry
 from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack
+from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
+                          conv2d_input_direct, conv2d_weight_direct, max_unpool2d, pool2d_scatter_backward)
 from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack",
-           "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "MODULES", "KERNELS"]
+           "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d",
+           "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
+           "conv2d_weight_direct", "max_unpool2d", "pool2d_scatter_backward", "MODULES", "KERNELS", "GRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
-MODULES = ("_numba_common", "_numba_conv", "_numba_pool")
+MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -39,4 +46,17 @@ KERNELS = {
     "max_pool2d": PoolGeometry,
     "avg_pool2d": PoolGeometry,
     "adaptive_pool2d": AdaptiveWindows,
+}
+
+#: the gradient kernels launched from Python: (the record type of their geometry argument, or None for a
+#: kernel that takes none; whether it runs a parallel prange). Kept apart from KERNELS, whose tests
+#: exercise the forward kernels; tests/test_numba_grad.py checks these the same way.
+GRAD_KERNELS = {
+    "conv2d_input_direct": (ConvGeometry, True),
+    "col2im_add": (ConvGeometry, False),
+    "conv2d_weight_direct": (ConvGeometry, True),
+    "pool2d_scatter_backward": (None, True),
+    "avg_pool2d_backward": (PoolGeometry, True),
+    "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
+    "max_unpool2d": (None, True),
 }

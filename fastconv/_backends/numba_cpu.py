@@ -253,6 +253,128 @@ def adaptive_avg_pool(spec, x):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Convolution gradients: the input gradient (transposed convolution) and the weight gradient
+# ---------------------------------------------------------------------------------------------------
+def _dx_bias(spec, b, dtype):
+    return b if b is not None else np.zeros(spec.C, dtype=dtype)
+
+
+def conv_input_direct(spec, dy, w, b=None):
+    k = kernels()
+    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    k.conv2d_input_direct(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec))
+    return dx
+
+
+def _tile_of_dy(dyg, n0, m, g, stage):
+    """dy of images n0..n0+m-1, group g, side by side as [K/G, m*P*Q] (the GEMM operand of a tile)."""
+    Kg, PQ = dyg.shape[2], dyg.shape[3]
+    stage[:, :m * PQ].reshape(Kg, m, PQ)[...] = dyg[n0:n0 + m, g].transpose(1, 0, 2)
+    return stage[:, :m * PQ]
+
+
+def conv_input_im2col(spec, dy, w, b=None):
+    """Per tile of images and per group: col = w[group]^T @ dy[tile, group] by BLAS, then col2im_add adds
+    each column entry to the input position its tap reads (taps in the padding dropped: exact for every
+    weight). dx starts at the bias (or zero) per tile."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    wg = w.reshape(G, Kg, spec.gemm_k)
+    dyg = dy.reshape(N, G, Kg, PQ)
+    nb = images_per_tile(spec)
+    geo = k.conv_geometry(spec)
+    col = np.empty((spec.gemm_k, nb * PQ), dtype=dy.dtype)          # the one workspace (a tile)
+    stage = np.empty((Kg, nb * PQ), dtype=dy.dtype) if nb > 1 else None
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        if b is None:
+            dx[n0:n0 + m] = 0
+        else:
+            dx[n0:n0 + m] = b[:, None, None]
+        for g in range(G):
+            if nb == 1:
+                np.matmul(wg[g].T, dyg[n0, g], out=col)
+            else:
+                np.matmul(wg[g].T, _tile_of_dy(dyg, n0, m, g, stage), out=col[:, :m * PQ])
+            for j in range(m):
+                k.col2im_add(col, j * PQ, dx, n0 + j, g, geo)
+    return dx
+
+
+def conv_weight_direct(spec, x, dy):
+    k = kernels()
+    dw = np.empty(spec.output_shape4, dtype=x.dtype)
+    k.conv2d_weight_direct(x, dy, dw, k.conv_geometry(spec))
+    return dw
+
+
+def conv_weight_im2col(spec, x, dy):
+    """Per tile of images and per group: im2col_pack the tile's column matrix, then dw[group] +=
+    dy[tile, group] @ col^T by BLAS; tiles in batch order (the first writes, the others add). The column
+    matrix holds zeros in the padding (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    dw = np.empty(spec.output_shape4, dtype=x.dtype)
+    dwg = dw.reshape(G, Kg, spec.gemm_k)
+    dyg = dy.reshape(N, G, Kg, PQ)
+    nb = images_per_tile(spec)
+    geo = k.conv_geometry(spec)
+    col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)
+    stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
+    part = np.empty((Kg, spec.gemm_k), dtype=x.dtype) if N > nb else None
+    for n0 in range(0, N, nb):
+        m = min(nb, N - n0)
+        for g in range(G):
+            for j in range(m):
+                k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
+            d = dyg[n0, g] if nb == 1 else _tile_of_dy(dyg, n0, m, g, stage)
+            if n0 == 0:
+                np.matmul(d, col[:, :m * PQ].T, out=dwg[g])
+            else:
+                np.matmul(d, col[:, :m * PQ].T, out=part)
+                dwg[g] += part
+    return dw
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pool gradients and max_unpool
+# ---------------------------------------------------------------------------------------------------
+def _plane_chunks(spec) -> int:
+    return _chunks(spec.N * spec.C)
+
+
+def max_pool_backward(spec, dy, indices):
+    """Shared by max_pool_backward and adaptive_max_pool_backward: dy scattered to its index."""
+    k = kernels()
+    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    k.pool2d_scatter_backward(dy, indices, dx, _plane_chunks(spec))
+    return dx
+
+
+def avg_pool_backward(spec, dy):
+    k = kernels()
+    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    k.avg_pool2d_backward(dy, dx, k.pool_geometry(spec), spec.count_include_pad, div, _plane_chunks(spec))
+    return dx
+
+
+def adaptive_avg_pool_backward(spec, dy):
+    k = kernels()
+    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    k.adaptive_avg_pool2d_backward(dy, dx, k.adaptive_windows(spec), _plane_chunks(spec))
+    return dx
+
+
+def max_unpool(spec, x, indices):
+    k = kernels()
+    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    k.max_unpool2d(x, indices, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # The implementations, in priority order
 # ---------------------------------------------------------------------------------------------------
 def implementations():
@@ -276,6 +398,15 @@ _IMPLS = [
     _impl("avg_pool", "direct", avg_pool),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool),
+    _impl("conv_input", "direct", conv_input_direct, variant="gather"),
+    _impl("conv_input", "im2col", conv_input_im2col, variant="col2im"),
+    _impl("conv_weight", "direct", conv_weight_direct, variant="lanes"),
+    _impl("conv_weight", "im2col", conv_weight_im2col, variant="packed", zero_fills_padding=True),
+    _impl("max_pool_backward", "direct", max_pool_backward),
+    _impl("avg_pool_backward", "direct", avg_pool_backward),
+    _impl("adaptive_max_pool_backward", "direct", max_pool_backward),
+    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward),
+    _impl("max_unpool", "direct", max_unpool),
 ]
 
 
