@@ -252,7 +252,7 @@ def test_inf_in_dy_padded_weight_gradient_refuses_im2col():
     dy[0, 1, 0, 0] = np.inf       # output (0, 0): its top-left taps read padding
     dy[1, 2, 3, 3] = np.nan
     spec = conv_weight_spec(x, (4, 3, 3, 3), dy, 1, 1)
-    with pytest.raises(ValueError, match=r"numba:conv_weight:im2col/packed: a weight is Inf or NaN and the "
+    with pytest.raises(ValueError, match=r"numba:conv_weight:im2col/pack-gemm: a weight is Inf or NaN and the "
                                          r"problem is padded"):
         grad.conv2d_weight(x, (4, 3, 3, 3), dy, padding=1, backend="numba", algo="im2col")
     assert _dispatch.select(spec, "numba", "auto", weight=dy).name == "numba:conv_weight:direct/lanes"
@@ -263,7 +263,7 @@ def test_inf_in_dy_padded_weight_gradient_refuses_im2col():
     # unpadded, the same dy meets no padding: im2col takes it and agrees
     dyv = dy[:, :, :4, :4].copy()
     sv = conv_weight_spec(x, (4, 3, 3, 3), dyv, 1, 0)
-    assert _dispatch.select(sv, "numba", "im2col", weight=dyv).name == "numba:conv_weight:im2col/packed"
+    assert _dispatch.select(sv, "numba", "im2col", weight=dyv).name == "numba:conv_weight:im2col/pack-gemm"
     check_conv_weight(sv, x, dyv, grad.conv2d_weight(x, (4, 3, 3, 3), dyv, backend="numba", algo="im2col"))
 
 
@@ -577,7 +577,7 @@ def test_auto_measures_the_conv_gradients(monkeypatch):
 
 
 GRAD_NAMES = ["numba:conv_input:direct/gather", "numba:conv_input:im2col/col2im", "numba:conv_weight:direct/lanes",
-              "numba:conv_weight:im2col/packed", "numba:max_pool_backward:direct", "numba:avg_pool_backward:direct",
+              "numba:conv_weight:im2col/pack-gemm", "numba:max_pool_backward:direct", "numba:avg_pool_backward:direct",
               "numba:adaptive_max_pool_backward:direct", "numba:adaptive_avg_pool_backward:direct",
               "numba:max_unpool:direct"]
 
@@ -585,7 +585,7 @@ GRAD_NAMES = ["numba:conv_input:direct/gather", "numba:conv_input:im2col/col2im"
 def test_gradient_impls_registered():
     impls = [i for i in numba_cpu.implementations() if i.name in GRAD_NAMES]
     assert [i.name for i in impls] == GRAD_NAMES
-    assert {i.name for i in impls if i.zero_fills_padding} == {"numba:conv_weight:im2col/packed"}
+    assert {i.name for i in impls if i.zero_fills_padding} == {"numba:conv_weight:im2col/pack-gemm"}
     assert all(i.dtypes == ("float32", "float64") for i in impls)
 
 

@@ -401,7 +401,7 @@ _IMPLS = [
     _impl("conv_input", "direct", conv_input_direct, variant="gather"),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im"),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes"),
-    _impl("conv_weight", "im2col", conv_weight_im2col, variant="packed", zero_fills_padding=True),
+    _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True),
     _impl("max_pool_backward", "direct", max_pool_backward),
     _impl("avg_pool_backward", "direct", avg_pool_backward),
     _impl("adaptive_max_pool_backward", "direct", max_pool_backward),
