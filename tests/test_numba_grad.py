@@ -227,6 +227,16 @@ def test_im2col_tiles_of_several_images(per_tile, monkeypatch):
     assert numba_cpu.images_per_tile(si) == numba_cpu.images_per_tile(sw) == per_tile
     check_conv_input(si, dy, w, b, numba_cpu.conv_input_im2col(si, dy, w, b))
     check_conv_weight(sw, x, dy, numba_cpu.conv_weight_im2col(sw, x, dy))
+    if per_tile == 1:     # one image per tile: conv_input goes in bands of 2 output rows (the last of 1)
+        monkeypatch.setattr(numba_cpu, "BAND_BYTES", 2 * si.gemm_k * si.Q * 8)
+        assert numba_cpu.rows_per_band(si) == 2 and si.P == 5
+        check_conv_input(si, dy, w, b, numba_cpu.conv_input_im2col(si, dy, w, b))
+        dy2 = rng.standard_normal(fastconv.conv2d(x, w, None, 2, 1, 1, 2, backend="numpy").shape)
+        s2 = conv_input_spec(x.shape, w, dy2, 2, 1, 1, 2)           # stride 2: 3 output rows, bands of 2
+        monkeypatch.setattr(numba_cpu, "TILE_BYTES", (s2.gemm_k + s2.K_per_group) * s2.P * s2.Q * 8)
+        monkeypatch.setattr(numba_cpu, "BAND_BYTES", 2 * s2.gemm_k * s2.Q * 8)
+        assert numba_cpu.images_per_tile(s2) == 1 and numba_cpu.rows_per_band(s2) == 2 and s2.P == 3
+        check_conv_input(s2, dy2, w, b, numba_cpu.conv_input_im2col(s2, dy2, w, b))
 
 
 def test_conv_gradients_do_not_modify_inputs():

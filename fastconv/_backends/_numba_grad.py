@@ -12,10 +12,12 @@ reproducible run to run.
                             those dx planes; per input row a (CB, W) accumulator starts at the bias, then
                             each (r, k, s) term reaching the row is an axpy of a dy row into it (taps that
                             would read padding are never formed: exact for every weight).
-- ``col2im_add``            one image of one group: dx[n, g*Cg + c, h, w] += col[(c*R + r)*S + s, p*Q + q]
-                            for every in-bounds tap, (r, s) ascending; taps in the padding are dropped
-                            (exact for every weight). Serial, like ``im2col_pack``: it alternates with
-                            the BLAS GEMM col = w_g^T @ dy_g run from Python (numba_cpu).
+- ``col2im_add``            a tile (several whole images, or a band of one image's output rows) of one
+                            group: dx[n, g*Cg + c, h, w] += col[(c*R + r)*S + s, (p, q)] for every
+                            in-bounds tap, (r, s) ascending; taps in the padding are dropped (exact for
+                            every weight). Serial, like ``im2col_pack``: it alternates with the BLAS
+                            GEMM col = w_g^T @ dy_g run from Python (numba_cpu).
+- ``im2col_pack_tile``      ``im2col_pack`` (the forward's packer) for a tile of images, one call.
 - ``conv2d_weight_direct``  dw: one iteration per (group, block of KBW output channels, input channel)
                             owns those dw[k, c] filters; per (kk, r, s) a lane accumulator over the output
                             columns collects x*dy over (n, p), then its lanes are summed in order. Taps
@@ -36,6 +38,7 @@ from numba import njit, prange
 
 from ._numba_common import (INLINE, JIT, JIT_CONV, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches, uaxpy,
                             ucopy, ufill)
+from ._numba_conv import im2col_pack
 from ._numba_pool import _divisors
 
 #: input channels per block of conv2d_input_direct: the (CB, W) accumulator of one dx row stays in L1
@@ -131,33 +134,45 @@ def conv2d_input_direct(dy, w, b, dx, geo):
 
 
 @njit(**JIT_SERIAL)
-def col2im_add(col, col0, dx, n, g, geo):
-    """dx[n, g*Cg + c, h, w] += col[(c*R + r)*S + s, col0 + p*Q + q] for every (r, s) (ascending) whose tap
-    h = p*stride_h - pad_top + r*dil_h, w = q*stride_w - pad_left + s*dil_w lies inside the H x W plane;
-    ``col0`` places the image in a tile of several side by side (P, Q come from ``geo``)."""
+def col2im_add(col, dx, n0, m, g, p0, p1, geo):
+    """For images n0..n0+m-1 side by side in ``col`` (each (p1 - p0)*Q columns: output rows [p0, p1)):
+    dx[n, g*Cg + c, h, w] += col[(c*R + r)*S + s, j*(p1 - p0)*Q + (p - p0)*Q + q] for every (r, s)
+    (ascending) whose tap h = p*stride_h - pad_top + r*dil_h, w = q*stride_w - pad_left + s*dil_w lies
+    inside the H x W plane. A tile is several whole images (p0 = 0, p1 = P) or a band of one image's
+    output rows (m = 1), so the column matrix stays in cache between the GEMM and this add."""
     sh, sw, dh, dw = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     pt, pl = geo.pad_top, geo.pad_left
-    R, S, P, Q = geo.R, geo.S, geo.P, geo.Q
+    R, S, Q = geo.R, geo.S, geo.Q
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     Cg = C // geo.groups
     ld = col.shape[1]
+    band = (p1 - p0) * Q
     cf = col.reshape(col.size)
     dxf = dx.reshape(dx.size)
     slo, shi = tap_ranges(S, dw, pl, sw, W, Q)
-    d = col0
-    for c in range(Cg):
-        dst = (n * C + g * Cg + c) * H * W
-        for r in range(R):
-            plo, phi = col_range(r * dh - pt, sh, H, P)
-            for s in range(S):
-                lo, hi = slo[s], shi[s]
-                if hi > lo:
-                    drow = dst + (plo * sh - pt + r * dh) * W + lo * sw + s * dw - pl
-                    for p in range(plo, phi):
-                        src = d + p * Q + lo
-                        _scatter_add(dxf, drow, sw, cf, src, hi - lo)
-                        drow += sh * W
-                d += ld
+    for j in range(m):
+        d = j * band
+        for c in range(Cg):
+            dst = ((n0 + j) * C + g * Cg + c) * H * W
+            for r in range(R):
+                plo, phi = col_range(r * dh - pt, sh, H, geo.P)
+                plo, phi = max(plo, p0), min(phi, p1)
+                for s in range(S):
+                    lo, hi = slo[s], shi[s]
+                    if hi > lo:
+                        drow = dst + (plo * sh - pt + r * dh) * W + lo * sw + s * dw - pl
+                        for p in range(plo, phi):
+                            _scatter_add(dxf, drow, sw, cf, d + (p - p0) * Q + lo, hi - lo)
+                            drow += sh * W
+                    d += ld
+
+
+@njit(**JIT_SERIAL)
+def im2col_pack_tile(x, n0, m, g, geo, col):
+    """``im2col_pack`` of images n0..n0+m-1 side by side (image j at column j*P*Q): one call per tile."""
+    PQ = geo.P * geo.Q
+    for j in range(m):
+        im2col_pack(x, n0 + j, g, geo, col, j * PQ)
 
 
 # ---------------------------------------------------------------------------------------------------

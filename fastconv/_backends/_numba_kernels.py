@@ -15,7 +15,8 @@ Modules:
 - ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` (C/G == 1, padded zeros
                      multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped), ``im2col_pack``
 - ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``
-- ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` (serial), ``conv2d_weight_direct``,
+- ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
+                     (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
                      ``max_unpool2d``
 """
@@ -24,14 +25,16 @@ from __future__ import annotations
 from ._numba_common import AdaptiveWindows, ConvGeometry, PoolGeometry, adaptive_windows, conv_geometry, pool_geometry
 from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
-                          conv2d_input_direct, conv2d_weight_direct, max_unpool2d, pool2d_scatter_backward)
+                          conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
+                          pool2d_scatter_backward)
 from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
-           "conv2d_weight_direct", "max_unpool2d", "pool2d_scatter_backward", "MODULES", "KERNELS", "GRAD_KERNELS"]
+           "conv2d_weight_direct", "im2col_pack_tile", "max_unpool2d", "pool2d_scatter_backward",
+           "MODULES", "KERNELS", "GRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad")
@@ -54,6 +57,7 @@ KERNELS = {
 GRAD_KERNELS = {
     "conv2d_input_direct": (ConvGeometry, True),
     "col2im_add": (ConvGeometry, False),
+    "im2col_pack_tile": (ConvGeometry, False),
     "conv2d_weight_direct": (ConvGeometry, True),
     "pool2d_scatter_backward": (None, True),
     "avg_pool2d_backward": (PoolGeometry, True),
