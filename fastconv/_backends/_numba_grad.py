@@ -72,10 +72,14 @@ def _scatter_add(acc, a0, stride, x, x0, n):
 
 @njit(**INLINE)
 def _fma_lanes(acc, a0, x, x0, stride, y, y0, n):
-    """acc[a0 + i] += x[x0 + i*stride] * y[y0 + i] for i < n"""
+    """acc[a0 + i] += x[x0 + i*stride] * y[y0 + i] for i < n (unit stride apart: LLVM vectorises it)"""
     ua, ux, uy, st = np.uint64(a0), np.uint64(x0), np.uint64(y0), np.uint64(stride)
-    for i in range(np.uint64(n)):
-        acc[ua + i] += x[ux + i * st] * y[uy + i]
+    if stride == 1:
+        for i in range(np.uint64(n)):
+            acc[ua + i] += x[ux + i] * y[uy + i]
+    else:
+        for i in range(np.uint64(n)):
+            acc[ua + i] += x[ux + i * st] * y[uy + i]
 
 
 # ---------------------------------------------------------------------------------------------------

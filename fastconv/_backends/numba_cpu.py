@@ -22,6 +22,26 @@ one of its reasons, never a hand-over to another kernel:
   whole batch's. The column matrix holds explicit zeros in the padding (``zero_fills_padding``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
   tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
+
+Gradients (kernels in ``_numba_grad``); every one sums each output's terms in a fixed order, no atomics,
+so results are bitwise reproducible run to run:
+- ``numba:conv_input:direct/gather`` (the input gradient and conv_transpose): ``conv2d_input_direct``, one
+  iteration per (n, group, block of CB input channels) gathers the dy*w terms reaching each dx row; taps
+  that would read padding are never formed (exact for every weight).
+- ``numba:conv_input:im2col/col2im``: per tile (whole images side by side, as the forward's tiles, or a
+  band of one image's output rows, ``BAND_BYTES``) and group, BLAS computes col = w[group]^T @ dy, then
+  ``col2im_add`` adds each entry at the position its tap reads, dropping taps in the padding: exact for
+  every weight (no ``zero_fills_padding``). The bias (C,) is dx's starting value.
+- ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
+  output channels, input channel); taps clipped to the input (exact for every dy).
+- ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
+  builds the column matrix, BLAS adds dy[tile, group] @ col^T to dw (tiles in batch order). The column
+  matrix holds zeros in the padding (``zero_fills_padding``: dispatch does not run it for a padded problem
+  whose dy holds Inf or NaN).
+- ``max_pool_backward`` and ``adaptive_max_pool_backward`` (dy added at its index, row-major, float64),
+  ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
+  ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
+  (n, c) planes, the same sums as the oracle's (bitwise equal).
 float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
 Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
@@ -36,7 +56,8 @@ and is written to Numba's disk cache; a new process loads it (about 0.7 s for th
 Numba, then 10-20 ms per kernel). ``import fastconv`` compiles nothing and does not import Numba.
 
 Several supported candidates (``algo="auto"``, or a named algo with several supported variants: a
-depthwise conv's three ``direct`` kernels) are decided by :func:`choose`, cudnn.benchmark style:
+depthwise conv's three ``direct`` kernels) are decided by :func:`choose`, cudnn.benchmark style, for
+every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``spec.operands()``):
 - a problem below ``MEASURE_MIN_FLOPS`` (2 * 10**7 flops: 0.2 ms of work at im2col's speed, 2 ms at the
   direct kernel's), ``FASTCONV_AUTOTUNE=0``, or a pool: measuring (several candidates, several runs
   each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
