@@ -625,3 +625,13 @@ def test_gradient_kernels_take_their_records_and_run_parallel():
         for sig in kernel.signatures:
             assert isinstance(sig[pos], numba.types.BaseNamedTuple) and sig[pos].instance_class is record, name
     assert "_numba_grad" in k.MODULES          # its dispatchers tolerate a corrupt disk cache
+
+
+def test_a_gradient_prange_becomes_a_parallel_region():
+    """A fresh copy (not from the disk cache) of one plane kernel: Numba's parfor diagnostics count its
+    prange loop (a kernel without parallel=True would run it as a plain range)."""
+    k = numba_cpu.kernels()
+    fresh = numba.njit(parallel=True, error_model="numpy")(k.max_unpool2d.py_func)
+    f32, i64 = numba.float32[:, :, :, ::1], numba.int64[:, :, :, ::1]
+    fresh.compile((f32, i64, f32))
+    assert fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"].count_parfors() >= 1
