@@ -253,7 +253,7 @@ def test_conv_gradients_do_not_modify_inputs():
 # ---------------------------------------------------------------------------------------------------
 # Special values: the padding rule for each operand that meets it
 # ---------------------------------------------------------------------------------------------------
-def test_inf_in_dy_padded_weight_gradient_refuses_im2col():
+def test_inf_in_dy_padded_weight_gradient_refuses_im2col(monkeypatch):
     """conv_weight im2col multiplies the column matrix's padded zeros by dy: with an Inf/NaN in dy and
     padding, dispatch refuses it (naming the rule) and auto runs the exact direct kernel."""
     rng = _rng(4)
@@ -270,6 +270,9 @@ def test_inf_in_dy_padded_weight_gradient_refuses_im2col():
     ref = oracle.conv_weight64(spec, x, dy)
     assert np.isinf(ref[1]).any() and not np.isnan(ref[1]).all()    # padded taps did not meet the Inf
     check_conv_weight(spec, x, dy, out)
+    monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)   # measured: whatever wins, im2col is not run
+    assert _dispatch.select(spec, "numba", "auto", weight=dy).name == "numba:conv_weight:direct/lanes"
+    np.testing.assert_array_equal(grad.conv2d_weight(x, (4, 3, 3, 3), dy, padding=1, backend="numba"), out)
     # unpadded, the same dy meets no padding: im2col takes it and agrees
     dyv = dy[:, :, :4, :4].copy()
     sv = conv_weight_spec(x, (4, 3, 3, 3), dyv, 1, 0)
