@@ -638,3 +638,29 @@ def test_a_gradient_prange_becomes_a_parallel_region():
     f32, i64 = numba.float32[:, :, :, ::1], numba.int64[:, :, :, ::1]
     fresh.compile((f32, i64, f32))
     assert fresh.get_metadata(fresh.signatures[0])["parfor_diagnostics"].count_parfors() >= 1
+
+
+def test_max_pool_backward_window_wholly_in_padding_sends_nothing():
+    """Dilation 3 over 2 rows with padding 1: the only window row taps rows -1 and 2, both outside, so its
+    outputs are -inf whatever x and their dy goes nowhere (the oracle's rule); the forward's index for them
+    (the first tap with non-negative coordinates, row 2) lies outside the plane and is never followed, by the
+    public call (which neutralises those outputs) nor by the Impl itself."""
+    x = _rng(14).standard_normal((1, 2, 2, 5))
+    kw = dict(kernel_size=2, stride=1, padding=(1, 0), dilation=(3, 1))
+    out, idx = fastconv.max_pool2d(x, return_indices=True, backend="numpy", **kw)
+    assert out.shape == (1, 2, 1, 4) and np.isneginf(out).all() and (idx >= x.shape[2] * x.shape[3]).all()
+    dy = np.ones(out.shape)
+    np.testing.assert_array_equal(grad.max_pool2d(dy, x, indices=idx, backend="numba", **kw), np.zeros(x.shape))
+    spec = pool_grad_spec("max", dy, x, **kw)
+    impl = _dispatch.select(spec, "numba")
+    np.testing.assert_array_equal(impl.run(spec, dy, idx), oracle.max_pool_backward(spec, dy, idx))
+    np.testing.assert_array_equal(impl.run(spec, dy, idx), np.zeros(x.shape))
+    # the same along the columns: there the forward's index of a dead window aliases the next row's first
+    # element (h*W + 2 with W = 2), inside the plane for every row but the last
+    x = _rng(15).standard_normal((1, 1, 3, 2))
+    kw = dict(kernel_size=(1, 2), stride=1, padding=(0, 1), dilation=(1, 3))
+    out, idx = fastconv.max_pool2d(x, return_indices=True, backend="numpy", **kw)
+    assert idx.ravel().tolist() == [2, 4, 6] and np.isneginf(out).all()
+    dy = np.ones(out.shape)
+    spec = pool_grad_spec("max", dy, x, **kw)
+    np.testing.assert_array_equal(_dispatch.select(spec, "numba").run(spec, dy, idx), np.zeros(x.shape))

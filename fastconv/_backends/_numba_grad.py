@@ -23,7 +23,8 @@ reproducible run to run.
                             columns collects x*dy over (n, p), then its lanes are summed in order. Taps
                             are clipped to the input (exact for every dy).
 - ``pool2d_scatter_backward`` max and adaptive-max pool gradients: per (n, c) plane, dy added at its
-                            index in row-major (p, q) order, in float64 (the oracle's order and type).
+                            index in row-major (p, q) order, in float64 (the oracle's order and type);
+                            windows wholly in the padding send nothing (the oracle's rule).
 - ``avg_pool2d_backward``   every divisor rule: per plane, dy / divisor (the forward's) added at every
                             in-bounds tap, taps (r, s) outer as the oracle, in float64.
 - ``adaptive_avg_pool2d_backward`` per plane, window by window (row-major), dy / area over the window.
@@ -231,10 +232,12 @@ def conv2d_weight_direct(x, dy, dw, geo):
 # Pool gradients and max_unpool: one (n, c) plane at a time, planes in parallel chunks
 # ---------------------------------------------------------------------------------------------------
 @njit(**JIT)
-def pool2d_scatter_backward(dy, idx, dx, nchunk):
-    """dx[n, c, i] = sum of dy[n, c, p, q] over the (p, q) (row-major) whose index is i, in float64."""
+def pool2d_scatter_backward(dy, idx, dx, live_h, live_w, nchunk):
+    """dx[n, c, i] = sum of dy[n, c, p, q] over the (p, q) (row-major) whose index is i, in float64; outputs
+    whose window holds no input position (``live_h[p] & live_w[q]`` false: a dilated window wholly in the
+    padding) send nothing, and their index is never read."""
     NC = dy.shape[0] * dy.shape[1]
-    PQ = dy.shape[2] * dy.shape[3]
+    P, Q = dy.shape[2], dy.shape[3]
     HW = dx.shape[2] * dx.shape[3]
     dyf = dy.reshape(dy.size)
     ixf = idx.reshape(idx.size)
@@ -243,8 +246,12 @@ def pool2d_scatter_backward(dy, idx, dx, nchunk):
         acc = np.empty(HW, dtype=np.float64)
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
             acc[:] = 0.0
-            for i in range(PQ):
-                acc[ixf[t * PQ + i]] += dyf[t * PQ + i]
+            for p in range(P):
+                if live_h[p]:
+                    b = (t * P + p) * Q
+                    for q in range(Q):
+                        if live_w[q]:
+                            acc[ixf[b + q]] += dyf[b + q]
             for j in range(HW):
                 dxf[t * HW + j] = acc[j]
 

@@ -59,7 +59,7 @@ GRAD_KERNELS = {
     "col2im_add": (ConvGeometry, False),
     "im2col_pack_tile": (ConvGeometry, False),
     "conv2d_weight_direct": (ConvGeometry, True),
-    "pool2d_scatter_backward": (None, True),
+    "pool2d_scatter_backward": (None, True),     # live_h/live_w: fastconv._indices.window_bounds
     "avg_pool2d_backward": (PoolGeometry, True),
     "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
     "max_unpool2d": (None, True),

@@ -78,7 +78,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .. import _config, _timing, _tune
+from .. import _config, _indices, _timing, _tune
 from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
@@ -386,10 +386,12 @@ def _plane_chunks(spec) -> int:
 
 
 def max_pool_backward(spec, dy, indices):
-    """Shared by max_pool_backward and adaptive_max_pool_backward: dy scattered to its index."""
+    """Shared by max_pool_backward and adaptive_max_pool_backward: dy scattered to its index, except from
+    windows holding no input position (``_indices.window_bounds``: their outputs do not depend on x)."""
     k = kernels()
     dx = np.empty(spec.output_shape4, dtype=dy.dtype)
-    k.pool2d_scatter_backward(dy, indices, dx, _plane_chunks(spec))
+    _, _, live_h, _, _, live_w = _indices.window_bounds(spec)
+    k.pool2d_scatter_backward(dy, indices, dx, live_h, live_w, _plane_chunks(spec))
     return dx
 
 
