@@ -4,10 +4,9 @@ weight gradient, every pool gradient and max_unpool; every Impl dispatch offers 
 the weight gradient, the tuner measuring the new conv ops, the kernels' geometry records.
 
 Expected values come only from the oracle (fastconv._backends.numpy_oracle) or are written by hand.
-Conv tolerances scale with the reduction length: a dx element sums at most K/G*R*S terms (+ the bias), a dw
-element N*P*Q, so |out - ref| <= 2 * n * eps * |.|-oracle + one rounding of the stored result, where the
-|.|-oracle is the oracle run on absolute values. Pool gradients and max_unpool match the oracle bitwise
-(the same float64 sums in the same order, rounded once).
+Conv tolerances scale with the reduction length (fastconv.testing.assert_grad_close: a dx element sums at
+most K/G*R*S terms (+ the bias), a dw element N*P*Q). Pool gradients and max_unpool must match the oracle
+bitwise (the same float64 sums in the same order, rounded once).
 """
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from fastconv._backends import numba_cpu  # noqa: E402
 from fastconv._backends import numpy_oracle as oracle  # noqa: E402
 from fastconv._spec import (conv_input_spec, conv_transpose_spec, conv_weight_spec, pool_grad_spec,  # noqa: E402
                             unpool_spec)
+from fastconv.testing import assert_grad_close  # noqa: E402
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
@@ -42,30 +42,15 @@ def _one_impl(spec, algo, operand):
     return chosen
 
 
-def _assert_within(out, ref, mag, n, spec):
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    eps = np.finfo(spec.dtype).eps
-    tol = 2.0 * n * eps * mag + eps * mag + np.finfo(spec.dtype).tiny
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
-    inf = np.isinf(ref)
-    np.testing.assert_array_equal(out[inf], ref[inf])
-    fin = np.isfinite(ref)
-    err = np.abs(out[fin] - ref[fin])
-    assert (err <= tol[fin]).all(), f"max error {err.max():.3g} (tolerance there {tol[fin][err.argmax()]:.3g})"
-
-
 def check_conv_input(spec, dy, w, b, out):
-    """``out`` (the backend layout, (N, C, H, W)) against conv_input64 within the reduction-length bound."""
-    ref = oracle.conv_input64(spec, dy, w, b)
-    mag = oracle.conv_input64(spec, np.abs(dy), np.nan_to_num(np.abs(w), posinf=0), None if b is None else np.abs(b))
-    _assert_within(np.asarray(out).reshape(ref.shape), ref, mag, spec.K_per_group * spec.R * spec.S + 1, spec)
+    """``out`` (the user's shape or the backend layout) against the oracle within fastconv.testing's gradient
+    tolerance (the reduction length K/G*R*S + 1 times the unit roundoff times the |.|-oracle)."""
+    assert_grad_close(np.asarray(out).reshape(spec.output_shape), spec, dy, w, b)
 
 
 def check_conv_weight(spec, x, dy, out):
-    ref = oracle.conv_weight64(spec, x, dy)
-    mag = oracle.conv_weight64(spec, np.abs(x), np.nan_to_num(np.abs(dy), posinf=0))
-    _assert_within(np.asarray(out).reshape(ref.shape), ref, mag, spec.N * spec.P * spec.Q, spec)
+    """As :func:`check_conv_input`; the reduction length is N*P*Q + 1."""
+    assert_grad_close(np.asarray(out).reshape(spec.output_shape), spec, x, dy)
 
 
 # ---------------------------------------------------------------------------------------------------
