@@ -75,10 +75,11 @@ EOF"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -rfEs)
 FAMILY_TESTS=(tests/cuda/test_direct.py tests/cuda/test_im2col.py tests/cuda/test_implicit_gemm.py
-              tests/cuda/test_depthwise.py tests/cuda/test_pool.py)
+              tests/cuda/test_depthwise.py tests/cuda/test_pool.py tests/cuda/test_conv_grad.py
+              tests/cuda/test_pool_backward.py)
 
 step tests 200 env FASTCONV_REQUIRE_GPU=1 "${PYTEST[@]}" --junitxml="$OUT/gpu_validate_tests.xml" \
-  tests/cuda tests/test_backends.py tests/test_determinism.py tests/test_edges.py \
+  tests/cuda tests/test_backends.py tests/test_grad_backends.py tests/test_determinism.py tests/test_edges.py \
   --ignore=tests/cuda/test_compile.py --ignore=tests/cuda/test_index_width.py -k "not emu"
 
 CACHE_PROBE="$(mktemp -d)"
@@ -102,8 +103,8 @@ done"
 rm -rf "$CACHE_PROBE"
 
 # Small, focused selections for the sanitizers (backend "cuda" only; every family, variant kind and dtype once)
-SEL_ALL='not emu and ((versions_match and (basic or strided) and float32) or (versions_match and multi_tile and float16) or (int64 and float64) or (pool_matches and float32 and (max_k3s2p1_idx or avg_exclude_pad_ceil or avg_divisor_override or adaptive_max or adaptive_avg_1d or max_1d)) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (nonfinite_weight_meeting and inf) or (depthwise_matches and float32) or (pool_v2_matches and float32))'
-SEL_SHARED='not emu and ((versions_match and v2 and (basic or strided or depthwise or (multi_tile and float32))) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (depthwise_matches and float32))'
+SEL_ALL='not emu and ((versions_match and (basic or strided) and float32) or (versions_match and multi_tile and float16) or (int64 and float64) or (pool_matches and float32 and (max_k3s2p1_idx or avg_exclude_pad_ceil or avg_divisor_override or adaptive_max or adaptive_avg_1d or max_1d)) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (nonfinite_weight_meeting and inf) or (depthwise_matches and float32) or (pool_v2_matches and float32) or (dgrad_matches_oracle and v2 and float32 and (basic or strided_asym or multi_tile)) or (wgrad_matches_oracle and float32 and (basic or strided_asym or multi_tile) and not k16) or (pool_gradient_matches_oracle and float32 and (max_k3s2p1 or max_ceil_dilated or avg_exclude_pad_ceil or adaptive_max_nondividing or adaptive_avg_nondividing)) or (max_unpool_matches_oracle and float32))'
+SEL_SHARED='not emu and ((versions_match and v2 and (basic or strided or depthwise or (multi_tile and float32))) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (depthwise_matches and float32) or (dgrad_matches_oracle and v2 and float32 and (basic or multi_tile)) or (wgrad_matches_oracle and float32 and (basic or multi_tile) and not k16))'
 if [ -z "$SAN" ]; then
   note "memcheck/racecheck/initcheck: SKIPPED (compute-sanitizer not found on PATH, \$CUDA_HOME/bin or /usr/local/cuda/bin)"
   FAILED=1
