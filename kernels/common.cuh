@@ -4,7 +4,7 @@
 // Compiled three ways from the same text: by CuPy's NVRTC on a GPU, by NVRTC in CI (compile checks),
 // and by g++ through fastconv.emu (FASTCONV_EMU=1), whose force-included header maps the CUDA built-ins.
 //
-// Sections: constants | parameter structs | accumulation trait | index helpers | convolution geometry
+// Sections: constants | parameter structs | accumulation trait | fragments | index helpers | convolution geometry
 
 #pragma once
 
@@ -62,6 +62,39 @@ struct Acc<__half> {
   static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
   static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
 };
+
+// ================================================================ fragments
+// What the register-tiled GEMM kernels (conv_implicit_gemm.cu, conv_dgrad.cu, conv_wgrad.cu) share.
+// Four consecutive accumulation-type values. float gets one 16-byte access (tiles are 16-byte aligned and
+// read at multiples of 4 elements); other types read element-wise.
+template <typename A>
+__device__ __forceinline__ void load_frag4(const A* p, A* out) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = p[i];
+}
+
+struct __align__(16) Float4 {
+  float v[4];
+};
+
+template <>
+__device__ __forceinline__ void load_frag4<float>(const float* p, float* out) {
+  const Float4 f = *reinterpret_cast<const Float4*>(p);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
+}
+
+// Four consecutive storage-type values written at once (the caller checked the alignment).
+template <typename T>
+struct __align__(4 * sizeof(T)) Store4 {
+  T v[4];
+};
+
+// Non-finite (Inf or NaN) test that survives any float mode: v - v is 0 only for finite v.
+template <typename A>
+__device__ __forceinline__ bool not_finite(A v) {
+  return !(v - v == A(0));
+}
 
 // ================================================================ index helpers
 // I is the index type (int or long long), chosen per call by the launcher from the spec.

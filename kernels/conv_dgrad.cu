@@ -31,38 +31,9 @@
 //                  global loads issued before the current tile's FMAs, taps advanced incrementally, 4-wide
 //                  fragment reads, and 4-wide stores for unstrided problems.
 //
-// Sections: helpers | v1 naive gather | v2 phase geometry | v2 implicit GEMM
+// Sections: v1 naive gather | v2 phase geometry | v2 implicit GEMM
 
 #include "common.cuh"
-
-// ================================================================ helpers
-// (the same fragment read and finiteness test as conv_implicit_gemm.cu's)
-template <typename A>
-__device__ __forceinline__ void dgrad_frag4(const A* p, A* out) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = p[i];
-}
-
-struct __align__(16) DgradFloat4 {
-  float v[4];
-};
-
-template <>
-__device__ __forceinline__ void dgrad_frag4<float>(const float* p, float* out) {
-  const DgradFloat4 f = *reinterpret_cast<const DgradFloat4*>(p);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
-}
-
-template <typename T>
-struct __align__(4 * sizeof(T)) DgradStore4 {
-  T v[4];
-};
-
-template <typename A>
-__device__ __forceinline__ bool dgrad_not_finite(A v) {
-  return !(v - v == A(0));
-}
 
 __device__ __forceinline__ int dgrad_gcd(int a, int b) {
   while (b != 0) {
@@ -281,7 +252,7 @@ conv_dgrad_v2(const ConvParams p, const T* __restrict__ dy, const T* __restrict_
       const int c = n0 + b_n + e * (NT / BK);
       A v = A(0);
       if (c < Cg && k0 + b_k < KD) v = Acc<T>::load(wg[((I)tb.k * Cg + c) * RS + wtap]);
-      bad |= dgrad_not_finite(v);
+      bad |= not_finite(v);
       b_reg[e] = v;
     }
   };
@@ -322,9 +293,9 @@ conv_dgrad_v2(const ConvParams p, const T* __restrict__ dy, const T* __restrict_
     for (int kk = 0; kk < BK; ++kk) {
       A af[TM], bf[TN];
 #pragma unroll
-      for (int i = 0; i < TM / 4; ++i) dgrad_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
+      for (int i = 0; i < TM / 4; ++i) load_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
 #pragma unroll
-      for (int j = 0; j < TN / 4; ++j) dgrad_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
+      for (int j = 0; j < TN / 4; ++j) load_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -364,10 +335,10 @@ conv_dgrad_v2(const ConvParams p, const T* __restrict__ dy, const T* __restrict_
         }
       }
       if (vec && mb + 3 < M) {
-        DgradStore4<T> st;
+        Store4<T> st;
 #pragma unroll
         for (int i = 0; i < 4; ++i) st.v[i] = Acc<T>::store(vals[i] + bias);
-        *reinterpret_cast<DgradStore4<T>*>(dx + ((mb / plane) * p.C + cc) * HW + mb % plane) = st;
+        *reinterpret_cast<Store4<T>*>(dx + ((mb / plane) * p.C + cc) * HW + mb % plane) = st;
       } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {

@@ -33,41 +33,9 @@
 //                          layout allows; optional split-K
 //   splitk_reduce_v1       one thread per output: y = bias + sum over the splits, in split order
 //
-// Sections: fragments | GEMM rows and taps | exact slow path | v1 implicit GEMM | split-K reduction
+// Sections: GEMM rows and taps | exact slow path | v1 implicit GEMM | split-K reduction
 
 #include "common.cuh"
-
-// ================================================================ fragments
-// Four consecutive accumulation-type values. float gets one 16-byte access (tiles are 16-byte aligned and
-// read at multiples of 4 elements); other types read element-wise.
-template <typename A>
-__device__ __forceinline__ void load_frag4(const A* p, A* out) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = p[i];
-}
-
-struct __align__(16) Float4 {
-  float v[4];
-};
-
-template <>
-__device__ __forceinline__ void load_frag4<float>(const float* p, float* out) {
-  const Float4 f = *reinterpret_cast<const Float4*>(p);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
-}
-
-// Four consecutive storage-type values written at once (the caller checked the alignment).
-template <typename T>
-struct __align__(4 * sizeof(T)) Store4 {
-  T v[4];
-};
-
-// Non-finite (Inf or NaN) test that survives any float mode: v - v is 0 only for finite v.
-template <typename A>
-__device__ __forceinline__ bool not_finite(A v) {
-  return !(v - v == A(0));
-}
 
 // ================================================================ GEMM rows and taps
 // Row m of group g's GEMM is output position (img, p, q) = (m / PQ, (m % PQ) / Q, m % Q): it reads image

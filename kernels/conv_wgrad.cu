@@ -31,33 +31,9 @@
 //                           stages consecutive positions of a dy plane (coalesced); optional split-K
 //   wgrad_splitk_reduce_v1  one thread per dw element: the sum over the splits, in split order
 //
-// Sections: helpers | exact slow path | v1 implicit GEMM | split-K reduction
+// Sections: exact slow path | v1 implicit GEMM | split-K reduction
 
 #include "common.cuh"
-
-// ================================================================ helpers
-// (the same fragment read and finiteness test as conv_implicit_gemm.cu's)
-template <typename A>
-__device__ __forceinline__ void wgrad_frag4(const A* p, A* out) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = p[i];
-}
-
-struct __align__(16) WgradFloat4 {
-  float v[4];
-};
-
-template <>
-__device__ __forceinline__ void wgrad_frag4<float>(const float* p, float* out) {
-  const WgradFloat4 f = *reinterpret_cast<const WgradFloat4*>(p);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) out[i] = f.v[i];
-}
-
-template <typename A>
-__device__ __forceinline__ bool wgrad_not_finite(A v) {
-  return !(v - v == A(0));
-}
 
 // Output position j of the batch as (img, p, q), walked forward by a fixed step without divisions.
 template <typename I>
@@ -175,7 +151,7 @@ conv_wgrad_v1(const ConvParams p, const long long k_chunk, const T* __restrict__
       const int m = m0 + t_r + e * (NT / BK);
       A v = A(0);
       if (j_ok && m < Kg) v = Acc<T>::load(dyg[(pos.img * p.K + m) * PQ + pq]);
-      bad |= wgrad_not_finite(v);
+      bad |= not_finite(v);
       a_reg[e] = v;
     }
     const int h0 = pos.p * p.stride_h, w0 = pos.q * p.stride_w;
@@ -218,9 +194,9 @@ conv_wgrad_v1(const ConvParams p, const long long k_chunk, const T* __restrict__
     for (int kk = 0; kk < BK; ++kk) {
       A af[TM], bf[TN];
 #pragma unroll
-      for (int i = 0; i < TM / 4; ++i) wgrad_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
+      for (int i = 0; i < TM / 4; ++i) load_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
 #pragma unroll
-      for (int j = 0; j < TN / 4; ++j) wgrad_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
+      for (int j = 0; j < TN / 4; ++j) load_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
