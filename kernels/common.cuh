@@ -90,6 +90,25 @@ struct __align__(4 * sizeof(T)) Store4 {
   T v[4];
 };
 
+// One BK-deep slice of a register-tiled GEMM from shared memory: thread (tm, tn) adds the outer products of
+// its TM x TN fragment. Row kk of the A tile starts at as + kk*LDA (LDB for B); a thread reads TM/4 (TN/4)
+// groups of 4 consecutive values, spaced BM/(TM/4) (BN/(TN/4)) apart.
+template <typename A, int BM, int BN, int BK, int TM, int TN, int LDA, int LDB>
+__device__ __forceinline__ void fma_slice(const A* as, const A* bs, int tm, int tn, A (&acc)[TM][TN]) {
+#pragma unroll
+  for (int kk = 0; kk < BK; ++kk) {
+    A af[TM], bf[TN];
+#pragma unroll
+    for (int i = 0; i < TM / 4; ++i) load_frag4(as + kk * LDA + i * (BM / (TM / 4)) + tm * 4, &af[i * 4]);
+#pragma unroll
+    for (int j = 0; j < TN / 4; ++j) load_frag4(bs + kk * LDB + j * (BN / (TN / 4)) + tn * 4, &bf[j * 4]);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] += af[i] * bf[j];
+  }
+}
+
 // Non-finite (Inf or NaN) test that survives any float mode: v - v is 0 only for finite v.
 template <typename A>
 __device__ __forceinline__ bool not_finite(A v) {

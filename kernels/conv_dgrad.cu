@@ -289,18 +289,7 @@ conv_dgrad_v2(const ConvParams p, const T* __restrict__ dy, const T* __restrict_
       advance(tb);
       load_tiles((ks + 1) * BK);
     }
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      A af[TM], bf[TN];
-#pragma unroll
-      for (int i = 0; i < TM / 4; ++i) load_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
-#pragma unroll
-      for (int j = 0; j < TN / 4; ++j) load_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] += af[i] * bf[j];
-    }
+    fma_slice<A, BM, BN, BK, TM, TN, BM, BNP>(&As[buf][0][0], &Bs[buf][0][0], tm, tn, acc);
     if (more) store_tiles(buf ^ 1);  // the other buffer was last read before the previous barrier
     __syncthreads();
   }

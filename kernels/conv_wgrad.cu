@@ -190,18 +190,7 @@ conv_wgrad_v1(const ConvParams p, const long long k_chunk, const T* __restrict__
       pos.advance(step, p.P, p.Q);
       load_tiles(j_begin + (ks + 1) * BK);
     }
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      A af[TM], bf[TN];
-#pragma unroll
-      for (int i = 0; i < TM / 4; ++i) load_frag4(&As[buf][kk][i * (BM / (TM / 4)) + tm * 4], &af[i * 4]);
-#pragma unroll
-      for (int j = 0; j < TN / 4; ++j) load_frag4(&Bs[buf][kk][j * (BN / (TN / 4)) + tn * 4], &bf[j * 4]);
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] += af[i] * bf[j];
-    }
+    fma_slice<A, BM, BN, BK, TM, TN, BMP, BNP>(&As[buf][0][0], &Bs[buf][0][0], tm, tn, acc);
     if (more) store_tiles(buf ^ 1);  // the other buffer was last read before the previous barrier
     __syncthreads();
   }
