@@ -72,7 +72,8 @@ class Impl:
     the algorithm: a tile shape, a specialisation; "" when the algorithm has one), ``dtypes`` (the
     storage dtypes handled natively; float16 is upcast to float32 around implementations that lack it) and
     ``zero_fills_padding`` (padded taps are multiplied in as zeros, so exact only for finite weights), and
-    implement ``run(spec, *arrays)``.
+    implement ``run(spec, *arrays)``. ``spatial_dims``: the problem dimensions it takes (1-D problems are
+    2-D ones with H = 1 in the 4-D layout; 3-D problems come in the 5-D layout); dispatch checks it for all.
     """
 
     backend: str = ""
@@ -81,6 +82,7 @@ class Impl:
     variant: str = ""
     dtypes: Sequence[str] = ("float32", "float64")
     zero_fills_padding: bool = False
+    spatial_dims: Sequence[int] = (1, 2)
 
     @property
     def name(self) -> str:
@@ -116,8 +118,9 @@ class FunctionImpl(Impl):
 
     def __init__(self, backend: str, op: str, algo: str, fn: Callable, *, variant: str = "",
                  reasons: Optional[Callable] = None, dtypes: Sequence[str] = ("float32", "float64"),
-                 zero_fills_padding: bool = False):
+                 zero_fills_padding: bool = False, spatial_dims: Sequence[int] = (1, 2)):
         self.backend, self.op, self.algo, self.variant = backend, op, algo, variant
+        self.spatial_dims = tuple(spatial_dims)
         self._fn, self._reasons = fn, reasons
         self.dtypes = tuple(dtypes)
         self.zero_fills_padding = zero_fills_padding
@@ -194,8 +197,13 @@ def candidates(spec, backend: str, algo: str = "auto") -> List[Impl]:
 
 
 def reasons(impl: Impl, spec) -> List[str]:
-    """Why ``impl`` cannot run ``spec`` (empty when it can); dtype support is checked here for all."""
+    """Why ``impl`` cannot run ``spec`` (empty when it can); dtype and dimension support are checked here
+    for all."""
     out = []
+    if spec.spatial_dims not in impl.spatial_dims:
+        out.append(f"{spec.spatial_dims}-D problems not supported (takes "
+                   f"{', '.join(f'{d}-D' for d in impl.spatial_dims)})")
+        return out
     if impl.compute_dtype(spec.dtype) not in impl.dtypes:
         out.append(f"dtype {spec.dtype} not supported (supports {', '.join(impl.dtypes)})")
     return out + list(impl.not_supported_reasons(spec))

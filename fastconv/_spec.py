@@ -1,13 +1,17 @@
-"""The problem objects: ``ConvSpec`` and ``PoolSpec``.
+"""The problem objects: ``ConvSpec`` and ``PoolSpec`` (and their gradient and unpooling kinds).
 
-A spec is built once, from the user's arguments, by :func:`conv_spec` or :func:`pool_spec`; it is frozen
-and is the only description of the problem that flows to dispatch, to a backend and to a kernel launch.
-Every rule about arguments (types, ranges, shapes, dtypes) is checked here, before anything runs, and
-raises ``TypeError``/``ValueError`` naming the argument.
+A spec is built once, from the user's arguments, by :func:`conv_spec`, :func:`pool_spec` and the other
+builders; it is frozen and is the only description of the problem that flows to dispatch, to a backend and
+to a kernel launch. Every rule about arguments (types, ranges, shapes, dtypes) is checked here, before
+anything runs, and raises ``TypeError``/``ValueError`` naming the argument.
 
-Letters follow CUTLASS and are the same in the CUDA sources: N C H W input, K output channels, R S filter,
-P Q output, ``stride_h/stride_w``, ``pad_*``, ``dil_h/dil_w``, ``groups``. One-dimensional problems are
-two-dimensional ones with H = P = R = 1 (``spatial_dims`` remembers what the user passed).
+Letters follow CUTLASS (``Conv3dProblemSize``) and are the same in the CUDA sources: N C D H W input, K
+output channels, T R S filter, Z P Q output, ``stride_d/h/w``, ``pad_front/back/top/bottom/left/right``,
+``dil_d/h/w``, ``groups``. The spec is three-dimensional: a 2-D problem has D = T = Z = 1, a 1-D one also
+H = P = R = 1 (``spatial_dims`` remembers what the user passed, and decides the backend layout: 4-D
+N C H W arrays for 1-D and 2-D problems, 5-D N C D H W for 3-D ones). The tuple views ``in_size``,
+``window``, ``out_size``, ``strides``, ``dilations`` and ``pads`` give the three dimensions in (D, H, W)
+order; builders compute every dimension with the same code.
 
 All output-size arithmetic is :func:`output_size`, and its inverse, the input extent a run of outputs
 reads, is :func:`input_extent`; nothing else computes either. The specs also carry the vocabulary every
@@ -74,28 +78,79 @@ class _SpecBase:
 
     N: int
     C: int
+    D: int = 1
     H: int
     W: int
+    T: int = 1
     R: int
     S: int
+    Z: int = 1
     P: int
     Q: int
+    stride_d: int = 1
     stride_h: int
     stride_w: int
+    dil_d: int = 1
     dil_h: int
     dil_w: int
     dtype: str
     spatial_dims: int = 2
     batched: bool = True
 
+    # -- the three dimensions as tuples, (D, H, W) order ---------------------------------------------
     @property
-    def input_shape(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.C, self.H, self.W)
+    def in_size(self) -> Tuple[int, int, int]:
+        return (self.D, self.H, self.W)
+
+    @property
+    def window(self) -> Tuple[int, int, int]:
+        return (self.T, self.R, self.S)
+
+    @property
+    def out_size(self) -> Tuple[int, int, int]:
+        return (self.Z, self.P, self.Q)
+
+    @property
+    def strides(self) -> Tuple[int, int, int]:
+        return (self.stride_d, self.stride_h, self.stride_w)
+
+    @property
+    def dilations(self) -> Tuple[int, int, int]:
+        return (self.dil_d, self.dil_h, self.dil_w)
+
+    @property
+    def is_3d(self) -> bool:
+        """A 3-D problem: its arrays are 5-D (N, C, D, H, W) in the backend layout."""
+        return self.spatial_dims == 3
+
+    def _layout(self, n: int, c: int, sizes) -> Tuple[int, ...]:
+        """(n, c, *sizes) in the backend layout: 5-D for 3-D problems, 4-D (no depth) otherwise."""
+        d, h, w = sizes
+        return (n, c, d, h, w) if self.spatial_dims == 3 else (n, c, h, w)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return self._layout(self.N, self.C, self.in_size)
 
     @property
     def output_shape(self) -> Tuple[int, ...]:
-        """The shape the user gets back: batched or not, 1-D or 2-D, as the input was."""
-        return _user_shape(self.output_shape4, self.spatial_dims, self.batched)
+        """The shape the user gets back: batched or not, 1-D, 2-D or 3-D, as the input was."""
+        return _user_shape(self.output_layout, self.spatial_dims, self.batched)
+
+    @property
+    def in_elems(self) -> int:
+        """Elements of one input plane (D*H*W)."""
+        return self.D * self.H * self.W
+
+    @property
+    def out_elems(self) -> int:
+        """Elements of one output plane (Z*P*Q)."""
+        return self.Z * self.P * self.Q
+
+    @property
+    def window_elems(self) -> int:
+        """Taps of one window (T*R*S; 0 for adaptive pools)."""
+        return self.T * self.R * self.S
 
     @property
     def itemsize(self) -> int:
@@ -151,8 +206,8 @@ class _SpecBase:
     PADDING_OPERAND = None
 
     def operands(self) -> Tuple[Optional[Tuple[int, ...]], ...]:
-        """The backend-layout (4-D) shape of each array in :attr:`ARRAYS`; None for an absent optional
-        one. Index arrays are int64, every other array has the spec's dtype."""
+        """The backend-layout shape (4-D; 5-D for 3-D problems) of each array in :attr:`ARRAYS`; None for
+        an absent optional one. Index arrays are int64, every other array has the spec's dtype."""
         return (self.input_shape,)
 
     @staticmethod
@@ -173,10 +228,12 @@ class _SpecBase:
 # ---------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ConvSpec(_SpecBase):
-    """One convolution problem, cross-correlation as in torch.nn.functional.conv2d, NCHW layout: K output
-    channels of filters R x S, asymmetric padding, groups."""
+    """One convolution problem, cross-correlation as in torch.nn.functional.conv{1,2,3}d, NC(D)HW layout:
+    K output channels of filters (T x) R x S, asymmetric padding, groups."""
 
     K: int
+    pad_front: int = 0
+    pad_back: int = 0
     pad_top: int
     pad_bottom: int
     pad_left: int
@@ -203,13 +260,16 @@ class ConvSpec(_SpecBase):
         return self.K // self.groups
 
     @property
-    def weight_shape(self) -> Tuple[int, int, int, int]:
-        return (self.K, self.C_per_group, self.R, self.S)
+    def pads(self) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+        return ((self.pad_front, self.pad_back), (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right))
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.K, self.P, self.Q)
+    def weight_shape(self) -> Tuple[int, ...]:
+        return self._layout(self.K, self.C_per_group, self.window)
 
+    @property
+    def output_layout(self) -> Tuple[int, ...]:
+        return self._layout(self.N, self.K, self.out_size)
 
     # -- predicates (PyTorch's ConvParams style) -------------------------------------------------
     @property
@@ -220,25 +280,26 @@ class ConvSpec(_SpecBase):
 
     @property
     def is_strided(self) -> bool:
-        return self.stride_h > 1 or self.stride_w > 1
+        return self.stride_d > 1 or self.stride_h > 1 or self.stride_w > 1
 
     @property
     def is_dilated(self) -> bool:
-        return self.dil_h > 1 or self.dil_w > 1
+        return self.dil_d > 1 or self.dil_h > 1 or self.dil_w > 1
 
     @property
     def is_padded(self) -> bool:
-        return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
+        return any((self.pad_front, self.pad_back, self.pad_top, self.pad_bottom, self.pad_left,
+                    self.pad_right))
 
     @property
     def is_pointwise(self) -> bool:
-        """A 1x1, unstrided, unpadded convolution: a plain GEMM over the channels."""
-        return self.R == self.S == 1 and not self.is_strided and not self.is_padded
+        """A 1x1(x1), unstrided, unpadded convolution: a plain GEMM over the channels."""
+        return self.T == self.R == self.S == 1 and not self.is_strided and not self.is_padded
 
     # -- GEMM view (implicit GEMM / im2col), per group -------------------------------------------
     @property
     def gemm_m(self) -> int:
-        return self.N * self.P * self.Q
+        return self.N * self.Z * self.P * self.Q
 
     @property
     def gemm_n(self) -> int:
@@ -246,7 +307,7 @@ class ConvSpec(_SpecBase):
 
     @property
     def gemm_k(self) -> int:
-        return self.C_per_group * self.R * self.S
+        return self.C_per_group * self.T * self.R * self.S
 
     def flops(self) -> int:
         """Multiply-adds counted as 2 flops (bias not counted), over all groups."""
@@ -254,16 +315,16 @@ class ConvSpec(_SpecBase):
 
     def bytes(self) -> int:
         """Compulsory traffic: input, weight and bias read once, output written once."""
-        elems = (self.N * self.C * self.H * self.W + self.K * self.C_per_group * self.R * self.S
-                 + self.N * self.K * self.P * self.Q + (self.K if self.has_bias else 0))
+        elems = (self.N * self.C * self.in_elems + self.K * self.C_per_group * self.window_elems
+                 + self.N * self.K * self.out_elems + (self.K if self.has_bias else 0))
         return elems * self.itemsize
 
     def max_elements(self) -> int:
         """The largest element count any buffer of this problem has (im2col workspace of the whole
         batch included), which decides the index width."""
         col = self.groups * self.gemm_k * self.gemm_m
-        return max(self.N * self.C * self.H * self.W, self.N * self.K * self.P * self.Q,
-                   self.K * self.C_per_group * self.R * self.S, col)
+        return max(self.N * self.C * self.in_elems, self.N * self.K * self.out_elems,
+                   self.K * self.C_per_group * self.window_elems, col)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -284,19 +345,19 @@ class ConvInputGradSpec(ConvSpec):
     PADDING_OPERAND = "w"
 
     def operands(self):
-        return (self.output_shape4_forward, self.weight_shape, (self.C,) if self.has_bias else None)
+        return (self.dy_layout, self.weight_shape, (self.C,) if self.has_bias else None)
 
     @property
-    def output_shape4_forward(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.K, self.P, self.Q)
+    def dy_layout(self) -> Tuple[int, ...]:
+        return self._layout(self.N, self.K, self.out_size)
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.C, self.H, self.W)
+    def output_layout(self) -> Tuple[int, ...]:
+        return self.input_shape
 
     def bytes(self) -> int:
-        elems = (self.N * self.C * self.H * self.W + self.K * self.C_per_group * self.R * self.S
-                 + self.N * self.K * self.P * self.Q + (self.C if self.has_bias else 0))
+        elems = (self.N * self.C * self.in_elems + self.K * self.C_per_group * self.window_elems
+                 + self.N * self.K * self.out_elems + (self.C if self.has_bias else 0))
         return elems * self.itemsize
 
 
@@ -315,17 +376,16 @@ class ConvWeightGradSpec(ConvSpec):
     PADDING_OPERAND = "dy"
 
     def operands(self):
-        return (self.input_shape, (self.N, self.K, self.P, self.Q))
+        return (self.input_shape, self._layout(self.N, self.K, self.out_size))
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
+    def output_layout(self) -> Tuple[int, ...]:
         return self.weight_shape
 
     @property
     def output_shape(self) -> Tuple[int, ...]:
         """The weight's shape as the user passes it: (K, C/groups, kL) for 1-D."""
-        K, Cg, R, S = self.weight_shape
-        return (K, Cg, S) if self.spatial_dims == 1 else (K, Cg, R, S)
+        return (self.K, self.C_per_group, self.S) if self.spatial_dims == 1 else self.weight_shape
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,11 +396,16 @@ POOL_KINDS = ("max", "avg", "adaptive_max", "adaptive_avg")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PoolSpec(_SpecBase):
-    """One pooling problem, NCHW. For adaptive kinds R = S = 0 and the windows follow from H/P, W/Q."""
+    """One pooling problem, NC(D)HW. For adaptive kinds T = R = S = 0 and the windows follow from D/Z,
+    H/P, W/Q. Padding is per side (torch's symmetric padding has equal sides)."""
 
     kind: str
-    pad_h: int
-    pad_w: int
+    pad_front: int = 0
+    pad_back: int = 0
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
     ceil_mode: bool
     count_include_pad: bool
     divisor_override: Optional[int]
@@ -361,25 +426,49 @@ class PoolSpec(_SpecBase):
         return self.kind in ("max", "adaptive_max")
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
-        return (self.N, self.C, self.P, self.Q)
+    def pads(self) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]:
+        return ((self.pad_front, self.pad_back), (self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right))
+
+    @property
+    def is_padded(self) -> bool:
+        return any(v for pair in self.pads for v in pair)
+
+    @property
+    def is_symmetric_padding(self) -> bool:
+        """Each dimension padded equally on both sides (everything torch's own pools can express)."""
+        return all(lo == hi for lo, hi in self.pads)
+
+    # TRANSITION (removed before issue 13 lands): the before-side pads under their old names, for the
+    # 2-D pool kernels not yet taught per-side padding; those refuse asymmetric problems meanwhile.
+    @property
+    def pad_h(self) -> int:
+        return self.pad_top
+
+    @property
+    def pad_w(self) -> int:
+        return self.pad_left
+
+    @property
+    def output_layout(self) -> Tuple[int, ...]:
+        return self._layout(self.N, self.C, self.out_size)
 
     def flops(self) -> int:
         """One operation per tap (compare or add); adaptive windows counted exactly."""
         if self.is_adaptive:
-            taps_h = sum(_adaptive_len(i, self.H, self.P) for i in range(self.P))
-            taps_w = sum(_adaptive_len(j, self.W, self.Q) for j in range(self.Q))
-            return self.N * self.C * taps_h * taps_w
-        return self.N * self.C * self.P * self.Q * self.R * self.S
+            taps = 1
+            for size_in, size_out in zip(self.in_size, self.out_size):
+                taps *= sum(_adaptive_len(i, size_in, size_out) for i in range(size_out))
+            return self.N * self.C * taps
+        return self.N * self.C * self.out_elems * self.window_elems
 
     def bytes(self) -> int:
         """Compulsory traffic: input read once, output (and int64 indices) written once."""
-        out = self.N * self.C * self.P * self.Q
-        return ((self.N * self.C * self.H * self.W + out) * self.itemsize
+        out = self.N * self.C * self.out_elems
+        return ((self.N * self.C * self.in_elems + out) * self.itemsize
                 + (8 * out if self.return_indices else 0))
 
     def max_elements(self) -> int:
-        return max(self.N * self.C * self.H * self.W, self.N * self.C * self.P * self.Q)
+        return max(self.N * self.C * self.in_elems, self.N * self.C * self.out_elems)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -403,26 +492,26 @@ class PoolGradSpec(PoolSpec):
         return ("dy", "indices") if self.is_max else ("dy",)
 
     def operands(self):
-        out = (self.N, self.C, self.P, self.Q)
+        out = self._layout(self.N, self.C, self.out_size)
         return (out, out) if self.is_max else (out,)
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
+    def output_layout(self) -> Tuple[int, ...]:
         return self.input_shape
 
     def bytes(self) -> int:
         """Compulsory traffic: dy (and the int64 indices) read once, dx written once."""
-        out = self.N * self.C * self.P * self.Q
-        return (self.N * self.C * self.H * self.W + out) * self.itemsize + (8 * out if self.is_max else 0)
+        out = self.N * self.C * self.out_elems
+        return (self.N * self.C * self.in_elems + out) * self.itemsize + (8 * out if self.is_max else 0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UnpoolSpec(PoolSpec):
     """``max_unpool``: the partial inverse of a max pool. ``kind`` is "max"; the fields describe the max
-    pool whose indices are given, so H x W is the unpooled output and P x Q the input. Takes ``x``
-    (N, C, P, Q) and int64 ``indices`` (N, C, P, Q), each in [0, H*W); returns (N, C, H, W), zero except
-    ``out[n, c, indices[n, c, p, q]] = x[n, c, p, q]``; where several positions of one plane name the same
-    index, the last in row-major (p, q) order wins (as torch on the CPU)."""
+    pool whose indices are given, so (D x) H x W is the unpooled output and (Z x) P x Q the input. Takes
+    ``x`` (N, C, [Z,] P, Q) and int64 ``indices`` of that shape, each in [0, D*H*W); returns
+    (N, C, [D,] H, W), zero except ``out[n, c, indices[n, c, ...]] = x[n, c, ...]``; where several
+    positions of one plane name the same index, the last in row-major order wins (as torch on the CPU)."""
 
     __hash__, __eq__ = _SpecBase.__hash__, _SpecBase.__eq__
 
@@ -430,18 +519,19 @@ class UnpoolSpec(PoolSpec):
     ARRAYS = ("x", "indices")
 
     def operands(self):
-        out = (self.N, self.C, self.P, self.Q)
+        out = self._layout(self.N, self.C, self.out_size)
         return (out, out)
 
     @property
-    def output_shape4(self) -> Tuple[int, int, int, int]:
+    def output_layout(self) -> Tuple[int, ...]:
         return self.input_shape
 
     def flops(self) -> int:
-        return self.N * self.C * self.P * self.Q
+        return self.N * self.C * self.out_elems
 
     def bytes(self) -> int:
-        return self.N * self.C * (self.H * self.W + self.P * self.Q) * self.itemsize + 8 * self.N * self.C * self.P * self.Q
+        return (self.N * self.C * (self.in_elems + self.out_elems) * self.itemsize
+                + 8 * self.N * self.C * self.out_elems)
 
 
 def adaptive_window(i: int, size_in: int, size_out: int) -> Tuple[int, int]:
@@ -454,37 +544,92 @@ def _adaptive_len(i: int, size_in: int, size_out: int) -> int:
     return hi - lo
 
 
-def _user_shape(shape4, spatial_dims: int, batched: bool) -> Tuple[int, ...]:
-    n, c, p, q = shape4
-    shape = (n, c, q) if spatial_dims == 1 else (n, c, p, q)
+def _user_shape(layout, spatial_dims: int, batched: bool) -> Tuple[int, ...]:
+    """A backend-layout shape (4-D, or 5-D for 3-D problems) as the user sees it: (N, C, L) for 1-D,
+    without N when the input was unbatched."""
+    shape = (layout[0], layout[1], layout[-1]) if spatial_dims == 1 else tuple(layout)
     return shape if batched else shape[1:]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Building specs from user arguments
 # ---------------------------------------------------------------------------------------------------
-def _input_dims(x, spatial_dims: int, name: str = "input") -> Tuple[bool, Tuple[int, int, int, int]]:
-    """(batched, (N, C, H, W)) for a 1-D or 2-D op's input; H = 1 for 1-D."""
+# Builders work on the user's ``nd`` dimensions as tuples and widen them to the spec's three (D, H, W) at
+# the end (:func:`_widen`): every dimension goes through the same code.
+_LAYOUT = {1: ("(N, C, L)", "(C, L)", "kL"), 2: ("(N, C, H, W)", "(C, H, W)", "kH, kW"),
+           3: ("(N, C, D, H, W)", "(C, D, H, W)", "kD, kH, kW")}
+
+
+def _check_nd(nd) -> int:
+    if nd not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {nd!r}")
+    return nd
+
+
+def _widen(values: tuple, fill) -> tuple:
+    """The user's 1 to 3 per-dimension values as (D, H, W), ``fill`` for the dimensions it lacks."""
+    return (fill,) * (3 - len(values)) + tuple(values)
+
+
+def _dims3(prefix: str, values3) -> dict:
+    """Spec fields ``<prefix>_d/_h/_w`` from a (D, H, W) triple."""
+    return {f"{prefix}_d": values3[0], f"{prefix}_h": values3[1], f"{prefix}_w": values3[2]}
+
+
+def _pads3(pairs3) -> dict:
+    (f, b), (t, bo), (l, r) = pairs3
+    return dict(pad_front=f, pad_back=b, pad_top=t, pad_bottom=bo, pad_left=l, pad_right=r)
+
+
+def _input_dims(x, spatial_dims: int, name: str = "input"):
+    """(batched, N, C, (D, H, W)) for an op's input array."""
     return _input_dims_of(x.shape, spatial_dims, name)
+
+
+def _input_dims_of(shape, spatial_dims: int, name: str = "input"):
+    """(batched, N, C, (D, H, W)) for an op's input shape: D = 1 below 3-D, H = 1 for 1-D."""
+    nd = _check_nd(spatial_dims)
+    want = nd + 2
+    if len(shape) not in (want - 1, want):
+        full, unb, _ = _LAYOUT[nd]
+        raise ValueError(f"{name} must be {want}-D {full} or {want - 1}-D (unbatched) {unb}, got shape "
+                         f"{tuple(shape)}")
+    batched = len(shape) == want
+    shape = tuple(int(v) for v in shape) if batched else (1,) + tuple(int(v) for v in shape)
+    return batched, shape[0], shape[1], _widen(shape[2:], 1)
+
+
+def _conv_pads(padding, nd: int, ks, strides, dils, stride) -> Tuple[Tuple[int, int], ...]:
+    """A conv's padding argument as ``nd`` (before, after) pairs: ints, pairs, 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * nd
+        if padding == "same":
+            if any(s != 1 for s in strides):
+                raise ValueError(f"padding='same' requires stride 1 (as in PyTorch), got stride={stride!r}")
+            # total padding d*(k-1); the odd extra goes to the end (bottom/right/back), as torch
+            return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(ks, dils))
+        raise ValueError(f"padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+    return _pad_pairs(padding, nd)
 
 
 def _conv_geometry(x_shape, w_shape, bias_shape, stride, padding, dilation, groups, nd: int, *,
                    input_name: str = "input", weight_name: str = "weight") -> dict:
-    """Check a convolution's shapes and arguments (torch.nn.functional.conv{1,2}d semantics) and return
+    """Check a convolution's shapes and arguments (torch.nn.functional.conv{1,2,3}d semantics) and return
     the ConvSpec fields they determine (all but dtype). ``input_name``/``weight_name``: what the caller
     calls the arrays (or shapes) whose shapes these are, for the messages."""
-    batched, (N, C, H, W) = _input_dims_of(x_shape, nd, input_name)
+    batched, N, C, sizes = _input_dims_of(x_shape, nd, input_name)
     if len(w_shape) != nd + 2:
         raise ValueError(f"{weight_name} must be {nd + 2}-D (out_channels, in_channels/groups, "
-                         f"{'kL' if nd == 1 else 'kH, kW'}), got shape {tuple(w_shape)}")
+                         f"{_LAYOUT[nd][2]}), got shape {tuple(w_shape)}")
     K, Cg = int(w_shape[0]), int(w_shape[1])
-    R, S = (1, int(w_shape[2])) if nd == 1 else (int(w_shape[2]), int(w_shape[3]))
+    ks = tuple(int(v) for v in w_shape[2:])
     g = _as_int(groups, "groups")
     if g < 1:
         raise ValueError(f"groups must be positive, got {g}")
     if C < 1:
         raise ValueError(f"{input_name} must have at least one channel, got shape {tuple(x_shape)}")
-    if K < 1 or R < 1 or S < 1:
+    if K < 1 or any(k < 1 for k in ks):
         raise ValueError(f"{weight_name} must have non-zero out_channels and kernel size, got shape "
                          f"{tuple(w_shape)}")
     if C % g:
@@ -497,47 +642,24 @@ def _conv_geometry(x_shape, w_shape, bias_shape, stride, padding, dilation, grou
     if bias_shape is not None and tuple(bias_shape) != (K,):
         raise ValueError(f"bias must have shape ({K},) to match {weight_name} out_channels, got "
                          f"{tuple(bias_shape)}")
-
     strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
     dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
-    ks = (S,) if nd == 1 else (R, S)
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = ((0, 0),) * nd
-        elif padding == "same":
-            if any(s != 1 for s in strides):
-                raise ValueError(f"padding='same' requires stride 1 (as in PyTorch), got stride={stride!r}")
-            # total padding d*(k-1); the odd extra goes to the bottom/right
-            pads = tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(ks, dils))
-        else:
-            raise ValueError(f"padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
-    else:
-        pads = _pad_pairs(padding, nd)
-    if nd == 1:
-        strides, dils, pads = (1,) + strides, (1,) + dils, ((0, 0),) + pads
-    P = output_size(H, R, strides[0], pads[0][0], pads[0][1], dils[0])
-    Q = output_size(W, S, strides[1], pads[1][0], pads[1][1], dils[1])
-    if P < 1 or Q < 1:
-        raise ValueError(_empty_output_message(input_name, (H, W)[2 - nd:], ks, pads[2 - nd:], dils[2 - nd:]))
-    return dict(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q,
-                stride_h=strides[0], stride_w=strides[1],
-                pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0], pad_right=pads[1][1],
-                dil_h=dils[0], dil_w=dils[1], groups=g, has_bias=bias_shape is not None,
-                spatial_dims=nd, batched=batched)
+    pads = _conv_pads(padding, nd, ks, strides, dils, stride)
+    user_sizes = sizes[3 - nd:]
+    outs = tuple(output_size(i, k, s, lo, hi, d) for i, k, s, (lo, hi), d in zip(user_sizes, ks, strides, pads, dils))
+    if any(o < 1 for o in outs):
+        raise ValueError(_empty_output_message(input_name, user_sizes, ks, pads, dils))
+    return _conv_fields(N=N, C=C, sizes=sizes, K=K, ks=_widen(ks, 1), outs=_widen(outs, 1),
+                        strides=_widen(strides, 1), dils=_widen(dils, 1), pads=_widen(pads, (0, 0)),
+                        groups=g, has_bias=bias_shape is not None, nd=nd, batched=batched)
 
 
-def _input_dims_of(shape, spatial_dims: int, name: str = "input") -> Tuple[bool, Tuple[int, int, int, int]]:
-    """(batched, (N, C, H, W)) for a 1-D or 2-D op's input shape; H = 1 for 1-D."""
-    want = spatial_dims + 2
-    if len(shape) not in (want - 1, want):
-        names = "(N, C, L) or (C, L)" if spatial_dims == 1 else "(N, C, H, W) or (C, H, W)"
-        raise ValueError(f"{name} must be {want}-D {names.split(' or ')[0]} or {want - 1}-D (unbatched) "
-                         f"{names.split(' or ')[1]}, got shape {tuple(shape)}")
-    batched = len(shape) == want
-    shape = tuple(int(v) for v in shape) if batched else (1,) + tuple(int(v) for v in shape)
-    if spatial_dims == 1:
-        shape = (shape[0], shape[1], 1, shape[2])
-    return batched, shape
+def _conv_fields(*, N, C, sizes, K, ks, outs, strides, dils, pads, groups, has_bias, nd, batched) -> dict:
+    """ConvSpec fields (all but dtype) from (D, H, W) triples."""
+    (D, H, W), (T, R, S), (Z, P, Q) = sizes, ks, outs
+    return dict(N=N, C=C, D=D, H=H, W=W, K=K, T=T, R=R, S=S, Z=Z, P=P, Q=Q, **_dims3("stride", strides),
+                **_dims3("dil", dils), **_pads3(pads), groups=groups, has_bias=has_bias, spatial_dims=nd,
+                batched=batched)
 
 
 def _check_dtypes(x, others) -> None:
@@ -564,7 +686,7 @@ def _check_grad_output(grad_output, want: Tuple[int, ...], what: str) -> None:
 
 def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
               spatial_dims: int = 2) -> ConvSpec:
-    """Validate conv arguments (torch.nn.functional.conv{1,2}d semantics) and build the ConvSpec."""
+    """Validate conv arguments (torch.nn.functional.conv{1,2,3}d semantics) and build the ConvSpec."""
     arrays = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
     _same_place(arrays)
     if weight.ndim != spatial_dims + 2:   # before dtypes, as always
@@ -573,6 +695,11 @@ def conv_spec(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *
     fields = _conv_geometry(x.shape, weight.shape, None if bias is None else bias.shape, stride, padding,
                             dilation, groups, spatial_dims)
     return ConvSpec(dtype=dtype_name(x), **fields)
+
+
+def _forward_output_shape(spec) -> Tuple[int, ...]:
+    """The forward convolution's output as the user sees it (the shape grad_output must have)."""
+    return _user_shape(spec._layout(spec.N, spec.K, spec.out_size), spec.spatial_dims, spec.batched)
 
 
 def conv_input_spec(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -589,8 +716,7 @@ def conv_input_spec(input_size, weight, grad_output, stride=1, padding=0, dilati
     fields = _conv_geometry(size, weight.shape, None, stride, padding, dilation, groups, spatial_dims,
                             input_name="input_size")
     spec = ConvInputGradSpec(dtype=dtype_name(grad_output), **fields)
-    _check_grad_output(grad_output, _user_shape((spec.N, spec.K, spec.P, spec.Q), spatial_dims,
-                                                spec.batched), "convolution")
+    _check_grad_output(grad_output, _forward_output_shape(spec), "convolution")
     return spec
 
 
@@ -604,8 +730,7 @@ def conv_weight_spec(input, weight_size, grad_output, stride=1, padding=0, dilat
     fields = _conv_geometry(input.shape, size, None, stride, padding, dilation, groups, spatial_dims,
                             weight_name="weight_size")
     spec = ConvWeightGradSpec(dtype=dtype_name(input), **fields)
-    _check_grad_output(grad_output, _user_shape((spec.N, spec.K, spec.P, spec.Q), spatial_dims,
-                                                spec.batched), "convolution")
+    _check_grad_output(grad_output, _forward_output_shape(spec), "convolution")
     return spec
 
 
@@ -613,25 +738,25 @@ def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_paddin
                         *, spatial_dims: int = 2) -> ConvInputGradSpec:
     """Validate ``conv_transpose*d`` arguments (torch.nn.functional semantics, plus asymmetric padding
     pairs as for conv) and build the spec of the convolution whose input gradient it is: input x
-    (N, C_in, H, W) plays the forward output (K = C_in, P = H, Q = W), weight (C_in, C_out/groups, R, S) the
-    forward weight, and the result (N, C_out, H_out, W_out) the forward input, with
-    ``H_out = (H - 1)*stride - pad_top - pad_bottom + dilation*(R - 1) + output_padding + 1``."""
+    (N, C_in, [D,] H, W) plays the forward output (K = C_in, P = H, ...), weight (C_in, C_out/groups,
+    [T,] R, S) the forward weight, and the result (N, C_out, ...) the forward input, with
+    ``H_out = (H - 1)*stride - pad_top - pad_bottom + dilation*(R - 1) + output_padding + 1`` per dimension."""
     arrays = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
     _same_place(arrays)
-    nd = spatial_dims
-    batched, (N, Cin, H, W) = _input_dims_of(x.shape, nd)
+    nd = _check_nd(spatial_dims)
+    batched, N, Cin, sizes = _input_dims(x, nd)
     if weight.ndim != nd + 2:
         raise ValueError(f"weight must be {nd + 2}-D (in_channels, out_channels/groups, "
-                         f"{'kL' if nd == 1 else 'kH, kW'}), got shape {tuple(weight.shape)}")
+                         f"{_LAYOUT[nd][2]}), got shape {tuple(weight.shape)}")
     _check_dtypes(x, arrays[1:])
     g = _as_int(groups, "groups")
     if g < 1:
         raise ValueError(f"groups must be positive, got {g}")
     Kw, Cog = int(weight.shape[0]), int(weight.shape[1])
-    R, S = (1, int(weight.shape[2])) if nd == 1 else (int(weight.shape[2]), int(weight.shape[3]))
+    ks = tuple(int(v) for v in weight.shape[2:])
     if Cin < 1:
         raise ValueError(f"input must have at least one channel, got shape {tuple(x.shape)}")
-    if Cog < 1 or R < 1 or S < 1:
+    if Cog < 1 or any(k < 1 for k in ks):
         raise ValueError(f"weight must have non-zero out_channels/groups and kernel size, got shape "
                          f"{tuple(weight.shape)}")
     if Cin % g:
@@ -657,21 +782,17 @@ def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_paddin
             raise ValueError(f"output_padding must be non-negative and smaller than stride or dilation "
                              f"(output_padding < max(stride, dilation)), got output_padding={output_padding!r}"
                              f" with stride={stride!r}, dilation={dilation!r}")
-    ins = (W,) if nd == 1 else (H, W)
-    ks = (S,) if nd == 1 else (R, S)
+    ins = sizes[3 - nd:]
     outs = tuple((i - 1) * s - lo - hi + input_extent(1, k, 1, d) + o
                  for i, s, (lo, hi), k, d, o in zip(ins, strides, pads, ks, dils, opad))
     if any(o < 1 for o in outs):
         raise ValueError(f"the transposed convolution's output would be empty (size {outs}): padding "
                          f"{padding!r} removes more than (input - 1) * stride + dilation * (kernel - 1) + "
                          f"output_padding + 1")
-    if nd == 1:
-        strides, dils, pads, outs = (1,) + strides, (1,) + dils, ((0, 0),) + pads, (1,) + outs
-    return ConvInputGradSpec(N=N, C=Cout, H=outs[0], W=outs[1], K=Cin, R=R, S=S, P=H, Q=W,
-                             stride_h=strides[0], stride_w=strides[1],
-                             pad_top=pads[0][0], pad_bottom=pads[0][1], pad_left=pads[1][0],
-                             pad_right=pads[1][1], dil_h=dils[0], dil_w=dils[1], groups=g,
-                             has_bias=bias is not None, dtype=dtype_name(x), spatial_dims=nd, batched=batched)
+    fields = _conv_fields(N=N, C=Cout, sizes=_widen(outs, 1), K=Cin, ks=_widen(ks, 1), outs=sizes,
+                          strides=_widen(strides, 1), dils=_widen(dils, 1), pads=_widen(pads, (0, 0)),
+                          groups=g, has_bias=bias is not None, nd=nd, batched=batched)
+    return ConvInputGradSpec(dtype=dtype_name(x), **fields)
 
 
 def _empty_output_message(name, sizes, ks, pads, dils) -> str:
@@ -681,6 +802,35 @@ def _empty_output_message(name, sizes, ks, pads, dils) -> str:
             f"size {eff}, so the output would be empty")
 
 
+def _check_bool(value, name: str) -> bool:
+    """A bool argument: Python or NumPy booleans; anything else is a TypeError naming it."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def _pool_pads(padding, nd: int, ks, dils, kernel_size) -> Tuple[Tuple[int, int], ...]:
+    """A pool's padding as ``nd`` (before, after) pairs.
+
+    An int or ``nd`` ints: torch's symmetric padding and its rule, at most half the kernel
+    (``padding <= kernel_size // 2``). Per-side pairs (beyond torch, what ONNX's SAME_UPPER/SAME_LOWER and
+    explicit ``pads`` need): each side at most ``dilation * (kernel_size - 1)``, so that the first and the
+    last window each reach the input."""
+    per_side = isinstance(padding, (list, tuple)) and any(isinstance(p, (list, tuple)) for p in padding)
+    pairs = _pad_pairs(padding, nd)
+    for (lo, hi), k, d in zip(pairs, ks, dils):
+        if per_side:
+            if max(lo, hi) > d * (k - 1):
+                raise ValueError(f"per-side padding must be at most dilation * (kernel_size - 1) on each side "
+                                 f"(so every window reaches the input), got padding={padding!r} for "
+                                 f"kernel_size={kernel_size!r}")
+        elif lo > k // 2:
+            raise ValueError(f"padding must be at most half the kernel size (padding <= kernel_size // 2), "
+                             f"got padding={padding!r} for kernel_size={kernel_size!r}; per-side pairs "
+                             f"((before, after), ...) allow up to dilation * (kernel_size - 1)")
+    return pairs
+
+
 def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1, ceil_mode=False,
               count_include_pad=True, divisor_override=None, return_indices=False, output_size_=None, *,
               spatial_dims: int = 2) -> PoolSpec:
@@ -688,24 +838,22 @@ def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1
     if kind not in POOL_KINDS:
         raise ValueError(f"pool kind must be one of {POOL_KINDS}, got {kind!r}")
     _same_place([("input", x)])
-    nd = spatial_dims
-    batched, (N, C, H, W) = _input_dims(x, nd)
-    if not isinstance(ceil_mode, (bool,)) and not (hasattr(ceil_mode, "dtype") and ceil_mode.dtype == bool):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
-    if not isinstance(return_indices, bool):
-        raise TypeError(f"return_indices must be a bool, got {type(return_indices).__name__}")
-    if not isinstance(count_include_pad, bool):
-        raise TypeError(f"count_include_pad must be a bool, got {type(count_include_pad).__name__}")
-    common = dict(kind=kind, N=N, C=C, H=H, W=W, dtype=dtype_name(x), spatial_dims=nd, batched=batched,
-                  return_indices=bool(return_indices))
-    sizes = (W,) if nd == 1 else (H, W)
+    nd = _check_nd(spatial_dims)
+    batched, N, C, sizes = _input_dims(x, nd)
+    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
+    return_indices = _check_bool(return_indices, "return_indices")
+    count_include_pad = _check_bool(count_include_pad, "count_include_pad")
+    common = dict(kind=kind, N=N, C=C, D=sizes[0], H=sizes[1], W=sizes[2], dtype=dtype_name(x),
+                  spatial_dims=nd, batched=batched, return_indices=return_indices)
+    user_sizes = sizes[3 - nd:]
     if kind.startswith("adaptive"):
-        out = _adaptive_output(output_size_, sizes, nd)
-        P, Q = (1,) + out if nd == 1 else out
-        if any(s < 1 for s in sizes):
+        out = _adaptive_output(output_size_, user_sizes, nd)
+        if any(s < 1 for s in user_sizes):
             raise ValueError(f"input spatial size must be non-zero for adaptive pooling, got {tuple(x.shape)}")
-        return PoolSpec(R=0, S=0, P=P, Q=Q, stride_h=0, stride_w=0, pad_h=0, pad_w=0, dil_h=1, dil_w=1,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None, **common)
+        Z, P, Q = _widen(out, 1)
+        return PoolSpec(T=0, R=0, S=0, Z=Z, P=P, Q=Q, **_dims3("stride", (0, 0, 0)), **_dims3("dil", (1, 1, 1)),
+                        **_pads3(((0, 0),) * 3), ceil_mode=False, count_include_pad=True, divisor_override=None,
+                        **common)
 
     if kernel_size is None:
         raise TypeError("kernel_size is required")
@@ -714,29 +862,21 @@ def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1
         strides = ks  # torch: stride defaults to kernel_size
     else:
         strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
-    pads = _as_tuple(padding, nd, "padding")
-    if any(p < 0 for p in pads):
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
-    for p, k in zip(pads, ks):
-        if p > k // 2:
-            raise ValueError(f"padding must be at most half the kernel size (padding <= kernel_size // 2), "
-                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
     dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
+    pads = _pool_pads(padding, nd, ks, dils, kernel_size)
     if kind == "avg" and divisor_override is not None:
         d = _as_int(divisor_override, "divisor_override")
         if d == 0:
             raise ValueError("divisor_override must be non-zero")
         divisor_override = d
-    if nd == 1:
-        ks, strides, pads, dils = (1,) + ks, (1,) + strides, (0,) + pads, (1,) + dils
-    P = output_size(H, ks[0], strides[0], pads[0], pads[0], dils[0], bool(ceil_mode))
-    Q = output_size(W, ks[1], strides[1], pads[1], pads[1], dils[1], bool(ceil_mode))
-    if P < 1 or Q < 1:
-        raise ValueError(_empty_output_message("input", sizes, ks[2 - nd:],
-                                               tuple((p, p) for p in pads[2 - nd:]), dils[2 - nd:]))
-    return PoolSpec(R=ks[0], S=ks[1], P=P, Q=Q, stride_h=strides[0], stride_w=strides[1],
-                    pad_h=pads[0], pad_w=pads[1], dil_h=dils[0], dil_w=dils[1], ceil_mode=bool(ceil_mode),
-                    count_include_pad=bool(count_include_pad) if kind == "avg" else True,
+    outs = tuple(output_size(i, k, s, lo, hi, d, ceil_mode)
+                 for i, k, s, (lo, hi), d in zip(user_sizes, ks, strides, pads, dils))
+    if any(o < 1 for o in outs):
+        raise ValueError(_empty_output_message("input", user_sizes, ks, pads, dils))
+    (T, R, S), (Z, P, Q) = _widen(ks, 1), _widen(outs, 1)
+    return PoolSpec(T=T, R=R, S=S, Z=Z, P=P, Q=Q, **_dims3("stride", _widen(strides, 1)),
+                    **_dims3("dil", _widen(dils, 1)), **_pads3(_widen(pads, (0, 0))), ceil_mode=ceil_mode,
+                    count_include_pad=count_include_pad if kind == "avg" else True,
                     divisor_override=divisor_override if kind == "avg" else None, **common)
 
 
@@ -780,8 +920,8 @@ def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=Non
     shape) may move it by less than one stride either way. Index values are checked by the caller (they
     are data)."""
     _same_place([("input", x)])
-    nd = spatial_dims
-    batched, (N, C, P, Q) = _input_dims(x, nd)
+    nd = _check_nd(spatial_dims)
+    batched, N, C, sizes = _input_dims(x, nd)
     _check_indices_array(indices, tuple(x.shape))
     ks = _positive(_as_tuple(kernel_size, nd, "kernel_size"), "kernel_size")
     if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
@@ -791,7 +931,7 @@ def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=Non
     pads = _as_tuple(padding, nd, "padding")
     if any(p < 0 for p in pads):
         raise ValueError(f"padding must be non-negative, got {padding!r}")
-    ins = (Q,) if nd == 1 else (P, Q)
+    ins = sizes[3 - nd:]
     default = tuple((i - 1) * s - 2 * p + k for i, s, p, k in zip(ins, strides, pads, ks))
     if output_size is None:
         outs = default
@@ -808,10 +948,10 @@ def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=Non
         outs = size
     if any(o < 1 for o in outs):
         raise ValueError(f"the unpooled output would be empty (size {outs})")
-    if nd == 1:
-        ks, strides, pads, outs = (1,) + ks, (1,) + strides, (0,) + pads, (1,) + outs
-    return UnpoolSpec(kind="max", N=N, C=C, H=outs[0], W=outs[1], R=ks[0], S=ks[1], P=P, Q=Q,
-                      stride_h=strides[0], stride_w=strides[1], pad_h=pads[0], pad_w=pads[1], dil_h=1, dil_w=1,
+    (D, H, W), (T, R, S) = _widen(outs, 1), _widen(ks, 1)
+    return UnpoolSpec(kind="max", N=N, C=C, D=D, H=H, W=W, T=T, R=R, S=S, Z=sizes[0], P=sizes[1], Q=sizes[2],
+                      **_dims3("stride", _widen(strides, 1)), **_dims3("dil", (1, 1, 1)),
+                      **_pads3(tuple((p, p) for p in _widen(pads, 0))),
                       ceil_mode=False, count_include_pad=True, divisor_override=None, return_indices=False,
                       dtype=dtype_name(x), spatial_dims=nd, batched=batched)
 

@@ -702,7 +702,7 @@ def test_swapped_geometry_fields_change_the_result():
     spec = fastconv.conv_spec(x, w, None, (2, 2), ((1, 1), (0, 0)), 1)
     geo = k.conv_geometry(spec)
     b = np.zeros(2)
-    out = np.empty(spec.output_shape4)
+    out = np.empty(spec.output_layout)
     k.conv2d_direct(x, w, b, out, geo)
     np.testing.assert_allclose(out, oracle.conv64(spec, x, w), rtol=1e-12, atol=1e-12)
     swapped = np.empty_like(out)

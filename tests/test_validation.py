@@ -135,7 +135,7 @@ def test_errors_come_before_any_kernel(monkeypatch):
 
         def run(self, spec, *arrays):
             calls.append(spec)
-            return np.zeros(spec.output_shape4, spec.dtype)
+            return np.zeros(spec.output_layout, spec.dtype)
 
     class Module:
         @staticmethod

@@ -123,21 +123,21 @@ def _chunks(tasks: int) -> int:
 
 def conv_depthwise_phase(spec, x, w, b=None):
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), _chunks(spec.N * spec.C))
     return out
 
 
 def conv_depthwise(spec, x, w, b=None):
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_depthwise(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
     return out
 
 
 def conv_blocked(spec, x, w, b=None):
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
     return out
 
@@ -178,7 +178,7 @@ def _gemm_views(spec, w, out):
 def conv_im2col_pointwise(spec, x, w, b=None):
     """BLAS straight on the input (no workspace): x viewed as [N, G, Cg, P*Q] is every image's column
     matrix."""
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
     xg = x.reshape(spec.N, spec.groups, spec.C_per_group, spec.P * spec.Q)
     for g in range(spec.groups):
@@ -192,7 +192,7 @@ def conv_im2col(spec, x, w, b=None):
     """im2col_pack per image into a tile's column matrix, then one GEMM per tile and group."""
     N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
     nb = images_per_tile(spec)
     geo = k.conv_geometry(spec)
@@ -233,9 +233,9 @@ def _packed_reasons(spec) -> List[str]:
 # Pooling
 # ---------------------------------------------------------------------------------------------------
 def _pool_out(spec, x):
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     # a (1,1,1,1) dummy keeps the kernel signature fixed when indices are not wanted
-    idx = np.empty(spec.output_shape4 if spec.return_indices else (1, 1, 1, 1), dtype=np.int64)
+    idx = np.empty(spec.output_layout if spec.return_indices else (1, 1, 1, 1), dtype=np.int64)
     return out, idx
 
 
@@ -252,7 +252,7 @@ def max_pool(spec, x):
 
 def avg_pool(spec, x):
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
     k.avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, div)
     return out
@@ -282,7 +282,7 @@ def _dx_bias(spec, b, dtype):
 
 def conv_input_direct(spec, dy, w, b=None):
     k = kernels()
-    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
     k.conv2d_input_direct(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec))
     return dx
 
@@ -315,7 +315,7 @@ def conv_input_im2col(spec, dy, w, b=None):
     N, G, Kg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.P, spec.Q
     PQ = P * Q
     k = kernels()
-    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
     wg = w.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
     nb = images_per_tile(spec)
@@ -346,7 +346,7 @@ def conv_input_im2col(spec, dy, w, b=None):
 
 def conv_weight_direct(spec, x, dy):
     k = kernels()
-    dw = np.empty(spec.output_shape4, dtype=x.dtype)
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_weight_direct(x, dy, dw, k.conv_geometry(spec))
     return dw
 
@@ -357,7 +357,7 @@ def conv_weight_im2col(spec, x, dy):
     matrix holds zeros in the padding (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
     N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
     k = kernels()
-    dw = np.empty(spec.output_shape4, dtype=x.dtype)
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
     dwg = dw.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
     nb = images_per_tile(spec)
@@ -389,7 +389,7 @@ def max_pool_backward(spec, dy, indices):
     """Shared by max_pool_backward and adaptive_max_pool_backward: dy scattered to its index, except from
     windows holding no input position (``_indices.window_bounds``: their outputs do not depend on x)."""
     k = kernels()
-    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
     _, _, live_h, _, _, live_w = _indices.window_bounds(spec)
     k.pool2d_scatter_backward(dy, indices, dx, live_h, live_w, _plane_chunks(spec))
     return dx
@@ -397,7 +397,7 @@ def max_pool_backward(spec, dy, indices):
 
 def avg_pool_backward(spec, dy):
     k = kernels()
-    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
     div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
     k.avg_pool2d_backward(dy, dx, k.pool_geometry(spec), spec.count_include_pad, div, _plane_chunks(spec))
     return dx
@@ -405,14 +405,14 @@ def avg_pool_backward(spec, dy):
 
 def adaptive_avg_pool_backward(spec, dy):
     k = kernels()
-    dx = np.empty(spec.output_shape4, dtype=dy.dtype)
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
     k.adaptive_avg_pool2d_backward(dy, dx, k.adaptive_windows(spec), _plane_chunks(spec))
     return dx
 
 
 def max_unpool(spec, x, indices):
     k = kernels()
-    out = np.empty(spec.output_shape4, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
     k.max_unpool2d(x, indices, out)
     return out
 

@@ -221,7 +221,7 @@ def _adaptive_windows(spec):
 
 def adaptive_avg_pool(spec, x):
     xd = np.asarray(x, dtype=np.float64).reshape(spec.input_shape)
-    out = np.empty(spec.output_shape4)
+    out = np.empty(spec.output_layout)
     for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
         out[:, :, i, j] = xd[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
     return out.astype(spec.dtype)
@@ -230,8 +230,8 @@ def adaptive_avg_pool(spec, x):
 def adaptive_max_pool(spec, x):
     N, C, H, W = spec.input_shape
     xd = np.asarray(x, dtype=np.float64).reshape(N, C, H, W)
-    best = np.empty(spec.output_shape4)
-    idx = np.empty(spec.output_shape4, dtype=np.int64)
+    best = np.empty(spec.output_layout)
+    idx = np.empty(spec.output_layout, dtype=np.int64)
     for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
         b = np.full((N, C), -np.inf)
         ix = np.full((N, C), h0 * W + w0, dtype=np.int64)

@@ -70,6 +70,7 @@ class KernelImpl(Impl):
     def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
         self.backend, self.op, self.algo, self.variant = backend, op, fam.ALGO, variant
         self.family, self.dtypes, self.zero_fills_padding = fam, tuple(fam.DTYPES), fam.ZERO_FILLS_PADDING
+        self.spatial_dims = tuple(getattr(fam, "SPATIAL_DIMS", (1, 2)))
         self._execute = execute
         self._memo: Dict[tuple, tuple] = {}
 

@@ -92,7 +92,7 @@ def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Pla
     wide = splits * total > INT32_MAX or splits * chunk_steps * bk > INT32_MAX
     itype = "long long" if wide else None
     partial = "partial" if splits > 1 else "partial_dummy"
-    buffers = [Buffer("y", spec.output_shape4, spec.dtype),
+    buffers = [Buffer("y", spec.output_layout, spec.dtype),
                Buffer(partial, (splits * total,) if splits > 1 else (1,), acc_dt)]
     params = conv_params(spec)
     nblocks = spec.groups * blocks(spec.K_per_group, bm) * blocks(gemm_n, bn)

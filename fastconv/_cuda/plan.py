@@ -198,7 +198,7 @@ def acc_itemsize(dtype: str) -> int:
 def conv_outputs(spec, buffers: list) -> Ref:
     """Add a conv plan's output buffer (and the never-read bias stand-in when there is no bias) to
     ``buffers``; returns the bias argument."""
-    buffers.append(Buffer("y", spec.output_shape4, spec.dtype))
+    buffers.append(Buffer("y", spec.output_layout, spec.dtype))
     if spec.has_bias:
         return Ref("b")
     buffers.append(Buffer("bias_dummy", (1,), spec.dtype))

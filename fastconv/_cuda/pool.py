@@ -80,12 +80,12 @@ def plan(spec, variant: str = "any", version: Optional[int] = None) -> Plan:
                 itype = "long long"
     else:
         raise ValueError(f"no pool kernel version {version!r} (versions: {VERSIONS})")
-    buffers = [Buffer("y", spec.output_shape4, spec.dtype)]
+    buffers = [Buffer("y", spec.output_layout, spec.dtype)]
     args = (pool_params(spec), Ref("x"), Ref("y"))
     results = ("y",)
     if spec.is_max:
         idx = "indices" if spec.return_indices else "indices_dummy"
-        buffers.append(Buffer(idx, spec.output_shape4 if spec.return_indices else (1,), "int64"))
+        buffers.append(Buffer(idx, spec.output_layout if spec.return_indices else (1,), "int64"))
         args += (Ref(idx),)
         results = ("y", "indices") if spec.return_indices else ("y",)
     launch = Launch(FILE, kernel.expr(spec, itype), grid, kernel.block, 0, args)

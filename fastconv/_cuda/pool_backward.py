@@ -77,7 +77,7 @@ def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:
     params = pool_params(spec)
     total = spec.N * spec.C * spec.H * spec.W
     if spec.op == "max_unpool":
-        buffers = [Buffer("y", spec.output_shape4, spec.dtype)]
+        buffers = [Buffer("y", spec.output_layout, spec.dtype)]
         if version == 1:
             launches = [_launch(spec, UNPOOL_V1, spec.N * spec.C, (params, Ref("x"), Ref("indices"), Ref("y")))]
         else:
@@ -87,7 +87,7 @@ def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:
                                 (params, Ref("indices"), Ref("owner"))),
                         _launch(spec, UNPOOL_WRITE, total, (params, Ref("x"), Ref("owner"), Ref("y")))]
         return Plan(tuple(buffers), tuple(launches), ("y",))
-    buffers = (Buffer("dx", spec.output_shape4, spec.dtype),)
+    buffers = (Buffer("dx", spec.output_layout, spec.dtype),)
     kernel = GRAD_KERNELS[("max" if spec.is_max else "avg", int(spec.is_adaptive))]
     args = (params, Ref("dy"), Ref("indices"), Ref("dx")) if spec.is_max else (params, Ref("dy"), Ref("dx"))
     launch = _launch(spec, kernel, total, args)

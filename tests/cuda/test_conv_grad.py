@@ -32,13 +32,13 @@ WGRAD = _cuda.family("conv_wgrad")
 # Against the oracle with fastconv.testing's gradient tolerance; kernel results are in the backend layout
 # ---------------------------------------------------------------------------------------------------
 def assert_dgrad_close(out, spec, dy, w, b=None):
-    assert out.shape == spec.output_shape4 and out.dtype == np.dtype(spec.dtype)
+    assert out.shape == spec.output_layout and out.dtype == np.dtype(spec.dtype)
     with np.errstate(invalid="ignore"):          # inf - inf where a non-finite weight is involved
         assert_grad_close(out.reshape(spec.output_shape), spec, dy, w, b)
 
 
 def assert_wgrad_close(out, spec, x, dy):
-    assert out.shape == spec.output_shape4 and out.dtype == np.dtype(spec.dtype)
+    assert out.shape == spec.output_layout and out.dtype == np.dtype(spec.dtype)
     with np.errstate(invalid="ignore"):
         assert_grad_close(out.reshape(spec.output_shape), spec, x, dy)
 
@@ -334,11 +334,11 @@ def test_public_grad_and_conv_transpose(backend, dtype):
     dx1 = public(backend, lambda d, **k: fastconv.grad.conv1d_input(x1.shape, w1, d, padding="same", **k), dy1)
     s1 = conv_input_spec(x1.shape, w1, dy1, padding="same", spatial_dims=1)
     assert dx1.shape == x1.shape
-    assert_dgrad_close(dx1.reshape(s1.output_shape4), s1, dy1.reshape(s1.operands()[0]), w1.reshape(s1.weight_shape))
+    assert_dgrad_close(dx1.reshape(s1.output_layout), s1, dy1.reshape(s1.operands()[0]), w1.reshape(s1.weight_shape))
     dw1 = public(backend, lambda xx, d, **k: fastconv.grad.conv1d_weight(xx, w1.shape, d, padding="same", **k), x1, dy1)
     sw1 = conv_weight_spec(x1, w1.shape, dy1, padding="same", spatial_dims=1)
     assert dw1.shape == w1.shape
-    assert_wgrad_close(dw1.reshape(sw1.output_shape4), sw1, x1.reshape(sw1.input_shape), dy1.reshape(sw1.operands()[1]))
+    assert_wgrad_close(dw1.reshape(sw1.output_layout), sw1, x1.reshape(sw1.input_shape), dy1.reshape(sw1.operands()[1]))
 
 
 def test_public_names_the_kernel_that_runs(backend):

@@ -56,7 +56,7 @@ def run_variant(target, spec, arrays, variant):
 def test_implicit_gemm_matches_oracle(target, variant, case, dtype):
     spec, arrays = (conv_problem if case in CONV_CASES else _edge_problem)(case, dtype)
     out = run_variant(target, spec, arrays, variant)
-    assert out.dtype == np.dtype(dtype) and out.shape == spec.output_shape4
+    assert out.dtype == np.dtype(dtype) and out.shape == spec.output_layout
     assert_conv_close(out, oracle.conv(spec, *arrays), spec, *arrays)
 
 

@@ -84,7 +84,7 @@ def test_index_type_switches_above_2_pow_31_elements(name):
     small, big = (f() for f in BOUNDARY[name])
     assert small.max_elements() <= INT32_MAX < big.max_elements()
     if name == "im2col-workspace":   # the workspace alone decides: input and output are below 2^31
-        assert max(math.prod(big.input_shape), math.prod(big.output_shape4)) <= INT32_MAX
+        assert max(math.prod(big.input_shape), math.prod(big.output_layout)) <= INT32_MAX
     assert L.index_type(small) == "int" and not small.needs_64bit_indexing
     assert L.index_type(big) == "long long" and big.needs_64bit_indexing
     # above 2^31 every launch is the 64-bit instantiation (below it a kernel may still widen for an
@@ -133,7 +133,7 @@ def _plans(spec):
 @pytest.mark.parametrize("name", list(BOUNDARY))
 def test_max_elements_counts_every_buffer(name):
     for spec in (f() for f in BOUNDARY[name]):
-        sizes = [math.prod(spec.input_shape), math.prod(spec.output_shape4)]
+        sizes = [math.prod(spec.input_shape), math.prod(spec.output_layout)]
         if spec.op == "conv":
             sizes.append(math.prod(spec.weight_shape))
         for plan in _plans(spec):

@@ -58,7 +58,7 @@ def assert_grad_matches(out, spec, *arrays):
     (fastconv.testing.assert_grad_close builds the same bound but without the abs below, so a negative
     divisor_override gives it a negative tolerance; swap this for it once that is fixed.)"""
     out = to_numpy(out)
-    assert out.dtype == np.dtype(spec.dtype) and out.shape == spec.output_shape4
+    assert out.dtype == np.dtype(spec.dtype) and out.shape == spec.output_layout
     ref = reference(spec, *arrays)
     if spec.op == "max_unpool":
         tol = 0.0
@@ -184,7 +184,7 @@ def unpool_by_hand(spec, x, idx):
     for plane in range(spec.N * spec.C):
         for j in range(ids.shape[1]):
             out[plane, ids[plane, j]] = xs[plane, j]
-    return out.reshape(spec.output_shape4)
+    return out.reshape(spec.output_layout)
 
 
 #: name -> (x shape, unpool kwargs, spatial dims, where the indices come from)
