@@ -11,6 +11,7 @@ from ._spec import (ConvInputGradSpec, ConvSpec, ConvWeightGradSpec, PoolGradSpe
 from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
                          avg_pool1d, avg_pool2d, conv1d, conv2d, conv_transpose1d, conv_transpose2d,
                          max_pool1d, max_pool2d, max_unpool1d, max_unpool2d)
+from ._fold import fold, unfold
 from . import grad
 
 __version__ = "0.1.0"
@@ -21,5 +22,5 @@ __all__ = [
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
     "conv_output_size", "conv_param_count", "receptive_field", "backends", "BackendUnavailable",
     "ConvSpec", "PoolSpec", "ConvInputGradSpec", "ConvWeightGradSpec", "PoolGradSpec", "UnpoolSpec",
-    "conv_spec", "pool_spec",
+    "conv_spec", "pool_spec", "unfold", "fold",
 ]
