@@ -377,8 +377,9 @@ def fold64(spec, cols):
     c = np.asarray(cols, dtype=np.float64).reshape((N, C, taps) + spec.out_size)
     padded = tuple(size + lo + hi for size, (lo, hi) in zip(spec.in_size, spec.pads))
     acc = np.zeros((N, C) + padded)
-    for row, window in _fold_tap_slices(spec):
-        acc[(slice(None), slice(None)) + window] += c[:, :, row]
+    with np.errstate(invalid="ignore"):          # inf + -inf: NaN is the sum (or lies in the dropped padding)
+        for row, window in _fold_tap_slices(spec):
+            acc[(slice(None), slice(None)) + window] += c[:, :, row]
     inner = tuple(slice(lo, lo + size) for size, (lo, _) in zip(spec.in_size, spec.pads))
     return acc[(slice(None), slice(None)) + inner].reshape(spec.output_layout)
 
