@@ -104,10 +104,11 @@ def test_results_do_not_depend_on_the_thread_order(case):
     if _dispatch.availability("cuda-emu") is not None:
         pytest.skip("cuda-emu unavailable")
     u, x, f, cols = _problem(case, "float32", seed=2)
-    outs = [run_plan(("cuda-emu", order), f, FAMILY.plan(f), (cols,), seed=9) for order in ("forward", "reverse", "random")]
+    orders = ("forward", "reverse", "random")
+    outs = [run_plan(("cuda-emu", order), f, FAMILY.plan(f), (cols,), seed=9) for order in orders]
     assert all(np.array_equal(o, outs[0]) for o in outs[1:])
-    cols_ = [run_plan(("cuda-emu", order), u, FAMILY.plan(u), (x,), seed=9) for order in ("forward", "reverse", "random")]
-    assert all(np.array_equal(o, cols_[0]) for o in cols_[1:])
+    col = [run_plan(("cuda-emu", order), u, FAMILY.plan(u), (x,), seed=9) for order in orders]
+    assert all(np.array_equal(o, col[0]) for o in col[1:])
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -526,7 +526,8 @@ def model_wgrad_splitk_reduce_v1(s, lc):
 
 def _fold_axes(s):
     """Per axis (depth, height, width): (extent, blocks, kernel, stride, pad before, dilation)."""
-    return (("d", s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d), ("h", s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h),
+    return (("d", s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d),
+            ("h", s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h),
             ("w", s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w))
 
 
