@@ -13,8 +13,8 @@ D = T = Z = 1). ``geo`` is a :class:`FoldGeometry`, read by field name, built fr
 - ``fold_rows``    one parallel iteration per chunk of image rows (n, c, d, h), each row owned by one
                    iteration (disjoint outputs, no atomics): a float64 accumulator of W starts at 0 and
                    takes, tap by tap in ascending (t, r, s) order, the column entries that read it (the taps
-                   whose (d, h) offsets are multiples of the strides; along w a strided run), then is
-                   rounded once into the row. The oracle sums in the same order and type, so the results are
+                   whose (d, h) offsets are multiples of the strides, from tables built once per call, so no
+                   row divides; along w a strided run), then is rounded once into the row. The oracle sums in the same order and type, so the results are
                    bitwise equal to it.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import functools
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import JIT, _from_spec, col_range, tolerate_corrupt_caches, ucopy, ufill
+from ._numba_common import INLINE, JIT, _from_spec, col_range, tap_ranges, tolerate_corrupt_caches, ucopy, ufill
 from ._numba_grad import _scatter_add
 
 #: the geometry of an unfold/fold problem: the spec's fields of these names (the after-side pads are not
@@ -69,6 +69,19 @@ def unfold_rows(x, col, geo):
                 ufill(col, o + qhi, Q - qhi, 0)
 
 
+@njit(**INLINE)
+def _block_of_tap(size, k, out, stride, pad, dil):
+    """(size, k) int64: the block whose tap j reads position x along one axis (x + pad - j*dil == block*stride,
+    0 <= block < out), or -1 where none does. Built once per call, so no image row divides."""
+    table = np.full((size, k), -1, dtype=np.int64)
+    for x in range(size):
+        for j in range(k):
+            off = x + pad - j * dil
+            if off >= 0 and off % stride == 0 and off // stride < out:
+                table[x, j] = off // stride
+    return table
+
+
 @njit(**JIT)
 def fold_rows(col, out, geo, nchunk):
     """out's rows (n, c, d, h) in ``nchunk`` parallel chunks (see the module docstring); col and out flat."""
@@ -77,6 +90,9 @@ def fold_rows(col, out, geo, nchunk):
     taps = T * R * S
     L = Z * P * Q
     rows = geo.N * geo.C * D * H
+    zblock = _block_of_tap(D, T, Z, geo.stride_d, geo.pad_front, geo.dil_d)
+    pblock = _block_of_tap(H, R, P, geo.stride_h, geo.pad_top, geo.dil_h)
+    qlo, qhi = tap_ranges(S, geo.dil_w, geo.pad_left, geo.stride_w, W, Q)     # per tap s: the blocks in bounds
     for chunk in prange(nchunk):
         acc = np.empty(W, dtype=np.float64)
         for row in range(chunk * rows // nchunk, (chunk + 1) * rows // nchunk):
@@ -85,26 +101,20 @@ def fold_rows(col, out, geo, nchunk):
             nc = row // (H * D)
             acc[:] = 0.0
             for t in range(T):
-                zz = d + geo.pad_front - t * geo.dil_d      # = z * stride_d for the block z tap t reads d from
-                if zz < 0:
-                    break                                   # and for every later tap
-                if zz % geo.stride_d != 0 or zz // geo.stride_d >= Z:
+                z = zblock[d, t]
+                if z < 0:
                     continue
-                z = zz // geo.stride_d
                 for r in range(R):
-                    pp = h + geo.pad_top - r * geo.dil_h
-                    if pp < 0:
-                        break
-                    if pp % geo.stride_h != 0 or pp // geo.stride_h >= P:
+                    p = pblock[h, r]
+                    if p < 0:
                         continue
-                    p = pp // geo.stride_h
                     for s in range(S):
-                        qlo, qhi = col_range(s * geo.dil_w - geo.pad_left, geo.stride_w, W, Q)
-                        if qhi == qlo:
+                        n = qhi[s] - qlo[s]
+                        if n <= 0:
                             continue
                         c0 = (nc * taps + (t * R + r) * S + s) * L + (z * P + p) * Q
-                        _scatter_add(acc, qlo * geo.stride_w - geo.pad_left + s * geo.dil_w, geo.stride_w,
-                                     col, c0 + qlo, qhi - qlo)
+                        _scatter_add(acc, qlo[s] * geo.stride_w - geo.pad_left + s * geo.dil_w, geo.stride_w,
+                                     col, c0 + qlo[s], n)
             o = row * W
             for i in range(W):
                 out[o + i] = acc[i]
