@@ -1,6 +1,6 @@
 """Numba kernels of ``unfold`` and ``fold`` (im2col and col2im as ops) for the ``numba`` backend, 1-D to 3-D.
 
-Imported only when the backend first runs one of them (numba_cpu's ``fold_kernels``), so ``import fastconv``
+Imported only when the backend first runs one of them (numba_cpu's ``_fold_op``), so ``import fastconv``
 imports no Numba. Arrays are passed flat (C-contiguous): the image x / out of N*C*D*H*W elements and the
 column matrix of N*(C*T*R*S)*(Z*P*Q), row ``((c*T + t)*R + r)*S + s`` of image n, column ``(z*P + p)*Q + q``
 (see fastconv._spec_fold); one compiled kernel per dtype serves every dimension (a 2-D problem has
