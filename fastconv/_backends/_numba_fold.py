@@ -115,9 +115,7 @@ def fold_rows(col, out, geo, nchunk):
                         c0 = (nc * taps + (t * R + r) * S + s) * L + (z * P + p) * Q
                         _scatter_add(acc, qlo[s] * geo.stride_w - geo.pad_left + s * geo.dil_w, geo.stride_w,
                                      col, c0 + qlo[s], n)
-            o = row * W
-            for i in range(W):
-                out[o + i] = acc[i]
+            ucopy(out, row * W, acc, 0, W, 1)      # rounded once into the row
 
 
 # ---------------------------------------------------------------------------------------------------
