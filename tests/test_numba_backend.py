@@ -680,10 +680,11 @@ def test_geometry_records_are_the_spec_by_name():
     # by hand: extent = (P-1)*stride + (R-1)*dilation + 1 per axis
     assert geo == (3, 2, 4, 5, 1, 6, 7, 8, 9, 12, 14, 11 * 4 + 2 * 7 + 1, 13 * 5 + 1 * 8 + 1)
     assert (geo.extent_h, geo.extent_w) == spec.input_extent_hw()
-    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 40, 40)), (5, 4), (3, 6), (2, 1), (7, 8))
+    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 40, 40)), (5, 4), (3, 6), ((2, 4), (1, 3)), (7, 8))
     pgeo = k.pool_geometry(pspec)
-    assert pgeo._fields == ("R", "S", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")
-    assert pgeo == (5, 4, 3, 6, 2, 1, 7, 8)
+    assert pgeo._fields == ("R", "S", "stride_h", "stride_w", "pad_top", "pad_bottom", "pad_left", "pad_right",
+                            "dil_h", "dil_w")
+    assert pgeo == (5, 4, 3, 6, 2, 4, 1, 3, 7, 8)
     assert geo._fields[:4] == pgeo._fields[:4]           # the shared fields come first, in the same order
     aspec = fastconv.pool_spec("adaptive_avg", np.zeros((1, 1, 10, 7)), output_size_=(4, 3))
     win = k.adaptive_windows(aspec)
