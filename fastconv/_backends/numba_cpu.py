@@ -554,30 +554,15 @@ def _undilated_reasons(spec) -> List[str]:
     return [f"dilation {spec.dilations}: average pools take none (torch has no dilation argument for them)"]
 
 
-def _live3d(spec):
-    """Per axis (D, H, W), bool arrays over the outputs: whether the window holds an input position. A
-    dilated window can lie wholly in the padding; its output is -inf whatever x, so it sends no gradient.
-    Adaptive windows always hold input."""
-    live = []
-    for n_out, size, k, stride, (pad, _), dil in zip(spec.out_size, spec.in_size, spec.window, spec.strides,
-                                                     spec.pads, spec.dilations):
-        if spec.is_adaptive:
-            live.append(np.ones(n_out, dtype=bool))
-            continue
-        pos = (np.arange(n_out, dtype=np.int64) * stride - pad)[:, None] + np.arange(k, dtype=np.int64) * dil
-        live.append(((pos >= 0) & (pos < size)).any(axis=1))
-    return live
-
-
 def max_pool3d_backward(spec, dy, indices):
     """Shared by the max and adaptive-max kinds: the 2-D scatter kernel on views whose rows are the
-    (z, p) output rows and (d, h) input rows (it works on flat planes, row-major); an output is live when
-    its window holds input on every axis."""
+    (z, p) output rows and (d, h) input rows (it works on flat planes, row-major); an output sends its dy
+    when its window holds input on every axis (``_indices.window_bounds``)."""
     k = kernels()
     N, C, D, H, W = spec.input_shape
     Z, P, Q = spec.out_size
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
-    live_d, live_h, live_w = _live3d(spec)
+    live_d, live_h, live_w = _indices.window_bounds(spec)[2::3]      # (start, taps, live) per D, H, W
     live_zp = np.ascontiguousarray((live_d[:, None] & live_h[None, :]).reshape(Z * P))
     k.pool2d_scatter_backward(dy.reshape(N, C, Z * P, Q), indices.reshape(N, C, Z * P, Q),
                               dx.reshape(N, C, D * H, W), live_zp, live_w, _plane_chunks(spec))
