@@ -11,7 +11,8 @@ starts at ``z*stride_d - pad_front`` and, with count_include_pad, is clipped at 
 - ``max_pool3d``      one iteration per (n, c, output slice z); per output row, per in-bounds tap, a run over
                       the row's outputs (``_numba_pool._max_run``: take if greater or NaN)
 - ``avg_pool3d``      the same traversal, float64 sums in the oracle's (t, r, s) tap order
-- ``adaptive_pool3d`` both adaptive pools, one iteration per (n, c, output slice), per window
+- ``adaptive_pool3d`` both adaptive pools, one iteration per (n, c, output slice), per window; the mean sums
+                      the window's contiguous runs in LANES float64 lanes (``_run_sum``, a fixed order)
 - ``avg_pool3d_backward``  per (n, c) plane: dy / divisor added at every in-bounds tap, taps (t, r, s) outer
                       (the oracle's order), float64
 - ``adaptive_avg_pool3d_backward`` per plane, window by window (row-major), dy / volume over the window
@@ -25,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import JIT, tap_ranges, tolerate_corrupt_caches
+from ._numba_common import INLINE, JIT, tap_ranges, tolerate_corrupt_caches
 from ._numba_pool import _divisors, _max_run, _window_ranges
 
 
@@ -118,6 +119,30 @@ def avg_pool3d(x, out, geo, count_include_pad, divisor_override):
                     of[ob + q] = acc[q] / (dzp * div_w[q])
 
 
+#: float64 lanes of _run_sum: independent add chains (vectorised), so a long window is not one add
+#: latency per element
+LANES = 8
+
+
+@njit(**INLINE)
+def _run_sum(xf, start, n, lanes):
+    """sum of xf[start : start + n] in float64: element i goes to lane i % LANES for the whole multiples
+    of LANES, the lanes are then added in order, then the tail in order (a fixed order: deterministic)."""
+    m = n - n % LANES
+    us = np.uint64(start)
+    for j in range(LANES):
+        lanes[j] = 0.0
+    for i in range(np.uint64(0), np.uint64(m), np.uint64(LANES)):
+        for j in range(np.uint64(LANES)):
+            lanes[j] += xf[us + i + j]
+    total = 0.0
+    for j in range(LANES):
+        total += lanes[j]
+    for i in range(np.uint64(m), np.uint64(n)):
+        total += xf[us + i]
+    return total
+
+
 @njit(**JIT)
 def adaptive_pool3d(x, out, idx, want_idx, is_max, win):
     """Both adaptive pools: per window the max scan rule (``is_max``; index d*H*W + h*W + w when
@@ -133,6 +158,7 @@ def adaptive_pool3d(x, out, idx, want_idx, is_max, win):
         i = task % Z
         plane = task // Z
         base = plane * D * HW
+        lanes = np.empty(LANES, dtype=np.float64)
         d0, d1 = win.dep_lo[i], win.dep_hi[i]
         for j in range(P):
             h0, h1 = win.row_lo[j], win.row_hi[j]
@@ -154,12 +180,19 @@ def adaptive_pool3d(x, out, idx, want_idx, is_max, win):
                     if want_idx:
                         ixf[o] = bi
                 else:
-                    acc = 0.0
-                    for d in range(d0, d1):
-                        for h in range(h0, h1):
-                            e = base + d * HW + h * W
-                            for ww in range(w0, w1):
-                                acc += xf[e + ww]
+                    # the window as contiguous runs: whole (h, w) planes when it spans H and W, whole rows
+                    # when it spans W, else row pieces; each run summed in LANES lanes (fixed order)
+                    if w1 - w0 == W and h1 - h0 == H:
+                        acc = _run_sum(xf, base + d0 * HW, (d1 - d0) * HW, lanes)
+                    elif w1 - w0 == W:
+                        acc = 0.0
+                        for d in range(d0, d1):
+                            acc += _run_sum(xf, base + d * HW + h0 * W, (h1 - h0) * W, lanes)
+                    else:
+                        acc = 0.0
+                        for d in range(d0, d1):
+                            for h in range(h0, h1):
+                                acc += _run_sum(xf, base + d * HW + h * W + w0, w1 - w0, lanes)
                     of[o] = acc / ((d1 - d0) * (h1 - h0) * (w1 - w0))
 
 

@@ -1,4 +1,4 @@
-"""The Numba kernels of the ``numba`` backend, NCHW: the index of the kernel modules.
+"""The Numba kernels of the ``numba`` backend, NCHW (NCDHW for 3-D): the index of the kernel modules.
 
 Imported only by :mod:`fastconv._backends.numba_cpu` (itself imported on first use of the backend), so
 ``import fastconv`` never imports Numba. Every kernel is ``@njit(cache=True)``, parallel (``prange`` over

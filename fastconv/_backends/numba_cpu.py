@@ -42,6 +42,25 @@ so results are bitwise reproducible run to run:
   ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
   ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
   (n, c) planes, the same sums as the oracle's (bitwise equal).
+3-D problems (5-D arrays; kernels in ``_numba_3d`` / ``_numba_3d_pool``), one Impl per op and algo, each
+with ``spatial_dims=(3,)`` and "3d" in its name (the 1-D/2-D Impls above never see a 3-D spec, nor these a
+2-D one):
+- ``numba:conv:direct/3d``: ``conv3d_direct``, parallel over (n, group, block of output channels, output
+  slice), taps clipped to the input (exact for every weight);
+- ``numba:conv:im2col/3d``: per image, group and band of output depth slices (as many as fit in
+  ``TILE_BYTES``, :func:`slices_per_tile`), ``vol2col_pack`` builds the band's column matrix and BLAS
+  computes w[group] @ col straight into the output. Zeros in the padding (``zero_fills_padding``);
+- ``numba:conv_input:direct/gather-3d`` and ``numba:conv_input:im2col/col2vol-3d`` (BLAS col = w^T @ dy per
+  band, then ``col2vol_add`` drops taps in the padding: exact for every weight), the 2-D pair's designs;
+- ``numba:conv_weight:direct/lanes-3d`` (exact) and ``numba:conv_weight:im2col/pack-gemm-3d`` (the
+  forward's packer, then dw[group] += dy @ col^T band by band; ``zero_fills_padding``);
+- pools ``max_pool``/``avg_pool``/``adaptive_*`` ``direct/3d`` (parallel over (n, c, output slice); the
+  2-D rules with one more dimension, flat indices ``d*H*W + h*W + w``), their gradients ``direct/3d``
+  (per plane, the oracle's sums and order) and ``numba:max_unpool:direct/3d``; the max gradient and
+  max_unpool run the 2-D plane kernels on views that flatten (Z, P) and (D, H).
+Pool padding is per side everywhere (``pad_front/back/top/bottom/left/right``): windows start at
+``p*stride - pad_before``, and the avg divisor's padded extent ends at ``size + pad_after``.
+
 float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
 Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
