@@ -48,7 +48,8 @@ def check_conv3d(x, w, b, *, algo, **kw):
     spec = fastconv.conv_spec(x, w, b, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
                               kw.get("groups", 1), spatial_dims=3)
     if algo != "auto":
-        assert _selected(spec, algo, w) == NAMES["conv", algo]
+        pointwise = algo == "im2col" and spec.is_pointwise
+        assert _selected(spec, algo, w) == ("numba:conv:im2col/pointwise-3d" if pointwise else NAMES["conv", algo])
     x5, w5 = x.reshape(spec.input_shape), w.reshape(spec.weight_shape)
     ref = oracle.conv64(spec, x5, w5, b).reshape(spec.output_shape)
     mag = oracle.conv64(spec, np.abs(x5), np.abs(w5), None if b is None else np.abs(b)).reshape(spec.output_shape)
@@ -109,6 +110,23 @@ def test_conv3d_both_dtypes_unbatched_and_tiles(algo, monkeypatch):
         monkeypatch.setattr(numba_cpu, "TILE_BYTES", slices * one)
         assert numba_cpu.slices_per_tile(spec) == slices
         check_conv3d(x, w, b, algo=algo, padding=1)
+
+
+def test_conv3d_pointwise_runs_on_both_im2col_impls():
+    """A 1x1x1 conv: im2col/pointwise-3d (the input is the column matrix) and im2col/3d (packed, which the
+    tuner may pick instead) both give the oracle's result; a strided 1x1x1 conv is not pointwise."""
+    rng = _rng(11)
+    x = rng.standard_normal((2, 6, 3, 4, 5))
+    w = rng.standard_normal((4, 3, 1, 1, 1))
+    b = rng.standard_normal(4)
+    spec = fastconv.conv_spec(x, w, b, 1, 0, 1, 2, spatial_dims=3)
+    ref = oracle.conv64(spec, x, w, b)
+    impls = [i for i in _dispatch.candidates(spec, "numba", "im2col") if not _dispatch.reasons(i, spec)]
+    assert [i.name for i in impls] == ["numba:conv:im2col/pointwise-3d", NAMES["conv", "im2col"]]
+    for impl in impls:
+        np.testing.assert_allclose(impl.run(spec, x, w, b), ref, rtol=1e-12, atol=1e-12)
+    strided = fastconv.conv_spec(x, w, b, 2, 0, 1, 2, spatial_dims=3)
+    assert _selected(strided, "im2col", w) == NAMES["conv", "im2col"]
 
 
 def test_conv3d_inf_weight_meets_padding():
@@ -498,6 +516,8 @@ def test_3d_impls_registered():
                                      "adaptive_avg_pool", "max_pool_backward", "avg_pool_backward",
                                      "adaptive_max_pool_backward", "adaptive_avg_pool_backward", "max_unpool"}
     assert {i.name for i in impls if i.zero_fills_padding} == {NAMES["conv", "im2col"], NAMES["conv_weight", "im2col"]}
+    assert [i.name for i in impls if i.op == "conv"] == [NAMES["conv", "direct"], "numba:conv:im2col/pointwise-3d",
+                                                         NAMES["conv", "im2col"]]
     assert all(3 not in i.spatial_dims for i in numba_cpu.implementations() if i not in impls)
 
 

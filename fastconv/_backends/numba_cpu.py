@@ -47,7 +47,9 @@ with ``spatial_dims=(3,)`` and "3d" in its name (the 1-D/2-D Impls above never s
 2-D one):
 - ``numba:conv:direct/3d``: ``conv3d_direct``, parallel over (n, group, block of output channels, output
   slice), taps clipped to the input (exact for every weight);
-- ``numba:conv:im2col/3d``: per image, group and band of output depth slices (as many as fit in
+- ``numba:conv:im2col/pointwise-3d``: a 1x1x1 unstrided unpadded conv, BLAS straight on the input (x is
+  the column matrix), no workspace;
+- ``numba:conv:im2col/3d``: every conv, per image, group and band of output depth slices (as many as fit in
   ``TILE_BYTES``, :func:`slices_per_tile`), ``vol2col_pack`` builds the band's column matrix and BLAS
   computes w[group] @ col straight into the output. Zeros in the padding (``zero_fills_padding``);
 - ``numba:conv_input:direct/gather-3d`` and ``numba:conv_input:im2col/col2vol-3d`` (BLAS col = w^T @ dy per
@@ -464,6 +466,27 @@ def _tiles3d(spec):
                 yield n, g, z0, min(spec.Z, z0 + zb)
 
 
+def conv3d_im2col_pointwise(spec, x, w, b=None):
+    """A 1x1x1 unstrided unpadded conv: BLAS straight on the input (no workspace), x viewed as
+    [N, G, Cg, D*H*W] being every image's column matrix."""
+    N, G, Kg, Cg = spec.N, spec.groups, spec.K_per_group, spec.C_per_group
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    og = out.reshape(N, G, Kg, spec.out_elems)
+    wg = w.reshape(G, Kg, Cg)
+    xg = x.reshape(N, G, Cg, spec.in_elems)
+    for g in range(G):
+        np.matmul(wg[g], xg[:, g], out=og[:, g])
+    if b is not None:
+        out += b[:, None, None, None]
+    return out
+
+
+def _pointwise3d_reasons(spec) -> List[str]:
+    if spec.is_pointwise:
+        return []
+    return ["not pointwise (1x1x1, stride 1, no padding): the input is not the column matrix"]
+
+
 def conv3d_im2col(spec, x, w, b=None):
     """Per image, group and band of output slices: vol2col_pack builds the band's column matrix, BLAS
     computes w[group] @ col straight into the output (the band's columns of each channel are contiguous)."""
@@ -648,6 +671,8 @@ _IMPLS = [
     _impl("max_unpool", "direct", max_unpool),
     # 3-D problems (never offered a 1-D or 2-D spec, nor the above a 3-D one: Impl.spatial_dims)
     _impl("conv", "direct", conv3d_direct, variant="3d", spatial_dims=(3,)),
+    _impl("conv", "im2col", conv3d_im2col_pointwise, variant="pointwise-3d", reasons=_pointwise3d_reasons,
+          spatial_dims=(3,)),
     _impl("conv", "im2col", conv3d_im2col, variant="3d", zero_fills_padding=True, spatial_dims=(3,)),
     _impl("max_pool", "direct", max_pool3d, variant="3d", spatial_dims=(3,)),
     _impl("avg_pool", "direct", avg_pool3d, variant="3d", reasons=_undilated_reasons, spatial_dims=(3,)),
