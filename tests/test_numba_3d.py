@@ -1,5 +1,5 @@
 """The numba backend's 3-D implementations against the NumPy oracle (and torch where installed): conv3d
-(direct/3d and im2col/3d), its input gradient / conv_transpose3d (gather-3d, col2vol-3d), its weight
+(direct/3d, im2col/pointwise-3d and im2col/3d), its input gradient / conv_transpose3d (gather-3d, col2vol-3d), its weight
 gradient (lanes-3d, pack-gemm-3d), every 3-D pool, pool gradient and max_unpool3d; the padding rule for
 non-finite weights; the 3-D kernels' records and parallel flags; a small derandomized sweep.
 
