@@ -257,8 +257,8 @@ def _pool_axis(s, size, out, kernel, stride, pad, dil, what):
 def _pool_common(s, lc):
     e = [("total N*C*P*Q", s.N * s.C * s.P * s.Q, "I"), ("thread index", _last_thread(lc), "I"),
          ("P*Q", s.P * s.Q, "I"), ("nc*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I")]
-    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     return e
 
 
@@ -267,11 +267,14 @@ def model_max_pool2d_v1(s, lc):
 
 
 def _avg_divisor(s):
-    """avg_divisor (pool.cu): the window's end and the padded input's end, in long long."""
+    """avg_divisor (common.cuh): the window's end and the padded input's end per axis, and their product,
+    in long long."""
     if s.is_adaptive:
-        return [("th.count * tw.count", s.H * s.W, "ll")]
-    return [("start + R", (s.P - 1) * s.stride_h - s.pad_h + s.R, "ll"), ("H + pad_h", s.H + s.pad_h, "ll"),
-            ("start + S", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "ll"), ("W + pad_w", s.W + s.pad_w, "ll")]
+        return [("td.count * th.count * tw.count", s.D * s.H * s.W, "ll")]
+    return [("start + T", (s.Z - 1) * s.stride_d - s.pad_front + s.T, "ll"), ("D + pad_back", s.D + s.pad_back, "ll"),
+            ("start + R", (s.P - 1) * s.stride_h - s.pad_top + s.R, "ll"), ("H + pad_bottom", s.H + s.pad_bottom, "ll"),
+            ("start + S", (s.Q - 1) * s.stride_w - s.pad_left + s.S, "ll"), ("W + pad_right", s.W + s.pad_right, "ll"),
+            ("divisor", s.T * s.R * s.S, "ll")]
 
 
 def model_avg_pool2d_v1(s, lc):
@@ -355,8 +358,8 @@ def _pool_v2(s, lc):
     e = [("total N*C*P*Q", s.N * s.C * s.P * s.Q, "I"), ("blockIdx.x*(OPT*blockDim)", (lc.grid[0] - 1) * per_block, "I"),
          ("o = o0 + j*blockDim", lc.grid[0] * per_block - 1, "I"), ("P*Q", s.P * s.Q, "I"),
          ("plane = nc*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I")]
-    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     if s.is_adaptive:
         # r runs to the longest window among a thread's outputs, past a shorter window's own count; the
         # lengths ceil((i+1)In/Out) - floor(i*In/Out) differ by at most 1, so h <= that window's end <= H
@@ -397,8 +400,8 @@ def _pool_grad_common(s, lc):
     e = [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
          ("H*W", s.H * s.W, "I"), ("P*Q", s.P * s.Q, "I"), ("dy plane nc*P*Q", (s.N * s.C - 1) * s.P * s.Q, "I"),
          ("op*Q", (s.P - 1) * s.Q, "I"), ("dy_plane + op*Q + oq", s.N * s.C * s.P * s.Q - 1, "I")]
-    e += _grad_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _grad_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _grad_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _grad_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     return e
 
 
@@ -408,13 +411,11 @@ def model_max_pool2d_backward_v1(s, lc):
 
 def model_avg_pool2d_backward_v1(s, lc):
     e = _pool_grad_common(s, lc)
-    if s.is_adaptive:   # avg_extent: the window's length from adaptive_start/end, in long long
-        return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll"),
-                    ("rows*cols", s.H * s.W, "ll")]
-    # avg_extent in int: the window's end, its end less the padding; the divisor in long long
-    return e + [("o*stride - pad + kernel (rows)", (s.P - 1) * s.stride_h - s.pad_h + s.R, "int"),
-                ("o*stride - pad + kernel (columns)", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "int"),
-                ("rows*cols", s.R * s.S, "ll")]
+    # window_taps of each window holding the element (as the forward's), then avg_divisor (common.cuh)
+    if s.is_adaptive:
+        return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll")] + _avg_divisor(s)
+    return e + [("o*stride (rows)", (s.P - 1) * s.stride_h, "int"), ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")
+                ] + _avg_divisor(s)
 
 
 def model_max_unpool2d_v1(s, lc):
