@@ -215,10 +215,13 @@ __device__ __forceinline__ Taps taps_w(const PoolParams& p, int o) {
   return window_taps(o, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_left, p.dil_w);
 }
 
-// First tap position >= 0 (where a max pool's index starts).
+// First tap position >= 0 (where a max pool's index starts). In 32-bit unsigned arithmetic: -start (at most
+// the before pad) plus step - 1 can pass 2^31 - 1 with per-side pads up to dil*(kernel-1), never 2^32;
+// the result lies in [0, step).
 __device__ __forceinline__ int first_inbounds(Taps t) {
   if (t.start >= 0) return t.start;
-  return t.start + (-t.start + t.step - 1) / t.step * t.step;
+  const unsigned step = (unsigned)t.step;
+  return (int)((unsigned)t.start + ((unsigned)-t.start + step - 1) / step * step);
 }
 
 // Elements of one input plane (D*H*W) and of one output plane (Z*P*Q), in the index type.

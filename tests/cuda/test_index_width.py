@@ -251,7 +251,7 @@ def _pool_axis(s, size, out, kernel, stride, pad, dil, what):
     return [(f"{what}: o*stride", (out - 1) * stride, "int"), (f"{what}: start", start_max, "int"),
             (f"{what}: r*dil", (kernel - 1) * dil, "int"),
             (f"{what}: start + r*dil", start_max + (kernel - 1) * dil, "int"),
-            (f"{what}: first_inbounds -start + step - 1", pad + dil - 1, "int")]
+            (f"{what}: first_inbounds -start + step - 1", pad + dil - 1, "u32")]
 
 
 def _pool_common(s, lc):
