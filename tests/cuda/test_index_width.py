@@ -76,6 +76,12 @@ BOUNDARY = {
     "pool-grad-input": (lambda: pool_grad("max", (1, 1, INT32_MAX), kernel_size=2),
                         lambda: pool_grad("avg", (1, 2, 2**30), kernel_size=2)),
     "unpool-output": (lambda: unpool((1, 1, 1), kernel_size=INT32_MAX), lambda: unpool((1, 2, 1), kernel_size=2**30)),
+    "pool3d-input": (lambda: pool("max", (1, 1, 1, 1, INT32_MAX), kernel_size=(1, 1, 2)),
+                     lambda: pool("avg", (2, 1, 2**10, 2**10, 2**10), kernel_size=2)),
+    "pool3d-grad-input": (lambda: pool_grad("avg", (1, 1, 1, 1, INT32_MAX), kernel_size=(1, 1, 2)),
+                          lambda: pool_grad("max", (2, 1, 2**10, 2**10, 2**10), kernel_size=2)),
+    "unpool3d-output": (lambda: unpool((1, 1, 1, 1, 1), kernel_size=(1, 1, INT32_MAX)),
+                        lambda: unpool((1, 2, 1, 1, 1), kernel_size=(2**10, 2**10, 2**10))),
 }
 
 
@@ -439,6 +445,70 @@ def model_max_unpool2d_write_v2(s, lc):
             ("thread index", _last_thread(lc), "I"), ("o/HW*PQ + owner", s.N * s.C * s.P * s.Q - 1, "I")]
 
 
+# -- the 3-D pool kernels (pool3d.cu, pool3d_backward.cu: common.cuh's pooling bodies over (D, H, W)) --------
+def _pool3d_axes(s, axis_model):
+    return (axis_model(s, s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d, "d")
+            + axis_model(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+            + axis_model(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w"))
+
+
+def _pool3d_forward(s, lc):
+    """PoolWindow (common.cuh): o -> (n*C + c, z, p, q), the volume offset, each tap's (d*H + h)*W + w."""
+    DHW, ZPQ = s.D * s.H * s.W, s.Z * s.P * s.Q
+    return [("total N*C*Z*P*Q", s.N * s.C * ZPQ, "I"), ("thread index", _last_thread(lc), "I"),
+            ("Z*P*Q", ZPQ, "I"), ("D*H*W", DHW, "I"), ("plane = nc*D*H*W", (s.N * s.C - 1) * DHW, "I"),
+            ("row = (d*H + h)*W", (s.D * s.H - 1) * s.W, "I"), ("row + w", DHW - 1, "I")] + _pool3d_axes(s, _pool_axis)
+
+
+def model_max_pool3d_v1(s, lc):
+    # first_index: the first in-bounds tap of each axis lies below in + dil (a window wholly in the padding)
+    first = ((s.D - 1 + s.dil_d) * s.H + s.H - 1 + s.dil_h) * s.W + s.W - 1 + s.dil_w
+    return _pool3d_forward(s, lc) + [("best_idx", s.D * s.H * s.W - 1, "ll"), ("first_index", first, "ll")]
+
+
+def model_avg_pool3d_v1(s, lc):
+    return _pool3d_forward(s, lc) + _avg_divisor(s)
+
+
+def _pool3d_grad(s, lc):
+    """GradElement and the (z, p, q) loops (common.cuh) over every dx element."""
+    DHW, ZPQ = s.D * s.H * s.W, s.Z * s.P * s.Q
+    return [("total N*C*D*H*W", s.N * s.C * DHW, "I"), ("thread index", _last_thread(lc), "I"),
+            ("D*H*W", DHW, "I"), ("Z*P*Q", ZPQ, "I"), ("dy plane nc*Z*P*Q", (s.N * s.C - 1) * ZPQ, "I"),
+            ("(oz*P + op)*Q", (s.Z * s.P - 1) * s.Q, "I"), ("dy_plane + (oz*P + op)*Q + oq", s.N * s.C * ZPQ - 1, "I"),
+            ] + _pool3d_axes(s, _grad_axis)
+
+
+def model_max_pool3d_backward_v1(s, lc):
+    return _pool3d_grad(s, lc) + [("me = (d*H + h)*W + w", s.D * s.H * s.W - 1, "ll")]
+
+
+def model_avg_pool3d_backward_v1(s, lc):
+    e = _pool3d_grad(s, lc)
+    if s.is_adaptive:
+        e.append(("(o+1)*In + Out - 1", max(s.Z * s.D + s.Z - 1, s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll"))
+    else:
+        e += [("o*stride (depth)", (s.Z - 1) * s.stride_d, "int"), ("o*stride (rows)", (s.P - 1) * s.stride_h, "int"),
+              ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")]
+    return e + _avg_divisor(s)
+
+
+def model_max_unpool3d_init_v1(s, lc):
+    return [("total N*C*D*H*W", s.N * s.C * s.D * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I")]
+
+
+def model_max_unpool3d_claim_v1(s, lc):
+    ZPQ, DHW = s.Z * s.P * s.Q, s.D * s.H * s.W
+    return [("ZPQ = Z*P*Q", ZPQ, "I"), ("total N*C*ZPQ", s.N * s.C * ZPQ, "I"), ("thread index", _last_thread(lc), "I"),
+            ("nc*D*H*W + index", s.N * s.C * DHW - 1, "I"), ("position i - nc*ZPQ", ZPQ - 1, "int")]
+
+
+def model_max_unpool3d_write_v1(s, lc):
+    DHW = s.D * s.H * s.W
+    return [("DHW = D*H*W", DHW, "I"), ("total N*C*DHW", s.N * s.C * DHW, "I"), ("thread index", _last_thread(lc), "I"),
+            ("o/DHW*ZPQ + owner", s.N * s.C * s.Z * s.P * s.Q - 1, "I")]
+
+
 def model_conv_dgrad_v1(s, lc):
     e = [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
          ("H*W, C*H*W", s.C * s.H * s.W, "I"), ("P*Q", s.P * s.Q, "I"), ("R*S", s.R * s.S, "int"),
@@ -536,6 +606,10 @@ MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_
           "avg_pool2d_backward_v1": model_avg_pool2d_backward_v1, "max_unpool2d_v1": model_max_unpool2d_v1,
           "max_unpool2d_init_v2": model_max_unpool2d_init_v2, "max_unpool2d_claim_v2": model_max_unpool2d_claim_v2,
           "max_unpool2d_write_v2": model_max_unpool2d_write_v2,
+          "max_pool3d_v1": model_max_pool3d_v1, "avg_pool3d_v1": model_avg_pool3d_v1,
+          "max_pool3d_backward_v1": model_max_pool3d_backward_v1,
+          "avg_pool3d_backward_v1": model_avg_pool3d_backward_v1, "max_unpool3d_init_v1": model_max_unpool3d_init_v1,
+          "max_unpool3d_claim_v1": model_max_unpool3d_claim_v1, "max_unpool3d_write_v1": model_max_unpool3d_write_v1,
           "conv_dgrad_v1": model_conv_dgrad_v1, "conv_dgrad_v2": model_conv_dgrad_v2,
           "conv_wgrad_v1": model_conv_wgrad_v1, "wgrad_splitk_reduce_v1": model_wgrad_splitk_reduce_v1}
 
@@ -650,6 +724,31 @@ EXTREMES = {
     "unpool-64bit": lambda: unpool((2, 1, 2**15, 2**15), kernel_size=2),
     "unpool-long-row": lambda: unpool((1, 1, 2**30 - 1), kernel_size=2),
     "unpool-plane-at-the-limit": lambda: unpool((1, 1, INT32_MAX), kernel_size=1),
+    # per-side pool padding up to dil*(k-1): first_inbounds' -start + step - 1 passes 2^31 - 1 (unsigned)
+    "pool-per-side-huge-pad": lambda: pool("max", (1, 1, 3, 1), kernel_size=(1, 2), dilation=(1, 2**30 + 1),
+                                           padding=((0, 0), (2**30 + 1, 0)), return_indices=True),
+    "pool-per-side-long-row": lambda: pool("avg", (1, 1, 2, 2**31 - 16), kernel_size=(1, 4), stride=(1, 3),
+                                           padding=((0, 0), (3, 1)), ceil_mode=True),
+    # 3-D volumes: N=8, C=64, 128^3 fits int; twice the batch does not
+    "pool3d-volume-int": lambda: pool("max", (8, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1,
+                                      return_indices=True),
+    "pool3d-volume-64bit": lambda: pool("avg", (16, 64, 128, 128, 128), kernel_size=3, stride=2,
+                                        padding=((1, 2), (0, 1), (2, 0)), ceil_mode=True),
+    "pool3d-adaptive-64bit": lambda: pool("adaptive_max", (16, 64, 128, 128, 128), output_size_=(5, 7, 3),
+                                          return_indices=True),
+    "pool3d-long-depth": lambda: pool("max", (1, 1, 2**31 - 8, 1, 1), kernel_size=(4, 1, 1), stride=(3, 1, 1),
+                                      padding=((2, 2), (0, 0), (0, 0)), dilation=1, return_indices=True),
+    "pool3d-long-depth-dilated-per-side": lambda: pool("max", (1, 1, 2**31 - 2, 1, 1), kernel_size=(3, 1, 1),
+                                                       stride=(2**29, 1, 1), dilation=(2**29 - 1, 1, 1),
+                                                       padding=((2**30 - 2, 1), (0, 0), (0, 0))),
+    "pool3d-grad-volume-64bit": lambda: pool_grad("max", (16, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1),
+    "pool3d-grad-avg-int": lambda: pool_grad("avg", (8, 64, 128, 128, 128), kernel_size=(2, 3, 3), stride=1,
+                                             padding=((1, 0), (2, 0), (0, 2)), count_include_pad=False),
+    "pool3d-grad-adaptive-upsample": lambda: pool_grad("adaptive_avg", (1, 1, 3, 2, 2**28), output_size_=(4, 3, 2**28 + 7)),
+    "pool3d-grad-long-depth": lambda: pool_grad("avg", (1, 1, 2**31 - 2, 1, 1), kernel_size=(5, 1, 1),
+                                                stride=(1000, 1, 1), padding=(2, 0, 0)),
+    "unpool3d-64bit": lambda: unpool((2, 1, 2**10, 2**10, 2**10), kernel_size=2),
+    "unpool3d-volume-at-the-limit": lambda: unpool((1, 1, 1, 1, INT32_MAX), kernel_size=1),
 }
 
 
@@ -700,6 +799,42 @@ def huge_specs(draw):
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(huge_specs())
 def test_offsets_fit_the_index_type_for_random_huge_shapes(spec):
+    assume(_plans(spec))
+    assert overflows(spec) == []
+
+
+@st.composite
+def huge_pool3d_specs(draw):
+    """3-D pools, their gradients and max_unpool3d with log-uniform extents and per-side pads (each side up to
+    dil*(k-1), beyond torch) as well as torch's symmetric ones."""
+    kind = draw(st.sampled_from(["max", "avg", "adaptive_max", "adaptive_avg", "unpool"]))
+    shape = (draw(extent(bits=20)), draw(extent(bits=16))) + tuple(draw(extent(bits=31)) for _ in range(3))
+    assume(math.prod(shape) < 2**44)
+    grad = draw(st.booleans())
+    try:
+        if kind == "unpool":
+            return unpool(shape, kernel_size=tuple(draw(st.integers(1, 4)) for _ in range(3)))
+        if kind.startswith("adaptive"):
+            kw = dict(output_size_=tuple(draw(extent(bits=31)) for _ in range(3)))
+        else:
+            k = tuple(draw(st.integers(1, 5)) for _ in range(3))
+            dil = tuple(draw(extent(bits=6)) for _ in range(3)) if kind == "max" else (1, 1, 1)
+            if draw(st.booleans()):
+                pad = tuple((draw(st.integers(0, d * (kk - 1))), draw(st.integers(0, d * (kk - 1))))
+                            for kk, d in zip(k, dil))
+            else:
+                pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+            kw = dict(kernel_size=k, stride=tuple(draw(extent(bits=10)) for _ in range(3)), padding=pad,
+                      dilation=dil, ceil_mode=draw(st.booleans()))
+        return pool_grad(kind, shape, **kw) if grad else pool(kind, shape, **kw)
+    except ValueError:
+        assume(False)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(huge_pool3d_specs())
+def test_pool3d_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
     assert overflows(spec) == []
 
