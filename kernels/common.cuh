@@ -179,8 +179,10 @@ struct PatchSmem {
 
 // ================================================================ pooling
 // What the pool families share: pool.cu and pool_backward.cu (1-D and 2-D problems), pool3d.cu and
-// pool3d_backward.cu (3-D). Every rule is written once, over (D, H, W); a 2-D problem is a 3-D one with
-// D = T = Z = 1, so the same code serves both. Semantics are the oracle's (fastconv/_backends/numpy_oracle.py).
+// pool3d_backward.cu (3-D). Every rule is written once, over (D, H, W). DIMS (2 or 3, a template argument of
+// the kernels) is how many axes the kernel walks: with DIMS = 2 the depth axis is the constant D = T = Z = 1
+// of every 1-D and 2-D problem, removed at compile time, so the 2-D kernels compile to 2-D code from the same
+// source. Semantics are the oracle's (fastconv/_backends/numpy_oracle.py).
 
 // The taps of one output along one axis: start, count and step. Fixed windows start at o*stride - pad_before
 // and take `kernel` taps `dil` apart (some may be outside the input); adaptive windows are contiguous and
@@ -204,9 +206,11 @@ __device__ __forceinline__ Taps window_taps(int o, int adaptive, int in, int out
   return t;
 }
 
-// Output o's taps along depth, rows and columns.
+// Output o's taps along depth, rows and columns (depth: the single tap {0, 1, 1} when DIMS == 2).
+template <int DIMS>
 __device__ __forceinline__ Taps taps_d(const PoolParams& p, int o) {
-  return window_taps(o, p.is_adaptive, p.D, p.Z, p.T, p.stride_d, p.pad_front, p.dil_d);
+  if constexpr (DIMS == 3) return window_taps(o, p.is_adaptive, p.D, p.Z, p.T, p.stride_d, p.pad_front, p.dil_d);
+  return Taps{0, 1, 1};
 }
 __device__ __forceinline__ Taps taps_h(const PoolParams& p, int o) {
   return window_taps(o, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_top, p.dil_h);
@@ -225,13 +229,13 @@ __device__ __forceinline__ int first_inbounds(Taps t) {
 }
 
 // Elements of one input plane (D*H*W) and of one output plane (Z*P*Q), in the index type.
-template <typename I>
+template <int DIMS, typename I>
 __device__ __forceinline__ I in_plane(const PoolParams& p) {
-  return (I)p.D * p.H * p.W;
+  return DIMS == 3 ? (I)p.D * p.H * p.W : (I)p.H * p.W;
 }
-template <typename I>
+template <int DIMS, typename I>
 __device__ __forceinline__ I out_plane(const PoolParams& p) {
-  return (I)p.Z * p.P * p.Q;
+  return DIMS == 3 ? (I)p.Z * p.P * p.Q : (I)p.P * p.Q;
 }
 
 // ---------------------------------------------------------------- the max and average rules
@@ -256,19 +260,34 @@ __device__ __forceinline__ long long avg_extent(Taps t, int adaptive, int in, in
   return min(end, (long long)in) - max(start, 0LL);
 }
 
-// The divisor of the average-pool output whose windows are td, th, tw: divisor_override, else the product
-// of the three extents. `adaptive` is p.is_adaptive (a kernel that knows it at compile time passes it).
+// The divisor from the extents (their product, the depth and row extents already multiplied: a gradient
+// forms that once per row of windows): divisor_override, else the product.
+__device__ __forceinline__ long long avg_divisor_of(const PoolParams& p, long long depth_rows, long long cols) {
+  return p.divisor_override != 0 ? (long long)p.divisor_override : depth_rows * cols;
+}
+
+// The depth and row extents of windows td, th (depth only when DIMS == 3) and the column extent of tw.
+template <int DIMS>
+__device__ __forceinline__ long long avg_extent_dh(const PoolParams& p, int adaptive, Taps td, Taps th) {
+  const long long rows = avg_extent(th, adaptive, p.H, p.pad_bottom, p.count_include_pad);
+  if constexpr (DIMS == 3) return avg_extent(td, adaptive, p.D, p.pad_back, p.count_include_pad) * rows;
+  return rows;
+}
+__device__ __forceinline__ long long avg_extent_w(const PoolParams& p, int adaptive, Taps tw) {
+  return avg_extent(tw, adaptive, p.W, p.pad_right, p.count_include_pad);
+}
+
+// The divisor of the average-pool output whose windows are td, th, tw. `adaptive` is p.is_adaptive (a kernel
+// that knows it at compile time passes it).
+template <int DIMS>
 __device__ __forceinline__ long long avg_divisor(const PoolParams& p, int adaptive, Taps td, Taps th, Taps tw) {
-  if (p.divisor_override != 0) return p.divisor_override;
-  const int inc = p.count_include_pad;
-  return avg_extent(td, adaptive, p.D, p.pad_back, inc) * avg_extent(th, adaptive, p.H, p.pad_bottom, inc)
-       * avg_extent(tw, adaptive, p.W, p.pad_right, inc);
+  return avg_divisor_of(p, avg_extent_dh<DIMS>(p, adaptive, td, th), avg_extent_w(p, adaptive, tw));
 }
 
 // ---------------------------------------------------------------- forward: one output's window
 // The window of output o (flat over (n, c, z, p, q)): its taps along each axis and the offset of its
 // (n, c) input plane.
-template <typename I>
+template <int DIMS, typename I>
 struct PoolWindow {
   Taps td, th, tw;
   I plane;
@@ -276,12 +295,10 @@ struct PoolWindow {
   __device__ __forceinline__ PoolWindow(const PoolParams& p, I o) {
     const int q = (int)(o % p.Q);
     const I rest = o / p.Q;
-    const int op = (int)(rest % p.P);
-    const int oz = (int)((rest / p.P) % p.Z);
-    td = taps_d(p, oz);
-    th = taps_h(p, op);
+    th = taps_h(p, (int)(rest % p.P));
     tw = taps_w(p, q);
-    plane = o / out_plane<I>(p) * in_plane<I>(p);
+    td = taps_d<DIMS>(p, DIMS == 3 ? (int)((rest / p.P) % p.Z) : 0);
+    plane = o / out_plane<DIMS, I>(p) * in_plane<DIMS, I>(p);
   }
 
   // The flat plane position (d*H + h)*W + w of the window's first in-bounds tap (a max pool's index
@@ -297,7 +314,7 @@ struct PoolWindow {
     const T* in = x + plane;
     for (int t = 0; t < td.count; ++t) {
       const int d = td.start + t * td.step;
-      if (d < 0 || d >= p.D) continue;
+      if (DIMS == 3 && (d < 0 || d >= p.D)) continue;
       for (int r = 0; r < th.count; ++r) {
         const int h = th.start + r * th.step;
         if (h < 0 || h >= p.H) continue;
@@ -313,11 +330,11 @@ struct PoolWindow {
 };
 
 // One max-pool output o (thread o of a one-thread-per-output kernel) and one average-pool output.
-template <typename T, typename I>
+template <int DIMS, typename T, typename I>
 __device__ __forceinline__ void max_pool_output(const PoolParams& p, const T* __restrict__ x, T* __restrict__ y,
                                                 long long* __restrict__ indices, I o) {
   typedef typename Acc<T>::type A;
-  const PoolWindow<I> win(p, o);
+  const PoolWindow<DIMS, I> win(p, o);
   A best = -INFINITY;
   long long best_idx = win.first_index(p);
   win.scan(p, x, [&](A v, long long idx) { max_take(v, idx, best, best_idx); });
@@ -325,14 +342,14 @@ __device__ __forceinline__ void max_pool_output(const PoolParams& p, const T* __
   if (p.return_indices) indices[o] = best_idx;
 }
 
-template <typename T, typename I>
+template <int DIMS, typename T, typename I>
 __device__ __forceinline__ void avg_pool_output(const PoolParams& p, const T* __restrict__ x, T* __restrict__ y,
                                                 I o) {
   typedef typename Acc<T>::type A;
-  const PoolWindow<I> win(p, o);
+  const PoolWindow<DIMS, I> win(p, o);
   A sum = 0;
   win.scan(p, x, [&](A v, long long) { sum += v; });
-  y[o] = Acc<T>::store(sum / (A)avg_divisor(p, p.is_adaptive, win.td, win.th, win.tw));
+  y[o] = Acc<T>::store(sum / (A)avg_divisor<DIMS>(p, p.is_adaptive, win.td, win.th, win.tw));
 }
 
 // ---------------------------------------------------------------- gradients: the windows holding a position
@@ -375,7 +392,7 @@ __device__ __forceinline__ bool is_tap(int h, int o, int stride, int pad, int di
 
 // The dx element o (flat over (n, c, d, h, w)): its coordinates, the output windows holding it along each
 // axis, and the offset of its (n, c) plane in dy / indices (Z x P x Q planes). Average pools pass dil 1.
-template <typename I, int ADAPTIVE>
+template <int DIMS, int ADAPTIVE, typename I>
 struct GradElement {
   int d, h, w;
   OutRange rd, rp, rq;
@@ -385,25 +402,30 @@ struct GradElement {
     w = (int)(o % p.W);
     const I rest = o / p.W;
     h = (int)(rest % p.H);
-    d = (int)((rest / p.H) % p.D);
-    dy_plane = o / in_plane<I>(p) * out_plane<I>(p);
-    rd = windows_holding<ADAPTIVE>(d, p.D, p.Z, p.T, p.stride_d, p.pad_front, dil_d);
+    dy_plane = o / in_plane<DIMS, I>(p) * out_plane<DIMS, I>(p);
     rp = windows_holding<ADAPTIVE>(h, p.H, p.P, p.R, p.stride_h, p.pad_top, dil_h);
     rq = windows_holding<ADAPTIVE>(w, p.W, p.Q, p.S, p.stride_w, p.pad_left, dil_w);
+    if constexpr (DIMS == 3) {
+      d = (int)((rest / p.H) % p.D);
+      rd = windows_holding<ADAPTIVE>(d, p.D, p.Z, p.T, p.stride_d, p.pad_front, dil_d);
+    } else {
+      d = 0;
+      rd = OutRange{0, 1};
+    }
   }
 };
 
 // dx element o of a max pool: the sum of dy over the outputs whose index names it, in (z, p, q) order.
-template <int ADAPTIVE, typename T, typename I>
+template <int DIMS, int ADAPTIVE, typename T, typename I>
 __device__ __forceinline__ void max_pool_grad_element(const PoolParams& p, const T* __restrict__ dy,
                                                       const long long* __restrict__ indices, T* __restrict__ dx,
                                                       I o) {
   typedef typename Acc<T>::type A;
-  const GradElement<I, ADAPTIVE> e(p, o, p.dil_d, p.dil_h, p.dil_w);
+  const GradElement<DIMS, ADAPTIVE, I> e(p, o, p.dil_d, p.dil_h, p.dil_w);
   const long long me = ((long long)e.d * p.H + e.h) * p.W + e.w;
   A sum = 0;
   for (int oz = e.rd.lo; oz < e.rd.hi; ++oz) {
-    if (!is_tap<ADAPTIVE>(e.d, oz, p.stride_d, p.pad_front, p.dil_d)) continue;
+    if (DIMS == 3 && !is_tap<ADAPTIVE>(e.d, oz, p.stride_d, p.pad_front, p.dil_d)) continue;
     for (int op = e.rp.lo; op < e.rp.hi; ++op) {
       if (!is_tap<ADAPTIVE>(e.h, op, p.stride_h, p.pad_top, p.dil_h)) continue;
       const I row = e.dy_plane + ((I)oz * p.P + op) * p.Q;
@@ -418,20 +440,22 @@ __device__ __forceinline__ void max_pool_grad_element(const PoolParams& p, const
 
 // dx element o of an average pool: every window holding it adds dy / (that window's divisor), in (z, p, q)
 // order.
-template <int ADAPTIVE, typename T, typename I>
+template <int DIMS, int ADAPTIVE, typename T, typename I>
 __device__ __forceinline__ void avg_pool_grad_element(const PoolParams& p, const T* __restrict__ dy,
                                                       T* __restrict__ dx, I o) {
   typedef typename Acc<T>::type A;
-  const GradElement<I, ADAPTIVE> e(p, o, 1, 1, 1);
+  const GradElement<DIMS, ADAPTIVE, I> e(p, o, 1, 1, 1);
   A sum = 0;
   for (int oz = e.rd.lo; oz < e.rd.hi; ++oz) {
-    const Taps td = window_taps(oz, ADAPTIVE, p.D, p.Z, p.T, p.stride_d, p.pad_front, 1);
+    const Taps td = DIMS == 3 ? window_taps(oz, ADAPTIVE, p.D, p.Z, p.T, p.stride_d, p.pad_front, 1)
+                              : Taps{0, 1, 1};
     for (int op = e.rp.lo; op < e.rp.hi; ++op) {
       const Taps th = window_taps(op, ADAPTIVE, p.H, p.P, p.R, p.stride_h, p.pad_top, 1);
+      const long long dh = avg_extent_dh<DIMS>(p, ADAPTIVE, td, th);   // avg_divisor, hoisted out of the row
       const I row = e.dy_plane + ((I)oz * p.P + op) * p.Q;
       for (int oq = e.rq.lo; oq < e.rq.hi; ++oq) {
         const Taps tw = window_taps(oq, ADAPTIVE, p.W, p.Q, p.S, p.stride_w, p.pad_left, 1);
-        sum += Acc<T>::load(dy[row + oq]) / (A)avg_divisor(p, ADAPTIVE, td, th, tw);
+        sum += Acc<T>::load(dy[row + oq]) / (A)avg_divisor_of(p, dh, avg_extent_w(p, ADAPTIVE, tw));
       }
     }
   }
@@ -443,16 +467,16 @@ __device__ __forceinline__ void avg_pool_grad_element(const PoolParams& p, const
 // (flat over the Z x P x Q plane), or -1. Integer atomicMax makes the claim order-independent, so the write
 // pass is exact and reproducible whatever the schedule, and the last in row-major order wins. The launcher
 // keeps Z*P*Q <= 2^31 - 1.
-template <typename I>
+template <int DIMS, typename I>
 __device__ __forceinline__ void unpool_claim(const PoolParams& p, const long long* __restrict__ indices,
                                              int* __restrict__ owner, I i) {
-  const I nc = i / out_plane<I>(p);
-  atomicMax(owner + nc * in_plane<I>(p) + (I)indices[i], (int)(i - nc * out_plane<I>(p)));
+  const I nc = i / out_plane<DIMS, I>(p);
+  atomicMax(owner + nc * in_plane<DIMS, I>(p) + (I)indices[i], (int)(i - nc * out_plane<DIMS, I>(p)));
 }
 
-template <typename T, typename I>
+template <int DIMS, typename T, typename I>
 __device__ __forceinline__ void unpool_write(const PoolParams& p, const T* __restrict__ x,
                                              const int* __restrict__ owner, T* __restrict__ out, I o) {
   const int src = owner[o];
-  out[o] = src < 0 ? Acc<T>::store(0) : x[o / in_plane<I>(p) * out_plane<I>(p) + src];
+  out[o] = src < 0 ? Acc<T>::store(0) : x[o / in_plane<DIMS, I>(p) * out_plane<DIMS, I>(p) + src];
 }

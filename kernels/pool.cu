@@ -39,7 +39,7 @@ __global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  max_pool_output(p, x, y, indices, o);
+  max_pool_output<2>(p, x, y, indices, o);
 }
 
 template <typename T, typename I>
@@ -47,7 +47,7 @@ __global__ void avg_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  avg_pool_output(p, x, y, o);
+  avg_pool_output<2>(p, x, y, o);
 }
 
 // ================================================================ v2 several outputs per thread
@@ -95,7 +95,7 @@ struct PoolOutputs {
     for (int j = 0; j < OPT; ++j) {
       const I o = o0 + (I)j * blockDim.x;
       live[j] = o < total;
-      const PoolWindow<I> win(p, live[j] ? o : 0);
+      const PoolWindow<2, I> win(p, live[j] ? o : 0);
       if (j == 0) td = win.td;
       th[j] = win.th;
       tw[j] = win.tw;
@@ -171,7 +171,9 @@ __global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
   o.scan(p, x, [&](int j, A v, long long) { sum[j] += v; });
 #pragma unroll
   for (int j = 0; j < OPT; ++j) {
-    if (o.live[j]) y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor(p, p.is_adaptive, o.td, o.th[j], o.tw[j]));
+    if (o.live[j]) {
+      y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor<2>(p, p.is_adaptive, o.td, o.th[j], o.tw[j]));
+    }
   }
 }
 
@@ -245,6 +247,6 @@ __global__ void avg_pool2d_global_v2(const PoolParams p, const T* __restrict__ x
   // the window is the whole plane: taps [0, H) x [0, W), as window_taps gives for both launcher cases
   if (wp.lane == 0) {
     const Taps td{0, 1, 1}, th{0, p.H, 1}, tw{0, p.W, 1};
-    y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor(p, p.is_adaptive, td, th, tw));
+    y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor<2>(p, p.is_adaptive, td, th, tw));
   }
 }

@@ -27,16 +27,16 @@
 template <typename T, typename I>
 __global__ void max_pool3d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                               long long* __restrict__ indices) {
-  const I total = (I)p.N * p.C * out_plane<I>(p);
+  const I total = (I)p.N * p.C * out_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  max_pool_output(p, x, y, indices, o);
+  max_pool_output<3>(p, x, y, indices, o);
 }
 
 template <typename T, typename I>
 __global__ void avg_pool3d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
-  const I total = (I)p.N * p.C * out_plane<I>(p);
+  const I total = (I)p.N * p.C * out_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  avg_pool_output(p, x, y, o);
+  avg_pool_output<3>(p, x, y, o);
 }

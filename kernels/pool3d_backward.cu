@@ -39,24 +39,24 @@
 template <typename T, typename I, int ADAPTIVE>
 __global__ void max_pool3d_backward_v1(const PoolParams p, const T* __restrict__ dy,
                                        const long long* __restrict__ indices, T* __restrict__ dx) {
-  const I total = (I)p.N * p.C * in_plane<I>(p);
+  const I total = (I)p.N * p.C * in_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  max_pool_grad_element<ADAPTIVE>(p, dy, indices, dx, o);
+  max_pool_grad_element<3, ADAPTIVE>(p, dy, indices, dx, o);
 }
 
 template <typename T, typename I, int ADAPTIVE>
 __global__ void avg_pool3d_backward_v1(const PoolParams p, const T* __restrict__ dy, T* __restrict__ dx) {
-  const I total = (I)p.N * p.C * in_plane<I>(p);
+  const I total = (I)p.N * p.C * in_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  avg_pool_grad_element<ADAPTIVE>(p, dy, dx, o);
+  avg_pool_grad_element<3, ADAPTIVE>(p, dy, dx, o);
 }
 
 // ================================================================ v1 max_unpool
 template <typename T, typename I>
 __global__ void max_unpool3d_init_v1(const PoolParams p, int* __restrict__ owner) {
-  const I total = (I)p.N * p.C * in_plane<I>(p);
+  const I total = (I)p.N * p.C * in_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
   owner[o] = -1;
@@ -65,17 +65,17 @@ __global__ void max_unpool3d_init_v1(const PoolParams p, int* __restrict__ owner
 template <typename T, typename I>
 __global__ void max_unpool3d_claim_v1(const PoolParams p, const long long* __restrict__ indices,
                                       int* __restrict__ owner) {
-  const I total = (I)p.N * p.C * out_plane<I>(p);
+  const I total = (I)p.N * p.C * out_plane<3, I>(p);
   const I i = global_thread_index<I>();
   if (i >= total) return;
-  unpool_claim(p, indices, owner, i);
+  unpool_claim<3>(p, indices, owner, i);
 }
 
 template <typename T, typename I>
 __global__ void max_unpool3d_write_v1(const PoolParams p, const T* __restrict__ x, const int* __restrict__ owner,
                                       T* __restrict__ out) {
-  const I total = (I)p.N * p.C * in_plane<I>(p);
+  const I total = (I)p.N * p.C * in_plane<3, I>(p);
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  unpool_write(p, x, owner, out, o);
+  unpool_write<3>(p, x, owner, out, o);
 }

@@ -49,7 +49,7 @@ __global__ void max_pool2d_backward_v1(const PoolParams p, const T* __restrict__
   const I total = (I)p.N * p.C * p.H * p.W;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  max_pool_grad_element<ADAPTIVE>(p, dy, indices, dx, o);
+  max_pool_grad_element<2, ADAPTIVE>(p, dy, indices, dx, o);
 }
 
 template <typename T, typename I, int ADAPTIVE>
@@ -57,7 +57,7 @@ __global__ void avg_pool2d_backward_v1(const PoolParams p, const T* __restrict__
   const I total = (I)p.N * p.C * p.H * p.W;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  avg_pool_grad_element<ADAPTIVE>(p, dy, dx, o);
+  avg_pool_grad_element<2, ADAPTIVE>(p, dy, dx, o);
 }
 
 // ================================================================ v1 max_unpool
@@ -93,7 +93,7 @@ __global__ void max_unpool2d_claim_v2(const PoolParams p, const long long* __res
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I i = global_thread_index<I>();
   if (i >= total) return;
-  unpool_claim(p, indices, owner, i);
+  unpool_claim<2>(p, indices, owner, i);
 }
 
 template <typename T, typename I>
@@ -102,5 +102,5 @@ __global__ void max_unpool2d_write_v2(const PoolParams p, const T* __restrict__ 
   const I total = (I)p.N * p.C * p.H * p.W;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  unpool_write(p, x, owner, out, o);
+  unpool_write<2>(p, x, owner, out, o);
 }

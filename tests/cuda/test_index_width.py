@@ -420,8 +420,8 @@ def model_avg_pool2d_backward_v1(s, lc):
     # window_taps of each window holding the element (as the forward's), then avg_divisor (common.cuh)
     if s.is_adaptive:
         return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll")] + _avg_divisor(s)
-    return e + [("o*stride (rows)", (s.P - 1) * s.stride_h, "int"), ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")
-                ] + _avg_divisor(s)
+    return e + [("o*stride (rows)", (s.P - 1) * s.stride_h, "int"),
+                ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")] + _avg_divisor(s)
 
 
 def model_max_unpool2d_v1(s, lc):
@@ -744,7 +744,8 @@ EXTREMES = {
     "pool3d-grad-volume-64bit": lambda: pool_grad("max", (16, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1),
     "pool3d-grad-avg-int": lambda: pool_grad("avg", (8, 64, 128, 128, 128), kernel_size=(2, 3, 3), stride=1,
                                              padding=((1, 0), (2, 0), (0, 2)), count_include_pad=False),
-    "pool3d-grad-adaptive-upsample": lambda: pool_grad("adaptive_avg", (1, 1, 3, 2, 2**28), output_size_=(4, 3, 2**28 + 7)),
+    "pool3d-grad-adaptive-upsample": lambda: pool_grad("adaptive_avg", (1, 1, 3, 2, 2**28),
+                                                       output_size_=(4, 3, 2**28 + 7)),
     "pool3d-grad-long-depth": lambda: pool_grad("avg", (1, 1, 2**31 - 2, 1, 1), kernel_size=(5, 1, 1),
                                                 stride=(1000, 1, 1), padding=(2, 0, 0)),
     "unpool3d-64bit": lambda: unpool((2, 1, 2**10, 2**10, 2**10), kernel_size=2),

@@ -5,10 +5,10 @@ Through backend "cuda-emu" in all three thread orders and through backend "cuda"
 max gradients take the indices of the oracle's own forward (numpy_oracle.max_pool / adaptive_max_pool with
 return_indices). Cases: overlapping windows (stride < kernel, so one position collects several windows'
 dy), dilation, padding (per side too, beyond torch), ceil_mode, every divisor rule, adaptive sizes that do
-not divide the input and that exceed it, ties and NaN in the forward's input (the index rule), NaN in dy, 1-D, float16/32/64, the int64
-instantiations; max_unpool with indices repeated inside a plane (the last in row-major order wins, checked
-against a loop written here), output_size, both versions. Expected values come only from the oracle or the
-rule written out by hand.
+not divide the input and that exceed it, ties and NaN in the forward's input (the index rule), NaN in dy,
+1-D, float16/32/64, the int64 instantiations; max_unpool with indices repeated inside a plane (the last in
+row-major order wins, checked against a loop written here), output_size, both versions. Expected values come
+only from the oracle or the rule written out by hand.
 """
 from __future__ import annotations
 
