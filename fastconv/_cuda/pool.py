@@ -1,5 +1,6 @@
 """Family ``pool``: kernels/pool.cu, max (int64 indices, the NaN rule) and average (every divisor rule)
-pooling, fixed-window and adaptive; 1-D pools run as H = 1.
+pooling, fixed-window and adaptive, with per-side padding; 1-D pools run as H = 1 (3-D ones: family
+``pool3d``, from the same common.cuh bodies).
 
 Variants of the shipped v2 kernels, each taking only the specs its predicate admits: ``global`` (every
 window is the whole plane: one warp per plane), ``pair`` (window rows of two adjacent taps at stride 2,

@@ -693,7 +693,7 @@ EXTREMES = {
     "tall-strided-dilated": lambda: conv((1, 1, 2**25, 32), (1, 1, 5, 5), stride=(7, 1), dilation=(2**20, 1)),
     "pool-long-row": lambda: pool("max", (1, 1, 2**31 - 8), kernel_size=4, stride=3, padding=2, dilation=1,
                                   ceil_mode=True, return_indices=True),
-    # the avg divisor's W + pad_w passes 2^31 - 1 (computed in long long)
+    # the avg divisor's W + pad_right passes 2^31 - 1 (computed in long long)
     "pool-long-row-padded": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=1000, padding=2),
     # a global-pool lane steps 32 past a plane of ~2^31 elements (that launch widens)
     "pool-global-long-plane": lambda: pool("adaptive_max", (1, 1, 1, 2**31 - 1), output_size_=1, return_indices=True),

@@ -25,6 +25,7 @@ from fastconv._spec import INT32_MAX, pool_grad_spec, pool_spec, unpool_spec
 from fastconv.testing import assert_grad_close, assert_pool_close
 
 from .common import DTYPES, pool_ref, public, rand, run_family, run_plan
+from .test_backend_shim import cuda as cuda_shim  # noqa: F401  (the fixture: backend "cuda" over the shim)
 
 FORWARD = _cuda.family("pool3d")
 BACKWARD = _cuda.family("pool3d_backward")
@@ -337,6 +338,26 @@ def test_dispatch_names_what_runs():
     assert two_d and all("3-D problems not supported" in _dispatch.reasons(i, pool_spec("max", x, spatial_dims=3,
                                                                                           kernel_size=2))[0]
                          for i in two_d)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backend "cuda"'s own launch path (kernel loading, buffers, the int32 owner workspace) over the CuPy shim
+# ---------------------------------------------------------------------------------------------------
+def test_plans_through_the_cuda_backend_module(cuda_shim):
+    """The "cuda" backend's execute runs these plans here through tests/cuda/cupy_shim.py; on a GPU the
+    target fixture runs them for real."""
+    from . import cupy_shim
+    spec, x = pool_problem("max_per_side", "float32")
+    y, idx = cuda_shim.execute(FORWARD.plan(spec), {"x": cupy_shim.asarray(x)})
+    assert_pool_close((y.get(), idx.get()), pool_ref(spec, x), spec, x)
+    for spec, arrays in (grad_problem("avg_include_pad_per_side_ceil", "float64"),
+                         grad_problem("max_overlap_s1", "float16"), unpool_problem("all_same_index", "float16")):
+        out = cuda_shim.execute(BACKWARD.plan(spec), {n: cupy_shim.asarray(a) for n, a in zip(spec.ARRAYS, arrays)})
+        assert type(out) is cupy_shim.ndarray
+        if spec.op == "max_unpool":
+            assert np.array_equal(out.get(), unpool_by_hand(spec, *arrays), equal_nan=True)
+        else:
+            assert_grad_close(out.get().reshape(spec.output_shape), spec, *arrays)
 
 
 # ---------------------------------------------------------------------------------------------------
