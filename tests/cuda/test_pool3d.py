@@ -16,6 +16,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastconv
 import fastconv.grad
@@ -24,7 +26,7 @@ from fastconv._backends import numpy_oracle as oracle
 from fastconv._spec import INT32_MAX, pool_grad_spec, pool_spec, unpool_spec
 from fastconv.testing import assert_grad_close, assert_pool_close
 
-from .common import DTYPES, pool_ref, public, rand, run_family, run_plan
+from .common import DTYPES, fuzz_examples, pool_ref, public, rand, run_family, run_plan
 from .test_backend_shim import cuda as cuda_shim  # noqa: F401  (the fixture: backend "cuda" over the shim)
 
 FORWARD = _cuda.family("pool3d")
@@ -283,6 +285,63 @@ def test_results_do_not_depend_on_the_thread_order(which):
             for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2))]
     for o in outs[1:]:
         assert o.tobytes() == outs[0].tobytes()
+
+
+# ---------------------------------------------------------------------------------------------------
+# A small derandomized fuzz: forward and gradient of one random 3-D pool per example
+# ---------------------------------------------------------------------------------------------------
+@st.composite
+def pool3d_problems(draw):
+    kind = draw(st.sampled_from(["max", "avg", "adaptive_max", "adaptive_avg"]))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + tuple(draw(st.integers(1, 6)) for _ in range(3))
+    if kind.startswith("adaptive"):
+        kw = dict(output_size_=tuple(draw(st.integers(1, 7)) for _ in range(3)))
+    else:
+        k = tuple(draw(st.integers(1, 3)) for _ in range(3))
+        dil = tuple(draw(st.integers(1, 2)) for _ in range(3)) if kind == "max" else (1, 1, 1)
+        if draw(st.booleans()):     # per-side, each side up to dil*(k-1)
+            pad = tuple((draw(st.integers(0, d * (kk - 1))), draw(st.integers(0, d * (kk - 1))))
+                        for kk, d in zip(k, dil))
+        else:
+            pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(3)), padding=pad,
+                  ceil_mode=draw(st.booleans()))
+        if kind == "max":
+            kw["dilation"] = dil
+        else:
+            kw["count_include_pad"] = draw(st.booleans())
+            if draw(st.booleans()):
+                kw["divisor_override"] = draw(st.sampled_from([-2, 1, 5]))
+        try:
+            pool_spec(kind, np.zeros(shape, np.float32), spatial_dims=3, **kw)
+        except ValueError:
+            kw = dict(kernel_size=1)
+    return kind, shape, kw, draw(st.sampled_from(DTYPES)), draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=fuzz_examples(ci=25, long=1000), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(pool3d_problems())
+def test_pool3d_fuzz(problem):
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip("cuda-emu unavailable")
+    kind, shape, kw, dtype, specials, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rand(rng, shape, dtype)
+    if specials:
+        x = _specials(x, rng)
+    is_max = kind.endswith("max")
+    fwd = pool_spec(kind, x, spatial_dims=3, return_indices=is_max, **kw)
+    x = x.reshape(fwd.input_shape)
+    out = run_plan(("cuda-emu", "random"), fwd, FORWARD.plan(fwd), (x,), seed=seed)
+    assert_pool_close(out, pool_ref(fwd, x), fwd, x)
+    dy = rand(rng, fwd.output_layout, dtype)
+    spec = pool_grad_spec(kind, dy, x, spatial_dims=3, **{k: v for k, v in kw.items() if k != "output_size_"})
+    arrays = (dy,)
+    if is_max:
+        arrays = tuple(np.ascontiguousarray(a) for a in _indices.drop_empty_windows(spec, dy, pool_ref(fwd, x)[1], np))
+    grad = run_plan(("cuda-emu", "random"), spec, BACKWARD.plan(spec), arrays, seed=seed)
+    assert_grad_close(grad.reshape(spec.output_shape), spec, *arrays)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -294,10 +294,16 @@ def grad_problems(draw):
         kw = dict(output_size_=tuple(draw(st.integers(1, 14)) for _ in range(nd)))
     else:
         k = tuple(draw(st.integers(1, 4)) for _ in range(nd))
-        kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(nd)),
-                  padding=tuple(draw(st.integers(0, kk // 2)) for kk in k), ceil_mode=draw(st.booleans()))
+        dil = tuple(draw(st.integers(1, 3)) for _ in range(nd)) if kind == "max" else (1,) * nd
+        if draw(st.booleans()):     # per-side (beyond torch): each side up to dil*(k-1)
+            pad = tuple((draw(st.integers(0, d * (kk - 1))), draw(st.integers(0, d * (kk - 1))))
+                        for kk, d in zip(k, dil))
+        else:
+            pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(nd)), padding=pad,
+                  ceil_mode=draw(st.booleans()))
         if kind == "max":
-            kw["dilation"] = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+            kw["dilation"] = dil
         else:
             kw["count_include_pad"] = draw(st.booleans())
             if nd == 2 and draw(st.booleans()):
