@@ -352,6 +352,82 @@ __device__ __forceinline__ void avg_pool_output(const PoolParams& p, const T* __
   y[o] = Acc<T>::store(sum / (A)avg_divisor<DIMS>(p, p.is_adaptive, win.td, win.th, win.tw));
 }
 
+// ---------------------------------------------------------------- forward: windows that are the whole plane
+// Global pooling (adaptive to 1x1(x1), or a full unpadded undilated window: the launcher's predicate). One
+// warp per (n, c) plane, blockDim.x / 32 planes per block; a warp past the last plane leaves whole, before
+// any shuffle. Lane l scans elements l, l + 32, ... with the row-major rule (flat order is row-major over
+// (d, h, w)), then the lanes combine.
+
+// This thread's plane and lane, and the lane's part of the plane.
+template <int DIMS, typename I>
+struct WarpPlane {
+  int lane;
+  I nc;    // the (n, c) plane; N*C or more for a warp past the last plane
+  I size;  // elements of the plane
+
+  __device__ __forceinline__ WarpPlane(const PoolParams& p)
+      : lane(threadIdx.x % 32), nc((I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32),
+        size(in_plane<DIMS, I>(p)) {}
+
+  // take(v, i) for the lane's elements i = lane, lane + 32, ... of the plane (v in the accumulation type)
+  template <typename T, typename F>
+  __device__ __forceinline__ void scan(const T* __restrict__ x, F take) const {
+    const T* plane = x + nc * size;
+#pragma unroll 4
+    for (I i = lane; i < size; i += 32) take(Acc<T>::load(plane[i]), i);
+  }
+};
+
+// Merge two partial max scans (value, flat index) into what one row-major scan over both would keep:
+// any NaN wins, the last NaN (largest index) among them; otherwise the greater value, ties the first.
+template <typename A>
+__device__ __forceinline__ void max_combine(A& v, long long& i, A v2, long long i2) {
+  const bool nan1 = isnan(v), nan2 = isnan(v2);
+  const bool take = nan2 ? (!nan1 || i2 > i) : (!nan1 && (v2 > v || (v2 == v && i2 < i)));
+  if (take) {
+    v = v2;
+    i = i2;
+  }
+}
+
+template <int DIMS, typename T, typename I>
+__device__ __forceinline__ void max_pool_whole_plane(const PoolParams& p, const T* __restrict__ x,
+                                                     T* __restrict__ y, long long* __restrict__ indices) {
+  typedef typename Acc<T>::type A;
+  const WarpPlane<DIMS, I> wp(p);
+  if (wp.nc >= (I)p.N * p.C) return;
+  A best = -INFINITY;
+  long long best_idx = wp.lane;  // the lane's first element: kept if every one of its elements is -inf
+  wp.scan(x, [&](A v, I i) { max_take(v, (long long)i, best, best_idx); });
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const A v2 = __shfl_xor_sync(0xffffffffu, best, off);
+    const long long i2 = __shfl_xor_sync(0xffffffffu, best_idx, off);
+    max_combine(best, best_idx, v2, i2);
+  }
+  if (wp.lane == 0) {
+    y[wp.nc] = Acc<T>::store(best);
+    if (p.return_indices) indices[wp.nc] = best_idx;
+  }
+}
+
+template <int DIMS, typename T, typename I>
+__device__ __forceinline__ void avg_pool_whole_plane(const PoolParams& p, const T* __restrict__ x,
+                                                     T* __restrict__ y) {
+  typedef typename Acc<T>::type A;
+  const WarpPlane<DIMS, I> wp(p);
+  if (wp.nc >= (I)p.N * p.C) return;
+  A sum = 0;
+  wp.scan(x, [&](A v, I) { sum += v; });
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  // the window is the whole plane: taps [0, D) x [0, H) x [0, W), as window_taps gives for both launcher cases
+  if (wp.lane == 0) {
+    const Taps td{0, p.D, 1}, th{0, p.H, 1}, tw{0, p.W, 1};
+    y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor<DIMS>(p, p.is_adaptive, td, th, tw));
+  }
+}
+
 // ---------------------------------------------------------------- gradients: the windows holding a position
 // The output windows along one axis whose span holds input position h: [lo, hi) over the outputs.
 // Fixed windows: o's taps are o*stride - pad + r*dil, r < kernel (pad the before-side pad), so o*stride

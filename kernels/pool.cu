@@ -179,74 +179,15 @@ __global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
 
 // ================================================================ v2 global pooling
 // Launcher: the window is the whole plane (P == Q == 1 and adaptive, or R == H, S == W, no padding,
-// dilation 1). One warp per (n, c) plane, blockDim.x / 32 planes per block; a warp past the last plane
-// leaves whole, before any shuffle. Lane l scans elements l, l + 32, ... with the row-major rule, then
-// the lanes combine.
-
-// This thread's plane and lane, and the lane's part of the plane.
-template <typename I>
-struct WarpPlane {
-  int lane;
-  I nc;  // the (n, c) plane; N*C or more for a warp past the last plane
-  I HW;
-
-  __device__ __forceinline__ WarpPlane(const PoolParams& p)
-      : lane(threadIdx.x % 32), nc((I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), HW((I)p.H * p.W) {}
-
-  // take(v, i) for the lane's elements i = lane, lane + 32, ... of the plane (v in the accumulation type)
-  template <typename T, typename F>
-  __device__ __forceinline__ void scan(const T* __restrict__ x, F take) const {
-    const T* plane = x + nc * HW;
-#pragma unroll 4
-    for (I i = lane; i < HW; i += 32) take(Acc<T>::load(plane[i]), i);
-  }
-};
-
-// Merge two partial max scans (value, flat index) into what one row-major scan over both would keep:
-// any NaN wins, the last NaN (largest index) among them; otherwise the greater value, ties the first.
-template <typename A>
-__device__ __forceinline__ void max_combine(A& v, long long& i, A v2, long long i2) {
-  const bool nan1 = isnan(v), nan2 = isnan(v2);
-  const bool take = nan2 ? (!nan1 || i2 > i) : (!nan1 && (v2 > v || (v2 == v && i2 < i)));
-  if (take) {
-    v = v2;
-    i = i2;
-  }
-}
+// dilation 1). One warp per (n, c) plane (common.cuh's whole-plane bodies, shared with the 3-D kernels).
 
 template <typename T, typename I>
 __global__ void max_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                                      long long* __restrict__ indices) {
-  typedef typename Acc<T>::type A;
-  const WarpPlane<I> wp(p);
-  if (wp.nc >= (I)p.N * p.C) return;
-  A best = -INFINITY;
-  long long best_idx = wp.lane;  // the lane's first element: kept if every one of its elements is -inf
-  wp.scan(x, [&](A v, I i) { max_take(v, (long long)i, best, best_idx); });
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const A v2 = __shfl_xor_sync(0xffffffffu, best, off);
-    const long long i2 = __shfl_xor_sync(0xffffffffu, best_idx, off);
-    max_combine(best, best_idx, v2, i2);
-  }
-  if (wp.lane == 0) {
-    y[wp.nc] = Acc<T>::store(best);
-    if (p.return_indices) indices[wp.nc] = best_idx;
-  }
+  max_pool_whole_plane<2, T, I>(p, x, y, indices);
 }
 
 template <typename T, typename I>
 __global__ void avg_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
-  typedef typename Acc<T>::type A;
-  const WarpPlane<I> wp(p);
-  if (wp.nc >= (I)p.N * p.C) return;
-  A sum = 0;
-  wp.scan(x, [&](A v, I) { sum += v; });
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  // the window is the whole plane: taps [0, H) x [0, W), as window_taps gives for both launcher cases
-  if (wp.lane == 0) {
-    const Taps td{0, 1, 1}, th{0, p.H, 1}, tw{0, p.W, 1};
-    y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor<2>(p, p.is_adaptive, td, th, tw));
-  }
+  avg_pool_whole_plane<2, T, I>(p, x, y);
 }

@@ -18,8 +18,12 @@
 //   max_pool3d_v1  one thread per output, window scanned from global memory (neighbouring threads share
 //                  their loads through L1/L2)
 //   avg_pool3d_v1  one thread per output, same structure
+//   max_pool3d_global_v1, avg_pool3d_global_v1  one warp per (n, c) volume for windows that are the whole
+//                  volume (global pooling, adaptive 1x1x1): coalesced strided loads, then a shuffle
+//                  reduction (max: a combine that reproduces the row-major scan's choice exactly); the 2-D
+//                  family's global kernels, over D*H*W
 //
-// Sections: v1 one output per thread
+// Sections: v1 one output per thread | v1 global pooling
 
 #include "common.cuh"
 
@@ -39,4 +43,18 @@ __global__ void avg_pool3d_v1(const PoolParams p, const T* __restrict__ x, T* __
   const I o = global_thread_index<I>();
   if (o >= total) return;
   avg_pool_output<3>(p, x, y, o);
+}
+
+// ================================================================ v1 global pooling
+// Launcher: the window is the whole volume (Z == P == Q == 1 and adaptive, or T == D, R == H, S == W, no
+// padding, dilation 1).
+template <typename T, typename I>
+__global__ void max_pool3d_global_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
+                                     long long* __restrict__ indices) {
+  max_pool_whole_plane<3, T, I>(p, x, y, indices);
+}
+
+template <typename T, typename I>
+__global__ void avg_pool3d_global_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
+  avg_pool_whole_plane<3, T, I>(p, x, y);
 }

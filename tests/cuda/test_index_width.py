@@ -382,10 +382,11 @@ def model_avg_pool2d_v2(s, lc):
 
 
 def model_pool2d_global_v2(s, lc):
-    HW = s.H * s.W
+    """The whole-plane bodies (common.cuh, WarpPlane): 2-D kernels have D = 1, 3-D ones walk D*H*W."""
+    HW = s.D * s.H * s.W
     return [("nc = blockIdx.x*(blockDim/32) + warp", lc.grid[0] * (lc.block[0] // 32) - 1, "I"),
-            ("N*C", s.N * s.C, "I"), ("HW = H*W", HW, "I"), ("nc*HW", (s.N * s.C - 1) * HW, "I"),
-            ("i += 32 (past the last element)", HW - 1 + 32, "I")]
+            ("N*C", s.N * s.C, "I"), ("size = (D*)H*W", HW, "I"), ("nc*size", (s.N * s.C - 1) * HW, "I"),
+            ("i += 32 (past the last element)", HW - 1 + 32, "I")] + (_avg_divisor(s) if s.kind == "avg" else [])
 
 
 def _grad_axis(s, size, out, kernel, stride, pad, dil, what):
@@ -607,6 +608,7 @@ MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_
           "max_unpool2d_init_v2": model_max_unpool2d_init_v2, "max_unpool2d_claim_v2": model_max_unpool2d_claim_v2,
           "max_unpool2d_write_v2": model_max_unpool2d_write_v2,
           "max_pool3d_v1": model_max_pool3d_v1, "avg_pool3d_v1": model_avg_pool3d_v1,
+          "max_pool3d_global_v1": model_pool2d_global_v2, "avg_pool3d_global_v1": model_pool2d_global_v2,
           "max_pool3d_backward_v1": model_max_pool3d_backward_v1,
           "avg_pool3d_backward_v1": model_avg_pool3d_backward_v1, "max_unpool3d_init_v1": model_max_unpool3d_init_v1,
           "max_unpool3d_claim_v1": model_max_unpool3d_claim_v1, "max_unpool3d_write_v1": model_max_unpool3d_write_v1,
@@ -736,6 +738,10 @@ EXTREMES = {
                                         padding=((1, 2), (0, 1), (2, 0)), ceil_mode=True),
     "pool3d-adaptive-64bit": lambda: pool("adaptive_max", (16, 64, 128, 128, 128), output_size_=(5, 7, 3),
                                           return_indices=True),
+    # a global-pool lane steps 32 past a volume of ~2^31 elements (that launch widens); many volumes
+    "pool3d-global-long-volume": lambda: pool("adaptive_max", (1, 1, 2**10, 2**10, 2**11 - 1), output_size_=1,
+                                              return_indices=True),
+    "pool3d-global-many-volumes": lambda: pool("avg", (2**28 - 1, 1, 2, 2, 2), kernel_size=2),
     "pool3d-long-depth": lambda: pool("max", (1, 1, 2**31 - 8, 1, 1), kernel_size=(4, 1, 1), stride=(3, 1, 1),
                                       padding=((2, 2), (0, 0), (0, 0)), dilation=1, return_indices=True),
     "pool3d-long-depth-dilated-per-side": lambda: pool("max", (1, 1, 2**31 - 2, 1, 1), kernel_size=(3, 1, 1),

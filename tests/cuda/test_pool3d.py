@@ -26,7 +26,7 @@ from fastconv._backends import numpy_oracle as oracle
 from fastconv._spec import INT32_MAX, pool_grad_spec, pool_spec, unpool_spec
 from fastconv.testing import assert_grad_close, assert_pool_close
 
-from .common import DTYPES, fuzz_examples, pool_ref, public, rand, run_family, run_plan
+from .common import DTYPES, first_variant, fuzz_examples, pool_ref, public, rand, run_family, run_plan
 from .test_backend_shim import cuda as cuda_shim  # noqa: F401  (the fixture: backend "cuda" over the shim)
 
 FORWARD = _cuda.family("pool3d")
@@ -78,8 +78,15 @@ POOL_CASES = {
     "adaptive_max_upsample": ("adaptive_max", (1, 2, 2, 3, 4), dict(output_size_=(3, 5, 4), return_indices=True),
                               True),
     "adaptive_avg": ("adaptive_avg", (1, 3, 7, 5, 6), dict(output_size_=(2, 3, 4)), False),
+    # whole-volume windows (variant 3d-global): volumes of more and fewer than 32 elements
     "adaptive_avg_1x1x1": ("adaptive_avg", (2, 3, 3, 4, 5), dict(output_size_=1), False),
+    "adaptive_avg_1x1x1_small": ("adaptive_avg", (1, 3, 1, 2, 3), dict(output_size_=1), True),
+    "adaptive_max_1x1x1_idx": ("adaptive_max", (2, 3, 4, 5, 3), dict(output_size_=1, return_indices=True), True),
+    "max_global_idx": ("max", (2, 3, 3, 4, 5), dict(kernel_size=(3, 4, 5), return_indices=True), True),
+    "avg_global_override": ("avg", (2, 2, 2, 5, 4), dict(kernel_size=(2, 5, 4), divisor_override=7), False),
 }
+GLOBAL_CASES = ("adaptive_avg_1x1x1", "adaptive_avg_1x1x1_small", "adaptive_max_1x1x1_idx", "max_global_idx",
+                "avg_global_override")
 
 
 def pool_problem(case, dtype, seed=4):
@@ -96,8 +103,33 @@ def pool_problem(case, dtype, seed=4):
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool3d_matches_oracle(target, case, dtype):
     spec, x = pool_problem(case, dtype)
+    assert first_variant(FORWARD, spec) == ("3d-global" if case in GLOBAL_CASES else "3d")
     out = run_family(target, "pool3d", spec, (x,))
     assert_pool_close(out, pool_ref(spec, x), spec, x)
+
+
+@pytest.mark.parametrize("case", GLOBAL_CASES)
+def test_pool3d_whole_volume_cases_through_the_general_kernel(target, case):
+    spec, x = pool_problem(case, "float32")
+    assert_pool_close(run_family(target, "pool3d", spec, (x,), variant="3d"), pool_ref(spec, x), spec, x)
+
+
+def test_pool3d_variant_predicates():
+    def spec(kind, shape, **kw):
+        return pool_spec(kind, _fake(shape), spatial_dims=3, **kw)
+    assert FORWARD.VARIANTS == ("3d-global", "3d")
+    assert first_variant(FORWARD, spec("adaptive_avg", (8, 2048, 4, 7, 7), output_size_=1)) == "3d-global"
+    assert first_variant(FORWARD, spec("avg", (8, 512, 2, 7, 7), kernel_size=(2, 7, 7))) == "3d-global"
+    assert first_variant(FORWARD, spec("adaptive_avg", (8, 512, 4, 7, 7), output_size_=(2, 1, 1))) == "3d"
+    assert first_variant(FORWARD, spec("max", (1, 64, 16, 56, 56), kernel_size=3, stride=2, padding=1)) == "3d"
+    # a full window with padding or ceil_mode's second output is not global
+    assert first_variant(FORWARD, spec("avg", (1, 2, 3, 3, 3), kernel_size=3, padding=1)) == "3d"
+    assert first_variant(FORWARD, spec("max", (1, 2, 3, 4, 4), kernel_size=(3, 4, 4), dilation=(1, 1, 1))) \
+        == "3d-global"
+    stem = spec("max", (1, 64, 16, 56, 56), kernel_size=3, stride=2, padding=1)
+    assert "variant 3d-global needs" in FORWARD.reasons(stem, "3d-global")[0]
+    with pytest.raises(ValueError, match="variant 3d-global needs"):
+        FORWARD.plan(stem, "3d-global")
 
 
 def test_cases_reach_what_they_claim():
@@ -115,7 +147,8 @@ def test_cases_reach_what_they_claim():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", ["max_dilated_ceil", "avg_exclude_pad_per_side_ceil", "adaptive_max_upsample"])
+@pytest.mark.parametrize("case", ["max_dilated_ceil", "avg_exclude_pad_per_side_ceil", "adaptive_max_upsample",
+                                  "adaptive_max_1x1x1_idx"])
 def test_pool3d_int64_index_instantiations(target, index64, case, dtype):
     spec, x = pool_problem(case, dtype, seed=5)
     assert ", long long" in FORWARD.plan(spec).launches[0].kernel
@@ -333,7 +366,7 @@ def test_pool3d_fuzz(problem):
     is_max = kind.endswith("max")
     fwd = pool_spec(kind, x, spatial_dims=3, return_indices=is_max, **kw)
     x = x.reshape(fwd.input_shape)
-    out = run_plan(("cuda-emu", "random"), fwd, FORWARD.plan(fwd), (x,), seed=seed)
+    out = run_plan(("cuda-emu", "random"), fwd, FORWARD.plan(fwd, first_variant(FORWARD, fwd)), (x,), seed=seed)
     assert_pool_close(out, pool_ref(fwd, x), fwd, x)
     dy = rand(rng, fwd.output_layout, dtype)
     spec = pool_grad_spec(kind, dy, x, spatial_dims=3, **{k: v for k, v in kw.items() if k != "output_size_"})
@@ -353,9 +386,11 @@ def _fake(shape, dtype="float32"):
 
 def test_reasons_and_versions():
     spec, _ = pool_problem("avg_include_pad_ceil", "float32")
-    assert FORWARD.reasons(spec) == [] and FORWARD.VARIANTS == ("3d",) and FORWARD.SPATIAL_DIMS == (3,)
-    with pytest.raises(ValueError, match="one variant"):
+    assert FORWARD.reasons(spec) == [] and FORWARD.SPATIAL_DIMS == BACKWARD.SPATIAL_DIMS == (3,)
+    with pytest.raises(ValueError, match="variant must be one of"):
         FORWARD.plan(spec, "any")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        BACKWARD.reasons(spec, "3d-global")
     with pytest.raises(ValueError, match="version 2"):
         FORWARD.plan(spec, version=2)
     gspec, _ = grad_problem("avg_exclude_pad_overlap", "float32")
@@ -382,8 +417,9 @@ def test_dispatch_names_what_runs():
     for kind, kw in (("max", dict(kernel_size=2)), ("avg", dict(kernel_size=2)),
                      ("adaptive_max", dict(output_size_=3)), ("adaptive_avg", dict(output_size_=1))):
         spec = pool_spec(kind, x, spatial_dims=3, **kw)
-        assert _dispatch.select(spec, "cuda-emu").name == f"cuda-emu:{kind}_pool:direct/3d"
-        assert _dispatch.select(spec, "cuda-emu", "direct").name == f"cuda-emu:{kind}_pool:direct/3d"
+        variant = "3d-global" if spec.out_size == (1, 1, 1) else "3d"
+        assert _dispatch.select(spec, "cuda-emu").name == f"cuda-emu:{kind}_pool:direct/{variant}"
+        assert _dispatch.select(spec, "cuda-emu", "direct").name == f"cuda-emu:{kind}_pool:direct/{variant}"
         g = pool_grad_spec(kind, _fake(spec.output_shape), x, spatial_dims=3,
                            **{k: v for k, v in kw.items() if k != "output_size_"})
         assert _dispatch.select(g, "cuda-emu").name == f"cuda-emu:{kind}_pool_backward:direct/3d"
@@ -392,11 +428,9 @@ def test_dispatch_names_what_runs():
     # a 2-D problem stays with the 2-D families; a 3-D one is refused by them, saying why
     x2 = np.zeros((1, 2, 8, 8), np.float32)
     assert _dispatch.select(pool_spec("max", x2, kernel_size=3), "cuda-emu").name == "cuda-emu:max_pool:direct/any"
-    two_d = [i for i in _dispatch.candidates(pool_spec("max", x, spatial_dims=3, kernel_size=2), "cuda-emu")
-             if not i.name.endswith("/3d")]
-    assert two_d and all("3-D problems not supported" in _dispatch.reasons(i, pool_spec("max", x, spatial_dims=3,
-                                                                                          kernel_size=2))[0]
-                         for i in two_d)
+    three_d = pool_spec("max", x, spatial_dims=3, kernel_size=2)
+    two_d = [i for i in _dispatch.candidates(three_d, "cuda-emu") if "3d" not in i.name]
+    assert len(two_d) == 3 and all("3-D problems not supported" in _dispatch.reasons(i, three_d)[0] for i in two_d)
 
 
 # ---------------------------------------------------------------------------------------------------
