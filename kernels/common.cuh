@@ -33,6 +33,18 @@ struct ConvParams {
   int has_bias;                                     // 0: the bias pointer is a dummy, never read
 };
 
+// 3-D convolutions (conv3d_*.cu): ConvParams' letters with depth, CUTLASS's Conv3dProblemSize names.
+struct Conv3dParams {
+  int N, C, D, H, W;                                // input  (N, C, D, H, W)
+  int K, T, R, S;                                   // weight (K, C/groups, T, R, S)
+  int Z, P, Q;                                      // output (N, K, Z, P, Q)
+  int stride_d, stride_h, stride_w;
+  int pad_front, pad_back, pad_top, pad_bottom, pad_left, pad_right;
+  int dil_d, dil_h, dil_w;
+  int groups, C_per_group, K_per_group;
+  int has_bias;                                     // 0: the bias pointer is a dummy, never read
+};
+
 struct PoolParams {
   int N, C, H, W;                                   // input  (N, C, H, W)
   int R, S;                                         // window (0 for adaptive pools)
@@ -136,6 +148,13 @@ __device__ __forceinline__ int adaptive_end(int i, int in, int out) {
 // negative inside the padding). Tap (r, s) of that output is r * dil_h rows and s * dil_w columns further.
 __device__ __forceinline__ int first_tap_h(const ConvParams& p, int op) { return op * p.stride_h - p.pad_top; }
 __device__ __forceinline__ int first_tap_w(const ConvParams& p, int oq) { return oq * p.stride_w - p.pad_left; }
+// The same for 3-D problems: the input depth / row / column of the first tap of output depth oz / row op / column oq.
+__device__ __forceinline__ int first_tap_d(const Conv3dParams& p, int oz) { return oz * p.stride_d - p.pad_front; }
+__device__ __forceinline__ int first_tap_h(const Conv3dParams& p, int op) { return op * p.stride_h - p.pad_top; }
+__device__ __forceinline__ int first_tap_w(const Conv3dParams& p, int oq) { return oq * p.stride_w - p.pad_left; }
+__device__ __forceinline__ bool conv3d_padded(const Conv3dParams& p) {
+  return (p.pad_front | p.pad_back | p.pad_top | p.pad_bottom | p.pad_left | p.pad_right) != 0;
+}
 
 // A block of a tiled convolution (direct v2, depthwise) computes one tile_p x tile_q tile of outputs. Its
 // grid index (the launcher's) is (outer * tiles_p + tp) * tiles_q + tq, with tiles_p = ceil(P / tile_p)
