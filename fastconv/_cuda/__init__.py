@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from .._dispatch import Impl
-from . import (conv3d_direct, conv3d_implicit_gemm, conv_dgrad, conv_wgrad, depthwise, direct, im2col,
-               implicit_gemm, plan, pool, pool_backward)
+from . import (conv3d_dgrad, conv3d_direct, conv3d_implicit_gemm, conv3d_wgrad, conv_dgrad, conv_wgrad, depthwise,
+               direct, im2col, implicit_gemm, plan, pool, pool_backward)
 from .plan import C_TYPES, inputs_for
 
 #: every family in priority order: with measuring off, ``algo="auto"`` runs the first supported variant of
@@ -33,7 +33,7 @@ FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool, pool_backward,
             conv_dgrad,      # conv_input: the data gradient and conv_transpose
             conv_wgrad,      # conv_weight
             # 3-D convolutions (SPATIAL_DIMS = (3,): dispatch offers them 3-D problems only)
-            conv3d_implicit_gemm, conv3d_direct)
+            conv3d_implicit_gemm, conv3d_direct, conv3d_dgrad, conv3d_wgrad)
 
 
 def family(name: str):
