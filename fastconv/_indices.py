@@ -1,6 +1,6 @@
 """The rules about index arrays (data, not shapes), applied once for every backend before any kernel runs.
 
-- ``max_unpool``: every index lies in ``[0, H*W)`` of its plane.
+- ``max_unpool``: every index lies in ``[0, D*H*W)`` of its plane.
 - pool gradients (``indices=`` given by the caller): every index lies inside its output's window (the gather
   kernels look for an index only there), except for outputs whose window lies wholly in the padding
   (possible with dilation): such a window holds no input element, its output is ``-inf`` whatever the input,
@@ -22,11 +22,12 @@ from ._spec import adaptive_window
 
 
 def window_bounds(spec) -> Tuple[np.ndarray, ...]:
-    """Per output row p and column q: the window's first tap position (padding included, may be negative),
-    its number of taps along the axis, and whether it holds any input position (int64 / bool NumPy arrays)."""
+    """Per output position along D, H and W in turn: the window's first tap position (padding included, may
+    be negative), its number of taps along the axis, and whether it holds any input position (int64 / bool
+    NumPy arrays; nine in all, three per dimension)."""
     out = []
-    for n_out, size, k, stride, pad, dil, axis in ((spec.P, spec.H, spec.R, spec.stride_h, spec.pad_h, spec.dil_h, 0),
-                                                   (spec.Q, spec.W, spec.S, spec.stride_w, spec.pad_w, spec.dil_w, 1)):
+    for n_out, size, k, stride, (pad, _), dil in zip(spec.out_size, spec.in_size, spec.window, spec.strides,
+                                                     spec.pads, spec.dilations):
         if spec.is_adaptive:
             win = np.array([adaptive_window(i, size, n_out) for i in range(n_out)], dtype=np.int64).reshape(n_out, 2)
             start, taps, live = win[:, 0], win[:, 1] - win[:, 0], np.ones(n_out, dtype=bool)
@@ -39,64 +40,76 @@ def window_bounds(spec) -> Tuple[np.ndarray, ...]:
     return tuple(out)
 
 
-def _dil(spec) -> Tuple[int, int]:
-    return (1, 1) if spec.is_adaptive else (spec.dil_h, spec.dil_w)
+def _dil(spec) -> Tuple[int, int, int]:
+    return (1, 1, 1) if spec.is_adaptive else spec.dilations
+
+
+def _plane_desc(spec) -> tuple:
+    return spec.in_size[3 - spec.spatial_dims:]
 
 
 def check_in_range(spec, indices) -> None:
-    """Every index in [0, H*W) (max_unpool)."""
+    """Every index in [0, D*H*W) (max_unpool)."""
     if indices.size == 0:
         return
-    plane = spec.H * spec.W
+    plane = spec.in_elems
     lo, hi = int(indices.min()), int(indices.max())
     if lo < 0 or hi >= plane:
         raise ValueError(f"indices must lie in [0, {plane}) (flat positions in an output plane of "
-                         f"{(spec.H, spec.W)[2 - spec.spatial_dims:]}), got values from {lo} to {hi}")
+                         f"{_plane_desc(spec)}), got values from {lo} to {hi}")
 
 
 def check_in_window(spec, indices, xp) -> None:
     """Every index of an output whose window holds input positions names one of them (pool gradients)."""
     if indices.size == 0:
         return
-    idx = indices.reshape(spec.N, spec.C, spec.P, spec.Q)
     bounds = window_bounds(spec)
-    if xp is np and _numba_usable():
-        bad = _numba_bad_count()(np.ascontiguousarray(idx, dtype=np.int64), spec.H, spec.W, *_dil(spec), *bounds)
+    if xp is np and _numba_usable() and not spec.is_3d:
+        idx = indices.reshape(spec.N, spec.C, spec.P, spec.Q)
+        bad = _numba_bad_count()(np.ascontiguousarray(idx, dtype=np.int64), spec.H, spec.W, *_dil(spec)[1:],
+                                 *bounds[3:])
     else:
-        bad = _array_bad_count(idx, spec, bounds, xp)
+        bad = _array_bad_count(indices.reshape((spec.N, spec.C) + spec.out_size), spec, bounds, xp)
     if bad:
         raise ValueError(f"indices must name a position inside each output's pooling window (as the forward pool "
-                         f"returns them, flat positions in [0, {spec.H * spec.W})); {bad} of {idx.size} do not")
+                         f"returns them, flat positions in [0, {spec.in_elems})); {bad} of {indices.size} do not")
 
 
 def _array_bad_count(idx, spec, bounds, xp) -> int:
-    sh, th, lh, sw, tw, lw = (xp.asarray(b) for b in bounds)
-    dil_h, dil_w = _dil(spec)
+    """The window check as array operations over (N, C, Z, P, Q) indices (CuPy, 3-D, or no Numba)."""
     idx = idx.astype(xp.int64, copy=False)
-    h = idx // spec.W
-    w = idx - h * spec.W
-    a = h - sh[:, None]
-    b = w - sw[None, :]
-    ok = (idx >= 0) & (idx < spec.H * spec.W) & (a >= 0) & (b >= 0) & (a < th[:, None] * dil_h) & (b < tw[None, :] * dil_w)
-    if dil_h > 1:
-        ok &= a % dil_h == 0
-    if dil_w > 1:
-        ok &= b % dil_w == 0
-    ok |= ~(lh[:, None] & lw[None, :])
+    D, H, W = spec.in_size
+    coords = (idx // (H * W), (idx // W) % H, idx % W)
+    ok = (idx >= 0) & (idx < spec.in_elems)
+    live = None
+    for axis, (c, dil) in enumerate(zip(coords, _dil(spec))):
+        start, taps, lv = (xp.asarray(b) for b in bounds[3 * axis:3 * axis + 3])
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        a = c - start.reshape(shape)
+        ok &= (a >= 0) & (a < taps.reshape(shape) * dil)
+        if dil > 1:
+            ok &= a % dil == 0
+        lv = lv.reshape(shape)
+        live = lv if live is None else live & lv
+    ok |= ~live
     return int(ok.size - int(ok.sum()))
 
 
 def drop_empty_windows(spec, dy, indices, xp):
     """dy and indices with the outputs of windows wholly in the padding neutralised (dy 0, index 0), copied
-    only when the problem has such windows; the backend layout (N, C, P, Q)."""
+    only when the problem has such windows; the backend layout."""
     if spec.is_adaptive:
         return dy, indices
-    _, _, live_h, _, _, live_w = window_bounds(spec)
-    if live_h.all() and live_w.all():
+    b = window_bounds(spec)
+    live_d, live_h, live_w = b[2], b[5], b[8]
+    if live_d.all() and live_h.all() and live_w.all():
         return dy, indices
-    dead = ~(xp.asarray(live_h)[:, None] & xp.asarray(live_w)[None, :])
-    dy = xp.where(dead, xp.zeros((), dtype=dy.dtype), dy.reshape(spec.N, spec.C, spec.P, spec.Q))
-    indices = xp.where(dead, 0, indices.reshape(spec.N, spec.C, spec.P, spec.Q))
+    live = live_d[:, None, None] & live_h[None, :, None] & live_w[None, None, :]
+    layout = spec._layout(spec.N, spec.C, spec.out_size)
+    dead = ~xp.asarray(live if spec.is_3d else live[0])
+    dy = xp.where(dead, xp.zeros((), dtype=dy.dtype), dy.reshape(layout))
+    indices = xp.where(dead, 0, indices.reshape(layout))
     return dy, indices
 
 

@@ -1,17 +1,27 @@
 """The public ops: drop-in for torch.nn.functional's conv and pooling functions, on NumPy and CuPy arrays.
 
 Each function builds its spec (which validates every argument), asks dispatch which implementation runs
-it, brings the arrays into the layout backends expect (C-contiguous NCHW, 4-D, float32 for float16 where
-the implementation has no half path) and shapes the result back. Inputs are never written to.
+it, brings the arrays into the layout backends expect (C-contiguous, 4-D NCHW for 1-D and 2-D problems, 5-D
+NCDHW for 3-D ones, float32 for float16 where the implementation has no half path) and shapes the result back.
+Inputs are never written to.
+
+Beyond torch.nn.functional: ``padding_mode`` on every convolution (torch has it on the nn.Conv modules), per-side
+padding pairs for convolutions and pools, ``backend=`` and ``algo=``.
 """
 from __future__ import annotations
 
-from . import _dispatch, _indices
+import math
+import numbers
+
+from . import _dispatch, _indices, _padding
+from ._args import _as_tuple
 from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
-           "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
-           "adaptive_max_pool2d", "max_unpool1d", "max_unpool2d"]
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+           "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+           "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
+           "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
 
 def _array_module(kind: str):
@@ -77,32 +87,54 @@ def _check_names(backend, algo, op):
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
-def _conv(nd, input, weight, bias, stride, padding, dilation, groups, backend, algo):
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo):
     _check_names(backend, algo, "conv")
+    mode = _padding.check_padding_mode(padding_mode)
     spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, spatial_dims=nd)
     kind = array_kind(input)
     backend = _resolve_backend(backend, kind)
+    if mode != "zeros" and spec.is_padded:
+        # torch.nn.Conv*d's rule: pad the input by the mode, then convolve without padding
+        pads = spec.pads[3 - nd:]
+        _padding.check_pads(mode, spec.in_size[3 - nd:], pads)
+        input = _padding.pad(input, pads, mode)
+        spec = conv_spec(input, weight, bias, stride, 0, dilation, groups, spatial_dims=nd)
     return _execute(spec, kind, backend, algo, (input, weight, bias))
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algo="auto"):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           backend=None, algo="auto"):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
 
     input (N, C, H, W) or unbatched (C, H, W); weight (K, C/groups, R, S); bias (K,) or None.
     padding: int, (ph, pw), ((top, bottom), (left, right)), 'valid' or 'same' (stride 1; the odd extra
-    padding goes bottom/right). Returns an array of the input's type and dtype, (N, K, P, Q).
+    padding goes bottom/right). padding_mode: "zeros", "reflect", "replicate" or "circular", as
+    ``torch.nn.Conv2d``'s (reflect needs each pad < its dimension, circular <= it). Returns an array of the
+    input's type and dtype, (N, K, P, Q).
     """
-    return _conv(2, input, weight, bias, stride, padding, dilation, groups, backend, algo)
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
 
 
-def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, backend=None, algo="auto"):
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           backend=None, algo="auto"):
     """1-D cross-correlation, as ``torch.nn.functional.conv1d``: input (N, C, L) or (C, L); weight
-    (K, C/groups, kL); padding int, (p,), ((left, right),), 'valid' or 'same'. Runs as 2-D with H = 1."""
-    return _conv(1, input, weight, bias, stride, padding, dilation, groups, backend, algo)
+    (K, C/groups, kL); padding int, (p,), ((left, right),), 'valid' or 'same'; padding_mode as conv2d's.
+    Runs as 2-D with H = 1."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
 
 
-def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, backend, algo):
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
+           backend=None, algo="auto"):
+    """3-D cross-correlation, as ``torch.nn.functional.conv3d``: input (N, C, D, H, W) or (C, D, H, W);
+    weight (K, C/groups, T, R, S); padding int, (pd, ph, pw), ((front, back), (top, bottom), (left, right)),
+    'valid' or 'same'; padding_mode as conv2d's. Returns (N, K, Z, P, Q)."""
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
+
+
+def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, padding_mode,
+                    backend, algo):
     _check_names(backend, algo, "conv_input")
+    _padding.check_padding_mode(padding_mode, allowed=("zeros",))
     spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation,
                                spatial_dims=nd)
     kind = array_kind(input)
@@ -111,7 +143,7 @@ def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gr
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     backend=None, algo="auto"):
+                     padding_mode="zeros", backend=None, algo="auto"):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the gradient of conv2d with
     respect to its input (plus bias).
 
@@ -119,17 +151,26 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     padding: int, (ph, pw) or ((top, bottom), (left, right)) (asymmetric, beyond torch), or 'valid';
     output_padding adds rows/columns at the bottom/right and must be < max(stride, dilation). Output
     (N, C_out, H_out, W_out), ``H_out = (H-1)*stride - top - bottom + dilation*(R-1) + output_padding + 1``.
+    padding_mode: only "zeros" (as torch.nn.ConvTranspose2d).
     """
     return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation,
-                           backend, algo)
+                           padding_mode, backend, algo)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
-                     backend=None, algo="auto"):
+                     padding_mode="zeros", backend=None, algo="auto"):
     """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``: input (N, C_in, L) or
     (C_in, L), weight (C_in, C_out/groups, kL); padding int, (p,) or ((left, right),)."""
     return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation,
-                           backend, algo)
+                           padding_mode, backend, algo)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     padding_mode="zeros", backend=None, algo="auto"):
+    """3-D transposed convolution, as ``torch.nn.functional.conv_transpose3d``: input (N, C_in, D, H, W) or
+    (C_in, D, H, W), weight (C_in, C_out/groups, T, R, S); padding int, 3 ints or 3 (before, after) pairs."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                           padding_mode, backend, algo)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,7 +187,9 @@ def _pool(nd, kind, input, backend, **kw):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
                *, backend=None):
     """As ``torch.nn.functional.max_pool2d``: padding counts as -inf (padding <= kernel_size // 2), a
-    window holding NaN gives NaN, indices are int64 flat positions ``h * W + w`` in each (n, c) plane."""
+    window holding NaN gives NaN, indices are int64 flat positions ``h * W + w`` in each (n, c) plane.
+    Beyond torch, padding may be per side, ``((top, bottom), (left, right))``, each side at most
+    ``dilation * (kernel_size - 1)`` (ONNX's explicit pads and SAME_UPPER/SAME_LOWER)."""
     return _pool(2, "max", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
                  dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices)
 
@@ -161,7 +204,9 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, backend=None):
     """As ``torch.nn.functional.avg_pool2d``: with count_include_pad the divisor counts explicit padding
-    but not the area ceil_mode adds past it; a non-zero divisor_override replaces both rules."""
+    but not the area ceil_mode adds past it; a non-zero divisor_override replaces both rules. Per-side
+    padding ``((top, bottom), (left, right))`` as for max_pool2d (the divisor counts each side's own
+    padding)."""
     return _pool(2, "avg", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
                  ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
@@ -192,6 +237,100 @@ def adaptive_max_pool1d(input, output_size, return_indices=False, *, backend=Non
     return _pool(1, "adaptive_max", input, backend, output_size_=output_size, return_indices=return_indices)
 
 
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
+               *, backend=None):
+    """As ``torch.nn.functional.max_pool3d``: input (N, C, D, H, W) or (C, D, H, W); the rules of max_pool2d
+    with one more dimension; indices are flat positions ``(d * H + h) * W + w`` in each (n, c) volume.
+    Per-side padding: three (before, after) pairs."""
+    return _pool(3, "max", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 dilation=dilation, ceil_mode=ceil_mode, return_indices=return_indices)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, backend=None):
+    """As ``torch.nn.functional.avg_pool3d``; the divisor rules of avg_pool2d over (D, H, W) windows."""
+    return _pool(3, "avg", input, backend, kernel_size=kernel_size, stride=stride, padding=padding,
+                 ceil_mode=ceil_mode, count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+def adaptive_avg_pool3d(input, output_size, *, backend=None):
+    """As ``torch.nn.functional.adaptive_avg_pool3d``: per dimension, window i spans floor(i*In/Out) to
+    ceil((i+1)*In/Out); None in output_size keeps that dimension."""
+    return _pool(3, "adaptive_avg", input, backend, output_size_=output_size)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False, *, backend=None):
+    """As ``torch.nn.functional.adaptive_max_pool3d``; indices flat over the (D, H, W) plane."""
+    return _pool(3, "adaptive_max", input, backend, output_size_=output_size, return_indices=return_indices)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Power-average (Lp) pooling: torch's composition of an average pool, written out
+# ---------------------------------------------------------------------------------------------------
+def _norm_type(norm_type) -> float:
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"norm_type must be a real number, got {type(norm_type).__name__} {norm_type!r}")
+    p = float(norm_type)
+    if p != p or p == 0:
+        raise ValueError(f"norm_type must be non-zero and not NaN (the result is raised to 1/norm_type), "
+                         f"got {norm_type!r}")
+    return p
+
+
+def _lp_pool(nd, input, norm_type, kernel_size, stride, ceil_mode, backend):
+    """torch.nn.functional.lp_pool{1,2,3}d's definition: ``(prod(kernel) * avg_pool(x ** p)) ** (1/p)``
+    with no padding, the average pool's divisor rules included (a ceil_mode window cut by the input edge is
+    divided by its clipped size, then scaled by the whole window's: torch's result, kept); p = +inf is the
+    max pool of |x|, p = -inf minus the max pool of -|x|."""
+    p = _norm_type(norm_type)
+    if backend is not None:
+        _dispatch.check_backend_name(backend)
+    if p in (math.inf, -math.inf):
+        kind = "max"
+        spec = pool_spec(kind, input, kernel_size, stride, 0, 1, ceil_mode, spatial_dims=nd)
+    else:
+        kind = "avg"
+        spec = pool_spec(kind, input, kernel_size, stride, 0, ceil_mode=ceil_mode, count_include_pad=True,
+                         spatial_dims=nd)
+    akind = array_kind(input)
+    backend = _resolve_backend(backend, akind)
+    xp = _array_module(akind)
+    if p == math.inf:
+        return _execute(spec, akind, backend, "auto", (xp.abs(input),))
+    if p == -math.inf:
+        return -_execute(spec, akind, backend, "auto", (-xp.abs(input),))
+    taps = math.prod(_as_tuple(kernel_size, nd, "kernel_size"))
+    with _quiet_powers(akind):
+        out = _execute(spec, akind, backend, "auto", (input ** p,))
+        return (out * taps) ** (1.0 / p)
+
+
+def _quiet_powers(kind: str):
+    """NumPy's warnings for the powers silenced (a negative base to a fractional power is NaN, an overflow
+    inf, as in torch); CuPy does not warn."""
+    import contextlib
+    import numpy
+    return numpy.errstate(invalid="ignore", divide="ignore", over="ignore") if kind == "numpy"         else contextlib.nullcontext()
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, backend=None):
+    """As ``torch.nn.functional.lp_pool2d``: ``(sum over the window of x**p) ** (1/p)``, computed as torch
+    does, ``(kh*kw * avg_pool2d(x**p)) ** (1/p)`` -- so a negative window sum with odd p gives NaN, a
+    ceil_mode window cut by the edge is scaled up to the whole window, as in torch, and ``norm_type=inf``
+    is the max of |x|. No padding; norm_type 0 or NaN is refused."""
+    return _lp_pool(2, input, norm_type, kernel_size, stride, ceil_mode, backend)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, backend=None):
+    """As ``torch.nn.functional.lp_pool1d`` (see lp_pool2d)."""
+    return _lp_pool(1, input, norm_type, kernel_size, stride, ceil_mode, backend)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, backend=None):
+    """As ``torch.nn.functional.lp_pool3d`` (see lp_pool2d)."""
+    return _lp_pool(3, input, norm_type, kernel_size, stride, ceil_mode, backend)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Unpooling
 # ---------------------------------------------------------------------------------------------------
@@ -219,3 +358,9 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
     """As ``torch.nn.functional.max_unpool1d``: input and indices (N, C, L) or (C, L)."""
     return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """As ``torch.nn.functional.max_unpool3d``: input and indices (N, C, D, H, W) or (C, D, H, W); indices
+    flat over the output's (D, H, W) plane."""
+    return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size, backend)

@@ -1,11 +1,11 @@
 """Gradients of every op, mirroring ``torch.nn.grad`` (names, argument order, semantics), on NumPy and CuPy.
 
-Convolutions: ``conv{1,2}d_input(input_size, weight, grad_output, ...)`` and
+Convolutions: ``conv{1,2,3}d_input(input_size, weight, grad_output, ...)`` and
 ``conv{1,2}d_weight(input, weight_size, grad_output, ...)`` take the forward's arguments (every padding form
 the forward accepts: ints, pairs, asymmetric ``((top, bottom), (left, right))``, "valid", "same") and a
 ``grad_output`` of the forward output's shape; ``conv_bias(grad_output)`` sums over every axis but the
-channel axis. Pools: ``max_pool{1,2}d``, ``avg_pool{1,2}d``, ``adaptive_avg_pool{1,2}d`` and
-``adaptive_max_pool{1,2}d`` take ``(grad_output, input, <the forward's arguments>)`` and return the gradient
+channel axis. Pools: ``max_pool{1,2,3}d``, ``avg_pool{1,2,3}d``, ``adaptive_avg_pool{1,2,3}d`` and
+``adaptive_max_pool{1,2,3}d`` take ``(grad_output, input, <the forward's arguments>)`` and return the gradient
 with respect to ``input``. The max kinds send each output's gradient to the position its forward reports
 (ties and NaN as the forward rules them; windows sharing a position add up); pass the forward's
 ``indices=`` to skip recomputing them (they are checked: shape, range, inside their window).
@@ -73,6 +73,20 @@ def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     return _conv_weight(1, input, weight_size, grad_output, stride, padding, dilation, groups, backend, algo)
 
 
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                 backend=None, algo="auto"):
+    """Gradient of ``conv3d`` with respect to its input, as ``torch.nn.grad.conv3d_input``: input_size the
+    input's shape (N, C, D, H, W) or (C, D, H, W)."""
+    return _conv_input(3, input_size, weight, grad_output, stride, padding, dilation, groups, backend, algo)
+
+
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
+                  backend=None, algo="auto"):
+    """Gradient of ``conv3d`` with respect to its weight, as ``torch.nn.grad.conv3d_weight``: weight_size
+    (K, C/groups, T, R, S)."""
+    return _conv_weight(3, input, weight_size, grad_output, stride, padding, dilation, groups, backend, algo)
+
+
 def conv_bias(grad_output):
     """Gradient of any convolution (or transposed convolution) with respect to its bias: ``grad_output``
     (N, K, ...) summed over every axis but axis 1, shape (K,), in grad_output's dtype (accumulated in
@@ -102,7 +116,7 @@ def _pool_grad(nd, kind, grad_output, input, indices, backend, **kw):
             fwd = getattr(_f, f"{kind}_pool{nd}d")
             fkw = dict(kw)
             if kind == "adaptive_max":
-                fkw = {"output_size": (spec.Q,) if nd == 1 else (spec.P, spec.Q)}
+                fkw = {"output_size": spec.out_size[3 - nd:]}
             _, indices = fwd(input, return_indices=True, backend=backend, **fkw)
         else:
             _check_indices_array(indices, tuple(grad_output.shape))
@@ -167,3 +181,28 @@ def adaptive_max_pool2d(grad_output, input, *, indices=None, backend=None):
 def adaptive_max_pool1d(grad_output, input, *, indices=None, backend=None):
     """Gradient of ``adaptive_max_pool1d`` with respect to ``input``."""
     return _pool_grad(1, "adaptive_max", grad_output, input, indices, backend)
+
+
+def max_pool3d(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
+               indices=None, backend=None):
+    """Gradient of ``max_pool3d`` with respect to ``input`` (see :func:`max_pool2d`)."""
+    return _pool_grad(3, "max", grad_output, input, indices, backend, kernel_size=kernel_size, stride=stride,
+                      padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+
+
+def avg_pool3d(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, backend=None):
+    """Gradient of ``avg_pool3d`` with respect to ``input`` (see :func:`avg_pool2d`)."""
+    return _pool_grad(3, "avg", grad_output, input, None, backend, kernel_size=kernel_size, stride=stride,
+                      padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                      divisor_override=divisor_override)
+
+
+def adaptive_avg_pool3d(grad_output, input, *, backend=None):
+    """Gradient of ``adaptive_avg_pool3d`` (output size: grad_output's) with respect to ``input``."""
+    return _pool_grad(3, "adaptive_avg", grad_output, input, None, backend)
+
+
+def adaptive_max_pool3d(grad_output, input, *, indices=None, backend=None):
+    """Gradient of ``adaptive_max_pool3d`` (output size: grad_output's) with respect to ``input``."""
+    return _pool_grad(3, "adaptive_max", grad_output, input, indices, backend)

@@ -390,7 +390,7 @@ def max_pool_backward(spec, dy, indices):
     windows holding no input position (``_indices.window_bounds``: their outputs do not depend on x)."""
     k = kernels()
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
-    _, _, live_h, _, _, live_w = _indices.window_bounds(spec)
+    live_h, live_w = _indices.window_bounds(spec)[5::3]       # (start, taps, live) per D, H, W
     k.pool2d_scatter_backward(dy, indices, dx, live_h, live_w, _plane_chunks(spec))
     return dx
 

@@ -1,8 +1,9 @@
 """The NumPy oracle (``backend="numpy"``): every op written from its definition, accumulating in float64.
 
 It judges every other backend, so it is derived from none of them; it is itself checked against naive
-nested loops (tests/naive.py) and against hand-derived values. Vectorised over the (r, s) taps: for each
-tap, a strided slice of the padded input holds that tap's input for every output position.
+nested loops (tests/naive.py) and against hand-derived values. Written once for (N, C, D, H, W) volumes
+(1-D and 2-D problems are viewed with D = 1), vectorised over the (t, r, s) taps: for each tap, a strided
+slice of the padded input holds that tap's input for every output position.
 
 Definitions used:
 - conv: ``y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg + c, p*sh - pt + r*dh, q*sw - pl + s*dw] * w[k,c,r,s]``
@@ -26,6 +27,8 @@ Gradients are the adjoints of those sums, written out term by term (never derive
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .._dispatch import FunctionImpl
@@ -39,41 +42,62 @@ def availability():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Convolution
+# The three dimensions
 # ---------------------------------------------------------------------------------------------------
+# Every op is written once, for 5-D (N, C, D, H, W) volumes; 1-D and 2-D problems (4-D backend layout) are
+# viewed with D = 1 (and H = 1 for 1-D), which costs a reshape.
+def _vol(spec, a, channels, sizes=None):
+    """``a`` (backend layout) as a float64 (N, channels, D, H, W) volume (``sizes``: default the input's)."""
+    return np.asarray(a, dtype=np.float64).reshape((spec.N, channels) + tuple(sizes or spec.in_size))
+
+
 def _tap_positions(out_len, stride, pad_lo, tap_offset, size):
     """Input coordinates of one tap for every output position, and whether each is inside the input."""
     pos = np.arange(out_len) * stride - pad_lo + tap_offset
     return pos, (pos >= 0) & (pos < size)
 
 
+def _taps(spec):
+    """Every tap (t, r, s) of the window with, per dimension (D, H, W), the input position each output
+    reads and whether it is inside the input: ``(t, r, s), ((pos_d, valid_d), (pos_h, valid_h), (pos_w,
+    valid_w))``."""
+    pads_lo = tuple(lo for lo, _ in spec.pads)
+    for tap in itertools.product(*(range(k) for k in spec.window)):
+        yield tap, tuple(_tap_positions(o, st, lo, i * d, size) for o, st, lo, i, d, size
+                         in zip(spec.out_size, spec.strides, pads_lo, tap, spec.dilations, spec.in_size))
+
+
+def _grid(*index_arrays):
+    """Open-mesh indices over the last three axes (np.ix_), after any leading full slices."""
+    return np.ix_(*index_arrays)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
 def conv64(spec, x, w, b=None):
-    """The convolution in float64, shape (N, K, P, Q). Public so tests can build error bounds from
-    ``conv64(spec, |x|, |w|, |b|)``."""
-    N, C, H, W = spec.input_shape
-    G, Cg, Kg, P, Q = spec.groups, spec.C_per_group, spec.K_per_group, spec.P, spec.Q
-    xd = np.asarray(x, dtype=np.float64).reshape(N, C, H, W)
-    wd = np.asarray(w, dtype=np.float64).reshape(G, Kg, Cg, spec.R, spec.S)
+    """The convolution in float64, in the output layout (N, K, [Z,] P, Q). Public so tests can build error
+    bounds from ``conv64(spec, |x|, |w|, |b|)``."""
+    N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
+    xd = _vol(spec, x, spec.C)
+    wd = np.asarray(w, dtype=np.float64).reshape((G, Kg, Cg) + spec.window)
     # pad enough that every tap slice is in range; the masks below zero what falls outside the input
-    xp = np.pad(xd, ((0, 0), (0, 0), (spec.pad_top, spec.pad_bottom), (spec.pad_left, spec.pad_right)))
-    xg = xp.reshape(N, G, Cg, xp.shape[2], xp.shape[3])
-    out = np.zeros((N, G, Kg, P, Q))
-    for r in range(spec.R):
-        _, valid_h = _tap_positions(P, spec.stride_h, spec.pad_top, r * spec.dil_h, H)
-        h0 = r * spec.dil_h
-        for s in range(spec.S):
-            _, valid_w = _tap_positions(Q, spec.stride_w, spec.pad_left, s * spec.dil_w, W)
-            w0 = s * spec.dil_w
-            tap = xg[:, :, :, h0:h0 + (P - 1) * spec.stride_h + 1:spec.stride_h,
-                     w0:w0 + (Q - 1) * spec.stride_w + 1:spec.stride_w]          # (N, G, Cg, P, Q)
-            with np.errstate(invalid="ignore"):   # inf weight x padded zero: masked out just below
-                contrib = np.einsum("ngcpq,gkc->ngkpq", tap, wd[:, :, :, r, s], optimize=True)
-            contrib[..., ~valid_h, :] = 0.0
-            contrib[..., :, ~valid_w] = 0.0
-            out += contrib
-    out = out.reshape(N, spec.K, P, Q)
+    xp = np.pad(xd, ((0, 0), (0, 0)) + spec.pads)
+    xg = xp.reshape((N, G, Cg) + xp.shape[2:])
+    out = np.zeros((N, G, Kg) + spec.out_size)
+    for tap, ((_, vd), (_, vh), (_, vw)) in _taps(spec):
+        sl = tuple(slice(i * d, i * d + (o - 1) * st + 1, st)
+                   for i, d, o, st in zip(tap, spec.dilations, spec.out_size, spec.strides))
+        t = xg[(slice(None),) * 3 + sl]                                        # (N, G, Cg, Z, P, Q)
+        with np.errstate(invalid="ignore"):   # inf weight x padded zero: masked out just below
+            contrib = np.einsum("ngczpq,gkc->ngkzpq", t, wd[(Ellipsis,) + tap], optimize=True)
+        contrib[..., ~vd, :, :] = 0.0
+        contrib[..., ~vh, :] = 0.0
+        contrib[..., ~vw] = 0.0
+        out += contrib
+    out = out.reshape(spec.output_layout)
     if b is not None:
-        out += np.asarray(b, dtype=np.float64)[None, :, None, None]
+        out += np.asarray(b, dtype=np.float64).reshape((1, -1) + (1,) * (out.ndim - 2))
     return out
 
 
@@ -81,34 +105,23 @@ def conv(spec, x, w, b=None):
     return conv64(spec, x, w, b).astype(spec.dtype)
 
 
-def _tap_slices(spec, r, s):
-    """For tap (r, s): the output rows/columns whose tap lies inside the input (boolean masks over P, Q) and
-    the input positions they read (integer arrays over P, Q)."""
-    hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_top, r * spec.dil_h, spec.H)
-    wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_left, s * spec.dil_w, spec.W)
-    return valid_h, valid_w, hpos, wpos
-
-
 def conv_input64(spec, dy, w, b=None):
-    """The input gradient (transposed convolution) in float64, shape (N, C, H, W): for every tap, the
-    in-bounds outputs' ``dy @ w[..., r, s]`` added at the positions that tap read."""
-    N, C, H, W = spec.input_shape
-    G, Cg, Kg, P, Q = spec.groups, spec.C_per_group, spec.K_per_group, spec.P, spec.Q
-    dyd = np.asarray(dy, dtype=np.float64).reshape(N, G, Kg, P, Q)
-    wd = np.asarray(w, dtype=np.float64).reshape(G, Kg, Cg, spec.R, spec.S)
-    dx = np.zeros((N, G, Cg, H, W))
-    for r in range(spec.R):
-        for s in range(spec.S):
-            valid_h, valid_w, hpos, wpos = _tap_slices(spec, r, s)
-            if not valid_h.any() or not valid_w.any():
-                continue
-            d = dyd[:, :, :, valid_h][:, :, :, :, valid_w]                  # (N, G, Kg, p', q')
-            contrib = np.einsum("ngkpq,gkc->ngcpq", d, wd[:, :, :, r, s], optimize=True)
-            # within one tap, distinct outputs read distinct positions (stride >= 1): a plain += is exact
-            dx[:, :, :, hpos[valid_h][:, None], wpos[valid_w][None, :]] += contrib
-    dx = dx.reshape(N, C, H, W)
+    """The input gradient (transposed convolution) in float64, in the input layout: for every tap, the
+    in-bounds outputs' ``dy @ w[..., t, r, s]`` added at the positions that tap read."""
+    N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
+    dyd = _vol(spec, dy, spec.K, spec.out_size).reshape((N, G, Kg) + spec.out_size)
+    wd = np.asarray(w, dtype=np.float64).reshape((G, Kg, Cg) + spec.window)
+    dx = np.zeros((N, G, Cg) + spec.in_size)
+    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
+        if not (vd.any() and vh.any() and vw.any()):
+            continue
+        d = dyd[(slice(None),) * 3 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
+        contrib = np.einsum("ngkzpq,gkc->ngczpq", d, wd[(Ellipsis,) + tap], optimize=True)
+        # within one tap, distinct outputs read distinct positions (stride >= 1): a plain += is exact
+        dx[(slice(None),) * 3 + _grid(pd[vd], ph[vh], pw[vw])] += contrib
+    dx = dx.reshape(spec.output_layout)
     if b is not None:
-        dx += np.asarray(b, dtype=np.float64)[None, :, None, None]
+        dx += np.asarray(b, dtype=np.float64).reshape((1, -1) + (1,) * (dx.ndim - 2))
     return dx
 
 
@@ -117,20 +130,17 @@ def conv_input(spec, dy, w, b=None):
 
 
 def conv_weight64(spec, x, dy):
-    """The weight gradient in float64, shape (K, C/groups, R, S)."""
-    N, C, H, W = spec.input_shape
-    G, Cg, Kg = spec.groups, spec.C_per_group, spec.K_per_group
-    xd = np.asarray(x, dtype=np.float64).reshape(N, G, Cg, H, W)
-    dyd = np.asarray(dy, dtype=np.float64).reshape(N, G, Kg, spec.P, spec.Q)
-    dw = np.zeros((G, Kg, Cg, spec.R, spec.S))
-    for r in range(spec.R):
-        for s in range(spec.S):
-            valid_h, valid_w, hpos, wpos = _tap_slices(spec, r, s)
-            if not valid_h.any() or not valid_w.any():
-                continue
-            xt = xd[:, :, :, hpos[valid_h][:, None], wpos[valid_w][None, :]]   # (N, G, Cg, p', q')
-            d = dyd[:, :, :, valid_h][:, :, :, :, valid_w]                       # (N, G, Kg, p', q')
-            dw[:, :, :, r, s] = np.einsum("ngcpq,ngkpq->gkc", xt, d, optimize=True)
+    """The weight gradient in float64, shape (K, C/groups, [T,] R, S)."""
+    N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
+    xd = _vol(spec, x, spec.C).reshape((N, G, Cg) + spec.in_size)
+    dyd = _vol(spec, dy, spec.K, spec.out_size).reshape((N, G, Kg) + spec.out_size)
+    dw = np.zeros((G, Kg, Cg) + spec.window)
+    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
+        if not (vd.any() and vh.any() and vw.any()):
+            continue
+        xt = xd[(slice(None),) * 3 + _grid(pd[vd], ph[vh], pw[vw])]                      # (N, G, Cg, z', p', q')
+        d = dyd[(slice(None),) * 3 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
+        dw[(Ellipsis,) + tap] = np.einsum("ngczpq,ngkzpq->gkc", xt, d, optimize=True)
     return dw.reshape(spec.weight_shape)
 
 
@@ -142,20 +152,20 @@ def conv_weight(spec, x, dy):
 # Pooling
 # ---------------------------------------------------------------------------------------------------
 def _padded(spec, x, fill):
-    """x padded by pad_h/pad_w, plus whatever ceil_mode's last window needs past the right padding."""
-    N, C, H, W = spec.input_shape
-    need_h, need_w = spec.input_extent_hw()     # the padded extent the P x Q windows read
-    extra_h = max(0, need_h - (H + 2 * spec.pad_h))
-    extra_w = max(0, need_w - (W + 2 * spec.pad_w))
-    return np.pad(np.asarray(x, dtype=np.float64).reshape(N, C, H, W),
-                  ((0, 0), (0, 0), (spec.pad_h, spec.pad_h + extra_h), (spec.pad_w, spec.pad_w + extra_w)),
-                  constant_values=fill)
+    """x as a (N, C, D, H, W) volume padded per side, plus whatever ceil_mode's last window needs past the
+    after-side padding."""
+    widths = []
+    for o, k, st, d, (lo, hi), size in zip(spec.out_size, spec.window, spec.strides, spec.dilations, spec.pads,
+                                          spec.in_size):
+        need = (o - 1) * st + (k - 1) * d + 1        # the padded extent the windows read
+        widths.append((lo, hi + max(0, need - (size + lo + hi))))
+    return np.pad(_vol(spec, x, spec.C), ((0, 0), (0, 0)) + tuple(widths), constant_values=fill)
 
 
-def _tap(spec, xp, r, s):
-    h0, w0 = r * spec.dil_h, s * spec.dil_w
-    return xp[:, :, h0:h0 + (spec.P - 1) * spec.stride_h + 1:spec.stride_h,
-              w0:w0 + (spec.Q - 1) * spec.stride_w + 1:spec.stride_w]
+def _tap(spec, xp, tap):
+    sl = tuple(slice(i * d, i * d + (o - 1) * st + 1, st)
+               for i, d, o, st in zip(tap, spec.dilations, spec.out_size, spec.strides))
+    return xp[(slice(None), slice(None)) + sl]
 
 
 def _first_inbounds(out_len, stride, pad, dil):
@@ -166,82 +176,76 @@ def _first_inbounds(out_len, stride, pad, dil):
     return start
 
 
+def _flat(spec, pd, ph, pw):
+    """Flat positions ``(d*H + h)*W + w`` in a (D, H, W) plane, broadcast over (Z, P, Q)."""
+    return (pd[:, None, None] * spec.H + ph[None, :, None]) * spec.W + pw[None, None, :]
+
+
 def max_pool(spec, x):
-    N, C, H, W = spec.input_shape
     xp = _padded(spec, x, -np.inf)
-    best = np.full((N, C, spec.P, spec.Q), -np.inf)
-    h_first = _first_inbounds(spec.P, spec.stride_h, spec.pad_h, spec.dil_h)
-    w_first = _first_inbounds(spec.Q, spec.stride_w, spec.pad_w, spec.dil_w)
-    idx = np.broadcast_to(h_first[:, None] * W + w_first[None, :], best.shape).astype(np.int64)
-    for r in range(spec.R):
-        hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, H)
-        for s in range(spec.S):
-            wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, W)
-            val = _tap(spec, xp, r, s)
-            take = (valid_h[:, None] & valid_w[None, :]) & ((val > best) | np.isnan(val))
-            best = np.where(take, val, best)
-            idx = np.where(take, hpos[:, None] * W + wpos[None, :], idx)
+    best = np.full((spec.N, spec.C) + spec.out_size, -np.inf)
+    first = [_first_inbounds(o, st, lo, d) for o, st, (lo, _), d in zip(spec.out_size, spec.strides, spec.pads,
+                                                                        spec.dilations)]
+    idx = np.broadcast_to(_flat(spec, *first), best.shape).astype(np.int64)
+    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
+        val = _tap(spec, xp, tap)
+        take = (vd[:, None, None] & vh[None, :, None] & vw[None, None, :]) & ((val > best) | np.isnan(val))
+        best = np.where(take, val, best)
+        idx = np.where(take, _flat(spec, pd, ph, pw), idx)
     return _pool_result(spec, best, idx)
 
 
 def avg_pool(spec, x):
-    N, C, H, W = spec.input_shape
     xp = _padded(spec, x, 0.0)
-    total = np.zeros((N, C, spec.P, spec.Q))
-    for r in range(spec.R):
-        for s in range(spec.S):
-            total += _tap(spec, xp, r, s)   # padding and the ceil_mode overhang are zeros
-    return (total / _avg_divisor(spec)).astype(spec.dtype)
+    total = np.zeros((spec.N, spec.C) + spec.out_size)
+    for tap, _ in _taps(spec):
+        total += _tap(spec, xp, tap)   # padding and the ceil_mode overhang are zeros
+    return (total / _avg_divisor(spec)).astype(spec.dtype).reshape(spec.output_layout)
 
 
 def _avg_divisor(spec):
-    """The divisor of every window, (P, Q) (or a scalar for divisor_override)."""
+    """The divisor of every window, (Z, P, Q) (or a scalar for divisor_override)."""
     if spec.divisor_override is not None:
         return float(spec.divisor_override)
-
-    def extent(out_len, stride, pad, k, size):
-        start = np.arange(out_len) * stride - pad
-        end = np.minimum(start + k, size + pad)             # clipped to the padded input
-        with_pad = end - start
-        inside = np.minimum(end, size) - np.maximum(start, 0)  # clipped to the input
-        return with_pad, inside
-
-    ph, ih = extent(spec.P, spec.stride_h, spec.pad_h, spec.R, spec.H)
-    pw, iw = extent(spec.Q, spec.stride_w, spec.pad_w, spec.S, spec.W)
-    return (ph[:, None] * pw[None, :]) if spec.count_include_pad else (ih[:, None] * iw[None, :])
+    with_pad, inside = [], []
+    for o, st, (lo, hi), k, size in zip(spec.out_size, spec.strides, spec.pads, spec.window, spec.in_size):
+        start = np.arange(o) * st - lo
+        end = np.minimum(start + k, size + hi)                       # clipped to the padded input
+        with_pad.append(end - start)
+        inside.append(np.minimum(end, size) - np.maximum(start, 0))  # clipped to the input
+    d, h, w = with_pad if spec.count_include_pad else inside
+    return d[:, None, None] * h[None, :, None] * w[None, None, :]
 
 
 def _adaptive_windows(spec):
-    for i in range(spec.P):
-        h0, h1 = adaptive_window(i, spec.H, spec.P)
-        for j in range(spec.Q):
-            w0, w1 = adaptive_window(j, spec.W, spec.Q)
-            yield i, j, h0, h1, w0, w1
+    """Every window ((z, p, q), (d0, d1), (h0, h1), (w0, w1))."""
+    for z, p, q in itertools.product(*(range(o) for o in spec.out_size)):
+        yield (z, p, q), tuple(adaptive_window(i, n, o) for i, n, o in zip((z, p, q), spec.in_size, spec.out_size))
 
 
 def adaptive_avg_pool(spec, x):
-    xd = np.asarray(x, dtype=np.float64).reshape(spec.input_shape)
-    out = np.empty(spec.output_layout)
-    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
-        out[:, :, i, j] = xd[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / ((h1 - h0) * (w1 - w0))
-    return out.astype(spec.dtype)
+    xd = _vol(spec, x, spec.C)
+    out = np.empty((spec.N, spec.C) + spec.out_size)
+    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
+        out[:, :, z, p, q] = xd[:, :, d0:d1, h0:h1, w0:w1].sum(axis=(2, 3, 4)) / ((d1 - d0) * (h1 - h0) * (w1 - w0))
+    return out.astype(spec.dtype).reshape(spec.output_layout)
 
 
 def adaptive_max_pool(spec, x):
-    N, C, H, W = spec.input_shape
-    xd = np.asarray(x, dtype=np.float64).reshape(N, C, H, W)
-    best = np.empty(spec.output_layout)
-    idx = np.empty(spec.output_layout, dtype=np.int64)
-    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
-        b = np.full((N, C), -np.inf)
-        ix = np.full((N, C), h0 * W + w0, dtype=np.int64)
-        for h in range(h0, h1):            # the same row-major scan rule as max_pool
-            for w in range(w0, w1):
-                val = xd[:, :, h, w]
-                take = (val > b) | np.isnan(val)
-                b = np.where(take, val, b)
-                ix = np.where(take, h * W + w, ix)
-        best[:, :, i, j], idx[:, :, i, j] = b, ix
+    """Per window, the scan rule of max_pool in row-major (d, h, w) order: a NaN wins and the last NaN gives
+    the index; otherwise the first maximum (np.argmax's first occurrence) -- -inf everywhere gives the
+    first position, as a scan from -inf that takes only greater values."""
+    xd = _vol(spec, x, spec.C)
+    best = np.empty((spec.N, spec.C) + spec.out_size)
+    idx = np.empty((spec.N, spec.C) + spec.out_size, dtype=np.int64)
+    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
+        block = xd[:, :, d0:d1, h0:h1, w0:w1].reshape(spec.N, spec.C, -1)
+        nan = np.isnan(block)
+        last_nan = block.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+        local = np.where(nan.any(axis=-1), last_nan, np.argmax(np.where(nan, -np.inf, block), axis=-1))
+        dd, hh, ww = np.unravel_index(local, (d1 - d0, h1 - h0, w1 - w0))
+        idx[:, :, z, p, q] = ((d0 + dd) * spec.H + h0 + hh) * spec.W + w0 + ww
+        best[:, :, z, p, q] = np.take_along_axis(block, local[..., None], axis=-1)[..., 0]
     return _pool_result(spec, best, idx)
 
 
@@ -249,29 +253,26 @@ def adaptive_max_pool(spec, x):
 # Pool gradients and max_unpool
 # ---------------------------------------------------------------------------------------------------
 def _live_windows(spec):
-    """(P, Q) bool: the windows holding at least one input position (with dilation a window can lie wholly
-    in the padding; its output is -inf whatever the input, so it sends no gradient anywhere)."""
+    """(Z, P, Q) bool: the windows holding at least one input position (with dilation a window can lie
+    wholly in the padding; its output is -inf whatever the input, so it sends no gradient anywhere)."""
     if spec.is_adaptive:
-        return np.ones((spec.P, spec.Q), dtype=bool)
-    live_h = np.zeros(spec.P, dtype=bool)
-    for r in range(spec.R):
-        live_h |= _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, spec.H)[1]
-    live_w = np.zeros(spec.Q, dtype=bool)
-    for s in range(spec.S):
-        live_w |= _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, spec.W)[1]
-    return live_h[:, None] & live_w[None, :]
+        return np.ones(spec.out_size, dtype=bool)
+    live = [np.zeros(o, dtype=bool) for o in spec.out_size]
+    for _, per_dim in _taps(spec):
+        for m, (_, valid) in zip(live, per_dim):
+            m |= valid
+    return live[0][:, None, None] & live[1][None, :, None] & live[2][None, None, :]
 
 
 def _to_index(spec, dy, indices):
-    """dx (N, C, H, W) in float64: each dy of a window holding input positions added at the position its
-    index names."""
-    N, C, H, W = spec.input_shape
-    dx = np.zeros((N * C, H * W))
-    live = np.broadcast_to(_live_windows(spec), (N * C, spec.P, spec.Q)).reshape(-1)
-    rows = np.repeat(np.arange(N * C), spec.P * spec.Q)[live]
+    """dx in float64: each dy of a window holding input positions added at the position its index names."""
+    NC, L = spec.N * spec.C, spec.in_elems
+    dx = np.zeros((NC, L))
+    live = np.broadcast_to(_live_windows(spec), (NC,) + spec.out_size).reshape(-1)
+    rows = np.repeat(np.arange(NC), spec.out_elems)[live]
     np.add.at(dx, (rows, np.asarray(indices, dtype=np.int64).reshape(-1)[live]),
               np.asarray(dy, dtype=np.float64).reshape(-1)[live])
-    return dx.reshape(N, C, H, W)
+    return dx.reshape(spec.input_shape)
 
 
 def max_pool_backward(spec, dy, indices):
@@ -282,56 +283,54 @@ adaptive_max_pool_backward = max_pool_backward
 
 
 def avg_pool_backward(spec, dy):
-    N, C, H, W = spec.input_shape
-    g = np.asarray(dy, dtype=np.float64).reshape(N, C, spec.P, spec.Q) / _avg_divisor(spec)
-    dx = np.zeros((N, C, H, W))
-    for r in range(spec.R):
-        hpos, valid_h = _tap_positions(spec.P, spec.stride_h, spec.pad_h, r * spec.dil_h, H)
-        for s in range(spec.S):
-            wpos, valid_w = _tap_positions(spec.Q, spec.stride_w, spec.pad_w, s * spec.dil_w, W)
-            if valid_h.any() and valid_w.any():
-                dx[:, :, hpos[valid_h][:, None], wpos[valid_w][None, :]] += g[:, :, valid_h][:, :, :, valid_w]
-    return dx.astype(spec.dtype)
+    g = _vol(spec, dy, spec.C, spec.out_size) / _avg_divisor(spec)
+    dx = np.zeros((spec.N, spec.C) + spec.in_size)
+    for _, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
+        if vd.any() and vh.any() and vw.any():
+            dx[(slice(None),) * 2 + _grid(pd[vd], ph[vh], pw[vw])] += \
+                g[(slice(None),) * 2 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
+    return dx.astype(spec.dtype).reshape(spec.input_shape)
 
 
 def adaptive_avg_pool_backward(spec, dy):
-    g = np.asarray(dy, dtype=np.float64).reshape(spec.N, spec.C, spec.P, spec.Q)
-    dx = np.zeros(spec.input_shape)
-    for i, j, h0, h1, w0, w1 in _adaptive_windows(spec):
-        dx[:, :, h0:h1, w0:w1] += (g[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
-    return dx.astype(spec.dtype)
+    g = _vol(spec, dy, spec.C, spec.out_size)
+    dx = np.zeros((spec.N, spec.C) + spec.in_size)
+    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
+        dx[:, :, d0:d1, h0:h1, w0:w1] += (g[:, :, z, p, q] / ((d1 - d0) * (h1 - h0) * (w1 - w0)))[..., None, None, None]
+    return dx.astype(spec.dtype).reshape(spec.input_shape)
 
 
 def max_unpool(spec, x, indices):
-    N, C, H, W = spec.input_shape
-    keys = (np.arange(N * C)[:, None] * (H * W)
-            + np.asarray(indices, dtype=np.int64).reshape(N * C, -1)).reshape(-1)
+    NC, L = spec.N * spec.C, spec.in_elems
+    keys = (np.arange(NC)[:, None] * L + np.asarray(indices, dtype=np.int64).reshape(NC, -1)).reshape(-1)
     vals = np.asarray(x).reshape(-1)
     # the last occurrence of every key (row-major order): the first in the reversed sequence
     _, first_rev = np.unique(keys[::-1], return_index=True)
     last = keys.size - 1 - first_rev
-    out = np.zeros(N * C * H * W, dtype=spec.dtype)
+    out = np.zeros(NC * L, dtype=spec.dtype)
     out[keys[last]] = vals[last]
-    return out.reshape(N, C, H, W)
+    return out.reshape(spec.input_shape)
 
 
 def _pool_result(spec, best, idx):
-    out = best.astype(spec.dtype)
-    return (out, np.ascontiguousarray(idx, dtype=np.int64)) if spec.return_indices else out
+    out = best.astype(spec.dtype).reshape(spec.output_layout)
+    if not spec.return_indices:
+        return out
+    return out, np.ascontiguousarray(idx, dtype=np.int64).reshape(spec.output_layout)
 
 
 def implementations():
-    return [
-        FunctionImpl("numpy", "conv", "direct", conv, dtypes=DTYPES),
-        FunctionImpl("numpy", "max_pool", "direct", max_pool, dtypes=DTYPES),
-        FunctionImpl("numpy", "avg_pool", "direct", avg_pool, dtypes=DTYPES),
-        FunctionImpl("numpy", "adaptive_max_pool", "direct", adaptive_max_pool, dtypes=DTYPES),
-        FunctionImpl("numpy", "adaptive_avg_pool", "direct", adaptive_avg_pool, dtypes=DTYPES),
-        FunctionImpl("numpy", "conv_input", "direct", conv_input, dtypes=DTYPES),
-        FunctionImpl("numpy", "conv_weight", "direct", conv_weight, dtypes=DTYPES),
-        FunctionImpl("numpy", "max_pool_backward", "direct", max_pool_backward, dtypes=DTYPES),
-        FunctionImpl("numpy", "avg_pool_backward", "direct", avg_pool_backward, dtypes=DTYPES),
-        FunctionImpl("numpy", "adaptive_max_pool_backward", "direct", adaptive_max_pool_backward, dtypes=DTYPES),
-        FunctionImpl("numpy", "adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward, dtypes=DTYPES),
-        FunctionImpl("numpy", "max_unpool", "direct", max_unpool, dtypes=DTYPES),
-    ]
+    return [FunctionImpl("numpy", op, "direct", fn, dtypes=DTYPES, spatial_dims=(1, 2, 3)) for op, fn in (
+        ("conv", conv),
+        ("max_pool", max_pool),
+        ("avg_pool", avg_pool),
+        ("adaptive_max_pool", adaptive_max_pool),
+        ("adaptive_avg_pool", adaptive_avg_pool),
+        ("conv_input", conv_input),
+        ("conv_weight", conv_weight),
+        ("max_pool_backward", max_pool_backward),
+        ("avg_pool_backward", avg_pool_backward),
+        ("adaptive_max_pool_backward", adaptive_max_pool_backward),
+        ("adaptive_avg_pool_backward", adaptive_avg_pool_backward),
+        ("max_unpool", max_unpool),
+    )]
