@@ -4,7 +4,8 @@
 // Compiled three ways from the same text: by CuPy's NVRTC on a GPU, by NVRTC in CI (compile checks),
 // and by g++ through fastconv.emu (FASTCONV_EMU=1), whose force-included header maps the CUDA built-ins.
 //
-// Sections: constants | parameter structs | accumulation trait | fragments | index helpers | convolution geometry
+// Sections: constants | parameter structs | accumulation trait | fragments | index helpers | convolution geometry |
+// stride phases
 
 #pragma once
 
@@ -189,4 +190,45 @@ struct PatchSmem {
 
   __device__ __forceinline__ PatchSmem(double* smem, int patches, int patch_h, int patch_w)
       : patch_size(patch_h * patch_w), patch(reinterpret_cast<A*>(smem)), filt(patch + patches * patch_size) {}
+};
+
+// ================================================================ stride phases
+// What the phase-decomposed data gradients (conv_dgrad.cu, conv3d_dgrad.cu) share.
+__device__ __forceinline__ int dgrad_gcd(int a, int b) {
+  while (b != 0) {
+    const int t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// The taps of one axis that reach the dx positions of phase ph (positions ph, ph + stride, ...): tap r
+// reaches position x iff (x + pad - r*dil) % stride == 0, and with x = ph + t*stride that depends on ph only.
+// They are r0, r0 + step, ... (count taps, possibly 0), and tap r0 + i*step reads output t + e - i*dd.
+struct PhaseAxis {
+  int count;   // positions of the phase: ceil((extent - ph) / stride)
+  int taps;    // nr: taps reaching the phase
+  int r0, step;
+  int e, dd;   // output index = t + e - i*dd
+
+  __device__ __forceinline__ PhaseAxis(int ph, int extent, int stride, int pad, int kernel, int dil) {
+    count = (extent - ph + stride - 1) / stride;
+    const int a = (ph + pad) % stride;
+    const int gd = dgrad_gcd(stride, dil);
+    step = stride / gd;
+    dd = dil / gd;
+    taps = 0;
+    r0 = 0;
+    e = 0;
+    const int first_limit = min(kernel, step);  // the first reaching tap, if any, is below step
+    for (int r = 0; r < first_limit; ++r) {
+      if ((r * dil) % stride == a) {
+        r0 = r;
+        taps = (kernel - 1 - r) / step + 1;
+        e = (ph + pad - r * dil) / stride;     // exact: ph + pad - r*dil is a multiple of stride
+        break;
+      }
+    }
+  }
 };
