@@ -226,45 +226,74 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
 # ---------------------------------------------------------------------------------------------------
 # conv_input: the data gradient and conv_transpose3d
 # ---------------------------------------------------------------------------------------------------
+#: (version, variant) of every dgrad kernel: v1, then v2 in every tile
+DGRAD_KERNELS = [pytest.param(1, DGRAD.VARIANTS[0], id="v1")] + [pytest.param(2, v, id=f"v2-{v}")
+                                                                  for v in DGRAD.VARIANTS]
+
+
 @pytest.mark.parametrize("case", list(CASES) + list(TRANSPOSE_CASES))
-def test_dgrad_matches_oracle(target, case):
+@pytest.mark.parametrize("version,variant", DGRAD_KERNELS)
+def test_dgrad_matches_oracle(target, version, variant, case):
     spec, (dy, w, b) = dgrad_problem(case, "float32", bias=case != "pointwise")
-    assert DGRAD.reasons(spec) == []
-    assert_dgrad_close(run_plan(target, spec, DGRAD.plan(spec), (dy, w, b)), spec, dy, w, b)
+    assert DGRAD.reasons(spec, variant) == []
+    out = run_plan(target, spec, DGRAD.plan(spec, variant, version), (dy, w, b))
+    assert_dgrad_close(out, spec, dy, w, b)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float64"])
+@pytest.mark.parametrize("version,variant,dtype",
+                         [pytest.param(1, "3d-64x64", dt, id=f"v1-{dt}") for dt in ("float16", "float64")]
+                         + [pytest.param(2, *p.values, id=f"v2-{p.id}") for p in _params(DGRAD.VARIANTS, DGRAD,
+                                                                                       ("float16", "float64"))])
 @pytest.mark.parametrize("case", ["depthwise_shared_factor", "transpose_output_padding"])
-def test_dgrad_half_and_double(case, dtype):
+def test_dgrad_half_and_double(version, variant, dtype, case):
     _emu_or_skip()
     spec, (dy, w, b) = dgrad_problem(case, dtype, seed=3)
-    assert_dgrad_close(run_plan(("cuda-emu", "random"), spec, DGRAD.plan(spec), (dy, w, b)), spec, dy, w, b)
+    out = run_plan(("cuda-emu", "random"), spec, DGRAD.plan(spec, variant, version), (dy, w, b))
+    assert_dgrad_close(out, spec, dy, w, b)
 
 
-def test_dgrad_int64_index(target, index64):
+@pytest.mark.parametrize("version,variant", DGRAD_KERNELS)
+def test_dgrad_int64_index(target, index64, version, variant):
     spec, (dy, w, b) = dgrad_problem("transpose_dilated", "float32", seed=1)
-    plan = DGRAD.plan(spec)
+    plan = DGRAD.plan(spec, variant, version)
     assert all(", long long" in lc.kernel for lc in plan.launches)
     assert_dgrad_close(run_plan(target, spec, plan, (dy, w, b)), spec, dy, w, b)
 
 
-def test_dgrad_nonfinite_weight_reaches_only_its_terms(target):
-    """The gather multiplies only terms that exist: an Inf weight reaches exactly the dx positions its tap
-    lands on from some dy (the oracle's pattern), never a padded zero."""
+@pytest.mark.parametrize("version,variant", DGRAD_KERNELS)
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_dgrad_nonfinite_weight_reaches_only_its_terms(target, version, variant, bad):
+    """Only terms that exist are multiplied: a non-finite weight reaches exactly the dx positions its tap lands
+    on from some dy (the oracle's pattern), never a padded or out-of-range zero (v2 stages those as zeros and
+    recomputes the block exactly)."""
     spec, (dy, w, b) = dgrad_problem("strided_asym_dilated_groups", "float32", seed=4)
     w = w.copy()
-    w[1, 0, 1, 2, 0] = np.inf
+    w[1, 0, 1, 2, 0] = bad
     ref = oracle.conv_input64(spec, dy, w, b)
     assert 0 < (~np.isfinite(ref)).sum() < ref.size // 4
-    assert_dgrad_close(run_plan(target, spec, DGRAD.plan(spec), (dy, w, b)), spec, dy, w, b)
+    out = run_plan(target, spec, DGRAD.plan(spec, variant, version), (dy, w, b))
+    assert_dgrad_close(out, spec, dy, w, b)
 
 
-def test_dgrad_plan():
+def test_dgrad_phase_grid_and_plans():
     spec, _ = dgrad_problem("transpose_output_padding", "float32")
     # (in - 1)*stride - 2*pad + (kernel - 1) + output_padding + 1 per axis, C_out = 2 * groups
-    assert spec.output_layout == (2, 6, 6, 7, 6)
-    (lc,) = DGRAD.plan(spec).launches
+    assert spec.output_layout == (2, 6, 6, 7, 6) and spec.strides == (2, 2, 2)
+    assert DGRAD.phases(spec) == (2, 2, 2) and DGRAD.phase_rows(spec) == 2 * 3 * 4 * 3
+    for variant in DGRAD.VARIANTS:
+        bm, bn, bk, tm, tn, minb = DGRAD.TILES[variant[3:]]
+        (lc,) = DGRAD.plan(spec, variant).launches
+        assert lc.kernel == f"conv3d_dgrad_v2<float, int, {bm}, {bn}, {bk}, {tm}, {tn}, {minb}>"
+        assert lc.block == ((bm // tm) * (bn // tn), 1, 1)
+        assert lc.grid[0] == 3 * 8 * -(-72 // bm) * -(-2 // bn)         # groups x phases x m tiles x c tiles
+    (lc,) = DGRAD.plan(spec, version=1).launches
     assert lc.kernel == "conv3d_dgrad_v1<float, int>" and lc.grid[0] == -(-(2 * 6 * 6 * 7 * 6) // 256)
+    big_stride = conv_input_spec((1, 2, 2, 3, 4), np.zeros((2, 2, 1, 1, 1)), np.zeros((1, 2, 1, 1, 1)), stride=8,
+                                 spatial_dims=3)
+    assert DGRAD.phases(big_stride) == (2, 3, 4)          # no phase without a dx position
+    spec64, _ = dgrad_problem("basic", "float64")
+    assert any("dtype float64" in r for r in DGRAD.reasons(spec64, "3d-128x64"))
+    assert DGRAD.reasons(spec64, "3d-64x64") == [] and DGRAD.reasons(spec64, "3d-128x16") == []
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -337,7 +366,7 @@ def test_results_are_bitwise_reproducible_across_thread_orders():
     wspec, warrays = wgrad_problem("multi_tile", "float32", seed=5)
     dspec, darrays = dgrad_problem("depthwise_shared_factor", "float32", seed=5)
     for spec, fam, variant, arrays in [(fspec, IGEMM, "3d-128x64", farrays), (wspec, WGRAD, "3d-64x64-k16", warrays),
-                                       (wspec, WGRAD, "3d-128x64-k4", warrays), (dspec, DGRAD, "3d", darrays)]:
+                                       (wspec, WGRAD, "3d-128x64-k4", warrays), (dspec, DGRAD, "3d-64x64", darrays)]:
         plan = fam.plan(spec, variant)
         runs = [run_plan(("cuda-emu", order), spec, plan, arrays, seed=seed)
                 for order, seed in [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)]]
@@ -357,9 +386,12 @@ def test_no_access_outside_any_buffer(monkeypatch, guard):
         spec, arrays = wgrad_problem(case, "float32", seed=6)
         for variant in WGRAD.VARIANTS:
             assert_wgrad_close(run_plan(("cuda-emu", "random"), spec, WGRAD.plan(spec, variant), arrays), spec, *arrays)
-    for case in ("multi_tile", "depthwise_shared_factor", "transpose_output_padding"):
+    for case in ("multi_tile", "depthwise_shared_factor", "transpose_output_padding", "transpose_dilated"):
         spec, arrays = dgrad_problem(case, "float32", seed=6)
-        assert_dgrad_close(run_plan(("cuda-emu", "random"), spec, DGRAD.plan(spec), arrays), spec, *arrays)
+        for param in DGRAD_KERNELS:
+            version, variant = param.values
+            out = run_plan(("cuda-emu", "random"), spec, DGRAD.plan(spec, variant, version), arrays)
+            assert_dgrad_close(out, spec, *arrays)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -441,7 +473,7 @@ def test_dispatch_names_the_3d_kernels(backend):
              [("conv", spec), ("conv_input", conv_input_spec(x.shape, w, dy, spatial_dims=3, padding=1)),
               ("conv_weight", conv_weight_spec(x, w.shape, dy, spatial_dims=3, padding=1))]}
     assert names["conv"].startswith(f"{backend}:conv:") and "3d" in names["conv"]
-    assert names["conv_input"] == f"{backend}:conv_input:direct/3d"
+    assert names["conv_input"].startswith(f"{backend}:conv_input:implicit_gemm/3d-")
     assert names["conv_weight"].startswith(f"{backend}:conv_weight:implicit_gemm/3d-")
     assert _dispatch.select(spec, backend, algo="direct").name == f"{backend}:conv:direct/3d"
     assert _dispatch.select(spec, backend, algo="implicit_gemm").name.startswith(f"{backend}:conv:implicit_gemm/3d-")

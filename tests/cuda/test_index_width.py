@@ -842,6 +842,36 @@ def model_conv3d_dgrad_v1(s, lc):
         + _reach3d(s.W, s.pad_left, s.S, s.dil_w, "w"))
 
 
+def model_conv3d_dgrad_v2(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    counts = [-(-n // st) for n, st in zip(s.in_size, s.strides)]
+    rows_max = s.N * math.prod(counts)
+    m_blocks, n_blocks = -(-rows_max // bm), -(-s.C_per_group // bn)
+    KD = s.K_per_group * s.T * s.R * s.S          # the largest phase's taps at most
+    ZPQ, DHW, TRS, Kg, Cg = s.Z * s.P * s.Q, s.D * s.H * s.W, s.T * s.R * s.S, s.K_per_group, s.C_per_group
+    e = [("phases = min(sd, D)*min(sh, H)*min(sw, W)", math.prod(min(st, n) for st, n in zip(s.strides, s.in_size)),
+          "int"),
+         ("D + stride_d - 1", s.D + s.stride_d - 1, "int"), ("H + stride_h - 1", s.H + s.stride_h - 1, "int"),
+         ("W + stride_w - 1", s.W + s.stride_w - 1, "int"),
+         ("rows_max = N*Da*Ha*Wa", rows_max, "I"), ("m_blocks: (rows_max - 1)/BM + 1", rows_max, "I"),
+         ("n_blocks: Cg + BN - 1", Cg + bn - 1, "int"), ("blockIdx.x", lc.grid[0] - 1, "I"),
+         ("hw_count, plane, M = N*plane", rows_max, "I"),
+         ("m0 = bm*BM", (m_blocks - 1) * bm, "I"), ("am = m0 + a_m, mb + i", m_blocks * bm - 1, "I"),
+         ("KD = Kg*nt*nr*ns", KD, "int"), ("tap walk l + step.l, ... + 1", 2 * max(s.T, s.R, s.S), "int"),
+         ("k0 + a_k + e, k0 + b_k", -(-KD // bk) * bk - 1 + bk, "int"),
+         ("TRS, wtap = (t*R + r)*S + s", TRS, "int"), ("ZPQ", ZPQ, "I"), ("HW, DHW", DHW, "I"),
+         ("(img*K + g*Kg)*ZPQ", ((s.N - 1) * s.K + (s.groups - 1) * Kg) * ZPQ, "I"),
+         ("k*ZPQ + (zz*P + pp)*Q + qq", Kg * ZPQ - 1, "I"),
+         ("g*Kg*Cg*TRS", (s.groups - 1) * Kg * Cg * TRS, "I"), ("(k*Cg + c)*TRS + wtap", Kg * Cg * TRS - 1, "I"),
+         ("c = n0 + b_n + e*(NT/BK)", n_blocks * bn - 1, "int"), ("cc = g*Cg + c", s.C - 1, "int"),
+         ("d, h, w = phase + u*stride", max(s.D, s.H, s.W) - 1, "int"),
+         ("(img*C + cc)*DHW + (d*H + h)*W + w", s.N * s.C * DHW - 1, "I")]
+    e += _dgrad_phase_axis(s.D, s.stride_d, s.pad_front, s.T, s.dil_d, "d")
+    e += _dgrad_phase_axis(s.H, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+    e += _dgrad_phase_axis(s.W, s.stride_w, s.pad_left, s.S, s.dil_w, "w")
+    return e
+
+
 def model_conv3d_wgrad_v1(s, lc):
     bm, bn, bk = _tile_args(lc)[:3]
     k_chunk, splits = int(lc.args[1]), lc.grid[1]
@@ -871,14 +901,16 @@ def model_conv3d_wgrad_splitk_reduce_v1(s, lc):
 
 
 MODELS.update({"conv3d_direct_v1": model_conv3d_direct_v1, "conv3d_implicit_gemm_v1": model_conv3d_implicit_gemm_v1,
-               "conv3d_dgrad_v1": model_conv3d_dgrad_v1, "conv3d_wgrad_v1": model_conv3d_wgrad_v1,
+               "conv3d_dgrad_v1": model_conv3d_dgrad_v1, "conv3d_dgrad_v2": model_conv3d_dgrad_v2,
+               "conv3d_wgrad_v1": model_conv3d_wgrad_v1,
                "conv3d_wgrad_splitk_reduce_v1": model_conv3d_wgrad_splitk_reduce_v1})
 
 CONV3D_EXTREMES = {
     "volume-int": lambda: conv((8, 64, 128, 128, 128), (64, 64, 3, 3, 3), padding=1),        # 2^30 elements
     "volume-64bit": lambda: conv((16, 64, 128, 128, 128), (64, 64, 3, 3, 3), padding=1),     # 2^31 elements
-    # the last thread index of the one-thread-per-element kernels is 2^31 - 1 (the padded extent must stay below)
-    "volume-int-edge": lambda: conv((1, 1, INT32_MAX - 1, 1, 1), (1, 1, 1, 1, 1), bias=True),
+    # the one-thread-per-element kernels' last thread index near 2^31 - 1 (the padded extent plus a stride must
+    # stay below it)
+    "volume-int-edge": lambda: conv((1, 1, INT32_MAX - 2, 1, 1), (1, 1, 1, 1, 1), bias=True),
     "long-depth-strided-padded": lambda: conv((1, 1, 2**31 - 13, 1, 1), (1, 1, 3, 1, 1), stride=(2, 1, 1),
                                               padding=((1, 8), (0, 0), (0, 0))),
     "long-depth-dilated": lambda: conv((1, 1, 2**31 - 20, 1, 2), (1, 1, 2, 1, 1), dilation=(2**30, 1, 1),
