@@ -26,13 +26,13 @@ def to_numpy(a):
 
 def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
     """Elementwise absolute tolerance for a conv result: ``slack * n * eps_acc * conv(|x|,|w|,|b|)`` with
-    n = Cg*R*S + 1, plus one rounding of the stored result (half an ulp of the output dtype)."""
+    n = Cg*T*R*S + 1, plus one rounding of the stored result (half an ulp of the output dtype)."""
     from ._backends.numpy_oracle import conv64
 
     x, w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
     b = None if b is None else np.abs(to_numpy(b))
     mag = conv64(spec, x, w, b)
-    n = spec.C_per_group * spec.R * spec.S + 1
+    n = spec.gemm_k + 1
     store_eps = float(np.finfo(spec.dtype).eps)
     return slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
 
@@ -46,12 +46,15 @@ def assert_conv_close(out, ref, spec, x, w, b=None, slack: float = 2.0):
 
 
 def pool_tolerance(spec, x):
-    """Max pools are exact. Averages: a sum of up to R*S terms and one division, in the compute type."""
+    """Max pools are exact. Averages: a sum of up to T*R*S terms and one division, in the compute type."""
     if spec.is_max:
         return 0.0
     xa = np.abs(to_numpy(x)).astype(np.float64)
     xa = xa[np.isfinite(xa)]          # non-finite inputs give non-finite outputs, compared exactly
-    taps = max(spec.R * spec.S, int(np.ceil(spec.H / spec.P) + 1) * int(np.ceil(spec.W / spec.Q) + 1))
+    adaptive = 1
+    for size_in, size_out in zip(spec.in_size, spec.out_size):
+        adaptive *= int(np.ceil(size_in / size_out) + 1)
+    taps = max(spec.window_elems, adaptive)
     scale = float(xa.max()) if xa.size else 0.0
     return (taps + 2) * _ACC_EPS[spec.dtype] * scale + float(np.finfo(spec.dtype).eps) * scale
 
@@ -95,9 +98,11 @@ def assert_within(out, ref, tol, spec):
 # ---------------------------------------------------------------------------------------------------
 def _windows_per_position(spec) -> int:
     """At most how many pool windows cover one input position."""
-    if spec.is_adaptive:
-        return (-(-spec.P // spec.H) + 1) * (-(-spec.Q // spec.W) + 1)
-    return ((-(-spec.R * spec.dil_h // spec.stride_h)) + 1) * ((-(-spec.S * spec.dil_w // spec.stride_w)) + 1)
+    n = 1
+    for size_in, size_out, k, stride, dil in zip(spec.in_size, spec.out_size, spec.window, spec.strides,
+                                                 spec.dilations):
+        n *= (-(-size_out // size_in) + 1) if spec.is_adaptive else (-(-k * dil // stride)) + 1
+    return n
 
 
 def grad_reference(spec, *arrays):
@@ -126,9 +131,9 @@ def grad_tolerance(spec, *arrays, slack: float = 2.0):
                   for n, a in zip(spec.ARRAYS, arrays))
     mag = np.abs(grad_reference(spec, *absed))      # a negative divisor_override makes it negative
     if spec.op == "conv_input":
-        n = spec.K_per_group * spec.R * spec.S + 1
+        n = spec.K_per_group * spec.window_elems + 1
     elif spec.op == "conv_weight":
-        n = spec.N * spec.P * spec.Q + 1
+        n = spec.N * spec.out_elems + 1
     else:
         n = _windows_per_position(spec) + 2
     store_eps = float(np.finfo(spec.dtype).eps)
