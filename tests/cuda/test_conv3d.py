@@ -24,7 +24,7 @@ from fastconv._cuda import plan as L
 from fastconv._spec import conv_input_spec, conv_transpose_spec, conv_weight_spec
 from fastconv.testing import assert_conv_close, assert_grad_close
 
-from .common import DTYPES, oracle, public, rand, run_plan
+from .common import DTYPES, fuzz_examples, fuzz_long, oracle, public, rand, run_plan
 
 IGEMM = _cuda.family("conv3d_implicit_gemm")
 DIRECT = _cuda.family("conv3d_direct")
@@ -213,6 +213,11 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
     assert any("GEMM_K" in r for r in IGEMM.reasons(fastconv.conv_spec(_fake(big), _fake(big), spatial_dims=3)))
     wspec = conv_weight_spec(_fake(big), big, _fake((1, 1, 1, 1, 1)), spatial_dims=3)
     assert any("GEMM_N" in r for r in WGRAD.reasons(wspec))
+    # 2^50 outputs: more blocks than a grid holds (the plan's own reason)
+    huge = fastconv.conv_spec(_fake((2**20, 1, 2**10, 2**10, 2**10)), _fake((1, 1, 1, 1, 1)), spatial_dims=3)
+    for fam in (IGEMM, DIRECT):
+        assert fam.reasons(huge, fam.VARIANTS[0]) == []
+        assert any("more than the grid allows" in r for r in fam.plan(huge, fam.VARIANTS[0]).reasons())
     ok, _ = fwd_problem("basic", "float32")
     assert all(IGEMM.reasons(ok, v) == [] for v in IGEMM.VARIANTS) and IGEMM.plan(ok).reasons() == []
 
@@ -476,3 +481,59 @@ def test_dispatch_names_the_3d_kernels(backend):
     # a 2-D problem never reaches a 3-D family
     spec2 = fastconv.conv_spec(np.ones((1, 2, 4, 5), np.float32), np.ones((3, 2, 2, 2), np.float32))
     assert "3d" not in _dispatch.select(spec2, backend).name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Drawn problems, every kernel (derandomized, bounded; FASTCONV_FUZZ=long for more)
+# ---------------------------------------------------------------------------------------------------
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ_LONG = fuzz_long()
+_KERNELS = ([("conv", IGEMM, 1, v) for v in IGEMM.VARIANTS] + [("conv", DIRECT, 1, "3d")]
+            + [("conv_input", DGRAD, 1, "3d-64x64")] + [("conv_input", DGRAD, 2, v) for v in DGRAD.VARIANTS]
+            + [("conv_weight", WGRAD, 1, v) for v in WGRAD.VARIANTS])
+
+
+@st.composite
+def problems3d(draw):
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    C, K = g * draw(st.integers(1, 3)), g * draw(st.integers(1, 12 if _FUZZ_LONG else 5))
+    ks = tuple(draw(st.integers(1, 3)) for _ in range(3))
+    kw = dict(stride=tuple(draw(st.integers(1, 3)) for _ in range(3)),
+              dilation=tuple(draw(st.integers(1, 2)) for _ in range(3)),
+              padding=tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(3)), groups=g)
+    top = 12 if _FUZZ_LONG else 6
+    xs = (draw(st.integers(1, 2)), C) + tuple(draw(st.integers(1, top)) for _ in range(3))
+    return (xs, (K, C // g) + ks, kw, draw(st.sampled_from(DTYPES)), draw(st.booleans()),
+            draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=fuzz_examples(ci=24, long=2000), deadline=None, derandomize=not _FUZZ_LONG, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(problems3d(), st.sampled_from(_KERNELS))
+def test_every_kernel_on_drawn_problems(problem, kernel):
+    xs, ws, kw, dtype, nonfinite, seed = problem
+    op, fam, version, variant = kernel
+    try:
+        fwd = fastconv.conv_spec(_fake(xs), _fake(ws), spatial_dims=3, **kw)
+    except ValueError:
+        assume(False)   # an empty output
+    _emu_or_skip()
+    rng = np.random.default_rng(seed)
+    x, w, dy = rand(rng, xs, dtype), rand(rng, ws, dtype), rand(rng, fwd.output_shape, dtype)
+    if op == "conv":
+        b = rand(rng, (ws[0],), dtype) if nonfinite else None
+        spec, arrays, check = fastconv.conv_spec(x, w, b, spatial_dims=3, **kw), (x, w, b), assert_fwd_close
+    elif op == "conv_input":
+        spec = dataclasses.replace(conv_input_spec(xs, w, dy, spatial_dims=3, **kw), has_bias=nonfinite)
+        arrays, check = (dy, w, rand(rng, (xs[1],), dtype) if nonfinite else None), assert_dgrad_close
+    else:
+        spec, arrays, check = conv_weight_spec(x, ws, dy, spatial_dims=3, **kw), (x, dy), assert_wgrad_close
+    assume(not fam.reasons(spec, variant))
+    if nonfinite:    # the operand that meets the padding
+        a = arrays[1]
+        a[tuple(rng.integers(0, d) for d in a.shape)] = rng.choice([np.inf, -np.inf, np.nan])
+    out = run_plan(("cuda-emu", "random"), spec, fam.plan(spec, variant, version if fam is DGRAD else None), arrays,
+                   seed=int(rng.integers(1 << 30)))
+    check(out, spec, *arrays)
