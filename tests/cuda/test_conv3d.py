@@ -483,6 +483,31 @@ def test_dispatch_names_the_3d_kernels(backend):
     assert "3d" not in _dispatch.select(spec2, backend).name
 
 
+def test_against_torch():
+    """Where torch is installed: the emulated kernels against torch's own conv3d, conv_transpose3d and the
+    autograd gradients (float64, so the comparison is about the definition, not rounding)."""
+    torch = pytest.importorskip("torch")
+    _emu_or_skip()
+    F = torch.nn.functional
+    rng = np.random.default_rng(11)
+    x, w, b = rand(rng, (2, 4, 5, 6, 7), "float64"), rand(rng, (6, 2, 3, 2, 3), "float64"), rand(rng, (6,), "float64")
+    kw = dict(stride=(2, 1, 2), padding=(1, 0, 2), dilation=(1, 2, 1), groups=2)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = F.conv3d(xt, wt, torch.tensor(b), **kw)
+    dy = rand(rng, tuple(yt.shape), "float64")
+    yt.backward(torch.tensor(dy))
+    emu = "cuda-emu"
+    np.testing.assert_allclose(fastconv.conv3d(x, w, b, backend=emu, **kw), yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fastconv.grad.conv3d_input(x.shape, w, dy, backend=emu, **kw), xt.grad.numpy(),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fastconv.grad.conv3d_weight(x, w.shape, dy, backend=emu, **kw), wt.grad.numpy(),
+                               rtol=1e-12, atol=1e-12)
+    wt2 = rand(rng, (4, 3, 3, 2, 3), "float64")
+    tkw = dict(stride=(2, 3, 1), padding=(1, 0, 1), output_padding=(1, 2, 0), groups=2, dilation=(1, 1, 2))
+    ref = F.conv_transpose3d(torch.tensor(x), torch.tensor(wt2), torch.tensor(b), **tkw).numpy()
+    np.testing.assert_allclose(fastconv.conv_transpose3d(x, wt2, b, backend=emu, **tkw), ref, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Drawn problems, every kernel (derandomized, bounded; FASTCONV_FUZZ=long for more)
 # ---------------------------------------------------------------------------------------------------
