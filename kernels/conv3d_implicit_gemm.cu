@@ -21,14 +21,20 @@
 // staged is non-finite; a block that saw one in a padded problem recomputes its outputs with the exact loop
 // (padded taps skipped), so the rule holds without a host-side check or a sync.
 //
+// Split-K: for problems with few output tiles (the small volumes of a network's deep layers), the launcher may
+// split GEMM_K into `splits` chunks (grid y). Each chunk writes its partial sums, in the accumulation type, to its
+// own slice of a workspace, and conv3d_splitk_reduce_v1 adds the slices in a fixed order plus the bias: no
+// atomics, so results are bitwise reproducible.
+//
 // Versions:
 //   conv3d_implicit_gemm_v1  register-blocked tiles, double-buffered shared memory (one barrier per k step),
 //                            the next tile's global loads issued before the current tile's FMAs; the tap
 //                            (c, t, r, s) of each staged column advanced incrementally (no divisions in the
 //                            loop); 4-wide shared-memory fragment reads and 4-wide output stores where the
-//                            layout allows
+//                            layout allows; optional split-K
+//   conv3d_splitk_reduce_v1  one thread per output: y = bias + sum over the splits, in split order
 //
-// Sections: GEMM rows and taps | exact slow path | v1 implicit GEMM
+// Sections: GEMM rows and taps | exact slow path | v1 implicit GEMM | split-K reduction
 
 #include "common.cuh"
 
@@ -69,33 +75,25 @@ __device__ __forceinline__ Tap3d tap3d_of(const Conv3dParams& p, int kd) {
 }
 
 // ================================================================ exact slow path
-// One output of group g computed by the definition, padded taps skipped (the slow path for blocks whose
-// weights are not all finite). Not inlined: it is called from every unrolled epilogue slot.
+// One output of group g over the taps kd in [kd_begin, kd_end) computed by the definition, padded taps skipped
+// (the slow path for blocks whose weights are not all finite). Not inlined: it is called from every unrolled
+// epilogue slot.
 template <typename T, typename I>
 __device__ __noinline__ typename Acc<T>::type conv3d_exact_output(const Conv3dParams p, const T* __restrict__ x,
-                                                                  const T* __restrict__ wg, int g, I m, int n) {
+                                                                  const T* __restrict__ wg, int g, I m, int n,
+                                                                  int kd_begin, int kd_end) {
   typedef typename Acc<T>::type A;
   const I HW = (I)p.H * p.W;
   const I ZPQ = (I)p.Z * p.P * p.Q;
   const Gemm3dRow<T, I> row(p, x, g, m, ZPQ, (I)p.D * HW);
-  const int TRS = p.T * p.R * p.S;
-  const T* wn = wg + (I)n * p.C_per_group * TRS;
+  const T* wn = wg + (I)n * p.C_per_group * p.T * p.R * p.S;
   A sum = A(0);
-  for (int c = 0; c < p.C_per_group; ++c)  // taps in (c, t, r, s) order, as the tiles take them
-    for (int t = 0; t < p.T; ++t) {
-      const int dd = row.d0 + t * p.dil_d;
-      if ((unsigned)dd >= (unsigned)p.D) continue;
-      for (int r = 0; r < p.R; ++r) {
-        const int hh = row.h0 + r * p.dil_h;
-        if ((unsigned)hh >= (unsigned)p.H) continue;
-        for (int s = 0; s < p.S; ++s) {
-          const int ww = row.w0 + s * p.dil_w;
-          if ((unsigned)ww >= (unsigned)p.W) continue;
-          sum += Acc<T>::load(row.x[((I)c * p.D + dd) * HW + (I)hh * p.W + ww]) *
-                 Acc<T>::load(wn[((c * p.T + t) * p.R + r) * p.S + s]);
-        }
-      }
-    }
+  for (int kd = kd_begin; kd < kd_end; ++kd) {  // taps in (c, t, r, s) order, as the tiles take them
+    const Tap3d t = tap3d_of(p, kd);
+    const int dd = row.d0 + t.t * p.dil_d, hh = row.h0 + t.r * p.dil_h, ww = row.w0 + t.s * p.dil_w;
+    if ((unsigned)dd >= (unsigned)p.D || (unsigned)hh >= (unsigned)p.H || (unsigned)ww >= (unsigned)p.W) continue;
+    sum += Acc<T>::load(row.x[((I)t.c * p.D + dd) * HW + (I)hh * p.W + ww]) * Acc<T>::load(wn[kd]);
+  }
   return sum;
 }
 
@@ -110,10 +108,12 @@ __device__ __noinline__ typename Acc<T>::type conv3d_exact_output(const Conv3dPa
 //   B: thread t stages kd = t % BK of filters t / BK + j * (NT / BK).
 // Compute: thread (tm, tn) = (t % (BM/TM), t / (BM/TM)) owns rows tm*4 + {0..3} + i * (BM / (TM/4)) and
 // columns tn*4 + {0..3} + j * (BN / (TN/4)) (fma_slice).
+// Split-K: blockIdx.y = split; it covers kd in [split * k_chunk, min(KD, (split + 1) * k_chunk)) (k_chunk a
+// multiple of BK) and, when gridDim.y > 1, writes bias-free partial sums to partial + split * N*K*Z*P*Q.
 template <typename T, typename I, int BM, int BN, int BK, int TM, int TN, int MINB>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), MINB)
-conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* __restrict__ w,
-                        const T* __restrict__ b, T* __restrict__ y) {
+conv3d_implicit_gemm_v1(const Conv3dParams p, const int k_chunk, const T* __restrict__ x, const T* __restrict__ w,
+                        const T* __restrict__ b, T* __restrict__ y, typename Acc<T>::type* __restrict__ partial) {
   typedef typename Acc<T>::type A;
   constexpr int NT = (BM / TM) * (BN / TN);
   constexpr int A_PER = BM * BK / NT;              // A elements staged per thread and k step
@@ -142,6 +142,10 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
   const I m0 = bm * BM;
   const int n0 = bn * BN;
 
+  const int kd_begin = blockIdx.y * k_chunk;
+  const int kd_end = min(KD, kd_begin + k_chunk);
+  const bool split = gridDim.y > 1;
+
   // ---- this thread's A column: one output position, fixed for the whole k loop
   const int a_m = tid % BM;
   const int a_k = (tid / BM) * A_PER;
@@ -150,8 +154,8 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
   const Gemm3dRow<T, I> row(p, x, g, am_ok ? am : 0, ZPQ, DHW);
   const T* xa = row.x;
   const int d0 = row.d0, h0 = row.h0, w0 = row.w0;
-  // tap (c, t, r, s) of kd = a_k, advanced by BK (itself as a tap: step) per k step without divisions
-  const Tap3d t0 = tap3d_of(p, a_k), step = tap3d_of(p, BK);
+  // tap (c, t, r, s) of kd = kd_begin + a_k, advanced by BK (itself as a tap: step) per k step without divisions
+  const Tap3d t0 = tap3d_of(p, kd_begin + a_k), step = tap3d_of(p, BK);
   int tc = t0.c, tt = t0.t, tr = t0.r, ts = t0.s;
 
   // ---- this thread's B rows
@@ -168,7 +172,7 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
     for (int i = 0; i < A_PER; ++i) {
       const int dd = d0 + t * p.dil_d, hh = h0 + r * p.dil_h, ww = w0 + s * p.dil_w;
       A v = A(0);
-      if (am_ok && k0 + a_k + i < KD && (unsigned)dd < (unsigned)p.D && (unsigned)hh < (unsigned)p.H &&
+      if (am_ok && k0 + a_k + i < kd_end && (unsigned)dd < (unsigned)p.D && (unsigned)hh < (unsigned)p.H &&
           (unsigned)ww < (unsigned)p.W)
         v = Acc<T>::load(xa[((I)c * p.D + dd) * HW + (I)hh * p.W + ww]);
       a_reg[i] = v;
@@ -179,7 +183,7 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
       const int n = n0 + b_n + j * (NT / BK);
       const int kd = k0 + b_k;
       A v = A(0);
-      if (n < Kg && kd < KD) v = Acc<T>::load(wg[(I)n * KD + kd]);
+      if (n < Kg && kd < kd_end) v = Acc<T>::load(wg[(I)n * KD + kd]);
       bad |= not_finite(v);
       b_reg[j] = v;
     }
@@ -204,16 +208,16 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
 
-  load_tiles(0);
+  load_tiles(kd_begin);
   store_tiles(0);
   __syncthreads();
-  const int k_steps = (KD + BK - 1) / BK;  // >= 1
+  const int k_steps = (kd_end - kd_begin + BK - 1) / BK;  // >= 1: the launcher makes no empty split
   for (int ks = 0; ks < k_steps; ++ks) {
     const int buf = ks & 1;
     const bool more = ks + 1 < k_steps;
     if (more) {  // issue the next tile's global loads before this tile's FMAs
       advance_tap();
-      load_tiles((ks + 1) * BK);
+      load_tiles(kd_begin + (ks + 1) * BK);
     }
     fma_slice<A, BM, BN, BK, TM, TN, BM, BNP>(&As[buf][0][0], &Bs[buf][0][0], tm, tn, acc);
     if (more) store_tiles(buf ^ 1);  // the other buffer was last read before the previous barrier
@@ -223,8 +227,24 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
   // ---- a block whose weights hold Inf/NaN in a padded problem recomputes its outputs exactly
   const bool exact = __syncthreads_or(bad) && conv3d_padded(p);
   auto value = [&](int i, int j, I m, int n) -> A {
-    return exact ? conv3d_exact_output<T, I>(p, x, wg, g, m, n) : acc[i][j];
+    return exact ? conv3d_exact_output<T, I>(p, x, wg, g, m, n, kd_begin, kd_end) : acc[i][j];
   };
+
+  // ---- split-K: bias-free partial sums to this split's workspace slice (same layout as y)
+  if (split) {
+    A* part = partial + (I)blockIdx.y * M * p.K;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int n = n0 + (j / 4) * (BN / (TN / 4)) + tn * 4 + (j % 4);
+      if (n >= Kg) continue;
+#pragma unroll
+      for (int i = 0; i < TM; ++i) {
+        const I m = m0 + (i / 4) * (BM / (TM / 4)) + tm * 4 + (i % 4);
+        if (m < M) part[((m / ZPQ) * p.K + g * Kg + n) * ZPQ + m % ZPQ] = value(i, j, m, n);
+      }
+    }
+    return;
+  }
 
   // ---- epilogue: bias, then y[img, g*Kg + n, z, p, q]; 4 consecutive m share an image when ZPQ % 4 == 0
   const bool vec = (ZPQ % 4 == 0) && sizeof(T) * 4 <= 16 && ((unsigned long long)y % (4 * sizeof(T)) == 0);
@@ -253,4 +273,22 @@ conv3d_implicit_gemm_v1(const Conv3dParams p, const T* __restrict__ x, const T* 
       }
     }
   }
+}
+
+// ================================================================ split-K reduction
+// y[o] = bias[k] + sum_{s < splits} partial[s * total + o], in split order (deterministic); the bias is added
+// after the partial sums, as the unsplit epilogue adds it to the whole sum.
+template <typename T, typename I>
+__global__ void conv3d_splitk_reduce_v1(const Conv3dParams p, const int splits,
+                                        const typename Acc<T>::type* __restrict__ partial, const T* __restrict__ b,
+                                        T* __restrict__ y) {
+  typedef typename Acc<T>::type A;
+  const I ZPQ = (I)p.Z * p.P * p.Q;
+  const I total = (I)p.N * p.K * ZPQ;
+  const I o = global_thread_index<I>();
+  if (o >= total) return;
+  A parts = A(0);
+  for (int s = 0; s < splits; ++s) parts += partial[(I)s * total + o];
+  const A bias = p.has_bias ? Acc<T>::load(b[(int)((o / ZPQ) % p.K)]) : A(0);
+  y[o] = Acc<T>::store(parts + bias);
 }

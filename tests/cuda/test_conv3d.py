@@ -181,17 +181,25 @@ def test_conv_nonfinite_weight_meeting_padding_is_skipped(target, fam, variant, 
 def test_conv_plans_and_reasons():
     spec, _ = fwd_problem("multi_tile", "float32")       # M = 6*10*11 = 660, Kg = 9
     assert spec.gemm_m == 660 and spec.gemm_k == 36
-    for variant in IGEMM.VARIANTS:
-        bm, bn, bk, tm, tn, minb = IGEMM.TILES[variant[3:]]
-        (lc,) = IGEMM.plan(spec, variant).launches
+    for tile, (bm, bn, bk, tm, tn, minb) in IGEMM.TILES.items():
+        (lc,) = IGEMM.plan(spec, f"3d-{tile}").launches
         assert lc.kernel == f"conv3d_implicit_gemm_v1<float, int, {bm}, {bn}, {bk}, {tm}, {tn}, {minb}>"
         assert lc.block == ((bm // tm) * (bn // tn), 1, 1) and lc.grid == (-(-660 // bm), 1, 1)
-        assert lc.args[0].dtype == L.CONV3D_PARAMS_DTYPE
+        assert lc.args[0].dtype == L.CONV3D_PARAMS_DTYPE and int(lc.args[1]) == 40     # one chunk: all 5 k steps
+    # split-K: GEMM_K = 36 is 5 k steps of 8; k2 -> 2 chunks of 3 steps, k4 -> 3 chunks of 2 (never an empty
+    # split), each followed by the in-order reduction of N*K*Z*P*Q = 9*660 partial sums
+    for variant, splits, chunk in [("3d-128x64-k2", 2, 24), ("3d-64x64-k4", 3, 16)]:
+        main, red = IGEMM.plan(spec, variant).launches
+        assert main.grid[1] == splits and int(main.args[1]) == chunk and (splits - 1) * chunk < 36 <= splits * chunk
+        assert red.kernel == "conv3d_splitk_reduce_v1<float, int>" and int(red.args[1]) == splits
+        assert red.grid[0] == -(-(9 * 660) // 256)
     (lc,) = DIRECT.plan(spec).launches
     assert lc.kernel == "conv3d_direct_v1<float, int>" and lc.grid[0] == -(-(9 * 660) // 256)
     spec64, _ = fwd_problem("basic", "float64")
     assert any("dtype float64" in r for r in IGEMM.reasons(spec64, "3d-128x64"))
-    assert IGEMM.reasons(spec64, "3d-64x64") == [] and DIRECT.reasons(spec64) == []
+    assert any("dtype float64" in r for r in IGEMM.reasons(spec64, "3d-128x64-k4"))
+    assert IGEMM.reasons(spec64, "3d-64x64") == [] and IGEMM.reasons(spec64, "3d-64x64-k2") == []
+    assert DIRECT.reasons(spec64) == []
     for fam in (IGEMM, DIRECT, DGRAD, WGRAD):
         assert fam.reasons(spec, "3d-32x32") and fam.SPATIAL_DIMS == (3,)        # a reason, never a raise
         with pytest.raises(ValueError, match="variant must be one of"):
@@ -364,7 +372,8 @@ def test_results_are_bitwise_reproducible_across_thread_orders():
     fspec, farrays = fwd_problem("multi_tile", "float32", seed=5)
     wspec, warrays = wgrad_problem("multi_tile", "float32", seed=5)
     dspec, darrays = dgrad_problem("depthwise_shared_factor", "float32", seed=5)
-    for spec, fam, variant, arrays in [(fspec, IGEMM, "3d-128x64", farrays), (wspec, WGRAD, "3d-64x64-k16", warrays),
+    for spec, fam, variant, arrays in [(fspec, IGEMM, "3d-128x64", farrays), (fspec, IGEMM, "3d-64x64-k4", farrays),
+                                       (wspec, WGRAD, "3d-64x64-k16", warrays),
                                        (wspec, WGRAD, "3d-128x64-k4", warrays), (dspec, DGRAD, "3d-64x64", darrays)]:
         plan = fam.plan(spec, variant)
         runs = [run_plan(("cuda-emu", order), spec, plan, arrays, seed=seed)

@@ -805,22 +805,35 @@ def model_conv3d_direct_v1(s, lc):
 
 def model_conv3d_implicit_gemm_v1(s, lc):
     bm, bn, bk = _tile_args(lc)[:3]
+    k_chunk, splits = int(lc.args[1]), lc.grid[1]
     ZPQ, DHW, Kg = s.Z * s.P * s.Q, s.D * s.H * s.W, s.K_per_group
     M, KD, TRS = s.N * ZPQ, s.C_per_group * s.T * s.R * s.S, s.T * s.R * s.S
     m_blocks, n_blocks = -(-M // bm), -(-Kg // bn)
-    k_steps = -(-KD // bk)
-    return [("ZPQ", ZPQ, "I"), ("M = N*ZPQ", M, "I"), ("KD = Cg*T*R*S", KD, "int"), ("HW, DHW", DHW, "I"),
-            ("n_blocks: Kg + BN - 1", Kg + bn - 1, "int"), ("m_blocks: (M - 1)/BM + 1", M - 1, "I"),
-            ("blockIdx.x", lc.grid[0] - 1, "I"), ("m0 = bm*BM", (m_blocks - 1) * bm, "I"),
-            ("am = m0 + a_m, mb + 3", m_blocks * bm - 1, "I"), ("n = n0 + b_n + j*(NT/BK)", n_blocks * bn - 1, "int"),
-            ("k_steps: KD + BK - 1", KD + bk - 1, "int"), ("k0 + a_k + i, k0 + b_k", k_steps * bk - 1, "int"),
-            # the staged tap's channel runs on past Cg in a last, partial k step (never dereferenced there)
-            ("tap c (c*T + t)", (k_steps * bk // TRS + 2) * s.T, "int"),
-            ("(img*C + g*Cg)*DHW", ((s.N - 1) * s.C + (s.groups - 1) * s.C_per_group) * DHW, "I"),
-            ("(c*D + dd)*HW + hh*W + ww", s.C_per_group * DHW - 1, "I"),
-            ("g*Kg*KD", (s.groups - 1) * Kg * KD, "I"), ("n*KD + kd", Kg * KD - 1, "I"),
-            ("n*Cg*TRS (exact path)", (Kg - 1) * KD, "I"), ("((c*T + t)*R + r)*S + s", KD - 1, "int"),
-            ("k = g*Kg + n", s.K - 1, "int"), ("(img*K + k)*ZPQ + m%ZPQ", s.N * s.K * ZPQ - 1, "I")] + _windows3d(s)
+    # split z walks kd from z*k_chunk in whole BK steps up to min(KD, (z+1)*k_chunk): the last kd it forms
+    kd_last = max(z * k_chunk + -(-(min(KD, (z + 1) * k_chunk) - z * k_chunk) // bk) * bk - 1 for z in range(splits))
+    e = [("ZPQ", ZPQ, "I"), ("M = N*ZPQ", M, "I"), ("KD = Cg*T*R*S", KD, "int"), ("HW, DHW", DHW, "I"),
+         ("n_blocks: Kg + BN - 1", Kg + bn - 1, "int"), ("m_blocks: (M - 1)/BM + 1", M - 1, "I"),
+         ("blockIdx.x", lc.grid[0] - 1, "I"), ("m0 = bm*BM", (m_blocks - 1) * bm, "I"),
+         ("am = m0 + a_m, mb + 3", m_blocks * bm - 1, "I"), ("n = n0 + b_n + j*(NT/BK)", n_blocks * bn - 1, "int"),
+         ("kd_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "int"),
+         ("kd_begin + k_chunk", splits * k_chunk, "int"), ("kd_begin + a_k (first tap)", (splits - 1) * k_chunk + bk, "int"),
+         ("kd_end - kd_begin + BK - 1", k_chunk + bk - 1, "int"), ("k0 + a_k + i, k0 + b_k", kd_last, "int"),
+         # the staged tap's channel runs on past Cg in a last, partial k step (never dereferenced there)
+         ("tap c (c*T + t)", (kd_last // TRS + 2) * s.T, "int"),
+         ("(img*C + g*Cg)*DHW", ((s.N - 1) * s.C + (s.groups - 1) * s.C_per_group) * DHW, "I"),
+         ("(c*D + dd)*HW + hh*W + ww", s.C_per_group * DHW - 1, "I"),
+         ("g*Kg*KD", (s.groups - 1) * Kg * KD, "I"), ("n*KD + kd", Kg * KD - 1, "I"),
+         ("n*Cg*T*R*S (exact path)", (Kg - 1) * KD, "I"),
+         ("k = g*Kg + n", s.K - 1, "int"), ("(img*K + k)*ZPQ + m%ZPQ", s.N * s.K * ZPQ - 1, "I")]
+    if splits > 1:
+        e.append(("blockIdx.y*M*K (workspace slice)", (splits - 1) * M * s.K, "I"))
+    return e + _windows3d(s)
+
+
+def model_conv3d_splitk_reduce_v1(s, lc):
+    splits, total = int(lc.args[1]), s.N * s.K * s.Z * s.P * s.Q
+    return [("ZPQ", s.Z * s.P * s.Q, "I"), ("total N*K*ZPQ", total, "I"), ("thread index", _last_thread(lc), "I"),
+            ("s*total + o", splits * total - 1, "I")]
 
 
 def _reach3d(size, pad, kernel, dil, what):
@@ -901,6 +914,7 @@ def model_conv3d_wgrad_splitk_reduce_v1(s, lc):
 
 
 MODELS.update({"conv3d_direct_v1": model_conv3d_direct_v1, "conv3d_implicit_gemm_v1": model_conv3d_implicit_gemm_v1,
+               "conv3d_splitk_reduce_v1": model_conv3d_splitk_reduce_v1,
                "conv3d_dgrad_v1": model_conv3d_dgrad_v1, "conv3d_dgrad_v2": model_conv3d_dgrad_v2,
                "conv3d_wgrad_v1": model_conv3d_wgrad_v1,
                "conv3d_wgrad_splitk_reduce_v1": model_conv3d_wgrad_splitk_reduce_v1})
@@ -922,6 +936,8 @@ CONV3D_EXTREMES = {
                                 padding=((2**9, 2**9), (2**9, 2**9), (2**8, 2**8))),
     "big-batch-64bit": lambda: conv((2**22, 2, 4, 8, 8), (4, 2, 3, 3, 3), padding=1, stride=2),
     "stride-beyond-extent": lambda: conv((1, 2, 3, 5, 2**26), (2, 2, 1, 1, 1), stride=(2**20, 7, 2**29)),
+    # every buffer below 2^31 elements but the forward's split-K workspace (4 splits of 2^30 outputs)
+    "fwd-split-k-workspace-64bit": lambda: conv((2, 8, 64, 64, 64), (2**11, 8, 3, 3, 3), padding=1),
     # every buffer below 2^31 elements but the weight gradient's split-K workspace (16 splits of 2.3e8)
     "split-k-workspace-64bit": lambda: conv((8, 2**11, 7, 7, 7), (2**12, 2**11, 3, 3, 3), padding=1),
 }
@@ -946,12 +962,20 @@ def test_conv3d_index_type_switches_above_2_pow_31_elements():
     for spec in (big, as_grad(big, "conv_input"), as_grad(big, "conv_weight")):
         assert all(_itype(lc) == "long long" for p in _plans(spec) for lc in p.launches)
     for spec in (small, as_grad(small, "conv_input"), as_grad(small, "conv_weight")):
-        assert all(_itype(lc) == "int" for p in _plans(spec) for lc in p.launches)
+        # below 2^31 every launch is the int instantiation, but for a split-K workspace that passes it
+        for p in _plans(spec):
+            wide = max(math.prod(b.shape) for b in p.buffers) > INT32_MAX
+            assert all(_itype(lc) == ("long long" if wide else "int") for lc in p.launches), p.launches[0].kernel
     wspec = as_grad(CONV3D_EXTREMES["split-k-workspace-64bit"](), "conv_weight")
     wgrad = _cuda.family("conv3d_wgrad")
     assert L.index_type(wspec) == "int"
     assert all(", long long" in lc.kernel for lc in wgrad.plan(wspec, "3d-64x64-k16").launches)
     assert all(", int" in lc.kernel for lc in wgrad.plan(wspec, "3d-64x64").launches)
+    fspec = CONV3D_EXTREMES["fwd-split-k-workspace-64bit"]()
+    igemm = _cuda.family("conv3d_implicit_gemm")
+    assert L.index_type(fspec) == "int"
+    assert all(", long long" in lc.kernel for lc in igemm.plan(fspec, "3d-64x64-k4").launches)
+    assert all(", int" in lc.kernel for lc in igemm.plan(fspec, "3d-64x64").launches)
 
 
 def test_conv3d_padded_extents_past_32bit_coordinates_are_refused():
