@@ -5,7 +5,7 @@
 // and by g++ through fastconv.emu (FASTCONV_EMU=1), whose force-included header maps the CUDA built-ins.
 //
 // Sections: constants | parameter structs | accumulation trait | fragments | index helpers | convolution geometry |
-//           pooling
+//           pooling | stride phases
 
 #pragma once
 
@@ -30,6 +30,18 @@ struct ConvParams {
   int stride_h, stride_w;
   int pad_top, pad_bottom, pad_left, pad_right;
   int dil_h, dil_w;
+  int groups, C_per_group, K_per_group;
+  int has_bias;                                     // 0: the bias pointer is a dummy, never read
+};
+
+// 3-D convolutions (conv3d_*.cu): ConvParams' letters with depth, CUTLASS's Conv3dProblemSize names.
+struct Conv3dParams {
+  int N, C, D, H, W;                                // input  (N, C, D, H, W)
+  int K, T, R, S;                                   // weight (K, C/groups, T, R, S)
+  int Z, P, Q;                                      // output (N, K, Z, P, Q)
+  int stride_d, stride_h, stride_w;
+  int pad_front, pad_back, pad_top, pad_bottom, pad_left, pad_right;
+  int dil_d, dil_h, dil_w;
   int groups, C_per_group, K_per_group;
   int has_bias;                                     // 0: the bias pointer is a dummy, never read
 };
@@ -141,6 +153,13 @@ __device__ __forceinline__ int adaptive_end(int i, int in, int out) {
 // negative inside the padding). Tap (r, s) of that output is r * dil_h rows and s * dil_w columns further.
 __device__ __forceinline__ int first_tap_h(const ConvParams& p, int op) { return op * p.stride_h - p.pad_top; }
 __device__ __forceinline__ int first_tap_w(const ConvParams& p, int oq) { return oq * p.stride_w - p.pad_left; }
+// The same for 3-D problems: the input depth / row / column of the first tap of output depth oz / row op / column oq.
+__device__ __forceinline__ int first_tap_d(const Conv3dParams& p, int oz) { return oz * p.stride_d - p.pad_front; }
+__device__ __forceinline__ int first_tap_h(const Conv3dParams& p, int op) { return op * p.stride_h - p.pad_top; }
+__device__ __forceinline__ int first_tap_w(const Conv3dParams& p, int oq) { return oq * p.stride_w - p.pad_left; }
+__device__ __forceinline__ bool conv3d_padded(const Conv3dParams& p) {
+  return (p.pad_front | p.pad_back | p.pad_top | p.pad_bottom | p.pad_left | p.pad_right) != 0;
+}
 
 // A block of a tiled convolution (direct v2, depthwise) computes one tile_p x tile_q tile of outputs. Its
 // grid index (the launcher's) is (outer * tiles_p + tp) * tiles_q + tq, with tiles_p = ceil(P / tile_p)
@@ -556,3 +575,44 @@ __device__ __forceinline__ void unpool_write(const PoolParams& p, const T* __res
   const int src = owner[o];
   out[o] = src < 0 ? Acc<T>::store(0) : x[o / in_plane<DIMS, I>(p) * out_plane<DIMS, I>(p) + src];
 }
+
+// ================================================================ stride phases
+// What the phase-decomposed data gradients (conv_dgrad.cu, conv3d_dgrad.cu) share.
+__device__ __forceinline__ int dgrad_gcd(int a, int b) {
+  while (b != 0) {
+    const int t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+// The taps of one axis that reach the dx positions of phase ph (positions ph, ph + stride, ...): tap r
+// reaches position x iff (x + pad - r*dil) % stride == 0, and with x = ph + t*stride that depends on ph only.
+// They are r0, r0 + step, ... (count taps, possibly 0), and tap r0 + i*step reads output t + e - i*dd.
+struct PhaseAxis {
+  int count;   // positions of the phase: ceil((extent - ph) / stride)
+  int taps;    // nr: taps reaching the phase
+  int r0, step;
+  int e, dd;   // output index = t + e - i*dd
+
+  __device__ __forceinline__ PhaseAxis(int ph, int extent, int stride, int pad, int kernel, int dil) {
+    count = (extent - ph + stride - 1) / stride;
+    const int a = (ph + pad) % stride;
+    const int gd = dgrad_gcd(stride, dil);
+    step = stride / gd;
+    dd = dil / gd;
+    taps = 0;
+    r0 = 0;
+    e = 0;
+    const int first_limit = min(kernel, step);  // the first reaching tap, if any, is below step
+    for (int r = 0; r < first_limit; ++r) {
+      if ((r * dil) % stride == a) {
+        r0 = r;
+        taps = (kernel - 1 - r) / step + 1;
+        e = (ph + pad - r * dil) / stride;     // exact: ph + pad - r*dil is a multiple of stride
+        break;
+      }
+    }
+  }
+};

@@ -32,17 +32,9 @@
 //                  fragment reads, and 4-wide stores for unstrided problems.
 //
 // Sections: v1 naive gather | v2 phase geometry | v2 implicit GEMM
+// (PhaseAxis, the per-axis phase geometry, lives in common.cuh: conv3d_dgrad.cu uses it too)
 
 #include "common.cuh"
-
-__device__ __forceinline__ int dgrad_gcd(int a, int b) {
-  while (b != 0) {
-    const int t = a % b;
-    a = b;
-    b = t;
-  }
-  return a;
-}
 
 // ================================================================ v1 naive gather
 template <typename T, typename I>
@@ -83,35 +75,7 @@ __global__ void conv_dgrad_v1(const ConvParams p, const T* __restrict__ dy, cons
 }
 
 // ================================================================ v2 phase geometry
-// The taps of one axis that reach the dx positions of phase ph (positions ph, ph + stride, ...): tap r
-// reaches position x iff (x + pad - r*dil) % stride == 0, and with x = ph + t*stride that depends on ph only.
-// They are r0, r0 + step, ... (count taps, possibly 0), and tap r0 + i*step reads output t + e - i*dd.
-struct PhaseAxis {
-  int count;   // positions of the phase: ceil((extent - ph) / stride)
-  int taps;    // nr: taps reaching the phase
-  int r0, step;
-  int e, dd;   // output index = t + e - i*dd
-
-  __device__ __forceinline__ PhaseAxis(int ph, int extent, int stride, int pad, int kernel, int dil) {
-    count = (extent - ph + stride - 1) / stride;
-    const int a = (ph + pad) % stride;
-    const int gd = dgrad_gcd(stride, dil);
-    step = stride / gd;
-    dd = dil / gd;
-    taps = 0;
-    r0 = 0;
-    e = 0;
-    const int first_limit = min(kernel, step);  // the first reaching tap, if any, is below step
-    for (int r = 0; r < first_limit; ++r) {
-      if ((r * dil) % stride == a) {
-        r0 = r;
-        taps = (kernel - 1 - r) / step + 1;
-        e = (ph + pad - r * dil) / stride;     // exact: ph + pad - r*dil is a multiple of stride
-        break;
-      }
-    }
-  }
-};
+// PhaseAxis (common.cuh): the taps of one axis that reach the dx positions of one stride phase.
 
 // Column kd of a phase's GEMM is tap (k, i, j) with kd = (k * nr + i) * ns + j.
 struct PhaseTap {

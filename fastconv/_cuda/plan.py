@@ -5,7 +5,7 @@ A family module (see :mod:`fastconv._cuda`) turns a spec into a :class:`Plan`: b
 emulator) executes a plan through :func:`execute` with its own allocator and kernel loader; it never
 looks inside a family.
 
-- The parameter structs passed by value (``ConvParams``/``PoolParams`` in kernels/common.cuh) are built field
+- The parameter structs passed by value (``ConvParams``/``Conv3dParams``/``PoolParams`` in kernels/common.cuh) are built field
   by field from the spec attributes of the same names, as 0-d NumPy structured arrays (what both CuPy and
   the emulator take for a struct-by-value parameter); tests/cuda/test_params.py checks the layout against
   C++.
@@ -49,8 +49,14 @@ POOL_PARAMS_FIELDS = ("N", "C", "D", "H", "W", "T", "R", "S", "Z", "P", "Q", "st
                       "pad_front", "pad_back", "pad_top", "pad_bottom", "pad_left", "pad_right",
                       "dil_d", "dil_h", "dil_w", "is_adaptive", "count_include_pad", "divisor_override",
                       "return_indices")
+#: 3-D convolutions (``spec.is_3d``): the same letters with depth (D, T, Z, stride_d, pad_front/back, dil_d)
+CONV3D_PARAMS_FIELDS = ("N", "C", "D", "H", "W", "K", "T", "R", "S", "Z", "P", "Q",
+                        "stride_d", "stride_h", "stride_w", "pad_front", "pad_back", "pad_top", "pad_bottom",
+                        "pad_left", "pad_right", "dil_d", "dil_h", "dil_w",
+                        "groups", "C_per_group", "K_per_group", "has_bias")
 CONV_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV_PARAMS_FIELDS], align=True)
 POOL_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in POOL_PARAMS_FIELDS], align=True)
+CONV3D_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV3D_PARAMS_FIELDS], align=True)
 
 
 def _struct(spec, fields, dtype) -> np.ndarray:
@@ -68,6 +74,11 @@ def conv_params(spec) -> np.ndarray:
     return _struct(spec, CONV_PARAMS_FIELDS, CONV_PARAMS_DTYPE)
 
 
+def conv3d_params(spec) -> np.ndarray:
+    """The ``Conv3dParams`` struct for a 3-D ``spec`` (conv, conv_input or conv_weight)."""
+    return _struct(spec, CONV3D_PARAMS_FIELDS, CONV3D_PARAMS_DTYPE)
+
+
 def pool_params(spec) -> np.ndarray:
     """The ``PoolParams`` struct for ``spec`` (divisor_override 0 means none)."""
     return _struct(spec, POOL_PARAMS_FIELDS, POOL_PARAMS_DTYPE)
@@ -75,7 +86,9 @@ def pool_params(spec) -> np.ndarray:
 
 def params_fields(spec) -> Tuple[str, ...]:
     from .._spec import ConvSpec
-    return CONV_PARAMS_FIELDS if isinstance(spec, ConvSpec) else POOL_PARAMS_FIELDS
+    if isinstance(spec, ConvSpec):
+        return CONV3D_PARAMS_FIELDS if spec.is_3d else CONV_PARAMS_FIELDS
+    return POOL_PARAMS_FIELDS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,6 +240,18 @@ def reach_limits(spec, tile_p: int, tile_q: int, kernel: str) -> List[str]:
         if reach > INT32_MAX:
             out.append(f"{kernel} forms {axis} coordinates up to {reach} (outputs in tiles of {tile}, stride "
                        f"{stride}, filter reach {input_extent(1, k, 1, dil)}), beyond its 32-bit ints")
+    return out
+
+
+def extent_limits(spec, kernel: str, margin: int = 0) -> List[str]:
+    """Kernels that keep input coordinates in 32-bit ints (every coordinate a window reaches lies in
+    ``[-pad_before, size + pad_after)``) need each padded extent, plus ``margin`` (a stride a kernel adds
+    on top), below 2^31 - 1: a refusal for absurd extents, per axis of ``spec.in_size``."""
+    out = []
+    for axis, size, (lo, hi) in zip(("depth", "row", "column"), spec.in_size, spec.pads):
+        if size + lo + hi + margin >= INT32_MAX:
+            out.append(f"{kernel}: the padded {axis} extent{' plus ' + str(margin) if margin else ''} "
+                       f"({size + lo + hi + margin}) reaches 2^31 - 1, beyond its 32-bit coordinates")
     return out
 
 

@@ -124,6 +124,8 @@ def _plans(spec):
     for fam in _cuda.FAMILIES:
         if spec.op not in fam.OPS or (spec.op == "conv" and spec.dtype not in fam.DTYPES):
             continue
+        if spec.spatial_dims not in getattr(fam, "SPATIAL_DIMS", (1, 2)):   # as dispatch (Impl.spatial_dims)
+            continue
         for v in fam.VARIANTS:            # every tile and split the autotuner may pick
             if fam.reasons(spec, v):
                 continue
@@ -645,6 +647,7 @@ MODELS = {"unfold_v1": model_unfold_v1, "fold_v1": model_fold_v1,
           "max_unpool3d_claim_v1": model_max_unpool3d_claim_v1, "max_unpool3d_write_v1": model_max_unpool3d_write_v1,
           "conv_dgrad_v1": model_conv_dgrad_v1, "conv_dgrad_v2": model_conv_dgrad_v2,
           "conv_wgrad_v1": model_conv_wgrad_v1, "wgrad_splitk_reduce_v1": model_wgrad_splitk_reduce_v1}
+# the 3-D convolution kernels (conv3d_*.cu): their models are further down, with the 3-D shapes
 
 
 def test_every_kernel_has_an_index_model():
@@ -970,5 +973,233 @@ def huge_grad_specs(draw):
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(huge_grad_specs())
 def test_gradient_offsets_fit_the_index_type_for_random_huge_shapes(spec):
+    assume(_plans(spec))
+    assert overflows(spec) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# The 3-D convolution kernels (conv3d_direct.cu, conv3d_implicit_gemm.cu, conv3d_dgrad.cu, conv3d_wgrad.cu):
+# 3-D volumes pass 2^31 elements quickly (N=16, C=64, 128^3 is 2^31)
+# ---------------------------------------------------------------------------------------------------
+def _windows3d(s):
+    return (_conv_window(s, s.Z, s.stride_d, s.pad_front, s.T, s.dil_d, "d")
+            + _conv_window(s, s.P, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+            + _conv_window(s, s.Q, s.stride_w, s.pad_left, s.S, s.dil_w, "w"))
+
+
+def model_conv3d_direct_v1(s, lc):
+    ZPQ, DHW, TRS = s.Z * s.P * s.Q, s.D * s.H * s.W, s.T * s.R * s.S
+    return [("PQ", s.P * s.Q, "I"), ("ZPQ", ZPQ, "I"), ("total N*K*ZPQ", s.N * s.K * ZPQ, "I"),
+            ("thread index", _last_thread(lc), "I"), ("K*ZPQ", s.K * ZPQ, "I"), ("HW, DHW", DHW, "I"),
+            ("TRS = T*R*S", TRS, "int"), ("(n*C + g*Cg + c)*DHW", (s.N * s.C - 1) * DHW, "I"),
+            ("(k*Cg + c)*TRS", (s.K * s.C_per_group - 1) * TRS, "I"),
+            ("d*HW + h*W + w", DHW - 1, "I"), ("(t*R + r)*S + s", TRS - 1, "int")] + _windows3d(s)
+
+
+def model_conv3d_implicit_gemm_v1(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    k_chunk, splits = int(lc.args[1]), lc.grid[1]
+    ZPQ, DHW, Kg = s.Z * s.P * s.Q, s.D * s.H * s.W, s.K_per_group
+    M, KD, TRS = s.N * ZPQ, s.C_per_group * s.T * s.R * s.S, s.T * s.R * s.S
+    m_blocks, n_blocks = -(-M // bm), -(-Kg // bn)
+    # split z walks kd from z*k_chunk in whole BK steps up to min(KD, (z+1)*k_chunk): the last kd it forms
+    kd_last = max(z * k_chunk + -(-(min(KD, (z + 1) * k_chunk) - z * k_chunk) // bk) * bk - 1 for z in range(splits))
+    e = [("ZPQ", ZPQ, "I"), ("M = N*ZPQ", M, "I"), ("KD = Cg*T*R*S", KD, "int"), ("HW, DHW", DHW, "I"),
+         ("n_blocks: Kg + BN - 1", Kg + bn - 1, "int"), ("m_blocks: (M - 1)/BM + 1", M - 1, "I"),
+         ("blockIdx.x", lc.grid[0] - 1, "I"), ("m0 = bm*BM", (m_blocks - 1) * bm, "I"),
+         ("am = m0 + a_m, mb + 3", m_blocks * bm - 1, "I"), ("n = n0 + b_n + j*(NT/BK)", n_blocks * bn - 1, "int"),
+         ("kd_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "int"),
+         ("kd_begin + k_chunk", splits * k_chunk, "int"), ("kd_begin + a_k (first tap)", (splits - 1) * k_chunk + bk, "int"),
+         ("kd_end - kd_begin + BK - 1", k_chunk + bk - 1, "int"), ("k0 + a_k + i, k0 + b_k", kd_last, "int"),
+         # the staged tap's channel runs on past Cg in a last, partial k step (never dereferenced there)
+         ("tap c (c*T + t)", (kd_last // TRS + 2) * s.T, "int"),
+         ("(img*C + g*Cg)*DHW", ((s.N - 1) * s.C + (s.groups - 1) * s.C_per_group) * DHW, "I"),
+         ("(c*D + dd)*HW + hh*W + ww", s.C_per_group * DHW - 1, "I"),
+         ("g*Kg*KD", (s.groups - 1) * Kg * KD, "I"), ("n*KD + kd", Kg * KD - 1, "I"),
+         ("n*Cg*T*R*S (exact path)", (Kg - 1) * KD, "I"),
+         ("k = g*Kg + n", s.K - 1, "int"), ("(img*K + k)*ZPQ + m%ZPQ", s.N * s.K * ZPQ - 1, "I")]
+    if splits > 1:
+        e.append(("blockIdx.y*M*K (workspace slice)", (splits - 1) * M * s.K, "I"))
+    return e + _windows3d(s)
+
+
+def model_conv3d_splitk_reduce_v1(s, lc):
+    splits, total = int(lc.args[1]), s.N * s.K * s.Z * s.P * s.Q
+    return [("ZPQ", s.Z * s.P * s.Q, "I"), ("total N*K*ZPQ", total, "I"), ("thread index", _last_thread(lc), "I"),
+            ("s*total + o", splits * total - 1, "I")]
+
+
+def _reach3d(size, pad, kernel, dil, what):
+    """dgrad3d_reach (conv3d_dgrad.cu) for one axis: a = x + pad - tap*dil over x < size, tap < kernel."""
+    return [(f"{what}: x + pad", size - 1 + pad, "int"), (f"{what}: tap*dil", (kernel - 1) * dil, "int")]
+
+
+def model_conv3d_dgrad_v1(s, lc):
+    ZPQ, DHW, TRS, Kg, Cg = s.Z * s.P * s.Q, s.D * s.H * s.W, s.T * s.R * s.S, s.K_per_group, s.C_per_group
+    return [("HW, DHW", DHW, "I"), ("total N*C*DHW", s.N * s.C * DHW, "I"), ("thread index", _last_thread(lc), "I"),
+            ("C*DHW", s.C * DHW, "I"), ("PQ, ZPQ", ZPQ, "I"), ("TRS", TRS, "int"),
+            ("(n*K + g*Kg)*ZPQ", ((s.N - 1) * s.K + (s.groups - 1) * Kg) * ZPQ, "I"),
+            ("(g*Kg*Cg + cg)*TRS", ((s.groups - 1) * Kg * Cg + Cg - 1) * TRS, "I"),
+            ("pos = (oz*P + op)*Q + oq", ZPQ - 1, "I"), ("tap = (t*R + r)*S + s", TRS - 1, "int"),
+            ("k*ZPQ + pos", Kg * ZPQ - 1, "I"), ("k*Cg*TRS + tap", Kg * Cg * TRS - 1, "I"),
+            ("dy offset", s.N * s.K * ZPQ - 1, "I"), ("w offset", s.K * Cg * TRS - 1, "I"),
+            ("dx offset o", s.N * s.C * DHW - 1, "I")] + (
+        _reach3d(s.D, s.pad_front, s.T, s.dil_d, "d") + _reach3d(s.H, s.pad_top, s.R, s.dil_h, "h")
+        + _reach3d(s.W, s.pad_left, s.S, s.dil_w, "w"))
+
+
+def model_conv3d_dgrad_v2(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    counts = [-(-n // st) for n, st in zip(s.in_size, s.strides)]
+    rows_max = s.N * math.prod(counts)
+    m_blocks, n_blocks = -(-rows_max // bm), -(-s.C_per_group // bn)
+    KD = s.K_per_group * s.T * s.R * s.S          # the largest phase's taps at most
+    ZPQ, DHW, TRS, Kg, Cg = s.Z * s.P * s.Q, s.D * s.H * s.W, s.T * s.R * s.S, s.K_per_group, s.C_per_group
+    e = [("phases = min(sd, D)*min(sh, H)*min(sw, W)", math.prod(min(st, n) for st, n in zip(s.strides, s.in_size)),
+          "int"),
+         ("D + stride_d - 1", s.D + s.stride_d - 1, "int"), ("H + stride_h - 1", s.H + s.stride_h - 1, "int"),
+         ("W + stride_w - 1", s.W + s.stride_w - 1, "int"),
+         ("rows_max = N*Da*Ha*Wa", rows_max, "I"), ("m_blocks: (rows_max - 1)/BM + 1", rows_max, "I"),
+         ("n_blocks: Cg + BN - 1", Cg + bn - 1, "int"), ("blockIdx.x", lc.grid[0] - 1, "I"),
+         ("hw_count, plane, M = N*plane", rows_max, "I"),
+         ("m0 = bm*BM", (m_blocks - 1) * bm, "I"), ("am = m0 + a_m, mb + i", m_blocks * bm - 1, "I"),
+         ("KD = Kg*nt*nr*ns", KD, "int"), ("tap walk l + step.l, ... + 1", 2 * max(s.T, s.R, s.S), "int"),
+         ("k0 + a_k + e, k0 + b_k", -(-KD // bk) * bk - 1 + bk, "int"),
+         ("TRS, wtap = (t*R + r)*S + s", TRS, "int"), ("ZPQ", ZPQ, "I"), ("HW, DHW", DHW, "I"),
+         ("(img*K + g*Kg)*ZPQ", ((s.N - 1) * s.K + (s.groups - 1) * Kg) * ZPQ, "I"),
+         ("k*ZPQ + (zz*P + pp)*Q + qq", Kg * ZPQ - 1, "I"),
+         ("g*Kg*Cg*TRS", (s.groups - 1) * Kg * Cg * TRS, "I"), ("(k*Cg + c)*TRS + wtap", Kg * Cg * TRS - 1, "I"),
+         ("c = n0 + b_n + e*(NT/BK)", n_blocks * bn - 1, "int"), ("cc = g*Cg + c", s.C - 1, "int"),
+         ("d, h, w = phase + u*stride", max(s.D, s.H, s.W) - 1, "int"),
+         ("(img*C + cc)*DHW + (d*H + h)*W + w", s.N * s.C * DHW - 1, "I")]
+    e += _dgrad_phase_axis(s.D, s.stride_d, s.pad_front, s.T, s.dil_d, "d")
+    e += _dgrad_phase_axis(s.H, s.stride_h, s.pad_top, s.R, s.dil_h, "h")
+    e += _dgrad_phase_axis(s.W, s.stride_w, s.pad_left, s.S, s.dil_w, "w")
+    return e
+
+
+def model_conv3d_wgrad_v1(s, lc):
+    bm, bn, bk = _tile_args(lc)[:3]
+    k_chunk, splits = int(lc.args[1]), lc.grid[1]
+    ZPQ, DHW, TRS = s.Z * s.P * s.Q, s.D * s.H * s.W, s.T * s.R * s.S
+    NN, J, Kg = s.C_per_group * TRS, s.N * ZPQ, s.K_per_group
+    m_blocks, n_blocks = -(-Kg // bm), -(-NN // bn)
+    # split z walks j from z*k_chunk in whole BK steps up to min(J, (z+1)*k_chunk): the last j it forms
+    j_last = max(z * k_chunk + -(-(min(J, (z + 1) * k_chunk) - z * k_chunk) // bk) * bk - 1 for z in range(splits))
+    e = [("RS, TRS", TRS, "int"), ("NN = Cg*TRS", NN, "int"), ("PQ, ZPQ", ZPQ, "I"), ("HW, DHW", DHW, "I"),
+         ("J = N*ZPQ", J, "I"), ("n_blocks: NN + BN - 1", NN + bn - 1, "int"),
+         ("m_blocks: Kg + BM - 1", Kg + bm - 1, "int"), ("blockIdx.x", lc.grid[0] - 1, "I"),
+         ("m = m0 + ...", m_blocks * bm - 1, "int"), ("n = n0 + ...", n_blocks * bn - 1, "int"),
+         ("j_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "I"), ("j_begin + k_chunk", splits * k_chunk, "I"),
+         ("j = k0 + t_k", j_last, "I"), ("k_steps*BK", k_chunk + bk - 1, "I"),
+         ("g*Kg*ZPQ + (img*K + m)*ZPQ + zpq", s.N * s.K * ZPQ - 1, "I"),
+         ("g*Cg*DHW + (img*C + c)*DHW + (dd*H + hh)*W + ww", s.N * s.C * DHW - 1, "I"),
+         ("total = K*NN", s.K * NN, "I"), ("o = (g*Kg + m)*NN + n", s.K * NN - 1, "I")]
+    if splits > 1:
+        e.append(("blockIdx.y*total (workspace slice)", (splits - 1) * s.K * NN, "I"))
+    return e + _windows3d(s)
+
+
+def model_conv3d_wgrad_splitk_reduce_v1(s, lc):
+    splits, total = int(lc.args[1]), s.K * s.C_per_group * s.T * s.R * s.S
+    return [("total K*Cg*T*R*S", total, "I"), ("thread index", _last_thread(lc), "I"),
+            ("s*total + o", splits * total - 1, "I")]
+
+
+MODELS.update({"conv3d_direct_v1": model_conv3d_direct_v1, "conv3d_implicit_gemm_v1": model_conv3d_implicit_gemm_v1,
+               "conv3d_splitk_reduce_v1": model_conv3d_splitk_reduce_v1,
+               "conv3d_dgrad_v1": model_conv3d_dgrad_v1, "conv3d_dgrad_v2": model_conv3d_dgrad_v2,
+               "conv3d_wgrad_v1": model_conv3d_wgrad_v1,
+               "conv3d_wgrad_splitk_reduce_v1": model_conv3d_wgrad_splitk_reduce_v1})
+
+CONV3D_EXTREMES = {
+    "volume-int": lambda: conv((8, 64, 128, 128, 128), (64, 64, 3, 3, 3), padding=1),        # 2^30 elements
+    "volume-64bit": lambda: conv((16, 64, 128, 128, 128), (64, 64, 3, 3, 3), padding=1),     # 2^31 elements
+    # the one-thread-per-element kernels' last thread index near 2^31 - 1 (the padded extent plus a stride must
+    # stay below it)
+    "volume-int-edge": lambda: conv((1, 1, INT32_MAX - 2, 1, 1), (1, 1, 1, 1, 1), bias=True),
+    "long-depth-strided-padded": lambda: conv((1, 1, 2**31 - 13, 1, 1), (1, 1, 3, 1, 1), stride=(2, 1, 1),
+                                              padding=((1, 8), (0, 0), (0, 0))),
+    "long-depth-dilated": lambda: conv((1, 1, 2**31 - 20, 1, 2), (1, 1, 2, 1, 1), dilation=(2**30, 1, 1),
+                                       padding=((0, 8), (0, 0), (0, 0)), stride=(4, 1, 1)),
+    "long-column-64bit": lambda: conv((3, 1, 1, 1, 2**30), (2, 1, 1, 1, 3), padding=1),
+    "many-channels": lambda: conv((1, 2**20, 1, 1, 1), (2**10, 2**20, 1, 1, 1)),
+    "depthwise-64bit": lambda: conv((4, 2**12, 32, 64, 64), (2**13, 1, 3, 3, 3), groups=2**12, padding=1),
+    "huge-filter": lambda: conv((1, 1, 1, 1, 1), (2, 1, 2**10, 2**10, 2**9 - 1),
+                                padding=((2**9, 2**9), (2**9, 2**9), (2**8, 2**8))),
+    "big-batch-64bit": lambda: conv((2**22, 2, 4, 8, 8), (4, 2, 3, 3, 3), padding=1, stride=2),
+    "stride-beyond-extent": lambda: conv((1, 2, 3, 5, 2**26), (2, 2, 1, 1, 1), stride=(2**20, 7, 2**29)),
+    # every buffer below 2^31 elements but the forward's split-K workspace (4 splits of 2^30 outputs)
+    "fwd-split-k-workspace-64bit": lambda: conv((2, 8, 64, 64, 64), (2**11, 8, 3, 3, 3), padding=1),
+    # every buffer below 2^31 elements but the weight gradient's split-K workspace (16 splits of 2.3e8)
+    "split-k-workspace-64bit": lambda: conv((8, 2**11, 7, 7, 7), (2**12, 2**11, 3, 3, 3), padding=1),
+}
+
+
+@pytest.mark.parametrize("op", ["conv", "conv_input", "conv_weight"])
+@pytest.mark.parametrize("name", list(CONV3D_EXTREMES))
+def test_conv3d_offsets_fit_the_index_type_for_the_largest_shapes(name, op):
+    spec = CONV3D_EXTREMES[name]()
+    spec = spec if op == "conv" else as_grad(spec, op)
+    plans = _plans(spec)
+    assert plans, f"{name}: no kernel accepts it; pick a shape the launcher runs"
+    assert all(lc.kernel.startswith("conv3d_") for p in plans for lc in p.launches)
+    assert overflows(spec) == []
+
+
+def test_conv3d_index_type_switches_above_2_pow_31_elements():
+    # 1x1x1: no im2col workspace beyond the input, so the volume alone decides (2^30 vs 2^31 elements)
+    small = conv((8, 64, 128, 128, 128), (64, 64, 1, 1, 1))
+    big = conv((16, 64, 128, 128, 128), (64, 64, 1, 1, 1))
+    assert L.index_type(small) == "int" and L.index_type(big) == "long long"
+    for spec in (big, as_grad(big, "conv_input"), as_grad(big, "conv_weight")):
+        assert all(_itype(lc) == "long long" for p in _plans(spec) for lc in p.launches)
+    for spec in (small, as_grad(small, "conv_input"), as_grad(small, "conv_weight")):
+        # below 2^31 every launch is the int instantiation, but for a split-K workspace that passes it
+        for p in _plans(spec):
+            wide = max(math.prod(b.shape) for b in p.buffers) > INT32_MAX
+            assert all(_itype(lc) == ("long long" if wide else "int") for lc in p.launches), p.launches[0].kernel
+    wspec = as_grad(CONV3D_EXTREMES["split-k-workspace-64bit"](), "conv_weight")
+    wgrad = _cuda.family("conv3d_wgrad")
+    assert L.index_type(wspec) == "int"
+    assert all(", long long" in lc.kernel for lc in wgrad.plan(wspec, "3d-64x64-k16").launches)
+    assert all(", int" in lc.kernel for lc in wgrad.plan(wspec, "3d-64x64").launches)
+    fspec = CONV3D_EXTREMES["fwd-split-k-workspace-64bit"]()
+    igemm = _cuda.family("conv3d_implicit_gemm")
+    assert L.index_type(fspec) == "int"
+    assert all(", long long" in lc.kernel for lc in igemm.plan(fspec, "3d-64x64-k4").launches)
+    assert all(", int" in lc.kernel for lc in igemm.plan(fspec, "3d-64x64").launches)
+
+
+def test_conv3d_padded_extents_past_32bit_coordinates_are_refused():
+    spec = conv((1, 1, 2**31 - 3, 1, 1), (1, 1, 3, 1, 1), stride=(2, 1, 1), padding=((1, 8), (0, 0), (0, 0)))
+    for s in (spec, as_grad(spec, "conv_input"), as_grad(spec, "conv_weight")):
+        assert _plans(s) == []
+        assert any("32-bit coordinates" in r for name in ("conv3d_implicit_gemm", "conv3d_direct", "conv3d_dgrad",
+                                                          "conv3d_wgrad") for r in family_reasons(s, name))
+
+
+@st.composite
+def huge_conv3d_specs(draw):
+    """3-D convolutions with log-uniform extents (padding large enough for any filter, so no empty output), as
+    a conv, conv_input or conv_weight spec."""
+    g = draw(st.sampled_from([1, 1, 2, 4]))
+    C, K = g * draw(extent(bits=18)), g * draw(extent(bits=18))
+    ks = tuple(draw(st.integers(1, 5)) for _ in range(3))
+    dil = tuple(draw(extent(bits=6)) for _ in range(3))
+    pads = tuple((draw(st.integers(0, 4)) + (k - 1) * d, draw(st.integers(0, 4))) for k, d in zip(ks, dil))
+    shape = (draw(extent(bits=22)), C) + tuple(draw(extent(bits=31)) for _ in range(3))
+    assume(math.prod(shape) < 2**44 and K * (C // g) * math.prod(ks) < 2**40
+           and all(n + lo < 2**31 for n, (lo, _) in zip(shape[2:], pads)))
+    spec = conv(shape, (K, C // g) + ks, bias=draw(st.booleans()), groups=g, dilation=dil, padding=pads,
+                stride=tuple(draw(extent(bits=8)) for _ in range(3)))
+    op = draw(st.sampled_from(["conv", "conv_input", "conv_weight"]))
+    return spec if op == "conv" else as_grad(spec, op)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(huge_conv3d_specs())
+def test_conv3d_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
     assert overflows(spec) == []
