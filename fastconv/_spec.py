@@ -804,7 +804,7 @@ def _empty_output_message(name, sizes, ks, pads, dils) -> str:
 
 def _check_bool(value, name: str) -> bool:
     """A bool argument: Python or NumPy booleans; anything else is a TypeError naming it."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
     raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
