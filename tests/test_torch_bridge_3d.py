@@ -121,9 +121,10 @@ CASES = [
     pytest.param("conv3d", _conv_ref("conv3d"), _conv_tensors((1, 2, 4, 4, 4), (2, 2, 2, 3, 2), True),
                  dict(padding="same", dilation=(2, 1, 1)), id="conv3d-same"),
     *[pytest.param(f"conv{nd}d", _conv_ref(f"conv{nd}d"),
-                   _conv_tensors((2, 2) + (5, 4, 6)[3 - nd:], (3, 2) + (3, 2, 3)[3 - nd:], True),
+                   _conv_tensors(((2,) if nd != 2 else ()) + (2,) + (5, 4, 6)[3 - nd:], (3, 2) + (3, 2, 3)[3 - nd:],
+                                 True),
                    dict(stride=(2, 1, 1)[3 - nd:], padding=(2, 1, (1, 2))[3 - nd:] if nd > 1 else ((2, 1),),
-                        padding_mode=mode), id=f"conv{nd}d-{mode}")
+                        padding_mode=mode), id=f"conv{nd}d-{mode}" + ("-unbatched" if nd == 2 else ""))
       for nd in (1, 2, 3) for mode in MODES],
     pytest.param("conv2d", _conv_ref("conv2d"), _conv_tensors((1, 2, 5, 6), (2, 1, 2, 4), False, 2),
                  dict(padding="same", groups=2, padding_mode="reflect"), id="conv2d-same-even-kernel-reflect"),
@@ -221,6 +222,27 @@ def test_forward_is_fastconvs_own():
         got = ft.lp_pool3d(v, p, (2, 3, 2), stride=(1, 2, 2), ceil_mode=True, backend="numpy").numpy()
         want = fc.lp_pool3d(v.numpy(), p, (2, 3, 2), stride=(1, 2, 2), ceil_mode=True, backend="numpy")
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16"])
+def test_lower_precision_keeps_its_dtype(dtype):
+    """float32 and float16 tensors through the padding node and the lp pool: results and gradients keep the
+    dtype and agree with torch's float64 values to the dtype's precision."""
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=2e-2)
+    x64, w64 = _rand(2, 3, 6, 7, positive=True), _rand(4, 3, 3, 2, seed=1)
+    x, w = (t.detach().to(dtype).requires_grad_() for t in (x64, w64))
+    for got, want, ins, ins64 in [
+            (ft.conv2d(x, w, padding=(2, 1), padding_mode="reflect", backend="numpy"),
+             F.conv2d(F.pad(x64, (1, 1, 2, 2), mode="reflect"), w64), (x, w), (x64, w64)),
+            (ft.lp_pool2d(x, 2, 2, ceil_mode=True, backend="numpy"), F.lp_pool2d(x64, 2, 2, ceil_mode=True),
+             (x,), (x64,))]:
+        assert got.dtype == dtype
+        dy = _rand(*want.shape, seed=2, grad=False)
+        grads = torch.autograd.grad(got, ins, dy.to(dtype))
+        torch.testing.assert_close(got.double(), want, **tol)
+        for g, r in zip(grads, torch.autograd.grad(want, ins64, dy)):
+            assert g.dtype == dtype
+            torch.testing.assert_close(g.double(), r, **tol)
 
 
 @pytest.mark.parametrize("mode", MODES)
