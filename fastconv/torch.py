@@ -27,7 +27,8 @@ Tensors are handed over without copies: CPU tensors as NumPy views (``t.detach()
 first only if they are not), CUDA tensors through DLPack to CuPy and back (on the tensor's device and torch's
 current stream). All tensors of one call must be on one device. Backward computes only the gradients
 ``ctx.needs_input_grad`` asks for and keeps only what those need (the max pools keep their forward's
-indices, not the input; the pools keep nothing else). The max pools' gradient goes where the forward's
+indices, not the input; the average pools keep nothing; the lp pools keep their input and either its window
+means of ``x ** p`` or, for ``p = +-inf``, the indices). The max pools' gradient goes where the forward's
 indices point, as torch's does; ``max_unpool``'s gradient is the gather ``grad_output[indices]``, as torch's
 (done by torch on the tensor's device: it is a memory operation, no arithmetic).
 
@@ -519,7 +520,7 @@ class _LpPool(torch.autograd.Function):
                 ctx.kw = dict(kernel_size=kernel_size, stride=stride, padding=0, dilation=1, ceil_mode=ceil_mode)
                 u = xp.abs(xa) if p > 0 else -xp.abs(xa)
                 y, idx = getattr(_f, f"max_pool{nd}d")(u, **ctx.kw, return_indices=True, backend=backend)
-                ctx.save_for_backward(x, _tensor(idx))
+                ctx.save_for_backward(*((x, _tensor(idx)) if ctx.needs_input_grad[0] else (None, None)))
                 return _tensor(y if p > 0 else -y)
             ctx.kw = dict(kernel_size=kernel_size, stride=stride, padding=0, ceil_mode=ceil_mode,
                           count_include_pad=True)
@@ -527,7 +528,7 @@ class _LpPool(torch.autograd.Function):
             with _f._quiet_powers(_f.array_kind(xa)):
                 s = getattr(_f, f"avg_pool{nd}d")(xa ** p, **ctx.kw, backend=backend)
                 y = (s * ctx.taps) ** (1.0 / p)
-        ctx.save_for_backward(x, _tensor(s))
+        ctx.save_for_backward(*((x, _tensor(s)) if ctx.needs_input_grad[0] else (None, None)))
         return _tensor(y)
 
     @staticmethod
