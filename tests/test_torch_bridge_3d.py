@@ -55,8 +55,9 @@ def _rand(*shape, seed=0, positive=False, grad=True):
 def _torch_padded(x, pads, mode, value=0.0):
     """torch's F.pad with per-dimension (before, after) pairs (F.pad wants the last dimension first)."""
     flat = [v for pair in reversed(pads) for v in pair]
-    return F.pad(x, flat, mode="constant" if mode == "zeros" else mode, **({"value": value} if mode == "zeros"
-                                                                          else {}))
+    if mode == "zeros":
+        return F.pad(x, flat, mode="constant", value=value)
+    return F.pad(x, flat, mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------------
