@@ -428,6 +428,14 @@ def _impl(op, algo, fn, **kw):
     return FunctionImpl("numba", op, algo, fn, dtypes=DTYPES, **kw)
 
 
+def _fold_op(name):
+    """unfold / fold (``_numba_fold``, imported on first run: this module imports no Numba)."""
+    def run(spec, *arrays):
+        from . import _numba_fold
+        return getattr(_numba_fold, name)(spec, *arrays)
+    return run
+
+
 # direct first: measurement times candidates in this order, so the Numba kernels are timed before this
 # measurement's own GEMMs leave OpenBLAS's workers spinning
 _IMPLS = [
@@ -450,6 +458,8 @@ _IMPLS = [
     _impl("adaptive_max_pool_backward", "direct", max_pool_backward),
     _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward),
     _impl("max_unpool", "direct", max_unpool),
+    _impl("unfold", "direct", _fold_op("unfold"), spatial_dims=(1, 2, 3)),
+    _impl("fold", "direct", _fold_op("fold"), spatial_dims=(1, 2, 3)),
 ]
 
 

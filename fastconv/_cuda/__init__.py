@@ -23,14 +23,15 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from .._dispatch import Impl
-from . import conv_dgrad, conv_wgrad, depthwise, direct, im2col, implicit_gemm, plan, pool, pool_backward
+from . import conv_dgrad, conv_wgrad, depthwise, direct, fold, im2col, implicit_gemm, plan, pool, pool_backward
 from .plan import C_TYPES, inputs_for
 
 #: every family in priority order: with measuring off, ``algo="auto"`` runs the first supported variant of
 #: the first family that takes the problem (specialised kernels before general ones)
 FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool, pool_backward,
             conv_dgrad,      # conv_input: the data gradient and conv_transpose
-            conv_wgrad)      # conv_weight
+            conv_wgrad,      # conv_weight
+            fold)            # unfold and fold (1-D to 3-D)
 
 
 def family(name: str):

@@ -524,7 +524,38 @@ def model_wgrad_splitk_reduce_v1(s, lc):
             ("s*total + o", splits * total - 1, "I")]
 
 
-MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
+def _fold_axes(s):
+    """Per axis (depth, height, width): (extent, blocks, kernel, stride, pad before, dilation)."""
+    return (("d", s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d),
+            ("h", s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h),
+            ("w", s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w))
+
+
+def model_unfold_v1(s, lc):
+    taps, L_ = s.T * s.R * s.S, s.Z * s.P * s.Q
+    e = [("taps = T*R*S", taps, "int"), ("S*R", s.S * s.R, "int"), ("L = Z*P*Q", L_, "I"),
+         ("total N*C*taps*L", s.N * s.C * taps * L_, "I"), ("thread index", _last_thread(lc), "I"),
+         ("row = o / L", s.N * s.C * taps - 1, "I"), ("Q*P", s.Q * s.P, "I"),
+         ("((nc*D + d)*H + h)*W + w", s.N * s.C * s.D * s.H * s.W - 1, "I")]
+    for what, _, out, k, stride, pad, dil in _fold_axes(s):
+        e += _conv_window(s, out, stride, pad, k, dil, what)
+    return e
+
+
+def model_fold_v1(s, lc):
+    taps, L_ = s.T * s.R * s.S, s.Z * s.P * s.Q
+    e = [("total N*C*D*H*W", s.N * s.C * s.D * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
+         ("W*H*D", s.W * s.H * s.D, "I"), ("L = Z*P*Q", L_, "I"), ("taps = T*R*S", taps, "int"),
+         ("nc*taps*L", (s.N * s.C - 1) * taps * L_, "I"), ("(t*R + r)*S + s", taps - 1, "int"),
+         ("tap row*L + (z*P + y)*Q + q", taps * L_ - 1, "I")]
+    for what, size, out, k, stride, pad, dil in _fold_axes(s):    # block_of_tap
+        e += [(f"{what}: x + pad", size - 1 + pad, "int"), (f"{what}: k*dil", (k - 1) * dil, "int"),
+              (f"{what}: block", out - 1, "int")]
+    return e
+
+
+MODELS = {"unfold_v1": model_unfold_v1, "fold_v1": model_fold_v1,
+          "conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
           "im2col_v1": model_im2col_v1, "conv_gemm_v1": model_conv_gemm_v1, "conv_gemm_v2": model_conv_gemm_v2,
           "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1,
           "conv_implicit_gemm_v1": model_conv_implicit_gemm_v1, "splitk_reduce_v1": model_splitk_reduce_v1,
@@ -649,7 +680,26 @@ EXTREMES = {
     "unpool-64bit": lambda: unpool((2, 1, 2**15, 2**15), kernel_size=2),
     "unpool-long-row": lambda: unpool((1, 1, 2**30 - 1), kernel_size=2),
     "unpool-plane-at-the-limit": lambda: unpool((1, 1, INT32_MAX), kernel_size=1),
+    # unfold / fold (kernels/fold.cu): a column matrix of exactly 2^31 - 1 elements in int, one past it in
+    # long long, a padded row at the coordinates' limit, a dilated strided row, 3-D volumes past 2^31
+    "unfold-int-edge": lambda: fold_op("unfold", (1, 1, INT32_MAX), (1,)),
+    "fold-int-edge": lambda: fold_op("fold", (1, 1, INT32_MAX // 3), (3,), padding=1),
+    "unfold-long-row-padded": lambda: fold_op("unfold", (1, 1, 1, 2**31 - 9), (1, 3), padding=((0, 0), (4, 4))),
+    "fold-long-row-padded": lambda: fold_op("fold", (1, 1, 1, 2**31 - 9), (1, 3), padding=((0, 0), (4, 4))),
+    "unfold-long-row-dilated": lambda: fold_op("unfold", (1, 1, 2**31 - 20), (2,), dilation=2**30, stride=4,
+                                               padding=((0, 8),)),
+    "fold-long-row-dilated": lambda: fold_op("fold", (1, 1, 2**31 - 20), (2,), dilation=2**30, stride=4,
+                                             padding=((0, 8),)),
+    "unfold-3d-64bit": lambda: fold_op("unfold", (8, 64, 128, 128, 128), (3, 3, 3), padding=1),
+    "fold-3d-64bit": lambda: fold_op("fold", (8, 64, 128, 128, 128), (3, 3, 3), padding=1, stride=2),
 }
+
+
+def fold_op(op, xshape, kernel_size, **kw):
+    """The unfold spec of an image of ``xshape`` (no memory), or the fold spec that returns that image."""
+    from fastconv._spec_fold import fold_spec, unfold_spec
+    u = unfold_spec(fake(xshape), kernel_size, **kw)
+    return u if op == "unfold" else fold_spec(fake(u.output_shape), xshape[2:], kernel_size, **kw)
 
 
 @pytest.mark.parametrize("name", list(EXTREMES))
