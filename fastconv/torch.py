@@ -4,7 +4,8 @@ Every function has the signature of its ``torch.nn.functional`` namesake plus ``
 convolutions, ``algo="auto"`` and fastconv's ``padding_mode=``), in 1, 2 and 3 spatial dimensions:
 ``conv{1,2,3}d``, ``conv_transpose{1,2,3}d``, ``max_pool{1,2,3}d`` (``return_indices`` too),
 ``avg_pool{1,2,3}d``, ``adaptive_avg_pool{1,2,3}d``, ``adaptive_max_pool{1,2,3}d``, ``max_unpool{1,2,3}d`` and
-``lp_pool{1,2,3}d``. Each is a ``torch.autograd.Function`` whose forward runs fastconv's op and whose backward
+``lp_pool{1,2,3}d``; ``unfold`` and ``fold`` (im2col and col2im, 1-D to 3-D as fastconv's, each the
+other's gradient). Each is a ``torch.autograd.Function`` whose forward runs fastconv's op and whose backward
 runs ``fastconv.grad`` (or, for the transposed convolution, the forward convolution and the weight gradient
 with the roles of input and output swapped), on the backend named (None: fastconv's default for the array
 type, ``numba`` on the CPU, ``cuda`` on the GPU). ``algo`` names the algorithm of every convolution the op
@@ -53,11 +54,12 @@ from . import functional as _f
 from . import grad as _grad
 from ._args import _as_tuple
 from ._spec import conv_spec, conv_transpose_spec, output_size
+from ._spec_fold import fold_spec, unfold_spec
 
 _NDS = (1, 2, 3)
 __all__ = [f"{op}{nd}d" for op in ("conv", "conv_transpose", "max_pool", "avg_pool", "adaptive_avg_pool",
                                    "adaptive_max_pool", "max_unpool", "lp_pool") for nd in _NDS] \
-    + ["Conv1d", "Conv2d", "Conv3d"]
+    + ["unfold", "fold", "Conv1d", "Conv2d", "Conv3d"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -615,6 +617,58 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
     """As ``torch.nn.functional.max_unpool1d``."""
     return _MaxUnpool.apply(input, indices, 1, kernel_size, stride, padding, output_size, backend)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sliding blocks: unfold (im2col) and fold (col2im), each the other's adjoint
+# ---------------------------------------------------------------------------------------------------
+class _Blocks(torch.autograd.Function):
+    """``unfold`` and ``fold`` are adjoint linear maps (fold adds every column entry to the image position
+    unfold read it from), so the backward of one is the other on ``grad_output``, with the block geometry
+    of the forward's spec (kernel, dilation, per-side pads, stride as tuples of its own dimensions, so a
+    3-D fold given an int kernel_size stays 3-D) and, for unfold's, the input's spatial size."""
+
+    @staticmethod
+    def forward(ctx, x, op, output_size, kernel_size, dilation, padding, stride, backend):
+        dev = _device([("input", x)])
+        with _on(dev):
+            xa = _array(x, "input")
+            if op == "unfold":
+                y = _f.unfold(xa, kernel_size, dilation, padding, stride, backend=backend)
+                spec = unfold_spec(xa, kernel_size, dilation, padding, stride)
+            else:
+                y = _f.fold(xa, output_size, kernel_size, dilation, padding, stride, backend=backend)
+                spec = fold_spec(xa, output_size, kernel_size, dilation, padding, stride)
+        nd = spec.spatial_dims
+        ctx.op, ctx.backend = op, backend
+        ctx.image = spec.in_size[3 - nd:]
+        ctx.geometry = (spec.window[3 - nd:], spec.dilations[3 - nd:], spec.pads[3 - nd:], spec.strides[3 - nd:])
+        return _tensor(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        with _on(dy.device):
+            g = _array(dy, "grad_output")
+            if ctx.op == "unfold":
+                dx = _f.fold(g, ctx.image, *ctx.geometry, backend=ctx.backend)
+            else:
+                dx = _f.unfold(g, *ctx.geometry, backend=ctx.backend)
+        return (_tensor(dx),) + (None,) * 7
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
+    """As ``torch.nn.functional.unfold`` (and fastconv.unfold: 1-D and 3-D, per-side padding), differentiable
+    in its input (the gradient is :func:`fold` of grad_output)."""
+    return _Blocks.apply(input, "unfold", None, kernel_size, dilation, padding, stride, backend)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
+    """As ``torch.nn.functional.fold`` (and fastconv.fold: 1-D and 3-D, per-side padding), differentiable in
+    its input (the gradient is :func:`unfold` of grad_output)."""
+    return _Blocks.apply(input, "fold", output_size, kernel_size, dilation, padding, stride, backend)
 
 
 # ---------------------------------------------------------------------------------------------------

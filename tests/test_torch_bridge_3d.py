@@ -114,6 +114,7 @@ def _per_side_max_ref(x, kernel_size, stride=None, padding=0):
 
 
 PER_SIDE = ((1, 0), (0, 2), (2, 1))
+BLOCKS = dict(kernel_size=(2, 3), dilation=(1, 2), padding=1, stride=(2, 1))
 CASES = [
     pytest.param("conv3d", _conv_ref("conv3d"), _conv_tensors((2, 4, 4, 5, 4), (4, 2, 3, 2, 3), True, 2),
                  dict(stride=(2, 1, 1), padding=1, dilation=(1, 1, 2), groups=2), id="conv3d-groups-stride-dil"),
@@ -167,6 +168,9 @@ CASES = [
                  dict(norm_type=1.5, kernel_size=3, stride=2), id="lp1d-p1.5"),
     pytest.param("lp_pool1d", F.lp_pool1d, _pool_tensors((3, 8), positive=True),
                  dict(norm_type=-2, kernel_size=2), id="lp1d-negative-p-unbatched"),
+    pytest.param("unfold", F.unfold, _pool_tensors((2, 3, 6, 7)), dict(BLOCKS), id="unfold2d"),
+    # (N, C*kh*kw, L): 3 channels, 2x3 taps, 4x5 blocks of a 6x7 image
+    pytest.param("fold", F.fold, _pool_tensors((2, 18, 20)), dict(BLOCKS, output_size=(6, 7)), id="fold2d"),
 ]
 
 
@@ -208,6 +212,26 @@ def test_matches_torch(fn, ref, build, kw):
         torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12, msg=lambda m: f"{backend} forward: {m}")
         for i, (g, r) in enumerate(zip(grads, want_grads)):
             torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12, msg=lambda m: f"{backend} gradient {i}: {m}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("nd", [1, 3])
+def test_unfold_fold_beyond_torch(nd, backend):
+    """unfold and fold in 1-D and 3-D with per-side padding (torch's are 2-D only): both pass gradcheck, and
+    fold with an int kernel_size stays 3-D in its backward (the geometry comes from the spec)."""
+    size, ks, pads = (5, 4, 6)[3 - nd:], (2, 2, 3)[3 - nd:], ((1, 0), (0, 1), (2, 1))[3 - nd:]
+    x = _rand(2, 2, *size)
+    with _unless_unimplemented(backend):
+        assert torch.autograd.gradcheck(
+            lambda t: ft.unfold(t, ks, padding=pads, stride=2, backend=backend), (x,), fast_mode=True)
+        cols = ft.unfold(x, ks, padding=pads, stride=2, backend=backend).detach().requires_grad_()
+        assert torch.autograd.gradcheck(
+            lambda t: ft.fold(t, size, ks, padding=pads, stride=2, backend=backend), (cols,), fast_mode=True)
+        if nd == 3:
+            cube = ft.unfold(x, (2, 2, 2), backend=backend).detach().requires_grad_()
+            (g,) = torch.autograd.grad(ft.fold(cube, size, 2, backend=backend), cube, torch.ones(2, 2, *size,
+                                                                                             dtype=x.dtype))
+            assert torch.equal(g, torch.ones_like(cube))     # unfold of ones: every tap is inside the image
 
 
 def test_forward_is_fastconvs_own():
