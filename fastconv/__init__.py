@@ -13,6 +13,7 @@ from .functional import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_
                          conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d, lp_pool1d,
                          lp_pool2d, lp_pool3d, max_pool1d, max_pool2d, max_pool3d, max_unpool1d, max_unpool2d,
                          max_unpool3d)
+from ._fold import fold, unfold
 from . import grad
 
 __version__ = "0.1.0"
@@ -25,5 +26,5 @@ __all__ = [
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
     "conv_output_size", "conv_param_count", "receptive_field", "backends", "BackendUnavailable",
     "ConvSpec", "PoolSpec", "ConvInputGradSpec", "ConvWeightGradSpec", "PoolGradSpec", "UnpoolSpec",
-    "conv_spec", "pool_spec",
+    "conv_spec", "pool_spec", "unfold", "fold",
 ]

@@ -438,16 +438,6 @@ class PoolSpec(_SpecBase):
         """Each dimension padded equally on both sides (everything torch's own pools can express)."""
         return all(lo == hi for lo, hi in self.pads)
 
-    # TRANSITION (removed before issue 13 lands): the before-side pads under their old names, for the
-    # 2-D pool kernels not yet taught per-side padding; those refuse asymmetric problems meanwhile.
-    @property
-    def pad_h(self) -> int:
-        return self.pad_top
-
-    @property
-    def pad_w(self) -> int:
-        return self.pad_left
-
     @property
     def output_layout(self) -> Tuple[int, ...]:
         return self._layout(self.N, self.C, self.out_size)

@@ -364,3 +364,12 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
     """As ``torch.nn.functional.max_unpool3d``: input and indices (N, C, D, H, W) or (C, D, H, W); indices
     flat over the output's (D, H, W) plane."""
     return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fold / unfold live in their own module (their specs are fastconv._spec_fold's); exported here too, as
+# torch.nn.functional has them
+# ---------------------------------------------------------------------------------------------------
+from ._fold import fold, unfold  # noqa: E402  (after the helpers _fold imports from this module)
+
+__all__ += ["unfold", "fold"]

@@ -6,7 +6,10 @@
 // greater than the best so far or is NaN (scanning row-major, so NaN wins and the last NaN gives the
 // index, ties keep the first); the index starts at the window's first in-bounds tap; avg divides by
 // divisor_override, else by the window clipped to the padded input (count_include_pad) or to the input.
-// Adaptive windows span [floor(i*In/Out), ceil((i+1)*In/Out)) and take the same code paths.
+// Padding is per side: windows start at o*stride - pad_top (pad_left), the padded extent ends at
+// H + pad_bottom (W + pad_right). Adaptive windows span [floor(i*In/Out), ceil((i+1)*In/Out)) and take
+// the same code paths. The window geometry and both rules are common.cuh's (pooling), shared with the
+// 3-D kernels (pool3d.cu); this file's problems have D = T = Z = 1.
 //
 // Template parameters: T storage (float, double, __half with float accumulation), I index type
 // (int or long long, chosen per call by the launcher), and for the v2 window kernels OPT and PAIR, which
@@ -25,132 +28,34 @@
 //                  whole plane (global pooling, adaptive 1x1): coalesced strided loads, then a shuffle
 //                  reduction (max: a combine that reproduces the row-major scan's choice exactly)
 //
-// Sections: window geometry | max and average rules | v1 one output per thread |
-//           v2 several outputs per thread | v2 global pooling
+// Sections: v1 one output per thread | v2 several outputs per thread | v2 global pooling
 
 #include "common.cuh"
-
-// ================================================================ window geometry
-// The taps of one output along one axis: start, count and step. Fixed windows start at
-// o*stride - pad and take `kernel` taps `dil` apart (some may be outside the input); adaptive
-// windows are contiguous and always inside.
-struct Taps {
-  int start, count, step;
-};
-
-__device__ __forceinline__ Taps window_taps(int o, int adaptive, int in, int out, int kernel, int stride,
-                                            int pad, int dil) {
-  Taps t;
-  if (adaptive) {
-    t.start = adaptive_start(o, in, out);
-    t.count = adaptive_end(o, in, out) - t.start;
-    t.step = 1;
-  } else {
-    t.start = o * stride - pad;
-    t.count = kernel;
-    t.step = dil;
-  }
-  return t;
-}
-
-// First tap position >= 0 (the index a max pool starts from).
-__device__ __forceinline__ int first_inbounds(Taps t) {
-  if (t.start >= 0) return t.start;
-  return t.start + (-t.start + t.step - 1) / t.step * t.step;
-}
-
-// The window of output o (flat over (n, c, p, q)): its taps along each axis and the offset of its (n, c)
-// input plane. v1's scan visits its taps; v2 keeps OPT of them per thread (PoolOutputs).
-template <typename I>
-struct PoolWindow {
-  Taps th, tw;
-  I plane;
-
-  // take(v, idx) for every tap inside the input, row-major: v the tap's value in the accumulation type,
-  // idx its flat position h * W + w in the plane
-  template <typename T, typename F>
-  __device__ __forceinline__ void scan(const PoolParams& p, const T* __restrict__ x, F take) const {
-    const T* in = x + plane;
-    for (int r = 0; r < th.count; ++r) {
-      const int h = th.start + r * th.step;
-      if (h < 0 || h >= p.H) continue;
-      for (int s = 0; s < tw.count; ++s) {
-        const int w = tw.start + s * tw.step;
-        if (w < 0 || w >= p.W) continue;
-        take(Acc<T>::load(in[(I)h * p.W + w]), (long long)h * p.W + w);
-      }
-    }
-  }
-};
-
-template <typename I>
-__device__ __forceinline__ PoolWindow<I> pool_window(const PoolParams& p, I o) {
-  const int q = (int)(o % p.Q);
-  const int op = (int)((o / p.Q) % p.P);
-  PoolWindow<I> win;
-  win.th = window_taps(op, p.is_adaptive, p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
-  win.tw = window_taps(q, p.is_adaptive, p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
-  win.plane = o / ((I)p.P * p.Q) * p.H * p.W;
-  return win;
-}
-
-// ================================================================ max and average rules
-// One step of the row-major scan: take v when it is greater than the best so far or is NaN.
-template <typename A>
-__device__ __forceinline__ void max_take(A v, long long idx, A& best, long long& best_idx) {
-  if (v > best || isnan(v)) {
-    best = v;
-    best_idx = idx;
-  }
-}
-
-// The divisor of one average-pool output (whose windows are th, tw).
-__device__ __forceinline__ long long avg_divisor(const PoolParams& p, Taps th, Taps tw) {
-  if (p.divisor_override != 0) return p.divisor_override;
-  if (p.is_adaptive) return (long long)th.count * tw.count;
-  // the window clipped to the padded input (ceil_mode's overhang past the padding never counts) ...
-  // (in long long: the end of a window and of the padded input pass 2^31 - 1 for rows near it; once per output)
-  const long long h0 = th.start, h1 = min((long long)th.start + p.R, (long long)p.H + p.pad_h);
-  const long long w0 = tw.start, w1 = min((long long)tw.start + p.S, (long long)p.W + p.pad_w);
-  if (p.count_include_pad) return (h1 - h0) * (w1 - w0);
-  // ... or to the input itself
-  return (min(h1, (long long)p.H) - max(h0, 0LL)) * (min(w1, (long long)p.W) - max(w0, 0LL));
-}
 
 // ================================================================ v1 one output per thread
 template <typename T, typename I>
 __global__ void max_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                               long long* __restrict__ indices) {
-  typedef typename Acc<T>::type A;
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  const PoolWindow<I> win = pool_window(p, o);
-  A best = -INFINITY;
-  long long best_idx = (long long)first_inbounds(win.th) * p.W + first_inbounds(win.tw);
-  win.scan(p, x, [&](A v, long long idx) { max_take(v, idx, best, best_idx); });
-  y[o] = Acc<T>::store(best);
-  if (p.return_indices) indices[o] = best_idx;
+  max_pool_output<2>(p, x, y, indices, o);
 }
 
 template <typename T, typename I>
 __global__ void avg_pool2d_v1(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
-  typedef typename Acc<T>::type A;
   const I total = (I)p.N * p.C * p.P * p.Q;
   const I o = global_thread_index<I>();
   if (o >= total) return;
-  const PoolWindow<I> win = pool_window(p, o);
-  A sum = 0;
-  win.scan(p, x, [&](A v, long long) { sum += v; });
-  y[o] = Acc<T>::store(sum / (A)avg_divisor(p, win.th, win.tw));
+  avg_pool_output<2>(p, x, y, o);
 }
 
 // ================================================================ v2 several outputs per thread
 // Output j of a thread is o = blockIdx.x * OPT * blockDim.x + j * blockDim.x + threadIdx.x: for each j the
 // block's threads touch consecutive outputs, so loads and stores stay coalesced, and the window loop runs
 // outermost with the OPT outputs unrolled inside it, so each tap issues OPT independent loads.
-// PAIR = 1 (launcher: not adaptive, S == stride_w == 2, pad_w == 0, dil_w == 1, W even): a row's two taps
-// (h, 2q) and (h, 2q + 1) are one pair, loaded as one aligned access when x itself is aligned (a
+// PAIR = 1 (launcher: not adaptive, S == stride_w == 2, pad_left == pad_right == 0, dil_w == 1, W even): a
+// row's two taps (h, 2q) and (h, 2q + 1) are one pair, loaded as one aligned access when x itself is aligned (a
 // contiguous view may start anywhere; then two plain loads).
 
 // Two adjacent taps, loaded as one access.
@@ -176,6 +81,7 @@ __device__ __forceinline__ TapPair<T> load_pair(const T* at, bool aligned) {
 // The windows and plane of each of a thread's OPT outputs; a dead output (past the end) gets no taps.
 template <typename I, int OPT, int PAIR>
 struct PoolOutputs {
+  Taps td;        // the depth taps (D == Z == 1: the same for every output)
   Taps th[OPT], tw[OPT];
   I plane[OPT];   // offset of the (n, c) input plane
   bool live[OPT];
@@ -189,7 +95,8 @@ struct PoolOutputs {
     for (int j = 0; j < OPT; ++j) {
       const I o = o0 + (I)j * blockDim.x;
       live[j] = o < total;
-      const PoolWindow<I> win = pool_window(p, live[j] ? o : 0);
+      const PoolWindow<2, I> win(p, live[j] ? o : 0);
+      if (j == 0) td = win.td;
       th[j] = win.th;
       tw[j] = win.tw;
       if (!live[j]) th[j].count = 0;
@@ -243,7 +150,7 @@ __global__ void max_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
 #pragma unroll
   for (int j = 0; j < OPT; ++j) {
     best[j] = -INFINITY;
-    best_idx[j] = (long long)first_inbounds(o.th[j]) * p.W + first_inbounds(o.tw[j]);
+    best_idx[j] = (long long)first_inbounds(o.th[j]) * p.W + first_inbounds(o.tw[j]);  // D == 1
   }
   o.scan(p, x, [&](int j, A v, long long idx) { max_take(v, idx, best[j], best_idx[j]); });
 #pragma unroll
@@ -264,77 +171,23 @@ __global__ void avg_pool2d_v2(const PoolParams p, const T* __restrict__ x, T* __
   o.scan(p, x, [&](int j, A v, long long) { sum[j] += v; });
 #pragma unroll
   for (int j = 0; j < OPT; ++j) {
-    if (o.live[j]) y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor(p, o.th[j], o.tw[j]));
+    if (o.live[j]) {
+      y[o.out(j)] = Acc<T>::store(sum[j] / (A)avg_divisor<2>(p, p.is_adaptive, o.td, o.th[j], o.tw[j]));
+    }
   }
 }
 
 // ================================================================ v2 global pooling
 // Launcher: the window is the whole plane (P == Q == 1 and adaptive, or R == H, S == W, no padding,
-// dilation 1). One warp per (n, c) plane, blockDim.x / 32 planes per block; a warp past the last plane
-// leaves whole, before any shuffle. Lane l scans elements l, l + 32, ... with the row-major rule, then
-// the lanes combine.
-
-// This thread's plane and lane, and the lane's part of the plane.
-template <typename I>
-struct WarpPlane {
-  int lane;
-  I nc;  // the (n, c) plane; N*C or more for a warp past the last plane
-  I HW;
-
-  __device__ __forceinline__ WarpPlane(const PoolParams& p)
-      : lane(threadIdx.x % 32), nc((I)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32), HW((I)p.H * p.W) {}
-
-  // take(v, i) for the lane's elements i = lane, lane + 32, ... of the plane (v in the accumulation type)
-  template <typename T, typename F>
-  __device__ __forceinline__ void scan(const T* __restrict__ x, F take) const {
-    const T* plane = x + nc * HW;
-#pragma unroll 4
-    for (I i = lane; i < HW; i += 32) take(Acc<T>::load(plane[i]), i);
-  }
-};
-
-// Merge two partial max scans (value, flat index) into what one row-major scan over both would keep:
-// any NaN wins, the last NaN (largest index) among them; otherwise the greater value, ties the first.
-template <typename A>
-__device__ __forceinline__ void max_combine(A& v, long long& i, A v2, long long i2) {
-  const bool nan1 = isnan(v), nan2 = isnan(v2);
-  const bool take = nan2 ? (!nan1 || i2 > i) : (!nan1 && (v2 > v || (v2 == v && i2 < i)));
-  if (take) {
-    v = v2;
-    i = i2;
-  }
-}
+// dilation 1). One warp per (n, c) plane (common.cuh's whole-plane bodies, shared with the 3-D kernels).
 
 template <typename T, typename I>
 __global__ void max_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y,
                                      long long* __restrict__ indices) {
-  typedef typename Acc<T>::type A;
-  const WarpPlane<I> wp(p);
-  if (wp.nc >= (I)p.N * p.C) return;
-  A best = -INFINITY;
-  long long best_idx = wp.lane;  // the lane's first element: kept if every one of its elements is -inf
-  wp.scan(x, [&](A v, I i) { max_take(v, (long long)i, best, best_idx); });
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const A v2 = __shfl_xor_sync(0xffffffffu, best, off);
-    const long long i2 = __shfl_xor_sync(0xffffffffu, best_idx, off);
-    max_combine(best, best_idx, v2, i2);
-  }
-  if (wp.lane == 0) {
-    y[wp.nc] = Acc<T>::store(best);
-    if (p.return_indices) indices[wp.nc] = best_idx;
-  }
+  max_pool_whole_plane<2, T, I>(p, x, y, indices);
 }
 
 template <typename T, typename I>
 __global__ void avg_pool2d_global_v2(const PoolParams p, const T* __restrict__ x, T* __restrict__ y) {
-  typedef typename Acc<T>::type A;
-  const WarpPlane<I> wp(p);
-  if (wp.nc >= (I)p.N * p.C) return;
-  A sum = 0;
-  wp.scan(x, [&](A v, I) { sum += v; });
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  // the window is the whole plane: taps [0, H) x [0, W), as window_taps gives for both launcher cases
-  if (wp.lane == 0) y[wp.nc] = Acc<T>::store(sum / (A)avg_divisor(p, Taps{0, p.H, 1}, Taps{0, p.W, 1}));
+  avg_pool_whole_plane<2, T, I>(p, x, y);
 }

@@ -167,8 +167,8 @@ def test_window_check_accepts_the_forwards_indices_and_refuses_each_moved_one(ki
     _indices.check_in_window(spec, idx, np)
     p, q = 1, 1
     if kind == "max":
-        rows = {p * spec.stride_h - spec.pad_h + r * spec.dil_h for r in range(spec.R)}
-        cols = {q * spec.stride_w - spec.pad_w + s * spec.dil_w for s in range(spec.S)}
+        rows = {p * spec.stride_h - spec.pad_top + r * spec.dil_h for r in range(spec.R)}
+        cols = {q * spec.stride_w - spec.pad_left + s * spec.dil_w for s in range(spec.S)}
     else:
         rows = set(range(p * 7 // 4, -(-(p + 1) * 7 // 4)))
         cols = set(range(q * 6 // 3, -(-(q + 1) * 6 // 3)))

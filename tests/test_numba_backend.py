@@ -280,6 +280,9 @@ MAX_CASES = [
     # fewer outputs per row than window columns: the kernel loops per window instead of per tap
     dict(kernel_size=(2, 5), stride=(1, 4), padding=(1, 2), dilation=(1, 2), ceil_mode=True),
     dict(kernel_size=(9, 10)),                                                     # global
+    # per-side pads (beyond torch; each side up to dilation * (kernel - 1)): the window starts at the before pad
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True),
+    dict(kernel_size=(3, 4), stride=(1, 3), padding=((0, 1), (3, 1)), dilation=(2, 1)),
 ]
 
 
@@ -349,6 +352,10 @@ AVG_CASES = [
     dict(kernel_size=(3, 7), stride=(2, 5), padding=(1, 3), ceil_mode=True),       # per-window loop
     dict(kernel_size=(3, 7), stride=(2, 5), padding=(1, 3), ceil_mode=True, count_include_pad=False),
     dict(kernel_size=(9, 10)),                                                     # global
+    # per-side pads: the divisor's padded extent ends at the after pad ([-before, size + after))
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=(3, 4), stride=(2, 3), padding=((1, 2), (3, 0)), ceil_mode=True),
 ]
 
 
@@ -416,8 +423,10 @@ ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:im2col/packed"}
 
 
 def test_impl_names_in_priority_order():
-    """The forward implementations (the gradients' are held by tests/test_numba_grad.py)."""
-    impls = [i for i in numba_cpu.implementations() if i.op == "conv" or i.op.endswith("_pool")]
+    """The forward implementations of 1-D and 2-D problems (the gradients' are held by
+    tests/test_numba_grad.py, the 3-D ones by tests/test_numba_3d.py)."""
+    impls = [i for i in numba_cpu.implementations() if (i.op == "conv" or i.op.endswith("_pool"))
+             and i.spatial_dims == (1, 2)]
     assert [i.name for i in impls] == CONV_NAMES + POOL_NAMES
     assert {i.name for i in impls if i.zero_fills_padding} == ZERO_FILLING
 
@@ -427,7 +436,9 @@ def _spec(xshape, wshape, padding=0, groups=1, dtype=np.float32):
 
 
 def _reasons(spec):
-    return {i.name: _dispatch.reasons(i, spec) for i in _dispatch.candidates(spec, "numba")}
+    """Each candidate's reasons, among those taking the spec's dimensions (the 3-D Impls refuse any 2-D spec)."""
+    return {i.name: _dispatch.reasons(i, spec) for i in _dispatch.candidates(spec, "numba")
+            if spec.spatial_dims in i.spatial_dims}
 
 
 def test_reasons_say_why_a_kernel_does_not_take_a_spec():
@@ -680,10 +691,11 @@ def test_geometry_records_are_the_spec_by_name():
     # by hand: extent = (P-1)*stride + (R-1)*dilation + 1 per axis
     assert geo == (3, 2, 4, 5, 1, 6, 7, 8, 9, 12, 14, 11 * 4 + 2 * 7 + 1, 13 * 5 + 1 * 8 + 1)
     assert (geo.extent_h, geo.extent_w) == spec.input_extent_hw()
-    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 40, 40)), (5, 4), (3, 6), (2, 1), (7, 8))
+    pspec = fastconv.pool_spec("max", np.zeros((1, 1, 40, 40)), (5, 4), (3, 6), ((2, 4), (1, 3)), (7, 8))
     pgeo = k.pool_geometry(pspec)
-    assert pgeo._fields == ("R", "S", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")
-    assert pgeo == (5, 4, 3, 6, 2, 1, 7, 8)
+    assert pgeo._fields == ("R", "S", "stride_h", "stride_w", "pad_top", "pad_bottom", "pad_left", "pad_right",
+                            "dil_h", "dil_w")
+    assert pgeo == (5, 4, 3, 6, 2, 4, 1, 3, 7, 8)
     assert geo._fields[:4] == pgeo._fields[:4]           # the shared fields come first, in the same order
     aspec = fastconv.pool_spec("adaptive_avg", np.zeros((1, 1, 10, 7)), output_size_=(4, 3))
     win = k.adaptive_windows(aspec)

@@ -39,6 +39,11 @@ def _supported(spec, algo):
     return impls
 
 
+def _names_2d(spec):
+    """The candidates dispatch offers a 1-D/2-D spec, by name (the 3-D Impls of the op refuse it)."""
+    return [i.name for i in _dispatch.candidates(spec, "numba") if spec.spatial_dims in i.spatial_dims]
+
+
 def check_conv_input(spec, dy, w, b, out):
     """``out`` (the user's shape or the backend layout) against the oracle within fastconv.testing's gradient
     tolerance (the reduction length K/G*R*S + 1 times the unit roundoff times the |.|-oracle)."""
@@ -317,6 +322,9 @@ MAX_CASES = [
     dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
     dict(kernel_size=3, stride=1, dilation=3, padding=1),
     dict(kernel_size=(9, 10)),                                   # global
+    # per-side pads (beyond torch; each side up to dilation * (kernel - 1)): the window starts at the before pad
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True),
+    dict(kernel_size=(3, 4), stride=(1, 3), padding=((0, 1), (3, 1)), dilation=(2, 1)),
 ]
 
 
@@ -328,7 +336,7 @@ def test_max_pool_backward(case, dtype):
     out, idx = fastconv.max_pool2d(x, return_indices=True, backend="numpy", **kw)
     dy = _rng(case).standard_normal(out.shape).astype(dtype)
     spec = pool_grad_spec("max", dy, x, **kw)
-    assert [i.name for i in _dispatch.candidates(spec, "numba")] == ["numba:max_pool_backward:direct"]
+    assert _names_2d(spec) == ["numba:max_pool_backward:direct"]
     got = _pool_grad_pair(grad.max_pool2d, dy, x, indices=idx, **kw)
     np.testing.assert_array_equal(got, _pool_grad_pair(grad.max_pool2d, dy, x, **kw))   # indices recomputed
 
@@ -352,6 +360,10 @@ AVG_CASES = [
     dict(kernel_size=4, stride=3, padding=2, ceil_mode=True),
     dict(kernel_size=(3, 7), stride=(2, 5), padding=(1, 3), ceil_mode=True, count_include_pad=False),
     dict(kernel_size=(9, 10)),
+    # per-side pads: the divisor's padded extent ends at the after pad ([-before, size + after))
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)), ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=(3, 4), stride=(2, 3), padding=((1, 2), (3, 0)), ceil_mode=True),
 ]
 
 
@@ -391,7 +403,7 @@ def test_adaptive_pool_backward(dtype, output_size):
     got = _pool_grad_pair(grad.adaptive_max_pool2d, dy, x, indices=idx)
     np.testing.assert_array_equal(got, _pool_grad_pair(grad.adaptive_max_pool2d, dy, x))
     spec = pool_grad_spec("adaptive_max", dy, x)
-    assert [i.name for i in _dispatch.candidates(spec, "numba")] == ["numba:adaptive_max_pool_backward:direct"]
+    assert _names_2d(spec) == ["numba:adaptive_max_pool_backward:direct"]
 
 
 def test_pool_backward_1d_and_unbatched():
@@ -421,7 +433,7 @@ def test_max_unpool(dtype):
     x = _pool_input(dtype, shape=(2, 3, 9, 9))     # 5x5 windows; the default output size is 9x9 again
     out, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numpy")   # overlapping windows
     spec = unpool_spec(out, idx, 3, 2, 1, output_size=x.shape[2:])
-    assert [i.name for i in _dispatch.candidates(spec, "numba")] == ["numba:max_unpool:direct"]
+    assert _names_2d(spec) == ["numba:max_unpool:direct"]
     for size in (None, x.shape[2:]):
         got = fastconv.max_unpool2d(out, idx, 3, 2, 1, output_size=size, backend="numba")
         np.testing.assert_array_equal(got, fastconv.max_unpool2d(out, idx, 3, 2, 1, output_size=size,

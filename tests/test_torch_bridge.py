@@ -275,24 +275,7 @@ def test_import_fastconv_does_not_import_torch():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-@pytest.mark.parametrize("nd", [1, 2])
-def test_modules_match_torch_modules(nd):
-    """fastconv.torch.Conv{1,2}d is torch.nn.Conv{1,2}d (parameters, state_dict) with fastconv's forward."""
-    torch.manual_seed(0)
-    ref = getattr(torch.nn, f"Conv{nd}d")(4, 6, 3, stride=2, padding=1, dilation=1, groups=2).double()
-    mod = getattr(ft, f"Conv{nd}d")(4, 6, 3, stride=2, padding=1, groups=2, backend="numpy").double()
-    mod.load_state_dict(ref.state_dict())
-    assert isinstance(mod, getattr(torch.nn, f"Conv{nd}d")) and "backend='numpy'" in repr(mod)
-    x = _rand(2, 4, *((7,) * nd))
-    y, y_ref = mod(x), ref(x)
-    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
-    dy = _rand(*y.shape, seed=4, grad=False)
-    got = torch.autograd.grad(y, (x, mod.weight, mod.bias), dy)
-    want = torch.autograd.grad(y_ref, (x, ref.weight, ref.bias), dy)
-    for g, r in zip(got, want):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match="padding_mode must be 'zeros'"):
-        getattr(ft, f"Conv{nd}d")(4, 6, 3, padding=1, padding_mode="reflect")
+# the Conv1d/Conv2d/Conv3d modules, with every padding_mode: tests/test_torch_bridge_3d.py
 
 
 def test_cuda_tensors():

@@ -36,12 +36,24 @@ INLINE = dict(inline="always", cache=True)
 ConvGeometry = collections.namedtuple(
     "ConvGeometry", "R S stride_h stride_w pad_top pad_left dil_h dil_w groups P Q extent_h extent_w")
 
-#: a fixed-window pool's geometry: the spec's fields of these names
-PoolGeometry = collections.namedtuple("PoolGeometry", "R S stride_h stride_w pad_h pad_w dil_h dil_w")
+#: a fixed-window pool's geometry: the spec's fields of these names (per-side pads: windows start at
+#: ``p*stride_h - pad_top``; the after-side pads bound the avg divisor, count_include_pad)
+PoolGeometry = collections.namedtuple(
+    "PoolGeometry", "R S stride_h stride_w pad_top pad_bottom pad_left pad_right dil_h dil_w")
 
 #: an adaptive pool's windows: output row i reads input rows [row_lo[i], row_hi[i]), column j input
 #: columns [col_lo[j], col_hi[j]) (int64 arrays, from ``fastconv._spec.adaptive_window``)
 AdaptiveWindows = collections.namedtuple("AdaptiveWindows", "row_lo row_hi col_lo col_hi")
+
+#: the 3-D records (kernels of ``_numba_3d`` / ``_numba_3d_pool``): the 2-D records' fields with the
+#: depth dimension's (T, stride_d, pad_front/back, dil_d, Z) added, the spec's fields of these names
+Conv3dGeometry = collections.namedtuple(
+    "Conv3dGeometry", "T R S stride_d stride_h stride_w pad_front pad_top pad_left dil_d dil_h dil_w groups Z P Q")
+Pool3dGeometry = collections.namedtuple(
+    "Pool3dGeometry", "T R S stride_d stride_h stride_w pad_front pad_back pad_top pad_bottom pad_left pad_right "
+                      "dil_d dil_h dil_w")
+#: an adaptive 3-D pool's windows: AdaptiveWindows plus output slice i's input depths [dep_lo[i], dep_hi[i])
+AdaptiveWindows3d = collections.namedtuple("AdaptiveWindows3d", "dep_lo dep_hi row_lo row_hi col_lo col_hi")
 
 
 def _from_spec(record, spec, **derived):
@@ -62,14 +74,34 @@ def pool_geometry(spec) -> PoolGeometry:
     return _from_spec(PoolGeometry, spec)
 
 
-@functools.lru_cache(maxsize=256)
-def adaptive_windows(spec) -> AdaptiveWindows:
-    rows = np.array([adaptive_window(i, spec.H, spec.P) for i in range(spec.P)], dtype=np.int64)
-    cols = np.array([adaptive_window(j, spec.W, spec.Q) for j in range(spec.Q)], dtype=np.int64)
-    arrays = [np.ascontiguousarray(a) for a in (rows[:, 0], rows[:, 1], cols[:, 0], cols[:, 1])]
+def _window_bounds(size_in, size_out):
+    """[lo, hi) of each adaptive window along one axis: two read-only int64 arrays."""
+    win = np.array([adaptive_window(i, size_in, size_out) for i in range(size_out)], dtype=np.int64)
+    arrays = [np.ascontiguousarray(win[:, 0]), np.ascontiguousarray(win[:, 1])]
     for a in arrays:
         a.flags.writeable = False      # shared by every call of the spec: never written
-    return AdaptiveWindows(*arrays)
+    return arrays
+
+
+@functools.lru_cache(maxsize=256)
+def adaptive_windows(spec) -> AdaptiveWindows:
+    return AdaptiveWindows(*_window_bounds(spec.H, spec.P), *_window_bounds(spec.W, spec.Q))
+
+
+@functools.lru_cache(maxsize=1024)
+def conv3d_geometry(spec) -> Conv3dGeometry:
+    return _from_spec(Conv3dGeometry, spec)
+
+
+@functools.lru_cache(maxsize=1024)
+def pool3d_geometry(spec) -> Pool3dGeometry:
+    return _from_spec(Pool3dGeometry, spec)
+
+
+@functools.lru_cache(maxsize=256)
+def adaptive_windows3d(spec) -> AdaptiveWindows3d:
+    return AdaptiveWindows3d(*_window_bounds(spec.D, spec.Z), *_window_bounds(spec.H, spec.P),
+                             *_window_bounds(spec.W, spec.Q))
 
 
 # ---------------------------------------------------------------------------------------------------

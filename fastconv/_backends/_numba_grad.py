@@ -261,13 +261,13 @@ def avg_pool2d_backward(dy, dx, geo, count_include_pad, divisor_override, nchunk
     """dx = sum over taps (r, s) (ascending) and windows (p, q) whose tap is inside the input of
     dy[p, q] / divisor(p, q), in float64; the divisor is the forward's (divisor_override when non-zero,
     else the window clipped to the padded input, count_include_pad, or to the input)."""
-    sh, sw, ph, pw, dh, dwl = geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.dil_h, geo.dil_w
+    sh, sw, ph, pw, dh, dwl = geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left, geo.dil_h, geo.dil_w
     R, S = geo.R, geo.S
     NC = dy.shape[0] * dy.shape[1]
     P, Q = dy.shape[2], dy.shape[3]
     H, W = dx.shape[2], dx.shape[3]
-    div_h = _divisors(P, sh, ph, R, H, count_include_pad)
-    div_w = _divisors(Q, sw, pw, S, W, count_include_pad)
+    div_h = _divisors(P, sh, ph, geo.pad_bottom, R, H, count_include_pad)
+    div_w = _divisors(Q, sw, pw, geo.pad_right, S, W, count_include_pad)
     plo, phi = tap_ranges(R, dh, ph, sh, H, P)     # per tap r: the p whose row lies in [0, H)
     qlo, qhi = tap_ranges(S, dwl, pw, sw, W, Q)
     dyf = dy.reshape(dy.size)

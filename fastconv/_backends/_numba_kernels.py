@@ -1,4 +1,4 @@
-"""The Numba kernels of the ``numba`` backend, NCHW: the index of the kernel modules.
+"""The Numba kernels of the ``numba`` backend, NCHW (NCDHW for 3-D): the index of the kernel modules.
 
 Imported only by :mod:`fastconv._backends.numba_cpu` (itself imported on first use of the backend), so
 ``import fastconv`` never imports Numba. Every kernel is ``@njit(cache=True)``, parallel (``prange`` over
@@ -15,6 +15,10 @@ Modules:
 - ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` (C/G == 1, padded zeros
                      multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped), ``im2col_pack``
 - ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``
+- ``_numba_3d``      3-D convolutions: ``conv3d_direct``, ``vol2col_pack`` (serial), ``conv3d_input_direct``,
+                     ``col2vol_add`` (serial), ``conv3d_weight_direct``
+- ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
+                     ``adaptive_avg_pool3d_backward``
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
@@ -22,7 +26,12 @@ Modules:
 """
 from __future__ import annotations
 
-from ._numba_common import AdaptiveWindows, ConvGeometry, PoolGeometry, adaptive_windows, conv_geometry, pool_geometry
+from ._numba_3d import col2vol_add, conv3d_direct, conv3d_input_direct, conv3d_weight_direct, vol2col_pack
+from ._numba_3d_pool import (adaptive_avg_pool3d_backward, adaptive_pool3d, avg_pool3d, avg_pool3d_backward,
+                             max_pool3d)
+from ._numba_common import (AdaptiveWindows, AdaptiveWindows3d, Conv3dGeometry, ConvGeometry, Pool3dGeometry,
+                            PoolGeometry, adaptive_windows, adaptive_windows3d, conv3d_geometry, conv_geometry,
+                            pool3d_geometry, pool_geometry)
 from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
                           conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
@@ -34,10 +43,13 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
            "conv2d_weight_direct", "im2col_pack_tile", "max_unpool2d", "pool2d_scatter_backward",
-           "MODULES", "KERNELS", "GRAD_KERNELS"]
+           "AdaptiveWindows3d", "Conv3dGeometry", "Pool3dGeometry", "adaptive_windows3d", "conv3d_geometry",
+           "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
+           "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
+           "max_pool3d", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
-MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad")
+MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -63,4 +75,20 @@ GRAD_KERNELS = {
     "avg_pool2d_backward": (PoolGeometry, True),
     "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
     "max_unpool2d": (None, True),
+}
+
+#: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry
+#: argument, whether it runs a parallel prange), as GRAD_KERNELS; tests/test_numba_3d.py checks them. The
+#: 3-D max pool gradient and max_unpool run GRAD_KERNELS' plane kernels on plane-flattening views.
+KERNELS_3D = {
+    "conv3d_direct": (Conv3dGeometry, True),
+    "vol2col_pack": (Conv3dGeometry, False),
+    "conv3d_input_direct": (Conv3dGeometry, True),
+    "col2vol_add": (Conv3dGeometry, False),
+    "conv3d_weight_direct": (Conv3dGeometry, True),
+    "max_pool3d": (Pool3dGeometry, True),
+    "avg_pool3d": (Pool3dGeometry, True),
+    "adaptive_pool3d": (AdaptiveWindows3d, True),
+    "avg_pool3d_backward": (Pool3dGeometry, True),
+    "adaptive_avg_pool3d_backward": (AdaptiveWindows3d, True),
 }

@@ -69,7 +69,7 @@ def max_pool2d(x, out, idx, want_idx, geo):
 
     Inner loop over the longer of the output row (Q) and the window row (S): per tap over a row of
     outputs when Q >= S, else per output over its window (global pooling)."""
-    sh, sw, ph, pw, dh, dw = geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.dil_h, geo.dil_w
+    sh, sw, ph, pw, dh, dw = geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left, geo.dil_h, geo.dil_w
     S = geo.S
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
@@ -124,14 +124,14 @@ def max_pool2d(x, out, idx, want_idx, geo):
 # Average pooling
 # ---------------------------------------------------------------------------------------------------
 @njit(**INLINE)
-def _divisors(out_len, stride, pad, k, size, count_include_pad):
+def _divisors(out_len, stride, pad_lo, pad_hi, k, size, count_include_pad):
     """Per output position along one axis: its factor of the window's divisor (the divisor of window
-    (p, q) is div_h[p] * div_w[q]), the window clipped to the padded input (count_include_pad) or to
-    the input."""
+    (p, q) is div_h[p] * div_w[q]), the window clipped to the padded input [-pad_lo, size + pad_hi)
+    (count_include_pad; ceil_mode's overhang past the after-padding is not counted) or to the input."""
     div = np.empty(out_len, dtype=np.float64)
     for o in range(out_len):
-        start = o * stride - pad
-        end = min(start + k, size + pad)
+        start = o * stride - pad_lo
+        end = min(start + k, size + pad_hi)
         div[o] = (end - start) if count_include_pad else (min(end, size) - max(start, 0))
     return div
 
@@ -141,11 +141,11 @@ def avg_pool2d(x, out, geo, count_include_pad, divisor_override):
     """Sum of in-bounds taps (float64, the oracle's (r, s) order per window) / divisor: divisor_override
     when non-zero, else the window clipped to the padded input (count_include_pad) or to the input.
     Inner loop per tap over a row of outputs when Q >= S, else per window (_avg_pool_per_window)."""
-    sh, sw, ph, pw, S = geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.S
+    sh, sw, ph, pw, S = geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left, geo.S
     N, C, H, W = x.shape
     P, Q = out.shape[2], out.shape[3]
-    div_h = _divisors(P, sh, ph, geo.R, H, count_include_pad)
-    div_w = _divisors(Q, sw, pw, S, W, count_include_pad)
+    div_h = _divisors(P, sh, ph, geo.pad_bottom, geo.R, H, count_include_pad)
+    div_w = _divisors(Q, sw, pw, geo.pad_right, S, W, count_include_pad)
     rlo, rhi, _hf = _window_ranges(P, sh, ph, geo.R, 1, H)
     wlo, whi, _wf = _window_ranges(Q, sw, pw, S, 1, W)
     if Q < S:
@@ -199,7 +199,7 @@ def _avg_pool_per_window(x, out, geo, rlo, rhi, wlo, whi, div_h, div_w, divisor_
             for q in range(Q):
                 acc[:] = 0.0
                 for r in range(rlo[p], rhi[p]):
-                    row = t0 * H * W + (p * geo.stride_h - geo.pad_h + r) * W + q * geo.stride_w - geo.pad_w
+                    row = t0 * H * W + (p * geo.stride_h - geo.pad_top + r) * W + q * geo.stride_w - geo.pad_left
                     for s in range(wlo[q], whi[q]):
                         for j in range(nt):
                             acc[j] += xf[row + j * H * W + s]

@@ -42,6 +42,27 @@ so results are bitwise reproducible run to run:
   ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
   ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
   (n, c) planes, the same sums as the oracle's (bitwise equal).
+3-D problems (5-D arrays; kernels in ``_numba_3d`` / ``_numba_3d_pool``), one Impl per op and algo, each
+with ``spatial_dims=(3,)`` and "3d" in its name (the 1-D/2-D Impls above never see a 3-D spec, nor these a
+2-D one):
+- ``numba:conv:direct/3d``: ``conv3d_direct``, parallel over (n, group, block of output channels, output
+  slice), taps clipped to the input (exact for every weight);
+- ``numba:conv:im2col/pointwise-3d``: a 1x1x1 unstrided unpadded conv, BLAS straight on the input (x is
+  the column matrix), no workspace;
+- ``numba:conv:im2col/3d``: every conv, per image, group and band of output depth slices (as many as fit in
+  ``TILE_BYTES``, :func:`slices_per_tile`), ``vol2col_pack`` builds the band's column matrix and BLAS
+  computes w[group] @ col straight into the output. Zeros in the padding (``zero_fills_padding``);
+- ``numba:conv_input:direct/gather-3d`` and ``numba:conv_input:im2col/col2vol-3d`` (BLAS col = w^T @ dy per
+  band, then ``col2vol_add`` drops taps in the padding: exact for every weight), the 2-D pair's designs;
+- ``numba:conv_weight:direct/lanes-3d`` (exact) and ``numba:conv_weight:im2col/pack-gemm-3d`` (the
+  forward's packer, then dw[group] += dy @ col^T band by band; ``zero_fills_padding``);
+- pools ``max_pool``/``avg_pool``/``adaptive_*`` ``direct/3d`` (parallel over (n, c, output slice); the
+  2-D rules with one more dimension, flat indices ``d*H*W + h*W + w``), their gradients ``direct/3d``
+  (per plane, the oracle's sums and order) and ``numba:max_unpool:direct/3d``; the max gradient and
+  max_unpool run the 2-D plane kernels on views that flatten (Z, P) and (D, H).
+Pool padding is per side everywhere (``pad_front/back/top/bottom/left/right``): windows start at
+``p*stride - pad_before``, and the avg divisor's padded extent ends at ``size + pad_after``.
+
 float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
 Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
@@ -234,8 +255,9 @@ def _packed_reasons(spec) -> List[str]:
 # ---------------------------------------------------------------------------------------------------
 def _pool_out(spec, x):
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    # a (1,1,1,1) dummy keeps the kernel signature fixed when indices are not wanted
-    idx = np.empty(spec.output_layout if spec.return_indices else (1, 1, 1, 1), dtype=np.int64)
+    # a (1,1,1,1[,1]) dummy keeps the kernel signature fixed when indices are not wanted
+    layout = spec.output_layout
+    idx = np.empty(layout if spec.return_indices else (1,) * len(layout), dtype=np.int64)
     return out, idx
 
 
@@ -418,6 +440,203 @@ def max_unpool(spec, x, indices):
 
 
 # ---------------------------------------------------------------------------------------------------
+# 3-D problems (kernels in _numba_3d and _numba_3d_pool; arrays in the 5-D layout)
+# ---------------------------------------------------------------------------------------------------
+def slices_per_tile(spec) -> int:
+    """Output depth slices per column matrix of the 3-D im2col paths: as many as fit in TILE_BYTES (at
+    least one), so the workspace is a band of one image's column matrix, never a whole volume's (a 32^3
+    output with 64 channels and a 3x3x3 kernel would need 226 MiB)."""
+    one = spec.gemm_k * spec.P * spec.Q * spec.itemsize
+    return max(1, min(spec.Z, TILE_BYTES // one))
+
+
+def conv3d_direct(spec, x, w, b=None):
+    k = kernels()
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    k.conv3d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv3d_geometry(spec))
+    return out
+
+
+def _tiles3d(spec):
+    """(n, g, z0, z1): the 3-D im2col paths' tiles, images and groups in order, bands of output slices."""
+    zb = slices_per_tile(spec)
+    for n in range(spec.N):
+        for g in range(spec.groups):
+            for z0 in range(0, spec.Z, zb):
+                yield n, g, z0, min(spec.Z, z0 + zb)
+
+
+def conv3d_im2col_pointwise(spec, x, w, b=None):
+    """A 1x1x1 unstrided unpadded conv: BLAS straight on the input (no workspace), x viewed as
+    [N, G, Cg, D*H*W] being every image's column matrix."""
+    N, G, Kg, Cg = spec.N, spec.groups, spec.K_per_group, spec.C_per_group
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    og = out.reshape(N, G, Kg, spec.out_elems)
+    wg = w.reshape(G, Kg, Cg)
+    xg = x.reshape(N, G, Cg, spec.in_elems)
+    for g in range(G):
+        np.matmul(wg[g], xg[:, g], out=og[:, g])
+    if b is not None:
+        out += b[:, None, None, None]
+    return out
+
+
+def _pointwise3d_reasons(spec) -> List[str]:
+    if spec.is_pointwise:
+        return []
+    return ["not pointwise (1x1x1, stride 1, no padding): the input is not the column matrix"]
+
+
+def conv3d_im2col(spec, x, w, b=None):
+    """Per image, group and band of output slices: vol2col_pack builds the band's column matrix, BLAS
+    computes w[group] @ col straight into the output (the band's columns of each channel are contiguous)."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    wg = w.reshape(G, Kg, spec.gemm_k)
+    og = out.reshape(N, G, Kg, spec.Z * PQ)
+    geo = k.conv3d_geometry(spec)
+    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=x.dtype)    # the one workspace
+    for n, g, z0, z1 in _tiles3d(spec):
+        k.vol2col_pack(x, n, g, geo, col, z0, z1)
+        np.matmul(wg[g], col[:, :(z1 - z0) * PQ], out=og[n, g, :, z0 * PQ:z1 * PQ])
+        if b is not None and g == G - 1 and z1 == spec.Z:
+            out[n] += b[:, None, None, None]     # while the image's output is still in cache
+    return out
+
+
+def conv3d_input_direct(spec, dy, w, b=None):
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    k.conv3d_input_direct(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv3d_geometry(spec))
+    return dx
+
+
+def conv3d_input_im2col(spec, dy, w, b=None):
+    """Per image, group and band of dy's slices: col = w[group]^T @ dy[n, group, band] by BLAS, then
+    col2vol_add adds each entry at the input position its tap reads (taps in the padding dropped: exact
+    for every weight). dx starts at the bias (or zero)."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    dx[...] = 0 if b is None else b[:, None, None, None]
+    wg = w.reshape(G, Kg, spec.gemm_k)
+    dyg = dy.reshape(N, G, Kg, spec.Z * PQ)
+    geo = k.conv3d_geometry(spec)
+    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=dy.dtype)
+    for n, g, z0, z1 in _tiles3d(spec):
+        np.matmul(wg[g].T, dyg[n, g, :, z0 * PQ:z1 * PQ], out=col[:, :(z1 - z0) * PQ])
+        k.col2vol_add(col, dx, n, g, z0, z1, geo)
+    return dx
+
+
+def conv3d_weight_direct(spec, x, dy):
+    k = kernels()
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    k.conv3d_weight_direct(x, dy, dw, k.conv3d_geometry(spec))
+    return dw
+
+
+def conv3d_weight_im2col(spec, x, dy):
+    """Per group, image and band of output slices (in that order): vol2col_pack the band's column matrix,
+    then dw[group] += dy[n, group, band] @ col^T by BLAS (the first band writes). The column matrix holds
+    zeros in the padding (``zero_fills_padding``)."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    dwg = dw.reshape(G, Kg, spec.gemm_k)
+    dyg = dy.reshape(N, G, Kg, spec.Z * PQ)
+    geo = k.conv3d_geometry(spec)
+    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=x.dtype)
+    part = np.empty((Kg, spec.gemm_k), dtype=x.dtype)
+    tiles = sorted(_tiles3d(spec), key=lambda tile: tile[1])        # stable: (n, z) ascending per group
+    for n, g, z0, z1 in tiles:
+        k.vol2col_pack(x, n, g, geo, col, z0, z1)
+        m = (z1 - z0) * PQ
+        first = n == 0 and z0 == 0
+        np.matmul(dyg[n, g, :, z0 * PQ:z1 * PQ], col[:, :m].T, out=dwg[g] if first else part)
+        if not first:
+            dwg[g] += part
+    return dw
+
+
+def max_pool3d(spec, x):
+    k = kernels()
+    out, idx = _pool_out(spec, x)
+    k.max_pool3d(x, out, idx, spec.return_indices, k.pool3d_geometry(spec))
+    return _pool_result(spec, out, idx)
+
+
+def avg_pool3d(spec, x):
+    k = kernels()
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    k.avg_pool3d(x, out, k.pool3d_geometry(spec), spec.count_include_pad, div)
+    return out
+
+
+def _adaptive_pool3d(spec, x, is_max):
+    k = kernels()
+    out, idx = _pool_out(spec, x)
+    k.adaptive_pool3d(x, out, idx, spec.return_indices, is_max, k.adaptive_windows3d(spec))
+    return _pool_result(spec, out, idx)
+
+
+def adaptive_max_pool3d(spec, x):
+    return _adaptive_pool3d(spec, x, True)
+
+
+def adaptive_avg_pool3d(spec, x):
+    return _adaptive_pool3d(spec, x, False)
+
+
+def _undilated_reasons(spec) -> List[str]:
+    if spec.is_adaptive or spec.dilations == (1, 1, 1):
+        return []
+    return [f"dilation {spec.dilations}: average pools take none (torch has no dilation argument for them)"]
+
+
+def max_pool3d_backward(spec, dy, indices):
+    """Shared by the max and adaptive-max kinds: the 2-D scatter kernel on views whose rows are the
+    (z, p) output rows and (d, h) input rows (it works on flat planes, row-major); an output sends its dy
+    when its window holds input on every axis (``_indices.window_bounds``)."""
+    k = kernels()
+    N, C, D, H, W = spec.input_shape
+    Z, P, Q = spec.out_size
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    live_d, live_h, live_w = _indices.window_bounds(spec)[2::3]      # (start, taps, live) per D, H, W
+    live_zp = np.ascontiguousarray((live_d[:, None] & live_h[None, :]).reshape(Z * P))
+    k.pool2d_scatter_backward(dy.reshape(N, C, Z * P, Q), indices.reshape(N, C, Z * P, Q),
+                              dx.reshape(N, C, D * H, W), live_zp, live_w, _plane_chunks(spec))
+    return dx
+
+
+def avg_pool3d_backward(spec, dy):
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    k.avg_pool3d_backward(dy, dx, k.pool3d_geometry(spec), spec.count_include_pad, div, _plane_chunks(spec))
+    return dx
+
+
+def adaptive_avg_pool3d_backward(spec, dy):
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    k.adaptive_avg_pool3d_backward(dy, dx, k.adaptive_windows3d(spec), _plane_chunks(spec))
+    return dx
+
+
+def max_unpool3d(spec, x, indices):
+    """The 2-D kernel on plane-flattening views (it writes whole flat planes, indices in row-major order)."""
+    k = kernels()
+    N, C, D, H, W = spec.input_shape
+    Z, P, Q = spec.out_size
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    k.max_unpool2d(x.reshape(N, C, Z * P, Q), indices.reshape(N, C, Z * P, Q), out.reshape(N, C, D * H, W))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # The implementations, in priority order
 # ---------------------------------------------------------------------------------------------------
 def implementations():
@@ -426,6 +645,14 @@ def implementations():
 
 def _impl(op, algo, fn, **kw):
     return FunctionImpl("numba", op, algo, fn, dtypes=DTYPES, **kw)
+
+
+def _fold_op(name):
+    """unfold / fold (``_numba_fold``, imported on first run: this module imports no Numba)."""
+    def run(spec, *arrays):
+        from . import _numba_fold
+        return getattr(_numba_fold, name)(spec, *arrays)
+    return run
 
 
 # direct first: measurement times candidates in this order, so the Numba kernels are timed before this
@@ -450,6 +677,28 @@ _IMPLS = [
     _impl("adaptive_max_pool_backward", "direct", max_pool_backward),
     _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward),
     _impl("max_unpool", "direct", max_unpool),
+    _impl("unfold", "direct", _fold_op("unfold"), spatial_dims=(1, 2, 3)),
+    _impl("fold", "direct", _fold_op("fold"), spatial_dims=(1, 2, 3)),
+    # 3-D problems (never offered a 1-D or 2-D spec, nor the above a 3-D one: Impl.spatial_dims)
+    _impl("conv", "direct", conv3d_direct, variant="3d", spatial_dims=(3,)),
+    _impl("conv", "im2col", conv3d_im2col_pointwise, variant="pointwise-3d", reasons=_pointwise3d_reasons,
+          spatial_dims=(3,)),
+    _impl("conv", "im2col", conv3d_im2col, variant="3d", zero_fills_padding=True, spatial_dims=(3,)),
+    _impl("max_pool", "direct", max_pool3d, variant="3d", spatial_dims=(3,)),
+    _impl("avg_pool", "direct", avg_pool3d, variant="3d", reasons=_undilated_reasons, spatial_dims=(3,)),
+    _impl("adaptive_max_pool", "direct", adaptive_max_pool3d, variant="3d", spatial_dims=(3,)),
+    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool3d, variant="3d", spatial_dims=(3,)),
+    _impl("conv_input", "direct", conv3d_input_direct, variant="gather-3d", spatial_dims=(3,)),
+    _impl("conv_input", "im2col", conv3d_input_im2col, variant="col2vol-3d", spatial_dims=(3,)),
+    _impl("conv_weight", "direct", conv3d_weight_direct, variant="lanes-3d", spatial_dims=(3,)),
+    _impl("conv_weight", "im2col", conv3d_weight_im2col, variant="pack-gemm-3d", zero_fills_padding=True,
+          spatial_dims=(3,)),
+    _impl("max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,)),
+    _impl("avg_pool_backward", "direct", avg_pool3d_backward, variant="3d", reasons=_undilated_reasons,
+          spatial_dims=(3,)),
+    _impl("adaptive_max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,)),
+    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool3d_backward, variant="3d", spatial_dims=(3,)),
+    _impl("max_unpool", "direct", max_unpool3d, variant="3d", spatial_dims=(3,)),
 ]
 
 

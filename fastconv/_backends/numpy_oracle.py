@@ -333,4 +333,55 @@ def implementations():
         ("adaptive_max_pool_backward", adaptive_max_pool_backward),
         ("adaptive_avg_pool_backward", adaptive_avg_pool_backward),
         ("max_unpool", max_unpool),
+        ("unfold", unfold),
+        ("fold", fold),
     )]
+
+
+# ---------------------------------------------------------------------------------------------------
+# unfold and fold (im2col and col2im as ops; fastconv._spec_fold), 1-D to 3-D
+# ---------------------------------------------------------------------------------------------------
+# unfold: col[n, ((c*T + t)*R + r)*S + s, (z*P + p)*Q + q] = x[n, c, z*sd - pf + t*dd, p*sh - pt + r*dh,
+# q*sw - pl + s*dw], 0 in the padding. fold, its adjoint: each column entry added at the position it was
+# read from, entries of padded positions dropped; float64, taps (t, r, s) in ascending order. Vectorised
+# over the taps: for each tap, one strided slice of the padded image holds its position for every block.
+def _fold_tap_slices(spec):
+    """(row of the tap within a channel's T*R*S rows, the slices of the padded (D, H, W) volume that hold
+    that tap's position for every block (Z, P, Q)), taps in ascending (t, r, s) order."""
+    for t in range(spec.T):
+        for r in range(spec.R):
+            for s in range(spec.S):
+                yield (t * spec.R + r) * spec.S + s, tuple(
+                    slice(k * dil, k * dil + (out - 1) * stride + 1, stride)
+                    for k, dil, out, stride in zip((t, r, s), spec.dilations, spec.out_size, spec.strides))
+
+
+def unfold(spec, x):
+    """The column matrix (N, C*T*R*S, Z*P*Q): a copy of the zero-padded image, tap by tap (exact in every
+    dtype; the padding's zeros are stored, nothing is multiplied)."""
+    N, C, taps = spec.N, spec.C, spec.window_elems
+    xp = np.pad(np.asarray(x).reshape((N, C) + spec.in_size), ((0, 0), (0, 0)) + spec.pads)
+    col = np.empty((N, C, taps) + spec.out_size, dtype=spec.dtype)
+    for row, window in _fold_tap_slices(spec):
+        col[:, :, row] = xp[(slice(None), slice(None)) + window]
+    return col.reshape(spec.output_layout)
+
+
+def fold64(spec, cols):
+    """fold in float64, in the backend layout (N, C, [D,] H, W): the padded volume accumulates every tap's
+    column entries (within one tap distinct blocks read distinct positions, so a slice += is exact), and
+    the padding (holding the dropped entries) is cut off. Public so tests can bound errors with
+    ``fold64(spec, |cols|)``."""
+    N, C, taps = spec.N, spec.C, spec.window_elems
+    c = np.asarray(cols, dtype=np.float64).reshape((N, C, taps) + spec.out_size)
+    padded = tuple(size + lo + hi for size, (lo, hi) in zip(spec.in_size, spec.pads))
+    acc = np.zeros((N, C) + padded)
+    with np.errstate(invalid="ignore"):          # inf + -inf: NaN is the sum (or lies in the dropped padding)
+        for row, window in _fold_tap_slices(spec):
+            acc[(slice(None), slice(None)) + window] += c[:, :, row]
+    inner = tuple(slice(lo, lo + size) for size, (lo, _) in zip(spec.in_size, spec.pads))
+    return acc[(slice(None), slice(None)) + inner].reshape(spec.output_layout)
+
+
+def fold(spec, cols):
+    return fold64(spec, cols).astype(spec.dtype)

@@ -24,14 +24,16 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 from .._dispatch import Impl
 from . import (conv3d_dgrad, conv3d_direct, conv3d_implicit_gemm, conv3d_wgrad, conv_dgrad, conv_wgrad, depthwise,
-               direct, im2col, implicit_gemm, plan, pool, pool_backward)
+               direct, fold, im2col, implicit_gemm, plan, pool, pool3d, pool3d_backward, pool_backward)
 from .plan import C_TYPES, inputs_for
 
 #: every family in priority order: with measuring off, ``algo="auto"`` runs the first supported variant of
 #: the first family that takes the problem (specialised kernels before general ones)
 FAMILIES = (depthwise, implicit_gemm, im2col, direct, pool, pool_backward,
+            pool3d, pool3d_backward,   # 3-D pools (SPATIAL_DIMS = (3,)); the 2-D families take 1-D and 2-D
             conv_dgrad,      # conv_input: the data gradient and conv_transpose
             conv_wgrad,      # conv_weight
+            fold,            # unfold and fold (1-D to 3-D)
             # 3-D convolutions (SPATIAL_DIMS = (3,): dispatch offers them 3-D problems only)
             conv3d_implicit_gemm, conv3d_direct, conv3d_dgrad, conv3d_wgrad)
 

@@ -45,8 +45,9 @@ def kernels_dir() -> str:
 CONV_PARAMS_FIELDS = ("N", "C", "H", "W", "K", "R", "S", "P", "Q", "stride_h", "stride_w",
                       "pad_top", "pad_bottom", "pad_left", "pad_right", "dil_h", "dil_w",
                       "groups", "C_per_group", "K_per_group", "has_bias")
-POOL_PARAMS_FIELDS = ("N", "C", "H", "W", "R", "S", "P", "Q", "stride_h", "stride_w", "pad_h", "pad_w",
-                      "dil_h", "dil_w", "is_adaptive", "count_include_pad", "divisor_override",
+POOL_PARAMS_FIELDS = ("N", "C", "D", "H", "W", "T", "R", "S", "Z", "P", "Q", "stride_d", "stride_h", "stride_w",
+                      "pad_front", "pad_back", "pad_top", "pad_bottom", "pad_left", "pad_right",
+                      "dil_d", "dil_h", "dil_w", "is_adaptive", "count_include_pad", "divisor_override",
                       "return_indices")
 #: 3-D convolutions (``spec.is_3d``): the same letters with depth (D, T, Z, stride_d, pad_front/back, dil_d)
 CONV3D_PARAMS_FIELDS = ("N", "C", "D", "H", "W", "K", "T", "R", "S", "Z", "P", "Q",

@@ -1,5 +1,6 @@
 """Family ``pool``: kernels/pool.cu, max (int64 indices, the NaN rule) and average (every divisor rule)
-pooling, fixed-window and adaptive; 1-D pools run as H = 1.
+pooling, fixed-window and adaptive, with per-side padding; 1-D pools run as H = 1 (3-D ones: family
+``pool3d``, from the same common.cuh bodies).
 
 Variants of the shipped v2 kernels, each taking only the specs its predicate admits: ``global`` (every
 window is the whole plane: one warp per plane), ``pair`` (window rows of two adjacent taps at stride 2,
@@ -33,14 +34,14 @@ _BY = {(k.name, k.tile): k for k in KERNELS}
 def _mismatch(spec, variant: str) -> Optional[str]:
     """Why ``variant``'s predicate does not admit ``spec`` (None when it does)."""
     if variant == "global":
-        whole = spec.is_adaptive or ((spec.R, spec.S) == (spec.H, spec.W) and spec.pad_h == spec.pad_w == 0
+        whole = spec.is_adaptive or ((spec.R, spec.S) == (spec.H, spec.W) and not spec.is_padded
                                      and spec.dil_h == spec.dil_w == 1)
         if not (spec.P == spec.Q == 1 and whole):
             return ("variant global needs every window to be the whole plane (a 1x1 output of an unpadded, "
                     "undilated full window)")
     elif variant == "pair":
-        if spec.is_adaptive or not (spec.S == spec.stride_w == 2 and spec.pad_w == 0 and spec.dil_w == 1
-                                    and spec.W % 2 == 0):
+        if spec.is_adaptive or not (spec.S == spec.stride_w == 2 and spec.pad_left == spec.pad_right == 0
+                                    and spec.dil_w == 1 and spec.W % 2 == 0):
             return ("variant pair needs fixed windows of width 2 at stride 2, no horizontal padding or "
                     "dilation, W even")
     elif variant != "any":

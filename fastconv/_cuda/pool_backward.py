@@ -1,5 +1,6 @@
 """Family ``pool_backward``: kernels/pool_backward.cu, the gradients of the max, average and adaptive pools
-and max_unpool; 1-D problems run as H = 1.
+and max_unpool; 1-D problems run as H = 1 (3-D ones: family ``pool3d_backward``, from the same common.cuh
+bodies).
 
 The specs are the forward pool's (:class:`~fastconv._spec.PoolGradSpec`, :class:`~fastconv._spec.UnpoolSpec`):
 dx / the unpooled output is N x C x H x W, dy / the pooled input N x C x P x Q. Every kernel is a gather

@@ -270,7 +270,7 @@ def _torch_pool_grad(case: Case, spec):
     def back(t):
         return t.squeeze(2) if one_d else t
     k, st = [spec.R, spec.S], [spec.stride_h, spec.stride_w]
-    pad, dil = [spec.pad_h, spec.pad_w], [spec.dil_h, spec.dil_w]
+    pad, dil = [spec.pad_top, spec.pad_left], [spec.dil_h, spec.dil_w]     # bench cases pad symmetrically
     kind = case.pool_kind
     if kind == "max":
         return lambda dy, x, idx: back(aten.max_pool2d_with_indices_backward(

@@ -76,6 +76,12 @@ BOUNDARY = {
     "pool-grad-input": (lambda: pool_grad("max", (1, 1, INT32_MAX), kernel_size=2),
                         lambda: pool_grad("avg", (1, 2, 2**30), kernel_size=2)),
     "unpool-output": (lambda: unpool((1, 1, 1), kernel_size=INT32_MAX), lambda: unpool((1, 2, 1), kernel_size=2**30)),
+    "pool3d-input": (lambda: pool("max", (1, 1, 1, 1, INT32_MAX), kernel_size=(1, 1, 2)),
+                     lambda: pool("avg", (2, 1, 2**10, 2**10, 2**10), kernel_size=2)),
+    "pool3d-grad-input": (lambda: pool_grad("avg", (1, 1, 1, 1, INT32_MAX), kernel_size=(1, 1, 2)),
+                          lambda: pool_grad("max", (2, 1, 2**10, 2**10, 2**10), kernel_size=2)),
+    "unpool3d-output": (lambda: unpool((1, 1, 1, 1, 1), kernel_size=(1, 1, INT32_MAX)),
+                        lambda: unpool((1, 2, 1, 1, 1), kernel_size=(2**10, 2**10, 2**10))),
 }
 
 
@@ -253,14 +259,14 @@ def _pool_axis(s, size, out, kernel, stride, pad, dil, what):
     return [(f"{what}: o*stride", (out - 1) * stride, "int"), (f"{what}: start", start_max, "int"),
             (f"{what}: r*dil", (kernel - 1) * dil, "int"),
             (f"{what}: start + r*dil", start_max + (kernel - 1) * dil, "int"),
-            (f"{what}: first_inbounds -start + step - 1", pad + dil - 1, "int")]
+            (f"{what}: first_inbounds -start + step - 1", pad + dil - 1, "u32")]
 
 
 def _pool_common(s, lc):
     e = [("total N*C*P*Q", s.N * s.C * s.P * s.Q, "I"), ("thread index", _last_thread(lc), "I"),
          ("P*Q", s.P * s.Q, "I"), ("nc*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I")]
-    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     return e
 
 
@@ -269,11 +275,14 @@ def model_max_pool2d_v1(s, lc):
 
 
 def _avg_divisor(s):
-    """avg_divisor (pool.cu): the window's end and the padded input's end, in long long."""
+    """avg_divisor (common.cuh): the window's end and the padded input's end per axis, and their product,
+    in long long."""
     if s.is_adaptive:
-        return [("th.count * tw.count", s.H * s.W, "ll")]
-    return [("start + R", (s.P - 1) * s.stride_h - s.pad_h + s.R, "ll"), ("H + pad_h", s.H + s.pad_h, "ll"),
-            ("start + S", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "ll"), ("W + pad_w", s.W + s.pad_w, "ll")]
+        return [("td.count * th.count * tw.count", s.D * s.H * s.W, "ll")]
+    return [("start + T", (s.Z - 1) * s.stride_d - s.pad_front + s.T, "ll"), ("D + pad_back", s.D + s.pad_back, "ll"),
+            ("start + R", (s.P - 1) * s.stride_h - s.pad_top + s.R, "ll"), ("H + pad_bottom", s.H + s.pad_bottom, "ll"),
+            ("start + S", (s.Q - 1) * s.stride_w - s.pad_left + s.S, "ll"), ("W + pad_right", s.W + s.pad_right, "ll"),
+            ("divisor", s.T * s.R * s.S, "ll")]
 
 
 def model_avg_pool2d_v1(s, lc):
@@ -357,8 +366,8 @@ def _pool_v2(s, lc):
     e = [("total N*C*P*Q", s.N * s.C * s.P * s.Q, "I"), ("blockIdx.x*(OPT*blockDim)", (lc.grid[0] - 1) * per_block, "I"),
          ("o = o0 + j*blockDim", lc.grid[0] * per_block - 1, "I"), ("P*Q", s.P * s.Q, "I"),
          ("plane = nc*H*W", (s.N * s.C - 1) * s.H * s.W, "I"), ("h*W + w", s.H * s.W - 1, "I")]
-    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _pool_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _pool_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     if s.is_adaptive:
         # r runs to the longest window among a thread's outputs, past a shorter window's own count; the
         # lengths ceil((i+1)In/Out) - floor(i*In/Out) differ by at most 1, so h <= that window's end <= H
@@ -375,10 +384,11 @@ def model_avg_pool2d_v2(s, lc):
 
 
 def model_pool2d_global_v2(s, lc):
-    HW = s.H * s.W
+    """The whole-plane bodies (common.cuh, WarpPlane): 2-D kernels have D = 1, 3-D ones walk D*H*W."""
+    HW = s.D * s.H * s.W
     return [("nc = blockIdx.x*(blockDim/32) + warp", lc.grid[0] * (lc.block[0] // 32) - 1, "I"),
-            ("N*C", s.N * s.C, "I"), ("HW = H*W", HW, "I"), ("nc*HW", (s.N * s.C - 1) * HW, "I"),
-            ("i += 32 (past the last element)", HW - 1 + 32, "I")]
+            ("N*C", s.N * s.C, "I"), ("size = (D*)H*W", HW, "I"), ("nc*size", (s.N * s.C - 1) * HW, "I"),
+            ("i += 32 (past the last element)", HW - 1 + 32, "I")] + (_avg_divisor(s) if s.kind == "avg" else [])
 
 
 def _grad_axis(s, size, out, kernel, stride, pad, dil, what):
@@ -399,8 +409,8 @@ def _pool_grad_common(s, lc):
     e = [("total N*C*H*W", s.N * s.C * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
          ("H*W", s.H * s.W, "I"), ("P*Q", s.P * s.Q, "I"), ("dy plane nc*P*Q", (s.N * s.C - 1) * s.P * s.Q, "I"),
          ("op*Q", (s.P - 1) * s.Q, "I"), ("dy_plane + op*Q + oq", s.N * s.C * s.P * s.Q - 1, "I")]
-    e += _grad_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_h, s.dil_h, "h")
-    e += _grad_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_w, s.dil_w, "w")
+    e += _grad_axis(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+    e += _grad_axis(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w")
     return e
 
 
@@ -410,13 +420,11 @@ def model_max_pool2d_backward_v1(s, lc):
 
 def model_avg_pool2d_backward_v1(s, lc):
     e = _pool_grad_common(s, lc)
-    if s.is_adaptive:   # avg_extent: the window's length from adaptive_start/end, in long long
-        return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll"),
-                    ("rows*cols", s.H * s.W, "ll")]
-    # avg_extent in int: the window's end, its end less the padding; the divisor in long long
-    return e + [("o*stride - pad + kernel (rows)", (s.P - 1) * s.stride_h - s.pad_h + s.R, "int"),
-                ("o*stride - pad + kernel (columns)", (s.Q - 1) * s.stride_w - s.pad_w + s.S, "int"),
-                ("rows*cols", s.R * s.S, "ll")]
+    # window_taps of each window holding the element (as the forward's), then avg_divisor (common.cuh)
+    if s.is_adaptive:
+        return e + [("(o+1)*In + Out - 1", max(s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll")] + _avg_divisor(s)
+    return e + [("o*stride (rows)", (s.P - 1) * s.stride_h, "int"),
+                ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")] + _avg_divisor(s)
 
 
 def model_max_unpool2d_v1(s, lc):
@@ -438,6 +446,70 @@ def model_max_unpool2d_claim_v2(s, lc):
 def model_max_unpool2d_write_v2(s, lc):
     return [("HW = H*W", s.H * s.W, "I"), ("total N*C*HW", s.N * s.C * s.H * s.W, "I"),
             ("thread index", _last_thread(lc), "I"), ("o/HW*PQ + owner", s.N * s.C * s.P * s.Q - 1, "I")]
+
+
+# -- the 3-D pool kernels (pool3d.cu, pool3d_backward.cu: common.cuh's pooling bodies over (D, H, W)) --------
+def _pool3d_axes(s, axis_model):
+    return (axis_model(s, s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d, "d")
+            + axis_model(s, s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h, "h")
+            + axis_model(s, s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w, "w"))
+
+
+def _pool3d_forward(s, lc):
+    """PoolWindow (common.cuh): o -> (n*C + c, z, p, q), the volume offset, each tap's (d*H + h)*W + w."""
+    DHW, ZPQ = s.D * s.H * s.W, s.Z * s.P * s.Q
+    return [("total N*C*Z*P*Q", s.N * s.C * ZPQ, "I"), ("thread index", _last_thread(lc), "I"),
+            ("Z*P*Q", ZPQ, "I"), ("D*H*W", DHW, "I"), ("plane = nc*D*H*W", (s.N * s.C - 1) * DHW, "I"),
+            ("row = (d*H + h)*W", (s.D * s.H - 1) * s.W, "I"), ("row + w", DHW - 1, "I")] + _pool3d_axes(s, _pool_axis)
+
+
+def model_max_pool3d_v1(s, lc):
+    # first_index: the first in-bounds tap of each axis lies below in + dil (a window wholly in the padding)
+    first = ((s.D - 1 + s.dil_d) * s.H + s.H - 1 + s.dil_h) * s.W + s.W - 1 + s.dil_w
+    return _pool3d_forward(s, lc) + [("best_idx", s.D * s.H * s.W - 1, "ll"), ("first_index", first, "ll")]
+
+
+def model_avg_pool3d_v1(s, lc):
+    return _pool3d_forward(s, lc) + _avg_divisor(s)
+
+
+def _pool3d_grad(s, lc):
+    """GradElement and the (z, p, q) loops (common.cuh) over every dx element."""
+    DHW, ZPQ = s.D * s.H * s.W, s.Z * s.P * s.Q
+    return [("total N*C*D*H*W", s.N * s.C * DHW, "I"), ("thread index", _last_thread(lc), "I"),
+            ("D*H*W", DHW, "I"), ("Z*P*Q", ZPQ, "I"), ("dy plane nc*Z*P*Q", (s.N * s.C - 1) * ZPQ, "I"),
+            ("(oz*P + op)*Q", (s.Z * s.P - 1) * s.Q, "I"), ("dy_plane + (oz*P + op)*Q + oq", s.N * s.C * ZPQ - 1, "I"),
+            ] + _pool3d_axes(s, _grad_axis)
+
+
+def model_max_pool3d_backward_v1(s, lc):
+    return _pool3d_grad(s, lc) + [("me = (d*H + h)*W + w", s.D * s.H * s.W - 1, "ll")]
+
+
+def model_avg_pool3d_backward_v1(s, lc):
+    e = _pool3d_grad(s, lc)
+    if s.is_adaptive:
+        e.append(("(o+1)*In + Out - 1", max(s.Z * s.D + s.Z - 1, s.P * s.H + s.P - 1, s.Q * s.W + s.Q - 1), "ll"))
+    else:
+        e += [("o*stride (depth)", (s.Z - 1) * s.stride_d, "int"), ("o*stride (rows)", (s.P - 1) * s.stride_h, "int"),
+              ("o*stride (columns)", (s.Q - 1) * s.stride_w, "int")]
+    return e + _avg_divisor(s)
+
+
+def model_max_unpool3d_init_v1(s, lc):
+    return [("total N*C*D*H*W", s.N * s.C * s.D * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I")]
+
+
+def model_max_unpool3d_claim_v1(s, lc):
+    ZPQ, DHW = s.Z * s.P * s.Q, s.D * s.H * s.W
+    return [("ZPQ = Z*P*Q", ZPQ, "I"), ("total N*C*ZPQ", s.N * s.C * ZPQ, "I"), ("thread index", _last_thread(lc), "I"),
+            ("nc*D*H*W + index", s.N * s.C * DHW - 1, "I"), ("position i - nc*ZPQ", ZPQ - 1, "int")]
+
+
+def model_max_unpool3d_write_v1(s, lc):
+    DHW = s.D * s.H * s.W
+    return [("DHW = D*H*W", DHW, "I"), ("total N*C*DHW", s.N * s.C * DHW, "I"), ("thread index", _last_thread(lc), "I"),
+            ("o/DHW*ZPQ + owner", s.N * s.C * s.Z * s.P * s.Q - 1, "I")]
 
 
 def model_conv_dgrad_v1(s, lc):
@@ -526,7 +598,38 @@ def model_wgrad_splitk_reduce_v1(s, lc):
             ("s*total + o", splits * total - 1, "I")]
 
 
-MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
+def _fold_axes(s):
+    """Per axis (depth, height, width): (extent, blocks, kernel, stride, pad before, dilation)."""
+    return (("d", s.D, s.Z, s.T, s.stride_d, s.pad_front, s.dil_d),
+            ("h", s.H, s.P, s.R, s.stride_h, s.pad_top, s.dil_h),
+            ("w", s.W, s.Q, s.S, s.stride_w, s.pad_left, s.dil_w))
+
+
+def model_unfold_v1(s, lc):
+    taps, L_ = s.T * s.R * s.S, s.Z * s.P * s.Q
+    e = [("taps = T*R*S", taps, "int"), ("S*R", s.S * s.R, "int"), ("L = Z*P*Q", L_, "I"),
+         ("total N*C*taps*L", s.N * s.C * taps * L_, "I"), ("thread index", _last_thread(lc), "I"),
+         ("row = o / L", s.N * s.C * taps - 1, "I"), ("Q*P", s.Q * s.P, "I"),
+         ("((nc*D + d)*H + h)*W + w", s.N * s.C * s.D * s.H * s.W - 1, "I")]
+    for what, _, out, k, stride, pad, dil in _fold_axes(s):
+        e += _conv_window(s, out, stride, pad, k, dil, what)
+    return e
+
+
+def model_fold_v1(s, lc):
+    taps, L_ = s.T * s.R * s.S, s.Z * s.P * s.Q
+    e = [("total N*C*D*H*W", s.N * s.C * s.D * s.H * s.W, "I"), ("thread index", _last_thread(lc), "I"),
+         ("W*H*D", s.W * s.H * s.D, "I"), ("L = Z*P*Q", L_, "I"), ("taps = T*R*S", taps, "int"),
+         ("nc*taps*L", (s.N * s.C - 1) * taps * L_, "I"), ("(t*R + r)*S + s", taps - 1, "int"),
+         ("tap row*L + (z*P + y)*Q + q", taps * L_ - 1, "I")]
+    for what, size, out, k, stride, pad, dil in _fold_axes(s):    # block_of_tap
+        e += [(f"{what}: x + pad", size - 1 + pad, "int"), (f"{what}: k*dil", (k - 1) * dil, "int"),
+              (f"{what}: block", out - 1, "int")]
+    return e
+
+
+MODELS = {"unfold_v1": model_unfold_v1, "fold_v1": model_fold_v1,
+          "conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_conv2d_direct_v2,
           "im2col_v1": model_im2col_v1, "conv_gemm_v1": model_conv_gemm_v1, "conv_gemm_v2": model_conv_gemm_v2,
           "max_pool2d_v1": model_max_pool2d_v1, "avg_pool2d_v1": model_avg_pool2d_v1,
           "conv_implicit_gemm_v1": model_conv_implicit_gemm_v1, "splitk_reduce_v1": model_splitk_reduce_v1,
@@ -537,6 +640,11 @@ MODELS = {"conv2d_direct_v1": model_conv2d_direct_v1, "conv2d_direct_v2": model_
           "avg_pool2d_backward_v1": model_avg_pool2d_backward_v1, "max_unpool2d_v1": model_max_unpool2d_v1,
           "max_unpool2d_init_v2": model_max_unpool2d_init_v2, "max_unpool2d_claim_v2": model_max_unpool2d_claim_v2,
           "max_unpool2d_write_v2": model_max_unpool2d_write_v2,
+          "max_pool3d_v1": model_max_pool3d_v1, "avg_pool3d_v1": model_avg_pool3d_v1,
+          "max_pool3d_global_v1": model_pool2d_global_v2, "avg_pool3d_global_v1": model_pool2d_global_v2,
+          "max_pool3d_backward_v1": model_max_pool3d_backward_v1,
+          "avg_pool3d_backward_v1": model_avg_pool3d_backward_v1, "max_unpool3d_init_v1": model_max_unpool3d_init_v1,
+          "max_unpool3d_claim_v1": model_max_unpool3d_claim_v1, "max_unpool3d_write_v1": model_max_unpool3d_write_v1,
           "conv_dgrad_v1": model_conv_dgrad_v1, "conv_dgrad_v2": model_conv_dgrad_v2,
           "conv_wgrad_v1": model_conv_wgrad_v1, "wgrad_splitk_reduce_v1": model_wgrad_splitk_reduce_v1}
 # the 3-D convolution kernels (conv3d_*.cu): their models are further down, with the 3-D shapes
@@ -621,7 +729,7 @@ EXTREMES = {
     "tall-strided-dilated": lambda: conv((1, 1, 2**25, 32), (1, 1, 5, 5), stride=(7, 1), dilation=(2**20, 1)),
     "pool-long-row": lambda: pool("max", (1, 1, 2**31 - 8), kernel_size=4, stride=3, padding=2, dilation=1,
                                   ceil_mode=True, return_indices=True),
-    # the avg divisor's W + pad_w passes 2^31 - 1 (computed in long long)
+    # the avg divisor's W + pad_right passes 2^31 - 1 (computed in long long)
     "pool-long-row-padded": lambda: pool("avg", (1, 1, 2**31 - 2), kernel_size=5, stride=1000, padding=2),
     # a global-pool lane steps 32 past a plane of ~2^31 elements (that launch widens)
     "pool-global-long-plane": lambda: pool("adaptive_max", (1, 1, 1, 2**31 - 1), output_size_=1, return_indices=True),
@@ -652,7 +760,56 @@ EXTREMES = {
     "unpool-64bit": lambda: unpool((2, 1, 2**15, 2**15), kernel_size=2),
     "unpool-long-row": lambda: unpool((1, 1, 2**30 - 1), kernel_size=2),
     "unpool-plane-at-the-limit": lambda: unpool((1, 1, INT32_MAX), kernel_size=1),
+    # per-side pool padding up to dil*(k-1): first_inbounds' -start + step - 1 passes 2^31 - 1 (unsigned)
+    "pool-per-side-huge-pad": lambda: pool("max", (1, 1, 3, 1), kernel_size=(1, 2), dilation=(1, 2**30 + 1),
+                                           padding=((0, 0), (2**30 + 1, 0)), return_indices=True),
+    "pool-per-side-long-row": lambda: pool("avg", (1, 1, 2, 2**31 - 16), kernel_size=(1, 4), stride=(1, 3),
+                                           padding=((0, 0), (3, 1)), ceil_mode=True),
+    # 3-D volumes: N=8, C=64, 128^3 fits int; twice the batch does not
+    "pool3d-volume-int": lambda: pool("max", (8, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1,
+                                      return_indices=True),
+    "pool3d-volume-64bit": lambda: pool("avg", (16, 64, 128, 128, 128), kernel_size=3, stride=2,
+                                        padding=((1, 2), (0, 1), (2, 0)), ceil_mode=True),
+    "pool3d-adaptive-64bit": lambda: pool("adaptive_max", (16, 64, 128, 128, 128), output_size_=(5, 7, 3),
+                                          return_indices=True),
+    # a global-pool lane steps 32 past a volume of ~2^31 elements (that launch widens); many volumes
+    "pool3d-global-long-volume": lambda: pool("adaptive_max", (1, 1, 2**10, 2**10, 2**11 - 1), output_size_=1,
+                                              return_indices=True),
+    "pool3d-global-many-volumes": lambda: pool("avg", (2**28 - 1, 1, 2, 2, 2), kernel_size=2),
+    "pool3d-long-depth": lambda: pool("max", (1, 1, 2**31 - 8, 1, 1), kernel_size=(4, 1, 1), stride=(3, 1, 1),
+                                      padding=((2, 2), (0, 0), (0, 0)), dilation=1, return_indices=True),
+    "pool3d-long-depth-dilated-per-side": lambda: pool("max", (1, 1, 2**31 - 2, 1, 1), kernel_size=(3, 1, 1),
+                                                       stride=(2**29, 1, 1), dilation=(2**29 - 1, 1, 1),
+                                                       padding=((2**30 - 2, 1), (0, 0), (0, 0))),
+    "pool3d-grad-volume-64bit": lambda: pool_grad("max", (16, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1),
+    "pool3d-grad-avg-int": lambda: pool_grad("avg", (8, 64, 128, 128, 128), kernel_size=(2, 3, 3), stride=1,
+                                             padding=((1, 0), (2, 0), (0, 2)), count_include_pad=False),
+    "pool3d-grad-adaptive-upsample": lambda: pool_grad("adaptive_avg", (1, 1, 3, 2, 2**28),
+                                                       output_size_=(4, 3, 2**28 + 7)),
+    "pool3d-grad-long-depth": lambda: pool_grad("avg", (1, 1, 2**31 - 2, 1, 1), kernel_size=(5, 1, 1),
+                                                stride=(1000, 1, 1), padding=(2, 0, 0)),
+    "unpool3d-64bit": lambda: unpool((2, 1, 2**10, 2**10, 2**10), kernel_size=2),
+    "unpool3d-volume-at-the-limit": lambda: unpool((1, 1, 1, 1, INT32_MAX), kernel_size=1),
+    # unfold / fold (kernels/fold.cu): a column matrix of exactly 2^31 - 1 elements in int, one past it in
+    # long long, a padded row at the coordinates' limit, a dilated strided row, 3-D volumes past 2^31
+    "unfold-int-edge": lambda: fold_op("unfold", (1, 1, INT32_MAX), (1,)),
+    "fold-int-edge": lambda: fold_op("fold", (1, 1, INT32_MAX // 3), (3,), padding=1),
+    "unfold-long-row-padded": lambda: fold_op("unfold", (1, 1, 1, 2**31 - 9), (1, 3), padding=((0, 0), (4, 4))),
+    "fold-long-row-padded": lambda: fold_op("fold", (1, 1, 1, 2**31 - 9), (1, 3), padding=((0, 0), (4, 4))),
+    "unfold-long-row-dilated": lambda: fold_op("unfold", (1, 1, 2**31 - 20), (2,), dilation=2**30, stride=4,
+                                               padding=((0, 8),)),
+    "fold-long-row-dilated": lambda: fold_op("fold", (1, 1, 2**31 - 20), (2,), dilation=2**30, stride=4,
+                                             padding=((0, 8),)),
+    "unfold-3d-64bit": lambda: fold_op("unfold", (8, 64, 128, 128, 128), (3, 3, 3), padding=1),
+    "fold-3d-64bit": lambda: fold_op("fold", (8, 64, 128, 128, 128), (3, 3, 3), padding=1, stride=2),
 }
+
+
+def fold_op(op, xshape, kernel_size, **kw):
+    """The unfold spec of an image of ``xshape`` (no memory), or the fold spec that returns that image."""
+    from fastconv._spec_fold import fold_spec, unfold_spec
+    u = unfold_spec(fake(xshape), kernel_size, **kw)
+    return u if op == "unfold" else fold_spec(fake(u.output_shape), xshape[2:], kernel_size, **kw)
 
 
 @pytest.mark.parametrize("name", list(EXTREMES))
@@ -702,6 +859,42 @@ def huge_specs(draw):
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(huge_specs())
 def test_offsets_fit_the_index_type_for_random_huge_shapes(spec):
+    assume(_plans(spec))
+    assert overflows(spec) == []
+
+
+@st.composite
+def huge_pool3d_specs(draw):
+    """3-D pools, their gradients and max_unpool3d with log-uniform extents and per-side pads (each side up to
+    dil*(k-1), beyond torch) as well as torch's symmetric ones."""
+    kind = draw(st.sampled_from(["max", "avg", "adaptive_max", "adaptive_avg", "unpool"]))
+    shape = (draw(extent(bits=20)), draw(extent(bits=16))) + tuple(draw(extent(bits=31)) for _ in range(3))
+    assume(math.prod(shape) < 2**44)
+    grad = draw(st.booleans())
+    try:
+        if kind == "unpool":
+            return unpool(shape, kernel_size=tuple(draw(st.integers(1, 4)) for _ in range(3)))
+        if kind.startswith("adaptive"):
+            kw = dict(output_size_=tuple(draw(extent(bits=31)) for _ in range(3)))
+        else:
+            k = tuple(draw(st.integers(1, 5)) for _ in range(3))
+            dil = tuple(draw(extent(bits=6)) for _ in range(3)) if kind == "max" else (1, 1, 1)
+            if draw(st.booleans()):
+                pad = tuple((draw(st.integers(0, d * (kk - 1))), draw(st.integers(0, d * (kk - 1))))
+                            for kk, d in zip(k, dil))
+            else:
+                pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+            kw = dict(kernel_size=k, stride=tuple(draw(extent(bits=10)) for _ in range(3)), padding=pad,
+                      dilation=dil, ceil_mode=draw(st.booleans()))
+        return pool_grad(kind, shape, **kw) if grad else pool(kind, shape, **kw)
+    except ValueError:
+        assume(False)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(huge_pool3d_specs())
+def test_pool3d_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
     assert overflows(spec) == []
 

@@ -2,8 +2,8 @@
 
 Through backend "cuda-emu" in all three thread orders and through backend "cuda" when a GPU is present.
 The shipped v2 kernels through every variant ("any", "pair", "global") and v1, which stays beside them:
-NaN, ties, -inf planes, every divisor rule, ceil_mode, dilation, a misaligned input for the paired loads,
-int64 indices. Expected values come only from the oracle.
+NaN, ties, -inf planes, every divisor rule, ceil_mode, dilation, per-side padding (beyond torch), a
+misaligned input for the paired loads, int64 indices. Expected values come only from the oracle.
 """
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ POOL_CASES = {
     "avg_divisor_override": ("avg", (1, 2, 8, 7), dict(kernel_size=(2, 3), stride=1, padding=(1, 1),
                                                        divisor_override=5), 2, ()),
     "avg_1d": ("avg", (2, 3, 16), dict(kernel_size=3, stride=2, padding=1, count_include_pad=False), 1, ()),
+    # per-side padding (beyond torch): windows start at o*stride - pad_before; ceil_mode's last window
+    # passing the after-side padding (H + pad_bottom, W + pad_right) is not counted by the divisor
+    "max_per_side_idx": ("max", (2, 3, 7, 8), dict(kernel_size=3, stride=2, padding=((0, 1), (2, 1)),
+                                                   return_indices=True), 2, ((0, 0, 3, 3), (1, 2, 0, 7))),
+    "max_per_side_empty_windows": ("max", (1, 2, 9, 7), dict(kernel_size=(3, 2), stride=1, dilation=(2, 3),
+                                                             padding=((4, 0), (0, 3)), ceil_mode=True,
+                                                             return_indices=True), 2, ()),
+    "avg_include_pad_per_side_ceil": ("avg", (2, 2, 6, 7), dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)),
+                                                                ceil_mode=True), 2, ()),
+    "avg_exclude_pad_per_side": ("avg", (1, 2, 5, 6), dict(kernel_size=(3, 2), stride=(1, 2), padding=((0, 2), (1, 0)),
+                                                           count_include_pad=False), 2, ()),
+    "avg_per_side_1d": ("avg", (2, 3, 9), dict(kernel_size=4, stride=3, padding=((3, 1),), ceil_mode=True), 1, ()),
     "adaptive_max": ("adaptive_max", (2, 3, 10, 7), dict(output_size_=(4, 3), return_indices=True), 2,
                      ((1, 2, 5, 5),)),
     "adaptive_avg": ("adaptive_avg", (2, 3, 10, 7), dict(output_size_=(3, 5)), 2, ()),
@@ -94,6 +106,15 @@ POOL2_CASES = {
                               "pair"),
     "avg_pair_rows_pad": ("avg", (1, 3, 7, 6), dict(kernel_size=(3, 2), stride=(1, 2), padding=(1, 0)), 2, "pair"),
     "max_pair_1d": ("max", (2, 3, 16), dict(kernel_size=2, return_indices=True), 1, "pair"),
+    # per-side padding: rows only for pair (its columns take none), both axes for any
+    "max_pair_rows_per_side": ("max", (1, 2, 9, 10), dict(kernel_size=(3, 2), stride=2, padding=((2, 0), (0, 0)),
+                                                          ceil_mode=True, return_indices=True), 2, "pair"),
+    "avg_pair_rows_per_side_ceil": ("avg", (2, 2, 6, 8), dict(kernel_size=(3, 2), stride=2,
+                                                              padding=((2, 0), (0, 0)), ceil_mode=True), 2, "pair"),
+    "avg_any_per_side_ceil": ("avg", (2, 3, 6, 7), dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)),
+                                                        ceil_mode=True), 2, "any"),
+    "max_any_per_side_dilated": ("max", (1, 2, 9, 7), dict(kernel_size=(3, 2), stride=1, dilation=(2, 3),
+                                                           padding=((4, 0), (0, 3)), return_indices=True), 2, "any"),
     # global: the window is the whole plane; planes of more and fewer than 32 elements
     "avg_global": ("avg", (2, 5, 7, 7), dict(kernel_size=7), 2, "global"),
     "avg_global_override": ("avg", (2, 3, 3, 5), dict(kernel_size=(3, 5), divisor_override=4), 2, "global"),

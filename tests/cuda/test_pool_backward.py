@@ -4,11 +4,11 @@ max_unpool against the oracle.
 Through backend "cuda-emu" in all three thread orders and through backend "cuda" when a GPU is present. The
 max gradients take the indices of the oracle's own forward (numpy_oracle.max_pool / adaptive_max_pool with
 return_indices). Cases: overlapping windows (stride < kernel, so one position collects several windows'
-dy), dilation, padding, ceil_mode, every divisor rule, adaptive sizes that do not divide the input and that
-exceed it, ties and NaN in the forward's input (the index rule), NaN in dy, 1-D, float16/32/64, the int64
-instantiations; max_unpool with indices repeated inside a plane (the last in row-major order wins, checked
-against a loop written here), output_size, both versions. Expected values come only from the oracle or the
-rule written out by hand.
+dy), dilation, padding (per side too, beyond torch), ceil_mode, every divisor rule, adaptive sizes that do
+not divide the input and that exceed it, ties and NaN in the forward's input (the index rule), NaN in dy,
+1-D, float16/32/64, the int64 instantiations; max_unpool with indices repeated inside a plane (the last in
+row-major order wins, checked against a loop written here), output_size, both versions. Expected values come
+only from the oracle or the rule written out by hand.
 """
 from __future__ import annotations
 
@@ -97,6 +97,16 @@ GRAD_CASES = {
     "avg_overlap_s1_exclude": ("avg", (1, 2, 6, 7), dict(kernel_size=(3, 4), stride=1, padding=(1, 2),
                                                          count_include_pad=False), 2, "dy"),
     "avg_1d": ("avg", (2, 3, 16), dict(kernel_size=3, stride=2, padding=1, count_include_pad=False), 1, ""),
+    # per-side padding (beyond torch): windows wholly in the padding (dilation) send nothing; ceil_mode's
+    # last window passing the after-side padding is not counted by the divisor
+    "max_per_side_dilated_ceil": ("max", (1, 2, 9, 7), dict(kernel_size=(3, 2), stride=1, dilation=(2, 3),
+                                                            padding=((4, 0), (0, 3)), ceil_mode=True), 2, "x"),
+    "max_per_side_overlap": ("max", (2, 2, 7, 8), dict(kernel_size=3, stride=1, padding=((0, 2), (2, 1))), 2, "x"),
+    "avg_per_side_include_pad_ceil": ("avg", (2, 2, 6, 7), dict(kernel_size=3, stride=2, padding=((2, 0), (0, 2)),
+                                                                ceil_mode=True), 2, "dy"),
+    "avg_per_side_exclude_pad": ("avg", (1, 2, 5, 6), dict(kernel_size=(3, 2), stride=1, padding=((0, 2), (1, 0)),
+                                                           count_include_pad=False), 2, ""),
+    "avg_per_side_1d": ("avg", (2, 3, 9), dict(kernel_size=4, stride=3, padding=((3, 1),), ceil_mode=True), 1, ""),
     "adaptive_max_nondividing": ("adaptive_max", (2, 3, 10, 7), dict(output_size_=(4, 3)), 2, "x"),
     "adaptive_max_upsample": ("adaptive_max", (1, 2, 3, 5), dict(output_size_=(7, 8)), 2, "x"),
     "adaptive_max_1d": ("adaptive_max", (2, 2, 11), dict(output_size_=4), 1, "x"),
@@ -284,10 +294,16 @@ def grad_problems(draw):
         kw = dict(output_size_=tuple(draw(st.integers(1, 14)) for _ in range(nd)))
     else:
         k = tuple(draw(st.integers(1, 4)) for _ in range(nd))
-        kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(nd)),
-                  padding=tuple(draw(st.integers(0, kk // 2)) for kk in k), ceil_mode=draw(st.booleans()))
+        dil = tuple(draw(st.integers(1, 3)) for _ in range(nd)) if kind == "max" else (1,) * nd
+        if draw(st.booleans()):     # per-side (beyond torch): each side up to dil*(k-1)
+            pad = tuple((draw(st.integers(0, d * (kk - 1))), draw(st.integers(0, d * (kk - 1))))
+                        for kk, d in zip(k, dil))
+        else:
+            pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+        kw = dict(kernel_size=k, stride=tuple(draw(st.integers(1, 3)) for _ in range(nd)), padding=pad,
+                  ceil_mode=draw(st.booleans()))
         if kind == "max":
-            kw["dilation"] = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+            kw["dilation"] = dil
         else:
             kw["count_include_pad"] = draw(st.booleans())
             if nd == 2 and draw(st.booleans()):
