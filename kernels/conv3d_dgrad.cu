@@ -3,7 +3,8 @@
 // The fields of Conv3dParams describe the FORWARD problem: x (N, C, D, H, W), w (K, C/groups, T, R, S),
 // y (N, K, Z, P, Q). These kernels take dy (N, K, Z, P, Q), w and an optional bias b (C) and compute, in gather
 // form,
-//   dx[n, g*Cg + c, d, h, w] = b[g*Cg + c] + sum over k < Kg, t, r, s of dy[n, g*Kg + k, z, p, q] * w[g*Kg + k, c, t, r, s]
+//   dx[n, g*Cg + c, d, h, w] = b[g*Cg + c]
+//                            + sum over k < Kg, t, r, s of dy[n, g*Kg + k, z, p, q] * w[g*Kg + k, c, t, r, s]
 //   with z = (d + pad_front - t*dil_d) / stride_d, p = (h + pad_top - r*dil_h) / stride_h,
 //        q = (w + pad_left - s*dil_w) / stride_w,
 // a term existing only where the three divisions are exact and (z, p, q) lies in [0, Z) x [0, P) x [0, Q): the

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from .._spec import INT32_MAX
 from .plan import (BLOCK_1D, Kernel, Launch, Plan, blocks, conv3d_params, conv_outputs, extent_limits,
                    field_overflow, Ref)
-from .._spec import INT32_MAX
 
 FILE = "conv3d_direct.cu"
 ALGO = "direct"

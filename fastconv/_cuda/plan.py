@@ -5,10 +5,10 @@ A family module (see :mod:`fastconv._cuda`) turns a spec into a :class:`Plan`: b
 emulator) executes a plan through :func:`execute` with its own allocator and kernel loader; it never
 looks inside a family.
 
-- The parameter structs passed by value (``ConvParams``/``Conv3dParams``/``PoolParams`` in kernels/common.cuh) are built field
-  by field from the spec attributes of the same names, as 0-d NumPy structured arrays (what both CuPy and
-  the emulator take for a struct-by-value parameter); tests/cuda/test_params.py checks the layout against
-  C++.
+- The parameter structs passed by value (``ConvParams``, ``Conv3dParams``, ``PoolParams`` in kernels/common.cuh)
+  are built field by field from the spec attributes of the same names, as 0-d NumPy structured arrays (what
+  both CuPy and the emulator take for a struct-by-value parameter); tests/cuda/test_params.py checks the
+  layout against C++ (tests/cuda/test_conv3d.py for Conv3dParams).
 - The index type is chosen per call (``int``, or ``long long`` when ``spec.needs_64bit_indexing``), as
   CuPy's ndimage does; a family widens one launch on its own where that launch's indices need it.
 - Tile shapes live in the family modules and reach CUDA only as template arguments of the kernel's name

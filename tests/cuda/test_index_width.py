@@ -1009,7 +1009,8 @@ def model_conv3d_implicit_gemm_v1(s, lc):
          ("blockIdx.x", lc.grid[0] - 1, "I"), ("m0 = bm*BM", (m_blocks - 1) * bm, "I"),
          ("am = m0 + a_m, mb + 3", m_blocks * bm - 1, "I"), ("n = n0 + b_n + j*(NT/BK)", n_blocks * bn - 1, "int"),
          ("kd_begin = blockIdx.y*k_chunk", (splits - 1) * k_chunk, "int"),
-         ("kd_begin + k_chunk", splits * k_chunk, "int"), ("kd_begin + a_k (first tap)", (splits - 1) * k_chunk + bk, "int"),
+         ("kd_begin + k_chunk", splits * k_chunk, "int"),
+         ("kd_begin + a_k (first tap)", (splits - 1) * k_chunk + bk, "int"),
          ("kd_end - kd_begin + BK - 1", k_chunk + bk - 1, "int"), ("k0 + a_k + i, k0 + b_k", kd_last, "int"),
          # the staged tap's channel runs on past Cg in a last, partial k step (never dereferenced there)
          ("tap c (c*T + t)", (kd_last // TRS + 2) * s.T, "int"),
