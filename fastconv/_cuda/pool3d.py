@@ -53,7 +53,10 @@ def window_reach_limits(spec, kernel: str) -> List[str]:
     if spec.is_adaptive:
         return []
     out = reach_limits(spec, 1, 1, kernel)
-    reach = max(spec.Z, input_extent(spec.Z, spec.T, spec.stride_d, spec.dil_d))
+    # depth, where long volumes live, exactly: the kernels form z*stride_d and the tap coordinates
+    # z*stride_d - pad_front + t*dil_d, so the largest is the last window's last tap, padding subtracted
+    last_start = (spec.Z - 1) * spec.stride_d
+    reach = max(spec.Z, last_start + 1, last_start - spec.pad_front + input_extent(1, spec.T, 1, spec.dil_d))
     if reach > INT32_MAX:
         out.append(f"{kernel} forms depth coordinates up to {reach} (stride {spec.stride_d}, window reach "
                    f"{input_extent(1, spec.T, 1, spec.dil_d)}), beyond its 32-bit ints")
