@@ -39,6 +39,10 @@ VARS: Tuple[Var, ...] = (
     Var("FASTCONV_EMU_FIBERS", "library", "`asm` on x86-64, else `ucontext`", "the emulator's fiber switch"),
     Var("FASTCONV_FUZZ", "tests", "`ci`", "`long`: the fuzz tests' long profile (random seeds, bigger shapes)"),
     Var("FASTCONV_FUZZ_EXAMPLES", "tests", "per profile", "hypothesis examples per fuzz test"),
+    Var("FASTCONV_COMPILE_ARCHS", "tests", "`sm_70,sm_90`",
+        "architectures `tests/cuda/test_compile.py` compiles every kernel file for with NVRTC: `all` for every "
+        "claimed one (sm_70, sm_75, sm_80, sm_86, sm_90), or a comma-separated list; the default covers both "
+        "NVRTCs (CUDA 12's for sm_70, CUDA 13's) at the oldest and newest targets"),
     Var("FASTCONV_REQUIRE_GPU", "tests", "`0`", "`1`: a missing GPU fails the CUDA tests instead of skipping"),
     Var("FASTCONV_CUPY_NO_POOL", "tests", "`0`",
         "`1`: CuPy allocates every array with cudaMalloc (so compute-sanitizer sees each buffer's bounds)"),

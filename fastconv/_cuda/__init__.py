@@ -7,6 +7,8 @@ thin executors of the plans a family builds and never look inside one. A family 
     ALGO, OPS           the algorithm name dispatch knows it by, and the ops it implements
     DTYPES              storage dtypes it has kernels for (float16 upcasts around families without it)
     ZERO_FILLS_PADDING  padded taps are multiplied in as zeros (exact only for finite weights)
+    SPATIAL_DIMS        optional, default (1, 2): the problem dimensions its Impls take (dispatch offers
+                        nothing else; the 3-D families say (3,), fold (1, 2, 3))
     VARIANTS            the kernels dispatch may run, in priority order ("" for an algorithm with one);
                         each becomes one Impl, named ``<backend>:<op>:<algo>/<variant>``
     VERSIONS            kernel versions plan() builds; the last ships, earlier ones are kept for teaching

@@ -149,10 +149,10 @@ def for_arch(arch: str) -> Optional[NVRTC]:
 FULL_ARCH = "sm_90"
 
 
-def arch_expressions(fname: str, arch: str) -> Tuple[str, ...]:
-    """The name expressions compiled for ``arch``: all of them on :data:`FULL_ARCH`, else the last-listed
-    tile of each kernel."""
-    if arch == FULL_ARCH:
+def arch_expressions(fname: str, arch: str, full: Optional[bool] = None) -> Tuple[str, ...]:
+    """The name expressions compiled for ``arch``: all of them on :data:`FULL_ARCH` (or wherever ``full``
+    says so), else the last-listed tile of each kernel."""
+    if arch == FULL_ARCH if full is None else full:
         return name_expressions(fname)
     last = {}
     for k in by_file(fname).KERNELS:
