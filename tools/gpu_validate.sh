@@ -22,7 +22,8 @@
 #   racecheck  compute-sanitizer racecheck over the shared-memory kernels (direct v2, GEMM v2, implicit
 #              GEMM, depthwise)
 #   initcheck  compute-sanitizer initcheck over the memcheck selection
-# The time limits per step (20+200+40+70+80+50 s) cap the whole run at 460 s, inside one 8-minute command;
+#   memcheck3d compute-sanitizer memcheck over one basic float32 case per 3-D and fold kernel
+# The time limits per step (20+180+40+70+80+50+40 s) cap the whole run at 480 s, one 8-minute command;
 # on the H100 on 2026-11-22 the same steps over the then smaller suite took 3-118 s each. STEPS (a
 # space-separated list of step names) runs only those. Exit status: 0 when every step that ran passed.
 set -u
@@ -78,8 +79,8 @@ FAMILY_TESTS=(tests/cuda/test_direct.py tests/cuda/test_im2col.py tests/cuda/tes
               tests/cuda/test_depthwise.py tests/cuda/test_pool.py tests/cuda/test_conv_grad.py
               tests/cuda/test_pool_backward.py)
 
-step tests 200 env FASTCONV_REQUIRE_GPU=1 "${PYTEST[@]}" --junitxml="$OUT/gpu_validate_tests.xml" \
-  tests/cuda tests/test_backends.py tests/test_grad_backends.py tests/test_determinism.py tests/test_edges.py \
+step tests 180 env FASTCONV_REQUIRE_GPU=1 "${PYTEST[@]}" --junitxml="$OUT/gpu_validate_tests.xml" \
+  tests/cuda tests/test_backends.py tests/test_grad_backends.py tests/test_nd_backends.py tests/test_determinism.py tests/test_edges.py \
   --ignore=tests/cuda/test_compile.py --ignore=tests/cuda/test_index_width.py -k "not emu"
 
 CACHE_PROBE="$(mktemp -d)"
@@ -104,6 +105,8 @@ rm -rf "$CACHE_PROBE"
 
 # Small, focused selections for the sanitizers (backend "cuda" only; every family, variant kind and dtype once)
 SEL_ALL='not emu and ((versions_match and (basic or strided) and float32) or (versions_match and multi_tile and float16) or (int64 and float64) or (pool_matches and float32 and (max_k3s2p1_idx or avg_exclude_pad_ceil or avg_divisor_override or adaptive_max or adaptive_avg_1d or max_1d)) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (nonfinite_weight_meeting and inf) or (depthwise_matches and float32) or (pool_v2_matches and float32) or (dgrad_matches_oracle and v2 and float32 and (basic or strided_asym or multi_tile)) or (wgrad_matches_oracle and float32 and (basic or strided_asym or multi_tile) and not k16) or (pool_gradient_matches_oracle and float32 and (max_k3s2p1 or max_ceil_dilated or avg_exclude_pad_ceil or adaptive_max_nondividing or adaptive_avg_nondividing)) or (max_unpool_matches_oracle and float32))'
+FAMILY_3D_TESTS=(tests/cuda/test_conv3d.py tests/cuda/test_pool3d.py tests/cuda/test_fold.py)
+SEL_3D='not emu and (((conv_matches_oracle or dgrad_matches_oracle or wgrad_matches_oracle) and basic) or (pool3d_matches_oracle and float32) or (pool3d_gradient_matches_oracle and float32) or max_unpool3d_matches_oracle or (kernels_match_oracle and float32))'
 SEL_SHARED='not emu and ((versions_match and v2 and (basic or strided or depthwise or (multi_tile and float32))) or (implicit_gemm_matches and (vec_store_k_tail or odd_pq_rs) and float32) or (depthwise_matches and float32) or (dgrad_matches_oracle and v2 and float32 and (basic or multi_tile)) or (wgrad_matches_oracle and float32 and (basic or multi_tile) and not k16))'
 if [ -z "$SAN" ]; then
   note "memcheck/racecheck/initcheck: SKIPPED (compute-sanitizer not found on PATH, \$CUDA_HOME/bin or /usr/local/cuda/bin)"
@@ -113,6 +116,8 @@ else
   step memcheck 70 "$SAN" --tool memcheck --error-exitcode 9 "${PYTEST[@]}" "${FAMILY_TESTS[@]}" -k "$SEL_ALL"
   step racecheck 80 "$SAN" --tool racecheck --error-exitcode 9 "${PYTEST[@]}" "${FAMILY_TESTS[@]}" -k "$SEL_SHARED"
   step initcheck 50 "$SAN" --tool initcheck --error-exitcode 9 "${PYTEST[@]}" "${FAMILY_TESTS[@]}" -k "$SEL_ALL"
+  # the 3-D and fold families (never run on a GPU yet): one basic case per kernel, float32
+  step memcheck3d 40 "$SAN" --tool memcheck --error-exitcode 9 "${PYTEST[@]}" "${FAMILY_3D_TESTS[@]}" -k "$SEL_3D"
 fi
 
 note "overall: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL)   (raw output under $OUT)"
