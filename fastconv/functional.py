@@ -278,16 +278,22 @@ def _norm_type(norm_type) -> float:
 
 
 def _lp_pool(nd, input, norm_type, kernel_size, stride, ceil_mode, backend):
+    return _lp_forward(nd, input, norm_type, kernel_size, stride, ceil_mode, backend)[0]
+
+
+def _lp_forward(nd, input, norm_type, kernel_size, stride, ceil_mode, backend, keep=False):
     """torch.nn.functional.lp_pool{1,2,3}d's definition: ``(prod(kernel) * avg_pool(x ** p)) ** (1/p)``
     with no padding, the average pool's divisor rules included (a ceil_mode window cut by the input edge is
     divided by its clipped size, then scaled by the whole window's: torch's result, kept); p = +inf is the
-    max pool of |x|, p = -inf minus the max pool of -|x|."""
+    max pool of |x|, p = -inf minus the max pool of -|x|. Returns ``(y, kept)``: the window means
+    ``avg_pool(x ** p)`` for a finite p, the max pool's indices for an infinite one when ``keep`` (else
+    None) -- what fastconv.torch's gradient needs, so the rule is written once."""
     p = _norm_type(norm_type)
     if backend is not None:
         _dispatch.check_backend_name(backend)
     if p in (math.inf, -math.inf):
         kind = "max"
-        spec = pool_spec(kind, input, kernel_size, stride, 0, 1, ceil_mode, spatial_dims=nd)
+        spec = pool_spec(kind, input, kernel_size, stride, 0, 1, ceil_mode, return_indices=keep, spatial_dims=nd)
     else:
         kind = "avg"
         spec = pool_spec(kind, input, kernel_size, stride, 0, ceil_mode=ceil_mode, count_include_pad=True,
@@ -295,14 +301,14 @@ def _lp_pool(nd, input, norm_type, kernel_size, stride, ceil_mode, backend):
     akind = array_kind(input)
     backend = _resolve_backend(backend, akind)
     xp = _array_module(akind)
-    if p == math.inf:
-        return _execute(spec, akind, backend, "auto", (xp.abs(input),))
-    if p == -math.inf:
-        return -_execute(spec, akind, backend, "auto", (-xp.abs(input),))
+    if kind == "max":
+        out = _execute(spec, akind, backend, "auto", (xp.abs(input) if p > 0 else -xp.abs(input),))
+        y, idx = out if keep else (out, None)
+        return (y if p > 0 else -y), idx
     taps = math.prod(_as_tuple(kernel_size, nd, "kernel_size"))
     with _quiet_powers(akind):
-        out = _execute(spec, akind, backend, "auto", (input ** p,))
-        return (out * taps) ** (1.0 / p)
+        s = _execute(spec, akind, backend, "auto", (input ** p,))
+        return (s * taps) ** (1.0 / p), s
 
 
 def _quiet_powers(kind: str):

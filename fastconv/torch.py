@@ -517,19 +517,15 @@ class _LpPool(torch.autograd.Function):
         ctx.x_shape = tuple(x.shape)
         with _on(dev):
             xa = _array(x, "input")
-            xp = _xp(xa)
+            y, kept = _f._lp_forward(nd, xa, p, kernel_size, stride, ceil_mode, backend, keep=True)
             if math.isinf(p):
                 ctx.kw = dict(kernel_size=kernel_size, stride=stride, padding=0, dilation=1, ceil_mode=ceil_mode)
-                u = xp.abs(xa) if p > 0 else -xp.abs(xa)
-                y, idx = getattr(_f, f"max_pool{nd}d")(u, **ctx.kw, return_indices=True, backend=backend)
-                ctx.save_for_backward(*((x, _tensor(idx)) if ctx.needs_input_grad[0] else (None, None)))
-                return _tensor(y if p > 0 else -y)
+                ctx.save_for_backward(*((x, _tensor(kept)) if ctx.needs_input_grad[0] else (None, None)))
+                return _tensor(y)
             ctx.kw = dict(kernel_size=kernel_size, stride=stride, padding=0, ceil_mode=ceil_mode,
                           count_include_pad=True)
             ctx.taps = math.prod(_as_tuple(kernel_size, nd, "kernel_size"))
-            with _f._quiet_powers(_f.array_kind(xa)):
-                s = getattr(_f, f"avg_pool{nd}d")(xa ** p, **ctx.kw, backend=backend)
-                y = (s * ctx.taps) ** (1.0 / p)
+            s = kept
         ctx.save_for_backward(*((x, _tensor(s)) if ctx.needs_input_grad[0] else (None, None)))
         return _tensor(y)
 
