@@ -93,7 +93,6 @@ def main(argv=None):
     ap.add_argument("--settle", type=float, default=0.25)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     import numba
     import torch
     import fastconv as fc
@@ -105,7 +104,8 @@ def main(argv=None):
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     load0 = os.getloadavg()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {model} ({isa}); {args.threads} threads; "
-          f"torch {torch.__version__}, numba {numba.__version__}; load average before {load0[0]:.2f} {load0[1]:.2f}")
+          f"torch {torch.__version__}, numba {numba.__version__}; OPENBLAS_NUM_THREADS="
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; load average before {load0[0]:.2f} {load0[1]:.2f}")
     rows = []
     print(f"{'case':34s} {'fastconv ms':>12s} {'(IQR)':>8s} {'torch ms':>10s} {'(IQR)':>8s} {'ratio':>6s}")
     for name, (op, shape, wshape, kw) in CASES.items():
