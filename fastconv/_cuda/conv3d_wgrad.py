@@ -12,11 +12,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-
-from .._spec import INT32_MAX
-from .plan import (BLOCK_1D, Buffer, Kernel, Launch, Plan, blocks, conv3d_params, extent_limits, field_overflow,
-                   Ref, register_tiled_block)
+from .conv_wgrad import splitk_plan
+from .plan import Kernel, Plan, blocks, conv3d_params, extent_limits, field_overflow, register_tiled_block
 
 FILE = "conv3d_wgrad.cu"
 ALGO = "implicit_gemm"
@@ -81,24 +78,4 @@ def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Pla
     if version not in (None,) + VERSIONS:
         raise ValueError(f"no conv3d_wgrad kernel version {version!r} (versions: {VERSIONS})")
     tname, _ = _split(variant)
-    bm, bn, bk = TILES[tname][:3]
-    splits, chunk_steps = splits_of(spec, variant)
-    gemm_n = spec.C_per_group * spec.window_elems
-    total = spec.K * gemm_n
-    acc_dt = "float32" if spec.dtype == "float16" else spec.dtype
-    # the split-K workspace can be the biggest buffer, and the last chunk's end the biggest position:
-    # index those launches in 64 bits when they need them
-    wide = splits * total > INT32_MAX or splits * chunk_steps * bk > INT32_MAX
-    itype = "long long" if wide else None
-    partial = "partial" if splits > 1 else "partial_dummy"
-    buffers = [Buffer("y", spec.output_layout, spec.dtype),
-               Buffer(partial, (splits * total,) if splits > 1 else (1,), acc_dt)]
-    params = conv3d_params(spec)
-    nblocks = spec.groups * blocks(spec.K_per_group, bm) * blocks(gemm_n, bn)
-    gemm = _GEMM[tname]
-    launches = [Launch(FILE, gemm.expr(spec, itype), (nblocks, splits, 1), gemm.block, 0,
-                       (params, np.int64(chunk_steps * bk), Ref("x"), Ref("dy"), Ref("y"), Ref(partial)))]
-    if splits > 1:
-        launches.append(Launch(FILE, REDUCE.expr(spec, itype), (blocks(total, BLOCK_1D), 1, 1), REDUCE.block, 0,
-                               (params, np.int32(splits), Ref("partial"), Ref("y"))))
-    return Plan(tuple(buffers), tuple(launches), ("y",))
+    return splitk_plan(spec, FILE, conv3d_params(spec), _GEMM[tname], REDUCE, *splits_of(spec, variant))

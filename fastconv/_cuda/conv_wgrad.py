@@ -82,10 +82,16 @@ def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Pla
     if version not in (None,) + VERSIONS:
         raise ValueError(f"no conv_wgrad kernel version {version!r} (versions: {VERSIONS})")
     tname, _ = _split(variant)
-    bm, bn, bk = TILES[tname][:3]
-    splits, chunk_steps = splits_of(spec, variant)
-    total = spec.K * spec.C_per_group * spec.R * spec.S
-    gemm_n = spec.C_per_group * spec.R * spec.S
+    return splitk_plan(spec, FILE, conv_params(spec), _GEMM[tname], REDUCE, *splits_of(spec, variant))
+
+
+def splitk_plan(spec, file: str, params, gemm: Kernel, reduce: Kernel, splits: int, chunk_steps: int) -> Plan:
+    """The launches of a weight-gradient GEMM over ``splits`` chunks of ``chunk_steps`` k steps each (GEMM_N =
+    C/groups*T*R*S: the 2-D family and its 3-D twin, conv3d_wgrad, plan alike), and, when split, the reduce
+    that adds the partial sums in split order."""
+    bm, bn, bk = gemm.tile[:3]
+    gemm_n = spec.C_per_group * spec.window_elems
+    total = spec.K * gemm_n
     acc_dt = "float32" if spec.dtype == "float16" else spec.dtype
     # the split-K workspace can be the biggest buffer, and the last chunk's end the biggest position:
     # index those launches in 64 bits when they need them
@@ -94,12 +100,10 @@ def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Pla
     partial = "partial" if splits > 1 else "partial_dummy"
     buffers = [Buffer("y", spec.output_layout, spec.dtype),
                Buffer(partial, (splits * total,) if splits > 1 else (1,), acc_dt)]
-    params = conv_params(spec)
     nblocks = spec.groups * blocks(spec.K_per_group, bm) * blocks(gemm_n, bn)
-    gemm = _GEMM[tname]
-    launches = [Launch(FILE, gemm.expr(spec, itype), (nblocks, splits, 1), gemm.block, 0,
+    launches = [Launch(file, gemm.expr(spec, itype), (nblocks, splits, 1), gemm.block, 0,
                        (params, np.int64(chunk_steps * bk), Ref("x"), Ref("dy"), Ref("y"), Ref(partial)))]
     if splits > 1:
-        launches.append(Launch(FILE, REDUCE.expr(spec, itype), (blocks(total, BLOCK_1D), 1, 1), REDUCE.block, 0,
+        launches.append(Launch(file, reduce.expr(spec, itype), (blocks(total, BLOCK_1D), 1, 1), reduce.block, 0,
                                (params, np.int32(splits), Ref("partial"), Ref("y"))))
     return Plan(tuple(buffers), tuple(launches), ("y",))
