@@ -13,10 +13,34 @@ from typing import Optional, Sequence, Tuple
 DTYPES = ("float16", "float32", "float64")
 
 
+#: the range of every integer argument: what a 64-bit index holds (torch's rule too: its arguments are int64)
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
 def _as_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """An integer argument (Python or NumPy integers; bools refused) within the int64 range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or type(value).__name__ == "bool_":
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    return int(value)
+    v = int(value)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} must fit in 64 bits ({INT64_MIN} to {INT64_MAX}), got {v}")
+    return v
+
+
+def _as_bool(value, name: str) -> bool:
+    """A boolean argument: Python or NumPy booleans; anything else (ints, arrays, None) is a TypeError naming it."""
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+
+
+def _fits_int64(values, what: str) -> None:
+    """Derived extents (padded sizes, output sizes, their products) must fit the 64-bit indices every backend
+    computes with; ``what`` names the arguments that made them."""
+    for v in values:
+        if v > INT64_MAX:
+            raise ValueError(f"{what} too large: it makes an extent of {v}, beyond the 64-bit range of indices "
+                             f"({INT64_MAX})")
 
 
 def _as_tuple(value, n: int, name: str) -> Tuple[int, ...]:
@@ -61,12 +85,59 @@ def _pad_pairs(padding, n: int, name: str = "padding") -> Tuple[Tuple[int, int],
     return _non_negative(((v, v),) * n, name)
 
 
+#: an array type -> ("numpy" or "cupy", its ndarray base class), or None for types fastconv does not take;
+#: filled on first sight of each type (a dict lookup per call: the tiny-call path stays cheap)
+_KIND_BY_TYPE: dict = {}
+
+
+def _kind_of_type(t):
+    hit = _KIND_BY_TYPE.get(t, False)
+    if hit is not False:
+        return hit
+    hit = None
+    for c in t.__mro__:           # ndarray itself or a subclass of it (numpy.memmap, numpy.matrix, ...)
+        mod = c.__module__ or ""
+        if c.__name__ == "MaskedArray" and mod.startswith("numpy.ma"):
+            hit = "masked"
+            break
+        if c.__name__ == "ndarray" and (mod == "numpy" or mod.startswith("cupy")):
+            hit = ("numpy" if mod == "numpy" else "cupy", c)
+            break
+    _KIND_BY_TYPE[t] = hit
+    return hit
+
+
 def array_kind(a) -> str:
-    """'numpy' or 'cupy' for a supported array; TypeError for anything else."""
-    mod = type(a).__module__ or ""
-    if type(a).__name__ == "ndarray" and (mod == "numpy" or mod.startswith("cupy")):
-        return "numpy" if mod == "numpy" else "cupy"
-    raise TypeError("expected a numpy.ndarray or cupy.ndarray")
+    """'numpy' or 'cupy' for a supported array (ndarray subclasses included); TypeError for anything else."""
+    hit = _kind_of_type(type(a))
+    if hit is None or hit == "masked":
+        raise TypeError("expected a numpy.ndarray or cupy.ndarray")
+    return hit[0]
+
+
+def plain(a):
+    """``a`` as its plain ndarray base class: a view, never a copy (a numpy.memmap or numpy.matrix becomes the
+    numpy.ndarray over the same memory), so that results are plain arrays and subclass methods never run."""
+    base = _kind_of_type(type(a))[1]
+    return a if type(a) is base else a.view(base)
+
+
+def _not_an_array_message(a, name: str) -> str:
+    t = type(a)
+    hit = _kind_of_type(t)
+    if hit == "masked":
+        return (f"{name} is a numpy.ma.MaskedArray: fastconv would ignore its mask; pass {name}.filled(value) "
+                f"(masked entries replaced by value) or {name}.data (the mask dropped) instead")
+    what = f"{t.__module__}.{t.__name__}"
+    hint = ""
+    if t.__module__.startswith("torch"):
+        hint = ("; convert with tensor.numpy() (CPU) or cupy.asarray(tensor) (CUDA), or use fastconv.torch, "
+                "whose functions take tensors and support autograd")
+    elif hasattr(a, "__array__") or hasattr(a, "__array_interface__"):
+        hint = "; convert with numpy.asarray(...) (or cupy.asarray(...) for GPU data) first"
+    elif isinstance(a, (list, tuple)) or isinstance(a, numbers.Number):
+        hint = "; convert with numpy.asarray(...) first"
+    return f"{name} must be a numpy.ndarray or cupy.ndarray, got {what}{hint}"
 
 
 #: native-byte-order float dtypes by their one-letter code (a C attribute: much cheaper than str(dtype))
@@ -84,8 +155,7 @@ def _check_array(a, name: str) -> str:
     try:
         kind = array_kind(a)
     except TypeError:
-        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(a).__module__}."
-                        f"{type(a).__name__}") from None
+        raise TypeError(_not_an_array_message(a, name)) from None
     if dtype_name(a) is None:
         raise TypeError(f"{name} has dtype {a.dtype}; supported dtypes are {', '.join(DTYPES)} "
                         f"in native byte order")

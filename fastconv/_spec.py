@@ -24,11 +24,12 @@ Argument normalisation lives in :mod:`fastconv._args`, the exported shape helper
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from typing import Optional, Tuple
 
-from ._args import (DTYPES, _as_int, _as_tuple, _pad_pairs, _positive, _same_place, array_kind,  # noqa: F401
-                    dtype_name)
+from ._args import (DTYPES, _as_bool, _as_int, _as_tuple, _fits_int64, _not_an_array_message,  # noqa: F401
+                    _pad_pairs, _positive, _same_place, array_kind, dtype_name)
 
 INT32_MAX = 2**31 - 1
 
@@ -586,6 +587,9 @@ def _input_dims_of(shape, spatial_dims: int, name: str = "input"):
                          f"{tuple(shape)}")
     batched = len(shape) == want
     shape = tuple(int(v) for v in shape) if batched else (1,) + tuple(int(v) for v in shape)
+    if shape[1] < 1 or any(v < 1 for v in shape[2:]):
+        raise ValueError(f"{name} must have non-zero channels and spatial sizes (only the batch may be empty, "
+                         f"as in torch), got shape {tuple(shape if batched else shape[1:])}")
     return batched, shape[0], shape[1], _widen(shape[2:], 1)
 
 
@@ -617,8 +621,6 @@ def _conv_geometry(x_shape, w_shape, bias_shape, stride, padding, dilation, grou
     g = _as_int(groups, "groups")
     if g < 1:
         raise ValueError(f"groups must be positive, got {g}")
-    if C < 1:
-        raise ValueError(f"{input_name} must have at least one channel, got shape {tuple(x_shape)}")
     if K < 1 or any(k < 1 for k in ks):
         raise ValueError(f"{weight_name} must have non-zero out_channels and kernel size, got shape "
                          f"{tuple(w_shape)}")
@@ -636,6 +638,7 @@ def _conv_geometry(x_shape, w_shape, bias_shape, stride, padding, dilation, grou
     dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
     pads = _conv_pads(padding, nd, ks, strides, dils, stride)
     user_sizes = sizes[3 - nd:]
+    _check_padded(user_sizes, pads, ks, dils)
     outs = tuple(output_size(i, k, s, lo, hi, d) for i, k, s, (lo, hi), d in zip(user_sizes, ks, strides, pads, dils))
     if any(o < 1 for o in outs):
         raise ValueError(_empty_output_message(input_name, user_sizes, ks, pads, dils))
@@ -744,8 +747,6 @@ def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_paddin
         raise ValueError(f"groups must be positive, got {g}")
     Kw, Cog = int(weight.shape[0]), int(weight.shape[1])
     ks = tuple(int(v) for v in weight.shape[2:])
-    if Cin < 1:
-        raise ValueError(f"input must have at least one channel, got shape {tuple(x.shape)}")
     if Cog < 1 or any(k < 1 for k in ks):
         raise ValueError(f"weight must have non-zero out_channels/groups and kernel size, got shape "
                          f"{tuple(weight.shape)}")
@@ -775,6 +776,7 @@ def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_paddin
     ins = sizes[3 - nd:]
     outs = tuple((i - 1) * s - lo - hi + input_extent(1, k, 1, d) + o
                  for i, s, (lo, hi), k, d, o in zip(ins, strides, pads, ks, dils, opad))
+    _fits_int64(list(outs) + [math.prod(outs)], "stride, dilation or output_padding")
     if any(o < 1 for o in outs):
         raise ValueError(f"the transposed convolution's output would be empty (size {outs}): padding "
                          f"{padding!r} removes more than (input - 1) * stride + dilation * (kernel - 1) + "
@@ -785,18 +787,18 @@ def conv_transpose_spec(x, weight, bias=None, stride=1, padding=0, output_paddin
     return ConvInputGradSpec(dtype=dtype_name(x), **fields)
 
 
+def _check_padded(sizes, pads, ks, dils) -> None:
+    """The padded input, the dilated window and the padded plane fit the 64-bit indices kernels compute with."""
+    padded = [s + lo + hi for s, (lo, hi) in zip(sizes, pads)]
+    _fits_int64(padded + [math.prod(padded)], "padding")
+    _fits_int64([input_extent(1, k, 1, d) for k, d in zip(ks, dils)], "dilation")
+
+
 def _empty_output_message(name, sizes, ks, pads, dils) -> str:
     eff = tuple(input_extent(1, k, 1, d) for k, d in zip(ks, dils))
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(sizes, pads))
     return (f"{name} is too small for the kernel: padded size {padded} is smaller than the dilated kernel "
             f"size {eff}, so the output would be empty")
-
-
-def _check_bool(value, name: str) -> bool:
-    """A bool argument: Python or NumPy booleans; anything else is a TypeError naming it."""
-    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
-        return bool(value)
-    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 def _pool_pads(padding, nd: int, ks, dils, kernel_size) -> Tuple[Tuple[int, int], ...]:
@@ -830,16 +832,14 @@ def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1
     _same_place([("input", x)])
     nd = _check_nd(spatial_dims)
     batched, N, C, sizes = _input_dims(x, nd)
-    ceil_mode = _check_bool(ceil_mode, "ceil_mode")
-    return_indices = _check_bool(return_indices, "return_indices")
-    count_include_pad = _check_bool(count_include_pad, "count_include_pad")
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode")
+    return_indices = _as_bool(return_indices, "return_indices")
+    count_include_pad = _as_bool(count_include_pad, "count_include_pad")
     common = dict(kind=kind, N=N, C=C, D=sizes[0], H=sizes[1], W=sizes[2], dtype=dtype_name(x),
                   spatial_dims=nd, batched=batched, return_indices=return_indices)
     user_sizes = sizes[3 - nd:]
     if kind.startswith("adaptive"):
         out = _adaptive_output(output_size_, user_sizes, nd)
-        if any(s < 1 for s in user_sizes):
-            raise ValueError(f"input spatial size must be non-zero for adaptive pooling, got {tuple(x.shape)}")
         Z, P, Q = _widen(out, 1)
         return PoolSpec(T=0, R=0, S=0, Z=Z, P=P, Q=Q, **_dims3("stride", (0, 0, 0)), **_dims3("dil", (1, 1, 1)),
                         **_pads3(((0, 0),) * 3), ceil_mode=False, count_include_pad=True, divisor_override=None,
@@ -854,6 +854,7 @@ def pool_spec(kind: str, x, kernel_size=None, stride=None, padding=0, dilation=1
         strides = _positive(_as_tuple(stride, nd, "stride"), "stride")
     dils = _positive(_as_tuple(dilation, nd, "dilation"), "dilation")
     pads = _pool_pads(padding, nd, ks, dils, kernel_size)
+    _check_padded(user_sizes, pads, ks, dils)
     if kind == "avg" and divisor_override is not None:
         d = _as_int(divisor_override, "divisor_override")
         if d == 0:
@@ -936,6 +937,7 @@ def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=Non
                 raise ValueError(f"output_size {tuple(size)} must lie strictly between default size - "
                                  f"stride and default size + stride (default {default}, stride {strides})")
         outs = size
+    _fits_int64(list(outs) + [math.prod(outs)], "stride or kernel_size")
     if any(o < 1 for o in outs):
         raise ValueError(f"the unpooled output would be empty (size {outs})")
     (D, H, W), (T, R, S) = _widen(outs, 1), _widen(ks, 1)
@@ -948,10 +950,10 @@ def unpool_spec(x, indices, kernel_size, stride=None, padding=0, output_size=Non
 
 def _check_indices_array(indices, shape: Tuple[int, ...], name: str = "indices") -> None:
     """An integer array of ``shape`` in the same place as the data (values are checked separately)."""
-    mod = type(indices).__module__ or ""
-    if type(indices).__name__ != "ndarray" or not (mod == "numpy" or mod.startswith("cupy")):
-        raise TypeError(f"{name} must be a numpy.ndarray or cupy.ndarray of integers, got "
-                        f"{mod}.{type(indices).__name__}")
+    try:
+        array_kind(indices)
+    except TypeError:
+        raise TypeError(_not_an_array_message(indices, name) + " (of integers)") from None
     if indices.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers (int64, as the forward returns), got dtype {indices.dtype}")
     if tuple(indices.shape) != tuple(shape):

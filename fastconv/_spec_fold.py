@@ -173,10 +173,7 @@ def unfold_spec(x, kernel_size, dilation=1, padding=0, stride=1) -> UnfoldSpec:
                          f"(the dimensions follow kernel_size: an int or 2 ints for 2-D, 1 or 3 ints for 1-D "
                          f"or 3-D), got shape {tuple(x.shape)}")
     batched, N, C, sizes3 = _input_dims_of(x.shape, nd, "input")
-    sizes = sizes3[3 - nd:]
-    if C < 1 or any(s < 1 for s in sizes):
-        raise ValueError(f"input must have non-zero channels and spatial sizes (only the batch may be empty), got "
-                         f"shape {tuple(x.shape)}")
+    sizes = sizes3[3 - nd:]   # non-zero channels and sizes: _input_dims_of checks
     ks, dils, pads, strides, blocks = _geometry(sizes, kernel_size, dilation, padding, stride, nd)
     if any(b < 1 for b in blocks):
         raise ValueError(f"input of spatial size {sizes} with {_describe(ks, dils, pads, strides)} gives "

@@ -14,7 +14,7 @@ import math
 import numbers
 
 from . import _dispatch, _indices, _padding
-from ._args import _as_tuple
+from ._args import _as_tuple, plain
 from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -63,6 +63,7 @@ def _execute(spec, kind, backend, algo, arrays):
         if a is None:
             prepared.append(None)
             continue
+        a = plain(a)   # an ndarray subclass (numpy.memmap, ...) as its ndarray view: plain results
         if spec.is_index_operand(name):
             prepared.append(xp.ascontiguousarray(a.reshape(shape), dtype=xp.int64))
             continue

@@ -16,12 +16,14 @@ Every function takes ``backend=`` (None: by the array type, as the forward ops) 
 from __future__ import annotations
 
 from . import _indices, functional as _f
+from ._args import plain
 from ._spec import (array_kind, conv_input_spec, conv_weight_spec, pool_grad_spec, _check_indices_array,
                     _same_place)
 
-__all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "conv_bias",
-           "max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
-           "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d"]
+__all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "conv3d_input", "conv3d_weight",
+           "conv_bias", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+           "adaptive_max_pool2d", "adaptive_max_pool3d"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,6 +95,7 @@ def conv_bias(grad_output):
     float64 for float64, float32 otherwise). For an unbatched grad_output (K, ...) the channel axis is 0:
     pass it as ``grad_output[None]``."""
     _same_place([("grad_output", grad_output)])
+    grad_output = plain(grad_output)    # an ndarray subclass: a plain result
     if grad_output.ndim < 2:
         raise ValueError(f"grad_output must be (N, K, ...) with at least 2 dimensions, got shape "
                          f"{tuple(grad_output.shape)}")
