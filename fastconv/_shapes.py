@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ._args import _as_int, _as_tuple, _non_negative, _pad_pairs, _positive
+from ._args import _as_bool, _as_int, _as_tuple, _non_negative, _pad_pairs, _positive
 from ._spec import output_size
 
 
@@ -19,8 +19,7 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
     entries (ints broadcast); ``padding`` an int, or per dimension an int or a ``(before, after)`` pair;
     returns a tuple. Returns 0 in a dimension where no window fits.
     """
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    ceil_mode = _as_bool(ceil_mode, "ceil_mode")
     seqs = {len(a) for a in (size, kernel_size, stride, dilation) if isinstance(a, (list, tuple))}
     if len(seqs) > 1:
         raise ValueError("size, kernel_size, stride and dilation must have the same number of dimensions, "
@@ -60,8 +59,7 @@ def conv_param_count(in_channels, out_channels, kernel_size, bias=True, groups=1
         ks = _positive(_as_tuple(kernel_size, len(kernel_size), "kernel_size"), "kernel_size")
     else:
         ks = _positive((_as_int(kernel_size, "kernel_size"),) * 2, "kernel_size")
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+    bias = _as_bool(bias, "bias")
     return cout * (cin // g) * math.prod(ks) + (cout if bias else 0)
 
 

@@ -284,3 +284,13 @@ def test_other_types_get_a_hint():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"got torch.Tensor; convert with tensor.numpy\(\).*fastconv.torch"):
         fc.max_pool2d(torch.ones(1, 1, 4, 4), 2, **B)
+
+
+def test_the_shape_helpers_take_the_same_booleans():
+    """conv_output_size and conv_param_count had their own check, which refused np.bool_."""
+    assert fc.conv_output_size(8, 3, stride=2, ceil_mode=np.bool_(True)) == fc.conv_output_size(8, 3, 2, ceil_mode=True)
+    assert fc.conv_param_count(4, 6, 3, bias=np.bool_(False)) == 6 * 4 * 9
+    for call, name in ((lambda: fc.conv_output_size(8, 3, ceil_mode=1), "ceil_mode"),
+                       (lambda: fc.conv_param_count(4, 6, 3, bias=np.array([True])), "bias")):
+        with pytest.raises(TypeError, match=f"{name} must be a bool"):
+            call()
