@@ -99,7 +99,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .. import _config, _indices, _timing, _tune
+from .. import _config, _dispatch, _imports, _indices, _timing, _tune
 from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
@@ -109,24 +109,30 @@ MEASURE_MIN_FLOPS = 2 * 10**7
 
 
 def availability() -> Optional[str]:
+    """None when Numba imports and runs here, else why not (naming the setting at fault when there is one).
+    Imports go through :mod:`fastconv._imports`: an interrupted import is retried cleanly next time."""
     try:
-        import numba  # noqa: F401
+        _config.value("NUMBA_NUM_THREADS")     # Numba refuses 0 at import with a message naming nothing
+    except ValueError as e:
+        return f"numba cannot start: {e}"
+    try:
+        _imports.import_module("numba")
     except ImportError as e:
-        return f"numba is not installed ({e}); pip install numba"
+        return f"{_dispatch.NUMBA_NOT_INSTALLED} or cannot be imported ({e}); pip install numba"
+    except Exception as e:
+        return f"numba cannot be imported: {type(e).__name__}: {e}"
     return None
 
 
 @functools.lru_cache(maxsize=None)
 def kernels():
     """The kernel index module (imports Numba; kernels compile, or load from Numba's disk cache, on first
-    call)."""
-    from . import _numba_kernels
-    return _numba_kernels
+    call). Not remembered until an import succeeds; a failed one leaves nothing half-imported."""
+    return _imports.import_module("fastconv._backends._numba_kernels")
 
 
 def _threads() -> int:
-    import numba
-    return numba.get_num_threads()
+    return _imports.import_module("numba").get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------------
