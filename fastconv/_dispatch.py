@@ -168,13 +168,13 @@ def check_algo(algo, op: str) -> None:
 
 def availability(name: str) -> Optional[str]:
     """None when backend ``name`` can run here, else why not. A probe that fails (or is interrupted) leaves
-    no half-imported module behind (:func:`fastconv._imports.drop_orphans`), whatever it imported and
+    no half-imported module behind (:func:`fastconv._imports.guard_failure`), whatever it imported and
     however it caught the error, so asking again tries afresh."""
     try:
         mod = backend_module(name)
     except ImportError as e:  # a backend whose module or dependency is missing
         return f"cannot import {BACKENDS[name].module}: {e}"
-    before = set(sys.modules)
+    before = len(sys.modules)
     why = "interrupted"
     try:
         why = mod.availability()
@@ -182,7 +182,7 @@ def availability(name: str) -> Optional[str]:
         why = f"availability check failed: {type(e).__name__}: {e}"
     finally:
         if why is not None:
-            _imports.drop_orphans(before)
+            _imports.guard_failure(before)
     return why
 
 

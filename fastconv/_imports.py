@@ -8,31 +8,40 @@ then fails for good with ``module 'numba' has no attribute 'core'``. :func:`impo
 orphans -- modules whose parent package is no longer in ``sys.modules`` -- when an import fails, so the
 next attempt starts from where the first one did. Complete packages imported along the way (NumPy's C
 extensions, which cannot be loaded twice, among them) are kept: only orphans are removed, and an orphan
-is broken anyway. No lock is taken (the import system's own per-module locks order concurrent imports,
-and a package is registered before its children, so a concurrent import never looks like an orphan).
+is broken anyway. No snapshot is taken and no lock: a failure that registered modules scans sys.modules
+once; the import system's own per-module locks order concurrent imports (a package is registered before its children, so a concurrent import never looks like an orphan).
 """
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Iterable
 
 
-def _orphans(names: Iterable[str]):
-    """Those of ``names`` (modules in sys.modules) with an ancestor package missing from sys.modules."""
-    out = []
-    for name in names:
-        parts = name.split(".")
-        if any(".".join(parts[:i]) not in sys.modules for i in range(1, len(parts))):
-            out.append(name)
+def orphans():
+    """The modules in sys.modules whose parent package is not (directly, or through a parent that is itself
+    an orphan): what a failed import leaves behind."""
+    names = set(sys.modules)
+    out = set()
+    for name in sorted(names, key=len):        # parents before children, so orphans cascade in one pass
+        parent = name.rpartition(".")[0]
+        if parent and (parent not in names or parent in out):
+            out.add(name)
     return out
 
 
-def drop_orphans(since) -> None:
-    """Remove from sys.modules the orphans among the modules registered after the snapshot ``since``
-    (a set of module names)."""
-    for name in _orphans([n for n in list(sys.modules) if n not in since]):
+def drop_orphans() -> None:
+    """Remove every orphan from sys.modules (each is broken: its parent, imported again, never gets it)."""
+    for name in orphans():
         sys.modules.pop(name, None)
+
+
+def guard_failure(before: int) -> None:
+    """After a failed import or probe that began with ``len(sys.modules) == before``: drop the orphans if
+    it registered any module (an orphan is a module registered during the attempt whose parent's own
+    import failed, so none can exist when the count did not grow; this keeps the common failure -- a
+    package that is not installed -- free of a scan)."""
+    if len(sys.modules) > before:
+        drop_orphans()
 
 
 def import_module(name: str):
@@ -41,9 +50,9 @@ def import_module(name: str):
     mod = sys.modules.get(name)
     if mod is not None and not getattr(getattr(mod, "__spec__", None), "_initializing", False):
         return mod
-    before = set(sys.modules)
+    before = len(sys.modules)
     try:
         return importlib.import_module(name)
     except BaseException:
-        drop_orphans(before)
+        guard_failure(before)
         raise

@@ -155,6 +155,16 @@ def test_numba_num_threads_zero_says_why_numba_is_unusable():
         and "NUMBA_NUM_THREADS='0'" in out["error"], out
 
 
+def test_numba_not_installed_falls_back_quietly(monkeypatch, recwarn):
+    """Numba absent is the documented fallback (numpy backend), not a fault: no warning, the reason says
+    how to install it. (None in sys.modules is how Python spells "this import fails".)"""
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.setattr(_dispatch, "_warned_fallback", set())
+    assert _dispatch.availability("numba").startswith("numba is not installed")
+    assert _dispatch.default_backend("numpy") == "numpy"
+    assert not [w for w in recwarn if "fastconv" in str(w.message)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Item 6: a read-only install with no writable cache anywhere runs Numba uncached and says so once
 # ---------------------------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
 from __future__ import annotations
 
 import functools
+import sys
 from typing import List, Optional
 
 import numpy as np
@@ -111,15 +112,18 @@ MEASURE_MIN_FLOPS = 2 * 10**7
 def availability() -> Optional[str]:
     """None when Numba imports and runs here, else why not (naming the setting at fault when there is one).
     Imports go through :mod:`fastconv._imports`: an interrupted import is retried cleanly next time."""
-    try:
-        _config.value("NUMBA_NUM_THREADS")     # Numba refuses 0 at import with a message naming nothing
-    except ValueError as e:
-        return f"numba cannot start: {e}"
+    if "numba" not in sys.modules:     # Numba reads it at import (refusing 0 with a message naming nothing)
+        try:
+            _config.value("NUMBA_NUM_THREADS")
+        except ValueError as e:
+            return f"numba cannot start: {e}"
     try:
         _imports.import_module("numba")
-    except ImportError as e:
-        return f"{_dispatch.NUMBA_NOT_INSTALLED} or cannot be imported ({e}); pip install numba"
-    except Exception as e:
+    except ModuleNotFoundError as e:
+        if e.name == "numba":
+            return f"{_dispatch.NUMBA_NOT_INSTALLED} ({e}); pip install numba"
+        return f"numba cannot be imported: {type(e).__name__}: {e}"       # a dependency is missing
+    except Exception as e:      # a broken install, a setting Numba refuses
         return f"numba cannot be imported: {type(e).__name__}: {e}"
     return None
 
