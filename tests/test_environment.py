@@ -259,3 +259,26 @@ def test_interrupted_lazy_imports_are_retried_cleanly():
         print(json.dumps(steps))
         """)
     assert out == {k: ["interrupted", True] for k in ("numba", "kernel module", "backend module", "emulator")}, out
+
+
+def test_imports_by_name_go_through_the_one_helper():
+    """A module imported by name (a backend module, Numba, a kernel module) is imported by
+    fastconv._imports.import_module, which cleans up after a failed attempt; nothing else calls importlib's."""
+    import re
+    callers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "_imports.py"
+               and re.search(r"\bimportlib\.import_module\b|\b__import__\(|\bfrom importlib import import_module\b",
+                             p.read_text(encoding="utf-8"))]
+    assert callers == [], f"import through fastconv._imports.import_module: {callers}"
+
+
+def test_orphans_are_what_a_failed_import_leaves(monkeypatch):
+    """The orphan rule by hand: a module whose parent is missing, or whose parent is itself an orphan."""
+    from fastconv import _imports
+    fake = {n: object() for n in ("fcx_pkg_gone.child", "fcx_pkg_gone.child.grand", "fcx_kept", "fcx_kept.sub")}
+    for name, mod in fake.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    assert _imports.orphans() >= {"fcx_pkg_gone.child", "fcx_pkg_gone.child.grand"}
+    assert not _imports.orphans() & {"fcx_kept", "fcx_kept.sub"}
+    _imports.drop_orphans()
+    assert "fcx_pkg_gone.child" not in sys.modules and "fcx_pkg_gone.child.grand" not in sys.modules
+    assert "fcx_kept.sub" in sys.modules
