@@ -1,8 +1,10 @@
 """Which implementation runs a spec (selection), kept apart from running it.
 
 Backends are registered here by name with the import path of their module; a module is imported only
-when the backend is first asked for, so ``import fastconv`` imports no Numba and no CuPy. A backend
-module provides:
+when the backend is first asked for, so ``import fastconv`` imports no Numba and no CuPy. Imports and
+availability probes go through :mod:`fastconv._imports`: one that fails or is interrupted (Ctrl-C while
+Numba or CuPy is being imported) leaves no half-imported module behind, and the next call tries afresh.
+A backend module provides:
 
     availability() -> Optional[str]          None when usable, else the reason it is not
     implementations() -> Sequence[Impl]      its candidates, in priority order
@@ -25,9 +27,12 @@ Two rules about *data* rather than shapes are applied here, once, for every back
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import sys
 import threading
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence
+
+from . import _imports
 
 #: conv algorithms a caller may name; a backend implements a subset (select() says which when it lacks one):
 #:   direct         a loop (or tile) per output over the window
@@ -145,7 +150,7 @@ def backend_module(name: str):
     with _lock:
         mod = _modules.get(name)
         if mod is None:
-            mod = importlib.import_module(BACKENDS[name].module)
+            mod = _imports.import_module(BACKENDS[name].module)
             _modules[name] = mod
     return mod
 
@@ -162,15 +167,23 @@ def check_algo(algo, op: str) -> None:
 
 
 def availability(name: str) -> Optional[str]:
-    """None when backend ``name`` can run here, else why not."""
+    """None when backend ``name`` can run here, else why not. A probe that fails (or is interrupted) leaves
+    no half-imported module behind (:func:`fastconv._imports.guard_failure`), whatever it imported and
+    however it caught the error, so asking again tries afresh."""
     try:
         mod = backend_module(name)
     except ImportError as e:  # a backend whose module or dependency is missing
         return f"cannot import {BACKENDS[name].module}: {e}"
+    before = len(sys.modules)
+    why = "interrupted"
     try:
-        return mod.availability()
+        why = mod.availability()
     except Exception as e:  # availability probes must not take the caller down
-        return f"availability check failed: {type(e).__name__}: {e}"
+        why = f"availability check failed: {type(e).__name__}: {e}"
+    finally:
+        if why is not None:
+            _imports.guard_failure(before)
+    return why
 
 
 def backends() -> Dict[str, dict]:
@@ -183,11 +196,37 @@ def backends() -> Dict[str, dict]:
     return out
 
 
+_warned_fallback = set()
+
+
 def default_backend(array_kind: str) -> str:
-    """NumPy input -> 'numba' (or 'numpy' when Numba is unusable); CuPy input -> 'cuda'."""
+    """NumPy input -> 'numba' (or 'numpy' when Numba is unusable); CuPy input -> 'cuda'.
+
+    Numba installed but unusable (a NUMBA_NUM_THREADS it refuses, a broken install) is said once per
+    process and reason (a RuntimeWarning); Numba not installed is the documented default and is not."""
     if array_kind == "cupy":
         return "cuda"
-    return "numba" if availability("numba") is None else "numpy"
+    why = availability("numba")
+    if why is None:
+        return "numba"
+    if not why.startswith(NUMBA_NOT_INSTALLED) and why not in _warned_fallback:
+        _warned_fallback.add(why)
+        warnings.warn(f"fastconv: the numba backend is unusable ({why}); NumPy input runs on the 'numpy' "
+                      f"backend", RuntimeWarning, stacklevel=3)
+    return "numpy"
+
+
+#: how numba's availability() begins its reason when Numba is not installed at all
+NUMBA_NOT_INSTALLED = "numba is not installed"
+
+
+def _fallback_note(backend: str) -> str:
+    """For an error on the 'numpy' backend: why NumPy input is there when backend= was not given."""
+    if backend != "numpy":
+        return ""
+    why = availability("numba")
+    return "" if why is None else (f" (the 'numpy' backend runs NumPy input when backend= is not given "
+                                   f"because the numba backend is unusable: {why})")
 
 
 def candidates(spec, backend: str, algo: str = "auto") -> List[Impl]:
@@ -256,13 +295,14 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
         chosen = _choose(spec, backend, supported)
     if chosen is None:
         if not cands:
-            raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}")
+            raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}"
+                             + _fallback_note(backend))
         groups: Dict[tuple, List[str]] = {}      # candidates with the same reasons are named together
         for impl, r in rejected:
             groups.setdefault(tuple(r), []).append(impl.name)
         lines = "; ".join(f"{', '.join(names)}: {', '.join(r)}" for r, names in groups.items())
         raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
-                         f"({lines})")
+                         f"({lines})" + _fallback_note(backend))
     return chosen
 
 

@@ -123,7 +123,9 @@ def _numba_usable() -> bool:
 def _numba_bad_count():
     from numba import njit, prange
 
-    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    from ._backends._numba_common import cache_for
+
+    @njit(parallel=True, cache=cache_for(__file__), nogil=True, error_model="numpy")
     def bad_count(idx, H, W, dil_h, dil_w, start_h, taps_h, live_h, start_w, taps_w, live_w):
         N, C, P, Q = idx.shape
         plane = H * W

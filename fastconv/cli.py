@@ -284,24 +284,49 @@ def _unset(name: str) -> str:
     return "" if _config.get(name) else f" ({name} unset)"
 
 
+def _numba_cache() -> str:
+    """Where the numba backend's kernels are cached, as Numba itself locates it (or why they are not)."""
+    from . import _dispatch
+    why = _dispatch.availability("numba")
+    if why is not None:
+        return f"none: the numba backend is unavailable ({why})"
+    from ._backends import _numba_common
+    path, problem = _numba_common.cache_location(_numba_common.__file__)
+    if problem is not None:
+        return f"none: kernels compile in every process ({problem}; set NUMBA_CACHE_DIR to a writable directory)"
+    return path
+
+
+def _setting(read) -> str:
+    """``read()``, or the error a bad environment value gives (info reports it instead of failing)."""
+    try:
+        return read()
+    except ValueError as e:
+        return f"unusable: {e}"
+
+
 def cache_paths() -> dict:
     """Where compiled code and measured choices are kept: Numba's cache, the emulator's, CuPy's kernel cache,
     the cuda backend's autotune file."""
-    from . import _backends
-    numba_dir = _config.get("NUMBA_CACHE_DIR")
-    if not numba_dir:
-        src = os.path.join(os.path.dirname(_backends.__file__), "__pycache__")
-        numba_dir = src if os.access(os.path.dirname(src), os.W_OK) else \
-            os.path.join(os.path.expanduser("~"), ".cache", "numba") + " (package directory is read-only)"
-    cupy_dir = _config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
-    tune = _config.autotune_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)"
-    if _config.get("FASTCONV_AUTOTUNE_CACHE") is None:     # an empty value is a setting (memory only)
-        tune += " (FASTCONV_AUTOTUNE_CACHE unset)"
-    if not _config.autotune_enabled():
-        tune += " (measuring off: FASTCONV_AUTOTUNE=0)"
-    return {"numba": numba_dir + _unset("NUMBA_CACHE_DIR"),
-            "cuda-emu": _config.emu_cache_dir() + _unset("FASTCONV_EMU_CACHE"),
-            "cupy": cupy_dir + _unset("CUPY_CACHE_DIR"), "autotune-cuda": tune}
+    def tune():
+        t = _config.autotune_path("cuda") or "memory only (FASTCONV_AUTOTUNE_CACHE is empty)"
+        if _config.get("FASTCONV_AUTOTUNE_CACHE") is None:     # an empty value is a setting (memory only)
+            t += " (FASTCONV_AUTOTUNE_CACHE unset)"
+        if not _config.autotune_enabled():
+            t += " (measuring off: FASTCONV_AUTOTUNE=0)"
+        return t
+
+    def emu():
+        from .emu import _build
+        why = _build.cache_problem()
+        return _config.emu_cache_dir() + _unset("FASTCONV_EMU_CACHE") + (f" (unusable: {why})" if why else "")
+
+    def cupy():
+        return (_config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")) \
+            + _unset("CUPY_CACHE_DIR")
+
+    return {"numba": _setting(lambda: _numba_cache() + _unset("NUMBA_CACHE_DIR")),
+            "cuda-emu": _setting(emu), "cupy": _setting(cupy), "autotune-cuda": _setting(tune)}
 
 
 def info() -> dict:
@@ -332,7 +357,7 @@ def info() -> dict:
     return {"fastconv": v["fastconv"], "location": os.path.dirname(os.path.abspath(__file__)),
             "cpu": {"model": bench.cpu_model(), "cores": os.cpu_count()}, "gpu": gpu,
             "default_bench_device": bench.default_device(), "backends": backends, "peers": peers,
-            "versions": v, "caches": cache_paths(), "shapes": str(bench.shapes_dir())}
+            "versions": v, "caches": cache_paths(), "shapes": _setting(lambda: str(bench.shapes_dir()))}
 
 
 def cmd_info(args) -> int:

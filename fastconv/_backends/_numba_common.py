@@ -13,19 +13,63 @@ from __future__ import annotations
 
 import collections
 import functools
+import warnings
+from typing import Optional, Tuple
 
 import numpy as np
 from numba import njit
 
 from .._spec import adaptive_window
 
+
+# ---------------------------------------------------------------------------------------------------
+# Numba's disk cache: on where it can be written, off (said once) where it cannot
+# ---------------------------------------------------------------------------------------------------
+def cache_location(py_file: str) -> Tuple[Optional[str], Optional[str]]:
+    """(the directory Numba caches kernels of ``py_file`` in, None) or (None, why it cannot cache them),
+    asked of Numba's own cache-locator search (NUMBA_CACHE_DIR, ``__pycache__`` beside the file,
+    ``~/.cache/numba``) with a probe function bearing that file name: exactly what ``@njit(cache=True)``
+    does at decoration, where a read-only install with no writable cache directory raises "no locator
+    available"."""
+    from numba.core.caching import FunctionCache
+    ns: dict = {}
+    exec(compile("def fastconv_cache_probe():\n    pass\n", py_file, "exec"), ns)
+    try:
+        return FunctionCache(ns["fastconv_cache_probe"]).cache_path, None
+    except RuntimeError as e:
+        return None, str(e)
+    except Exception:       # a Numba whose cache is built differently: leave caching on, as before
+        return "unknown", None
+
+
+_warned = []
+
+
+@functools.lru_cache(maxsize=None)
+def cache_for(py_file: str) -> bool:
+    """The ``cache=`` option for kernels defined in ``py_file``: True where Numba can write its cache for
+    that file, else False, said once per process (RuntimeWarning). Uncached rather than cached in a
+    temporary directory: a private one would be gone with the process (Numba already keeps compiled
+    kernels in memory), and a shared one (``/tmp``) would load pickled code any local user could plant."""
+    why = cache_location(py_file)[1]
+    if why is not None and not _warned:
+        _warned.append(why)
+        warnings.warn(f"fastconv: Numba cannot cache compiled kernels here ({why}); the numba backend runs "
+                      f"uncached, compiling each kernel on first use in every process (seconds each). Set "
+                      f"NUMBA_CACHE_DIR to a writable directory to keep them", RuntimeWarning, stacklevel=2)
+    return why is None
+
+
+#: whether the kernel modules of this directory (the numba backend's) use Numba's disk cache
+CACHE = cache_for(__file__)
+
 # error_model="numpy": integer division needs no zero check (divisors are validated positive sizes).
 # Pools run with fastmath off (the NaN rule needs IEEE compares); conv kernels allow only "contract"
 # (a*b+c fused into one FMA, one rounding instead of two), never reassociation or finite-math.
-JIT = dict(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
+JIT = dict(parallel=True, cache=CACHE, fastmath=False, nogil=True, error_model="numpy")
 JIT_CONV = dict(JIT, fastmath={"contract"})
 JIT_SERIAL = dict(JIT, parallel=False)
-INLINE = dict(inline="always", cache=True)
+INLINE = dict(inline="always", cache=CACHE)
 
 
 # ---------------------------------------------------------------------------------------------------

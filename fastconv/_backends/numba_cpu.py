@@ -95,11 +95,12 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
 from __future__ import annotations
 
 import functools
+import sys
 from typing import List, Optional
 
 import numpy as np
 
-from .. import _config, _indices, _timing, _tune
+from .. import _config, _dispatch, _imports, _indices, _timing, _tune
 from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
@@ -109,24 +110,33 @@ MEASURE_MIN_FLOPS = 2 * 10**7
 
 
 def availability() -> Optional[str]:
+    """None when Numba imports and runs here, else why not (naming the setting at fault when there is one).
+    Imports go through :mod:`fastconv._imports`: an interrupted import is retried cleanly next time."""
+    if "numba" not in sys.modules:     # Numba reads it at import (refusing 0 with a message naming nothing)
+        try:
+            _config.value("NUMBA_NUM_THREADS")
+        except ValueError as e:
+            return f"numba cannot start: {e}"
     try:
-        import numba  # noqa: F401
-    except ImportError as e:
-        return f"numba is not installed ({e}); pip install numba"
+        _imports.import_module("numba")
+    except ModuleNotFoundError as e:
+        if e.name == "numba":
+            return f"{_dispatch.NUMBA_NOT_INSTALLED} ({e}); pip install numba"
+        return f"numba cannot be imported: {type(e).__name__}: {e}"       # a dependency is missing
+    except Exception as e:      # a broken install, a setting Numba refuses
+        return f"numba cannot be imported: {type(e).__name__}: {e}"
     return None
 
 
 @functools.lru_cache(maxsize=None)
 def kernels():
     """The kernel index module (imports Numba; kernels compile, or load from Numba's disk cache, on first
-    call)."""
-    from . import _numba_kernels
-    return _numba_kernels
+    call). Not remembered until an import succeeds; a failed one leaves nothing half-imported."""
+    return _imports.import_module("fastconv._backends._numba_kernels")
 
 
 def _threads() -> int:
-    import numba
-    return numba.get_num_threads()
+    return _imports.import_module("numba").get_num_threads()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -47,16 +47,30 @@ lock = threading.RLock()
 stats = {"module_builds": 0, "runtime_builds": 0, "cache_hits": 0, "rebuilt_corrupt": 0}
 
 
+def _cache_error(d, why) -> str:
+    return f"cannot use the emulator build cache {d!r} ({why}); set FASTCONV_EMU_CACHE to a writable directory"
+
+
 def cache_dir():
+    """The build cache directory, created if missing; EmuError naming it (and FASTCONV_EMU_CACHE) when it
+    cannot be created or written, ValueError naming the variable for a value it does not take."""
     d = _config.emu_cache_dir()
     try:
         os.makedirs(d, exist_ok=True)
-        if not os.access(d, os.W_OK):
-            raise PermissionError(f"{d} is not writable")
+        tempfile.TemporaryFile(dir=d).close()      # writable (os.access says yes to root, even in /proc)
     except OSError as e:
-        raise EmuError(f"cannot use the emulator build cache {d!r} ({e}); set FASTCONV_EMU_CACHE "
-                       f"to a writable directory") from e
+        raise EmuError(_cache_error(d, e)) from e
     return d
+
+
+def cache_problem():
+    """Why the build cache cannot be used (None when it can): what every launch needs, checked the way a
+    launch uses it (so it creates the directory, as a launch would)."""
+    try:
+        cache_dir()
+    except (EmuError, ValueError) as e:
+        return str(e)
+    return None
 
 
 def compiler():
@@ -78,10 +92,8 @@ def compiler_id():
 
 
 def default_backend():
-    env = _config.get("FASTCONV_EMU_FIBERS")
+    env = _config.value("FASTCONV_EMU_FIBERS")   # one of FIBER_BACKENDS, or None (ValueError naming it)
     if env:
-        if env not in FIBER_BACKENDS:
-            raise EmuError(f"FASTCONV_EMU_FIBERS={env!r}; expected one of {FIBER_BACKENDS}")
         return env
     return "asm" if platform.machine() in ("x86_64", "AMD64") else "ucontext"
 
@@ -91,8 +103,11 @@ def available():
         return False, f"the CUDA emulator needs Linux (this is {platform.system()})"
     try:
         cid = compiler_id()
-    except EmuError as e:
+    except (EmuError, ValueError) as e:    # ValueError: a CXX value the variable does not take
         return False, str(e)
+    why = cache_problem()                  # what every launch needs: a usable build cache
+    if why is not None:
+        return False, why
     if platform.machine() not in ("x86_64", "AMD64"):
         return True, f"{cid}; ucontext fibers ({platform.machine()})"
     return True, f"{cid}; x86-64 asm fibers"

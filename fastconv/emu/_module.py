@@ -268,16 +268,14 @@ class EmuFunction:
         or "start": run on guarded copies of the array arguments so that an out-of-bounds access
         fails the launch (default $FASTCONV_EMU_GUARD or False). ``timeout``: seconds after which
         a launch that is still running fails instead of hanging (infinite loops, spin-waits on
-        another thread; default $FASTCONV_EMU_TIMEOUT or none).
+        another thread; default $FASTCONV_EMU_TIMEOUT or none; 0, inf and anything from 1e9 s on mean none).
         """
         order = order or _config.emu_order()
         if guard is None:
             guard = _config.emu_guard()
         if timeout is None:
             timeout = _config.emu_timeout()
-        self._timeout = float(timeout)
-        if self._timeout < 0:
-            raise ValueError("timeout must be >= 0 seconds")
+        self._timeout = _config.emu_timeout_seconds(timeout)   # 0: none; what the watchdog can represent
         if order == "all":
             self._all_orders(grid, block, args, shared_mem, seed, workers, stack_size, guard)
         else:

@@ -127,3 +127,15 @@ def test_timeout_from_environment(flt, monkeypatch):
     monkeypatch.setenv("FASTCONV_EMU_TIMEOUT", "0.2")
     with pytest.raises(EmuError, match="timeout after 0.2"):
         flt.get_function("spin_on_neighbour")(1, 32, (np.zeros(32, np.int32),))
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12"])
+def test_timeout_of_inf_or_beyond_the_watchdog_clock_means_none(flt, monkeypatch, value):
+    """inf, or more seconds than the watchdog's nanosecond clock holds, mean no timeout (they timed every
+    launch out at once); the timeout= argument follows the same rule."""
+    monkeypatch.setenv("FASTCONV_EMU_TIMEOUT", value)
+    ok = np.full(32, 0.5, np.float32)     # 20000 steps: long enough for the watchdog to fire first
+    flt.get_function("endless_math")(1, 32, (ok, np.int32(20000)))
+    assert np.isfinite(ok).all()
+    monkeypatch.delenv("FASTCONV_EMU_TIMEOUT")
+    flt.get_function("endless_math")(1, 32, (ok, np.int32(20000)), timeout=float(value))
