@@ -59,14 +59,32 @@ POOL_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in POOL_PARAMS_FIELDS], align=
 CONV3D_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV3D_PARAMS_FIELDS], align=True)
 
 
+#: the range of the kernels' 32-bit fields (every field of a parameter struct is an int32)
+INT32_MIN = -INT32_MAX - 1
+
+
+def _field_values(spec, fields) -> Dict[str, int]:
+    """The struct fields of ``spec`` as ints (divisor_override None -> 0, "none"; bools -> 0/1)."""
+    return {f: 0 if getattr(spec, f) is None else int(getattr(spec, f)) for f in fields}
+
+
+def int32_overflow(spec, fields) -> List[str]:
+    """Why ``spec``'s values of ``fields`` cannot be packed in 32-bit fields: each value outside
+    [-2^31, 2^31 - 1], either side (a negative divisor_override can pass the lower bound), named with its
+    value. Every family's reasons start with this for every field its struct packs."""
+    bad = [f"{f} = {v}" for f, v in _field_values(spec, fields).items() if not INT32_MIN <= v <= INT32_MAX]
+    return [f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} beyond the kernels' 32-bit parameter fields"] \
+        if bad else []
+
+
 def _struct(spec, fields, dtype) -> np.ndarray:
     """A 0-d structured array: CuPy passes a size-one NumPy array by value (it rejects ``np.void``
-    scalars), and the emulator takes it too."""
-    values = []
-    for f in fields:
-        v = getattr(spec, f)
-        values.append(0 if v is None else int(v))  # divisor_override None -> 0 ("none"); bools -> 0/1
-    return np.array(tuple(values), dtype=dtype)
+    scalars), and the emulator takes it too. A value beyond 32 bits is a ValueError naming the field (the
+    families refuse such specs first, through :func:`int32_overflow`), never NumPy's OverflowError."""
+    why = int32_overflow(spec, fields)
+    if why:
+        raise ValueError(why[0])
+    return np.array(tuple(_field_values(spec, fields).values()), dtype=dtype)
 
 
 def conv_params(spec) -> np.ndarray:
@@ -223,8 +241,8 @@ def conv_outputs(spec, buffers: list) -> Ref:
 # 32-bit limits every family checks (each family adds its own)
 # ---------------------------------------------------------------------------------------------------
 def field_overflow(spec) -> List[str]:
-    big = [f for f in params_fields(spec) if int(getattr(spec, f) or 0) > INT32_MAX]
-    return [f"{', '.join(big)} exceed the kernels' 32-bit parameter fields"] if big else []
+    """The spec's values beyond its parameter struct's 32-bit fields (both bounds: :func:`int32_overflow`)."""
+    return int32_overflow(spec, params_fields(spec))
 
 
 def reach_limits(spec, tile_p: int, tile_q: int, kernel: str) -> List[str]:
