@@ -72,7 +72,9 @@ _PLAN_MEMO_SIZE = 4096
 
 class KernelImpl(Impl):
     """One variant of one family on one backend. Its support check and its run share one plan, built once
-    per spec (memoized; bounded): what the check approved is exactly what runs."""
+    per spec (memoized; bounded): what the check approved is exactly what runs. The family sees the spec in
+    :func:`.plan.canonical` form (the same problem, with the strides and dilations no result depends on
+    set to 1)."""
 
     def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
         self.backend, self.op, self.algo, self.variant = backend, op, fam.ALGO, variant
@@ -85,10 +87,11 @@ class KernelImpl(Impl):
         key = (spec, plan._force_index64)
         hit = self._memo.get(key)
         if hit is None:
-            why = list(self.family.reasons(spec, self.variant))
+            ks = plan.canonical(spec)
+            why = list(self.family.reasons(ks, self.variant))
             p = None
             if not why:
-                p = self.family.plan(spec, self.variant)
+                p = self.family.plan(ks, self.variant)
                 why = p.reasons()
             if len(self._memo) >= _PLAN_MEMO_SIZE:
                 self._memo.clear()

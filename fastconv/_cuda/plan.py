@@ -245,6 +245,25 @@ def field_overflow(spec) -> List[str]:
     return int32_overflow(spec, params_fields(spec))
 
 
+def canonical(spec):
+    """``spec`` with the fields no result depends on set to 1 (the same object when none is): the stride
+    along an axis with one output position (only the window at 0 is formed, whatever the stride) and the
+    dilation along an axis with a one-tap window (only tap 0 exists). The problem is the same function of the
+    same arrays, forward and gradient alike, so the kernels compute it exactly; what changes is that a stride
+    or dilation past 2^31 there (``stride=2**40`` over a 5-pixel image: torch computes it) no longer passes
+    the 32-bit fields, and that the tiles see the smaller patch. Every family is planned on this form
+    (:class:`fastconv._cuda.KernelImpl`). Adaptive pools (stride 0, window 0) are left as they are."""
+    if getattr(spec, "is_adaptive", False):
+        return spec
+    change = {}
+    for axis, out, k in zip("dhw", spec.out_size, spec.window):
+        if out == 1 and getattr(spec, f"stride_{axis}") != 1:
+            change[f"stride_{axis}"] = 1
+        if k == 1 and getattr(spec, f"dil_{axis}") != 1:
+            change[f"dil_{axis}"] = 1
+    return dataclasses.replace(spec, **change) if change else spec
+
+
 def reach_limits(spec, tile_p: int, tile_q: int, kernel: str) -> List[str]:
     """The row and column coordinates a kernel keeps in 32-bit ints (output positions counted in whole
     tiles, and input coordinates up to one past the last tap of the last tile's last output, padding

@@ -26,7 +26,7 @@ BACKENDS = ("cuda-emu", "cuda")
 #: (kernel, stride, padding, dilation): the issue's cases, then the extremes
 GEOMETRIES = ((1, 4, 1, 1), (3, 7, 1, 1), (3, 1, 1, 1), (5, 3, 2, 1), (3, 1, 5, 9), (31, 1, 15, 4),
               (64, 1, 32, 1), (3, 1, 300, 300), (3, 10**6, 1, 1), (3, 1, 10**6, 10**6),
-              (1, 10**9, 10**9, 1))
+              (1, 10**9, 10**9, 1), (1, 2**40, 0, 2**40), (3, 2**31, 1, 1))
 H = 9
 
 
@@ -188,6 +188,34 @@ def test_conv_input_beyond_the_phase_gemm_with_an_inf_weight():
     assert not np.isfinite(oracle.conv_input(spec, dy, w, None)).all()   # the Inf reaches dx
     with np.errstate(invalid="ignore"):
         assert_grad_close(dx, spec, dy, w)
+
+
+def test_stride_and_dilation_past_int32_where_no_result_depends_on_them():
+    """A stride along an axis with one output position, a dilation along a one-tap axis: no result depends
+    on them (torch computes these), so the kernels get the same problem with 1 there (plan.canonical) instead
+    of refusing a value past their 32-bit fields. Conv (direct's untiled kernel through algo="direct"), its
+    input gradient and a max pool with indices, against the oracle."""
+    _emu_or_skip()
+    from fastconv._cuda import plan as P
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 1, 3))
+    w[0, 0, 0, 0] = np.inf
+    kw = dict(stride=(2**40, 2**31), padding=(0, 1), dilation=(2**35, 1))
+    spec = fc.conv_spec(x, w, **kw)
+    y = fc.conv2d(x, w, algo="direct", backend="cuda-emu", **kw)
+    assert (spec.P, spec.Q, spec.R) == (1, 1, 1) and P.canonical(spec).strides == (1, 1, 1)
+    with np.errstate(invalid="ignore"):
+        assert_conv_close(y, oracle.conv(spec, x, w, None), spec, x, w)
+    dy = rng.standard_normal(spec.output_shape)
+    dx = fc.grad.conv2d_input(x.shape, w, dy, backend="cuda-emu", **kw)
+    with np.errstate(invalid="ignore"):
+        assert_grad_close(dx, _spec.conv_input_spec(x.shape, w, dy, **kw), dy, w)
+    pspec = fc.pool_spec("max", x, kernel_size=(5, 2), stride=2**33, return_indices=True)
+    got, idx = fc.max_pool2d(x, (5, 2), stride=2**33, return_indices=True, backend="cuda-emu")
+    want, want_idx = oracle.max_pool(pspec, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(idx, want_idx)
 
 
 def test_conv_weight_with_inf_dy_meeting_padding():
