@@ -11,6 +11,8 @@ thin executors of the plans a family builds and never look inside one. A family 
                         nothing else; the 3-D families say (3,), fold (1, 2, 3))
     VARIANTS            the kernels dispatch may run, in priority order ("" for an algorithm with one);
                         each becomes one Impl, named ``<backend>:<op>:<algo>/<variant>``
+    VARIANT_ALGOS       optional: the algorithm of a variant that is not ALGO (conv_dgrad's fallback gather
+                        is ``direct``, not ``implicit_gemm``), so its name and ``algo=`` say what runs
     VERSIONS            kernel versions plan() builds; the last ships, earlier ones are kept for teaching
                         and tests (reached only through plan(..., version=))
     KERNELS             every templated kernel of the file (:class:`.plan.Kernel`), for compiling
@@ -77,7 +79,8 @@ class KernelImpl(Impl):
     set to 1)."""
 
     def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
-        self.backend, self.op, self.algo, self.variant = backend, op, fam.ALGO, variant
+        self.backend, self.op, self.variant = backend, op, variant
+        self.algo = getattr(fam, "VARIANT_ALGOS", {}).get(variant, fam.ALGO)
         self.family, self.dtypes, self.zero_fills_padding = fam, tuple(fam.DTYPES), fam.ZERO_FILLS_PADDING
         self.spatial_dims = tuple(getattr(fam, "SPATIAL_DIMS", (1, 2)))
         self._execute = execute

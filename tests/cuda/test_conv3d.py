@@ -233,7 +233,7 @@ def test_extents_beyond_the_kernels_int_counters_are_refused_with_reasons():
 # ---------------------------------------------------------------------------------------------------
 # conv_input: the data gradient and conv_transpose3d
 # ---------------------------------------------------------------------------------------------------
-#: the tiled dgrad variants (v2; "3d-untiled", the fallback, is v1)
+#: the tiled dgrad variants (v2; "3d-gather", the fallback, is v1)
 DGRAD_TILED = tuple(f"3d-{t}" for t in DGRAD.TILES)
 #: (version, variant) of every dgrad kernel: v1, then v2 in every tile
 DGRAD_KERNELS = [pytest.param(1, DGRAD.VARIANTS[0], id="v1")] + [pytest.param(2, v, id=f"v2-{v}")

@@ -126,9 +126,9 @@ def test_every_problem_has_an_exact_implementation(nd):
 
 
 def test_the_fallbacks_come_last_and_only_where_the_shipped_kernels_refuse():
-    """The untiled kernels are the last resort: where a tiled kernel of their family takes the problem they
-    refuse it (so algo="auto" on the GPU never measures them needlessly), and their Impl names say which
-    kernel runs."""
+    """The one-thread-per-output kernels (direct/untiled, conv_input's direct/gather) are the last resort: where
+    a tiled kernel of their family takes the problem they refuse it (so algo="auto" on the GPU never measures
+    them needlessly), and their Impl names say which kernel runs."""
     ordinary = fc.conv_spec(_arr((1, 2, 9, 9), "float64"), _arr((3, 2, 3, 3), "float64"), padding=1)
     two_d = [i.name for i in _dispatch.candidates(ordinary, "cuda-emu") if 2 in i.spatial_dims]
     assert two_d[-1] == "cuda-emu:conv:direct/untiled"
@@ -137,7 +137,11 @@ def test_the_fallbacks_come_last_and_only_where_the_shipped_kernels_refuse():
     assert [i.name for i in _exact(hostile, "cuda-emu")] == ["cuda-emu:conv:direct/untiled"]
     dx = _spec.conv_input_spec((1, 2, 9), _arr((3, 2, 1), "float32"), _arr((1, 3, 3), "float32"), stride=10**9,
                                padding=10**9, spatial_dims=1)
-    assert [i.name for i in _exact(dx, "cuda-emu")] == ["cuda-emu:conv_input:implicit_gemm/untiled"]
+    assert [i.name for i in _exact(dx, "cuda-emu")] == ["cuda-emu:conv_input:direct/gather"]
+    assert [i.name for i in _exact(dx, "cuda-emu", "direct")] == ["cuda-emu:conv_input:direct/gather"]
+    ordinary_dx = _spec.conv_input_spec((1, 2, 9), _arr((3, 2, 3), "float32"), _arr((1, 3, 9), "float32"), padding=1,
+                                        spatial_dims=1)
+    assert "cuda-emu:conv_input:direct/gather" not in [i.name for i in _exact(ordinary_dx, "cuda-emu")]
 
 
 def _emu_or_skip():
@@ -175,7 +179,7 @@ def test_direct_3x3_stride_7_with_an_inf_weight(dtype):
 
 
 def test_conv_input_beyond_the_phase_gemm_with_an_inf_weight():
-    """A stride and padding of 10^9 (the phase GEMM's coordinates plus a stride pass 32 bits; the untiled
+    """A stride and padding of 10^9 (the phase GEMM's coordinates plus a stride pass 32 bits; the direct
     gather's do not), an Inf weight: the oracle's dx."""
     _emu_or_skip()
     rng = np.random.default_rng(18)
