@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _cuda, _dispatch, _spec, _spec_fold
+from fastconv import _dispatch, _spec, _spec_fold
+from fastconv._cuda import plan as P
 from fastconv._backends import numpy_oracle as oracle
 from fastconv.testing import assert_conv_close, assert_grad_close
 
@@ -110,10 +111,16 @@ def _exact(spec, backend, algo="auto"):
 def test_every_problem_has_an_exact_implementation(nd):
     """By reasons only: every op, dtype and hostile geometry keeps a candidate that computes the exact rule
     (padded taps contribute nothing) on both CUDA backends; the forward convolution also with algo="direct"."""
-    missing, seen = [], set()
+    missing, seen, extremes = [], set(), set()
     for dtype in ("float16", "float32", "float64"):
         for spec in _specs(nd, dtype):
             seen.add(spec.op)
+            if spec.op == "conv":   # the grid really holds what it claims (the builders refuse none of these)
+                extremes |= {"stride 2^40" if max(spec.strides) >= 2**40 else "",
+                             "padding 10^6" if max(max(p) for p in spec.pads) >= 10**6 else "",
+                             "padding 10^9" if max(max(p) for p in spec.pads) >= 10**9 else "",
+                             "dilation 10^6" if max(spec.dilations) >= 10**6 and spec.window_elems > 1 else "",
+                             "tile too big" if spec.spatial_dims < 3 and _direct_tile_too_big(spec) else ""}
             for backend in BACKENDS:
                 if not _exact(spec, backend):
                     missing.append((backend, spec))
@@ -122,7 +129,16 @@ def test_every_problem_has_an_exact_implementation(nd):
     assert seen == {"conv", "conv_input", "conv_weight", "max_pool", "avg_pool", "adaptive_max_pool",
                     "adaptive_avg_pool", "max_pool_backward", "avg_pool_backward", "adaptive_max_pool_backward",
                     "adaptive_avg_pool_backward", "max_unpool", "unfold", "fold"}
+    # (a 3-D padding of 10^9 makes a padded volume past 2^63: the builders refuse it)
+    assert extremes >= {"stride 2^40", "padding 10^6", "dilation 10^6"} | ({"tile too big", "padding 10^9"}
+                                                                          if nd < 3 else set())
     assert not missing, f"{len(missing)} problems without an exact implementation, e.g. {missing[:3]}"
+
+
+def _direct_tile_too_big(spec) -> bool:
+    """The issue's case: the tiled direct kernel's patch does not fit shared memory."""
+    from fastconv._cuda import direct
+    return not direct.reasons(spec, "") and any("shared memory" in r for r in direct.plan(spec, "").reasons())
 
 
 def test_the_fallbacks_come_last_and_only_where_the_shipped_kernels_refuse():
@@ -200,7 +216,6 @@ def test_stride_and_dilation_past_int32_where_no_result_depends_on_them():
     of refusing a value past their 32-bit fields. Conv (direct's untiled kernel through algo="direct"), its
     input gradient and a max pool with indices, against the oracle."""
     _emu_or_skip()
-    from fastconv._cuda import plan as P
     rng = np.random.default_rng(18)
     x = rng.standard_normal((1, 2, 5, 5))
     w = rng.standard_normal((3, 2, 1, 3))
@@ -267,7 +282,6 @@ def test_divisor_override_at_the_int32_bounds_runs(divisor):
 def test_the_param_structs_refuse_out_of_range_values_by_name():
     """The struct builder itself names the field (a plan built without its family's reasons never hits NumPy's
     OverflowError)."""
-    from fastconv._cuda import plan as P
     spec = fc.pool_spec("avg", np.ones((1, 1, 4, 4), np.float32), kernel_size=2, divisor_override=-2**31 - 1)
     with pytest.raises(ValueError, match="divisor_override = -2147483649"):
         P.pool_params(spec)
