@@ -11,6 +11,8 @@ thin executors of the plans a family builds and never look inside one. A family 
                         nothing else; the 3-D families say (3,), fold (1, 2, 3))
     VARIANTS            the kernels dispatch may run, in priority order ("" for an algorithm with one);
                         each becomes one Impl, named ``<backend>:<op>:<algo>/<variant>``
+    VARIANT_ALGOS       optional: the algorithm of a variant that is not ALGO (conv_dgrad's fallback gather
+                        is ``direct``, not ``implicit_gemm``), so its name and ``algo=`` say what runs
     VERSIONS            kernel versions plan() builds; the last ships, earlier ones are kept for teaching
                         and tests (reached only through plan(..., version=))
     KERNELS             every templated kernel of the file (:class:`.plan.Kernel`), for compiling
@@ -72,10 +74,13 @@ _PLAN_MEMO_SIZE = 4096
 
 class KernelImpl(Impl):
     """One variant of one family on one backend. Its support check and its run share one plan, built once
-    per spec (memoized; bounded): what the check approved is exactly what runs."""
+    per spec (memoized; bounded): what the check approved is exactly what runs. The family sees the spec in
+    :func:`.plan.canonical` form (the same problem, with the strides and dilations no result depends on
+    set to 1)."""
 
     def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
-        self.backend, self.op, self.algo, self.variant = backend, op, fam.ALGO, variant
+        self.backend, self.op, self.variant = backend, op, variant
+        self.algo = getattr(fam, "VARIANT_ALGOS", {}).get(variant, fam.ALGO)
         self.family, self.dtypes, self.zero_fills_padding = fam, tuple(fam.DTYPES), fam.ZERO_FILLS_PADDING
         self.spatial_dims = tuple(getattr(fam, "SPATIAL_DIMS", (1, 2)))
         self._execute = execute
@@ -85,10 +90,11 @@ class KernelImpl(Impl):
         key = (spec, plan._force_index64)
         hit = self._memo.get(key)
         if hit is None:
-            why = list(self.family.reasons(spec, self.variant))
+            ks = plan.canonical(spec)
+            why = list(self.family.reasons(ks, self.variant))
             p = None
             if not why:
-                p = self.family.plan(spec, self.variant)
+                p = self.family.plan(ks, self.variant)
                 why = p.reasons()
             if len(self._memo) >= _PLAN_MEMO_SIZE:
                 self._memo.clear()

@@ -8,12 +8,16 @@ stride phase with a third axis (GEMM_M = N * D/stride_d * H/stride_h * W/stride_
 GEMM_N = C/groups, GEMM_K = K/groups times the taps reaching that phase), register-blocked, so a strided problem
 does no multiply-by-zero for the taps the stride skips; a block that staged a non-finite weight recomputes its
 outputs with the exact gather loop. Variants: two square-ish block tiles and a narrow one (``3d-128x16``) for
-few channels per group; the cuda backend measures them.
+few channels per group; the cuda backend measures them. ``3d-gather`` ships v1 as the fallback, under algo
+``direct`` (``cuda:conv_input:direct/3d-gather``), last in priority and only for what no tile takes (the tiles'
+coordinates add a stride to the padded extent): every 3-D input gradient has an exact kernel, refused only past
+v1's 32-bit limits.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from .._spec import INT32_MAX
 from .plan import (BLOCK_1D, Kernel, Launch, Plan, blocks, conv3d_params, conv_outputs, extent_limits,
                    field_overflow, Ref, register_tiled_block)
 
@@ -34,7 +38,9 @@ TILES: Dict[str, Tuple[int, ...]] = {
 }
 #: float64 tiles: the 8x4 register tile of 128x64 in doubles would not fit its register budget
 F64_TILES = ("64x64", "128x16")
-VARIANTS = tuple(f"3d-{t}" for t in TILES)
+#: the tiles (v2), then the fallback (v1, see the module docstring), which is a direct gather, not a GEMM
+VARIANTS = tuple(f"3d-{t}" for t in TILES) + ("3d-gather",)
+VARIANT_ALGOS = {"3d-gather": "direct"}
 
 V1 = Kernel("conv3d_dgrad_v1")
 _V2 = {name: Kernel("conv3d_dgrad_v2", t, DTYPES if name in F64_TILES else ("float16", "float32"),
@@ -53,7 +59,7 @@ def phase_rows(spec) -> int:
 
 
 def _tile(variant: str) -> str:
-    if variant not in VARIANTS:
+    if variant not in VARIANTS or variant == "3d-gather":
         raise ValueError(f"conv3d_dgrad variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     return variant[len("3d-"):]
 
@@ -61,6 +67,14 @@ def _tile(variant: str) -> str:
 def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
     """The 32-bit limits of the kernels whatever the index type (GEMM_K and GEMM_N counters, padded coordinates
     plus a stride: the phase arithmetic ph + pad), and the dtypes of the tile."""
+    if variant == "3d-gather":
+        out = field_overflow(spec) + extent_limits(spec, V1.name)
+        if spec.window_elems > INT32_MAX:
+            out.append(f"T*R*S = {spec.window_elems} taps per filter channel are beyond {V1.name}'s 32-bit "
+                       f"counters")
+        if not out and any(not (reasons(spec, f"3d-{t}") or plan(spec, f"3d-{t}").reasons()) for t in TILES):
+            out.append("a tiled kernel takes this problem; the gather runs only what every tile refuses")
+        return out
     if variant not in VARIANTS:
         return [f"conv3d_dgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]
     kern = _V2[_tile(variant)]
@@ -76,10 +90,12 @@ def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
 
 
 def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Plan:
-    version = VERSIONS[-1] if version is None else version
+    if variant == "3d-gather" and version not in (None, 1):
+        raise ValueError(f"conv3d_dgrad variant '3d-gather' is kernel version 1, got version={version!r}")
+    version = (1 if variant == "3d-gather" else VERSIONS[-1]) if version is None else version
     if version not in VERSIONS:
         raise ValueError(f"no conv3d_dgrad kernel version {version!r} (versions: {VERSIONS})")
-    tname = _tile(variant)
+    tname = None if variant == "3d-gather" else _tile(variant)
     buffers: list = []
     bias = conv_outputs(spec, buffers)        # y: dx (N, C, D, H, W); the bias has C entries
     args = (conv3d_params(spec), Ref("dy"), Ref("w"), bias, Ref("y"))

@@ -10,15 +10,19 @@ multiply-by-zero for the taps the stride skips. Why an implicit GEMM rather than
 forward's arithmetic with the roles of K and C exchanged, and a tiled gather reuses each staged dy value only
 over the channels of one block (direct v2's K_TILE = 8), where a 64 x 64 register-blocked tile reuses each
 staged value 64 times. Variants: two square-ish block tiles and a narrow one (``128x16``) for few channels per
-group (GEMM_N = C/groups small); the cuda backend measures them.
+group (GEMM_N = C/groups small); the cuda backend measures them. ``gather`` ships v1 as the fallback, under
+algo ``direct`` (what it is: ``cuda:conv_input:direct/gather``), last in priority and only for what no tile
+takes (the phase arithmetic adds a stride to the padded extent, so a stride and padding near 2^30 pass the
+tiles' 32-bit coordinates but not v1's): every 1-D and 2-D input gradient has an exact kernel, refused only
+past v1's 32-bit limits.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
 from .._spec import INT32_MAX
-from .plan import (BLOCK_1D, Kernel, Launch, Plan, blocks, conv_outputs, conv_params, field_overflow, Ref,
-                   register_tiled_block)
+from .plan import (BLOCK_1D, Kernel, Launch, Plan, blocks, conv_outputs, conv_params, count_limits,
+                   extent_limits, field_overflow, Ref, register_tiled_block)
 
 FILE = "conv_dgrad.cu"
 ALGO = "implicit_gemm"
@@ -36,7 +40,9 @@ TILES: Dict[str, Tuple[int, ...]] = {
 }
 #: float64 tiles: the 8x4 register tile of 128x64 in doubles would not fit its register budget
 F64_TILES = ("64x64", "128x16")
-VARIANTS = tuple(TILES)
+#: the tiles (v2), then the fallback (v1, see the module docstring), which is a direct gather, not a GEMM
+VARIANTS = tuple(TILES) + ("gather",)
+VARIANT_ALGOS = {"gather": "direct"}
 
 V1 = Kernel("conv_dgrad_v1")
 _V2 = {name: Kernel("conv_dgrad_v2", t, DTYPES if name in F64_TILES else ("float16", "float32"),
@@ -57,6 +63,12 @@ def phase_rows(spec) -> int:
 def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
     """The 32-bit limits of the kernels whatever the index type (GEMM_K and GEMM_N counters, a phase's
     positions per image, padded coordinates, the phase arithmetic ph + pad), and the dtypes of the tile."""
+    if variant == "gather":
+        out = (field_overflow(spec) + extent_limits(spec, V1.name)
+               + count_limits({"R*S": (spec.R * spec.S, 1)}, V1.name))
+        if not out and any(not (reasons(spec, t) or plan(spec, t).reasons()) for t in TILES):
+            out.append("a tiled kernel takes this problem; the gather runs only what every tile refuses")
+        return out
     if variant not in TILES:
         return [f"conv_dgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]
     out = field_overflow(spec)
@@ -78,11 +90,13 @@ def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
 
 
 def plan(spec, variant: str = VARIANTS[0], version: Optional[int] = None) -> Plan:
-    version = VERSIONS[-1] if version is None else version
+    if variant not in VARIANTS:
+        raise ValueError(f"conv_dgrad variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if variant == "gather" and version not in (None, 1):
+        raise ValueError(f"conv_dgrad variant 'gather' is kernel version 1, got version={version!r}")
+    version = (1 if variant == "gather" else VERSIONS[-1]) if version is None else version
     if version not in VERSIONS:
         raise ValueError(f"no conv_dgrad kernel version {version!r} (versions: {VERSIONS})")
-    if variant not in TILES:
-        raise ValueError(f"conv_dgrad variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     buffers: list = []
     bias = conv_outputs(spec, buffers)        # y: dx (N, C, H, W); the bias has C entries
     params = conv_params(spec)

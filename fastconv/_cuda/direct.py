@@ -1,8 +1,12 @@
 """Family ``direct``: kernels/conv2d_direct.cu, direct convolution (any stride, padding, dilation, groups).
 
 Taps in the padding are skipped, so the family is exact for any weight. Versions: v1 naive (one thread per
-output, kept for teaching and tests), v2 (ships) output-tiled with the input patch and the filter slice in
-shared memory.
+output, no shared memory), v2 output-tiled with the input patch and the filter slice in shared memory.
+Variants: ``""`` ships v2; ``untiled`` ships v1, last in priority and only for what v2 refuses (a tile whose
+patch passes the shared memory, from a large stride, dilation or filter): with it, every 1-D and 2-D
+convolution has an exact kernel whatever the dtype or the weight (the implicit GEMM has no float64, im2col
+multiplies padded zeros in), refused only past its 32-bit limits. Being a fallback, it is never measured
+against the tiled kernel where that one runs.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ ALGO = "direct"
 OPS = ("conv",)
 DTYPES = ("float16", "float32", "float64")
 ZERO_FILLS_PADDING = False
-#: one kernel per version; v2 ships
-VARIANTS = ("",)
+#: v2 (tiled) ships as "", v1 as the fallback "untiled"
+VARIANTS = ("", "untiled")
 VERSIONS = (1, 2)
 
 #: conv2d_direct_v2<T, I, TILE_P, TILE_Q, K_TILE, C_TILE>: a block of TILE_Q x TILE_P threads computes
@@ -31,14 +35,33 @@ KERNELS = (V1, V2)
 
 
 def reasons(spec, variant: str = "") -> List[str]:
-    """32-bit limits of the shipped kernel (never raises; the plan's own limits come on top)."""
+    """32-bit limits of the variant's kernel (never raises; the plan's own limits come on top); ``untiled``
+    also refuses what the tiled kernel takes (a fallback, see the module docstring)."""
+    if variant == "untiled":
+        out = (field_overflow(spec) + reach_limits(spec, 1, 1, V1.name)
+               + count_limits({"R*S": (spec.R * spec.S, 1)}, V1.name))
+        if not out and not _tiled_refusal(spec):
+            out.append("the tiled kernel (variant '') takes this problem; the untiled one runs only what it "
+                       "refuses")
+        return out
+    if variant != "":
+        return [f"direct has no variant {variant!r} (variants: {', '.join(map(repr, VARIANTS))})"]
     tp, tq, kt, ct = TILE
     return (field_overflow(spec) + reach_limits(spec, tp, tq, V2.name)
             + count_limits({"K/groups": (spec.K_per_group, kt), "C/groups": (spec.C_per_group, ct)}, V2.name))
 
 
+def _tiled_refusal(spec) -> List[str]:
+    """Why the tiled kernel cannot take ``spec``: its limits, then its plan's (shared memory, grid)."""
+    return reasons(spec, "") or plan(spec, "").reasons()
+
+
 def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:
-    version = VERSIONS[-1] if version is None else version
+    if variant not in VARIANTS:
+        raise ValueError(f"direct variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
+    if variant == "untiled" and version not in (None, 1):
+        raise ValueError(f"direct variant 'untiled' is kernel version 1, got version={version!r}")
+    version = (1 if variant == "untiled" else VERSIONS[-1]) if version is None else version
     buffers: list = []
     bias = conv_outputs(spec, buffers)
     params = conv_params(spec)

@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 
 from .._spec import INT32_MAX
-from .plan import BLOCK_1D, Buffer, Kernel, Launch, Plan, Ref, _struct, blocks
+from .plan import BLOCK_1D, Buffer, Kernel, Launch, Plan, Ref, _struct, blocks, int32_overflow
 
 FILE = "fold.cu"
 ALGO = "direct"
@@ -45,10 +45,9 @@ def fold_params(spec) -> np.ndarray:
 def reasons(spec, variant: str = "") -> List[str]:
     """The kernels' 32-bit limits (never raises): every struct field, the padded extent along each axis
     (the coordinates and their intermediates stay below it) and the taps of a block are ints."""
-    big = [f for f in FOLD_PARAMS_FIELDS if int(getattr(spec, f)) > INT32_MAX]
-    if big:
-        return [f"{', '.join(big)} exceed the kernels' 32-bit parameter fields"]
-    out = []
+    out = int32_overflow(spec, FOLD_PARAMS_FIELDS)
+    if out:
+        return out
     for axis, size, (lo, hi) in zip(("depth", "height", "width"), spec.in_size, spec.pads):
         if size + lo + hi > INT32_MAX:
             out.append(f"the padded {axis} ({size} + {lo} + {hi}) is beyond the kernels' 32-bit coordinates")

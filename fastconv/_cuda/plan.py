@@ -59,14 +59,32 @@ POOL_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in POOL_PARAMS_FIELDS], align=
 CONV3D_PARAMS_DTYPE = np.dtype([(f, np.int32) for f in CONV3D_PARAMS_FIELDS], align=True)
 
 
+#: the range of the kernels' 32-bit fields (every field of a parameter struct is an int32)
+INT32_MIN = -INT32_MAX - 1
+
+
+def _field_values(spec, fields) -> Dict[str, int]:
+    """The struct fields of ``spec`` as ints (divisor_override None -> 0, "none"; bools -> 0/1)."""
+    return {f: 0 if getattr(spec, f) is None else int(getattr(spec, f)) for f in fields}
+
+
+def int32_overflow(spec, fields) -> List[str]:
+    """Why ``spec``'s values of ``fields`` cannot be packed in 32-bit fields: each value outside
+    [-2^31, 2^31 - 1], either side (a negative divisor_override can pass the lower bound), named with its
+    value. Every family's reasons start with this for every field its struct packs."""
+    bad = [f"{f} = {v}" for f, v in _field_values(spec, fields).items() if not INT32_MIN <= v <= INT32_MAX]
+    return [f"{', '.join(bad)} {'is' if len(bad) == 1 else 'are'} beyond the kernels' 32-bit parameter fields"] \
+        if bad else []
+
+
 def _struct(spec, fields, dtype) -> np.ndarray:
     """A 0-d structured array: CuPy passes a size-one NumPy array by value (it rejects ``np.void``
-    scalars), and the emulator takes it too."""
-    values = []
-    for f in fields:
-        v = getattr(spec, f)
-        values.append(0 if v is None else int(v))  # divisor_override None -> 0 ("none"); bools -> 0/1
-    return np.array(tuple(values), dtype=dtype)
+    scalars), and the emulator takes it too. A value beyond 32 bits is a ValueError naming the field (the
+    families refuse such specs first, through :func:`int32_overflow`), never NumPy's OverflowError."""
+    why = int32_overflow(spec, fields)
+    if why:
+        raise ValueError(why[0])
+    return np.array(tuple(_field_values(spec, fields).values()), dtype=dtype)
 
 
 def conv_params(spec) -> np.ndarray:
@@ -223,8 +241,27 @@ def conv_outputs(spec, buffers: list) -> Ref:
 # 32-bit limits every family checks (each family adds its own)
 # ---------------------------------------------------------------------------------------------------
 def field_overflow(spec) -> List[str]:
-    big = [f for f in params_fields(spec) if int(getattr(spec, f) or 0) > INT32_MAX]
-    return [f"{', '.join(big)} exceed the kernels' 32-bit parameter fields"] if big else []
+    """The spec's values beyond its parameter struct's 32-bit fields (both bounds: :func:`int32_overflow`)."""
+    return int32_overflow(spec, params_fields(spec))
+
+
+def canonical(spec):
+    """``spec`` with the fields no result depends on set to 1 (the same object when none is): the stride
+    along an axis with one output position (only the window at 0 is formed, whatever the stride) and the
+    dilation along an axis with a one-tap window (only tap 0 exists). The problem is the same function of the
+    same arrays, forward and gradient alike, so the kernels compute it exactly; what changes is that a stride
+    or dilation past 2^31 there (``stride=2**40`` over a 5-pixel image: torch computes it) no longer passes
+    the 32-bit fields, and that the tiles see the smaller patch. Every family is planned on this form
+    (:class:`fastconv._cuda.KernelImpl`). Adaptive pools (stride 0, window 0) are left as they are."""
+    if getattr(spec, "is_adaptive", False):
+        return spec
+    change = {}
+    for axis, out, k in zip("dhw", spec.out_size, spec.window):
+        if out == 1 and getattr(spec, f"stride_{axis}") != 1:
+            change[f"stride_{axis}"] = 1
+        if k == 1 and getattr(spec, f"dil_{axis}") != 1:
+            change[f"dil_{axis}"] = 1
+    return dataclasses.replace(spec, **change) if change else spec
 
 
 def reach_limits(spec, tile_p: int, tile_q: int, kernel: str) -> List[str]:

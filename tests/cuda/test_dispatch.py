@@ -24,6 +24,8 @@ def test_every_family_follows_the_protocol():
         assert fam.FILE.endswith(".cu") and fam.FILE not in files, name
         files.add(fam.FILE)
         assert fam.ALGO in _dispatch.ALGOS[1:] and fam.OPS and set(fam.DTYPES) <= {"float16", "float32", "float64"}
+        assert set(getattr(fam, "VARIANT_ALGOS", {})) <= set(fam.VARIANTS)
+        assert set(getattr(fam, "VARIANT_ALGOS", {}).values()) <= set(_dispatch.ALGOS[1:])
         assert fam.VARIANTS and len(set(fam.VARIANTS)) == len(fam.VARIANTS) and fam.VERSIONS
         assert isinstance(fam.ZERO_FILLS_PADDING, bool) and callable(fam.reasons) and callable(fam.plan)
         assert _cuda.name_expressions(fam.FILE), name
@@ -34,7 +36,8 @@ def test_every_family_follows_the_protocol():
 
 def test_one_impl_per_family_op_and_variant_in_priority_order():
     impls = _cuda.implementations("cuda-emu", lambda plan, inputs: None)
-    want = [(fam.ALGO, op, v) for fam in _cuda.FAMILIES for op in fam.OPS for v in fam.VARIANTS]
+    want = [(getattr(fam, "VARIANT_ALGOS", {}).get(v, fam.ALGO), op, v)
+            for fam in _cuda.FAMILIES for op in fam.OPS for v in fam.VARIANTS]
     assert [(i.algo, i.op, i.variant) for i in impls] == want
     names = [i.name for i in impls]
     assert len(set(names)) == len(names)

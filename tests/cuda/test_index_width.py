@@ -126,15 +126,17 @@ def _plans(spec):
             continue
         if spec.spatial_dims not in getattr(fam, "SPATIAL_DIMS", (1, 2)):   # as dispatch (Impl.spatial_dims)
             continue
-        for v in fam.VARIANTS:            # every tile and split the autotuner may pick
+        taken = []
+        for v in fam.VARIANTS:            # every tile and split the autotuner may pick, and the fallbacks
             if fam.reasons(spec, v):
                 continue
             shipped = fam.plan(spec, v)
             if shipped.reasons():
                 continue
             plans.append(shipped)
-            if v == fam.VARIANTS[-1]:     # the earlier versions, kept beside the shipped one (once a family)
-                plans += [fam.plan(spec, v, ver) for ver in fam.VERSIONS[:-1]]
+            taken.append(v)
+        if taken:                         # the earlier versions, kept beside the shipped one (once a family)
+            plans += [fam.plan(spec, taken[-1], ver) for ver in fam.VERSIONS[:-1]]
     return plans
 
 
@@ -679,9 +681,11 @@ def overflows(spec):
 
 def test_conv_reasons_never_raise():
     # the direct-v2 patch passes 2^31 (stride 2^28 over a 16-wide tile): a reason, not an OverflowError
-    # from the plan's int32 scalars, so select() falls through to im2col
+    # from the plan's int32 scalars, so select() falls through (to im2col, or to direct's untiled kernel,
+    # whose one-output coordinates fit)
     spec = conv((1, 1, 2**28 + 1), (1, 1, 1), stride=2**28)      # 1 GiB of float32, two outputs
-    assert any("32-bit" in r for r in family_reasons(spec, "direct"))
+    assert any("32-bit" in r for r in _cuda.family("direct").reasons(spec, ""))
+    assert not _cuda.family("direct").reasons(spec, "untiled")
     assert not family_reasons(spec, "im2col")
 
 
