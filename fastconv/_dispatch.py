@@ -79,6 +79,9 @@ class Impl:
     ``zero_fills_padding`` (padded taps are multiplied in as zeros, so exact only for finite weights), and
     implement ``run(spec, *arrays)``. ``spatial_dims``: the problem dimensions it takes (1-D problems are
     2-D ones with H = 1 in the 4-D layout; 3-D problems come in the 5-D layout); dispatch checks it for all.
+    ``fallback``: a last resort (an untiled kernel that takes what the tiled ones cannot): dispatch picks it
+    only when no other candidate of the selection takes the problem, so ``algo="auto"`` never measures it
+    needlessly, while a named algorithm whose only variant is a fallback still runs every problem.
     """
 
     backend: str = ""
@@ -88,6 +91,7 @@ class Impl:
     dtypes: Sequence[str] = ("float32", "float64")
     zero_fills_padding: bool = False
     spatial_dims: Sequence[int] = (1, 2)
+    fallback: bool = False
 
     @property
     def name(self) -> str:
@@ -287,12 +291,12 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
             rejected.append((impl, r))
         else:
             supported.append(impl)
-    chosen = _choose(spec, backend, supported)
+    chosen = _choose(spec, backend, without_fallbacks(supported))
     if chosen is not None and chosen.zero_fills_padding and weight is not None \
             and nonfinite_weight_meets_padding(spec, weight):
         rejected += [(i, [_ZERO_FILL_REASON]) for i in supported if i.zero_fills_padding]
         supported = [i for i in supported if not i.zero_fills_padding]
-        chosen = _choose(spec, backend, supported)
+        chosen = _choose(spec, backend, without_fallbacks(supported))
     if chosen is None:
         if not cands:
             raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}"
@@ -304,6 +308,13 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
         raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
                          f"({lines})" + _fallback_note(backend))
     return chosen
+
+
+def without_fallbacks(supported: List[Impl]) -> List[Impl]:
+    """``supported`` less its fallbacks (:attr:`Impl.fallback`) when anything else is in it: what dispatch
+    chooses among (and what a benchmark of "every implementation dispatch may run" measures)."""
+    rest = [i for i in supported if not i.fallback]
+    return rest if rest else supported
 
 
 def _choose(spec, backend: str, supported: List[Impl]) -> Optional[Impl]:

@@ -81,6 +81,7 @@ class KernelImpl(Impl):
     def __init__(self, backend: str, op: str, fam, variant: str, execute: Callable):
         self.backend, self.op, self.variant = backend, op, variant
         self.algo = getattr(fam, "VARIANT_ALGOS", {}).get(variant, fam.ALGO)
+        self.fallback = variant in getattr(fam, "FALLBACK_VARIANTS", ())
         self.family, self.dtypes, self.zero_fills_padding = fam, tuple(fam.DTYPES), fam.ZERO_FILLS_PADDING
         self.spatial_dims = tuple(getattr(fam, "SPATIAL_DIMS", (1, 2)))
         self._execute = execute

@@ -9,7 +9,7 @@ GEMM_N = C/groups, GEMM_K = K/groups times the taps reaching that phase), regist
 does no multiply-by-zero for the taps the stride skips; a block that staged a non-finite weight recomputes its
 outputs with the exact gather loop. Variants: two square-ish block tiles and a narrow one (``3d-128x16``) for
 few channels per group; the cuda backend measures them. ``3d-gather`` ships v1 as the fallback, under algo
-``direct`` (``cuda:conv_input:direct/3d-gather``), last in priority and only for what no tile takes (the tiles'
+``direct`` (``cuda:conv_input:direct/3d-gather``), a fallback: under ``algo="auto"`` run only for what no tile takes (the tiles'
 coordinates add a stride to the padded extent): every 3-D input gradient has an exact kernel, refused only past
 v1's 32-bit limits.
 """
@@ -41,6 +41,8 @@ F64_TILES = ("64x64", "128x16")
 #: the tiles (v2), then the fallback (v1, see the module docstring), which is a direct gather, not a GEMM
 VARIANTS = tuple(f"3d-{t}" for t in TILES) + ("3d-gather",)
 VARIANT_ALGOS = {"3d-gather": "direct"}
+#: dispatch runs the gather only where no other candidate of the selection takes the problem (Impl.fallback)
+FALLBACK_VARIANTS = ("3d-gather",)
 
 V1 = Kernel("conv3d_dgrad_v1")
 _V2 = {name: Kernel("conv3d_dgrad_v2", t, DTYPES if name in F64_TILES else ("float16", "float32"),
@@ -72,8 +74,6 @@ def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
         if spec.window_elems > INT32_MAX:
             out.append(f"T*R*S = {spec.window_elems} taps per filter channel are beyond {V1.name}'s 32-bit "
                        f"counters")
-        if not out and any(not (reasons(spec, f"3d-{t}") or plan(spec, f"3d-{t}").reasons()) for t in TILES):
-            out.append("a tiled kernel takes this problem; the gather runs only what every tile refuses")
         return out
     if variant not in VARIANTS:
         return [f"conv3d_dgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]

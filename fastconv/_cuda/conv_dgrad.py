@@ -11,8 +11,8 @@ forward's arithmetic with the roles of K and C exchanged, and a tiled gather reu
 over the channels of one block (direct v2's K_TILE = 8), where a 64 x 64 register-blocked tile reuses each
 staged value 64 times. Variants: two square-ish block tiles and a narrow one (``128x16``) for few channels per
 group (GEMM_N = C/groups small); the cuda backend measures them. ``gather`` ships v1 as the fallback, under
-algo ``direct`` (what it is: ``cuda:conv_input:direct/gather``), last in priority and only for what no tile
-takes (the phase arithmetic adds a stride to the padded extent, so a stride and padding near 2^30 pass the
+algo ``direct`` (what it is: ``cuda:conv_input:direct/gather``), a fallback: last in priority, and under
+``algo="auto"`` run only for what no tile takes (the phase arithmetic adds a stride to the padded extent, so a stride and padding near 2^30 pass the
 tiles' 32-bit coordinates but not v1's): every 1-D and 2-D input gradient has an exact kernel, refused only
 past v1's 32-bit limits.
 """
@@ -43,6 +43,8 @@ F64_TILES = ("64x64", "128x16")
 #: the tiles (v2), then the fallback (v1, see the module docstring), which is a direct gather, not a GEMM
 VARIANTS = tuple(TILES) + ("gather",)
 VARIANT_ALGOS = {"gather": "direct"}
+#: dispatch runs the gather only where no other candidate of the selection takes the problem (Impl.fallback)
+FALLBACK_VARIANTS = ("gather",)
 
 V1 = Kernel("conv_dgrad_v1")
 _V2 = {name: Kernel("conv_dgrad_v2", t, DTYPES if name in F64_TILES else ("float16", "float32"),
@@ -66,8 +68,6 @@ def reasons(spec, variant: str = VARIANTS[0]) -> List[str]:
     if variant == "gather":
         out = (field_overflow(spec) + extent_limits(spec, V1.name)
                + count_limits({"R*S": (spec.R * spec.S, 1)}, V1.name))
-        if not out and any(not (reasons(spec, t) or plan(spec, t).reasons()) for t in TILES):
-            out.append("a tiled kernel takes this problem; the gather runs only what every tile refuses")
         return out
     if variant not in TILES:
         return [f"conv_dgrad has no variant {variant!r} (variants: {', '.join(VARIANTS)})"]

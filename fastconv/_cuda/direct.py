@@ -5,8 +5,8 @@ output, no shared memory), v2 output-tiled with the input patch and the filter s
 Variants: ``""`` ships v2; ``untiled`` ships v1, last in priority and only for what v2 refuses (a tile whose
 patch passes the shared memory, from a large stride, dilation or filter): with it, every 1-D and 2-D
 convolution has an exact kernel whatever the dtype or the weight (the implicit GEMM has no float64, im2col
-multiplies padded zeros in), refused only past its 32-bit limits. Being a fallback, it is never measured
-against the tiled kernel where that one runs.
+multiplies padded zeros in), refused only past its 32-bit limits. Being a fallback (``FALLBACK_VARIANTS``),
+dispatch never measures it against a kernel that takes the problem.
 """
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ ALGO = "direct"
 OPS = ("conv",)
 DTYPES = ("float16", "float32", "float64")
 ZERO_FILLS_PADDING = False
-#: v2 (tiled) ships as "", v1 as the fallback "untiled"
+#: v2 (tiled) ships as "", v1 as the fallback "untiled": dispatch runs it only where no other candidate of the
+#: selection takes the problem (Impl.fallback)
 VARIANTS = ("", "untiled")
+FALLBACK_VARIANTS = ("untiled",)
 VERSIONS = (1, 2)
 
 #: conv2d_direct_v2<T, I, TILE_P, TILE_Q, K_TILE, C_TILE>: a block of TILE_Q x TILE_P threads computes
@@ -35,25 +37,15 @@ KERNELS = (V1, V2)
 
 
 def reasons(spec, variant: str = "") -> List[str]:
-    """32-bit limits of the variant's kernel (never raises; the plan's own limits come on top); ``untiled``
-    also refuses what the tiled kernel takes (a fallback, see the module docstring)."""
+    """32-bit limits of the variant's kernel (never raises; the plan's own limits come on top)."""
     if variant == "untiled":
-        out = (field_overflow(spec) + reach_limits(spec, 1, 1, V1.name)
-               + count_limits({"R*S": (spec.R * spec.S, 1)}, V1.name))
-        if not out and not _tiled_refusal(spec):
-            out.append("the tiled kernel (variant '') takes this problem; the untiled one runs only what it "
-                       "refuses")
-        return out
+        return (field_overflow(spec) + reach_limits(spec, 1, 1, V1.name)
+                + count_limits({"R*S": (spec.R * spec.S, 1)}, V1.name))
     if variant != "":
         return [f"direct has no variant {variant!r} (variants: {', '.join(map(repr, VARIANTS))})"]
     tp, tq, kt, ct = TILE
     return (field_overflow(spec) + reach_limits(spec, tp, tq, V2.name)
             + count_limits({"K/groups": (spec.K_per_group, kt), "C/groups": (spec.C_per_group, ct)}, V2.name))
-
-
-def _tiled_refusal(spec) -> List[str]:
-    """Why the tiled kernel cannot take ``spec``: its limits, then its plan's (shared memory, grid)."""
-    return reasons(spec, "") or plan(spec, "").reasons()
 
 
 def plan(spec, variant: str = "", version: Optional[int] = None) -> Plan:

@@ -98,7 +98,8 @@ class FastconvRunner(Runner):
         return self.algo if spec.op in _dispatch.CONV_OPS else "auto"
 
     def _supported_impls(self, spec):
-        return [i for i in _dispatch.candidates(spec, self.name, self._algo(spec)) if not _dispatch.reasons(i, spec)]
+        return _dispatch.without_fallbacks([i for i in _dispatch.candidates(spec, self.name, self._algo(spec))
+                                            if not _dispatch.reasons(i, spec)])
 
     def unsupported(self, case, spec):
         try:

@@ -141,23 +141,38 @@ def _direct_tile_too_big(spec) -> bool:
     return not direct.reasons(spec, "") and any("shared memory" in r for r in direct.plan(spec, "").reasons())
 
 
-def test_the_fallbacks_come_last_and_only_where_the_shipped_kernels_refuse():
-    """The one-thread-per-output kernels (direct/untiled, conv_input's direct/gather) are the last resort: where
-    a tiled kernel of their family takes the problem they refuse it (so algo="auto" on the GPU never measures
-    them needlessly), and their Impl names say which kernel runs."""
+def test_the_fallbacks_come_last_and_run_only_where_nothing_else_takes_the_problem():
+    """The one-thread-per-output kernels (direct/untiled, conv_input's direct/gather) are the last resort
+    (``Impl.fallback``): dispatch picks one only where no other candidate of the selection takes the problem
+    (so algo="auto" on the GPU never measures them needlessly), a named algorithm whose only variant is a
+    fallback still runs every problem, and their Impl names say which kernel runs."""
+    def pick(spec, algo="auto", weight=None):
+        return _dispatch.select(spec, "cuda-emu", algo, weight=weight).name
+
     ordinary = fc.conv_spec(_arr((1, 2, 9, 9), "float64"), _arr((3, 2, 3, 3), "float64"), padding=1)
     two_d = [i.name for i in _dispatch.candidates(ordinary, "cuda-emu") if 2 in i.spatial_dims]
     assert two_d[-1] == "cuda-emu:conv:direct/untiled"
-    assert [i.name for i in _exact(ordinary, "cuda-emu", "direct")] == ["cuda-emu:conv:direct"]
+    fallbacks = {i.name for i in _dispatch.candidates(ordinary, "cuda-emu") if i.fallback}
+    assert fallbacks == {"cuda-emu:conv:direct/untiled"}
+    assert "cuda-emu:conv:direct/untiled" in [i.name for i in _exact(ordinary, "cuda-emu")]   # it could run
+    assert pick(ordinary) != "cuda-emu:conv:direct/untiled"
+    assert pick(ordinary, "direct") == "cuda-emu:conv:direct"
     hostile = fc.conv_spec(_arr((1, 2, 9, 9), "float64"), _arr((1, 2, 1, 1), "float64"), stride=4, padding=1)
     assert [i.name for i in _exact(hostile, "cuda-emu")] == ["cuda-emu:conv:direct/untiled"]
+    inf = np.full((1, 2, 1, 1), np.inf)
+    assert pick(hostile, weight=inf) == pick(hostile, "direct") == "cuda-emu:conv:direct/untiled"
     dx = _spec.conv_input_spec((1, 2, 9), _arr((3, 2, 1), "float32"), _arr((1, 3, 3), "float32"), stride=10**9,
                                padding=10**9, spatial_dims=1)
     assert [i.name for i in _exact(dx, "cuda-emu")] == ["cuda-emu:conv_input:direct/gather"]
-    assert [i.name for i in _exact(dx, "cuda-emu", "direct")] == ["cuda-emu:conv_input:direct/gather"]
+    assert pick(dx) == pick(dx, "direct") == "cuda-emu:conv_input:direct/gather"
     ordinary_dx = _spec.conv_input_spec((1, 2, 9), _arr((3, 2, 3), "float32"), _arr((1, 3, 9), "float32"), padding=1,
                                         spatial_dims=1)
-    assert "cuda-emu:conv_input:direct/gather" not in [i.name for i in _exact(ordinary_dx, "cuda-emu")]
+    assert pick(ordinary_dx) != "cuda-emu:conv_input:direct/gather"
+    assert pick(ordinary_dx, "direct") == "cuda-emu:conv_input:direct/gather"   # named: it takes every problem
+    d3 = _spec.conv_input_spec((1, 2, 5, 5, 5), _arr((3, 2, 3, 3, 3), "float32"), _arr((1, 3, 5, 5, 5), "float32"),
+                               padding=1, spatial_dims=3)
+    assert pick(d3) != "cuda-emu:conv_input:direct/3d-gather"
+    assert pick(d3, "direct") == "cuda-emu:conv_input:direct/3d-gather"
 
 
 def _emu_or_skip():
