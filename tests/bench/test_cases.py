@@ -80,7 +80,7 @@ def test_missing_shapes_are_an_error_that_says_where_to_look(monkeypatch, tmp_pa
     with pytest.raises(FileNotFoundError, match="FASTCONV_SHAPES"):
         bench.build_cases("layers", "gpu", shapes=str(tmp_path / "missing"))
     monkeypatch.setenv("FASTCONV_SHAPES", str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="FASTCONV_SHAPES=.* is not a directory"):   # parsed in _config
+    with pytest.raises(ValueError, match="FASTCONV_SHAPES=.*is not a directory"):   # parsed in _config
         bench.build_cases("layers", "gpu")
     with pytest.raises(FileNotFoundError, match=r"no \*\.csv"):
         bench.build_cases("layers", "gpu", shapes=str(tmp_path))
