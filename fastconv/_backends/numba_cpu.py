@@ -83,9 +83,12 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   direct kernel's), ``FASTCONV_AUTOTUNE=0``, or a pool: measuring (several candidates, several runs
   each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
   workspace, no BLAS call, no packing);
-- otherwise :data:`TUNER` runs every supported candidate on synthetic data of the spec's shape (one
+- otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
+  spec's shape and dtype where an array cannot be used as it is; never a copy of the input) (one
   warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
-  spent), in priority order, so the Numba kernels are timed before the measurement's own GEMMs leave
+  spent), one candidate at a time (its output and workspace freed before the next), so tuning needs no
+  more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
+  (and the measurement not remembered; with none measured the rule's choice runs), in priority order, so the Numba kernels are timed before the measurement's own GEMMs leave
   OpenBLAS's workers spinning; the fastest wins and is remembered under the thread count, the spec and
   the candidates' names. The tuner is memory-only: a CPU measurement taken while another process was
   busy should not outlive the process, so a new process measures again (milliseconds per new shape
@@ -970,7 +973,8 @@ def _time_one(call) -> float:
 
 #: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
 #: should not outlive the process)
-TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np)
+TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np,
+                    unmeasurable=lambda: (MemoryError,))
 
 
 def tune_context() -> str:
@@ -986,9 +990,10 @@ def rule_choice(impls):
     return impls[0]
 
 
-def choose(spec, impls):
+def choose(spec, impls, arrays=None):
     """Among several supported candidates: by rule for pools, small problems and FASTCONV_AUTOTUNE=0,
-    else the measured fastest for this spec and thread count (see the module docstring)."""
+    else the measured fastest for this spec and thread count (see the module docstring), measured on the
+    caller's ``arrays`` (what ``spec.ARRAYS`` names, as passed to the public function) where they fit."""
     if spec.op not in CONV_OPS or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
         return rule_choice(impls)
-    return TUNER.choose(tune_context(), spec, impls)
+    return TUNER.choose(tune_context(), spec, impls, arrays)
