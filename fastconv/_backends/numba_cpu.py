@@ -6,7 +6,8 @@ one of its reasons, never a hand-over to another kernel:
 - ``numba:conv:direct/depthwise-phase``: C/groups == 1 (depthwise, any channel multiplier):
   ``conv2d_depthwise_phase`` (each plane zero-padded and split into stride phases once, every tap one long
   axpy). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
-  problem whose weight holds Inf or NaN.
+  problem whose weight holds Inf or NaN; nor where its padded plane would be mostly unused (see
+  Workspaces below).
 - ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
   every weight).
 - ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
@@ -19,7 +20,25 @@ one of its reasons, never a hand-over to another kernel:
   output (one image per tile) or into a staging buffer scattered into it (several). A tile holds as many
   whole images as fit in ``TILE_BYTES`` (4 MiB), at least one, so the workspace is one tile's column
   matrix (plus, with several images, their output for one group), reused across the batch, never the
-  whole batch's. The column matrix holds explicit zeros in the padding (``zero_fills_padding``).
+  whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (32 MiB) is built in bands of
+  output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
+  (``zero_fills_padding``).
+
+Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
+names each with its bytes, from the same plan functions the run allocates by). The bound:
+- direct kernels: per thread a few output rows (conv: KB rows of Q; the input gradient: CB rows of W), the
+  weight gradient's KBW x (window) x Q lane accumulators, a pool's output row or a gradient's float64 plane:
+  sizes of the output, the operands and the window, never of the padding, the stride or the dilation;
+- the phase-split depthwise kernel: per thread one padded, phase-split plane (the region its output
+  reads) and one accumulator; it refuses (a reason) a plane over ``PHASE_SLACK`` x (input plane + output
+  plane) + ``PHASE_MIN`` values, i.e. wherever padding, stride or dilation make most of it unused;
+- every im2col variant: one tile (``TILE_BYTES``), a band of one image (``IMAGE_COL_BYTES``, ``BAND_BYTES``)
+  or, in 3-D, a band of output slices, at least one output row (3-D: slice); it refuses (a reason) a
+  workspace over ``WORKSPACE_CAP`` (256 MiB), so ``algo="auto"`` runs a direct kernel and an explicit
+  ``algo="im2col"`` is a ValueError listing the reason.
+Python-side workspaces are allocated by :func:`workspace`, and in-kernel scratch of ``PROBE_BYTES``
+(16 MiB) or more is tried first by :func:`reserve`: what cannot be had is a ``MemoryError`` naming its
+bytes and purpose before any kernel runs (never a Numba ``SystemError``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
   tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
 
@@ -538,7 +557,7 @@ def _weight_im2col_workspace(spec):
     ws = _im2col_workspace(spec)
     if "staged output" in ws:
         ws["staged dy"] = ws.pop("staged output")
-    if len(list(_im2col_tiles(spec))) > 1:
+    if -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec)) > 1:   # several tiles
         ws["partial dw"] = spec.K_per_group * spec.gemm_k * spec.itemsize
     return ws
 
