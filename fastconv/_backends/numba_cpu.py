@@ -107,12 +107,13 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
   spent), one candidate at a time (its output and workspace freed before the next), so tuning needs no
   more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
-  (and the measurement not remembered; with none measured the rule's choice runs), in priority order, so the Numba kernels are timed before the measurement's own GEMMs leave
-  OpenBLAS's workers spinning; the fastest wins and is remembered under the thread count, the spec and
-  the candidates' names. The tuner is memory-only: a CPU measurement taken while another process was
-  busy should not outlive the process, so a new process measures again (milliseconds per new shape
-  once the kernels are in Numba's disk cache; the very first auto call on a machine also compiles every
-  candidate's kernels, several seconds each).
+  (and the measurement not remembered; with none measured the rule's choice runs), in priority order,
+  so the Numba kernels are timed before the measurement's own GEMMs leave OpenBLAS's workers spinning;
+  the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
+  tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
+  process, so a new process measures again (milliseconds per new shape once the kernels are in Numba's
+  disk cache; the very first auto call on a machine also compiles every candidate's kernels, several
+  seconds each).
 """
 from __future__ import annotations
 
