@@ -8,8 +8,9 @@ A backend module provides:
 
     availability() -> Optional[str]          None when usable, else the reason it is not
     implementations() -> Sequence[Impl]      its candidates, in priority order
-    choose(spec, impls) -> Impl              optional: pick among supported candidates for algo="auto"
-                                             (by measurement, :mod:`fastconv._tune`); default is the first
+    choose(spec, impls[, arrays]) -> Impl    optional: pick among supported candidates for algo="auto"
+                                             (by measurement, :mod:`fastconv._tune`, on the caller's
+                                             arrays when :func:`select` is given them); default is the first
 
 Each ``Impl`` is exactly one thing that runs: its name says which (``cuda:conv:implicit_gemm/128x64``),
 its ``not_supported_reasons(spec)`` says why it cannot take a spec, and its ``run`` never hands the
@@ -270,13 +271,14 @@ _ZERO_FILL_REASON = ("a weight is Inf or NaN and the problem is padded: this imp
                      "padded taps as zeros (Inf * 0 = NaN), while padded taps must contribute nothing")
 
 
-def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
+def select(spec, backend: str, algo: str = "auto", weight=None, arrays=None) -> Impl:
     """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons.
 
     ``algo="auto"`` considers every algorithm, a named one only its variants; among several supported
     candidates the backend's ``choose`` decides. ``weight``: the spec's ``PADDING_OPERAND`` array (the
     conv weight; dy for the weight gradient), for the data rule on non-finite values in padded problems
-    (see the module docstring); the public functions always pass it. An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
+    (see the module docstring); the public functions always pass it. ``arrays``: what ``spec.ARRAYS``
+    names, as the caller passed them, for a measurement to run on instead of copies (read only). An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
     returned."""
     check_backend_name(backend)
     check_algo(algo, spec.op)
@@ -291,12 +293,12 @@ def select(spec, backend: str, algo: str = "auto", weight=None) -> Impl:
             rejected.append((impl, r))
         else:
             supported.append(impl)
-    chosen = _choose(spec, backend, without_fallbacks(supported))
+    chosen = _choose(spec, backend, without_fallbacks(supported), arrays)
     if chosen is not None and chosen.zero_fills_padding and weight is not None \
             and nonfinite_weight_meets_padding(spec, weight):
         rejected += [(i, [_ZERO_FILL_REASON]) for i in supported if i.zero_fills_padding]
         supported = [i for i in supported if not i.zero_fills_padding]
-        chosen = _choose(spec, backend, without_fallbacks(supported))
+        chosen = _choose(spec, backend, without_fallbacks(supported), arrays)
     if chosen is None:
         if not cands:
             raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}"
@@ -317,7 +319,7 @@ def without_fallbacks(supported: List[Impl]) -> List[Impl]:
     return rest if rest else supported
 
 
-def _choose(spec, backend: str, supported: List[Impl]) -> Optional[Impl]:
+def _choose(spec, backend: str, supported: List[Impl], arrays=None) -> Optional[Impl]:
     """Among supported candidates: the backend's ``choose`` (measurement) when there are several (with a
     named algo, several variants of it), else the first."""
     if not supported:
@@ -325,5 +327,5 @@ def _choose(spec, backend: str, supported: List[Impl]) -> Optional[Impl]:
     if len(supported) > 1 and spec.N > 0:
         choose = getattr(backend_module(backend), "choose", None)
         if choose is not None:
-            return choose(spec, supported)
+            return choose(spec, supported) if arrays is None else choose(spec, supported, arrays)
     return supported[0]

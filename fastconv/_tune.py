@@ -10,8 +10,17 @@ and how to time one call. Everything else lives here, once:
 - the **lock**: one measurement at a time per tuner (concurrent ones would time each other), and a second
   caller waiting for the first finds its answer in the cache;
 - the **measurement**: every candidate runs once untimed (compiles, warms caches), then is timed by the
-  backend's timer on synthetic inputs of the spec's shape (:func:`synthetic_inputs`), float16 run the way
-  the public functions run it (:meth:`fastconv._dispatch.Impl.compute_spec`);
+  backend's timer on the caller's own arrays where they fit (right dtype, contiguous: read only, as
+  every implementation treats its inputs) and otherwise on synthetic inputs of the spec's shape made
+  directly in the dtype the candidate runs in (:func:`synthetic_inputs`), float16 run the way the public
+  functions run it (:meth:`fastconv._dispatch.Impl.compute_spec`);
+- its **memory**: tuning never needs more memory than the candidates' own calls: one candidate runs at
+  a time and its output and workspace are freed before the next, no input is copied, and a synthetic
+  operand exists only where the caller's array could not be used. A candidate that cannot get its
+  memory now (the tuner's ``unmeasurable`` exceptions: ``MemoryError`` on the CPU, CuPy's
+  ``OutOfMemoryError`` on a GPU) is skipped; a measurement that skipped any is not remembered (a later
+  call measures again), and when none could be measured the first candidate (the backend's priority
+  rule) runs;
 - the **cache**: in memory, and for tuners made with ``persist=True`` also in a JSON file
   (:class:`DiskCache`) that is read once per process and replaced atomically after merging what other
   processes wrote; a file that cannot be read or parsed is ignored and rebuilt, never trusted.
@@ -83,17 +92,46 @@ class DiskCache:
             return dict(self._loaded())
 
 
-def synthetic_inputs(spec, xp) -> tuple:
+def _random(rng, xp, shape, dtype):
+    """Standard normal data of ``shape`` made in ``dtype`` itself (no second array of another dtype):
+    float32 and float64 directly, float16 through float32 (the generators have no half path)."""
+    if dtype in ("float32", "float64"):
+        return rng.standard_normal(shape, dtype=getattr(xp, dtype))
+    return rng.standard_normal(shape, dtype=xp.float32).astype(dtype)
+
+
+def synthetic_inputs(spec, xp, given: Optional[Sequence] = None) -> tuple:
     """The arrays ``spec.ARRAYS`` names, of ``spec.operands()``'s shapes, in array module ``xp`` (NumPy or
-    CuPy): data standard normal in the spec's dtype, seeded; index arrays zero (a valid position of every
-    plane); None for an absent optional array."""
-    rng = xp.random.default_rng(0)
+    CuPy): ``given[i]`` (the caller's array, viewed in the operand's shape) where it is an ``xp`` array
+    of the operand's dtype, size and C-contiguous, so the measurement copies nothing; else data standard
+    normal in the spec's dtype, seeded; index arrays zero (a valid position of every plane); None for an
+    absent optional array."""
+    rng = None
+    out = []
+    for i, (name, shape) in enumerate(zip(spec.ARRAYS, spec.operands())):
+        if shape is None:
+            out.append(None)
+            continue
+        dtype = "int64" if spec.is_index_operand(name) else spec.dtype
+        a = given[i] if given is not None and i < len(given) else None
+        if _usable(a, xp, shape, dtype):
+            out.append(a.reshape(shape))
+        elif dtype == "int64":
+            out.append(xp.zeros(shape, dtype=xp.int64))
+        else:
+            rng = rng if rng is not None else xp.random.default_rng(0)
+            out.append(_random(rng, xp, shape, dtype))
+    return tuple(out)
 
-    def rand(shape):
-        return rng.standard_normal(shape, dtype=xp.float32).astype(spec.dtype)
 
-    return tuple(None if shape is None else xp.zeros(shape, dtype=xp.int64) if spec.is_index_operand(name)
-                 else rand(shape) for name, shape in zip(spec.ARRAYS, spec.operands()))
+def _usable(a, xp, shape, dtype) -> bool:
+    """Whether the caller's array ``a`` can stand for an operand of ``shape`` and ``dtype`` as it is."""
+    if a is None or not isinstance(a, xp.ndarray) or str(a.dtype) != dtype:
+        return False
+    size = 1
+    for d in shape:
+        size *= d
+    return a.size == size and bool(a.flags.c_contiguous)
 
 
 class Tuner:
@@ -140,9 +178,11 @@ class Tuner:
             key = self._keys[k] = self.key(context, spec, names)
         return key
 
-    def choose(self, context: str, spec, impls: Sequence):
-        """The fastest of ``impls`` for ``spec``: remembered, else measured now; ``impls[0]`` when there is
-        only one, when measuring is off, or when there is no room to measure."""
+    def choose(self, context: str, spec, impls: Sequence, arrays: Optional[Sequence] = None):
+        """The fastest of ``impls`` for ``spec``: remembered, else measured now (on ``arrays``, the
+        caller's, where they fit: :func:`synthetic_inputs`); ``impls[0]`` when there is only one, when
+        measuring is off, or when there is no room to measure any. A measurement that had to skip a
+        candidate for want of memory answers this call only."""
         if len(impls) == 1 or not _config.autotune_enabled():
             return impls[0]
         by_name = {i.name: i for i in impls}
@@ -154,10 +194,14 @@ class Tuner:
                 entry = cache.get(key)
                 if entry is None or entry["choice"] not in by_name:
                     try:
-                        times = self.measure(spec, impls)
-                    except self._unmeasurable():
+                        times = self.measure(spec, impls, arrays)
+                    except self._unmeasurable():      # not even the inputs fit: the priority rule
+                        return impls[0]
+                    if not times:
                         return impls[0]
                     entry = {"choice": min(times, key=times.get), "s": times}
+                    if len(times) < len(impls):       # a candidate was skipped: answer now, remember nothing
+                        return by_name[entry["choice"]]
                     cache.put(key, entry)
                     self._remember_per_algo(context, spec, impls, times)
         return by_name[entry["choice"]]
@@ -174,20 +218,27 @@ class Tuner:
                 sub = {n: times[n] for n in own}
                 cache.put(self.key(context, spec, own), {"choice": min(sub, key=sub.get), "s": sub})
 
-    def measure(self, spec, impls: Sequence) -> Dict[str, float]:
-        """Seconds per call of each candidate on synthetic inputs, in the given order."""
+    def measure(self, spec, impls: Sequence, arrays: Optional[Sequence] = None) -> Dict[str, float]:
+        """Seconds per call of each candidate, in the given order, on the caller's ``arrays`` where they
+        fit and synthetic inputs elsewhere (:func:`synthetic_inputs`, made once per dtype). A candidate
+        whose run raises one of the ``unmeasurable`` exceptions (no memory for its output or workspace
+        now) is left out of the result; its partial output is gone before the next candidate runs."""
         self.measure_count += 1
         xp = self._xp()
         times: Dict[str, float] = {}
         arrays_by_dtype: Dict[str, tuple] = {}
+        unmeasurable = self._unmeasurable()
         for impl in impls:
             run_spec = impl.compute_spec(spec)
-            arrays = arrays_by_dtype.get(run_spec.dtype)
-            if arrays is None:
-                arrays = arrays_by_dtype[run_spec.dtype] = synthetic_inputs(run_spec, xp)
+            inputs = arrays_by_dtype.get(run_spec.dtype)
+            if inputs is None:
+                inputs = arrays_by_dtype[run_spec.dtype] = synthetic_inputs(run_spec, xp, arrays)
 
-            def call(impl=impl, run_spec=run_spec, arrays=arrays):
-                impl.run(run_spec, *arrays)
-            call()                                   # compiles or loads the kernels, warms the caches
-            times[impl.name] = self._time_one(call)
+            def call(impl=impl, run_spec=run_spec, inputs=inputs):
+                impl.run(run_spec, *inputs)             # the result is dropped at once
+            try:
+                call()                                  # compiles or loads the kernels, warms the caches
+                times[impl.name] = self._time_one(call)
+            except unmeasurable:
+                continue
         return times

@@ -49,7 +49,8 @@ def _execute(spec, kind, backend, algo, arrays):
     them (None for an absent optional one); each is viewed in the backend layout ``spec.operands()``."""
     padded = spec.PADDING_OPERAND
     impl = _dispatch.select(spec, backend, algo,
-                            weight=arrays[spec.ARRAYS.index(padded)] if padded is not None else None)
+                            weight=arrays[spec.ARRAYS.index(padded)] if padded is not None else None,
+                            arrays=arrays)
     xp = _array_module(kind)
     if spec.N == 0:   # an empty batch: nothing to launch (torch returns an empty result too)
         out = xp.zeros(spec.output_shape, dtype=spec.dtype)

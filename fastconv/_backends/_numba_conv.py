@@ -14,6 +14,7 @@ Layout: C-contiguous x[N, C, H, W], w[K, C/G, R, S], b[K] (zeros when the op has
                              iteration per (n, channel); exact for every weight.
 - ``im2col_pack``            one image of one group into col[Cg*R*S, P*Q], serial; the GEMM runs in BLAS
                              from Python (numba_cpu), never over the whole batch at once.
+- ``im2col_pack_rows``       the same for a band of output rows (an image too big for one workspace).
 """
 from __future__ import annotations
 
@@ -148,11 +149,14 @@ def _tap_offsets(geo, Hq, Wq):
 
 
 @njit(**JIT_CONV)
-def conv2d_depthwise_phase(x, w, b, out, geo, nchunk):
+def conv2d_depthwise_phase(x, w, b, out, geo, bufs, accs):
     """C/G == 1: each (n, channel) plane is copied once, zero-padded and split into stride phases; then
     every tap is one axpy over the whole (P, Wq) output plane (garbage columns q >= Q included and
     dropped at the end). Zero padding is multiplied in, hence exact for finite weights only. Planes are
-    processed in ``nchunk`` parallel chunks, each allocating its buffers once."""
+    processed in ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in ``bufs[ch]`` (sh*sw*Hq*Wq
+    values, zero on entry: the padding positions are never written) and ``accs[ch]`` ((P-1)*Wq + Q
+    values). The caller allocates both (``numba_cpu.phase_plan``), so the kernel allocates nothing and a
+    buffer that does not fit is a MemoryError before it starts."""
     sh, sw = geo.stride_h, geo.stride_w
     N, C, H, W = x.shape
     K, _, R, S = w.shape
@@ -168,9 +172,10 @@ def conv2d_depthwise_phase(x, w, b, out, geo, nchunk):
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
     ntask = N * C
+    nchunk = bufs.shape[0]
     for ch in prange(nchunk):
-        buf = np.zeros(sh * sw * Hq * Wq, dtype=x.dtype)   # padding: zero once, never written
-        acc = np.empty(L, dtype=out.dtype)
+        buf = bufs[ch]          # padding: zero on entry, never written
+        acc = accs[ch]
         t0 = ch * ntask // nchunk
         t1 = (ch + 1) * ntask // nchunk
         for t in range(t0, t1):
@@ -194,11 +199,18 @@ def conv2d_depthwise_phase(x, w, b, out, geo, nchunk):
 def im2col_pack(x, n, g, geo, col, col0):
     """col[(c*R + r)*S + s, col0 + p*Q + q] = x[n, g*Cg + c, h, w], zero where the tap is in the padding;
     ``col0`` places the image in a tile of several images side by side (col has Cg*R*S rows; P, Q come
-    from ``geo``, since a tile's width is not one image's).
+    from ``geo``, since a tile's width is not one image's). ``im2col_pack_rows`` of every output row.
 
     Serial on purpose: it alternates with the BLAS GEMM, whose worker threads keep spinning for a while
     after each call, and a parallel pack fights them for the cores (measured on 2 cores, whole conv at
     N=8: 64x56x56 3x3 20 ms with this serial pack, 64-76 ms with a prange over channels)."""
+    im2col_pack_rows(x, n, g, geo, col, col0, 0, geo.P)
+
+
+@njit(**JIT_SERIAL)
+def im2col_pack_rows(x, n, g, geo, col, col0, p0, p1):
+    """The columns of output rows p0 <= p < p1 only (a band of one image, so the workspace of an image
+    whose whole column matrix is too big is a band's): col[(c*R + r)*S + s, col0 + (p - p0)*Q + q]."""
     sh, sw, dh, dw = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     pt, pl = geo.pad_top, geo.pad_left
     R, S, P, Q = geo.R, geo.S, geo.P, geo.Q
@@ -213,17 +225,19 @@ def im2col_pack(x, n, g, geo, col, col0):
         src = (n * C + g * Cg + c) * H * W
         for r in range(R):
             plo, phi = col_range(r * dh - pt, sh, H, P)
+            a = max(p0, min(plo, p1))          # the band's rows whose tap row r is inside the input
+            e = max(a, min(phi, p1))
             for s in range(S):
                 lo, hi = slo[s], shi[s]
-                ufill(cf, d, plo * Q, 0)
-                srow = src + (plo * sh - pt + r * dh) * W + lo * sw + s * dw - pl
-                for p in range(plo, phi):
-                    dd = d + p * Q
+                ufill(cf, d, (a - p0) * Q, 0)
+                srow = src + (a * sh - pt + r * dh) * W + lo * sw + s * dw - pl
+                for p in range(a, e):
+                    dd = d + (p - p0) * Q
                     ufill(cf, dd, lo, 0)
                     ucopy(cf, dd + lo, xf, srow, hi - lo, sw)
                     ufill(cf, dd + hi, Q - hi, 0)
                     srow += sh * W
-                ufill(cf, d + phi * Q, (P - phi) * Q, 0)
+                ufill(cf, d + (e - p0) * Q, (p1 - e) * Q, 0)
                 d += ld
 
 

@@ -32,14 +32,14 @@ from ._numba_3d_pool import (adaptive_avg_pool3d_backward, adaptive_pool3d, avg_
 from ._numba_common import (AdaptiveWindows, AdaptiveWindows3d, Conv3dGeometry, ConvGeometry, Pool3dGeometry,
                             PoolGeometry, adaptive_windows, adaptive_windows3d, conv3d_geometry, conv_geometry,
                             pool3d_geometry, pool_geometry)
-from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack
+from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack, im2col_pack_rows
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
                           conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward)
 from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
-           "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack",
+           "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
            "conv2d_weight_direct", "im2col_pack_tile", "max_unpool2d", "pool2d_scatter_backward",
@@ -58,6 +58,7 @@ KERNELS = {
     "conv2d_depthwise": ConvGeometry,
     "conv2d_depthwise_phase": ConvGeometry,
     "im2col_pack": ConvGeometry,
+    "im2col_pack_rows": ConvGeometry,
     "max_pool2d": PoolGeometry,
     "avg_pool2d": PoolGeometry,
     "adaptive_pool2d": AdaptiveWindows,

@@ -200,9 +200,10 @@ def tune_context() -> str:
     return "|".join([device_tag(), kernels_source_hash(), "index64" if P._force_index64 else ""])
 
 
-def choose(spec, impls):
+def choose(spec, impls, arrays=None):
     """Among several supported candidates: the measured fastest for this spec on this GPU (see the module
-    docstring); with ``FASTCONV_AUTOTUNE=0``, the first in priority order."""
+    docstring), measured on the caller's ``arrays`` where they fit; with ``FASTCONV_AUTOTUNE=0``, the
+    first in priority order."""
     if not _config.autotune_enabled():
         return impls[0]
-    return TUNER.choose(tune_context(), spec, impls)
+    return TUNER.choose(tune_context(), spec, impls, arrays)

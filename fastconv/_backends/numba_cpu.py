@@ -6,7 +6,8 @@ one of its reasons, never a hand-over to another kernel:
 - ``numba:conv:direct/depthwise-phase``: C/groups == 1 (depthwise, any channel multiplier):
   ``conv2d_depthwise_phase`` (each plane zero-padded and split into stride phases once, every tap one long
   axpy). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
-  problem whose weight holds Inf or NaN.
+  problem whose weight holds Inf or NaN; nor where its padded plane would be mostly unused (see
+  Workspaces below).
 - ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
   every weight).
 - ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
@@ -19,7 +20,25 @@ one of its reasons, never a hand-over to another kernel:
   output (one image per tile) or into a staging buffer scattered into it (several). A tile holds as many
   whole images as fit in ``TILE_BYTES`` (4 MiB), at least one, so the workspace is one tile's column
   matrix (plus, with several images, their output for one group), reused across the batch, never the
-  whole batch's. The column matrix holds explicit zeros in the padding (``zero_fills_padding``).
+  whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (32 MiB) is built in bands of
+  output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
+  (``zero_fills_padding``).
+
+Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
+names each with its bytes, from the same plan functions the run allocates by). The bound:
+- direct kernels: per thread a few output rows (conv: KB rows of Q; the input gradient: CB rows of W), the
+  weight gradient's KBW x (window) x Q lane accumulators, a pool's output row or a gradient's float64 plane:
+  sizes of the output, the operands and the window, never of the padding, the stride or the dilation;
+- the phase-split depthwise kernel: per thread one padded, phase-split plane (the region its output
+  reads) and one accumulator; it refuses (a reason) a plane over ``PHASE_SLACK`` x (input plane + output
+  plane) + ``PHASE_MIN`` values, i.e. wherever padding, stride or dilation make most of it unused;
+- every im2col variant: one tile (``TILE_BYTES``), a band of one image (``IMAGE_COL_BYTES``, ``BAND_BYTES``)
+  or, in 3-D, a band of output slices, at least one output row (3-D: slice); it refuses (a reason) a
+  workspace over ``WORKSPACE_CAP`` (256 MiB), so ``algo="auto"`` runs a direct kernel and an explicit
+  ``algo="im2col"`` is a ValueError listing the reason.
+Python-side workspaces are allocated by :func:`workspace`, and in-kernel scratch of ``PROBE_BYTES``
+(16 MiB) or more is tried first by :func:`reserve`: what cannot be had is a ``MemoryError`` naming its
+bytes and purpose before any kernel runs (never a Numba ``SystemError``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
   tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
 
@@ -83,20 +102,24 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   direct kernel's), ``FASTCONV_AUTOTUNE=0``, or a pool: measuring (several candidates, several runs
   each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
   workspace, no BLAS call, no packing);
-- otherwise :data:`TUNER` runs every supported candidate on synthetic data of the spec's shape (one
+- otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
+  spec's shape and dtype where an array cannot be used as it is; never a copy of the input) (one
   warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
-  spent), in priority order, so the Numba kernels are timed before the measurement's own GEMMs leave
-  OpenBLAS's workers spinning; the fastest wins and is remembered under the thread count, the spec and
-  the candidates' names. The tuner is memory-only: a CPU measurement taken while another process was
-  busy should not outlive the process, so a new process measures again (milliseconds per new shape
-  once the kernels are in Numba's disk cache; the very first auto call on a machine also compiles every
-  candidate's kernels, several seconds each).
+  spent), one candidate at a time (its output and workspace freed before the next), so tuning needs no
+  more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
+  (and the measurement not remembered; with none measured the rule's choice runs), in priority order,
+  so the Numba kernels are timed before the measurement's own GEMMs leave OpenBLAS's workers spinning;
+  the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
+  tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
+  process, so a new process measures again (milliseconds per new shape once the kernels are in Numba's
+  disk cache; the very first auto call on a machine also compiles every candidate's kernels, several
+  seconds each).
 """
 from __future__ import annotations
 
 import functools
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -152,10 +175,96 @@ def _chunks(tasks: int) -> int:
     return max(1, min(tasks, 4 * _threads()))
 
 
+# ---------------------------------------------------------------------------------------------------
+# Workspaces: every buffer an implementation allocates besides its output
+# ---------------------------------------------------------------------------------------------------
+#: the most workspace (bytes, all threads together) an implementation that *may* refuse (the phase-split
+#: depthwise kernel, every im2col variant) takes; beyond it, its reasons say so and dispatch moves on to
+#: an exact direct kernel, whose workspace is a few output rows (or one plane) per thread.
+WORKSPACE_CAP = 256 << 20
+
+#: the phase-split depthwise kernel's buffer per plane is the padded region its output reads; it takes a
+#: problem only while that region is at most PHASE_SLACK x (input plane + output plane) + PHASE_MIN
+#: values, i.e. while padding and the gaps of a large stride or dilation are a small part of it.
+PHASE_SLACK, PHASE_MIN = 4, 4096
+
+#: scratch made inside a kernel (Numba cannot raise a clean MemoryError there) of this many bytes or more
+#: is first tried from Python (:func:`reserve`), so a workspace that does not fit fails before the kernel
+PROBE_BYTES = 16 << 20
+
+
+def _nbytes(shape, dtype) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n * np.dtype(dtype).itemsize
+
+
+def _memory_error(nbytes: int, what: str) -> MemoryError:
+    return MemoryError(f"the numba backend cannot allocate {nbytes} bytes ({nbytes / 2**20:.1f} MiB) for "
+                       f"{what}")
+
+
+def workspace(what: str, shape, dtype, zero: bool = False) -> np.ndarray:
+    """A workspace array of ``shape``: the one way an implementation allocates one. What cannot be
+    allocated is a MemoryError naming the size in bytes and ``what`` it was for, before any kernel runs."""
+    try:
+        return (np.zeros if zero else np.empty)(tuple(int(d) for d in shape), dtype=dtype)
+    except (MemoryError, ValueError) as e:  # ValueError: a size NumPy cannot even represent
+        raise _memory_error(_nbytes(shape, dtype), what) from e
+
+
+def reserve(nbytes: int, what: str) -> None:
+    """Scratch a kernel allocates itself (per-thread rows, planes): when large, try the bytes from Python
+    first, so running out is a MemoryError naming them here and not a Numba SystemError in the kernel."""
+    if nbytes >= PROBE_BYTES:
+        workspace(what, (nbytes,), np.uint8)
+
+
+def _reserve_for(spec, plan, what: str) -> None:
+    """:func:`reserve` the in-kernel scratch a workspace function ``plan`` counts for ``spec``."""
+    reserve(sum(plan(spec).values()), what)
+
+
+def _threads_for(tasks: int) -> int:
+    """Threads that can hold their own scratch at once for ``tasks`` parallel iterations."""
+    return max(1, min(int(tasks), _threads()))
+
+
+def phase_plan(spec):
+    """(chunks, buffer values, accumulator values) of the phase-split depthwise kernel: each chunk (one
+    per thread at most) holds one zero-padded, phase-split plane and one output plane's accumulator."""
+    extent_h, extent_w = spec.input_extent_hw()
+    sh, sw = spec.stride_h, spec.stride_w
+    hq, wq = -(-extent_h // sh), -(-extent_w // sw)
+    return _threads_for(spec.N * spec.C), sh * sw * hq * wq, (spec.P - 1) * wq + spec.Q
+
+
+def _phase_workspace(spec):
+    nchunk, buf, acc = phase_plan(spec)
+    return {"phase-split planes": nchunk * buf * spec.itemsize, "accumulators": nchunk * acc * spec.itemsize}
+
+
+def _phase_reasons(spec) -> List[str]:
+    out = _depthwise_reasons(spec)
+    if out:
+        return out
+    _, buf, _ = phase_plan(spec)
+    bound = PHASE_SLACK * (spec.H * spec.W + spec.P * spec.Q) + PHASE_MIN
+    if buf > bound:
+        return [f"its phase-split buffer ({buf} values per plane: the padded region the output reads) is "
+                f"more than {PHASE_SLACK}x the input and output planes (+{PHASE_MIN}): padding, stride or "
+                f"dilation make most of it unused"]
+    return []
+
+
 def conv_depthwise_phase(spec, x, w, b=None):
     k = kernels()
+    nchunk, buf, acc = phase_plan(spec)
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), _chunks(spec.N * spec.C))
+    bufs = workspace("the phase-split depthwise kernel's padded planes", (nchunk, buf), x.dtype, zero=True)
+    accs = workspace("the phase-split depthwise kernel's accumulators", (nchunk, acc), x.dtype)
+    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), bufs, accs)
     return out
 
 
@@ -166,8 +275,15 @@ def conv_depthwise(spec, x, w, b=None):
     return out
 
 
+def _blocked_workspace(spec):
+    KB = kernels().KB
+    tasks = spec.N * spec.groups * -(-spec.K_per_group // KB)
+    return {"per-thread output rows": _threads_for(tasks) * KB * spec.Q * spec.itemsize}
+
+
 def conv_blocked(spec, x, w, b=None):
     k = kernels()
+    _reserve_for(spec, _blocked_workspace, "the blocked direct kernel's per-thread output rows")
     out = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
     return out
@@ -219,27 +335,60 @@ def conv_im2col_pointwise(spec, x, w, b=None):
     return out
 
 
+#: one image's column matrix larger than this is built and multiplied in bands of output rows (as many
+#: rows as fit, at least one), so an im2col workspace is at most a band's (see WORKSPACE_CAP)
+IMAGE_COL_BYTES = 32 << 20
+
+
+def rows_per_image_band(spec) -> int:
+    """Output rows per column matrix of the forward and weight-gradient im2col paths with one image per
+    tile: all P while the image's column matrix fits IMAGE_COL_BYTES, else as many as fit (at least one)."""
+    row = spec.gemm_k * spec.Q * spec.itemsize
+    if images_per_tile(spec) > 1 or row * spec.P <= IMAGE_COL_BYTES:
+        return spec.P
+    return max(1, IMAGE_COL_BYTES // row)
+
+
+def _im2col_tiles(spec):
+    """(n0, m, p0, p1): the tiles of the forward and weight-gradient im2col paths, in batch then row order:
+    m whole images side by side (p0, p1 = 0, P), or one image's band of output rows [p0, p1)."""
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
+    for n0 in range(0, spec.N, nb):
+        for p0 in range(0, spec.P, rows):
+            yield n0, min(nb, spec.N - n0), p0, min(spec.P, p0 + rows)
+
+
+def _im2col_workspace(spec):
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
+    ws = {"column matrix": spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
+    if nb > 1:
+        ws["staged output"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+    return ws
+
+
 def conv_im2col(spec, x, w, b=None):
-    """im2col_pack per image into a tile's column matrix, then one GEMM per tile and group."""
-    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    """im2col_pack per image (or per band of one image's output rows) into a tile's column matrix, then
+    one GEMM per tile and group."""
+    N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
-    nb = images_per_tile(spec)
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
-    col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)           # the one workspace (a tile)
-    stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)   # the one workspace
+    stage = workspace("im2col's staged output", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+    for n0, m, p0, p1 in _im2col_tiles(spec):
         for g in range(G):
+            if nb == 1:
+                band = col[:, :(p1 - p0) * Q]
+                k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
+                np.matmul(wg[g], band, out=og[n0, g, :, p0 * Q:p1 * Q])
+                continue
             for j in range(m):
                 k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
-            if nb == 1:
-                np.matmul(wg[g], col, out=og[n0, g])
-            else:
-                np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
-                og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
-        if b is not None:
+            np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
+            og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
+        if b is not None and p1 == spec.P:
             out[n0:n0 + m] += b[:, None, None]  # while this tile's output is still in cache
     return out
 
@@ -314,6 +463,7 @@ def _dx_bias(spec, b, dtype):
 
 def conv_input_direct(spec, dy, w, b=None):
     k = kernels()
+    _reserve_for(spec, _input_direct_workspace, "the input-gradient direct kernel's per-thread dx rows")
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     k.conv2d_input_direct(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec))
     return dx
@@ -339,6 +489,20 @@ def rows_per_band(spec) -> int:
     return max(1, min(spec.P, BAND_BYTES // (spec.gemm_k * spec.Q * spec.itemsize)))
 
 
+def _col2im_workspace(spec):
+    nb = images_per_tile(spec)
+    ws = {"column matrix": spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
+    if nb > 1:
+        ws["staged dy"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+    return ws
+
+
+def _input_direct_workspace(spec):
+    CB = kernels().CB
+    tasks = spec.N * spec.groups * -(-spec.C_per_group // CB)
+    return {"per-thread dx rows": _threads_for(tasks) * CB * spec.W * spec.itemsize}
+
+
 def conv_input_im2col(spec, dy, w, b=None):
     """Per tile (several whole images, or a band of one image's output rows) and per group: col =
     w[group]^T @ dy[tile, group] by BLAS, then col2im_add adds each column entry to the input position its
@@ -353,9 +517,9 @@ def conv_input_im2col(spec, dy, w, b=None):
     nb = images_per_tile(spec)
     rows = rows_per_band(spec)
     geo = k.conv_geometry(spec)
-    buf = np.empty(spec.gemm_k * nb * rows * Q, dtype=dy.dtype)      # the one workspace (a tile)
+    buf = workspace("col2im's column matrix", (spec.gemm_k * nb * rows * Q,), dy.dtype)   # the one workspace
     col = buf.reshape(spec.gemm_k, nb * rows * Q)
-    stage = np.empty((Kg, nb * PQ), dtype=dy.dtype) if nb > 1 else None
+    stage = workspace("col2im's staged dy", (Kg, nb * PQ), dy.dtype) if nb > 1 else None
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         if b is None:
@@ -376,36 +540,57 @@ def conv_input_im2col(spec, dy, w, b=None):
     return dx
 
 
+def _weight_direct_workspace(spec):
+    KBW = kernels().KBW
+    tasks = spec.groups * -(-spec.K_per_group // KBW) * spec.C_per_group
+    return {"per-thread lane accumulators": _threads_for(tasks) * KBW * spec.window_elems * spec.Q * spec.itemsize}
+
+
 def conv_weight_direct(spec, x, dy):
     k = kernels()
+    _reserve_for(spec, _weight_direct_workspace, "the weight-gradient direct kernel's lane accumulators")
     dw = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv2d_weight_direct(x, dy, dw, k.conv_geometry(spec))
     return dw
 
 
+def _weight_im2col_workspace(spec):
+    ws = _im2col_workspace(spec)
+    if "staged output" in ws:
+        ws["staged dy"] = ws.pop("staged output")
+    if -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec)) > 1:   # several tiles
+        ws["partial dw"] = spec.K_per_group * spec.gemm_k * spec.itemsize
+    return ws
+
+
 def conv_weight_im2col(spec, x, dy):
-    """Per tile of images and per group: im2col_pack the tile's column matrix, then dw[group] +=
-    dy[tile, group] @ col^T by BLAS; tiles in batch order (the first writes, the others add). The column
-    matrix holds zeros in the padding (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
-    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    """Per tile (several whole images, or a band of one image's output rows) and per group: pack the
+    tile's column matrix, then dw[group] += dy[tile, group] @ col^T by BLAS; tiles in batch then row order
+    (the first writes, the others add). The column matrix holds zeros in the padding
+    (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
+    N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     dw = np.empty(spec.output_layout, dtype=x.dtype)
     dwg = dw.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
-    nb = images_per_tile(spec)
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
-    col = np.empty((spec.gemm_k, nb * PQ), dtype=x.dtype)
-    stage = np.empty((Kg, nb * PQ), dtype=x.dtype) if nb > 1 else None
-    part = np.empty((Kg, spec.gemm_k), dtype=x.dtype) if N > nb else None
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    tiles = list(_im2col_tiles(spec))
+    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
+    stage = workspace("im2col's staged dy", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+    part = workspace("the partial weight gradient", (Kg, spec.gemm_k), x.dtype) if len(tiles) > 1 else None
+    for n0, m, p0, p1 in tiles:
         for g in range(G):
-            k.im2col_pack_tile(x, n0, m, g, geo, col)
-            d = dyg[n0, g] if nb == 1 else _tile_of_dy(dyg, n0, m, g, stage)
-            if n0 == 0:
-                np.matmul(d, col[:, :m * PQ].T, out=dwg[g])
+            if nb == 1:
+                k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
+                d, c = dyg[n0, g, :, p0 * Q:p1 * Q], col[:, :(p1 - p0) * Q]
             else:
-                np.matmul(d, col[:, :m * PQ].T, out=part)
+                k.im2col_pack_tile(x, n0, m, g, geo, col)
+                d, c = _tile_of_dy(dyg, n0, m, g, stage), col[:, :m * PQ]
+            if n0 == 0 and p0 == 0:
+                np.matmul(d, c.T, out=dwg[g])
+            else:
+                np.matmul(d, c.T, out=part)
                 dwg[g] += part
     return dw
 
@@ -460,8 +645,29 @@ def slices_per_tile(spec) -> int:
     return max(1, min(spec.Z, TILE_BYTES // one))
 
 
+def _vol2col_workspace(spec):
+    return {"column matrix": spec.gemm_k * slices_per_tile(spec) * spec.P * spec.Q * spec.itemsize}
+
+
+def _weight_vol2col_workspace(spec):
+    return dict(_vol2col_workspace(spec), **{"partial dw": spec.K_per_group * spec.gemm_k * spec.itemsize})
+
+
+def _direct3d_workspace(spec):
+    KB = kernels().KB
+    tasks = spec.N * spec.groups * -(-spec.K_per_group // KB) * spec.Z
+    return {"per-thread output rows": _threads_for(tasks) * KB * spec.Q * spec.itemsize}
+
+
+def _input_direct3d_workspace(spec):
+    CB = kernels().CB
+    tasks = spec.N * spec.groups * -(-spec.C_per_group // CB) * spec.D
+    return {"per-thread dx rows": _threads_for(tasks) * CB * spec.W * spec.itemsize}
+
+
 def conv3d_direct(spec, x, w, b=None):
     k = kernels()
+    _reserve_for(spec, _direct3d_workspace, "the 3-D direct kernel's per-thread output rows")
     out = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv3d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv3d_geometry(spec))
     return out
@@ -506,7 +712,7 @@ def conv3d_im2col(spec, x, w, b=None):
     wg = w.reshape(G, Kg, spec.gemm_k)
     og = out.reshape(N, G, Kg, spec.Z * PQ)
     geo = k.conv3d_geometry(spec)
-    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=x.dtype)    # the one workspace
+    col = workspace("vol2col's column matrix", (spec.gemm_k, slices_per_tile(spec) * PQ), x.dtype)  # the one
     for n, g, z0, z1 in _tiles3d(spec):
         k.vol2col_pack(x, n, g, geo, col, z0, z1)
         np.matmul(wg[g], col[:, :(z1 - z0) * PQ], out=og[n, g, :, z0 * PQ:z1 * PQ])
@@ -517,6 +723,7 @@ def conv3d_im2col(spec, x, w, b=None):
 
 def conv3d_input_direct(spec, dy, w, b=None):
     k = kernels()
+    _reserve_for(spec, _input_direct3d_workspace, "the 3-D input-gradient direct kernel's per-thread dx rows")
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     k.conv3d_input_direct(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv3d_geometry(spec))
     return dx
@@ -533,7 +740,7 @@ def conv3d_input_im2col(spec, dy, w, b=None):
     wg = w.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, spec.Z * PQ)
     geo = k.conv3d_geometry(spec)
-    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=dy.dtype)
+    col = workspace("col2vol's column matrix", (spec.gemm_k, slices_per_tile(spec) * PQ), dy.dtype)
     for n, g, z0, z1 in _tiles3d(spec):
         np.matmul(wg[g].T, dyg[n, g, :, z0 * PQ:z1 * PQ], out=col[:, :(z1 - z0) * PQ])
         k.col2vol_add(col, dx, n, g, z0, z1, geo)
@@ -542,6 +749,7 @@ def conv3d_input_im2col(spec, dy, w, b=None):
 
 def conv3d_weight_direct(spec, x, dy):
     k = kernels()
+    _reserve_for(spec, _weight_direct_workspace, "the 3-D weight-gradient direct kernel's lane accumulators")
     dw = np.empty(spec.output_layout, dtype=x.dtype)
     k.conv3d_weight_direct(x, dy, dw, k.conv3d_geometry(spec))
     return dw
@@ -557,8 +765,8 @@ def conv3d_weight_im2col(spec, x, dy):
     dwg = dw.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, spec.Z * PQ)
     geo = k.conv3d_geometry(spec)
-    col = np.empty((spec.gemm_k, slices_per_tile(spec) * PQ), dtype=x.dtype)
-    part = np.empty((Kg, spec.gemm_k), dtype=x.dtype)
+    col = workspace("vol2col's column matrix", (spec.gemm_k, slices_per_tile(spec) * PQ), x.dtype)
+    part = workspace("the partial weight gradient", (Kg, spec.gemm_k), x.dtype)
     tiles = sorted(_tiles3d(spec), key=lambda tile: tile[1])        # stable: (n, z) ascending per group
     for n, g, z0, z1 in tiles:
         k.vol2col_pack(x, n, g, geo, col, z0, z1)
@@ -653,61 +861,124 @@ def implementations():
     return _IMPLS
 
 
+class NumbaImpl(FunctionImpl):
+    """A ``numba`` implementation that can say its workspace: :meth:`workspace` names each buffer it
+    allocates besides its output (in-kernel per-thread scratch included) with its bytes, from the same plan
+    functions its run allocates by. ``capped``: it refuses (a reason) a problem whose workspace passes
+    WORKSPACE_CAP, so dispatch moves on to an exact direct kernel."""
+
+    def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
+        super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
+        self._workspace, self.capped = workspace, capped
+
+    def workspace(self, spec) -> Dict[str, int]:
+        """{what: bytes} of the buffers a run of ``spec`` allocates besides its output."""
+        return dict(self._workspace(self.compute_spec(spec))) if self._workspace else {}
+
+    def workspace_bytes(self, spec) -> int:
+        return sum(self.workspace(spec).values())
+
+    def not_supported_reasons(self, spec) -> List[str]:
+        out = super().not_supported_reasons(spec)
+        if not out and self.capped:
+            ws = self.workspace(spec)
+            total = sum(ws.values())
+            if total > WORKSPACE_CAP:
+                parts = ", ".join(f"{what} {n}" for what, n in ws.items())
+                out.append(f"its workspace of {total} bytes ({parts}) passes the backend's cap of "
+                           f"{WORKSPACE_CAP} bytes (numba_cpu.WORKSPACE_CAP)")
+        return out
+
+
 def _impl(op, algo, fn, **kw):
-    return FunctionImpl("numba", op, algo, fn, dtypes=DTYPES, **kw)
+    return NumbaImpl(op, algo, fn, **kw)
 
 
 def _fold_op(name):
     """unfold / fold (``_numba_fold``, imported on first run: this module imports no Numba)."""
     def run(spec, *arrays):
         from . import _numba_fold
+        if name == "fold":
+            _reserve_for(spec, _fold_workspace, "fold's per-thread rows")
         return getattr(_numba_fold, name)(spec, *arrays)
     return run
+
+
+def _pool_workspace(spec):
+    """Pools: per thread one output row's values and indices (float64 sums), and the per-row/column window
+    tables."""
+    return {"per-thread output rows": _threads_for(spec.N * spec.C) * spec.Q * 16,
+            "window tables": (spec.Z + spec.P + spec.Q) * 40}
+
+
+def _plane_workspace(spec):
+    """Pool gradients: per thread one float64 plane of dx and one of dy."""
+    return {"per-thread float64 planes": _threads_for(spec.N * spec.C) * (spec.in_elems + spec.out_elems) * 8}
+
+
+def _fold_workspace(spec):
+    if spec.op != "fold":
+        return {}
+    return {"per-thread float64 rows": _threads_for(spec.N * spec.C * spec.D * spec.H) * spec.W * 8,
+            "tap tables": (spec.D * spec.T + spec.H * spec.R) * 8}
 
 
 # direct first: measurement times candidates in this order, so the Numba kernels are timed before this
 # measurement's own GEMMs leave OpenBLAS's workers spinning
 _IMPLS = [
-    _impl("conv", "direct", conv_depthwise_phase, variant="depthwise-phase", reasons=_depthwise_reasons,
-          zero_fills_padding=True),
+    _impl("conv", "direct", conv_depthwise_phase, variant="depthwise-phase", reasons=_phase_reasons,
+          zero_fills_padding=True, workspace=_phase_workspace, capped=True),
     _impl("conv", "direct", conv_depthwise, variant="depthwise", reasons=_depthwise_reasons),
-    _impl("conv", "direct", conv_blocked, variant="blocked"),
+    _impl("conv", "direct", conv_blocked, variant="blocked", workspace=_blocked_workspace),
     _impl("conv", "im2col", conv_im2col_pointwise, variant="pointwise", reasons=_pointwise_reasons),
-    _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True),
-    _impl("max_pool", "direct", max_pool),
-    _impl("avg_pool", "direct", avg_pool),
-    _impl("adaptive_max_pool", "direct", adaptive_max_pool),
-    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool),
-    _impl("conv_input", "direct", conv_input_direct, variant="gather"),
-    _impl("conv_input", "im2col", conv_input_im2col, variant="col2im"),
-    _impl("conv_weight", "direct", conv_weight_direct, variant="lanes"),
-    _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True),
-    _impl("max_pool_backward", "direct", max_pool_backward),
-    _impl("avg_pool_backward", "direct", avg_pool_backward),
-    _impl("adaptive_max_pool_backward", "direct", max_pool_backward),
-    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward),
+    _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True,
+          workspace=_im2col_workspace, capped=True),
+    _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
+    _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
+    _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
+    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
+    _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
+          capped=True),
+    _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
+    _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
+          workspace=_weight_im2col_workspace, capped=True),
+    _impl("max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
+    _impl("avg_pool_backward", "direct", avg_pool_backward, workspace=_plane_workspace),
+    _impl("adaptive_max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
+    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward, workspace=_plane_workspace),
     _impl("max_unpool", "direct", max_unpool),
     _impl("unfold", "direct", _fold_op("unfold"), spatial_dims=(1, 2, 3)),
-    _impl("fold", "direct", _fold_op("fold"), spatial_dims=(1, 2, 3)),
+    _impl("fold", "direct", _fold_op("fold"), spatial_dims=(1, 2, 3), workspace=_fold_workspace),
     # 3-D problems (never offered a 1-D or 2-D spec, nor the above a 3-D one: Impl.spatial_dims)
-    _impl("conv", "direct", conv3d_direct, variant="3d", spatial_dims=(3,)),
+    _impl("conv", "direct", conv3d_direct, variant="3d", spatial_dims=(3,), workspace=_direct3d_workspace),
     _impl("conv", "im2col", conv3d_im2col_pointwise, variant="pointwise-3d", reasons=_pointwise3d_reasons,
           spatial_dims=(3,)),
-    _impl("conv", "im2col", conv3d_im2col, variant="3d", zero_fills_padding=True, spatial_dims=(3,)),
-    _impl("max_pool", "direct", max_pool3d, variant="3d", spatial_dims=(3,)),
-    _impl("avg_pool", "direct", avg_pool3d, variant="3d", reasons=_undilated_reasons, spatial_dims=(3,)),
-    _impl("adaptive_max_pool", "direct", adaptive_max_pool3d, variant="3d", spatial_dims=(3,)),
-    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool3d, variant="3d", spatial_dims=(3,)),
-    _impl("conv_input", "direct", conv3d_input_direct, variant="gather-3d", spatial_dims=(3,)),
-    _impl("conv_input", "im2col", conv3d_input_im2col, variant="col2vol-3d", spatial_dims=(3,)),
-    _impl("conv_weight", "direct", conv3d_weight_direct, variant="lanes-3d", spatial_dims=(3,)),
+    _impl("conv", "im2col", conv3d_im2col, variant="3d", zero_fills_padding=True, spatial_dims=(3,),
+          workspace=_vol2col_workspace, capped=True),
+    _impl("max_pool", "direct", max_pool3d, variant="3d", spatial_dims=(3,), workspace=_pool_workspace),
+    _impl("avg_pool", "direct", avg_pool3d, variant="3d", reasons=_undilated_reasons, spatial_dims=(3,),
+          workspace=_pool_workspace),
+    _impl("adaptive_max_pool", "direct", adaptive_max_pool3d, variant="3d", spatial_dims=(3,),
+          workspace=_pool_workspace),
+    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool3d, variant="3d", spatial_dims=(3,),
+          workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv3d_input_direct, variant="gather-3d", spatial_dims=(3,),
+          workspace=_input_direct3d_workspace),
+    _impl("conv_input", "im2col", conv3d_input_im2col, variant="col2vol-3d", spatial_dims=(3,),
+          workspace=_vol2col_workspace, capped=True),
+    _impl("conv_weight", "direct", conv3d_weight_direct, variant="lanes-3d", spatial_dims=(3,),
+          workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv3d_weight_im2col, variant="pack-gemm-3d", zero_fills_padding=True,
-          spatial_dims=(3,)),
-    _impl("max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,)),
+          spatial_dims=(3,), workspace=_weight_vol2col_workspace, capped=True),
+    _impl("max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,),
+          workspace=_plane_workspace),
     _impl("avg_pool_backward", "direct", avg_pool3d_backward, variant="3d", reasons=_undilated_reasons,
-          spatial_dims=(3,)),
-    _impl("adaptive_max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,)),
-    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool3d_backward, variant="3d", spatial_dims=(3,)),
+          spatial_dims=(3,), workspace=_plane_workspace),
+    _impl("adaptive_max_pool_backward", "direct", max_pool3d_backward, variant="3d", spatial_dims=(3,),
+          workspace=_plane_workspace),
+    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool3d_backward, variant="3d", spatial_dims=(3,),
+          workspace=_plane_workspace),
     _impl("max_unpool", "direct", max_unpool3d, variant="3d", spatial_dims=(3,)),
 ]
 
@@ -722,7 +993,8 @@ def _time_one(call) -> float:
 
 #: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
 #: should not outlive the process)
-TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np)
+TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np,
+                    unmeasurable=lambda: (MemoryError,))
 
 
 def tune_context() -> str:
@@ -738,9 +1010,10 @@ def rule_choice(impls):
     return impls[0]
 
 
-def choose(spec, impls):
+def choose(spec, impls, arrays=None):
     """Among several supported candidates: by rule for pools, small problems and FASTCONV_AUTOTUNE=0,
-    else the measured fastest for this spec and thread count (see the module docstring)."""
+    else the measured fastest for this spec and thread count (see the module docstring), measured on the
+    caller's ``arrays`` (what ``spec.ARRAYS`` names, as passed to the public function) where they fit."""
     if spec.op not in CONV_OPS or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
         return rule_choice(impls)
-    return TUNER.choose(tune_context(), spec, impls)
+    return TUNER.choose(tune_context(), spec, impls, arrays)

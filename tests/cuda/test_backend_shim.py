@@ -247,12 +247,12 @@ def test_never_accessed_buffers_are_shared_not_allocated_per_call(cuda, monkeypa
 
 
 def test_no_memory_to_measure_runs_the_default_and_measures_later(cuda, monkeypatch):
-    """Tuning needs a second copy of the problem; without room for it the call still runs (first candidate)
-    and nothing is remembered, so a later call measures."""
+    """Tuning may need synthetic inputs (where the caller's arrays cannot stand in); without room for them
+    the call still runs (first candidate) and nothing is remembered, so a later call measures."""
     x, w, b = _conv_arrays(8)
     spec = fastconv.conv_spec(x, w, b, padding=1)
 
-    def oom(spec, xp):
+    def oom(spec, xp, given=None):
         raise cupy_shim.OutOfMemoryError("out of memory allocating the tuning inputs")
 
     monkeypatch.setattr(_tune, "synthetic_inputs", oom)
