@@ -119,8 +119,9 @@ def test_autotune_measures_once_then_remembers_across_processes(cuda):
     assert cuda.TUNER.measure_count == before + 1  # in-memory
     path = _config.autotune_path("cuda")
     entries = json.load(open(path))["entries"]
-    supported = [i for i in cuda.implementations() if i.op == "conv" and not _dispatch.reasons(i, spec)]
-    cands = [i.name for i in supported]
+    supported = _dispatch.without_fallbacks([i for i in cuda.implementations()
+                                             if i.op == "conv" and not _dispatch.reasons(i, spec)])
+    cands = [i.name for i in supported]       # what dispatch measures: direct/untiled only where none else runs
     algos = {i.algo for i in supported}
     assert len(algos) >= 3 and len(cands) > len(algos)  # several algorithms, several tiles
     entry = entries[_key(cuda, spec, supported)]
