@@ -31,7 +31,7 @@ Gradients are the adjoints of those sums, written out term by term (never derive
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Tuple, Union
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -99,10 +99,9 @@ def _live(ax):
 
 class _Chunk(NamedTuple):
     taps: np.ndarray      # (a,) the chunk's taps, as flat indices (t*R + r)*S + s into the window
-    pos: Tuple[np.ndarray, np.ndarray, np.ndarray]   # positions read, (a, Z, 1, 1), (a, 1, P, 1), (a, 1, 1, Q),
-    #                                                  clipped into the input (meaningful where inside)
     inside: np.ndarray    # (a, Z, P, Q) bool: the tap reads inside the input
-    flat: np.ndarray      # (a, Z, P, Q) the flat position (d*H + h)*W + w it reads
+    flat: np.ndarray      # (a, Z, P, Q) the flat position (d*H + h)*W + w it reads (clipped into the input
+    #                       where it is outside: meaningful only where inside)
 
 
 def _tap_chunks(axes, per_tap):
@@ -113,29 +112,27 @@ def _tap_chunks(axes, per_tap):
     count, step = math.prod(box), max(1, CHUNK_ELEMS // max(1, per_tap))
     for c0 in range(0, count, step):
         taps = [t + first for t, (first, _) in zip(np.unravel_index(np.arange(c0, min(count, c0 + step)), box), live)]
-        pos, inside = [], []
+        inside, flat = True, 0
         for dim, (ax, t) in enumerate(zip(axes, taps)):
-            p = ax.start[None, :] + t[:, None] * ax.dil                       # (a, O)
-            shape = [len(t), 1, 1, 1]
-            shape[1 + dim] = -1
-            inside.append(((p >= 0) & (p < ax.hi)).reshape(shape))
-            pos.append(np.clip(p, 0, ax.size - 1).reshape(shape))
-        flat = (pos[0] * axes[1].size + pos[1]) * axes[2].size + pos[2]
-        yield _Chunk(np.ravel_multi_index(taps, tuple(ax.taps for ax in axes)), tuple(pos),
-                     inside[0] & inside[1] & inside[2], flat)
+            p = (ax.start[None, :] + t[:, None] * ax.dil).reshape([len(t)] + [-1 if i == dim else 1 for i in range(3)])
+            inside = inside & (p >= 0) & (p < (ax.hi if np.ndim(ax.hi) == 0 else ax.hi.reshape(p.shape[1:])))
+            flat = flat * ax.size + np.clip(p, 0, ax.size - 1)
+        yield _Chunk(np.ravel_multi_index(taps, tuple(ax.taps for ax in axes)), inside, flat)
 
 
 def _gather(vol, ch):
-    """``vol[..., d, h, w]`` at every tap of the chunk for every output: (..., a, Z, P, Q)."""
-    return vol[(Ellipsis,) + ch.pos]
+    """``vol[..., d, h, w]`` (a (D, H, W) volume after any leading axes) at every tap of the chunk for every
+    output: (..., a, Z, P, Q)."""
+    return np.take(vol.reshape(vol.shape[:-3] + (math.prod(vol.shape[-3:]),)), ch.flat, axis=-1)
 
 
 def _add_inside(acc, ch, terms):
     """``acc`` (rows, D*H*W) += every inside term of ``terms`` (rows as leading axes, then (a, Z, P, Q)) at the
     position its tap read; terms reaching one position add up in order, taps ascending (np.add.at)."""
     rows, plane = acc.shape
-    keys = (np.arange(rows)[:, None] * plane + ch.flat[ch.inside][None, :]).reshape(-1)
-    np.add.at(acc.reshape(-1), keys, terms.reshape((rows,) + ch.inside.shape)[:, ch.inside].reshape(-1))
+    sel = np.flatnonzero(ch.inside)
+    keys = np.arange(rows)[:, None] * plane + np.take(ch.flat, sel)[None, :]
+    np.add.at(acc.reshape(-1), keys.reshape(-1), np.take(terms.reshape(rows, ch.inside.size), sel, axis=1).reshape(-1))
 
 
 def _vol(spec, a, channels, sizes=None):
@@ -162,9 +159,9 @@ def conv64(spec, x, w, b=None):
         wc = wt[..., ch.taps].astype(np.float64)                            # (G, Kg, Cg, a)
         with np.errstate(invalid="ignore"):
             if np.isfinite(wc).all():
-                out += np.einsum("ngcazpq,gkca->ngkzpq", np.where(ch.inside, xt, 0.0), wc, optimize=True)
+                out += np.einsum("ngcazpq,gkca->ngkzpq", np.where(ch.inside, xt, 0.0), wc)
             else:
-                terms = np.einsum("ngcazpq,gkca->ngkazpq", xt, wc, optimize=True)
+                terms = np.einsum("ngcazpq,gkca->ngkazpq", xt, wc)
                 out += np.where(ch.inside, terms, 0.0).sum(axis=3)
     out = out.reshape(spec.output_layout)
     if b is not None:
@@ -184,7 +181,7 @@ def conv_input64(spec, dy, w, b=None):
     wt = np.asarray(w).reshape(G, Kg, Cg, spec.window_elems)
     dx = np.zeros((N * spec.C, spec.in_elems))
     for ch in _tap_chunks(_axes(spec), max(N * spec.C * spec.out_elems, spec.K * Cg)):
-        terms = np.einsum("ngkzpq,gkca->ngcazpq", dyd, wt[..., ch.taps].astype(np.float64), optimize=True)
+        terms = np.einsum("ngkzpq,gkca->ngcazpq", dyd, wt[..., ch.taps].astype(np.float64))
         _add_inside(dx, ch, terms)
     dx = dx.reshape(spec.output_layout)
     if b is not None:
@@ -208,10 +205,9 @@ def conv_weight64(spec, x, dy):
         xt = _gather(xd, ch)                                                # (N, G, Cg, a, Z, P, Q)
         with np.errstate(invalid="ignore"):
             if finite:
-                dw[..., ch.taps] = np.einsum("ngcazpq,ngkzpq->gkca", np.where(ch.inside, xt, 0.0), dyd,
-                                             optimize=True)
+                dw[..., ch.taps] = np.einsum("ngcazpq,ngkzpq->gkca", np.where(ch.inside, xt, 0.0), dyd)
             else:                                                           # terms summed over n only
-                terms = np.einsum("ngcazpq,ngkzpq->gkcazpq", xt, dyd, optimize=True)
+                terms = np.einsum("ngcazpq,ngkzpq->gkcazpq", xt, dyd)
                 dw[..., ch.taps] = np.where(ch.inside, terms, 0.0).sum(axis=(4, 5, 6))
     return dw.reshape(spec.weight_shape)
 
