@@ -57,9 +57,9 @@ def availability():
 # chunk is gathered for every output position at once, as an array (..., taps of the chunk, Z, P, Q).
 # The bounds:
 # - taps per chunk = max(1, CHUNK_ELEMS // per_tap), where per_tap is what one tap costs the op (its
-#   largest temporary over the output, e.g. N*C*Z*P*Q for a pool): no temporary holds more than
-#   max(CHUNK_ELEMS, per_tap) elements -- one tap's worth, as a loop over taps would, only when a single
-#   tap is over the budget;
+#   largest temporary over the output, e.g. N*C*Z*P*Q for a pool): besides the float64 copies of the
+#   operands and the result, no temporary holds more than max(CHUNK_ELEMS, per_tap) elements -- one tap's
+#   worth, as a loop over taps would, only when a single tap is over the budget;
 # - chunks = ceil(live taps / taps per chunk), the live taps being the box of taps that reach the input
 #   for at least one output (per dimension, the taps that read only padding for every output are skipped
 #   as a range): the Python-level work is proportional to the chunks, not to the taps.
@@ -126,13 +126,24 @@ def _gather(vol, ch):
     return np.take(vol.reshape(vol.shape[:-3] + (math.prod(vol.shape[-3:]),)), ch.flat, axis=-1)
 
 
-def _add_inside(acc, ch, terms):
+def _add_inside(acc, ch, terms, windows_first=False):
     """``acc`` (rows, D*H*W) += every inside term of ``terms`` (rows as leading axes, then (a, Z, P, Q)) at the
-    position its tap read; terms reaching one position add up in order, taps ascending (np.add.at)."""
+    position its tap read. Terms reaching one position are added one after another (np.add.at), taps
+    ascending; ``windows_first``: window by window in row-major order, each window's taps ascending (the
+    order within a chunk: a window split over chunks sends its later taps with the later chunk)."""
     rows, plane = acc.shape
-    sel = np.flatnonzero(ch.inside)
-    keys = np.arange(rows)[:, None] * plane + np.take(ch.flat, sel)[None, :]
-    np.add.at(acc.reshape(-1), keys.reshape(-1), np.take(terms.reshape(rows, ch.inside.size), sel, axis=1).reshape(-1))
+    terms, inside, flat = terms.reshape((rows,) + ch.inside.shape), ch.inside, ch.flat
+    if windows_first:
+        terms, inside, flat = np.moveaxis(terms, 1, -1), np.moveaxis(inside, 0, -1), np.moveaxis(flat, 0, -1)
+    sel = np.flatnonzero(inside)
+    keys = np.arange(rows)[:, None] * plane + np.take(flat, sel)[None, :]
+    np.add.at(acc.reshape(-1), keys.reshape(-1), np.take(terms.reshape(rows, inside.size), sel, axis=1).reshape(-1))
+
+
+def _add_in_order(total, terms):
+    """``total + terms[:, :, 0] + terms[:, :, 1] + ...``, added one after another in tap order as the
+    definition's loop does (np.sum may pair terms up, which rounds differently)."""
+    return np.add.accumulate(np.concatenate([total[:, :, None], terms], axis=2), axis=2)[:, :, -1]
 
 
 def _vol(spec, a, channels, sizes=None):
@@ -200,7 +211,7 @@ def conv_weight64(spec, x, dy):
     dyd = _vol(spec, dy, spec.K, spec.out_size).reshape((N, G, Kg) + spec.out_size)
     dw = np.zeros((G, Kg, Cg, spec.window_elems))
     finite = bool(np.isfinite(dyd).all())
-    per_tap = (N * spec.C if finite else max(N * spec.C, spec.K * Cg)) * spec.out_elems
+    per_tap = max((N * spec.C if finite else max(N * spec.C, spec.K * Cg)) * spec.out_elems, spec.K * Cg)
     for ch in _tap_chunks(_axes(spec), per_tap):
         xt = _gather(xd, ch)                                                # (N, G, Cg, a, Z, P, Q)
         with np.errstate(invalid="ignore"):
@@ -260,7 +271,7 @@ def avg_pool(spec, x):
     xd = _vol(spec, x, spec.C)
     total = np.zeros((spec.N, spec.C) + spec.out_size)
     for ch in _tap_chunks(_axes(spec), spec.N * spec.C * spec.out_elems):
-        total += np.where(ch.inside, _gather(xd, ch), 0.0).sum(axis=2)
+        total = _add_in_order(total, np.where(ch.inside, _gather(xd, ch), 0.0))
     return (total / _avg_divisor(spec)).astype(spec.dtype).reshape(spec.output_layout)
 
 
@@ -317,12 +328,14 @@ adaptive_max_pool_backward = max_pool_backward
 
 
 def avg_pool_backward(spec, dy):
-    """Each window's ``dy / divisor`` sent to every inside tap (plain and adaptive windows)."""
+    """Each window's ``dy / divisor`` sent to every inside tap (plain and adaptive windows). The terms reach a
+    position tap by tap for plain windows and window by window for adaptive ones (the order fixes the
+    rounding; the numba kernels, compared bit for bit, add in the same orders)."""
     NC = spec.N * spec.C
     g = (_vol(spec, dy, spec.C, spec.out_size) / _avg_divisor(spec)).reshape((NC, 1) + spec.out_size)
     dx = np.zeros((NC, spec.in_elems))
     for ch in _tap_chunks(_axes(spec), NC * spec.out_elems):
-        _add_inside(dx, ch, np.broadcast_to(g, (NC,) + ch.inside.shape))
+        _add_inside(dx, ch, np.broadcast_to(g, (NC,) + ch.inside.shape), windows_first=spec.is_adaptive)
     return dx.astype(spec.dtype).reshape(spec.input_shape)
 
 
