@@ -2,8 +2,10 @@
 
 It judges every other backend, so it is derived from none of them; it is itself checked against naive
 nested loops (tests/naive.py) and against hand-derived values. Written once for (N, C, D, H, W) volumes
-(1-D and 2-D problems are viewed with D = 1), vectorised over the (t, r, s) taps: for each tap, a strided
-slice of the padded input holds that tap's input for every output position.
+(1-D and 2-D problems are viewed with D = 1). Every op walks the taps (t, r, s) of its windows through one
+helper, ``_tap_chunks``, in bounded chunks of consecutive taps: a chunk is gathered for every output
+position at once, so the Python-level work is one pass per chunk, never one per tap, and memory stays
+bounded (the rule is written down at ``CHUNK_ELEMS``).
 
 Definitions used:
 - conv: ``y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg + c, p*sh - pt + r*dh, q*sw - pl + s*dw] * w[k,c,r,s]``
@@ -14,7 +16,8 @@ Definitions used:
   first in-bounds tap; padding is never selected;
 - avg pool: sum of in-bounds taps / divisor, divisor = divisor_override, else the window's area clipped
   to the padded input (count_include_pad) or to the input (not count_include_pad);
-- adaptive: window i spans [floor(i*In/Out), ceil((i+1)*In/Out)).
+- adaptive: window i spans [floor(i*In/Out), ceil((i+1)*In/Out)); the adaptive pools are the plain ones
+  over those windows (the max pool's scan, the avg pool's sum over the window's area).
 
 Gradients are the adjoints of those sums, written out term by term (never derived from another backend):
 - conv input gradient (and the transposed convolution): every (p, q, r, s) term of the forward sum whose
@@ -27,7 +30,8 @@ Gradients are the adjoints of those sums, written out term by term (never derive
 """
 from __future__ import annotations
 
-import itertools
+import math
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -42,59 +46,134 @@ def availability():
 
 
 # ---------------------------------------------------------------------------------------------------
-# The three dimensions
+# Windows and their taps
 # ---------------------------------------------------------------------------------------------------
 # Every op is written once, for 5-D (N, C, D, H, W) volumes; 1-D and 2-D problems (4-D backend layout) are
 # viewed with D = 1 (and H = 1 for 1-D), which costs a reshape.
+#
+# Per dimension, a window is an _Axis: tap i of output o reads input position start[o] + i*dil, inside the
+# input iff 0 <= position < hi[o] (the input's size; for an adaptive window, its end). Every op walks the
+# taps (t, r, s), row-major, through _tap_chunks, which hands them out in chunks of consecutive taps; a
+# chunk is gathered for every output position at once, as an array (..., taps of the chunk, Z, P, Q).
+# The bounds:
+# - taps per chunk = max(1, CHUNK_ELEMS // per_tap), where per_tap is what one tap costs the op (its
+#   largest temporary over the output, e.g. N*C*Z*P*Q for a pool): besides the float64 copies of the
+#   operands and the result, no temporary holds more than max(CHUNK_ELEMS, per_tap) elements -- one tap's
+#   worth, as a loop over taps would, only when a single tap is over the budget;
+# - chunks = ceil(live taps / taps per chunk), the live taps being the box of taps that reach the input
+#   for at least one output (per dimension, the taps that read only padding for every output are skipped
+#   as a range): the Python-level work is proportional to the chunks, not to the taps.
+CHUNK_ELEMS = 1 << 20
+
+
+class _Axis(NamedTuple):
+    start: np.ndarray              # (O,) input position of each window's first tap (< 0: in the padding)
+    dil: int
+    taps: int                      # taps per window (adaptive: the longest window's)
+    size: int                      # the input's extent
+    hi: Union[int, np.ndarray]     # a tap is inside iff 0 <= position < hi: the size, or each window's end
+
+
+def _axes(spec):
+    """The (D, H, W) axes of spec's windows."""
+    if getattr(spec, "is_adaptive", False):
+        axes = []
+        for n, o in zip(spec.in_size, spec.out_size):
+            lo, hi = adaptive_window(np.arange(o), n, o)
+            axes.append(_Axis(lo, 1, int((hi - lo).max(initial=0)), n, hi))
+        return axes
+    return [_Axis(np.arange(o) * st - lo, d, k, n, n) for o, st, (lo, _), d, k, n
+            in zip(spec.out_size, spec.strides, spec.pads, spec.dilations, spec.window, spec.in_size)]
+
+
+def _live(ax):
+    """The taps [first, stop) of ``ax`` that can read inside the input: tap i reads positions start[0] + i*dil
+    up to start[-1] + i*dil, so it reaches the input only if start[-1] + i*dil >= 0 and start[0] + i*dil <
+    size (a superset when the stride skips over the input; the chunk's ``inside`` decides each term)."""
+    if ax.size == 0 or len(ax.start) == 0:
+        return 0, 0
+    first = max(0, -(int(ax.start[-1]) // ax.dil))
+    stop = min(ax.taps, (ax.size - 1 - int(ax.start[0])) // ax.dil + 1)
+    return first, max(first, stop)
+
+
+class _Chunk(NamedTuple):
+    taps: np.ndarray      # (a,) the chunk's taps, as flat indices (t*R + r)*S + s into the window
+    inside: np.ndarray    # (a, Z, P, Q) bool: the tap reads inside the input
+    flat: np.ndarray      # (a, Z, P, Q) the flat position (d*H + h)*W + w it reads (clipped into the input
+    #                       where it is outside: meaningful only where inside)
+
+
+def _tap_chunks(axes, per_tap):
+    """The live taps of the windows ``axes`` in row-major order, in chunks of at most max(1, CHUNK_ELEMS //
+    per_tap) consecutive taps (the bounds are written down at CHUNK_ELEMS)."""
+    live = [_live(ax) for ax in axes]
+    box = tuple(stop - first for first, stop in live)
+    count, step = math.prod(box), max(1, CHUNK_ELEMS // max(1, per_tap))
+    for c0 in range(0, count, step):
+        taps = [t + first for t, (first, _) in zip(np.unravel_index(np.arange(c0, min(count, c0 + step)), box), live)]
+        inside, flat = True, 0
+        for dim, (ax, t) in enumerate(zip(axes, taps)):
+            p = (ax.start[None, :] + t[:, None] * ax.dil).reshape([len(t)] + [-1 if i == dim else 1 for i in range(3)])
+            inside = inside & (p >= 0) & (p < (ax.hi if np.ndim(ax.hi) == 0 else ax.hi.reshape(p.shape[1:])))
+            flat = flat * ax.size + np.clip(p, 0, ax.size - 1)
+        yield _Chunk(np.ravel_multi_index(taps, tuple(ax.taps for ax in axes)), inside, flat)
+
+
+def _gather(vol, ch):
+    """``vol[..., d, h, w]`` (a (D, H, W) volume after any leading axes) at every tap of the chunk for every
+    output: (..., a, Z, P, Q)."""
+    return np.take(vol.reshape(vol.shape[:-3] + (math.prod(vol.shape[-3:]),)), ch.flat, axis=-1)
+
+
+def _add_inside(acc, ch, terms, windows_first=False):
+    """``acc`` (rows, D*H*W) += every inside term of ``terms`` (rows as leading axes, then (a, Z, P, Q)) at the
+    position its tap read. Terms reaching one position are added one after another (np.add.at), taps
+    ascending; ``windows_first``: window by window in row-major order, each window's taps ascending (the
+    order within a chunk: a window split over chunks sends its later taps with the later chunk)."""
+    rows, plane = acc.shape
+    terms, inside, flat = terms.reshape((rows,) + ch.inside.shape), ch.inside, ch.flat
+    if windows_first:
+        terms, inside, flat = np.moveaxis(terms, 1, -1), np.moveaxis(inside, 0, -1), np.moveaxis(flat, 0, -1)
+    sel = np.flatnonzero(inside)
+    keys = np.arange(rows)[:, None] * plane + np.take(flat, sel)[None, :]
+    np.add.at(acc.reshape(-1), keys.reshape(-1), np.take(terms.reshape(rows, inside.size), sel, axis=1).reshape(-1))
+
+
+def _add_in_order(total, terms):
+    """``total + terms[:, :, 0] + terms[:, :, 1] + ...``, added one after another in tap order as the
+    definition's loop does (np.sum may pair terms up, which rounds differently)."""
+    return np.add.accumulate(np.concatenate([total[:, :, None], terms], axis=2), axis=2)[:, :, -1]
+
+
 def _vol(spec, a, channels, sizes=None):
     """``a`` (backend layout) as a float64 (N, channels, D, H, W) volume (``sizes``: default the input's)."""
     return np.asarray(a, dtype=np.float64).reshape((spec.N, channels) + tuple(sizes or spec.in_size))
 
 
-def _tap_positions(out_len, stride, pad_lo, tap_offset, size):
-    """Input coordinates of one tap for every output position, and whether each is inside the input."""
-    pos = np.arange(out_len) * stride - pad_lo + tap_offset
-    return pos, (pos >= 0) & (pos < size)
-
-
-def _taps(spec):
-    """Every tap (t, r, s) of the window with, per dimension (D, H, W), the input position each output
-    reads and whether it is inside the input: ``(t, r, s), ((pos_d, valid_d), (pos_h, valid_h), (pos_w,
-    valid_w))``."""
-    pads_lo = tuple(lo for lo, _ in spec.pads)
-    for tap in itertools.product(*(range(k) for k in spec.window)):
-        yield tap, tuple(_tap_positions(o, st, lo, i * d, size) for o, st, lo, i, d, size
-                         in zip(spec.out_size, spec.strides, pads_lo, tap, spec.dilations, spec.in_size))
-
-
-def _grid(*index_arrays):
-    """Open-mesh indices over the last three axes (np.ix_), after any leading full slices."""
-    return np.ix_(*index_arrays)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
+# The sums multiply x by w (forward) or by dy (weight gradient). Zeroing x at the outside taps drops their
+# terms exactly when the other factor is finite; an Inf or NaN times that zero would be NaN, so then each
+# tap's terms are formed first and the outside ones dropped (np.where, never a multiplication by a mask).
 def conv64(spec, x, w, b=None):
     """The convolution in float64, in the output layout (N, K, [Z,] P, Q). Public so tests can build error
     bounds from ``conv64(spec, |x|, |w|, |b|)``."""
     N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
-    xd = _vol(spec, x, spec.C)
-    wd = np.asarray(w, dtype=np.float64).reshape((G, Kg, Cg) + spec.window)
-    # pad enough that every tap slice is in range; the masks below zero what falls outside the input
-    xp = np.pad(xd, ((0, 0), (0, 0)) + spec.pads)
-    xg = xp.reshape((N, G, Cg) + xp.shape[2:])
+    xd = _vol(spec, x, spec.C).reshape((N, G, Cg) + spec.in_size)
+    wt = np.asarray(w).reshape(G, Kg, Cg, spec.window_elems)               # taps row-major; widened per chunk
     out = np.zeros((N, G, Kg) + spec.out_size)
-    for tap, ((_, vd), (_, vh), (_, vw)) in _taps(spec):
-        sl = tuple(slice(i * d, i * d + (o - 1) * st + 1, st)
-                   for i, d, o, st in zip(tap, spec.dilations, spec.out_size, spec.strides))
-        t = xg[(slice(None),) * 3 + sl]                                        # (N, G, Cg, Z, P, Q)
-        with np.errstate(invalid="ignore"):   # inf weight x padded zero: masked out just below
-            contrib = np.einsum("ngczpq,gkc->ngkzpq", t, wd[(Ellipsis,) + tap], optimize=True)
-        contrib[..., ~vd, :, :] = 0.0
-        contrib[..., ~vh, :] = 0.0
-        contrib[..., ~vw] = 0.0
-        out += contrib
+    per_tap = max(N * max(spec.C, spec.K) * spec.out_elems, spec.K * Cg)
+    for ch in _tap_chunks(_axes(spec), per_tap):
+        xt = _gather(xd, ch)                                                # (N, G, Cg, a, Z, P, Q)
+        wc = wt[..., ch.taps].astype(np.float64)                            # (G, Kg, Cg, a)
+        with np.errstate(invalid="ignore"):
+            if np.isfinite(wc).all():
+                out += np.einsum("ngcazpq,gkca->ngkzpq", np.where(ch.inside, xt, 0.0), wc)
+            else:
+                terms = np.einsum("ngcazpq,gkca->ngkazpq", xt, wc)
+                out += np.where(ch.inside, terms, 0.0).sum(axis=3)
     out = out.reshape(spec.output_layout)
     if b is not None:
         out += np.asarray(b, dtype=np.float64).reshape((1, -1) + (1,) * (out.ndim - 2))
@@ -106,19 +185,15 @@ def conv(spec, x, w, b=None):
 
 
 def conv_input64(spec, dy, w, b=None):
-    """The input gradient (transposed convolution) in float64, in the input layout: for every tap, the
-    in-bounds outputs' ``dy @ w[..., t, r, s]`` added at the positions that tap read."""
+    """The input gradient (transposed convolution) in float64, in the input layout: every term ``dy @ w``
+    of an inside tap added at the position that tap read."""
     N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
     dyd = _vol(spec, dy, spec.K, spec.out_size).reshape((N, G, Kg) + spec.out_size)
-    wd = np.asarray(w, dtype=np.float64).reshape((G, Kg, Cg) + spec.window)
-    dx = np.zeros((N, G, Cg) + spec.in_size)
-    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
-        if not (vd.any() and vh.any() and vw.any()):
-            continue
-        d = dyd[(slice(None),) * 3 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
-        contrib = np.einsum("ngkzpq,gkc->ngczpq", d, wd[(Ellipsis,) + tap], optimize=True)
-        # within one tap, distinct outputs read distinct positions (stride >= 1): a plain += is exact
-        dx[(slice(None),) * 3 + _grid(pd[vd], ph[vh], pw[vw])] += contrib
+    wt = np.asarray(w).reshape(G, Kg, Cg, spec.window_elems)
+    dx = np.zeros((N * spec.C, spec.in_elems))
+    for ch in _tap_chunks(_axes(spec), max(N * spec.C * spec.out_elems, spec.K * Cg)):
+        terms = np.einsum("ngkzpq,gkca->ngcazpq", dyd, wt[..., ch.taps].astype(np.float64))
+        _add_inside(dx, ch, terms)
     dx = dx.reshape(spec.output_layout)
     if b is not None:
         dx += np.asarray(b, dtype=np.float64).reshape((1, -1) + (1,) * (dx.ndim - 2))
@@ -134,13 +209,17 @@ def conv_weight64(spec, x, dy):
     N, G, Cg, Kg = spec.N, spec.groups, spec.C_per_group, spec.K_per_group
     xd = _vol(spec, x, spec.C).reshape((N, G, Cg) + spec.in_size)
     dyd = _vol(spec, dy, spec.K, spec.out_size).reshape((N, G, Kg) + spec.out_size)
-    dw = np.zeros((G, Kg, Cg) + spec.window)
-    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
-        if not (vd.any() and vh.any() and vw.any()):
-            continue
-        xt = xd[(slice(None),) * 3 + _grid(pd[vd], ph[vh], pw[vw])]                      # (N, G, Cg, z', p', q')
-        d = dyd[(slice(None),) * 3 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
-        dw[(Ellipsis,) + tap] = np.einsum("ngczpq,ngkzpq->gkc", xt, d, optimize=True)
+    dw = np.zeros((G, Kg, Cg, spec.window_elems))
+    finite = bool(np.isfinite(dyd).all())
+    per_tap = max((N * spec.C if finite else max(N * spec.C, spec.K * Cg)) * spec.out_elems, spec.K * Cg)
+    for ch in _tap_chunks(_axes(spec), per_tap):
+        xt = _gather(xd, ch)                                                # (N, G, Cg, a, Z, P, Q)
+        with np.errstate(invalid="ignore"):
+            if finite:
+                dw[..., ch.taps] = np.einsum("ngcazpq,ngkzpq->gkca", np.where(ch.inside, xt, 0.0), dyd)
+            else:                                                           # terms summed over n only
+                terms = np.einsum("ngcazpq,ngkzpq->gkcazpq", xt, dyd)
+                dw[..., ch.taps] = np.where(ch.inside, terms, 0.0).sum(axis=(4, 5, 6))
     return dw.reshape(spec.weight_shape)
 
 
@@ -149,30 +228,13 @@ def conv_weight(spec, x, dy):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Pooling
+# Pooling (plain and adaptive: the same rules over their windows)
 # ---------------------------------------------------------------------------------------------------
-def _padded(spec, x, fill):
-    """x as a (N, C, D, H, W) volume padded per side, plus whatever ceil_mode's last window needs past the
-    after-side padding."""
-    widths = []
-    for o, k, st, d, (lo, hi), size in zip(spec.out_size, spec.window, spec.strides, spec.dilations, spec.pads,
-                                          spec.in_size):
-        need = (o - 1) * st + (k - 1) * d + 1        # the padded extent the windows read
-        widths.append((lo, hi + max(0, need - (size + lo + hi))))
-    return np.pad(_vol(spec, x, spec.C), ((0, 0), (0, 0)) + tuple(widths), constant_values=fill)
-
-
-def _tap(spec, xp, tap):
-    sl = tuple(slice(i * d, i * d + (o - 1) * st + 1, st)
-               for i, d, o, st in zip(tap, spec.dilations, spec.out_size, spec.strides))
-    return xp[(slice(None), slice(None)) + sl]
-
-
-def _first_inbounds(out_len, stride, pad, dil):
+def _first_inbounds(ax):
     """First tap position >= 0 of each window (PyTorch starts its index there)."""
-    start = np.arange(out_len) * stride - pad
+    start = ax.start.copy()
     neg = start < 0
-    start[neg] += (-start[neg] + dil - 1) // dil * dil
+    start[neg] += (-start[neg] + ax.dil - 1) // ax.dil * ax.dil
     return start
 
 
@@ -182,71 +244,55 @@ def _flat(spec, pd, ph, pw):
 
 
 def max_pool(spec, x):
-    xp = _padded(spec, x, -np.inf)
+    """The scan rule, chunk by chunk: each chunk's own scan (its last NaN if it holds one, else its first
+    maximum -- what a row-major scan of the chunk alone keeps) continues the scan of the chunks before it
+    (taken if greater or NaN). Outside taps are -inf there, never taken."""
+    xd = _vol(spec, x, spec.C)
+    axes = _axes(spec)
     best = np.full((spec.N, spec.C) + spec.out_size, -np.inf)
-    first = [_first_inbounds(o, st, lo, d) for o, st, (lo, _), d in zip(spec.out_size, spec.strides, spec.pads,
-                                                                        spec.dilations)]
-    idx = np.broadcast_to(_flat(spec, *first), best.shape).astype(np.int64)
-    for tap, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
-        val = _tap(spec, xp, tap)
-        take = (vd[:, None, None] & vh[None, :, None] & vw[None, None, :]) & ((val > best) | np.isnan(val))
+    idx = np.broadcast_to(_flat(spec, *(_first_inbounds(ax) for ax in axes)), best.shape).astype(np.int64)
+    for ch in _tap_chunks(axes, spec.N * spec.C * spec.out_elems):
+        vals = np.where(ch.inside, _gather(xd, ch), -np.inf)              # (N, C, a, Z, P, Q)
+        nan = np.isnan(vals)
+        last_nan = vals.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+        pick = np.where(nan.any(axis=2), last_nan, np.argmax(np.where(nan, -np.inf, vals), axis=2))[:, :, None]
+        val = np.take_along_axis(vals, pick, axis=2)[:, :, 0]
+        at = np.take_along_axis(np.broadcast_to(ch.flat, vals.shape), pick, axis=2)[:, :, 0]
+        take = (val > best) | np.isnan(val)
         best = np.where(take, val, best)
-        idx = np.where(take, _flat(spec, pd, ph, pw), idx)
+        idx = np.where(take, at, idx)
     return _pool_result(spec, best, idx)
 
 
+adaptive_max_pool = max_pool
+
+
 def avg_pool(spec, x):
-    xp = _padded(spec, x, 0.0)
+    xd = _vol(spec, x, spec.C)
     total = np.zeros((spec.N, spec.C) + spec.out_size)
-    for tap, _ in _taps(spec):
-        total += _tap(spec, xp, tap)   # padding and the ceil_mode overhang are zeros
+    for ch in _tap_chunks(_axes(spec), spec.N * spec.C * spec.out_elems):
+        total = _add_in_order(total, np.where(ch.inside, _gather(xd, ch), 0.0))
     return (total / _avg_divisor(spec)).astype(spec.dtype).reshape(spec.output_layout)
+
+
+adaptive_avg_pool = avg_pool
 
 
 def _avg_divisor(spec):
     """The divisor of every window, (Z, P, Q) (or a scalar for divisor_override)."""
-    if spec.divisor_override is not None:
+    if spec.is_adaptive:
+        d, h, w = (ax.hi - ax.start for ax in _axes(spec))                   # the window's area
+    elif spec.divisor_override is not None:
         return float(spec.divisor_override)
-    with_pad, inside = [], []
-    for o, st, (lo, hi), k, size in zip(spec.out_size, spec.strides, spec.pads, spec.window, spec.in_size):
-        start = np.arange(o) * st - lo
-        end = np.minimum(start + k, size + hi)                       # clipped to the padded input
-        with_pad.append(end - start)
-        inside.append(np.minimum(end, size) - np.maximum(start, 0))  # clipped to the input
-    d, h, w = with_pad if spec.count_include_pad else inside
+    else:
+        with_pad, inside = [], []
+        for o, st, (lo, hi), k, size in zip(spec.out_size, spec.strides, spec.pads, spec.window, spec.in_size):
+            start = np.arange(o) * st - lo
+            end = np.minimum(start + k, size + hi)                           # clipped to the padded input
+            with_pad.append(end - start)
+            inside.append(np.minimum(end, size) - np.maximum(start, 0))     # clipped to the input
+        d, h, w = with_pad if spec.count_include_pad else inside
     return d[:, None, None] * h[None, :, None] * w[None, None, :]
-
-
-def _adaptive_windows(spec):
-    """Every window ((z, p, q), (d0, d1), (h0, h1), (w0, w1))."""
-    for z, p, q in itertools.product(*(range(o) for o in spec.out_size)):
-        yield (z, p, q), tuple(adaptive_window(i, n, o) for i, n, o in zip((z, p, q), spec.in_size, spec.out_size))
-
-
-def adaptive_avg_pool(spec, x):
-    xd = _vol(spec, x, spec.C)
-    out = np.empty((spec.N, spec.C) + spec.out_size)
-    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
-        out[:, :, z, p, q] = xd[:, :, d0:d1, h0:h1, w0:w1].sum(axis=(2, 3, 4)) / ((d1 - d0) * (h1 - h0) * (w1 - w0))
-    return out.astype(spec.dtype).reshape(spec.output_layout)
-
-
-def adaptive_max_pool(spec, x):
-    """Per window, the scan rule of max_pool in row-major (d, h, w) order: a NaN wins and the last NaN gives
-    the index; otherwise the first maximum (np.argmax's first occurrence) -- -inf everywhere gives the
-    first position, as a scan from -inf that takes only greater values."""
-    xd = _vol(spec, x, spec.C)
-    best = np.empty((spec.N, spec.C) + spec.out_size)
-    idx = np.empty((spec.N, spec.C) + spec.out_size, dtype=np.int64)
-    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
-        block = xd[:, :, d0:d1, h0:h1, w0:w1].reshape(spec.N, spec.C, -1)
-        nan = np.isnan(block)
-        last_nan = block.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
-        local = np.where(nan.any(axis=-1), last_nan, np.argmax(np.where(nan, -np.inf, block), axis=-1))
-        dd, hh, ww = np.unravel_index(local, (d1 - d0, h1 - h0, w1 - w0))
-        idx[:, :, z, p, q] = ((d0 + dd) * spec.H + h0 + hh) * spec.W + w0 + ww
-        best[:, :, z, p, q] = np.take_along_axis(block, local[..., None], axis=-1)[..., 0]
-    return _pool_result(spec, best, idx)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,13 +300,12 @@ def adaptive_max_pool(spec, x):
 # ---------------------------------------------------------------------------------------------------
 def _live_windows(spec):
     """(Z, P, Q) bool: the windows holding at least one input position (with dilation a window can lie
-    wholly in the padding; its output is -inf whatever the input, so it sends no gradient anywhere)."""
-    if spec.is_adaptive:
-        return np.ones(spec.out_size, dtype=bool)
-    live = [np.zeros(o, dtype=bool) for o in spec.out_size]
-    for _, per_dim in _taps(spec):
-        for m, (_, valid) in zip(live, per_dim):
-            m |= valid
+    wholly in the padding; its output is -inf whatever the input, so it sends no gradient anywhere): per
+    dimension, the window's first tap position >= 0 is one of its taps and inside the input."""
+    live = []
+    for ax in _axes(spec):
+        first = _first_inbounds(ax)
+        live.append((first <= ax.start + (ax.taps - 1) * ax.dil) & (first < ax.hi))
     return live[0][:, None, None] & live[1][None, :, None] & live[2][None, None, :]
 
 
@@ -283,21 +328,18 @@ adaptive_max_pool_backward = max_pool_backward
 
 
 def avg_pool_backward(spec, dy):
-    g = _vol(spec, dy, spec.C, spec.out_size) / _avg_divisor(spec)
-    dx = np.zeros((spec.N, spec.C) + spec.in_size)
-    for _, ((pd, vd), (ph, vh), (pw, vw)) in _taps(spec):
-        if vd.any() and vh.any() and vw.any():
-            dx[(slice(None),) * 2 + _grid(pd[vd], ph[vh], pw[vw])] += \
-                g[(slice(None),) * 2 + _grid(np.flatnonzero(vd), np.flatnonzero(vh), np.flatnonzero(vw))]
+    """Each window's ``dy / divisor`` sent to every inside tap (plain and adaptive windows). The terms reach a
+    position tap by tap for plain windows and window by window for adaptive ones (the order fixes the
+    rounding; the numba kernels, compared bit for bit, add in the same orders)."""
+    NC = spec.N * spec.C
+    g = (_vol(spec, dy, spec.C, spec.out_size) / _avg_divisor(spec)).reshape((NC, 1) + spec.out_size)
+    dx = np.zeros((NC, spec.in_elems))
+    for ch in _tap_chunks(_axes(spec), NC * spec.out_elems):
+        _add_inside(dx, ch, np.broadcast_to(g, (NC,) + ch.inside.shape), windows_first=spec.is_adaptive)
     return dx.astype(spec.dtype).reshape(spec.input_shape)
 
 
-def adaptive_avg_pool_backward(spec, dy):
-    g = _vol(spec, dy, spec.C, spec.out_size)
-    dx = np.zeros((spec.N, spec.C) + spec.in_size)
-    for (z, p, q), ((d0, d1), (h0, h1), (w0, w1)) in _adaptive_windows(spec):
-        dx[:, :, d0:d1, h0:h1, w0:w1] += (g[:, :, z, p, q] / ((d1 - d0) * (h1 - h0) * (w1 - w0)))[..., None, None, None]
-    return dx.astype(spec.dtype).reshape(spec.input_shape)
+adaptive_avg_pool_backward = avg_pool_backward
 
 
 def max_unpool(spec, x, indices):
@@ -343,44 +385,30 @@ def implementations():
 # ---------------------------------------------------------------------------------------------------
 # unfold: col[n, ((c*T + t)*R + r)*S + s, (z*P + p)*Q + q] = x[n, c, z*sd - pf + t*dd, p*sh - pt + r*dh,
 # q*sw - pl + s*dw], 0 in the padding. fold, its adjoint: each column entry added at the position it was
-# read from, entries of padded positions dropped; float64, taps (t, r, s) in ascending order. Vectorised
-# over the taps: for each tap, one strided slice of the padded image holds its position for every block.
-def _fold_tap_slices(spec):
-    """(row of the tap within a channel's T*R*S rows, the slices of the padded (D, H, W) volume that hold
-    that tap's position for every block (Z, P, Q)), taps in ascending (t, r, s) order."""
-    for t in range(spec.T):
-        for r in range(spec.R):
-            for s in range(spec.S):
-                yield (t * spec.R + r) * spec.S + s, tuple(
-                    slice(k * dil, k * dil + (out - 1) * stride + 1, stride)
-                    for k, dil, out, stride in zip((t, r, s), spec.dilations, spec.out_size, spec.strides))
-
-
+# read from, entries of padded positions dropped; float64, taps (t, r, s) in ascending order. Both walk
+# the taps in chunks (_tap_chunks), as the ops above.
 def unfold(spec, x):
-    """The column matrix (N, C*T*R*S, Z*P*Q): a copy of the zero-padded image, tap by tap (exact in every
-    dtype; the padding's zeros are stored, nothing is multiplied)."""
-    N, C, taps = spec.N, spec.C, spec.window_elems
-    xp = np.pad(np.asarray(x).reshape((N, C) + spec.in_size), ((0, 0), (0, 0)) + spec.pads)
-    col = np.empty((N, C, taps) + spec.out_size, dtype=spec.dtype)
-    for row, window in _fold_tap_slices(spec):
-        col[:, :, row] = xp[(slice(None), slice(None)) + window]
+    """The column matrix (N, C*T*R*S, Z*P*Q): the image's values copied tap by tap, 0 at the outside taps
+    (exact in every dtype: values are selected, nothing is multiplied)."""
+    N, C = spec.N, spec.C
+    xd = np.asarray(x).reshape((N, C) + spec.in_size)
+    col = np.zeros((N, C, spec.window_elems) + spec.out_size, dtype=spec.dtype)   # taps that read only padding
+    zero = np.zeros((), dtype=spec.dtype)
+    for ch in _tap_chunks(_axes(spec), N * C * spec.out_elems):
+        col[:, :, ch.taps] = np.where(ch.inside, _gather(xd, ch), zero)
     return col.reshape(spec.output_layout)
 
 
 def fold64(spec, cols):
-    """fold in float64, in the backend layout (N, C, [D,] H, W): the padded volume accumulates every tap's
-    column entries (within one tap distinct blocks read distinct positions, so a slice += is exact), and
-    the padding (holding the dropped entries) is cut off. Public so tests can bound errors with
-    ``fold64(spec, |cols|)``."""
-    N, C, taps = spec.N, spec.C, spec.window_elems
-    c = np.asarray(cols, dtype=np.float64).reshape((N, C, taps) + spec.out_size)
-    padded = tuple(size + lo + hi for size, (lo, hi) in zip(spec.in_size, spec.pads))
-    acc = np.zeros((N, C) + padded)
-    with np.errstate(invalid="ignore"):          # inf + -inf: NaN is the sum (or lies in the dropped padding)
-        for row, window in _fold_tap_slices(spec):
-            acc[(slice(None), slice(None)) + window] += c[:, :, row]
-    inner = tuple(slice(lo, lo + size) for size, (lo, _) in zip(spec.in_size, spec.pads))
-    return acc[(slice(None), slice(None)) + inner].reshape(spec.output_layout)
+    """fold in float64, in the backend layout (N, C, [D,] H, W): every column entry of an inside tap added
+    at the position it was read from. Public so tests can bound errors with ``fold64(spec, |cols|)``."""
+    N, C = spec.N, spec.C
+    c = np.asarray(cols, dtype=np.float64).reshape((N, C, spec.window_elems) + spec.out_size)
+    acc = np.zeros((N * C, spec.in_elems))
+    with np.errstate(invalid="ignore"):          # inf + -inf: NaN is the sum
+        for ch in _tap_chunks(_axes(spec), N * C * spec.out_elems):
+            _add_inside(acc, ch, c[:, :, ch.taps])
+    return acc.reshape(spec.output_layout)
 
 
 def fold(spec, cols):
