@@ -224,10 +224,15 @@ class _Tagged(np.ndarray):
         self.tag = getattr(obj, "tag", "user")
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("name", ["conv1d", "conv2d", "conv3d", "conv_transpose2d", "max_pool2d", "avg_pool3d",
-                                  "adaptive_avg_pool2d", "lp_pool2d", "unfold", "grad.conv2d_weight",
-                                  "grad.max_pool2d", "grad.conv_bias"])
+#: every op on the oracle; on numba the ops whose kernels the suite compiles anyway (the view is taken in
+#: functional._execute, before any backend: one kernel of each kind shows it reaches numba as a plain array)
+_SUBCLASS_CASES = [(n, "numpy") for n in ("conv1d", "conv2d", "conv3d", "conv_transpose2d", "max_pool2d",
+                                          "avg_pool3d", "adaptive_avg_pool2d", "lp_pool2d", "unfold",
+                                          "grad.conv2d_weight", "grad.max_pool2d", "grad.conv_bias")]
+_SUBCLASS_CASES += [(n, "numba") for n in ("conv2d", "max_pool2d", "grad.conv2d_weight", "unfold")]
+
+
+@pytest.mark.parametrize("name, backend", _SUBCLASS_CASES)
 def test_ndarray_subclasses_are_taken_as_plain_arrays(tmp_path, name, backend):
     """numpy.memmap (what np.load(..., mmap_mode="r") returns) and other ndarray subclasses are ndarrays:
     the result equals the plain array's and is a plain ndarray; the memmap is not written."""
