@@ -75,8 +75,10 @@ def _bench_parser(sub) -> None:
                         "as Markdown")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for numba and torch alike (default: their own defaults, all cores); "
-                        "1 gives steadier numbers on a machine that is busy with other work")
+                   help="CPU threads for numba, torch and the BLAS pools (OpenBLAS, MKL, BLIS: through "
+                        "threadpoolctl, in the bench extra; without it the report says the BLAS pools were not "
+                        "limited) alike (default: their own defaults, all cores); 1 gives steadier numbers on a "
+                        "machine that is busy with other work")
     # test-only: cut the case list short
     p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
 
@@ -212,6 +214,7 @@ def cmd_bench(args, ap) -> int:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
+    print(bench.report.verified_text(report))
     s = bench.summary(report)
     if s:
         print()
