@@ -214,7 +214,7 @@ def cmd_bench(args, ap) -> int:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
-    print(bench.report.verified_text(report))
+    print(bench.verified_text(report))
     s = bench.summary(report)
     if s:
         print()

@@ -151,7 +151,7 @@ def test_a_run_interleaves_flags_noisy_rows_and_counts_verified(fake_backend, mo
     table = bench.table(report)
     peer_line = next(line for line in table.splitlines() if "fakepeer" in line)
     assert peer_line.endswith("noisy") and "1 noisy row(s)" in table
-    assert bench.report.verified_text(report).splitlines() == [
+    assert bench.verified_text(report).splitlines() == [
         "fastconv: 1/2 verified against the NumPy oracle",
         "  not verified: conv2d:base fake:im2col (verify-failed)",
         "peers: 1/1 verified against the NumPy oracle"]
