@@ -78,10 +78,10 @@ are all forward):
               q1_s, q3_s, rounds (timed calls), spread ((q3_s - q1_s) / median_s), noisy (spread above
               max_spread, the policy's, also recorded), first_call_s (first warm-up call; compilation
               normally already happened while verifying), verify_n, unit, throughput, peak_fraction,
-              copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]: the ratio while both
-              sides stay within their interquartile ranges), ratio_noisy (the row or its best peer noisy),
-              impl (fastconv algo "auto" and pools: the implementation dispatch ran, by its name, e.g.
-              ``cuda:conv:implicit_gemm/128x64``)
+              copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]:
+              the ratio while both sides stay within their interquartile ranges), ratio_noisy (the row or
+              its best peer noisy), impl (fastconv algo "auto" and pools: the implementation dispatch ran,
+              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
     summary   table_summary(): per standard-layer table, fastconv runner and op group: table, layer_subset,
               runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
