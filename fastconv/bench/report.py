@@ -162,13 +162,19 @@ def noise_refused(noisy: int, n: int) -> bool:
 
 
 def _noise_note(report: dict) -> str:
-    """Why a geomean was refused and what to do, with the run's load average."""
-    m = report.get("machine", {})
+    """Why a geomean was refused and what to do, with the run's load average (advice the run already
+    followed is left out)."""
+    from .timing import FULL_POLICY
+    m, st = report.get("machine", {}), report.get("settings", {})
     la, lb = m.get("loadavg_start"), m.get("loadavg_end")
     load = (f"load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on {m.get('cpu_cores_usable')} cores; "
             if la and lb else "")
+    todo = [] if (st.get("threads") or {}).get("requested") == 1 else ["--threads 1"]
+    todo.append("a quiet machine")
+    if (st.get("policy") or {}).get("max_time", FULL_POLICY.max_time) < FULL_POLICY.max_time:
+        todo.append("a longer budget (a suite without --quick)")
     return (f"noisy: {NOISY_MEANS.format(_max_spread(report))} (or its peer's); {load}for numbers to trust: "
-            "--threads 1, a quiet machine, or a longer budget (a suite without --quick)")
+            + ", ".join(todo[:-1]) + (" or " if len(todo) > 1 else "") + todo[-1])
 
 
 def summary(report: dict) -> str:

@@ -4,6 +4,7 @@ flagged; no geomean is printed from mostly noisy rows; --threads limits the BLAS
 says it could not; the console counts the rows verified against the oracle."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -189,6 +190,11 @@ def test_the_headline_geomean_is_refused_when_most_rows_are_noisy():
     assert f"geomean vs best peer {by_hand:.2f}x over 5 cases (min 0.25x, max 9.00x; 2 noisy)" in direct
     assert lines[-1].startswith("noisy: the interquartile range") and "load average 3.0 at the start, 2.5 at " \
         "the end, on 16 cores" in lines[-1] and "--threads 1" in lines[-1] and "quiet machine" in lines[-1]
+    # the advice leaves out what the run already did, and suggests a longer budget after --quick's
+    rep = _noisy_report()
+    rep["settings"].update(threads={"requested": 1}, policy=dataclasses.asdict(bench.QUICK_POLICY))
+    note = bench.summary(rep).splitlines()[-1]
+    assert "--threads" not in note and note.endswith("a quiet machine or a longer budget (a suite without --quick)")
     # half noisy is not most: printed
     rep = _noisy_report()
     next(r for r in rep["results"] if r["case"] == "mobilenet_v1_dw/dw" and r["algo"] == "auto")["ratio_noisy"] = False
