@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .. import _files, _timing
 from .cases import CONV_OPS, Case
 from .targets import SUBSETS, target_met, target_text
-from .timing import quartiles
+from .timing import FULL_POLICY, MAX_SPREAD, quartiles
 from .verification import PEER_LOOSE_SCALE
 
 
@@ -86,7 +86,7 @@ def table(report: dict) -> str:
     """The results as a fixed-width text table."""
     wc = max([32] + [len(r["case"]) + 1 for r in report["results"]])     # gradient names are longer
     head = (f"{'case':<{wc}} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
-            f"{'vs peer':>8}" f" {'spread':>6}")
+            f"{'vs peer':>8} {'spread':>6}")
     lines = [head, "-" * len(head)]
     last = None
     for r in report["results"]:
@@ -102,7 +102,7 @@ def table(report: dict) -> str:
         loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
                  "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
         lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
-                     f"{tp:>16} {pk:>6} {ratio:>8}" f" {_spread_cell(r)}{loose}")
+                     f"{tp:>16} {pk:>6} {ratio:>8} {_spread_cell(r)}{loose}")
     noisy = sum(bool(r.get("noisy")) for r in report["results"])
     if noisy:
         lines.append(f"{noisy} noisy row(s): {NOISY_MEANS.format(_max_spread(report))}")
@@ -115,9 +115,7 @@ NOISY_MEANS = "the interquartile range of the row's calls is over {:.0%} of thei
 
 def _max_spread(report: dict) -> float:
     """The spread above which this report's rows are noisy (its policy's; older reports: the default)."""
-    from .timing import Policy
-    default = Policy.__dataclass_fields__["max_spread"].default
-    return (report.get("settings", {}).get("policy") or {}).get("max_spread", default)
+    return (report.get("settings", {}).get("policy") or {}).get("max_spread", MAX_SPREAD)
 
 
 def _spread_cell(r: dict) -> str:
@@ -164,7 +162,6 @@ def noise_refused(noisy: int, n: int) -> bool:
 def _noise_note(report: dict) -> str:
     """Why a geomean was refused and what to do, with the run's load average (advice the run already
     followed is left out)."""
-    from .timing import FULL_POLICY
     m, st = report.get("machine", {}), report.get("settings", {})
     la, lb = m.get("loadavg_start"), m.get("loadavg_end")
     load = (f"load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on {m.get('cpu_cores_usable')} cores; "

@@ -32,6 +32,10 @@ from typing import Callable, List, Optional, Sequence
 from .. import _timing
 
 
+#: the default of Policy.max_spread: a side whose spread stays above it is noisy
+MAX_SPREAD = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """Per side: warm-up calls (the first one timed apart). Per case: rounds of ``round_calls`` timed calls of
@@ -46,7 +50,7 @@ class Policy:
     min_time: float
     max_time: float
     settle_s: float = 0.0
-    max_spread: float = 0.1
+    max_spread: float = MAX_SPREAD
     round_calls: int = 3
 
 
