@@ -390,6 +390,11 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in entries})) or 'peer'} "
                  "median time / fastconv median time (> 1: fastconv faster); medians of "
                  f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")
+    timed = [r for r in rep["results"] if r["status"] == "ok" and "noisy" in r]
+    if timed:       # reports that predate the noise flags say nothing about it
+        facts.append(f"the runners of a case timed together in alternating rounds; "
+                     f"{sum(bool(r['noisy']) for r in timed)} of {len(timed)} rows noisy "
+                     f"({NOISY_MEANS.format(_max_spread(rep))})")
     return facts
 
 

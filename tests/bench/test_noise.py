@@ -219,6 +219,12 @@ def test_the_per_table_summary_and_markdown_refuse_too_and_keep_the_numbers():
     assert "geomean 1.00x" not in line and "load average 3.0" in line
     md = bench.markdown([_noisy_report()], GOALS)
     assert "| resnet50 (32) | `cuda:auto` | 2/2 | none: 2/2 noisy | - | - |" in md and "\nnoisy: the" in md
+    assert "rows noisy" not in md                          # the synthetic rows carry no noisy flag of their own
+    rep = _noisy_report()
+    for r in rep["results"]:
+        r["noisy"] = r.get("ratio_noisy") is True
+    assert "- the runners of a case timed together in alternating rounds; 5 of 17 rows noisy (the interq" \
+        in bench.markdown([rep])
 
 
 def test_the_summary_command_follows_the_same_rule(tmp_path, capsys):
