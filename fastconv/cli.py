@@ -75,10 +75,10 @@ def _bench_parser(sub) -> None:
                         "as Markdown")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for numba, torch and the BLAS pools (OpenBLAS, MKL, BLIS: through "
-                        "threadpoolctl, in the bench extra; without it the report says the BLAS pools were not "
-                        "limited) alike (default: their own defaults, all cores); 1 gives steadier numbers on a "
-                        "machine that is busy with other work")
+                   help="CPU threads for numba, torch and the BLAS pools alike (OpenBLAS, MKL, BLIS, through "
+                        "threadpoolctl from the bench extra; without it the run says the BLAS pools were not "
+                        "limited). Default: their own defaults, all cores; 1 gives steadier numbers on a machine "
+                        "that is busy with other work")
     # test-only: cut the case list short
     p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
 

@@ -146,30 +146,6 @@ def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.
     return dict(done[0], wall_s=wall_s)
 
 
-def _run_cases(opts, cases, runners, runner_info, live, policy, peak, copy_ref, direction, threads, log):
-    """Every case, verified and timed with the thread limits in force."""
-    for r, ri in zip(runners, runner_info):
-        if ri["available"] and isinstance(r, TorchRunner):
-            ri["settings"] = r.settings()
-    log(f"fastconv bench: suite {opts.suite} ({direction}), device {opts.device}, {len(cases)} cases, runners "
-        f"{', '.join(r.label for r in live)}")
-    note = threads_note(threads)
-    if note:
-        log(note)
-    results, case_records = [], []
-    for i, case in enumerate(cases, 1):
-        rows, spec, verify_n, timing = _run_case(case, live, policy)
-        add_throughput(case, spec, rows, peak, verify_n, copy_ref)
-        results += rows
-        case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(),
-                                 metric="GFLOP/s" if case.is_conv else "GB/s", verify_n=verify_n, timing=timing))
-        log(f"[{i}/{len(cases)}] {case.name:<30} {case.describe():<40} " + "  ".join(
-            f"{r['backend']}:{r['algo']} " + (fmt_time(r["median_s"]) + ("~" if r.get("noisy") else "")
-                                              if r["status"] == "ok" else r["status"])
-            for r in rows))
-    return results, case_records
-
-
 def _run(opts: Options, log: Callable[[str], None]) -> dict:
     suite = get_suite(opts.suite)
     direction = opts.direction or suite.direction
@@ -203,9 +179,26 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
 
     info = machine.machine_info(opts.device)
     peak, copy_ref = _references(cases, opts.device, opts.copy_bytes, info["gpu"], log)
-    with limit_threads(opts.threads, live) as threads:
-        results, case_records = _run_cases(opts, cases, runners, runner_info, live, policy, peak, copy_ref,
-                                           direction, threads, log)
+    results, case_records = [], []
+    with limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+        for r, ri in zip(runners, runner_info):
+            if ri["available"] and isinstance(r, TorchRunner):
+                ri["settings"] = r.settings()
+        log(f"fastconv bench: suite {opts.suite} ({direction}), device {opts.device}, {len(cases)} cases, "
+            f"runners {', '.join(r.label for r in live)}")
+        note = threads_note(threads)
+        if note:
+            log(note)
+        for i, case in enumerate(cases, 1):
+            rows, spec, verify_n, timing = _run_case(case, live, policy)
+            add_throughput(case, spec, rows, peak, verify_n, copy_ref)
+            results += rows
+            case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(), verify_n=verify_n,
+                                     metric="GFLOP/s" if case.is_conv else "GB/s", timing=timing))
+            log(f"[{i}/{len(cases)}] {case.name:<30} {case.describe():<40} " + "  ".join(
+                f"{r['backend']}:{r['algo']} " + (fmt_time(r["median_s"]) + ("~" if r.get("noisy") else "")
+                                                  if r["status"] == "ok" else r["status"])
+                for r in rows))
     info["loadavg_end"] = machine.loadavg()
     report = {
         "schema": SCHEMA,

@@ -435,5 +435,5 @@ def threads_note(threads: dict) -> Optional[str]:
     if not n or blas.get("limited"):
         return None
     others = " and ".join(k for k in ("numba", "torch") if k in threads)
-    return (f"note: --threads {n} limits {others or 'numba and torch'}, but not the BLAS pools: "
-            f"{blas.get('reason')}")
+    return (f"note: --threads {n} does not limit the BLAS pools: {blas.get('reason')}"
+            + (f" ({others} run with {n})" if others else ""))
