@@ -12,9 +12,9 @@ of time. Rounds go on until every side is steady or the case's budget is spent:
 - steady: every side has ``min_repeat`` calls, ``min_time`` seconds are spent, and every side's *spread*
   (:func:`spread`: interquartile range / median of its per-call times) is at most ``max_spread``. The spread
   is taken over the calls, not over per-round medians: a quick run has a handful of rounds, too few for
-  quartiles, and the per-call quartiles are the ones the report shows (``q1_s``/``q3_s``, the plot's bars);
-  a burst of load that hits one side widens that side's spread, since its calls are spread over the whole
-  case by the rounds.
+  quartiles, and the per-call quartiles are the ones the report shows (``q1_s``/``q3_s``). Since the rounds
+  spread each side's calls over the whole case, a burst of outside load lands on some calls of every side
+  and shows as spread, instead of moving one side's median alone.
 - budget: ``max_time`` seconds are spent (every side has at least three calls by then), or every side has
   ``max_repeat`` calls. A side still above ``max_spread`` at the end is *noisy*.
 
