@@ -215,13 +215,16 @@ def cmd_bench(args, ap) -> int:
         return 2
     print(bench.table(report))
     print(bench.verified_text(report))
-    s = bench.summary(report)
+    s = bench.summary(report, note=False)
     if s:
         print()
         print(s)
     if report["summary"]:
         print("\nper table:")
-        print(bench.summary_text(report["summary"]))
+        print(bench.summary_text(report["summary"], note=False))
+    note = bench.noise_note(report)      # why a geomean above is missing, once
+    if note:
+        print(note)
     la, lb = report["machine"].get("loadavg_start"), report["machine"].get("loadavg_end")
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "

@@ -86,7 +86,8 @@ are all forward):
               runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
               min_copy_fraction, min_copy_layer, peer_median_copy_fraction, target, met (null without targets,
-              or when refused), noisy (ratios noisy), refused (null, or why no geomean is printed)
+              or when refused), noisy (ratios noisy), refused (null, or why no geomean is printed), noise_note
+              (refused entries: the load average and what to do)
     failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
 
 fastconv-bench/2 (from /1): gradient cases; ``settings.direction``, ``cases[].direction``,
@@ -116,8 +117,8 @@ from .layers import SHIPPED_SHAPES, layer_cases, layer_tables, shapes_dir
 from .machine import (GPU_PEAKS, copy_bandwidth, cpu_model, device_limits, gpu_copy_bandwidth, gpu_info,
                       gpu_peak, gpu_peak_from_device, gpu_properties, machine_info, versions)
 from .plots import PLOT_SWEEPS, plot
-from .report import (markdown, noise_refused, op_group, summary, summary_text, table, table_summary,
-                     verified_text, write_json, write_markdown)
+from .report import (markdown, noise_note, noise_refused, op_group, summary, summary_text, table,
+                     table_summary, verified_text, write_json, write_markdown)
 from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, TorchRunner, backends_for,
                       default_device, device_of_backend, fastconv_runners, limit_threads, peer_runners,
                       set_threads)
@@ -135,8 +136,8 @@ __all__ = [
     "GPU_PEAKS", "copy_bandwidth", "cpu_model", "device_limits", "gpu_copy_bandwidth", "gpu_info", "gpu_peak",
     "gpu_peak_from_device", "gpu_properties", "machine_info", "versions",
     "PLOT_SWEEPS", "plot",
-    "markdown", "noise_refused", "op_group", "summary", "summary_text", "table", "table_summary", "verified_text",
-    "write_json", "write_markdown",
+    "markdown", "noise_note", "noise_refused", "op_group", "summary", "summary_text", "table", "table_summary",
+    "verified_text", "write_json", "write_markdown",
     "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
     "default_device", "device_of_backend", "fastconv_runners", "limit_threads", "peer_runners", "set_threads",
     "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",

@@ -174,17 +174,35 @@ def _noise_note(report: dict) -> str:
             + ", ".join(todo[:-1]) + (" or " if len(todo) > 1 else "") + todo[-1])
 
 
-def summary(report: dict) -> str:
-    """Geometric-mean ratio to the best peer per fastconv runner and :func:`op_group` (convs, pools and
-    each gradient apart), over every row with a ratio, noisy ones included (their count is given); where
-    more than half of them are noisy (:func:`noise_refused`), no geomean but how many, followed by a note
-    with the load average and what to do."""
+def _headline_groups(report: dict) -> Dict[Tuple[str, str], List[dict]]:
+    """The fastconv rows with a ratio, per (runner label, :func:`op_group`)."""
     group_of = {c["name"]: op_group(c) for c in report["cases"]}
     groups: Dict[Tuple[str, str], List[dict]] = {}
     for r in report["results"]:
         if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
-            family = group_of[r["case"]]
-            groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r)
+            groups.setdefault((f"{r['backend']}:{r['algo']}", group_of[r["case"]]), []).append(r)
+    return groups
+
+
+def _refused(rows: Sequence[dict]) -> bool:
+    return noise_refused(sum(bool(r.get("ratio_noisy")) for r in rows), len(rows))
+
+
+def noise_note(report: dict) -> Optional[str]:
+    """The note on noise (what it is, the load average, what to do) when :func:`summary` or a per-table
+    entry refused a geomean, else None."""
+    if any(_refused(rows) for rows in _headline_groups(report).values()) or any(
+            e.get("refused") for e in report.get("summary") or ()):
+        return _noise_note(report)
+    return None
+
+
+def summary(report: dict, note: bool = True) -> str:
+    """Geometric-mean ratio to the best peer per fastconv runner and :func:`op_group` (convs, pools and
+    each gradient apart), over every row with a ratio, noisy ones included (their count is given); where
+    more than half of them are noisy (:func:`noise_refused`), no geomean but how many, followed (``note``)
+    by a note with the load average and what to do."""
+    groups = _headline_groups(report)
     wf = max([5] + [len(f) for _, f in groups])
     lines, refused = [], False
     for (label, family), rows in sorted(groups.items()):
@@ -197,7 +215,7 @@ def summary(report: dict) -> str:
             continue
         lines.append(head + f"geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
                      f"(min {min(vals):.2f}x, max {max(vals):.2f}x" + (f"; {noisy} noisy" if noisy else "") + ")")
-    if refused:
+    if refused and note:
         lines.append(_noise_note(report))
     return "\n".join(lines)
 
@@ -224,7 +242,8 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     forward groups only), the table's goal and whether it is met (None when not every layer was timed).
     ``noisy``: how many of the timed ratios are noisy (``ratio_noisy``); ``refused``: None, or why the
     geomean is not to be printed (:func:`noise_refused`: more than half of them noisy; the figures stay in
-    the entry, and the goal is not judged: ``met`` None)."""
+    the entry, and the goal is not judged: ``met`` None), with ``noise_note``: the load average and what
+    to do."""
     cases = {c["name"]: c for c in report["cases"]}
     tables: Dict[str, List[str]] = {}
     for c in report["cases"]:
@@ -256,7 +275,7 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
                 entry = _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer)
                 entry["op"] = group
                 if entry["refused"]:
-                    entry["refused"] += "; " + _noise_note(report)
+                    entry["noise_note"] = _noise_note(report)
                 if goal and part == subset:
                     entry["target"] = target_text(goal, peer)
                     entry["met"] = None if entry["refused"] else target_met(goal, entry)
@@ -319,8 +338,9 @@ def _spread(e: dict) -> str:
     return f"{_x(e['median'])} ({e['q1']:.2f}-{e['q3']:.2f}x)"
 
 
-def summary_text(entries: Sequence[dict]) -> str:
-    """One line per :func:`table_summary` entry."""
+def summary_text(entries: Sequence[dict], note: bool = True) -> str:
+    """One line per :func:`table_summary` entry; with ``note``, the note on noise once after them when an
+    entry was refused."""
     lines = []
     for e in entries:
         head = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) "
@@ -344,6 +364,8 @@ def summary_text(entries: Sequence[dict]) -> str:
             verdict = {True: "met", False: "NOT met", None: "not every layer timed"}[e["met"]]
             line += f"; target {e['target']}: {verdict}"
         lines.append(line)
+    if note:
+        lines += list(dict.fromkeys(e["noise_note"] for e in entries if e.get("refused") and e.get("noise_note")))
     return "\n".join(lines)
 
 

@@ -209,14 +209,18 @@ def test_the_per_table_summary_and_markdown_refuse_too_and_keep_the_numbers():
     entries = {(e["table"], e["layer_subset"], e["runner"]): e
                for e in bench.table_summary(_noisy_report(), GOALS)}
     e = entries[("resnet50", None, "cuda:auto")]
-    assert (e["noisy"], e["timed"]) == (2, 2) and e["refused"].startswith("2 of 2 layers are noisy; noisy: ")
+    assert (e["noisy"], e["timed"]) == (2, 2) and e["refused"] == "2 of 2 layers are noisy"
+    assert "load average 3.0 at the start" in e["noise_note"]
     assert e["geomean"] == pytest.approx(1.0) and e["met"] is None          # kept, but not judged
     d = entries[("resnet50", None, "cuda:direct")]
     assert (d["noisy"], d["refused"], d["met"]) == (1, None, False)          # 1 of 2: judged as before
     text = bench.summary_text(bench.table_summary(_noisy_report(), GOALS))
     line = next(t for t in text.splitlines() if t.startswith("resnet50 ") and "cuda:auto" in t)
     assert "no geomean vs torch-cuda, 2/2 layers timed: 2 of 2 layers are noisy" in line and "not judged" in line
-    assert "geomean 1.00x" not in line and "load average 3.0" in line
+    assert "geomean 1.00x" not in line
+    notes = [t for t in text.splitlines() if t.startswith("noisy: the")]
+    assert len(notes) == 1 and notes[0] == e["noise_note"] and text.endswith(notes[0])     # once, after the lines
+    assert "noisy: the" not in bench.summary_text(bench.table_summary(_noisy_report(), GOALS), note=False)
     md = bench.markdown([_noisy_report()], GOALS)
     assert "| resnet50 (32) | `cuda:auto` | 2/2 | none: 2/2 noisy | - | - |" in md and "\nnoisy: the" in md
     assert "rows noisy" not in md                          # the synthetic rows carry no noisy flag of their own
@@ -225,6 +229,19 @@ def test_the_per_table_summary_and_markdown_refuse_too_and_keep_the_numbers():
         r["noisy"] = r.get("ratio_noisy") is True
     assert "- the runners of a case timed together in alternating rounds; 5 of 17 rows noisy (the interq" \
         in bench.markdown([rep])
+
+
+def test_the_bench_command_prints_the_refusals_and_the_note_once(monkeypatch, capsys):
+    rep = _noisy_report()
+    rep["summary"] = bench.table_summary(rep)
+    for r in rep["results"]:                                # what the table reads of a timed row
+        r.update(median_s=1e-3, throughput=1.0, unit="GFLOP/s")
+    monkeypatch.setattr(bench, "run", lambda opts: rep)
+    assert cli.main(["bench", "--quick", "--no-json", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "no geomean vs best peer: 3 of 4 cases are noisy" in out and "no geomean vs torch-cuda" in out
+    assert out.count("noisy: the interquartile range") == 1 and bench.noise_note(rep) in out
+    assert bench.noise_note(dict(synthetic_report(), summary=[])) is None
 
 
 def test_the_summary_command_follows_the_same_rule(tmp_path, capsys):
