@@ -21,7 +21,7 @@ import os
 import sys
 from typing import List, Optional
 
-from . import _config
+from . import _config, _files
 
 
 def _bench_parser(sub) -> None:
@@ -47,10 +47,13 @@ def _bench_parser(sub) -> None:
                         "reported unsupported). Pools have no algorithm argument and always run through dispatch")
     p.add_argument("--peer", action="append", metavar="P", help="only this peer (torch, torch-cuda, cupyx)")
     p.add_argument("--no-peers", action="store_true", help="time no peer")
-    p.add_argument("--json", metavar="PATH", help="write the report here (default fastconv-bench-<device>.json)")
-    p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default fastconv-bench-<device>.png)")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the report here (default: <DIR>/<device name>-<suite>-<date and time>.json, DIR "
+                        "being --out)")
+    p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default: the JSON's name with .png)")
     p.add_argument("--out", metavar="DIR",
-                   help="write <DIR>/<device name>-<suite>-<date>.json and .png (e.g. benchmarks/results)")
+                   help=f"the folder of the default JSON and PNG (default ./{RESULTS_DIR}, created on first use "
+                        "with a .gitignore inside, so git ignores it wherever you run)")
     p.add_argument("--no-json", action="store_true", help="write no JSON")
     p.add_argument("--no-plot", action="store_true", help="draw no plot")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
@@ -98,7 +101,8 @@ def _info_parser(sub) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastconv", description="fastconv: benchmark its convolution and pooling "
-                                 "backends against their peers (bench), or show what this machine can run (info)")
+                                 "backends against their peers (bench), summarise saved benchmark reports "
+                                 "(summary), or show what this machine can run (info)")
     sub = ap.add_subparsers(dest="command", metavar="{bench,summary,info}")
     _bench_parser(sub)
     _summary_parser(sub)
@@ -161,11 +165,25 @@ def _note_load(device: str, threads: Optional[int]) -> None:
               file=sys.stderr)
 
 
-def _stem(args, report, suite: str, device: str) -> str:
-    """Where the JSON and the plot go without --json/--plot: ``fastconv-bench-<device>``, or with --out
-    ``<DIR>/<device name>-<suite>-<date>[-<dtype>]``."""
-    if not args.out:
-        return f"fastconv-bench-{device}"
+#: the folder of the bench's files without --json/--plot/--out (relative to the working directory)
+RESULTS_DIR = "fastconv-results"
+
+
+def _results_dir(path: str) -> bool:
+    """Create the default results folder ``path`` if it is missing, with a ``.gitignore`` of ``*`` inside
+    (as pytest does for its cache) so that git ignores it in whatever repository it lands; True when it
+    was created now."""
+    if os.path.isdir(path):
+        return False
+    os.makedirs(path, exist_ok=True)
+    _files.atomic_write(os.path.join(path, ".gitignore"), "# created by fastconv bench: git ignores this folder\n*\n")
+    return True
+
+
+def _stem(args, report, suite: str) -> str:
+    """Where the JSON and the plot go without --json/--plot: ``<DIR>/<device name>-<suite>[-<direction>]-
+    <date>T<hhmmss>[-<dtype>]``, DIR being --out or :data:`RESULTS_DIR`; runs a second or more apart never
+    share a name."""
     m = report["machine"]
     name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
     slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
@@ -174,7 +192,8 @@ def _stem(args, report, suite: str, device: str) -> str:
     dtype = "" if args.dtype == "float32" else f"-{args.dtype}"
     direction = report["settings"].get("direction", "forward")
     direction = "" if direction == "forward" else f"-{direction}"
-    return os.path.join(args.out, f"{slug}-{suite}{direction}-{m['date'][:10]}{dtype}")
+    when = m["date"][:10] + "T" + m["date"][11:19].replace(":", "")
+    return os.path.join(args.out or RESULTS_DIR, f"{slug}-{suite}{direction}-{when}{dtype}")
 
 
 def cmd_bench(args, ap) -> int:
@@ -212,6 +231,9 @@ def cmd_bench(args, ap) -> int:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
+    no_peer = bench.report.no_peer_line(report)
+    if no_peer:
+        print(no_peer)
     s = bench.summary(report)
     if s:
         print()
@@ -223,7 +245,10 @@ def cmd_bench(args, ap) -> int:
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
              f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
-    stem = _stem(args, report, suite.name, device)
+    stem = _stem(args, report, suite.name)
+    if not args.out and (not (args.json or args.no_json) or not (args.plot or args.no_plot)) \
+            and _results_dir(RESULTS_DIR):
+        print(f"created {RESULTS_DIR}{os.sep} for the results (its .gitignore keeps it out of git)")
     if not args.no_json:
         path = args.json or f"{stem}.json"
         bench.write_json(report, path)
