@@ -28,7 +28,9 @@ def _bench_parser(sub) -> None:
     from . import bench
     p = sub.add_parser("bench", help="verify and time every backend and its peers over a suite of cases",
                        description="Verify each case against the NumPy oracle, then time every available "
-                                   "fastconv backend/algorithm and the peers (torch, cuDNN) side by side.")
+                                   "fastconv backend/algorithm and the peers (torch, cuDNN) side by side. The "
+                                   "'vs peer' ratios need a peer: pip install torch (a CUDA build of torch for "
+                                   "cuDNN on a GPU).")
     p.add_argument("--quick", action="store_true",
                    help="the quick suite with short timing (about a minute on 2 CPU cores, compilation included)")
     p.add_argument("--suite", choices=bench.SUITE_NAMES,
@@ -44,7 +46,7 @@ def _bench_parser(sub) -> None:
     p.add_argument("--algo", action="append", metavar="A",
                    help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice, 'all' "
                         "every algorithm a backend implements and 'auto'; an algorithm a backend lacks is "
-                        "reported unsupported). Pools have no algorithm argument and always run through dispatch")
+                        "reported unsupported). Pools take no algorithm: they run what fastconv picks")
     p.add_argument("--peer", action="append", metavar="P", help="only this peer (torch, torch-cuda, cupyx)")
     p.add_argument("--no-peers", action="store_true", help="time no peer")
     p.add_argument("--json", metavar="PATH",
@@ -89,13 +91,16 @@ def _summary_parser(sub) -> None:
                        description="Print the per-table summary (geomean, median and lowest ratio to the peer, "
                                    "peaks, copy bandwidth; with --targets, whether each goal is met) of one or more "
                                    "fastconv bench JSON reports, and write it as Markdown (one section per report).")
-    p.add_argument("reports", nargs="+", metavar="JSON")
+    p.add_argument("reports", nargs="+", metavar="JSON", help="reports written by fastconv bench")
     p.add_argument("--targets", metavar="FILE", help="goals per table (JSON) to check the summary against")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown here (default: print it)")
 
 
 def _info_parser(sub) -> None:
-    p = sub.add_parser("info", help="backends and why any is unavailable, devices, versions, cache paths")
+    p = sub.add_parser("info", help="backends and why any is unavailable, devices, versions, cache paths",
+                       description="Show what this machine can run: each backend (or why it is unavailable) and "
+                                   "its implementations, the CPU and GPU, the benchmark peers, versions and where "
+                                   "compiled kernels and measured choices are cached.")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
 
 

@@ -89,9 +89,10 @@ def peak_legend(report: dict) -> Tuple[str, str]:
     conv_ref, pool_ref = pk.get("fp32_gflops"), pk.get("mem_gbps")
     if report.get("settings", {}).get("device", "cpu") == "cpu":
         if not pool_ref:
-            return "copy%", "copy%: - (pools only: no pool in this run; CPU convolutions have no peak)"
+            return "copy%", ("copy%: pools' throughput as a % of the copy bandwidth measured in the run (no pool in "
+                             "this run); convolutions: - (no CPU peak)")
         how = (report.get("copy_bandwidth") or {}).get("how") or pk.get("source", "")
-        return "copy%", (f"copy%: pool throughput as a % of the copy bandwidth measured in this run, "
+        return "copy%", (f"copy%: pools' throughput as a % of the copy bandwidth measured in this run, "
                          f"{pool_ref:.1f} GB/s ({how}); convolutions: - (no CPU peak)")
     parts = []
     if conv_ref:
@@ -121,7 +122,7 @@ def table(report: dict) -> str:
             lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {msg}")
             continue
         tp = f"{r['throughput']:.2f} {r['unit']}"
-        pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
+        pk = _pct(r["peak_fraction"])
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
         loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
                  "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
