@@ -138,18 +138,20 @@ def figure(report: dict):
                     _errorbar(ax_r, pts_r, **style)
                     drawn_r = True
             ax_r.set_xlabel(sweep)
+            ax_r.set_ylabel("vs best peer (x, log)")
             if not drawn_t:
                 states = sorted({r["status"] for r in report["results"] if r["case"] in names})
-                _note(ax_t, "nothing timed" + (f" ({', '.join(states)})" if states else ""))
+                nothing = "nothing timed" + (f" ({', '.join(states)})" if states else "")
+                _note(ax_t, nothing)
+                _note(ax_r, nothing)
             else:
                 ax_t.set_ylim(bottom=0)
                 ax_t.set_ylabel(unit)
-            ax_r.set_ylabel("vs best peer (x, log)")
-            if not drawn_r:
+            if drawn_r:
+                _log_ratio_axis(ax_r)
+            elif drawn_t:
                 _note(ax_r, f"no peer: {no_peer}" if no_peer else
                       "no ratio: no fastconv runner and peer were both timed on these cases")
-            else:
-                _log_ratio_axis(ax_r)
             for ax, drawn in ((ax_t, drawn_t), (ax_r, drawn_r)):
                 if drawn:
                     ax.set_xticks(range(len(xs)))

@@ -216,6 +216,8 @@ def test_plot_with_a_peer_has_spreads_zero_based_throughput_and_log_ratios():
     texts = {a.get_title(): _texts(a) for a in fig.axes}
     assert texts["conv2d: padding"] == "no padding sweep in this run"
     assert texts["max_pool2d: stride"] == "nothing timed (unsupported)"
+    pool_ratio = fig.axes[fig.axes.index(next(a for a in fig.axes if a.get_title() == "max_pool2d: stride")) + 1]
+    assert _texts(pool_ratio) == "nothing timed (unsupported)" and not pool_ratio.lines    # no axis, no 1x line
 
 
 @needs_mpl
