@@ -120,16 +120,17 @@ def figure(report: dict):
                 continue
             names = {c["name"] for c in on}
             drawn_t = drawn_r = False
-            for peer, lab in labels:
+            for li, (peer, lab) in enumerate(labels):
+                dodge = 0.05 * (li - (len(labels) - 1) / 2)      # runners side by side, their bars apart
                 pts_t, pts_r = [], []
                 for xi, x in enumerate(xs):
                     case = next(c["name"] for c in on if c["sweeps"][sweep] == x)
                     row = next((r for r in ok if r["case"] == case and f"{r['backend']}:{r['algo']}" == lab),
                                None)
                     if row:
-                        pts_t.append((xi, row["throughput"], throughput_spread(row)))
+                        pts_t.append((xi + dodge, row["throughput"], throughput_spread(row)))
                         if not peer and row.get("ratio_to_best_peer"):
-                            pts_r.append((xi, row["ratio_to_best_peer"], ratio_spread(row)))
+                            pts_r.append((xi + dodge, row["ratio_to_best_peer"], ratio_spread(row)))
                 style = dict(color=colors[lab], marker="o", linestyle="--" if peer else "-", label=lab)
                 if pts_t:
                     _errorbar(ax_t, pts_t, **style)
