@@ -201,6 +201,24 @@ def _stem(args, report, suite: str) -> str:
     return os.path.join(args.out or RESULTS_DIR, f"{slug}-{suite}{direction}-{when}{dtype}")
 
 
+def _write_results(args, report, suite: str) -> None:
+    """Write the JSON and the plot (--json/--plot, else under --out or the results folder) and say where;
+    OSError when they cannot be written."""
+    from . import bench
+    stem = _stem(args, report, suite)
+    if not args.out and (not (args.json or args.no_json) or not (args.plot or args.no_plot)) \
+            and _results_dir(RESULTS_DIR):
+        print(f"created {RESULTS_DIR}{os.sep} for the results (its .gitignore keeps it out of git)")
+    if not args.no_json:
+        path = args.json or f"{stem}.json"
+        bench.write_json(report, path)
+        print(f"JSON: {path}")
+    if not args.no_plot:
+        path = args.plot or f"{stem}.png"
+        why = bench.plot(report, path)
+        print(f"plot: {path}" if why is None else f"plot skipped: {why}")
+
+
 def cmd_bench(args, ap) -> int:
     from . import _dispatch, bench
     suite = bench.get_suite(args.suite or ("quick" if args.quick else "sweep"))
@@ -250,18 +268,12 @@ def cmd_bench(args, ap) -> int:
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
              f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
-    stem = _stem(args, report, suite.name)
-    if not args.out and (not (args.json or args.no_json) or not (args.plot or args.no_plot)) \
-            and _results_dir(RESULTS_DIR):
-        print(f"created {RESULTS_DIR}{os.sep} for the results (its .gitignore keeps it out of git)")
-    if not args.no_json:
-        path = args.json or f"{stem}.json"
-        bench.write_json(report, path)
-        print(f"JSON: {path}")
-    if not args.no_plot:
-        path = args.plot or f"{stem}.png"
-        why = bench.plot(report, path)
-        print(f"plot: {path}" if why is None else f"plot skipped: {why}")
+    try:
+        _write_results(args, report, suite.name)
+    except OSError as e:
+        print(f"fastconv bench: cannot write the results ({e}); --out DIR, --json PATH and --plot PATH write "
+              "elsewhere", file=sys.stderr)
+        return 2
     if args.markdown:
         bench.write_markdown([report], args.markdown, targets)
         print(f"Markdown: {args.markdown}")

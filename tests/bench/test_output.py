@@ -72,6 +72,9 @@ def test_json_plot_and_out_keep_their_meaning(tmp_path, monkeypatch, capsys):
     rc, out = _bench(capsys, "--no-peers", "--filter", "conv1d:base", "--max-cases", "1", "--no-plot",
                      "--no-json")
     assert rc == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["mine", "r.json"]   # nothing to write
+    (tmp_path / "fastconv-results").write_text("")          # a file where the folder would go: said, not raised
+    rc, out = _bench(capsys, "--no-peers", "--filter", "conv1d:base", "--max-cases", "1", "--no-plot")
+    assert rc == 2 and "fastconv bench: cannot write the results" in out and "--out DIR" in out
 
 
 def test_default_names_differ_by_device_suite_direction_dtype_and_second():
