@@ -11,7 +11,10 @@
 
 ``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
 CPU. Each case is verified against the NumPy oracle before it is timed; the exit status is 1 when a
-fastconv backend fails verification, 2 on a usage error. See :mod:`fastconv.bench` for what is measured.
+fastconv backend fails verification, 2 on a usage error or when the results cannot be written. Without
+--json/--plot/--out the JSON and the plot go to ``./fastconv-results/`` (:data:`RESULTS_DIR`, created with a
+``.gitignore`` of ``*`` so git ignores it), named by device, suite and UTC date and time. See
+:mod:`fastconv.bench` for what is measured.
 """
 from __future__ import annotations
 
