@@ -271,12 +271,13 @@ def cmd_bench(args, ap) -> int:
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
              f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
+    unwritten = 0
     try:
         _write_results(args, report, suite.name)
     except OSError as e:
         print(f"fastconv bench: cannot write the results ({e}); --out DIR, --json PATH and --plot PATH write "
               "elsewhere", file=sys.stderr)
-        return 2
+        unwritten = 2
     if args.markdown:
         bench.write_markdown([report], args.markdown, targets)
         print(f"Markdown: {args.markdown}")
@@ -284,7 +285,7 @@ def cmd_bench(args, ap) -> int:
         print(f"{report['failures']} fastconv result(s) failed verification or crashed; see the table",
               file=sys.stderr)
         return 1
-    return 0
+    return unwritten
 
 
 # ---------------------------------------------------------------------------------------------------
