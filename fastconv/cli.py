@@ -11,7 +11,10 @@
 
 ``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
 CPU. Each case is verified against the NumPy oracle before it is timed; the exit status is 1 when a
-fastconv backend fails verification, 2 on a usage error. See :mod:`fastconv.bench` for what is measured.
+fastconv backend fails verification, 2 on a usage error or when the results cannot be written. Without
+--json/--plot/--out the JSON and the plot go to ``./fastconv-results/`` (:data:`RESULTS_DIR`, created with a
+``.gitignore`` of ``*`` so git ignores it), named by device, suite and UTC date and time. See
+:mod:`fastconv.bench` for what is measured.
 """
 from __future__ import annotations
 
@@ -21,14 +24,16 @@ import os
 import sys
 from typing import List, Optional
 
-from . import _config
+from . import _config, _files
 
 
 def _bench_parser(sub) -> None:
     from . import bench
     p = sub.add_parser("bench", help="verify and time every backend and its peers over a suite of cases",
                        description="Verify each case against the NumPy oracle, then time every available "
-                                   "fastconv backend/algorithm and the peers (torch, cuDNN) side by side.")
+                                   "fastconv backend/algorithm and the peers (torch, cuDNN) side by side. The "
+                                   "'vs peer' ratios need a peer: pip install torch (a CUDA build of torch for "
+                                   "cuDNN on a GPU).")
     p.add_argument("--quick", action="store_true",
                    help="the quick suite with short timing (about a minute on 2 CPU cores, compilation included)")
     p.add_argument("--suite", choices=bench.SUITE_NAMES,
@@ -44,13 +49,16 @@ def _bench_parser(sub) -> None:
     p.add_argument("--algo", action="append", metavar="A",
                    help="time only this conv algorithm (repeatable; 'auto' adds fastconv's own choice, 'all' "
                         "every algorithm a backend implements and 'auto'; an algorithm a backend lacks is "
-                        "reported unsupported). Pools have no algorithm argument and always run through dispatch")
+                        "reported unsupported). Pools take no algorithm: they run what fastconv picks")
     p.add_argument("--peer", action="append", metavar="P", help="only this peer (torch, torch-cuda, cupyx)")
     p.add_argument("--no-peers", action="store_true", help="time no peer")
-    p.add_argument("--json", metavar="PATH", help="write the report here (default fastconv-bench-<device>.json)")
-    p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default fastconv-bench-<device>.png)")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the report here (default: <DIR>/<device name>-<suite>-<date and time>.json, DIR "
+                        "being --out)")
+    p.add_argument("--plot", metavar="PATH", help="draw the PNG here (default: the JSON's name with .png)")
     p.add_argument("--out", metavar="DIR",
-                   help="write <DIR>/<device name>-<suite>-<date>.json and .png (e.g. benchmarks/results)")
+                   help=f"the folder of the default JSON and PNG (default ./{RESULTS_DIR}, created on first use "
+                        "with a .gitignore inside, so git ignores it wherever you run)")
     p.add_argument("--no-json", action="store_true", help="write no JSON")
     p.add_argument("--no-plot", action="store_true", help="draw no plot")
     p.add_argument("--batch", type=int, metavar="N", help="batch size of every case (default: per suite/device)")
@@ -88,19 +96,23 @@ def _summary_parser(sub) -> None:
                        description="Print the per-table summary (geomean, median and lowest ratio to the peer, "
                                    "peaks, copy bandwidth; with --targets, whether each goal is met) of one or more "
                                    "fastconv bench JSON reports, and write it as Markdown (one section per report).")
-    p.add_argument("reports", nargs="+", metavar="JSON")
+    p.add_argument("reports", nargs="+", metavar="JSON", help="reports written by fastconv bench")
     p.add_argument("--targets", metavar="FILE", help="goals per table (JSON) to check the summary against")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown here (default: print it)")
 
 
 def _info_parser(sub) -> None:
-    p = sub.add_parser("info", help="backends and why any is unavailable, devices, versions, cache paths")
+    p = sub.add_parser("info", help="backends and why any is unavailable, devices, versions, cache paths",
+                       description="Show what this machine can run: each backend (or why it is unavailable) and "
+                                   "its implementations, the CPU and GPU, the benchmark peers, versions and where "
+                                   "compiled kernels and measured choices are cached.")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastconv", description="fastconv: benchmark its convolution and pooling "
-                                 "backends against their peers (bench), or show what this machine can run (info)")
+                                 "backends against their peers (bench), summarise saved benchmark reports "
+                                 "(summary), or show what this machine can run (info)")
     sub = ap.add_subparsers(dest="command", metavar="{bench,summary,info}")
     _bench_parser(sub)
     _summary_parser(sub)
@@ -163,11 +175,25 @@ def _note_load(device: str, threads: Optional[int]) -> None:
               file=sys.stderr)
 
 
-def _stem(args, report, suite: str, device: str) -> str:
-    """Where the JSON and the plot go without --json/--plot: ``fastconv-bench-<device>``, or with --out
-    ``<DIR>/<device name>-<suite>-<date>[-<dtype>]``."""
-    if not args.out:
-        return f"fastconv-bench-{device}"
+#: the folder of the bench's files without --json/--plot/--out (relative to the working directory)
+RESULTS_DIR = "fastconv-results"
+
+
+def _results_dir(path: str) -> bool:
+    """Create the default results folder ``path`` if it is missing, with a ``.gitignore`` of ``*`` inside
+    (as pytest does for its cache) so that git ignores it in whatever repository it lands; True when it
+    was created now."""
+    if os.path.isdir(path):
+        return False
+    os.makedirs(path, exist_ok=True)
+    _files.atomic_write(os.path.join(path, ".gitignore"), "# created by fastconv bench: git ignores this folder\n*\n")
+    return True
+
+
+def _stem(args, report, suite: str) -> str:
+    """Where the JSON and the plot go without --json/--plot: ``<DIR>/<device name>-<suite>[-<direction>]-
+    <date>T<hhmmss>[-<dtype>]``, DIR being --out or :data:`RESULTS_DIR`; runs a second or more apart never
+    share a name."""
     m = report["machine"]
     name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
     slug = "".join(ch if ch.isalnum() else "-" for ch in name).strip("-").lower()
@@ -176,7 +202,26 @@ def _stem(args, report, suite: str, device: str) -> str:
     dtype = "" if args.dtype == "float32" else f"-{args.dtype}"
     direction = report["settings"].get("direction", "forward")
     direction = "" if direction == "forward" else f"-{direction}"
-    return os.path.join(args.out, f"{slug}-{suite}{direction}-{m['date'][:10]}{dtype}")
+    when = m["date"][:10] + "T" + m["date"][11:19].replace(":", "")
+    return os.path.join(args.out or RESULTS_DIR, f"{slug}-{suite}{direction}-{when}{dtype}")
+
+
+def _write_results(args, report, suite: str) -> None:
+    """Write the JSON and the plot (--json/--plot, else under --out or the results folder) and say where;
+    OSError when they cannot be written."""
+    from . import bench
+    stem = _stem(args, report, suite)
+    if not args.out and (not (args.json or args.no_json) or not (args.plot or args.no_plot)) \
+            and _results_dir(RESULTS_DIR):
+        print(f"created {RESULTS_DIR}{os.sep} for the results (its .gitignore keeps it out of git)")
+    if not args.no_json:
+        path = args.json or f"{stem}.json"
+        bench.write_json(report, path)
+        print(f"JSON: {path}")
+    if not args.no_plot:
+        path = args.plot or f"{stem}.png"
+        why = bench.plot(report, path)
+        print(f"plot: {path}" if why is None else f"plot skipped: {why}")
 
 
 def cmd_bench(args, ap) -> int:
@@ -215,6 +260,9 @@ def cmd_bench(args, ap) -> int:
         return 2
     print(bench.table(report))
     print(bench.verified_text(report))
+    no_peer = bench.report.no_peer_line(report)
+    if no_peer:
+        print(no_peer)
     s = bench.summary(report, note=False)
     if s:
         print()
@@ -229,15 +277,13 @@ def cmd_bench(args, ap) -> int:
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
              f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
-    stem = _stem(args, report, suite.name, device)
-    if not args.no_json:
-        path = args.json or f"{stem}.json"
-        bench.write_json(report, path)
-        print(f"JSON: {path}")
-    if not args.no_plot:
-        path = args.plot or f"{stem}.png"
-        why = bench.plot(report, path)
-        print(f"plot: {path}" if why is None else f"plot skipped: {why}")
+    unwritten = 0
+    try:
+        _write_results(args, report, suite.name)
+    except OSError as e:
+        print(f"fastconv bench: cannot write the results ({e}); --out DIR, --json PATH and --plot PATH write "
+              "elsewhere", file=sys.stderr)
+        unwritten = 2
     if args.markdown:
         bench.write_markdown([report], args.markdown, targets)
         print(f"Markdown: {args.markdown}")
@@ -245,7 +291,7 @@ def cmd_bench(args, ap) -> int:
         print(f"{report['failures']} fastconv result(s) failed verification or crashed; see the table",
               file=sys.stderr)
         return 1
-    return 0
+    return unwritten
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -82,10 +82,38 @@ def fmt_time(s: Optional[float]) -> str:
     return f"{s:.2f} s"
 
 
+def peak_legend(report: dict) -> Tuple[str, str]:
+    """The header of the table's fraction column and the line under the table that says what it is a
+    fraction of: on the CPU (``copy%``) the pools' fraction of the copy bandwidth measured in the run with
+    one thread of ``numpy.copyto`` (CPU convolutions have no peak); on the GPU (``peak%``) the
+    convolutions' fraction of the fp32 FMA peak and the pools' of the memory bandwidth."""
+    pk = report.get("peak") or {}
+    conv_ref, pool_ref = pk.get("fp32_gflops"), pk.get("mem_gbps")
+    if report.get("settings", {}).get("device", "cpu") == "cpu":
+        if not pool_ref:
+            return "copy%", ("copy%: pools' throughput as a % of the copy bandwidth measured in the run (no pool in "
+                             "this run); convolutions: - (no CPU peak)")
+        how = (report.get("copy_bandwidth") or {}).get("how") or pk.get("source", "")
+        return "copy%", (f"copy%: pools' throughput as a % of the copy bandwidth measured in this run, "
+                         f"{pool_ref:.1f} GB/s ({how}); convolutions: - (no CPU peak)")
+    parts = []
+    if conv_ref:
+        parts.append(f"convolutions: % of the fp32 FMA peak, {conv_ref / 1000:.1f} TFLOP/s")
+    if pool_ref:
+        parts.append(f"pools: % of the memory bandwidth, {pool_ref:.0f} GB/s")
+    if not parts:
+        return "peak%", "peak%: - (the device's peak is unknown)"
+    source = pk.get("source", "").split(";")[0]
+    return "peak%", "peak%: " + "; ".join(parts) + (f" ({source})" if source else "")
+
+
 def table(report: dict) -> str:
-    """The results as a fixed-width text table."""
+    """The results as a fixed-width text table, with a line under it that says what the fraction column
+    is a fraction of (:func:`peak_legend`); the spread column marks noisy rows, and a line says how many
+    there are and what noisy means."""
     wc = max([32] + [len(r["case"]) + 1 for r in report["results"]])     # gradient names are longer
-    head = (f"{'case':<{wc}} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {'peak':>6} "
+    peak_head, legend = peak_legend(report)
+    head = (f"{'case':<{wc}} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {peak_head:>6} "
             f"{'vs peer':>8} {'spread':>6}")
     lines = [head, "-" * len(head)]
     last = None
@@ -97,12 +125,13 @@ def table(report: dict) -> str:
             lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {msg}")
             continue
         tp = f"{r['throughput']:.2f} {r['unit']}"
-        pk = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
+        pk = _pct(r["peak_fraction"])
         ratio = f"{r['ratio_to_best_peer']:.2f}x" if r["ratio_to_best_peer"] is not None else "-"
         loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
                  "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
         lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
                      f"{tp:>16} {pk:>6} {ratio:>8} {_spread_cell(r)}{loose}")
+    lines.append(legend)
     noisy = sum(bool(r.get("noisy")) for r in report["results"])
     if noisy:
         lines.append(f"{noisy} noisy row(s): {NOISY_MEANS.format(_max_spread(report))}")
@@ -146,6 +175,48 @@ def verified_text(report: dict) -> str:
             lines.append("  not verified: " + ", ".join(names[:10])
                          + (f" and {len(names) - 10} more" if len(names) > 10 else ""))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# No peer: why, and what to install
+# ---------------------------------------------------------------------------------------------------
+#: how to install the peer of each device
+PEER_INSTALL = {"cpu": "pip install torch for the CPU peer (for cuDNN on a GPU: a CUDA build of torch, "
+                       "https://pytorch.org/get-started/locally/)",
+                "gpu": "a CUDA build of torch for the cuDNN peer (https://pytorch.org/get-started/locally/; on "
+                       "Linux x86-64 plain pip install torch is one)"}
+
+
+def missing_peer(report: dict) -> Optional[str]:
+    """Why the report holds no peer result (None when it holds one), for "no peer: ...": none was run,
+    each peer's own reason (``torch: torch is not installed ...``), or that the peers ran but timed no
+    case."""
+    if any(r["kind"] == "peer" and r["status"] == "ok" for r in report["results"]):
+        return None
+    peers = [p for p in report.get("runners", []) if p["kind"] == "peer"]
+    if not peers:
+        return "none was run (--no-peers)"
+    gone = [f"{p['name']}: {p['reason']}" for p in peers if not p["available"]]
+    if len(gone) == len(peers):
+        return "; ".join(gone)
+    ran = ", ".join(p["name"] for p in peers if p["available"])
+    return f"{ran} timed no case (each unsupported or failed, see the table)"
+
+
+def no_peer_line(report: dict) -> Optional[str]:
+    """The console line when no peer was timed: why, and that the 'vs peer' ratios need one and how to
+    get it (None when a peer was timed)."""
+    why = missing_peer(report)
+    if why is None:
+        return None
+    device = report.get("settings", {}).get("device", "cpu")
+    if not any(p["kind"] == "peer" for p in report.get("runners", [])):
+        fix = "run without --no-peers, with torch installed (pip install torch)"
+    elif any(p["kind"] == "peer" and p["available"] for p in report["runners"]):
+        fix = "see why in the table"
+    else:
+        fix = PEER_INSTALL.get(device, PEER_INSTALL["cpu"])
+    return f"vs peer: '-' everywhere, no peer: {why}. The ratios need a peer: {fix}"
 
 
 def _geomean(vals: Sequence[float]) -> float:
@@ -402,8 +473,8 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
                         if vend else "") + ")")
     cp = rep.get("copy_bandwidth")
     if cp and cp.get("gbps"):
-        facts.append(f"measured copy bandwidth {cp['gbps']:.0f} GB/s ({cp.get('method')}, "
-                     f"{cp.get('bytes', 0) / 2**20:.0f} MiB)")
+        facts.append(f"measured copy bandwidth {cp['gbps']:.0f} GB/s, the pools' % copy BW reference ("
+                     + (cp.get("how") or f"{cp.get('method')}, {cp.get('bytes', 0) / 2**20:.0f} MiB") + ")")
     elif cp:
         facts.append(f"copy bandwidth not measured: {cp.get('error')}")
     if m.get("loadavg_start") and m.get("loadavg_end"):
