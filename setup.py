@@ -24,7 +24,8 @@ setup(
         # (dropped by CUDA 13), each with its own release's headers (cuda_fp16.h)
         "nvrtc": ["nvidia-cuda-nvrtc>=13", "nvidia-cuda-runtime>=13",
                   "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"],
-        "bench": ["matplotlib>=3.7"],
+        # threadpoolctl: `fastconv bench --threads N` limits the BLAS pools (OpenBLAS, MKL, BLIS) too
+        "bench": ["matplotlib>=3.7", "threadpoolctl>=3.0"],
         # examples/train_lenet.py trains on sklearn.datasets.load_digits (shipped with scikit-learn)
         "examples": ["scikit-learn>=1.2"],
         # fastconv.torch, the autograd bridge (CPU tensors; CUDA tensors need a CUDA build and a CuPy extra)

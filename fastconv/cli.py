@@ -83,8 +83,10 @@ def _bench_parser(sub) -> None:
                         "as Markdown")
     p.add_argument("--filter", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for numba and torch alike (default: their own defaults, all cores); "
-                        "1 gives steadier numbers on a machine that is busy with other work")
+                   help="CPU threads for numba, torch and the BLAS pools alike (OpenBLAS, MKL, BLIS, through "
+                        "threadpoolctl from the bench extra; without it the run says the BLAS pools were not "
+                        "limited). Default: their own defaults, all cores; 1 gives steadier numbers on a machine "
+                        "that is busy with other work")
     # test-only: cut the case list short
     p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
 
@@ -257,16 +259,20 @@ def cmd_bench(args, ap) -> int:
         print(f"fastconv bench: {e}", file=sys.stderr)
         return 2
     print(bench.table(report))
+    print(bench.verified_text(report))
     no_peer = bench.report.no_peer_line(report)
     if no_peer:
         print(no_peer)
-    s = bench.summary(report)
+    s = bench.summary(report, note=False)
     if s:
         print()
         print(s)
     if report["summary"]:
         print("\nper table:")
-        print(bench.summary_text(report["summary"]))
+        print(bench.summary_text(report["summary"], note=False))
+    note = bench.noise_note(report)      # why a geomean above is missing, once
+    if note:
+        print(note)
     la, lb = report["machine"].get("loadavg_start"), report["machine"].get("loadavg_end")
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "

@@ -15,12 +15,17 @@ backend with one algorithm, or a *peer* (``torch`` on the CPU, ``torch-cuda``: c
    a runner that fails is not timed, and the run exits non-zero if it is fastconv's;
 3. timed (:mod:`.timing`, on :mod:`fastconv._timing`'s clocks): warm-up calls first (Numba and NVRTC
    compilation, cuDNN autotuning and fastconv's own ``algo="auto"`` measurement stay out of the timing),
-   then repeated calls; the median is reported. GPU runners are timed with CUDA events, CPU runners with
-   the wall clock around a synchronised call.
+   then the case's verified runners together in rotating rounds (a few calls each, the order shifting by
+   one runner per round) until every runner's spread (interquartile range / median of its calls) is at
+   most the policy's ``max_spread`` or the case's time budget is spent; the median is reported, and a row
+   whose spread stays above ``max_spread`` is flagged ``noisy``. GPU runners are timed with CUDA events,
+   CPU runners with the wall clock around a synchronised call.
 
 Throughput, fractions of peak (:mod:`.machine` says what the peaks are) and the ratio to the best peer
 (``best peer time / runner time``; > 1: faster than every peer measured) are added per row
-(:mod:`.report`).
+(:mod:`.report`). No geomean of ratios is printed (headline, per table, Markdown, ``fastconv summary``)
+where more than half of the ratios it would average are noisy (:func:`.report.noise_refused`): the
+console says how many, the load average and what to do; the JSON keeps every figure, flagged.
 
 The torch peer runs the gradients with the kernels autograd runs for them: ``torch.nn.grad.conv{1,2}d_input``
 and ``_weight`` (``aten.convolution_backward``; cuDNN on the GPU) and the aten pool backward kernels given
@@ -52,9 +57,12 @@ are all forward):
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
               loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
-    settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits, settle_s), batch, table_batch, dtype,
-              accumulate, filter, threads ({numba, torch}), shapes (the directory read), targets (the goals
-              given, or null), timing, statistic ("median"), ratio (its definition)
+    settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits,
+              settle_s, max_spread, round_calls), batch, table_batch, dtype, accumulate, filter, threads
+              ({requested, numba, torch, blas: {limited, reason, pools (threadpoolctl's threadpool_info()
+              after limiting: user_api, internal_api, prefix, version, num_threads, filepath; null without
+              threadpoolctl), env (the BLAS thread variables set)}}), shapes (the directory read), targets
+              (the goals given, or null), timing, statistic ("median"), ratio (its definition)
     peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
     copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
     runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
@@ -63,24 +71,35 @@ are all forward):
               ("forward"/"backward"), spec_op (what is computed: conv, conv_input, conv_weight, max_pool,
               max_pool_backward, ...), source ("sweep" or "layers:<table>"), input_shape, weight_shape (the
               forward's), kwargs (the forward op's keyword arguments), sweeps ({sweep: label}), description,
-              flops, bytes (the spec's: a gradient's own), metric, verify_n
+              flops, bytes (the spec's: a gradient's own), metric, verify_n, timing ({rounds, stopped:
+              "steady"/"budget"/"max_repeat", spent_s}; null when nothing was timed)
     results   one row per (case, runner): case, op (the case's spec_op), kind, backend, algo, status ("ok", "unsupported",
               "verify-failed", "error"), error, verified ("strict"/"loose"/"fp16-accumulate"), median_s, min_s,
-              q1_s, q3_s, rounds, first_call_s (first warm-up call; compilation normally already happened
-              while verifying), verify_n, unit, throughput, peak_fraction, copy_fraction (pools),
-              ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]: the ratio while both
-              sides stay within their interquartile ranges), impl (fastconv algo "auto" and pools: the
-              implementation dispatch ran, by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
+              q1_s, q3_s, rounds (timed calls), spread ((q3_s - q1_s) / median_s), noisy (spread above
+              max_spread, the policy's, also recorded), first_call_s (first warm-up call; compilation
+              normally already happened while verifying), verify_n, unit, throughput, peak_fraction,
+              copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]:
+              the ratio while both sides stay within their interquartile ranges), ratio_noisy (the row or
+              its best peer noisy), impl (fastconv algo "auto" and pools: the implementation dispatch ran,
+              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
     summary   table_summary(): per standard-layer table, fastconv runner and op group: table, layer_subset,
               runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
-              min_copy_fraction, min_copy_layer, peer_median_copy_fraction, target, met (null without targets)
+              min_copy_fraction, min_copy_layer, peer_median_copy_fraction, target, met (null without targets,
+              or when refused), noisy (ratios noisy), refused (null, or why no geomean is printed), noise_note
+              (refused entries: the load average and what to do)
     failures  fastconv rows that failed verification or crashed;  wall_s  the whole run
 
 fastconv-bench/2 (from /1): gradient cases; ``settings.direction``, ``cases[].direction``,
 ``cases[].spec_op``, ``results[].op`` and the summary's ``op`` are new; a summary entry is per op group (a
 /1 reader grouping rows by runner alone would mix forward and gradient rows, hence the new version); goals
 are checked on the forward groups only.
+
+Changes within fastconv-bench/2 (readers keep working: new fields only, and ``settings.threads.blas_env``
+moved to ``settings.threads.blas.env``): ``results[].spread``, ``noisy``, ``max_spread``, ``ratio_noisy``;
+``cases[].timing``; ``settings.policy.max_spread``, ``round_calls``; ``settings.threads.requested`` and
+``blas``; the summary's ``noisy`` and ``refused``. The policy's time budget is per case now (its runners
+share it, timed in rounds), no longer per runner.
 
 Changes within fastconv-bench/1 (readers of older reports keep working: every field they read is still
 there): suite ``targets`` is gone (``layers`` with ``table_batch`` and a targets file replace it);
@@ -98,14 +117,15 @@ from .layers import SHIPPED_SHAPES, layer_cases, layer_tables, shapes_dir
 from .machine import (GPU_PEAKS, copy_bandwidth, cpu_model, device_limits, gpu_copy_bandwidth, gpu_info,
                       gpu_peak, gpu_peak_from_device, gpu_properties, machine_info, versions)
 from .plots import PLOT_SWEEPS, plot
-from .report import (markdown, op_group, summary, summary_text, table, table_summary, write_json,
-                     write_markdown)
+from .report import (markdown, noise_note, noise_refused, op_group, summary, summary_text, table,
+                     table_summary, verified_text, write_json, write_markdown)
 from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, TorchRunner, backends_for,
-                      default_device, device_of_backend, fastconv_runners, peer_runners, set_threads)
+                      default_device, device_of_backend, fastconv_runners, limit_threads, peer_runners,
+                      set_threads)
 from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, get_suite, parse_table_batch,
                      table_batches)
 from .targets import check_targets, load_targets
-from .timing import FULL_POLICY, QUICK_POLICY, Policy, measure, quartiles, summarise
+from .timing import FULL_POLICY, QUICK_POLICY, Policy, Side, measure, measure_case, quartiles, spread, summarise
 from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
 
 __all__ = [
@@ -116,12 +136,13 @@ __all__ = [
     "GPU_PEAKS", "copy_bandwidth", "cpu_model", "device_limits", "gpu_copy_bandwidth", "gpu_info", "gpu_peak",
     "gpu_peak_from_device", "gpu_properties", "machine_info", "versions",
     "PLOT_SWEEPS", "plot",
-    "markdown", "op_group", "summary", "summary_text", "table", "table_summary", "write_json", "write_markdown",
+    "markdown", "noise_note", "noise_refused", "op_group", "summary", "summary_text", "table", "table_summary",
+    "verified_text", "write_json", "write_markdown",
     "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
-    "default_device", "device_of_backend", "fastconv_runners", "peer_runners", "set_threads",
+    "default_device", "device_of_backend", "fastconv_runners", "limit_threads", "peer_runners", "set_threads",
     "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",
     "table_batches",
     "check_targets", "load_targets",
-    "FULL_POLICY", "QUICK_POLICY", "Policy", "measure", "quartiles", "summarise",
+    "FULL_POLICY", "QUICK_POLICY", "Policy", "Side", "measure", "measure_case", "quartiles", "spread", "summarise",
     "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",
 ]

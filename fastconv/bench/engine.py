@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -10,9 +11,10 @@ from . import machine
 from .cases import Case, case_spec
 from .layers import layer_tables
 from .report import add_throughput, fmt_time, table_summary
-from .runners import FastconvRunner, Runner, TorchRunner, fastconv_runners, peer_runners, set_threads
+from .runners import (FastconvRunner, Runner, TorchRunner, fastconv_runners, limit_threads, peer_runners,
+                      threads_note)
 from .suites import build_cases, get_suite, table_batches
-from .timing import QUICK_POLICY, Policy, measure, summarise
+from .timing import QUICK_POLICY, Policy, Side, measure_case, summarise
 from .verification import Reference, verify
 
 SCHEMA = "fastconv-bench/2"
@@ -31,7 +33,7 @@ class Options:
     batch: Optional[int] = None
     max_cases: Optional[int] = None
     filter: Optional[str] = None
-    threads: Optional[int] = None         # CPU threads for numba and torch alike (None: their defaults)
+    threads: Optional[int] = None         # CPU threads for numba, torch and the BLAS pools (None: their defaults)
     dtype: str = "float32"                # storage dtype of every case (suites.DTYPES)
     table_batch: Optional[Dict[str, int]] = None   # batch per standard-layer table (wins over batch)
     shapes: Optional[str] = None          # directory of the layer tables (None: $FASTCONV_SHAPES, else shipped)
@@ -70,15 +72,10 @@ def _references(cases: List[Case], device: str, copy_bytes: int, gpu: Optional[d
     return peak, copy_ref
 
 
-def _time(case: Case, runner: Runner, arrays, policy: Policy) -> dict:
-    """:func:`~.timing.measure` of ``runner`` on ``arrays`` (its device's copy is freed on return)."""
-    args, fn = runner.convert(arrays), runner.function(case)
-    return measure(lambda: fn(*args), policy, runner.sample, runner.sync)
-
-
 def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
-    """The result rows of one case (verified, then timed) and the batch it was verified at."""
-    rows, ref, arrays = [], None, None
+    """The result rows of one case (every runner verified, then the verified ones timed together in rounds:
+    :func:`~.timing.measure_case`), the batch it was verified at and how its timing ended."""
+    rows, ref, verified = [], None, []
     full_spec = case_spec(case)
     for r in live:
         if not r.runs(case):
@@ -99,19 +96,46 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
             row.update(status="verify-failed", error=str(e))
             continue
         except Exception as e:  # a runner that crashes is reported, the run goes on
-            row.update(status="error", error=f"{type(e).__name__}: {e}")
+            _error(row, e)
             continue
-        try:
-            if arrays is None:
-                arrays = case.arrays()       # once per case, shared by its runners
-            m = _time(case, r, arrays, policy)
-        except Exception as e:
-            row.update(status="error", error=f"{type(e).__name__}: {e}")
-            continue
-        row.update(summarise(m["times_s"]), first_call_s=m["first_call_s"])
-        if isinstance(r, FastconvRunner):
+        verified.append((row, r))
+    timing, arrays = _time_case(case, verified, policy)
+    for row, r in verified:
+        if row["status"] == "ok" and isinstance(r, FastconvRunner):
             row["impl"] = r.chosen(full_spec, case.padding_operand(arrays, full_spec))
-    return rows, full_spec, (ref.n if ref else None)
+    return rows, full_spec, (ref.n if ref else None), timing
+
+
+def _error(row: dict, e: BaseException) -> None:
+    row.update(status="error", error=f"{type(e).__name__}: {e}")
+
+
+def _time_case(case: Case, verified: List[tuple], policy: Policy) -> tuple:
+    """Time the verified (row, runner) pairs of ``case`` together on one set of arrays (each runner's device
+    copy is freed on return) and fill in their rows; returns the case's timing record (None when nothing
+    was timed) and the arrays."""
+    if not verified:
+        return None, None
+    try:
+        arrays = case.arrays()       # once per case, shared by its runners
+    except Exception as e:
+        for row, _ in verified:
+            _error(row, e)
+        return None, None
+    sides, timed = [], []
+    for row, r in verified:
+        try:
+            sides.append(Side(functools.partial(r.function(case), *r.convert(arrays)), r.sample, r.sync))
+            timed.append(row)
+        except Exception as e:
+            _error(row, e)
+    results, info = measure_case(sides, policy)
+    for row, m in zip(timed, results):
+        if m["error"] is not None:
+            _error(row, m["error"])
+        else:
+            row.update(summarise(m["times_s"], policy), first_call_s=m["first_call_s"])
+    return info, arrays
 
 
 def run(opts: Options, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
@@ -155,22 +179,26 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
 
     info = machine.machine_info(opts.device)
     peak, copy_ref = _references(cases, opts.device, opts.copy_bytes, info["gpu"], log)
-    threads = set_threads(opts.threads, live)
-    for r, ri in zip(runners, runner_info):
-        if ri["available"] and isinstance(r, TorchRunner):
-            ri["settings"] = r.settings()
-    log(f"fastconv bench: suite {opts.suite} ({direction}), device {opts.device}, {len(cases)} cases, runners "
-        f"{', '.join(r.label for r in live)}")
     results, case_records = [], []
-    for i, case in enumerate(cases, 1):
-        rows, spec, verify_n = _run_case(case, live, policy)
-        add_throughput(case, spec, rows, peak, verify_n, copy_ref)
-        results += rows
-        case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(),
-                                 metric="GFLOP/s" if case.is_conv else "GB/s", verify_n=verify_n))
-        log(f"[{i}/{len(cases)}] {case.name:<30} {case.describe():<40} " + "  ".join(
-            f"{r['backend']}:{r['algo']} " + (fmt_time(r["median_s"]) if r["status"] == "ok" else r["status"])
-            for r in rows))
+    with limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+        for r, ri in zip(runners, runner_info):
+            if ri["available"] and isinstance(r, TorchRunner):
+                ri["settings"] = r.settings()
+        log(f"fastconv bench: suite {opts.suite} ({direction}), device {opts.device}, {len(cases)} cases, "
+            f"runners {', '.join(r.label for r in live)}")
+        note = threads_note(threads)
+        if note:
+            log(note)
+        for i, case in enumerate(cases, 1):
+            rows, spec, verify_n, timing = _run_case(case, live, policy)
+            add_throughput(case, spec, rows, peak, verify_n, copy_ref)
+            results += rows
+            case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(), verify_n=verify_n,
+                                     metric="GFLOP/s" if case.is_conv else "GB/s", timing=timing))
+            log(f"[{i}/{len(cases)}] {case.name:<30} {case.describe():<40} " + "  ".join(
+                f"{r['backend']}:{r['algo']} " + (fmt_time(r["median_s"]) + ("~" if r.get("noisy") else "")
+                                                  if r["status"] == "ok" else r["status"])
+                for r in rows))
     info["loadavg_end"] = machine.loadavg()
     report = {
         "schema": SCHEMA,

@@ -19,14 +19,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .. import _files, _timing
 from .cases import CONV_OPS, Case
 from .targets import SUBSETS, target_met, target_text
-from .timing import quartiles
+from .timing import FULL_POLICY, MAX_SPREAD, quartiles
 from .verification import PEER_LOOSE_SCALE
 
 
 def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], verify_n,
                    copy_ref: Optional[dict] = None) -> None:
     """Add throughput, fraction of peak, fraction of the measured copy bandwidth (pools), the ratio to the
-    best peer and its interquartile range to each timed row."""
+    best peer, its interquartile range and whether it is noisy (``ratio_noisy``: the row or that peer is
+    ``noisy``) to each timed row."""
     work = spec.flops() if case.is_conv else spec.bytes()
     unit = "GFLOP/s" if case.is_conv else "GB/s"
     peak_value = None
@@ -40,7 +41,7 @@ def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], ver
         r["unit"] = unit
         if r["status"] != "ok":
             r.update(throughput=None, peak_fraction=None, copy_fraction=None, ratio_to_best_peer=None,
-                     ratio_iqr=None)
+                     ratio_iqr=None, ratio_noisy=None)
             continue
         tp = work / r["median_s"] / 1e9
         r["throughput"] = tp
@@ -48,6 +49,7 @@ def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], ver
         r["copy_fraction"] = tp / copy_gbps if copy_gbps else None
         r["ratio_to_best_peer"] = best["median_s"] / r["median_s"] if best else None
         r["ratio_iqr"] = [best["q1_s"] / r["q3_s"], best["q3_s"] / r["q1_s"]] if best else None
+        r["ratio_noisy"] = bool(r.get("noisy") or best.get("noisy")) if best else None
 
 
 def op_group(case: dict) -> str:
@@ -107,11 +109,12 @@ def peak_legend(report: dict) -> Tuple[str, str]:
 
 def table(report: dict) -> str:
     """The results as a fixed-width text table, with a line under it that says what the fraction column
-    is a fraction of (:func:`peak_legend`)."""
+    is a fraction of (:func:`peak_legend`); the spread column marks noisy rows, and a line says how many
+    there are and what noisy means."""
     wc = max([32] + [len(r["case"]) + 1 for r in report["results"]])     # gradient names are longer
     peak_head, legend = peak_legend(report)
     head = (f"{'case':<{wc}} {'backend':<11} {'algo':<7} {'time':>10} {'throughput':>16} {peak_head:>6} "
-            f"{'vs peer':>8}")
+            f"{'vs peer':>8} {'spread':>6}")
     lines = [head, "-" * len(head)]
     last = None
     for r in report["results"]:
@@ -127,8 +130,50 @@ def table(report: dict) -> str:
         loose = {"loose": f" (verified at {PEER_LOOSE_SCALE:g}x tolerance)",
                  "fp16-accumulate": " (verified at the float16-accumulation tolerance)"}.get(r.get("verified"), "")
         lines.append(f"{case:<{wc}} {r['backend']:<11} {r['algo']:<7} {fmt_time(r['median_s']):>10} "
-                     f"{tp:>16} {pk:>6} {ratio:>8}{loose}")
+                     f"{tp:>16} {pk:>6} {ratio:>8} {_spread_cell(r)}{loose}")
     lines.append(legend)
+    noisy = sum(bool(r.get("noisy")) for r in report["results"])
+    if noisy:
+        lines.append(f"{noisy} noisy row(s): {NOISY_MEANS.format(_max_spread(report))}")
+    return "\n".join(lines)
+
+
+#: what "noisy" means, in the table's legend and the summaries' notes (``{}``: the threshold)
+NOISY_MEANS = "the interquartile range of the row's calls is over {:.0%} of their median"
+
+
+def _max_spread(report: dict) -> float:
+    """The spread above which this report's rows are noisy (its policy's; older reports: the default)."""
+    return (report.get("settings", {}).get("policy") or {}).get("max_spread", MAX_SPREAD)
+
+
+def _spread_cell(r: dict) -> str:
+    """The table's spread column: ``4%``, ``38% noisy``, or ``-`` for a report without spreads."""
+    if r.get("spread") is None:
+        return f"{'-':>6}"
+    return f"{100 * r['spread']:>5.0f}%" + (" noisy" if r.get("noisy") else "")
+
+
+def verified_text(report: dict) -> str:
+    """How many rows passed the check against the NumPy oracle, out of those checked (every row but the
+    unsupported ones), fastconv's and the peers' apart, and which failed (verification failed, or the
+    runner crashed before it could be judged)."""
+    lines = []
+    for kind, who in (("fastconv", "fastconv"), ("peer", "peers")):
+        rows = [r for r in report["results"] if r["kind"] == kind and r["status"] != "unsupported"]
+        if not rows:
+            continue
+        passed = [r for r in rows if r.get("verified")]
+        wider = sum(r["verified"] != "strict" for r in passed)
+        unsupported = sum(r["kind"] == kind and r["status"] == "unsupported" for r in report["results"])
+        lines.append(f"{who}: {len(passed)}/{len(rows)} verified against the NumPy oracle"
+                     + (f" ({wider} at a peer's wider tolerance)" if wider else "")
+                     + (f"; {unsupported} unsupported, not run" if unsupported else ""))
+        failed = [r for r in rows if not r.get("verified")]
+        if failed:
+            names = [f"{r['case']} {r['backend']}:{r['algo']} ({r['status']})" for r in failed]
+            lines.append("  not verified: " + ", ".join(names[:10])
+                         + (f" and {len(names) - 10} more" if len(names) > 10 else ""))
     return "\n".join(lines)
 
 
@@ -178,19 +223,72 @@ def _geomean(vals: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
-def summary(report: dict) -> str:
-    """Geometric-mean ratio to the best peer per fastconv runner and :func:`op_group` (convs, pools and
-    each gradient apart)."""
+def noise_refused(noisy: int, n: int) -> bool:
+    """The rule for every geomean fastconv prints (:func:`summary`, :func:`table_summary`, Markdown): none when
+    more than half of the ``n`` ratios it would average are noisy (``ratio_noisy``: the fastconv row or its
+    best peer has a spread above the policy's ``max_spread``). The numbers stay in the JSON, flagged."""
+    return n > 0 and 2 * noisy > n
+
+
+def _noise_note(report: dict) -> str:
+    """Why a geomean was refused and what to do, with the run's load average (advice the run already
+    followed is left out)."""
+    m, st = report.get("machine", {}), report.get("settings", {})
+    la, lb = m.get("loadavg_start"), m.get("loadavg_end")
+    load = (f"load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on {m.get('cpu_cores_usable')} cores; "
+            if la and lb else "")
+    todo = [] if (st.get("threads") or {}).get("requested") == 1 else ["--threads 1"]
+    todo.append("a quiet machine")
+    if (st.get("policy") or {}).get("max_time", FULL_POLICY.max_time) < FULL_POLICY.max_time:
+        todo.append("a longer budget (a suite without --quick)")
+    return (f"noisy: {NOISY_MEANS.format(_max_spread(report))} (or its peer's); {load}for numbers to trust: "
+            + ", ".join(todo[:-1]) + (" or " if len(todo) > 1 else "") + todo[-1])
+
+
+def _headline_groups(report: dict) -> Dict[Tuple[str, str], List[dict]]:
+    """The fastconv rows with a ratio, per (runner label, :func:`op_group`)."""
     group_of = {c["name"]: op_group(c) for c in report["cases"]}
-    groups: Dict[Tuple[str, str], List[float]] = {}
+    groups: Dict[Tuple[str, str], List[dict]] = {}
     for r in report["results"]:
         if r["kind"] == "fastconv" and r.get("ratio_to_best_peer"):
-            family = group_of[r["case"]]
-            groups.setdefault((f"{r['backend']}:{r['algo']}", family), []).append(r["ratio_to_best_peer"])
+            groups.setdefault((f"{r['backend']}:{r['algo']}", group_of[r["case"]]), []).append(r)
+    return groups
+
+
+def _refused(rows: Sequence[dict]) -> bool:
+    return noise_refused(sum(bool(r.get("ratio_noisy")) for r in rows), len(rows))
+
+
+def noise_note(report: dict) -> Optional[str]:
+    """The note on noise (what it is, the load average, what to do) when :func:`summary` or a per-table
+    entry refused a geomean, else None."""
+    if any(_refused(rows) for rows in _headline_groups(report).values()) or any(
+            e.get("refused") for e in report.get("summary") or ()):
+        return _noise_note(report)
+    return None
+
+
+def summary(report: dict, note: bool = True) -> str:
+    """Geometric-mean ratio to the best peer per fastconv runner and :func:`op_group` (convs, pools and
+    each gradient apart), over every row with a ratio, noisy ones included (their count is given); where
+    more than half of them are noisy (:func:`noise_refused`), no geomean but how many, followed (``note``)
+    by a note with the load average and what to do."""
+    groups = _headline_groups(report)
     wf = max([5] + [len(f) for _, f in groups])
-    return "\n".join(f"{label:<18} {family:<{wf}} geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
-                     f"(min {min(vals):.2f}x, max {max(vals):.2f}x)"
-                     for (label, family), vals in sorted(groups.items()))
+    lines, refused = [], False
+    for (label, family), rows in sorted(groups.items()):
+        vals = [r["ratio_to_best_peer"] for r in rows]
+        noisy = sum(bool(r.get("ratio_noisy")) for r in rows)
+        head = f"{label:<18} {family:<{wf}} "
+        if noise_refused(noisy, len(rows)):
+            refused = True
+            lines.append(head + f"no geomean vs best peer: {noisy} of {len(rows)} cases are noisy")
+            continue
+        lines.append(head + f"geomean vs best peer {_geomean(vals):.2f}x over {len(vals)} cases "
+                     f"(min {min(vals):.2f}x, max {max(vals):.2f}x" + (f"; {noisy} noisy" if noisy else "") + ")")
+    if refused and note:
+        lines.append(_noise_note(report))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,7 +310,11 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     median, quartiles and lowest ratio to the best peer (with its layer), how many layers were timed,
     unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs), the median
     and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see :mod:`.targets`;
-    forward groups only), the table's goal and whether it is met (None when not every layer was timed)."""
+    forward groups only), the table's goal and whether it is met (None when not every layer was timed).
+    ``noisy``: how many of the timed ratios are noisy (``ratio_noisy``); ``refused``: None, or why the
+    geomean is not to be printed (:func:`noise_refused`: more than half of them noisy; the figures stay in
+    the entry, and the goal is not judged: ``met`` None), with ``noise_note``: the load average and what
+    to do."""
     cases = {c["name"]: c for c in report["cases"]}
     tables: Dict[str, List[str]] = {}
     for c in report["cases"]:
@@ -243,9 +345,11 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
                 rs = [r for r in rs_all if r["case"] in set(layers)]
                 entry = _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer)
                 entry["op"] = group
+                if entry["refused"]:
+                    entry["noise_note"] = _noise_note(report)
                 if goal and part == subset:
                     entry["target"] = target_text(goal, peer)
-                    entry["met"] = target_met(goal, entry)
+                    entry["met"] = None if entry["refused"] else target_met(goal, entry)
                 out.append(entry)
     return out
 
@@ -256,6 +360,7 @@ def _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer
     ok = [r for r in rs if r["status"] == "ok" and r.get("ratio_to_best_peer")]
     ratios = [(r["ratio_to_best_peer"], r["case"]) for r in ok]
     values = [v for v, _ in ratios]
+    noisy = sum(bool(r.get("ratio_noisy")) for r in ok)
     q1, median, q3 = quartiles(values, "inclusive")   # the table's layers are the population
     peer_rows = [r for r in rows if r["kind"] == "peer" and r["status"] == "ok" and r["case"] in set(layers)]
     lo = min(ratios) if ratios else (None, None)
@@ -263,7 +368,8 @@ def _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer
     entry = {
         "table": table_name, "layer_subset": part, "runner": label, "dtype": dtype, "peer": peer,
         "batch": sorted({cases[n]["input_shape"][0] for n in layers}),
-        "layers": len(layers), "timed": len(ratios),
+        "layers": len(layers), "timed": len(ratios), "noisy": noisy,
+        "refused": f"{noisy} of {len(ok)} layers are noisy" if noise_refused(noisy, len(ok)) else None,
         "unsupported": sum(r["status"] == "unsupported" for r in rs),
         "failed": sum(r["status"] in ("verify-failed", "error") for r in rs),
         "geomean": _geomean(values) if ratios else None, "median": median, "q1": q1, "q3": q3,
@@ -303,17 +409,22 @@ def _spread(e: dict) -> str:
     return f"{_x(e['median'])} ({e['q1']:.2f}-{e['q3']:.2f}x)"
 
 
-def summary_text(entries: Sequence[dict]) -> str:
-    """One line per :func:`table_summary` entry."""
+def summary_text(entries: Sequence[dict], note: bool = True) -> str:
+    """One line per :func:`table_summary` entry; with ``note``, the note on noise once after them when an
+    entry was refused."""
     lines = []
     for e in entries:
-        line = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) "
-                f"{_with_op(e['runner'], e.get('op', 'conv'))}: geomean "
-                f"{_x(e['geomean'])} vs {e['peer']}, median {_spread(e)}, min {_x(e['min'])}"
-                + (f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else "")
-                + f", {e['timed']}/{e['layers']} layers timed")
-        if e["unsupported"] or e["failed"]:
-            line += f" ({e['unsupported']} unsupported, {e['failed']} failed)"
+        head = (f"{_table_name(e)} (N={','.join(map(str, e['batch']))}, {e['dtype']}) "
+                f"{_with_op(e['runner'], e.get('op', 'conv'))}: ")
+        timed = f"{e['timed']}/{e['layers']} layers timed" + (
+            f" ({e['unsupported']} unsupported, {e['failed']} failed)" if e["unsupported"] or e["failed"] else "")
+        if e.get("refused"):      # no ratio figure from a table that was mostly noise: say why instead
+            lines.append(head + f"no geomean vs {e['peer']}, {timed}: {e['refused']}"
+                         + (f"; target {e['target']}: not judged" if e["target"] else ""))
+            continue
+        line = (head + f"geomean {_x(e['geomean'])} vs {e['peer']}, median {_spread(e)}, min {_x(e['min'])}"
+                + (f" ({e['min_layer'].split('/', 1)[-1]})" if e["min_layer"] else "") + f", {timed}"
+                + (f" ({e['noisy']} noisy)" if e.get("noisy") else ""))
         if "median_copy_fraction" in e:
             line += (f", median {_pct(e['median_copy_fraction'])} of copy bandwidth "
                      f"(peer {_pct(e.get('peer_median_copy_fraction'))})")
@@ -324,6 +435,8 @@ def summary_text(entries: Sequence[dict]) -> str:
             verdict = {True: "met", False: "NOT met", None: "not every layer timed"}[e["met"]]
             line += f"; target {e['target']}: {verdict}"
         lines.append(line)
+    if note:
+        lines += list(dict.fromkeys(e["noise_note"] for e in entries if e.get("refused") and e.get("noise_note")))
     return "\n".join(lines)
 
 
@@ -370,6 +483,11 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in entries})) or 'peer'} "
                  "median time / fastconv median time (> 1: fastconv faster); medians of "
                  f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")
+    timed = [r for r in rep["results"] if r["status"] == "ok" and "noisy" in r]
+    if timed:       # reports that predate the noise flags say nothing about it
+        facts.append(f"the runners of a case timed together in alternating rounds; "
+                     f"{sum(bool(r['noisy']) for r in timed)} of {len(timed)} rows noisy "
+                     f"({NOISY_MEANS.format(_max_spread(rep))})")
     return facts
 
 
@@ -404,11 +522,16 @@ def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
             timed = f"{e['timed']}/{e['layers']}" + (f" ({e['unsupported']} unsupported)" if e["unsupported"] else "") \
                 + (f" ({e['failed']} failed)" if e["failed"] else "")
             op = "" if e.get("op", "conv") in FORWARD_GROUPS else f" {e['op']}"
+            geo, low, mid = _x(e["geomean"]), f"{_x(e['min'])}{layer}", _spread(e)
+            if e.get("refused"):       # the same rule as the console: no ratio figures from noise
+                geo, low, mid = f"none: {e['noisy']}/{e['timed']} noisy", "-", "-"
             cells = [f"{_table_name(e)} ({','.join(map(str, e['batch']))})", f"`{e['runner']}`{op}", timed,
-                     _x(e["geomean"]), f"{_x(e['min'])}{layer}", _spread(e), peakf, copy]
+                     geo, low, mid, peakf, copy]
             if targets:
                 cells += [e["target"] or "-", {True: "yes", False: "no", None: "-"}[e["met"]]]
             parts.append("| " + " | ".join(cells) + " |\n")
+        if any(e.get("refused") for e in entries):
+            parts.append(f"\n{_noise_note(rep)}\n")
         parts.append("\n")
     return "".join(parts)
 

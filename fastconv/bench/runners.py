@@ -16,6 +16,7 @@ cropped; the weight gradient of the padded input).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -359,22 +360,80 @@ def peer_runners(device: str, names: Optional[Sequence[str]] = None) -> List[Run
     return [p for p in peers if not names or p.name in names]
 
 
-def set_threads(n: Optional[int], runners: Sequence[Runner]) -> dict:
-    """Give numba and torch the same CPU thread count (when ``n``); report what each uses. The BLAS pool
-    that numba's im2col GEMM runs on is not changed here (it sizes itself when NumPy loads)."""
-    out = {}
+#: what the report keeps of each pool threadpoolctl finds
+POOL_FIELDS = ("user_api", "internal_api", "prefix", "version", "num_threads", "filepath")
+#: the BLAS thread variables recorded beside the pools (read, never changed)
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _limit_threads(n: Optional[int], runners: Sequence[Runner], undo: list) -> dict:
+    """Give numba, torch and the BLAS pools ``n`` threads (when ``n``), appending to ``undo`` what puts each
+    back; returns what each runs with now (the report's ``settings.threads``)."""
+    out = {"requested": n}
     names = {r.name for r in runners}
     if "numba" in names:
         import numba
         if n:
+            before = numba.get_num_threads()
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            undo.append(lambda: numba.set_num_threads(before))
         out["numba"] = numba.get_num_threads()
     if "torch" in names:
         import torch
         if n:
+            before_t = torch.get_num_threads()
             torch.set_num_threads(n)
+            undo.append(lambda: torch.set_num_threads(before_t))
         out["torch"] = torch.get_num_threads()
-    # what the BLAS pools were sized by when NumPy (and torch) loaded: recorded, not changed
-    out["blas_env"] = {k: _config.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-                       if _config.get(k) is not None}
+    out["blas"] = _limit_blas(n, undo)
     return out
+
+
+def _limit_blas(n: Optional[int], undo: list) -> dict:
+    """The BLAS pools loaded in this process (NumPy's, torch's: OpenBLAS, MKL, BLIS), limited to ``n``
+    threads through threadpoolctl (an optional dependency, in the ``bench`` extra) when ``n``: ``limited``,
+    ``reason`` (why not, when not), ``pools`` (threadpoolctl's ``threadpool_info()`` afterwards, every pool
+    it finds, OpenMP ones included; None without threadpoolctl) and ``env`` (the BLAS thread variables set)."""
+    env = {k: _config.get(k) for k in BLAS_ENV if _config.get(k) is not None}
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {"limited": False, "pools": None, "env": env,
+                "reason": "threadpoolctl is not installed (pip install threadpoolctl, or the bench extra): the "
+                          "BLAS pools keep the size they took when NumPy and torch loaded (see env)"}
+    if n:
+        limiter = threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+        undo.append(limiter.restore_original_limits)
+    pools = [{k: p.get(k) for k in POOL_FIELDS} for p in threadpoolctl.threadpool_info()]
+    return {"limited": bool(n), "pools": pools, "env": env,
+            "reason": None if n else "no thread count given: the pools' own defaults"}
+
+
+@contextlib.contextmanager
+def limit_threads(n: Optional[int], runners: Sequence[Runner]):
+    """``with limit_threads(n, runners) as threads:`` numba (when a runner is numba's), torch (when the
+    torch peer runs) and every BLAS pool run with ``n`` threads inside the block and get their own counts
+    back after it; ``threads`` is what each runs with inside (see :func:`_limit_blas`). ``n`` None: nothing
+    is changed, the counts are recorded."""
+    undo: list = []
+    try:
+        yield _limit_threads(n, runners, undo)
+    finally:
+        for f in reversed(undo):
+            f()
+
+
+def set_threads(n: Optional[int], runners: Sequence[Runner]) -> dict:
+    """:func:`limit_threads` for the rest of the process (a benchmark session): nothing is put back."""
+    return _limit_threads(n, runners, [])
+
+
+def threads_note(threads: dict) -> Optional[str]:
+    """The line the run prints when a thread count was asked for and the BLAS pools could not be limited
+    (None otherwise)."""
+    n, blas = threads.get("requested"), threads.get("blas") or {}
+    if not n or blas.get("limited"):
+        return None
+    others = " and ".join(k for k in ("numba", "torch") if k in threads)
+    return (f"note: --threads {n} does not limit the BLAS pools: {blas.get('reason')}"
+            + (f" ({others} run with {n})" if others else ""))

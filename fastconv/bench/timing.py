@@ -1,7 +1,26 @@
-"""How long each (case, runner) is timed, and what is reported of the times.
+"""How long the runners of a case are timed, and what is reported of the times.
 
 The clock itself is :mod:`fastconv._timing`'s: a runner's ``sample`` is ``wall_times`` (CPU, with the
 runner's synchronisation inside the timed region) or ``event_times`` (GPU, CUDA events).
+
+The runners of one case ("sides") are timed together, in rounds (:func:`measure_case`): first each side's
+first call (compilation, autotuning: reported apart) and warm-up, then rounds in which every side makes
+``round_calls`` timed calls, the order rotating by one side each round (A B P, B P A, P A B, ...), so that
+a burst of outside load lands on every side alike and the ratio of two sides is taken over the same stretch
+of time. Rounds go on until every side is steady or the case's budget is spent:
+
+- steady: every side has ``min_repeat`` calls, ``min_time`` seconds are spent, and every side's *spread*
+  (:func:`spread`: interquartile range / median of its per-call times) is at most ``max_spread``. The spread
+  is taken over the calls, not over per-round medians: a quick run has a handful of rounds, too few for
+  quartiles, and the per-call quartiles are the ones the report shows (``q1_s``/``q3_s``). Since the rounds
+  spread each side's calls over the whole case, a burst of outside load lands on some calls of every side
+  and shows as spread, instead of moving one side's median alone.
+- budget: ``max_time`` seconds are spent (every side has at least three calls by then), or every side has
+  ``max_repeat`` calls. A side still above ``max_spread`` at the end is *noisy*.
+
+"Seconds spent" are the case's timed seconds (every side's samples, as the clock measured them) plus the
+pauses taken between sides, so the budget holds on the wall clock and a test can script it with a fake
+sampler.
 """
 from __future__ import annotations
 
@@ -13,48 +32,120 @@ from typing import Callable, List, Optional, Sequence
 from .. import _timing
 
 
+#: the default of Policy.max_spread: a side whose spread stays above it is noisy
+MAX_SPREAD = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """Warm-up calls, then at least ``min_repeat`` timed calls and ``min_time`` seconds of them, at most
-    ``max_repeat`` calls or ``max_time`` seconds (with at least three calls). ``settle_s``: a pause before
-    the warm-up and again before the timed calls, so that threads another runner left spinning (OpenBLAS,
-    torch's pool) are idle by then."""
+    """Per side: warm-up calls (the first one timed apart). Per case: rounds of ``round_calls`` timed calls of
+    every side, until every side has ``min_repeat`` calls, ``min_time`` seconds are spent and every side's
+    :func:`spread` is at most ``max_spread`` (steady), or ``max_time`` seconds are spent, or every side has
+    ``max_repeat`` calls (the budget; :func:`measure_case` says which). ``settle_s``: a pause before each
+    side's warm-up and before each block of timed calls that follows another side's (counted in the budget),
+    so that threads another runner left spinning (OpenBLAS, torch's pool) are idle by then."""
     warmup: int
     min_repeat: int
     max_repeat: int
     min_time: float
     max_time: float
     settle_s: float = 0.0
+    max_spread: float = MAX_SPREAD
+    round_calls: int = 3
 
 
 QUICK_POLICY = Policy(warmup=1, min_repeat=5, max_repeat=50, min_time=0.05, max_time=0.5)
-FULL_POLICY = Policy(warmup=2, min_repeat=10, max_repeat=200, min_time=0.2, max_time=2.0)
+FULL_POLICY = Policy(warmup=2, min_repeat=10, max_repeat=200, min_time=0.2, max_time=2.0, round_calls=5)
 
 #: ``sample(fn, repeat) -> seconds per call``, one entry per sample
 Sampler = Callable[[Callable[[], object], int], List[float]]
 
 
+@dataclasses.dataclass
+class Side:
+    """One runner of a case as the timing sees it: the call, how a call is timed (``sample``) and the
+    synchronisation that belongs inside the first call's wall time."""
+    call: Callable[[], object]
+    sample: Sampler
+    sync: Optional[Callable[[], None]] = None
+
+
+def spread(times: Sequence[float]) -> Optional[float]:
+    """(q3 - q1) / median of ``times`` (:func:`quartiles`, exclusive method: with three calls, the range);
+    None with fewer than two times or a zero median."""
+    if len(times) < 2:
+        return None
+    q1, med, q3 = quartiles(times)
+    return (q3 - q1) / med if med else None
+
+
+def _steady(times: Sequence[float], policy: Policy) -> bool:
+    s = spread(times)
+    return s is not None and s <= policy.max_spread
+
+
+def measure_case(sides: Sequence[Side], policy: Policy) -> tuple:
+    """Time ``sides`` together in rotating rounds (module docstring). Returns (one dict per side: the first
+    call's wall time ``first_call_s`` with ``sync()`` inside it, every timed call's seconds ``times_s``,
+    ``error``: the exception the side raised, after which it was timed no further, else None; and the
+    case's ``{"rounds", "stopped": "steady" | "budget" | "max_repeat", "spent_s"}``)."""
+    out = [{"first_call_s": None, "times_s": [], "error": None} for _ in sides]
+    for s, o in zip(sides, out):
+        try:
+            if policy.settle_s:
+                time.sleep(policy.settle_s)
+            o["first_call_s"] = first = _timing.wall_times(s.call, 1, sync=s.sync)[0]
+            if first < policy.max_time and policy.warmup > 1:   # a call slower than the budget needs no more
+                _timing.wall_times(s.call, policy.warmup - 1, sync=s.sync)
+        except Exception as e:  # reported by the caller; the other sides are still timed
+            o["error"] = e
+    spent, rounds, last, stopped = 0.0, 0, None, "budget"
+    while True:
+        live = [i for i, o in enumerate(out) if o["error"] is None]
+        if not live:
+            break
+        k, added = rounds % len(live), 0
+        for i in live[k:] + live[:k]:
+            s, o = sides[i], out[i]
+            n = min(policy.round_calls, policy.max_repeat - len(o["times_s"]))
+            if n <= 0:
+                continue
+            if policy.settle_s and last != i:
+                time.sleep(policy.settle_s)
+                spent += policy.settle_s
+            last = i
+            try:
+                t = s.sample(s.call, n)
+            except Exception as e:
+                o["error"] = e
+                continue
+            o["times_s"] += t
+            spent += sum(t)
+            added += len(t)
+        rounds += 1
+        timed = [out[i]["times_s"] for i in live if out[i]["error"] is None]
+        if not timed or not added:
+            break
+        if (all(len(t) >= policy.min_repeat for t in timed) and spent >= policy.min_time
+                and all(_steady(t, policy) for t in timed)):
+            stopped = "steady"
+            break
+        if all(len(t) >= policy.max_repeat for t in timed):
+            stopped = "max_repeat"
+            break
+        if spent >= policy.max_time and all(len(t) >= 3 for t in timed):
+            break
+    return out, {"rounds": rounds, "stopped": stopped, "spent_s": spent}
+
+
 def measure(call: Callable[[], object], policy: Policy, sample: Sampler,
             sync: Optional[Callable[[], None]] = None) -> dict:
-    """Warm-up calls, then timed calls of ``call()`` per ``policy``, one ``sample`` each. Returns the first
-    call's wall time (with ``sync()`` inside it; compilation and autotuning show here) and every timed
-    call's seconds."""
-    if policy.settle_s:
-        time.sleep(policy.settle_s)
-    first = _timing.wall_times(call, 1, sync=sync)[0]
-    if first < policy.max_time and policy.warmup > 1:   # a call slower than the budget needs no more warm-up
-        _timing.wall_times(call, policy.warmup - 1, sync=sync)
-    if policy.settle_s:
-        time.sleep(policy.settle_s)
-    times: List[float] = []
-    while len(times) < policy.max_repeat:
-        times += sample(call, 1)
-        spent = sum(times)
-        if len(times) >= policy.min_repeat and spent >= policy.min_time:
-            break
-        if spent >= policy.max_time and len(times) >= 3:
-            break
-    return {"first_call_s": first, "times_s": times}
+    """:func:`measure_case` of one call alone: ``{"first_call_s", "times_s"}``; raises what the call
+    raised."""
+    (m,), _ = measure_case([Side(call, sample, sync)], policy)
+    if m["error"] is not None:
+        raise m["error"]
+    return {"first_call_s": m["first_call_s"], "times_s": m["times_s"]}
 
 
 def quartiles(values: Sequence[float], method: str = "exclusive") -> List[Optional[float]]:
@@ -68,7 +159,13 @@ def quartiles(values: Sequence[float], method: str = "exclusive") -> List[Option
     return [values[0] if values else None] * 3
 
 
-def summarise(times: Sequence[float]) -> dict:
-    """Median, minimum and quartiles of the timed calls."""
+def summarise(times: Sequence[float], policy: Optional[Policy] = None) -> dict:
+    """Median, minimum and quartiles of the timed calls, their :func:`spread` and, given the ``policy``,
+    whether they are ``noisy`` (spread above ``policy.max_spread``, or too few calls to tell) and the
+    ``max_spread`` that was judged by."""
     q1, med, q3 = quartiles(times)
-    return {"median_s": med, "min_s": min(times), "q1_s": q1, "q3_s": q3, "rounds": len(times)}
+    out = {"median_s": med, "min_s": min(times), "q1_s": q1, "q3_s": q3, "rounds": len(times),
+           "spread": spread(times)}
+    if policy is not None:
+        out.update(noisy=not _steady(times, policy), max_spread=policy.max_spread)
+    return out

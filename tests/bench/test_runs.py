@@ -136,9 +136,9 @@ def test_cpu_runner_synchronises_inside_the_timed_call(monkeypatch):
 
 def test_measure_warms_up_then_repeats():
     calls = []
-    policy = bench.Policy(warmup=2, min_repeat=4, max_repeat=6, min_time=0.0, max_time=1.0)
+    policy = bench.Policy(warmup=2, min_repeat=4, max_repeat=6, min_time=0.0, max_time=1.0, round_calls=2)
     m = bench.measure(lambda: calls.append(1), policy, lambda fn, n: [fn() or 0.001 for _ in range(n)])
-    assert len(calls) == 2 + 4 and len(m["times_s"]) == 4
+    assert len(calls) == 2 + 4 and len(m["times_s"]) == 4      # steady: stops at min_repeat, in rounds of 2
     assert bench.summarise(m["times_s"])["median_s"] == 0.001
 
 
