@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 
-from .. import _config
+from .. import _config, _warmup
 from .._files import atomic_write, replacing
 from ._errors import EmuError
 
@@ -255,20 +255,22 @@ def module_library(unit, key, backend, flags, include_dirs, label):
                 stats["cache_hits"] += 1
                 return path, False
             stats["rebuilt_corrupt"] += 1
-        rt = runtime_object(backend)
-        src = _tmp_name(d, ".cpp")
-        try:
-            with open(src, "w") as f:
-                f.write(unit)
-            incs = [a for inc in include_dirs for a in ("-I", inc)]
-            with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
-                _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
-                          "-shared", "-Wl,-z,defs", "-o", tmp], label)
-                body = _read(tmp)
-                with open(tmp, "ab") as f:
-                    f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
-        finally:
-            os.unlink(src)
+        with _warmup.compiling("cuda-emu", f"{label} with g++",
+                               lambda: f"each kernel file builds once (seconds) and is cached in {d}"):
+            rt = runtime_object(backend)
+            src = _tmp_name(d, ".cpp")
+            try:
+                with open(src, "w") as f:
+                    f.write(unit)
+                incs = [a for inc in include_dirs for a in ("-I", inc)]
+                with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
+                    _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
+                              "-shared", "-Wl,-z,defs", "-o", tmp], label)
+                    body = _read(tmp)
+                    with open(tmp, "ab") as f:
+                        f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
+            finally:
+                os.unlink(src)
         stats["module_builds"] += 1
         return path, True
 
