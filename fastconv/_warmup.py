@@ -18,13 +18,18 @@ backend tells the two apart:
   :data:`SLOW_S` is a compile (a timer says it then, while it runs; a load never gets that far).
 
 ``fastconv warmup`` (:func:`warmup`) runs every implementation of the chosen backends once per dtype it
-runs natively, on a tiny problem it supports (:func:`problem_for`: the first of :func:`problems` whose spec
-:func:`fastconv._dispatch.reasons` accepts), with the inputs the tuner would make
-(:func:`fastconv._tune.synthetic_inputs`): an honest trigger, since Numba compiles per signature and the
-call is the one dispatch makes. The implementations come from dispatch (``implementations()`` of each
-backend), so a new family is warmed without an edit here; one that no tiny problem fits is reported, and
-tests/test_warmup.py fails for it. A kernel that only large problems reach (numba's banded im2col packer)
-is reported as not reached: it compiles on first use.
+runs natively and per batch size of :data:`BATCHES` (one image, two: an implementation may run other
+kernels for several images), on a tiny problem it supports (:func:`problems_for`: the first of
+:func:`problems` whose spec :func:`fastconv._dispatch.reasons` accepts), with the inputs the tuner would
+make (:func:`fastconv._tune.synthetic_inputs`): an honest trigger, since Numba compiles per signature and
+the call is the one dispatch makes. The implementations come from dispatch (``implementations()`` of each
+backend), so a new family is warmed without an edit here; what refuses every tiny problem is reported
+with its reasons (tests/test_warmup.py checks that every numba implementation and every CUDA kernel file
+is reached). A numba kernel that no run reached is reported as such: it compiles on first use.
+
+What warmup cannot reach: Numba compiles per argument *type*, and a read-only array (``np.load(...,
+mmap_mode="r")``) is another type than a writable one, so such a caller compiles its own signatures on
+first use.
 """
 from __future__ import annotations
 
@@ -183,12 +188,12 @@ _POOL = ((2, {"stride": 2}), (3, {"stride": 1, "padding": 1}), (6, {}), (3, {"st
 _ADAPTIVE = (3, 4, 1)
 
 
-def _conv_problems(op: str, nd: int, dtype: str):
+def _conv_problems(op: str, nd: int, dtype: str, n: int):
     from ._spec import conv_input_spec, conv_spec, conv_weight_spec
     for C, size, K, k, kw in _CONV:
         g = kw.get("groups", 1)
         sizes = (size,) * nd
-        x, w = _arrays(dtype, (1, C) + sizes, (K if g == 1 else C, C // g) + (k,) * nd)
+        x, w = _arrays(dtype, (n, C) + sizes, (K if g == 1 else C, C // g) + (k,) * nd)
         fwd = conv_spec(x, w, spatial_dims=nd, **kw)
         if op == "conv":
             yield fwd
@@ -200,10 +205,10 @@ def _conv_problems(op: str, nd: int, dtype: str):
             yield conv_weight_spec(x, w.shape, dy, spatial_dims=nd, **kw)
 
 
-def _pool_problems(op: str, nd: int, dtype: str):
+def _pool_problems(op: str, nd: int, dtype: str, n: int):
     from ._spec import pool_grad_spec, pool_spec, unpool_spec
     kind = op.replace("_pool", "").replace("_backward", "")
-    x, = _arrays(dtype, (1, 2) + (6,) * nd)
+    x, = _arrays(dtype, (n, 2) + (6,) * nd)
     if kind.startswith("adaptive"):
         settings = [{"output_size_": (o,) * nd} for o in _ADAPTIVE]
     else:
@@ -224,26 +229,31 @@ def _pool_problems(op: str, nd: int, dtype: str):
             yield fwd
 
 
-def _fold_problems(op: str, nd: int, dtype: str):
+def _fold_problems(op: str, nd: int, dtype: str, n: int):
     from ._spec_fold import fold_spec, unfold_spec
     k, size = (2,) * nd, (4,) * nd
     if op == "unfold":
-        x, = _arrays(dtype, (1, 2) + size)
+        x, = _arrays(dtype, (n, 2) + size)
         yield unfold_spec(x, k)
     else:
-        cols, = _arrays(dtype, (1, 2 * 2 ** nd, 3 ** nd))
+        cols, = _arrays(dtype, (n, 2 * 2 ** nd, 3 ** nd))
         yield fold_spec(cols, size, k)
 
 
-def problems(op: str, nd: int, dtype: str):
+#: the batch sizes every implementation is warmed with: an implementation may run other kernels for one
+#: image than for several (numba's im2col packs one image by rows, several side by side in a tile)
+BATCHES = (1, 2)
+
+
+def problems(op: str, nd: int, dtype: str, n: int = 1):
     """Tiny specs of dispatch op ``op`` (``conv``, ``max_pool_backward``, ...) with ``nd`` spatial
-    dimensions, smallest first; empty for an op it does not know."""
+    dimensions and a batch of ``n``, smallest first; empty for an op it does not know."""
     if op in ("conv", "conv_input", "conv_weight"):
-        return _conv_problems(op, nd, dtype)
+        return _conv_problems(op, nd, dtype, n)
     if op in ("unfold", "fold"):
-        return _fold_problems(op, nd, dtype)
+        return _fold_problems(op, nd, dtype, n)
     if op.endswith(("pool", "pool_backward")) or op == "max_unpool":
-        return _pool_problems(op, nd, dtype)
+        return _pool_problems(op, nd, dtype, n)
     return iter(())
 
 
@@ -256,18 +266,21 @@ def warm_dims(impl, nd: Optional[int] = None) -> Optional[int]:
     return 2 if 2 in dims else dims[0]
 
 
-def problem_for(impl, dtype: str, nd: Optional[int] = None):
-    """(the first tiny problem of ``impl``'s op, in ``dtype``, ``nd``-D or :func:`warm_dims`'s, that
-    ``impl`` supports, None) or, when it supports none, (None, its reasons for the first)."""
+def problems_for(impl, dtype: str, nd: Optional[int] = None):
+    """([per batch size of :data:`BATCHES`, the first tiny problem of ``impl``'s op, in ``dtype``, ``nd``-D
+    or :func:`warm_dims`'s, that ``impl`` supports], None) or, when it supports none, ([], its reasons
+    for the first)."""
     from . import _dispatch
     d = warm_dims(impl, nd)
-    first = None
-    for spec in problems(impl.op, d, dtype) if d is not None else ():
-        why = _dispatch.reasons(impl, spec)
-        if not why:
-            return spec, None
-        first = first or why
-    return None, ", ".join(first or [f"no tiny {impl.op} problem of {d}-D"])
+    found, first = [], None
+    for n in BATCHES if d is not None else ():
+        for spec in problems(impl.op, d, dtype, n):
+            why = _dispatch.reasons(impl, spec)
+            if not why:
+                found.append(spec)
+                break
+            first = first or why
+    return (found, None) if found else ([], ", ".join(first or [f"no tiny {impl.op} problem of {d}-D"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -406,7 +419,7 @@ class Item:
 
     @property
     def label(self) -> str:
-        return f"{self.impl.name} {self.spec.dtype} {self.spec.spatial_dims}-D"
+        return f"{self.impl.name} {self.spec.dtype} {self.spec.spatial_dims}-D N={self.spec.N}"
 
 
 @dataclasses.dataclass
@@ -440,11 +453,11 @@ def plan(backend: str, ops: Optional[Sequence[str]] = None, dtypes: Optional[Seq
             for nd in dict.fromkeys(dims):
                 if warm_dims(impl, nd) is None:
                     continue                     # --op max_pool3d and a 2-D implementation
-                spec, why = problem_for(impl, dt, nd)
-                if spec is None:
+                specs, why = problems_for(impl, dt, nd)
+                if not specs:
                     unfit.append((f"{impl.name} ({dt})", why))
                     continue
-                items.append(Item(impl, spec))
+                items += [Item(impl, spec) for spec in specs]
                 if dt not in run_dtypes:
                     run_dtypes.append(dt)
     return Plan(backend, items, unfit, tuple(run_dtypes))
@@ -568,10 +581,10 @@ def warmup(backend: str, ops=None, dtypes=None, progress: Optional[Callable[[int
             except Exception as e:          # report every failure, warm the rest
                 failed.append((item.label, f"{type(e).__name__}: {e}"))
                 note = "FAILED "
-            now = ledger.state()
-            new = [v for k, v in now.items() if k not in seen]
-            note += (f"{new.count('compiled')} compiled, {new.count('cached')} from the cache, "
-                     f"{time.perf_counter() - t:.1f} s")
+            new = [v for k, v in ledger.state().items() if k not in seen]
+            note += (f"{new.count('compiled')} compiled, {new.count('cached')} from the cache" if new else
+                     "nothing new to load (loaded by an earlier run, or no kernel of its own)")
+            note += f", {time.perf_counter() - t:.1f} s"
             if bar:
                 bar.finish(item.label, note)
     if bar:

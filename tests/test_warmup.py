@@ -77,9 +77,11 @@ def test_first_compile_is_said_once_and_a_warm_cache_says_nothing(tmp_path):
     assert COMPILE_LINE not in proc.stderr
     assert "warmup: numba" in proc.stderr
     for dtype in ("float32", "float64"):       # not a terminal: one plain progress line per run
-        assert re.search(rf"^warmup \[\d/2\] numba:max_unpool:direct {dtype} 2-D: 0 compiled, 1 from the cache, "
-                         rf"\d+\.\d s$", proc.stderr, re.M), proc.stderr
-    assert re.search(r"^numba: 2 runs, 2 Numba kernel signatures loaded: 0 compiled, 2 from the cache, in "
+        assert re.search(rf"^warmup \[\d/4\] numba:max_unpool:direct {dtype} 2-D N=1: 0 compiled, 1 from the "
+                         rf"cache, \d+\.\d s$", proc.stderr, re.M), proc.stderr
+        assert re.search(rf"^warmup \[\d/4\] numba:max_unpool:direct {dtype} 2-D N=2: nothing new to load",
+                         proc.stderr, re.M), proc.stderr
+    assert re.search(r"^numba: 4 runs, 2 Numba kernel signatures loaded: 0 compiled, 2 from the cache, in "
                      r"\d+\.\d s; cache: " + re.escape(str(cache)), proc.stdout, re.M), proc.stdout
 
 
@@ -208,8 +210,9 @@ def test_every_numba_implementation_gets_a_tiny_problem_in_every_dtype():
     p = _warmup.plan("numba")
     assert p.unfit == []
     impls = _dispatch.backend_module("numba").implementations()
-    assert sorted((it.impl.name, it.spec.dtype) for it in p.items) == sorted(
-        (i.name, d) for i in impls for d in ("float32", "float64"))
+    assert {(it.impl.name, it.spec.dtype) for it in p.items} == {
+        (i.name, d) for i in impls for d in ("float32", "float64")}
+    assert {it.spec.N for it in p.items} == {1, 2}
     for it in p.items:
         assert _dispatch.reasons(it.impl, it.spec) == []
         assert max(it.spec.in_elems, it.spec.out_elems) <= 4096       # tiny
@@ -240,17 +243,19 @@ def test_op_names():
 
 @needs_numba
 def test_warmup_of_a_selection_compiles_what_it_says(monkeypatch):
-    """In this process (max_pool2d float32, which other tests compile anyway): one run, with one progress
-    line, and afterwards the kernel has its float32 signature."""
+    """In this process (max_pool2d float32, which other tests compile anyway): two runs, a progress line
+    each, and afterwards the kernel has its float32 signature."""
     from numba import typeof
 
     from fastconv._backends import _numba_pool
     out = io.StringIO()
     res = _warmup.warmup("numba", ops=["max_pool2d"], dtypes=["float32"], progress=lambda n: _warmup.Progress(n, out))
-    assert res.runs == 1 and not res.failed
-    assert re.fullmatch(r"warmup \[1/1\] numba:max_pool:direct float32 2-D: \d+ compiled, \d+ from the cache, "
-                        r"\d+\.\d s\n", out.getvalue())
-    assert res.summary().startswith(f"numba: 1 runs, {len(res.units)} Numba kernel signatures loaded: ")
+    assert res.runs == 2 and not res.failed              # a batch of one and of two
+    for n in (1, 2):
+        assert re.search(rf"^warmup \[{n}/2\] numba:max_pool:direct float32 2-D N={n}: (\d+ compiled, \d+ from the "
+                         r"cache|nothing new to load \(loaded by an earlier run, or no kernel of its own\)), "
+                         r"\d+\.\d s$", out.getvalue(), re.M), out.getvalue()
+    assert res.summary().startswith(f"numba: 2 runs, {len(res.units)} Numba kernel signatures loaded: ")
     a4 = typeof(np.zeros((1, 1, 1, 1), np.float32))     # array(float32, 4d, C): the kernel's x and out
     assert any(sig[:2] == (a4, a4) for sig in _numba_pool.max_pool2d.overloads), \
         list(_numba_pool.max_pool2d.overloads)

@@ -87,6 +87,10 @@ def cupy_cache_dir() -> str:
     return _config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
 
 
+def _cache_phrase() -> str:
+    return f"each kernel file compiles once per dtype and GPU and is cached in {cupy_cache_dir()}"
+
+
 #: how each module of :data:`_modules` came to be: "compiled" (its build ran past ``_warmup.SLOW_S``: NVRTC)
 #: or "cached" (loaded from CuPy's cache in milliseconds); read by ``fastconv warmup``
 built: Dict[Tuple[int, str, str], str] = {}
@@ -105,8 +109,7 @@ def module(fname: str, dtype: str):
             with open(os.path.join(P.kernels_dir(), fname), encoding="utf-8") as f:
                 code = f.read()
             exprs = _cuda.name_expressions(fname, (dtype,))
-            where = lambda: f"each kernel file compiles once per dtype and GPU and is cached in {cupy_cache_dir()}"  # noqa: E731
-            with _warmup.compiling("cuda", f"kernels of {fname} ({dtype}) with NVRTC", where,
+            with _warmup.compiling("cuda", f"kernels of {fname} ({dtype}) with NVRTC", _cache_phrase,
                                    after=_warmup.SLOW_S) as c:
                 mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)
                 try:
