@@ -73,11 +73,9 @@ def compiling_now(backend: str, what: str, where: Callable[[], str]) -> None:
     try:
         log.info("%s: compiling %s", backend, what)
         with _lock:
-            if backend in _said:
+            if backend in _said or _held[0]:
                 return
             _said.add(backend)
-        if _held[0]:
-            return
         try:
             if _config.quiet():
                 return
@@ -612,6 +610,9 @@ def main(backends: Optional[Sequence[str]], dtypes: Optional[Sequence[str]], ops
     else:
         whys = {b: _dispatch.availability(b) for b in DEFAULT_BACKENDS}
         chosen = [b for b, why in whys.items() if why is None]
+        for b, why in whys.items():
+            if why is not None and chosen:
+                err.write(f"warmup: {b} skipped: {why}\n")
         if not chosen:
             err.write("fastconv warmup: no backend that compiles is available here ("
                       + "; ".join(f"{b}: {why}" for b, why in whys.items()) + ")\n")

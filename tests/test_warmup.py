@@ -154,7 +154,7 @@ def test_numba_compile_events_of_fastconv_kernels_reach_the_line(fresh_notice, c
     listener.notify(event.Event("numba:compile", event.EventStatus.START, data={"args": None}))   # never raises
 
 
-def test_a_slow_block_is_said_while_it_runs_and_a_fast_one_not(fresh_notice, capsys):
+def test_a_slow_block_is_said_while_it_runs_and_a_fast_one_not(fresh_notice, monkeypatch, capsys):
     """The cuda backend's rule (CuPy decides whether NVRTC runs): a module build still running after
     ``after`` seconds is a compile, said then; one that ends sooner (a cache load) says nothing."""
     import threading
@@ -168,13 +168,10 @@ def test_a_slow_block_is_said_while_it_runs_and_a_fast_one_not(fresh_notice, cap
     def spy(*args):
         real(*args)
         said.set()
-    _warmup.compiling_now, saved = spy, _warmup.compiling_now
-    try:
-        with _warmup.compiling("cuda", "kernels of pool.cu (float32) with NVRTC", lambda: "cached in C",
-                               after=0.01) as slow:
-            assert said.wait(60)                    # said while the block still runs
-    finally:
-        _warmup.compiling_now = saved
+    monkeypatch.setattr(_warmup, "compiling_now", spy)
+    with _warmup.compiling("cuda", "kernels of pool.cu (float32) with NVRTC", lambda: "cached in C",
+                           after=0.01) as slow:
+        assert said.wait(60)                        # said while the block still runs
     assert slow.slow
     line, = _lines(capsys.readouterr().err)
     assert line.startswith("fastconv: compiling cuda kernels of pool.cu (float32) with NVRTC on its first call")
@@ -300,6 +297,16 @@ def test_warmup_refuses_an_unavailable_backend(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:               # the oracle compiles nothing
         cli.main(["warmup", "--backend", "numpy"])
     assert e.value.code == 2
+
+
+@needs_numba
+def test_warmup_by_default_warms_what_is_available_and_says_what_it_skips(monkeypatch, capsys):
+    real = _dispatch.availability
+    monkeypatch.setattr(_dispatch, "availability", lambda b: "no GPU here (a test)" if b == "cuda" else real(b))
+    assert cli.main(["warmup", "--op", "max_pool2d", "--dtype", "float32"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("warmup: cuda skipped: no GPU here (a test)\nwarmup: numba\nwarmup [1/2] ")
+    assert out.startswith("numba: 2 runs, ") and out.count("\n") == 1
 
 
 @needs_numba
