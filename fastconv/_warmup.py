@@ -325,7 +325,8 @@ class _NumbaLedger(_Ledger):
         for d in _numba_dispatchers():
             stats = d.stats
             for sig in list(d.overloads):
-                how = "compiled" if stats.cache_misses.get(sig) else "cached" if stats.cache_hits.get(sig) else "in memory"
+                how = "compiled" if stats.cache_misses.get(sig) else "cached" if stats.cache_hits.get(sig) \
+                    else "in memory"
                 out[f"{d.py_func.__name__}{_sig_text(sig)}"] = how
         return out
 

@@ -177,6 +177,42 @@ def test_a_slow_block_is_said_while_it_runs_and_a_fast_one_not(fresh_notice, mon
     assert line.startswith("fastconv: compiling cuda kernels of pool.cu (float32) with NVRTC on its first call")
 
 
+def test_the_cuda_backend_says_an_nvrtc_build_and_counts_it(fresh_notice, monkeypatch, capsys):
+    """cuda.module's hook, with a stand-in for CuPy (no GPU needed): a build past SLOW_S is said and counted
+    "compiled"; a quick one (CuPy's cache) is neither said nor counted so."""
+    import time
+    import types
+
+    from fastconv._backends import cuda
+    delay = []
+
+    class RawModule:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def compile(self):
+            time.sleep(delay[0])
+    fake = types.SimpleNamespace(RawModule=RawModule, cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDevice=lambda: 0),
+        compiler=types.SimpleNamespace(CompileException=RuntimeError)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(cuda, "_modules", {})
+    monkeypatch.setattr(cuda, "built", {})
+    monkeypatch.setenv("CUPY_CACHE_DIR", "/cupy/cache")
+    monkeypatch.setattr(_warmup, "SLOW_S", 0.02)
+    delay.append(0.5)
+    cuda.module("pool.cu", "float32")
+    line, = _lines(capsys.readouterr().err)
+    assert line.startswith("fastconv: compiling cuda kernels of pool.cu (float32) with NVRTC on its first call; ")
+    assert "/cupy/cache" in line
+    monkeypatch.setattr(_warmup, "SLOW_S", 60)
+    delay[0] = 0.0
+    cuda.module("pool.cu", "float64")
+    assert cuda.built == {(0, "pool.cu", "float32"): "compiled", (0, "pool.cu", "float64"): "cached"}
+    assert _warmup._CudaLedger().state() == {"pool.cu (float32) on device 0": "compiled",
+                                             "pool.cu (float64) on device 0": "cached"}
+
+
 def test_the_emulator_says_a_g_plus_plus_build_and_not_a_cache_hit(fresh_notice, monkeypatch, tmp_path, capsys):
     """The emulator's builder wraps only a real build (g++ runs) in the notice: a fake compiler stands
     in for g++, so nothing is built here."""
