@@ -582,7 +582,7 @@ def warmup(backend: str, ops=None, dtypes=None, progress: Optional[Callable[[int
                 note = "FAILED "
             new = [v for k, v in ledger.state().items() if k not in seen]
             note += (f"{new.count('compiled')} compiled, {new.count('cached')} from the cache" if new else
-                     "nothing new to load (loaded by an earlier run, or no kernel of its own)")
+                     "nothing new to load")
             note += f", {time.perf_counter() - t:.1f} s"
             if bar:
                 bar.finish(item.label, note)

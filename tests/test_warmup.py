@@ -286,7 +286,7 @@ def test_warmup_of_a_selection_compiles_what_it_says(monkeypatch):
     assert res.runs == 2 and not res.failed              # a batch of one and of two
     for n in (1, 2):
         assert re.search(rf"^warmup \[{n}/2\] numba:max_pool:direct float32 2-D N={n}: (\d+ compiled, \d+ from the "
-                         r"cache|nothing new to load \(loaded by an earlier run, or no kernel of its own\)), "
+                         r"cache|nothing new to load), "
                          r"\d+\.\d s$", out.getvalue(), re.M), out.getvalue()
     assert res.summary().startswith(f"numba: 2 runs, {len(res.units)} Numba kernel signatures loaded: ")
     a4 = typeof(np.zeros((1, 1, 1, 1), np.float32))     # array(float32, 4d, C): the kernel's x and out
@@ -343,6 +343,22 @@ def test_warmup_by_default_warms_what_is_available_and_says_what_it_skips(monkey
     out, err = capsys.readouterr()
     assert err.startswith("warmup: cuda skipped: no GPU here (a test)\nwarmup: numba\nwarmup [1/2] ")
     assert out.startswith("numba: 2 runs, ") and out.count("\n") == 1
+
+
+@needs_numba
+def test_a_failing_run_is_reported_and_the_rest_still_run(monkeypatch, capsys):
+    ran = []
+
+    def run_item(backend, item):
+        ran.append(item.spec.N)
+        if item.spec.N == 1:
+            raise RuntimeError("a kernel that does not build (a test)")
+    monkeypatch.setattr(_warmup, "run_item", run_item)
+    assert cli.main(["warmup", "--backend", "numba", "--op", "max_pool2d", "--dtype", "float32"]) == 1
+    out, err = capsys.readouterr()
+    assert ran == [1, 2]
+    assert "warmup [1/2] numba:max_pool:direct float32 2-D N=1: FAILED " in err
+    assert "  FAILED numba:max_pool:direct float32 2-D N=1: RuntimeError: a kernel that does not build (a test)" in out
 
 
 @needs_numba
