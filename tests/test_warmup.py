@@ -154,6 +154,21 @@ def test_numba_compile_events_of_fastconv_kernels_reach_the_line(fresh_notice, c
     listener.notify(event.Event("numba:compile", event.EventStatus.START, data={"args": None}))   # never raises
 
 
+@needs_numba
+def test_an_uncached_numba_says_so_instead_of_a_cache_directory(monkeypatch):
+    """Where Numba cannot write its cache (a read-only install), the line says the kernel compiles again in
+    every process and how to keep it, instead of naming a cache directory."""
+    from fastconv._backends import _numba_common
+    monkeypatch.setattr(_numba_common, "cache_location", lambda py_file: (None, "no locator available (a test)"))
+    _numba_common.cache_phrase.cache_clear()
+    try:
+        phrase = _numba_common.cache_phrase("/somewhere/_numba_pool.py")
+    finally:
+        _numba_common.cache_phrase.cache_clear()
+    assert phrase == ("not cached (no locator available (a test)), so it compiles again in every process; set "
+                      "NUMBA_CACHE_DIR to a writable directory to keep it")
+
+
 def test_a_slow_block_is_said_while_it_runs_and_a_fast_one_not(fresh_notice, monkeypatch, capsys):
     """The cuda backend's rule (CuPy decides whether NVRTC runs): a module build still running after
     ``after`` seconds is a compile, said then; one that ends sooner (a cache load) says nothing."""
