@@ -160,7 +160,7 @@ def _holding():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tiny problems, one per implementation
+# Tiny problems for every implementation
 # ---------------------------------------------------------------------------------------------------
 def _arrays(dtype: str, *shapes):
     import numpy as np
@@ -336,12 +336,18 @@ class _NumbaLedger(_Ledger):
         return path if why is None else f"none ({why})"
 
     def unreached(self, dtypes: Sequence[str]) -> List[str]:
-        """Kernels launched from Python with no signature of a warmed dtype: reached only by larger problems."""
+        """Kernels launched from Python with no signature of a warmed dtype: no run reached them (larger
+        problems do). Those are the kernel index's (``_numba_kernels``: KERNELS, GRAD_KERNELS, KERNELS_3D)
+        and every other dispatcher no kernel calls; a helper that kernels call (inline, or named in another
+        kernel's code) compiles into its callers, and their disk cache holds it, so it is not asked."""
         from ._backends import _numba_kernels as k
-        names = set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D)
+        ds = _numba_dispatchers()
+        launched = set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D)
+        called = {n for d in ds for n in d.py_func.__code__.co_names if n != d.py_func.__name__}
         out = []
-        for d in _numba_dispatchers():
-            if d.py_func.__name__ not in names:
+        for d in ds:
+            name = d.py_func.__name__
+            if name not in launched and (d.targetoptions.get("inline") == "always" or name in called):
                 continue
             have = {str(getattr(t, "dtype", "")) for sig in d.overloads for t in sig}
             missing = [dt for dt in dtypes if dt not in have]

@@ -266,6 +266,18 @@ def test_every_numba_implementation_gets_a_tiny_problem_in_every_dtype():
         assert max(it.spec.in_elems, it.spec.out_elems) <= 4096       # tiny
 
 
+@needs_numba
+def test_numba_kernels_no_run_reached_are_named():
+    """Asked for a dtype no kernel compiles for (float16: numba runs it in float32), every kernel launched
+    from Python is unreached; helpers compiled into their callers are not asked."""
+    from fastconv._backends import _numba_fold, numba_cpu   # noqa: F401  imports the kernel modules (compiles nothing)
+    numba_cpu.kernels()
+    names = {u.split(" (")[0] for u in _warmup._NumbaLedger().unreached(["float16"])}
+    assert {"conv2d_direct", "im2col_pack", "im2col_pack_rows", "im2col_pack_tile", "max_pool2d", "unfold_rows",
+            "fold_rows", "conv3d_direct"} <= names
+    assert not names & {"_avg_pool_per_window", "col_range", "uaxpy"}     # called by kernels / inline
+
+
 @pytest.mark.parametrize("backend", ["cuda", "cuda-emu"])
 def test_the_cuda_plans_reach_every_kernel_file_in_every_dtype(backend):
     """What the CUDA backends compile is one module per kernel file (and dtype, on cuda): the runs reach every
