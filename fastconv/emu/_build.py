@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
 from .. import _config, _warmup
 from .._files import atomic_write, replacing
@@ -255,23 +256,24 @@ def module_library(unit, key, backend, flags, include_dirs, label):
                 stats["cache_hits"] += 1
                 return path, False
             stats["rebuilt_corrupt"] += 1
-        with _warmup.compiling("cuda-emu", f"{label} with g++",
-                               lambda: f"each kernel file builds once (seconds) and is cached in {d}"):
-            rt = runtime_object(backend)
-            src = _tmp_name(d, ".cpp")
-            try:
-                with open(src, "w") as f:
-                    f.write(unit)
-                incs = [a for inc in include_dirs for a in ("-I", inc)]
-                with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
-                    _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
-                              "-shared", "-Wl,-z,defs", "-o", tmp], label)
-                    body = _read(tmp)
-                    with open(tmp, "ab") as f:
-                        f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
-            finally:
-                os.unlink(src)
+        what, t0 = f"{label} with g++", time.perf_counter()
+        _warmup.compiling_now("cuda-emu", what, lambda: f"each kernel file builds once (seconds) and is cached in {d}")
+        rt = runtime_object(backend)
+        src = _tmp_name(d, ".cpp")
+        try:
+            with open(src, "w") as f:
+                f.write(unit)
+            incs = [a for inc in include_dirs for a in ("-I", inc)]
+            with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
+                _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
+                          "-shared", "-Wl,-z,defs", "-o", tmp], label)
+                body = _read(tmp)
+                with open(tmp, "ab") as f:
+                    f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
+        finally:
+            os.unlink(src)
         stats["module_builds"] += 1
+        _warmup.compiled("cuda-emu", what, time.perf_counter() - t0)
         return path, True
 
 
