@@ -3,8 +3,9 @@
 Two subprocesses share one fresh Numba cache: the first compiles two kernels (max_unpool2d in float32 and
 float64, the cheapest: about 3 s together) and must say so in exactly one line; the second runs
 ``fastconv warmup`` on the same kernels, which load from that cache and must say nothing of compiling.
-Everything else runs in this process on kernels other tests compile anyway (max_pool2d, float32), or on
-fakes; nothing here asserts a speed.
+Everything else runs in this process on kernels other tests compile anyway (numba's max_pool2d in float32,
+pool.cu in float32 through tests/cuda/cupy_shim.py as test_backend_shim builds it), or on fakes; nothing
+here asserts a speed.
 """
 from __future__ import annotations
 
@@ -226,6 +227,33 @@ def test_the_cuda_backend_says_an_nvrtc_build_and_counts_it(fresh_notice, monkey
     assert cuda.built == {(0, "pool.cu", "float32"): "compiled", (0, "pool.cu", "float64"): "cached"}
     assert _warmup._CudaLedger().state() == {"pool.cu (float32) on device 0": "compiled",
                                              "pool.cu (float64) on device 0": "cached"}
+
+
+def test_warmup_of_the_cuda_backend_end_to_end_through_the_cupy_shim(monkeypatch, tmp_path, capsys):
+    """``fastconv warmup --backend cuda`` on a selection, CuPy replaced by tests/cuda/cupy_shim.py (RawModule
+    over the emulator, NumPy-backed arrays): each run goes through cuda.module, and the summary counts the
+    modules (kernel file, dtype) it loaded."""
+    if _dispatch.availability("cuda-emu") is not None:
+        pytest.skip(f"the emulator is unavailable: {_dispatch.availability('cuda-emu')}")
+    from fastconv._backends import cuda
+
+    from .cuda import cupy_shim
+    monkeypatch.setitem(sys.modules, "cupy", cupy_shim)
+    for memo in ("_modules", "_functions", "_dummies", "built"):
+        monkeypatch.setattr(cuda, memo, {})
+    monkeypatch.setattr(cuda, "_availability", None)
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path))
+    assert cli.main(["warmup", "--backend", "cuda", "--op", "max_pool2d", "--dtype", "float32"]) == 0
+    out, err = capsys.readouterr()
+    runs = len([i for i in _dispatch.backend_module("cuda").implementations() if i.op == "max_pool"
+                and 2 in i.spatial_dims]) * 2         # a batch of one and of two
+    assert re.search(rf"^warmup \[1/{runs}\] cuda:max_pool:direct/global float32 2-D N=1: (1 compiled, 0|0 compiled, 1) "
+                     r"from the cache",
+                     err, re.M), err
+    assert re.match(rf"cuda: {runs} runs, 1 CUDA modules \(kernel file, dtype\) loaded: ", out), out
+    assert f"cache: CuPy's {tmp_path}" in out
+    assert set(cuda.built) == {(0, "pool.cu", "float32")}
+    monkeypatch.setattr(cuda, "_availability", None)     # asked again once the shim is gone
 
 
 def test_the_emulator_says_a_g_plus_plus_build_and_not_a_cache_hit(fresh_notice, monkeypatch, tmp_path, capsys):
