@@ -149,6 +149,9 @@ VARS: Tuple[Var, ...] = (
         "an integer from 0 (all cores) to 2147483647", _integer(0, 2**31 - 1)),
     Var("FASTCONV_EMU_FIBERS", "library", "`asm` on x86-64, else `ucontext`", "the emulator's fiber switch",
         "`asm` or `ucontext`", _choice("asm", "ucontext")),
+    Var("FASTCONV_QUIET", "library", "`0`: say it",
+        "`1`: no line on stderr when a kernel compiles on its first call in a process (the `fastconv` logger "
+        "still records each compile at INFO)", "`0` or `1`", _switch),
     Var("FASTCONV_FUZZ", "tests", "`ci`", "`long`: the fuzz tests' long profile (random seeds, bigger shapes)",
         "`ci` or `long`", _choice("ci", "long")),
     Var("FASTCONV_FUZZ_EXAMPLES", "tests", "per profile", "hypothesis examples per fuzz test",
@@ -276,6 +279,11 @@ def emu_timeout_seconds(timeout) -> float:
 
 def emu_workers() -> int:
     return value("FASTCONV_EMU_WORKERS") or 0
+
+
+def quiet() -> bool:
+    """FASTCONV_QUIET=1: compiling on a first call is not said on stderr (see :mod:`fastconv._warmup`)."""
+    return flag("FASTCONV_QUIET")
 
 
 def markdown() -> str:

@@ -8,6 +8,9 @@
                                             conv_weight, pool gradients) beside torch's backward kernels
     fastconv summary r32.json r16.json --targets goals.json --markdown r.md   the summary of earlier reports
     fastconv info                           backends (and why one is unavailable), devices, versions, caches
+    fastconv warmup                         compile every kernel ahead of time (numba; cuda with a GPU)
+    fastconv warmup --backend numba --op max_pool2d --dtype float32   only some of them
+    fastconv --version
 
 ``fastconv bench`` runs on the GPU when a GPU backend is usable (``--device cpu`` to override), else on the
 CPU. Each case is verified against the NumPy oracle before it is timed; the exit status is 1 when a
@@ -109,14 +112,36 @@ def _info_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the same as JSON")
 
 
+def _warmup_parser(sub) -> None:
+    from . import _warmup
+    p = sub.add_parser("warmup", help="compile every kernel ahead of time, so that no first call waits",
+                       description="Compile (or load from the disk cache) every kernel a backend may run: each "
+                                   "implementation of every family runs once per dtype on a tiny problem. "
+                                   "Progress on stderr, a summary on stdout; exit 1 when a run fails.")
+    p.add_argument("--backend", action="append", choices=_warmup.BACKENDS, metavar="B",
+                   help=f"warm this backend ({', '.join(_warmup.BACKENDS)}; repeatable; default: numba, and "
+                        f"cuda when a GPU is usable; cuda-emu, the emulator, only when named)")
+    p.add_argument("--dtype", action="append", choices=_warmup.DTYPES, metavar="D",
+                   help="only this storage dtype (repeatable; default every dtype each implementation runs; "
+                        "float16 warms what it runs in, float32 on the numba backend)")
+    p.add_argument("--op", action="append", metavar="NAME",
+                   help="only this op (repeatable): a dispatch op (conv, conv_input, conv_weight, max_pool, "
+                        "avg_pool_backward, max_unpool, fold, ...), optionally with its dimensions (conv2d, "
+                        "max_pool3d), or conv_transpose2d / conv2d_input / conv2d_weight")
+
+
 def parser() -> argparse.ArgumentParser:
+    from . import __version__
     ap = argparse.ArgumentParser(prog="fastconv", description="fastconv: benchmark its convolution and pooling "
                                  "backends against their peers (bench), summarise saved benchmark reports "
-                                 "(summary), or show what this machine can run (info)")
-    sub = ap.add_subparsers(dest="command", metavar="{bench,summary,info}")
+                                 "(summary), show what this machine can run (info), or compile every kernel "
+                                 "ahead of time (warmup)")
+    ap.add_argument("--version", action="version", version=f"fastconv {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="{bench,summary,info,warmup}")
     _bench_parser(sub)
     _summary_parser(sub)
     _info_parser(sub)
+    _warmup_parser(sub)
     return ap
 
 
@@ -129,6 +154,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_summary(args)
     if args.command == "info":
         return cmd_info(args)
+    if args.command == "warmup":
+        from . import _warmup
+        return _warmup.main(args.backend, args.dtype, args.op)
     ap.print_help()
     return 2
 

@@ -41,6 +41,7 @@ BAD = {
     "FASTCONV_EMU_TIMEOUT": "abc",
     "FASTCONV_EMU_WORKERS": "1.5",
     "FASTCONV_EMU_FIBERS": "threads",
+    "FASTCONV_QUIET": "yes",
     "FASTCONV_FUZZ": "short",
     "FASTCONV_FUZZ_EXAMPLES": "0",
     "FASTCONV_COMPILE_ARCHS": "sm70",

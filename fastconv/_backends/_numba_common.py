@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import collections
 import functools
+import time
 import warnings
 from typing import Optional, Tuple
 
 import numpy as np
 from numba import njit
+from numba.core import event as _numba_event
 
+from .. import _warmup
 from .._spec import adaptive_window
 
 
@@ -62,6 +65,64 @@ def cache_for(py_file: str) -> bool:
 
 #: whether the kernel modules of this directory (the numba backend's) use Numba's disk cache
 CACHE = cache_for(__file__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Saying that a kernel compiles (fastconv._warmup): Numba's compile event, which Numba triggers only
+# once the kernel's disk cache has missed, so a kernel loaded from the cache says nothing
+# ---------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def cache_phrase(py_file: str) -> str:
+    """Where the kernels of ``py_file`` are cached, in words, for the first-compile line."""
+    path, why = cache_location(py_file)
+    if why is not None:
+        return (f"not cached ({why}), so it compiles again in every process; set NUMBA_CACHE_DIR to a writable "
+                f"directory to keep it")
+    return f"each kernel compiles once per dtype (seconds) and is cached in {path}"
+
+
+def _kernel_text(dispatcher, args) -> str:
+    """``kernel max_pool2d (float32)``: the kernel and the floating dtypes of its array arguments (the
+    storage dtype it compiles for; index and window arrays are int64 in every signature)."""
+    dtypes = list(dict.fromkeys(str(a.dtype) for a in args if hasattr(a, "dtype") and hasattr(a, "ndim")))
+    floats = [d for d in dtypes if d.startswith("float")]
+    return f"kernel {dispatcher.py_func.__name__} ({', '.join(floats or dtypes) or 'no arrays'})"
+
+
+class CompileListener(_numba_event.Listener):
+    """Numba's ``numba:compile`` events of fastconv's kernels to :mod:`fastconv._warmup` (the line on the
+    first compile of a process, the log of each). Never raises: Numba aborts a compile whose listener does."""
+
+    def __init__(self):
+        self._started = {}
+
+    @staticmethod
+    def _ours(event):
+        d = (event.data or {}).get("dispatcher") if isinstance(event.data, dict) else None
+        py_func = getattr(d, "py_func", None)
+        return d if getattr(py_func, "__module__", "").startswith("fastconv.") else None
+
+    def on_start(self, event):
+        try:
+            d = self._ours(event)
+            if d is not None:
+                what = _kernel_text(d, event.data.get("args") or ())
+                self._started[id(event.data)] = (what, time.perf_counter())
+                _warmup.compiling_now("numba", what, lambda: cache_phrase(d.py_func.__code__.co_filename))
+        except Exception:       # pragma: no cover - a notice must not break a compile
+            pass
+
+    def on_end(self, event):
+        try:
+            what, t0 = self._started.pop(id(event.data), (None, 0.0))
+            if what is not None:
+                _warmup.compiled("numba", what, time.perf_counter() - t0)
+        except Exception:       # pragma: no cover
+            pass
+
+
+if _warmup.hook_once("numba"):
+    _numba_event.register("numba:compile", CompileListener())
 
 # error_model="numpy": integer division needs no zero check (divisors are validated positive sizes).
 # Pools run with fastmath off (the NaN rule needs IEEE compares); conv kernels allow only "contract"

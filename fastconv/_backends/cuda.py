@@ -21,7 +21,7 @@ import shutil
 import threading
 from typing import Dict, Optional, Tuple
 
-from .. import _config, _cuda, _timing, _tune
+from .. import _config, _cuda, _timing, _tune, _warmup
 from .._cuda import plan as P
 
 _modules: Dict[Tuple[int, str, str], object] = {}
@@ -82,9 +82,25 @@ def compile_options(with_cuda_headers: bool = False) -> Tuple[str, ...]:
     return ("-std=c++17", f"-I{P.kernels_dir()}") + extra
 
 
+def cupy_cache_dir() -> str:
+    """Where CuPy keeps compiled kernels (``$CUPY_CACHE_DIR``, else ``~/.cupy/kernel_cache``)."""
+    return _config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
+
+
+def _cache_phrase() -> str:
+    return f"each kernel file compiles once per dtype and GPU and is cached in {cupy_cache_dir()}"
+
+
+#: how each module of :data:`_modules` came to be: "compiled" (its build ran past ``_warmup.SLOW_S``: NVRTC)
+#: or "cached" (loaded from CuPy's cache in milliseconds); read by ``fastconv warmup``
+built: Dict[Tuple[int, str, str], str] = {}
+
+
 def module(fname: str, dtype: str):
     """The RawModule of one kernel file's ``dtype`` instantiations on the current device (compiled on first
-    use: a float32 caller never waits for the float16 and float64 code)."""
+    use: a float32 caller never waits for the float16 and float64 code). A build that runs past
+    ``_warmup.SLOW_S`` is NVRTC compiling (a load from CuPy's cache takes milliseconds): said once per
+    process (:mod:`fastconv._warmup`)."""
     import cupy
     key = (cupy.cuda.runtime.getDevice(), fname, dtype)
     with _lock:
@@ -93,15 +109,18 @@ def module(fname: str, dtype: str):
             with open(os.path.join(P.kernels_dir(), fname), encoding="utf-8") as f:
                 code = f.read()
             exprs = _cuda.name_expressions(fname, (dtype,))
-            mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)
-            try:
-                mod.compile()
-            except cupy.cuda.compiler.CompileException as e:
-                if "cuda_fp16.h" not in str(e) or not cuda_include_dirs():
-                    raise
-                mod = cupy.RawModule(code=code, options=compile_options(True), name_expressions=exprs)
-                mod.compile()
+            with _warmup.compiling("cuda", f"kernels of {fname} ({dtype}) with NVRTC", _cache_phrase,
+                                   after=_warmup.SLOW_S) as c:
+                mod = cupy.RawModule(code=code, options=compile_options(), name_expressions=exprs)
+                try:
+                    mod.compile()
+                except cupy.cuda.compiler.CompileException as e:
+                    if "cuda_fp16.h" not in str(e) or not cuda_include_dirs():
+                        raise
+                    mod = cupy.RawModule(code=code, options=compile_options(True), name_expressions=exprs)
+                    mod.compile()
             _modules[key] = mod
+            built[key] = "compiled" if c.slow else "cached"
     return mod
 
 

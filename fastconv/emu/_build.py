@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
-from .. import _config
+from .. import _config, _warmup
 from .._files import atomic_write, replacing
 from ._errors import EmuError
 
@@ -255,6 +256,8 @@ def module_library(unit, key, backend, flags, include_dirs, label):
                 stats["cache_hits"] += 1
                 return path, False
             stats["rebuilt_corrupt"] += 1
+        what, t0 = f"{label} with g++", time.perf_counter()
+        _warmup.compiling_now("cuda-emu", what, lambda: f"each kernel file builds once (seconds) and is cached in {d}")
         rt = runtime_object(backend)
         src = _tmp_name(d, ".cpp")
         try:
@@ -270,6 +273,7 @@ def module_library(unit, key, backend, flags, include_dirs, label):
         finally:
             os.unlink(src)
         stats["module_builds"] += 1
+        _warmup.compiled("cuda-emu", what, time.perf_counter() - t0)
         return path, True
 
 

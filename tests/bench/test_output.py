@@ -252,7 +252,7 @@ def _helps(monkeypatch) -> dict:
 
 def test_help_speaks_of_the_product(monkeypatch):
     helps = _helps(monkeypatch)
-    assert set(helps) == {"fastconv", "fastconv bench", "fastconv summary", "fastconv info"}
+    assert set(helps) == {"fastconv", "fastconv bench", "fastconv summary", "fastconv info", "fastconv warmup"}
     for name, text in helps.items():
         assert not INTERNAL.search(text), (name, INTERNAL.search(text).group(0))
     assert "summary" in helps["fastconv"].split("positional arguments")[0]    # the description names every command
