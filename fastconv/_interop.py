@@ -47,6 +47,8 @@ def _torch_refusal(t, name: str):
     """A torch tensor that DLPack cannot hand over as it is: the message saying what to pass instead, or None.
     (torch refuses the first two itself, with a message that names neither the argument nor fastconv.torch;
     a negative-bit tensor it would export without the negation: wrong values, so it is refused here.)"""
+    if t.device.type not in ("cpu", "cuda"):
+        return f"{name} is a torch tensor on device {t.device}; fastconv takes CPU and CUDA tensors: pass {name}.cpu()"
     if t.requires_grad:
         return (f"{name} is a torch tensor that requires grad, which DLPack cannot export: pass "
                 f"{name}.detach() (no gradient flows back), or use fastconv.torch, whose functions take such "
