@@ -5,6 +5,10 @@ it, brings the arrays into the layout backends expect (C-contiguous, 4-D NCHW fo
 NCDHW for 3-D ones, float32 for float16 where the implementation has no half path) and shapes the result back.
 Inputs are never written to.
 
+Every array argument may also be any DLPack producer (a torch CPU or CUDA tensor, a JAX array, ...): it is
+taken without a copy as the NumPy or CuPy array over its memory, and the result comes back as the first array
+argument's type (:mod:`fastconv._interop`).
+
 Beyond torch.nn.functional: ``padding_mode`` on every convolution (torch has it on the nn.Conv modules), per-side
 padding pairs for convolutions and pools, ``backend=`` and ``algo=``.
 """

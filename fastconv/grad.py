@@ -10,8 +10,11 @@ with respect to ``input``. The max kinds send each output's gradient to the posi
 (ties and NaN as the forward rules them; windows sharing a position add up); pass the forward's
 ``indices=`` to skip recomputing them (they are checked: shape, range, inside their window).
 
-Every function takes ``backend=`` (None: by the array type, as the forward ops) and the convolutions
-``algo=``. Results are bitwise reproducible run to run on every backend (no floating-point atomics).
+Arrays may be DLPack producers (torch tensors, JAX arrays, ...), as for the forward ops (:mod:`fastconv._interop`):
+the result takes the first array argument's type (``grad_output`` for the pools and ``conv_bias``, ``input`` for
+``conv*_weight``, ``weight`` for ``conv*_input``). Every function takes ``backend=`` (None: by the array type,
+as the forward ops) and the convolutions ``algo=``. Results are bitwise reproducible run to run on every
+backend (no floating-point atomics).
 """
 from __future__ import annotations
 
