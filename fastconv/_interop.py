@@ -35,7 +35,7 @@ NATIVE = {type(None)}
 _DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm",
             11: "rocm_host", 12: "ext_dev", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon",
             17: "maia"}
-_CPU, _CUDA = (1, 3), (2, 13)    # CPU memory (plain or CUDA-pinned); CUDA memory (device or managed)
+_CPU, _CUDA = (1, 3, 11), (2, 13)   # host memory (plain, CUDA- or ROCm-pinned); CUDA memory (device, managed)
 
 
 def _what(obj) -> str:
@@ -48,7 +48,8 @@ def _torch_refusal(t, name: str):
     (torch refuses the first two itself, with a message that names neither the argument nor fastconv.torch;
     a negative-bit tensor it would export without the negation: wrong values, so it is refused here.)"""
     if t.device.type not in ("cpu", "cuda"):
-        return f"{name} is a torch tensor on device {t.device}; fastconv takes CPU and CUDA tensors: pass {name}.cpu()"
+        return (f"{name} is a torch tensor on device {t.device}; fastconv takes CPU and CUDA tensors: pass "
+                f"{name}.cpu()")
     if t.requires_grad:
         return (f"{name} is a torch tensor that requires grad, which DLPack cannot export: pass "
                 f"{name}.detach() (no gradient flows back), or use fastconv.torch, whose functions take such "
@@ -102,7 +103,8 @@ def _from_dlpack(obj, name: str):
         return xp.from_dlpack(obj)
     except Exception as e:   # noqa: BLE001  (the producer's refusal or an unsupported dtype, named)
         raise TypeError(f"{name} ({_what(obj)}) could not be taken through DLPack ({where}: {type(e).__name__}: "
-                        f"{e}); supported dtypes are float16, float32 and float64 (int64 for indices)") from e
+                        f"{e}); fastconv takes float16, float32 and float64 arrays (int64 indices) in CPU or CUDA "
+                        f"memory") from e
 
 
 def _take(obj, name: str):

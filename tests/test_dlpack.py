@@ -14,7 +14,11 @@ import fastconv as fc
 from fastconv import _dispatch, functional as F
 from tests.test_arguments import CALLS, _NOT_AN_IMAGE, _fn, _img, _unpool_args, _x
 
-torch = pytest.importorskip("torch")
+try:
+    import torch
+except ImportError:     # the fake producers' tests still run; the torch ones skip
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
 
 def _has(backend):
@@ -60,12 +64,13 @@ def _same(got, want, typ=None):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert type(g) is (typ or torch.Tensor), type(g)
-        g = g.numpy() if isinstance(g, torch.Tensor) else np.asarray(g)
+        g = np.asarray(g) if typ else g.numpy()
         assert g.dtype == w.dtype and g.shape == w.shape
         np.testing.assert_array_equal(g, w)
 
 
 # --- every op, torch CPU tensors, on the oracle ---------------------------------------------------------
+@needs_torch
 @pytest.mark.parametrize("dtype, layout", [("float32", "contiguous"), ("float64", "contiguous"),
                                            ("float16", "contiguous"), ("float32", "strided")])
 @pytest.mark.parametrize("name", sorted(CALLS))
@@ -86,6 +91,7 @@ _COMPILED = [(n, "numba") for n in ("conv2d", "max_pool2d", "grad.conv2d_weight"
 _COMPILED += [(n, "cuda-emu") for n in ("conv2d", "max_pool2d", "avg_pool2d")]
 
 
+@needs_torch
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("name, backend", _COMPILED)
 def test_compiled_backends_take_torch_tensors(name, backend, dtype):
@@ -119,6 +125,7 @@ def _ptr(a):
     return a.__array_interface__["data"][0]
 
 
+@needs_torch
 def test_the_round_trip_shares_memory(monkeypatch):
     seen = _spy(monkeypatch)
     x, w, b = (torch.from_numpy(a) for a in (_img(2), _x(3, 2, 2, 2), _x(3)))
@@ -130,12 +137,14 @@ def test_the_round_trip_shares_memory(monkeypatch):
     (ax,), (op, oi) = seen[-1]
     assert _ptr(ax) == x.data_ptr()
     assert (p.data_ptr(), idx.data_ptr()) == (_ptr(op), _ptr(oi)) and idx.dtype == torch.int64
-    g = fc.grad.conv2d_input(x.shape, w, torch.from_numpy(_x(1, 3, 5, 5)), padding=1, backend="numpy")
+    go = torch.from_numpy(_x(1, 3, 5, 5))
+    g = fc.grad.conv2d_input(x.shape, w, go, padding=1, backend="numpy")
     (ag, aw, _), out = seen[-1]
-    assert (_ptr(ag), _ptr(aw), g.data_ptr()) == (seen[-1][0][0].ctypes.data, w.data_ptr(), _ptr(out))
+    assert (_ptr(ag), _ptr(aw), g.data_ptr()) == (go.data_ptr(), w.data_ptr(), _ptr(out))
 
 
 # --- mixed arguments, and which one decides the result's type ---------------------------------------------
+@needs_torch
 def test_mixed_arguments_and_the_first_array_decides():
     x, w = _img(2), _x(3, 2, 2, 2)
     want = fc.conv2d(x, w, backend="numpy")
@@ -155,6 +164,7 @@ def test_mixed_arguments_and_the_first_array_decides():
           fc.grad.conv2d_input(x.shape, w, _x(1, 3, 3, 3), backend="numpy"))
 
 
+@needs_torch
 def test_arrays_passed_by_keyword():
     x = _img(2)
     _same(fc.unfold(input=torch.from_numpy(x), kernel_size=2, backend="numpy"), fc.unfold(x, 2, backend="numpy"))
@@ -162,6 +172,7 @@ def test_arrays_passed_by_keyword():
     _same(fc.grad.conv_bias(grad_output=torch.from_numpy(g)), fc.grad.conv_bias(g))
 
 
+@needs_torch
 def test_empty_batches_and_0d_tensors():
     x = np.zeros((0, 2, 4, 4), np.float32)
     _same(fc.conv2d(torch.from_numpy(x), torch.from_numpy(_x(3, 2, 2, 2)), backend="numpy"),
@@ -175,6 +186,7 @@ def test_empty_batches_and_0d_tensors():
     assert str(got.value) == str(want.value)
 
 
+@needs_torch
 def test_backend_rules_are_unchanged():
     """A CPU tensor is a NumPy array to the backend rules: a CuPy backend refuses it as it refuses NumPy."""
     with pytest.raises(TypeError, match="backend 'cuda' takes CuPy arrays but input is a numpy array"):
@@ -182,6 +194,7 @@ def test_backend_rules_are_unchanged():
 
 
 # --- what torch will not export: messages naming the argument and the way out ------------------------------
+@needs_torch
 @pytest.mark.parametrize("make, words", [
     (lambda s: torch.ones(s, requires_grad=True), r"requires grad.*\.detach\(\).*fastconv\.torch"),
     (lambda s: torch.ones(s, dtype=torch.complex64).conj(), r"conjugate bit.*\.resolve_conj\(\)"),
@@ -205,6 +218,7 @@ def test_tensors_torch_cannot_export_get_a_message(make, words):
         fc.grad.conv2d_input((1, 2, 4, 4), w, make((1, 3, 3, 3)), backend="numpy")
 
 
+@needs_torch
 def test_a_parameter_gets_the_autograd_hint():
     conv = torch.nn.Conv2d(2, 3, 2)
     with pytest.raises(TypeError, match=r"^weight is a torch tensor that requires grad.*fastconv\.torch"):
@@ -277,7 +291,6 @@ def test_the_view_of_a_producer_is_not_a_copy(monkeypatch):
 
 
 def test_gpu_producers_without_cupy_say_what_to_do():
-    pytest.importorskip("numpy")
     try:
         import cupy  # noqa: F401
         pytest.skip("CuPy is installed: the GPU branch is test_gpu_producers_with_cupy's")
