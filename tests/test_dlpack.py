@@ -332,3 +332,19 @@ def test_objects_without_dlpack_keep_their_hints():
     with pytest.raises(TypeError, match=r"input must be a numpy.ndarray or cupy.ndarray, got builtins.list; "
                                         r"convert with numpy.asarray"):
         fc.max_pool2d(_img(2).tolist(), 2, backend="numpy")
+
+
+@pytest.mark.parametrize("lib", ["array_api_strict", "jax.numpy"])
+def test_array_api_libraries(lib):
+    """Real Array-API producers, where installed (neither is a dependency): their arrays in, theirs out. JAX
+    exports read-only buffers, and without jax_enable_x64 it holds the indices as int32 (its own rule)."""
+    xp = pytest.importorskip(lib)
+    x, w = _img(2), _x(3, 2, 2, 2)
+    for backend in ("numpy", "numba"):
+        got = fc.conv2d(xp.asarray(x), xp.asarray(w), padding=1, backend=backend)
+        assert type(got) is type(xp.asarray(x))
+        np.testing.assert_array_equal(np.from_dlpack(got), fc.conv2d(x, w, padding=1, backend=backend))
+    p, idx = fc.max_pool2d(xp.asarray(x), 2, return_indices=True, backend="numpy")
+    want_p, want_idx = fc.max_pool2d(x, 2, return_indices=True, backend="numpy")
+    np.testing.assert_array_equal(np.from_dlpack(p), want_p)
+    np.testing.assert_array_equal(np.from_dlpack(idx), want_idx)
