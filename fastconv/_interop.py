@@ -13,9 +13,10 @@ The result takes the type of the **first array argument** in the signature (``in
 ``conv*_weight``, ``grad_output`` for the pool gradients and ``conv_bias``, ``weight`` for ``conv*_input``,
 whose first argument is a shape): a torch tensor there gives torch tensors back (``torch.from_dlpack``, no
 copy), another producer with ``__array_namespace__`` (JAX, array-api-strict, ...) gets
-``namespace.from_dlpack(result)``, and one with no known way back gets the NumPy or CuPy result itself. A tuple (``return_indices=True``) is
-converted element by element; indices stay int64 (unless the namespace narrows them: JAX without
-``jax_enable_x64`` holds them as int32, which max_unpool and the pool gradients take back).
+``namespace.from_dlpack(result)``, and one with no known way back gets the NumPy or CuPy result itself. A
+tuple (``return_indices=True``) is converted element by element; indices stay int64 (unless the namespace
+narrows them: JAX without ``jax_enable_x64`` holds them as int32, which max_unpool and the pool gradients
+take back).
 
 The arrays taken are views of the caller's memory: fastconv never writes its inputs, and a read-only view
 (what a producer that marks its buffer read-only exports, JAX for one) is read like any other array. A CUDA
