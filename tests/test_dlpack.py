@@ -1,12 +1,15 @@
 """Arrays that speak DLPack (issue 15): torch tensors and other ``__dlpack__`` producers through every public op.
 
 Each op is called twice on the same backend and the same data: once on NumPy arrays, once on the producer's
-(every array argument converted); the results must be bitwise equal, of the caller's type, and the memory
-must be shared on the way in and out (data pointers). The table of valid calls is test_arguments.CALLS, which
-must list every public function, so a new op is covered here too. Fake producers (a NumPy array behind
-``__dlpack__``/``__dlpack_device__`` only; one with ``__array_namespace__``; one claiming a CUDA or OpenCL
-device) cover the generic paths without torch, JAX or a GPU.
+(every array argument converted, contiguous or strided); the results must be bitwise equal and of the
+caller's type, and the inputs unchanged. A few ops show that no copy is made on the way in or out (data
+pointers). The table of valid calls is test_arguments.CALLS, which must list every public function, so a new op
+is covered here too. Fake producers (a NumPy array behind ``__dlpack__``/``__dlpack_device__`` only; one with
+``__array_namespace__``; one claiming a CUDA or OpenCL device) cover the generic paths without torch, JAX or a
+GPU.
 """
+import inspect
+
 import numpy as np
 import pytest
 
@@ -48,7 +51,6 @@ def _convert(args, kw, make):
 
 def _run(name, args, kw, backend, **extra):
     fn = _fn(name)
-    import inspect
     if "backend" in inspect.signature(fn).parameters:
         extra["backend"] = backend
     return fn(*args, **kw, **extra)
