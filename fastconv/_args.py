@@ -130,9 +130,13 @@ def _not_an_array_message(a, name: str) -> str:
                 f"(masked entries replaced by value) or {name}.data (the mask dropped) instead")
     what = f"{t.__module__}.{t.__name__}"
     hint = ""
-    if t.__module__.startswith("torch"):
-        hint = ("; convert with tensor.numpy() (CPU) or cupy.asarray(tensor) (CUDA), or use fastconv.torch, "
-                "whose functions take tensors and support autograd")
+    if hasattr(a, "__dlpack__"):
+        # the ops take DLPack producers (fastconv._interop); what still gets here is a function that reads an
+        # array's shape and dtype itself (the spec builders), or a producer passed where no op converts it
+        hint = ("; fastconv's ops (fastconv.conv2d, fastconv.grad.*, ...) take it as it is, through DLPack, but "
+                "here convert it with numpy.from_dlpack(...) (CPU memory) or cupy.from_dlpack(...) (GPU memory)")
+        if t.__module__.startswith("torch"):
+            hint += "; for autograd use fastconv.torch, whose functions take tensors"
     elif hasattr(a, "__array__") or hasattr(a, "__array_interface__"):
         hint = "; convert with numpy.asarray(...) (or cupy.asarray(...) for GPU data) first"
     elif isinstance(a, (list, tuple)) or isinstance(a, numbers.Number):

@@ -7,6 +7,7 @@ arrays are brought to the backend layout (``spec.operands()``) and the result sh
 """
 from __future__ import annotations
 
+from ._interop import takes_arrays
 from ._spec import array_kind
 from ._spec_fold import fold_spec, unfold_spec
 from .functional import _check_names, _execute, _resolve_backend
@@ -14,6 +15,7 @@ from .functional import _check_names, _execute, _resolve_backend
 __all__ = ["unfold", "fold"]
 
 
+@takes_arrays("input")
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
     """Extract sliding blocks (im2col), as ``torch.nn.functional.unfold``.
 
@@ -29,6 +31,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1, *, backend=None)
     return _execute(spec, kind, _resolve_backend(backend, kind), "auto", (input,))
 
 
+@takes_arrays("input")
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
     """Sum sliding blocks back into an image (col2im), as ``torch.nn.functional.fold``: the adjoint of
     :func:`unfold`.

@@ -5,6 +5,10 @@ it, brings the arrays into the layout backends expect (C-contiguous, 4-D NCHW fo
 NCDHW for 3-D ones, float32 for float16 where the implementation has no half path) and shapes the result back.
 Inputs are never written to.
 
+Every array argument may also be any DLPack producer (a torch CPU or CUDA tensor, a JAX array, ...): it is
+taken without a copy as the NumPy or CuPy array over its memory, and the result comes back as the first array
+argument's type (:mod:`fastconv._interop`).
+
 Beyond torch.nn.functional: ``padding_mode`` on every convolution (torch has it on the nn.Conv modules), per-side
 padding pairs for convolutions and pools, ``backend=`` and ``algo=``.
 """
@@ -14,6 +18,7 @@ import math
 import numbers
 
 from . import _dispatch, _indices, _padding
+from ._interop import takes_arrays
 from ._args import _as_tuple, plain
 from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
 
@@ -89,6 +94,7 @@ def _check_names(backend, algo, op):
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
+@takes_arrays("input", "weight", "bias")
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo):
     _check_names(backend, algo, "conv")
     mode = _padding.check_padding_mode(padding_mode)
@@ -133,6 +139,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
 
 
+@takes_arrays("input", "weight", "bias")
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, padding_mode,
                     backend, algo):
     _check_names(backend, algo, "conv_input")
@@ -178,6 +185,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 # ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
+@takes_arrays("input")
 def _pool(nd, kind, input, backend, **kw):
     _check_names(backend, "auto", kind + "_pool")
     spec = pool_spec(kind, input, spatial_dims=nd, **kw)
@@ -279,6 +287,7 @@ def _norm_type(norm_type) -> float:
     return p
 
 
+@takes_arrays("input")
 def _lp_pool(nd, input, norm_type, kernel_size, stride, ceil_mode, backend):
     return _lp_forward(nd, input, norm_type, kernel_size, stride, ceil_mode, backend)[0]
 
@@ -342,6 +351,7 @@ def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, ba
 # ---------------------------------------------------------------------------------------------------
 # Unpooling
 # ---------------------------------------------------------------------------------------------------
+@takes_arrays("input", "indices")
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size, backend):
     _check_names(backend, "auto", "max_unpool")
     spec = unpool_spec(input, indices, kernel_size, stride, padding, output_size, spatial_dims=nd)

@@ -10,13 +10,17 @@ with respect to ``input``. The max kinds send each output's gradient to the posi
 (ties and NaN as the forward rules them; windows sharing a position add up); pass the forward's
 ``indices=`` to skip recomputing them (they are checked: shape, range, inside their window).
 
-Every function takes ``backend=`` (None: by the array type, as the forward ops) and the convolutions
-``algo=``. Results are bitwise reproducible run to run on every backend (no floating-point atomics).
+Arrays may be DLPack producers (torch tensors, JAX arrays, ...), as for the forward ops (:mod:`fastconv._interop`):
+the result takes the first array argument's type (``grad_output`` for the pools and ``conv_bias``, ``input`` for
+``conv*_weight``, ``weight`` for ``conv*_input``). Every function takes ``backend=`` (None: by the array type,
+as the forward ops) and the convolutions ``algo=``. Results are bitwise reproducible run to run on every
+backend (no floating-point atomics).
 """
 from __future__ import annotations
 
 from . import _indices, functional as _f
 from ._args import plain
+from ._interop import takes_arrays
 from ._spec import (array_kind, conv_input_spec, conv_weight_spec, pool_grad_spec, _check_indices_array,
                     _same_place)
 
@@ -29,6 +33,7 @@ __all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "co
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
+@takes_arrays("weight", "grad_output")
 def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, groups, backend, algo):
     _f._check_names(backend, algo, "conv_input")
     spec = conv_input_spec(input_size, weight, grad_output, stride, padding, dilation, groups, spatial_dims=nd)
@@ -37,6 +42,7 @@ def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, 
     return _f._execute(spec, kind, backend, algo, (grad_output, weight, None))
 
 
+@takes_arrays("input", "grad_output")
 def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation, groups, backend, algo):
     _f._check_names(backend, algo, "conv_weight")
     spec = conv_weight_spec(input, weight_size, grad_output, stride, padding, dilation, groups, spatial_dims=nd)
@@ -89,6 +95,7 @@ def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     return _conv_weight(3, input, weight_size, grad_output, stride, padding, dilation, groups, backend, algo)
 
 
+@takes_arrays("grad_output")
 def conv_bias(grad_output):
     """Gradient of any convolution (or transposed convolution) with respect to its bias: ``grad_output``
     (N, K, ...) summed over every axis but axis 1, shape (K,), in grad_output's dtype (accumulated in
@@ -107,6 +114,7 @@ def conv_bias(grad_output):
 # ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
+@takes_arrays("grad_output", "input", "indices")
 def _pool_grad(nd, kind, grad_output, input, indices, backend, **kw):
     _f._check_names(backend, "auto", kind + "_pool_backward")
     spec = pool_grad_spec(kind, grad_output, input, spatial_dims=nd, **kw)

@@ -286,9 +286,13 @@ def test_other_types_get_a_hint():
     with pytest.raises(TypeError, match=r"input must be a numpy.ndarray or cupy.ndarray, got builtins.list; "
                                         r"convert with numpy.asarray"):
         fc.max_pool2d(_img(2).tolist(), 2, **B)
+    # the ops take torch tensors (through DLPack: tests/test_dlpack.py); the spec builders, which read an
+    # array's shape and dtype themselves, say how to convert one
     torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match=r"got torch.Tensor; convert with tensor.numpy\(\).*fastconv.torch"):
-        fc.max_pool2d(torch.ones(1, 1, 4, 4), 2, **B)
+    with pytest.raises(TypeError, match=r"input must be a numpy.ndarray or cupy.ndarray, got torch.Tensor; "
+                                        r"fastconv's ops .* take it as it is, through DLPack, but here convert it "
+                                        r"with numpy.from_dlpack\(...\).*fastconv.torch"):
+        fc.pool_spec("max", torch.ones(1, 1, 4, 4), 2)
 
 
 def test_the_shape_helpers_take_the_same_booleans():
