@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU-performance issue's evidence in one go: the standard layers at the batches (ResNet-50,
-# MobileNet depthwise and VGG-16 at N=32, pools at N=64), every CUDA algorithm of fastconv and algo="auto"
+# The GPU layer benchmark in one go: the standard layers at training batches (ResNet-50, MobileNet
+# depthwise and VGG-16 at N=32, pools at N=64), every CUDA algorithm of fastconv and algo="auto"
 # beside PyTorch on cuDNN (TF32 off), in float32 and then float16 storage; each run verified against the
 # oracle, with the device-to-device copy bandwidth and the device's fp32 FMA peak / memory bandwidth
 # (from its properties) in the JSON; then one Markdown file with the per-table summary of both runs, checked
-# against the goals (benchmarks/targets.json).
+# against the goals in benchmarks/targets.json.
 #
 #   benchmarks/gpu_targets.sh OUTDIR            (default OUTDIR: benchmarks/results/gpu-<date>)
 #   DTYPES="float32" benchmarks/gpu_targets.sh OUTDIR                     one dtype only
