@@ -4,3 +4,13 @@ import os
 # Kernels compile all through the suite: the one line a process's first compile says on stderr would only be
 # noise here (tests/test_warmup.py unsets it where that line is what it checks)
 os.environ.setdefault("FASTCONV_QUIET", "1")
+
+
+def pytest_collection_finish(session):
+    """Start tests/cuda/test_compile.py's NVRTC and ptxas jobs as soon as the run is collected, not when its
+    first test is reached: they run on background threads (NVRTC through ctypes and ptxas in a subprocess
+    release the GIL), so on a 2-core machine they use the core the mostly single-threaded tests before them
+    leave idle. The tests still wait for, and judge, each job's own result."""
+    for module in {getattr(item, "module", None) for item in session.items}:
+        if module is not None and module.__name__.endswith("cuda.test_compile"):
+            module.start_compiles_early(session.items)

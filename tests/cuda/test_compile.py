@@ -100,6 +100,17 @@ def _start_all():
                     _jobs[(fname, arch)] = _pool.submit(_nvrtc_job, fname, arch)
 
 
+def start_compiles_early(items) -> None:
+    """Called by tests/conftest.py once the run is collected: start every job now when this file's compile
+    tests are in the run and would start them anyway (each job is submitted once; see :func:`_start_all`)."""
+    names = {getattr(i, "originalname", "") for i in items if getattr(i, "module", None) is not None
+             and i.module.__name__ == __name__}
+    if not names & {"test_nvrtc_compiles_every_instantiation", "test_ptxas_no_spills_sm90"}:
+        return
+    if nvrtc.installed() or shutil.which("nvcc"):
+        _start_all()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("fname", FILES)
 def test_nvrtc_compiles_every_instantiation(fname, arch):
