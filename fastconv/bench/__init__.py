@@ -16,7 +16,8 @@ backend with one algorithm, or a *peer* (``torch`` on the CPU, ``torch-cuda``: c
 3. timed (:mod:`.timing`, on :mod:`fastconv._timing`'s clocks): warm-up calls first (Numba and NVRTC
    compilation, cuDNN autotuning and fastconv's own ``algo="auto"`` measurement stay out of the timing),
    then the case's verified runners together in rotating rounds (a few calls each, the order shifting by
-   one runner per round) until every runner's spread (interquartile range / median of its calls) is at
+   one runner per round) until every runner's spread (the half-width of a 95% confidence interval of its
+   median, relative to the median: 1.96 x 1.2533 x (IQR / 1.349) / sqrt(calls) / median) is at
    most the policy's ``max_spread`` or the case's time budget is spent; the median is reported, and a row
    whose spread stays above ``max_spread`` is flagged ``noisy``. GPU runners are timed with CUDA events,
    CPU runners with the wall clock around a synchronised call.
@@ -58,7 +59,7 @@ are all forward):
               loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
     settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits,
-              settle_s, max_spread, round_calls), batch, table_batch, dtype, accumulate, filter, threads
+              settle_s, max_spread, round_calls, rewarm), batch, table_batch, dtype, accumulate, filter, threads
               ({requested, numba, torch, blas: {limited, reason, pools (threadpoolctl's threadpool_info()
               after limiting: user_api, internal_api, prefix, version, num_threads, filepath; null without
               threadpoolctl), env (the BLAS thread variables set)}}), shapes (the directory read), targets
@@ -75,7 +76,7 @@ are all forward):
               "steady"/"budget"/"max_repeat", spent_s}; null when nothing was timed)
     results   one row per (case, runner): case, op (the case's spec_op), kind, backend, algo, status ("ok", "unsupported",
               "verify-failed", "error"), error, verified ("strict"/"loose"/"fp16-accumulate"), median_s, min_s,
-              q1_s, q3_s, rounds (timed calls), spread ((q3_s - q1_s) / median_s), noisy (spread above
+              q1_s, q3_s, rounds (timed calls), spread (95% interval of the median over the median), noisy (spread above
               max_spread, the policy's, also recorded), first_call_s (first warm-up call; compilation
               normally already happened while verifying), verify_n, unit, throughput, peak_fraction,
               copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]:

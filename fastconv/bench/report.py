@@ -139,7 +139,7 @@ def table(report: dict) -> str:
 
 
 #: what "noisy" means, in the table's legend and the summaries' notes (``{}``: the threshold)
-NOISY_MEANS = "the interquartile range of the row's calls is over {:.0%} of their median"
+NOISY_MEANS = "the 95% confidence interval of the row's median time is wider than +-{:.0%}"
 
 
 def _max_spread(report: dict) -> float:
@@ -148,10 +148,11 @@ def _max_spread(report: dict) -> float:
 
 
 def _spread_cell(r: dict) -> str:
-    """The table's spread column: ``4%``, ``38% noisy``, or ``-`` for a report without spreads."""
+    """The table's spread column (the 95% interval of the median): ``+-4%``, ``+-38% noisy``, or ``-`` for a
+    report without spreads."""
     if r.get("spread") is None:
         return f"{'-':>6}"
-    return f"{100 * r['spread']:>5.0f}%" + (" noisy" if r.get("noisy") else "")
+    return f"{'+-%.0f%%' % (100 * r['spread']):>6}" + (" noisy" if r.get("noisy") else "")
 
 
 def verified_text(report: dict) -> str:

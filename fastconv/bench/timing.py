@@ -10,11 +10,18 @@ a burst of outside load lands on every side alike and the ratio of two sides is 
 of time. Rounds go on until every side is steady or the case's budget is spent:
 
 - steady: every side has ``min_repeat`` calls, ``min_time`` seconds are spent, and every side's *spread*
-  (:func:`spread`: interquartile range / median of its per-call times) is at most ``max_spread``. The spread
-  is taken over the calls, not over per-round medians: a quick run has a handful of rounds, too few for
-  quartiles, and the per-call quartiles are the ones the report shows (``q1_s``/``q3_s``). Since the rounds
-  spread each side's calls over the whole case, a burst of outside load lands on some calls of every side
-  and shows as spread, instead of moving one side's median alone.
+  is at most ``max_spread``. The spread (:func:`spread`) is how well the reported number, the median, is
+  known: the half-width of an approximate 95% confidence interval of the median, relative to it,
+  ``1.96 * 1.2533 * (IQR / 1.349) / sqrt(n) / median`` (the asymptotic standard error of a sample median,
+  with the standard deviation estimated from the interquartile range so that a few outliers do not count).
+  It is the median's precision, not the calls' dispersion, that is judged: on a shared 2-core VM single
+  sub-millisecond calls of a 2-thread kernel scatter by 20-40% (IQR / median) on a quiet machine, while the
+  median of 50 of them is known to a few percent. A burst of outside load that hits many calls widens the
+  quartiles and so the interval; since the rounds spread each side's calls over the whole case, it lands on
+  every side alike instead of moving one side's median alone.
+- after each switch of side, ``rewarm`` untimed calls of the side about to be timed: the first call after
+  another runner's is slow (the other runner's threads still spin, caches hold its data), which would bias
+  every side by its share of first calls (they are counted in the budget).
 - budget: ``max_time`` seconds are spent (every side has at least three calls by then), or every side has
   ``max_repeat`` calls. A side still above ``max_spread`` at the end is *noisy*.
 
@@ -25,6 +32,7 @@ sampler.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from typing import Callable, List, Optional, Sequence
@@ -52,10 +60,11 @@ class Policy:
     settle_s: float = 0.0
     max_spread: float = MAX_SPREAD
     round_calls: int = 3
+    rewarm: int = 0
 
 
-QUICK_POLICY = Policy(warmup=1, min_repeat=5, max_repeat=50, min_time=0.05, max_time=0.5)
-FULL_POLICY = Policy(warmup=2, min_repeat=10, max_repeat=200, min_time=0.2, max_time=2.0, round_calls=5)
+QUICK_POLICY = Policy(warmup=1, min_repeat=5, max_repeat=200, min_time=0.05, max_time=1.0, rewarm=1)
+FULL_POLICY = Policy(warmup=2, min_repeat=10, max_repeat=200, min_time=0.2, max_time=2.0, round_calls=5, rewarm=1)
 
 #: ``sample(fn, repeat) -> seconds per call``, one entry per sample
 Sampler = Callable[[Callable[[], object], int], List[float]]
@@ -70,13 +79,19 @@ class Side:
     sync: Optional[Callable[[], None]] = None
 
 
+#: 1.96 (two-sided 95%) x 1.2533 (sqrt(pi/2): the standard error of a normal sample's median over that of its
+#: mean) / 1.349 (a normal distribution's interquartile range in standard deviations)
+_MEDIAN_CI = 1.96 * 1.2533 / 1.349
+
+
 def spread(times: Sequence[float]) -> Optional[float]:
-    """(q3 - q1) / median of ``times`` (:func:`quartiles`, exclusive method: with three calls, the range);
+    """The relative half-width of an approximate 95% confidence interval of the median of ``times``:
+    ``_MEDIAN_CI * (q3 - q1) / sqrt(n) / median`` (:func:`quartiles`, exclusive method; module docstring);
     None with fewer than two times or a zero median."""
     if len(times) < 2:
         return None
     q1, med, q3 = quartiles(times)
-    return (q3 - q1) / med if med else None
+    return _MEDIAN_CI * (q3 - q1) / math.sqrt(len(times)) / med if med else None
 
 
 def _steady(times: Sequence[float], policy: Policy) -> bool:
@@ -113,8 +128,11 @@ def measure_case(sides: Sequence[Side], policy: Policy) -> tuple:
             if policy.settle_s and last != i:
                 time.sleep(policy.settle_s)
                 spent += policy.settle_s
+            switched = last != i
             last = i
             try:
+                if switched and policy.rewarm and len(live) > 1:
+                    spent += sum(s.sample(s.call, policy.rewarm))   # untimed: see the module docstring
                 t = s.sample(s.call, n)
             except Exception as e:
                 o["error"] = e

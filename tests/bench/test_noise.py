@@ -91,6 +91,28 @@ def test_noisy_times_run_to_the_budget_and_are_flagged():
     assert not bench.summarise(few, policy)["noisy"]
 
 
+def test_each_switch_of_side_is_followed_by_untimed_rewarm_calls():
+    log = []
+    sides = [bench.timing.Side(lambda: None, _scripted(log, s, iter([1e-3] * 12))) for s in "AP"]
+    policy = bench.Policy(warmup=1, min_repeat=3, max_repeat=3, min_time=0.0, max_time=1.0, rewarm=1)
+    out, info = bench.timing.measure_case(sides, policy)
+    assert log == [("A", 1), ("A", 3), ("P", 1), ("P", 3)]      # one untimed call before each block
+    assert all(len(o["times_s"]) == 3 for o in out)            # ... that is not among the timed calls
+    assert info["spent_s"] == pytest.approx(8e-3)               # ... but counts in the budget
+    (alone,) = [bench.timing.Side(lambda: None, _scripted(log := [], "A", iter([1e-3] * 6)))]
+    bench.timing.measure_case([alone], policy)
+    assert log == [("A", 3)]                                    # one side never switches: nothing to absorb
+
+
+def test_the_spread_is_the_precision_of_the_median_not_the_scatter_of_calls():
+    policy = bench.Policy(warmup=1, min_repeat=5, max_repeat=50, min_time=0.0, max_time=1.0)
+    scattered = [1e-3 * (1 + 0.3 * ((7 * i) % 11) / 10) for i in range(200)]   # calls scattered by ~30%
+    q1, med, q3 = bench.quartiles(scattered)
+    assert (q3 - q1) / med > 0.1                                  # the calls scatter by more than 10% ...
+    assert not bench.summarise(scattered, policy)["noisy"]       # ... but the median of 200 is known
+    assert bench.summarise(scattered[:5], policy)["noisy"]       # the median of 5 such calls is not
+
+
 def test_a_failing_side_is_dropped_and_the_others_timed():
     log = []
 
@@ -141,7 +163,9 @@ def test_a_run_interleaves_flags_noisy_rows_and_counts_verified(fake_backend, mo
     assert rows["fake:im2col"]["status"] == "verify-failed" and "spread" not in rows["fake:im2col"]
     fc, peer = rows["fake:direct"], rows["fakepeer:x"]
     assert not fc["noisy"] and peer["noisy"] and fc["max_spread"] == peer["max_spread"] == 0.1
-    assert fc["spread"] == pytest.approx((fc["q3_s"] - fc["q1_s"]) / fc["median_s"])
+    # the 95% interval of the median, written out: 1.96 * sqrt(pi/2) * (IQR / 1.349) / sqrt(n) / median
+    assert fc["spread"] == pytest.approx(1.96 * math.sqrt(math.pi / 2) * (fc["q3_s"] - fc["q1_s"]) / 1.349
+                                         / math.sqrt(fc["rounds"]) / fc["median_s"], rel=1e-4)
     assert fc["ratio_noisy"] is True                      # the ratio is as noisy as its noisier side
     assert fc["ratio_to_best_peer"] == pytest.approx(peer["median_s"] / fc["median_s"])
     (case,) = report["cases"]
@@ -188,7 +212,7 @@ def test_the_headline_geomean_is_refused_when_most_rows_are_noisy():
     direct = next(line for line in lines if line.startswith("cuda:direct") and " conv " in line)
     by_hand = math.exp(sum(map(math.log, (0.5, 2.0, 0.25, 4.0, 9.0))) / 5)   # noisy rows stay in the average
     assert f"geomean vs best peer {by_hand:.2f}x over 5 cases (min 0.25x, max 9.00x; 2 noisy)" in direct
-    assert lines[-1].startswith("noisy: the interquartile range") and "load average 3.0 at the start, 2.5 at " \
+    assert lines[-1].startswith("noisy: the 95% confidence interval of the row's median") and "load average 3.0 at the start, 2.5 at " \
         "the end, on 16 cores" in lines[-1] and "--threads 1" in lines[-1] and "quiet machine" in lines[-1]
     # the advice leaves out what the run already did, and suggests a longer budget after --quick's
     rep = _noisy_report()
@@ -227,7 +251,7 @@ def test_the_per_table_summary_and_markdown_refuse_too_and_keep_the_numbers():
     rep = _noisy_report()
     for r in rep["results"]:
         r["noisy"] = r.get("ratio_noisy") is True
-    assert "- the runners of a case timed together in alternating rounds; 5 of 17 rows noisy (the interq" \
+    assert "- the runners of a case timed together in alternating rounds; 5 of 17 rows noisy (the 95% " \
         in bench.markdown([rep])
 
 
@@ -240,7 +264,7 @@ def test_the_bench_command_prints_the_refusals_and_the_note_once(monkeypatch, ca
     assert cli.main(["bench", "--quick", "--no-json", "--no-plot"]) == 0
     out = capsys.readouterr().out
     assert "no geomean vs best peer: 3 of 4 cases are noisy" in out and "no geomean vs torch-cuda" in out
-    assert out.count("noisy: the interquartile range") == 1 and bench.noise_note(rep) in out
+    assert out.count("noisy: the 95% confidence interval") == 1 and bench.noise_note(rep) in out
     assert bench.noise_note(dict(synthetic_report(), summary=[])) is None
 
 
