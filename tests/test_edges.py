@@ -231,6 +231,21 @@ def test_max_pool_huge_dilation(backend):
     assert y[0, 0].tolist() == [0, -5] and idx[0, 0].tolist() == [0, 5]
 
 
+@pytest.mark.parametrize("backend", POOL)
+def test_max_pool_dilated_window_wider_than_the_output_row(backend):
+    # a window of 2x4 taps, 2 apart both ways, over 3x8 with one column of padding each side, stride (1, 2):
+    # one output row of 2, narrower than the window (numba then walks each output's window, not each tap's
+    # row of outputs). Even columns and row 1 hold big values that only a dropped dilation would reach.
+    x = np.array([[0, 1, 50, 2, 60, 3, 70, 4],
+                  [100] * 8,
+                  [0, 5, 50, 6, 60, 7, 70, 8]], np.float32).reshape(1, 1, 3, 8)
+    y, idx = run(backend, fc.max_pool2d, x, (2, 4), stride=(1, 2), padding=(0, 1), dilation=2,
+                 return_indices=True)
+    # output 0: rows {0, 2}, columns {-1 (padding), 1, 3, 5}; output 1: rows {0, 2}, columns {1, 3, 5, 7}
+    assert y.shape == (1, 1, 1, 2) and y[0, 0, 0].tolist() == [7, 8]
+    assert idx[0, 0, 0].tolist() == [2 * 8 + 5, 2 * 8 + 7]
+
+
 @pytest.mark.parametrize("backend, algo", CONV)
 def test_depthwise_with_channel_multiplier(backend, algo):
     # groups == C == 2, four filters: channels 0, 1 read input channel 0; channels 2, 3 read channel 1
