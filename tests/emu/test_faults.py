@@ -107,6 +107,20 @@ def test_guard_from_environment(flt, monkeypatch):
         flt.get_function("past_the_end")(4, 32, (out, np.int32(100), np.int32(1)))
 
 
+def test_the_test_suite_launches_every_kernel_guarded(flt):
+    """tests/conftest.py makes the guard the suite's default, so an out-of-bounds access in any kernel test
+    (every tests/cuda file, the backend tests on cuda-emu) fails that test by name: a launch with no guard=
+    argument, in the suite's own environment, names the write one past the end."""
+    import os
+    g = os.environ.get("FASTCONV_EMU_GUARD")
+    assert g is not None, "tests/conftest.py no longer makes FASTCONV_EMU_GUARD=1 the suite's default"
+    if g not in ("1", "end"):
+        pytest.skip(f"this run asked for FASTCONV_EMU_GUARD={g} instead of the suite's default guard")
+    out = np.zeros(100, np.float32)
+    with pytest.raises(EmuError, match="past its end"):
+        flt.get_function("past_the_end")(4, 32, (out, np.int32(100), np.int32(1)))
+
+
 @pytest.mark.parametrize("kernel,args", [
     ("spin_on_neighbour", (np.zeros(32, np.int32),)),
     ("endless_math", (np.zeros(32, np.float32), np.int32(-1))),
