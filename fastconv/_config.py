@@ -252,6 +252,11 @@ def emu_cache_dir() -> str:
     return value("FASTCONV_EMU_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fastconv", "emu")
 
 
+def cupy_cache_dir() -> str:
+    """Where CuPy keeps compiled kernels (``$CUPY_CACHE_DIR``, else CuPy's own default)."""
+    return get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
+
+
 def emu_order() -> str:
     return value("FASTCONV_EMU_ORDER") or "forward"
 

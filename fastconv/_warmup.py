@@ -381,8 +381,7 @@ class _CudaLedger(_Ledger):
         return {f"{fname} ({dtype}) on device {dev}": how for (dev, fname, dtype), how in list(cuda.built.items())}
 
     def cache(self) -> str:
-        from ._backends import cuda
-        return f"CuPy's {cuda.cupy_cache_dir()}"
+        return f"CuPy's {_config.cupy_cache_dir()}"
 
 
 def _ledger(backend: str) -> _Ledger:

@@ -402,8 +402,7 @@ def cache_paths() -> dict:
         return _config.emu_cache_dir() + _unset("FASTCONV_EMU_CACHE") + (f" (unusable: {why})" if why else "")
 
     def cupy():
-        return (_config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")) \
-            + _unset("CUPY_CACHE_DIR")
+        return _config.cupy_cache_dir() + _unset("CUPY_CACHE_DIR")
 
     return {"numba": _setting(lambda: _numba_cache() + _unset("NUMBA_CACHE_DIR")),
             "cuda-emu": _setting(emu), "cupy": _setting(cupy), "autotune-cuda": _setting(tune)}

@@ -82,13 +82,8 @@ def compile_options(with_cuda_headers: bool = False) -> Tuple[str, ...]:
     return ("-std=c++17", f"-I{P.kernels_dir()}") + extra
 
 
-def cupy_cache_dir() -> str:
-    """Where CuPy keeps compiled kernels (``$CUPY_CACHE_DIR``, else ``~/.cupy/kernel_cache``)."""
-    return _config.get("CUPY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cupy", "kernel_cache")
-
-
 def _cache_phrase() -> str:
-    return f"each kernel file compiles once per dtype and GPU and is cached in {cupy_cache_dir()}"
+    return f"each kernel file compiles once per dtype and GPU and is cached in {_config.cupy_cache_dir()}"
 
 
 #: how each module of :data:`_modules` came to be: "compiled" (its build ran past ``_warmup.SLOW_S``: NVRTC)
