@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # kernels/ sits at the top of the repository and is installed as fastconv.kernels
-    packages=["fastconv", "fastconv._backends", "fastconv.bench", "fastconv.emu", "fastconv.kernels"],
+    packages=["fastconv", "fastconv._backends", "fastconv.bench", "fastconv.dask", "fastconv.emu", "fastconv.kernels"],
     package_dir={"fastconv.kernels": "kernels"},
     package_data={"fastconv.kernels": ["*.cu", "*.cuh"],
                   "fastconv.bench": ["shapes/*.csv", "shapes/README.md"],
@@ -28,6 +28,8 @@ setup(
         "bench": ["matplotlib>=3.7", "threadpoolctl>=3.0"],
         # examples/train_lenet.py trains on sklearn.datasets.load_digits (shipped with scikit-learn)
         "examples": ["scikit-learn>=1.2"],
+        # fastconv.dask: the ops over dask arrays, on a dask.distributed cluster
+        "dask": ["dask[array]>=2024.1", "distributed>=2024.1"],
         # fastconv.torch, the autograd bridge (CPU tensors; CUDA tensors need a CUDA build and a CuPy extra)
         "torch": ["torch>=2.1"],
     },
