@@ -190,6 +190,19 @@ def test_conv_transpose_output_blocks_follow_the_input_chunks():
     assert g.chunks == ((1,), (3, 3), (6,))
 
 
+def test_conv_transpose_moves_only_the_halo():
+    """Chunks (4, 4, 4), kernel 3, stride 1: each block reads its own chunk whole (by key) and the last 2
+    inputs of the chunk before, by one slicing task each; the first block reads no other chunk."""
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 12)
+    y = fd.conv_transpose1d(da.from_array(x, chunks=(1, 1, 4)), np.ones((1, 1, 3), np.float32), **NP)
+    graph = dict(y.__dask_graph__())
+    halos = {k: v for k, v in graph.items() if isinstance(k, tuple) and k[0].endswith("-halo")}
+    assert len(halos) == 2
+    from dask.core import get
+    assert [h[0, 0].tolist() for h in get(graph, sorted(halos))] == [[2.0, 3.0], [6.0, 7.0]]
+    assert np.array_equal(compute(y), fc.conv_transpose1d(x, np.ones((1, 1, 3), np.float32), **NP))
+
+
 def test_conv_transpose_float16_sums_partials_in_float32():
     """float16 with chunked input channels: each partial in float32, the sum cast back once (as the single
     array computes float16 in float32). 64 channels of 1.0 * 1.0 plus 2**-11 each: float16 partials would
@@ -244,6 +257,17 @@ def test_max_unpool(case):
     # batch and channel chunks map; the spatial axes are one chunk
     lead = 2 if len(shape) == nd + 2 else 1
     assert y.chunks[:lead] == V.chunks[:lead] and all(len(c) == 1 for c in y.chunks[lead:])
+
+
+def test_max_unpool_takes_what_dask_max_pool_gives():
+    """fastconv.dask.max_pool2d's values and indices share their chunks: only the spatial join is said."""
+    x = np.random.default_rng(2).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    with pytest.warns(fd.ChunkWarning) as record:
+        v, i = fd.max_pool2d(da.from_array(x, chunks=(1, 1, 4, 4)), 2, return_indices=True, **NP)
+        y = fd.max_unpool2d(v, i, 2, **NP)
+    assert [("index names a position anywhere" in str(r.message)) for r in record] == [True]
+    ref = fc.max_unpool2d(*fc.max_pool2d(x, 2, return_indices=True, **NP), 2, **NP)
+    assert np.array_equal(compute(y), ref)
 
 
 def test_max_unpool_indices_chunked_otherwise_are_rechunked():
