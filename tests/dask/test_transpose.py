@@ -95,8 +95,15 @@ def test_transposed_blocks_give_the_whole_axis():
             blocks = _plan.plan_transposed(axis, chunks)
             assert blocks[0].out_lo == 0 and blocks[-1].out_hi == len(y)
             assert all(a.out_hi == b.out_lo for a, b in zip(blocks, blocks[1:]))
-            starts = {c * s - lo for c in np.cumsum(chunks)[:-1]}
-            assert {b.out_lo for b in blocks[1:]} <= starts
+            # a block starting where chunk c's first tap lands reads from c - halo (halo's promise), up to
+            # the chunk the next block starts at
+            owner = {int(c) * s - lo: int(c) for c in np.cumsum(chunks)[:-1]}
+            assert {b.out_lo for b in blocks[1:]} <= set(owner)
+            firsts = [0] + [owner[b.out_lo] for b in blocks[1:]]
+            for b, c, nxt in zip(blocks, firsts, firsts[1:] + [n]):
+                assert b.in_lo >= c - axis.halo and b.in_hi <= nxt, (n, k, s, d, lo, chunks, b)
+                if c:
+                    assert b.in_lo == max(0, c - axis.halo)
     assert checked > 1000
 
 
