@@ -47,6 +47,11 @@ def chunk_warning(match):
     return pytest.warns(fd.ChunkWarning, match=match)
 
 
+def said_at_the_call(record):
+    """Each ChunkWarning points at the line that called fastconv.dask (the test's), not inside it."""
+    assert {r.filename for r in record if issubclass(r.category, fd.ChunkWarning)} == {__file__}
+
+
 # ---------------------------------------------------------------------------------------------------
 # The arithmetic, with no Dask
 # ---------------------------------------------------------------------------------------------------
@@ -175,8 +180,9 @@ def test_conv_transpose(case):
         with no_chunk_warning():
             y = fn(X, w, b, **kw, **NP)
     else:
-        with chunk_warning(warn):
+        with chunk_warning(warn) as record:
             y = fn(X, w, b, **kw, **NP)
+        said_at_the_call(record)
     out = compute(y)
     ref = getattr(fc, f"conv_transpose{nd}d")(x, w, b, **kw, **NP)
     assert out.dtype == ref.dtype == np.float32 and out.shape == ref.shape == y.shape
@@ -252,8 +258,9 @@ def test_max_unpool(case):
     V, I = da.from_array(v, chunks=chunks), da.from_array(i, chunks=chunks)
     fn = getattr(fd, f"max_unpool{nd}d")
     if warn:
-        with chunk_warning(r"joined into one chunk each \(an index names a position anywhere"):
+        with chunk_warning(r"joined into one chunk each \(an index names a position anywhere") as record:
             y = fn(V, I, k, stride, output_size=size, **NP)
+        said_at_the_call(record)
     else:
         with no_chunk_warning():
             y = fn(V, I, k, stride, output_size=size, **NP)
@@ -283,6 +290,7 @@ def test_max_unpool_indices_chunked_otherwise_are_rechunked():
     V, I = da.from_array(v, chunks=(1, 2, 3, 3)), da.from_array(i, chunks=(2, 1, 3, 3))
     with pytest.warns(fd.ChunkWarning) as record:
         y = fd.max_unpool2d(V, I, 2, **NP)
+    said_at_the_call(record)
     messages = [str(r.message) for r in record]
     assert any("indices has chunks ((2,), (1, 1, 1, 1), (3,), (3,)) but input has ((1, 1), (2, 2), (3,), (3,))"
                in m for m in messages), messages
@@ -326,8 +334,9 @@ def test_unfold(case):
     kw = dict(dilation=dil, padding=pad, stride=stride)
     X = da.from_array(x, chunks=chunks)
     if spatial:
-        with chunk_warning(r"joined into one chunk each \(the output's L axis flattens"):
+        with chunk_warning(r"joined into one chunk each \(the output's L axis flattens") as record:
             y = fd.unfold(X, ks, **kw, **NP)
+        said_at_the_call(record)
     else:
         with no_chunk_warning():
             y = fd.unfold(X, ks, **kw, **NP)
@@ -368,8 +377,9 @@ def test_fold(case):
     chunks = ((1,) if batch else ()) + (rows, lchunks or L)
     X = da.from_array(x, chunks=chunks)
     if warn:
-        with chunk_warning(warn):
+        with chunk_warning(warn) as record:
             y = fd.fold(X, size, ks, **kw, **NP)
+        said_at_the_call(record)
     else:
         with no_chunk_warning():
             y = fd.fold(X, size, ks, **kw, **NP)
