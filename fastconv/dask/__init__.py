@@ -143,3 +143,66 @@ def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, ba
     """:func:`fastconv.lp_pool3d` over a dask array."""
     return pool(3, "lp", input, backend, norm_type=norm_type, kernel_size=kernel_size, stride=stride,
                 ceil_mode=ceil_mode)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Transposed convolutions, max_unpool, unfold and fold (fastconv/dask/_transpose.py)
+# ---------------------------------------------------------------------------------------------------
+from . import _transpose  # noqa: E402
+
+__all__ += ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_unpool1d", "max_unpool2d",
+            "max_unpool3d", "unfold", "fold"]
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     padding_mode="zeros", backend=None, algo="auto"):
+    """:func:`fastconv.conv_transpose1d` over a dask array: spatial chunks with a halo (each output block
+    reads its chunk and the inputs before it whose taps reach into it), input-channel chunks as conv1d's."""
+    return _transpose.conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                                     padding_mode, backend, algo)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     padding_mode="zeros", backend=None, algo="auto"):
+    """:func:`fastconv.conv_transpose2d` over a dask array (N, C_in, H, W) or (C_in, H, W) (chunks as
+    conv_transpose1d's)."""
+    return _transpose.conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                                     padding_mode, backend, algo)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
+                     padding_mode="zeros", backend=None, algo="auto"):
+    """:func:`fastconv.conv_transpose3d` over a dask array (chunks as conv_transpose1d's)."""
+    return _transpose.conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups, dilation,
+                                     padding_mode, backend, algo)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """:func:`fastconv.max_unpool1d` over dask arrays ``input`` and ``indices`` (of input's shape; rechunked to
+    input's chunks, with a :class:`ChunkWarning`, where they differ). Batch and channel chunks map; the
+    spatial axis is joined into one chunk (an index may name any output position), with a ChunkWarning."""
+    return _transpose.max_unpool(1, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """:func:`fastconv.max_unpool2d` over dask arrays (chunks as max_unpool1d's)."""
+    return _transpose.max_unpool(2, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):
+    """:func:`fastconv.max_unpool3d` over dask arrays (chunks as max_unpool1d's)."""
+    return _transpose.max_unpool(3, input, indices, kernel_size, stride, padding, output_size, backend)
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
+    """:func:`fastconv.unfold` over a dask array: batch chunks map, channel chunk ``[c0, c1)`` gives output rows
+    ``[c0*prod(kernel_size), c1*prod(kernel_size))``; spatial axes are joined into one chunk (the L axis
+    flattens them), with a :class:`ChunkWarning`."""
+    return _transpose.unfold(input, kernel_size, dilation, padding, stride, backend)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1, *, backend=None):
+    """:func:`fastconv.fold` over a dask array (N, C*prod(kernel_size), L): batch chunks map, row chunks that
+    are multiples of prod(kernel_size) map to channel chunks (rechunked to such, with a
+    :class:`ChunkWarning`, where they are not); the L axis is joined into one chunk, with a ChunkWarning."""
+    return _transpose.fold(input, output_size, kernel_size, dilation, padding, stride, backend)

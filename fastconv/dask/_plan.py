@@ -230,3 +230,94 @@ def plan_stack(axes: Sequence[Optional[Window]], chunks: Sequence[int]) -> Tuple
     base, jump = start(0), start(1) - start(0)
     bounds = _bounds(lambda edge: -(-(edge - base) // jump), 1, chunks, windows[-1].out)
     return _blocks(functools.partial(stack_block, axes), bounds)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A transposed convolution: every input spreads over a window of outputs
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Transposed:
+    """One spatial axis of a transposed convolution: input size ``n``, output size ``out`` (the spec's: it
+    holds ``pad_hi`` and ``output_padding``), its ``kernel``, ``stride``, ``dilation`` and the padding
+    ``pad_lo`` cropped before the first output.
+
+    Input ``i`` adds ``x[i]*w[t]`` to output ``o = i*s - pad_lo + t*d`` (t in [0, k)): it reaches outputs
+    ``[i*s - pad_lo, i*s - pad_lo + e)``, ``e = d*(k-1) + 1`` the window's extent. So outputs ``[o0, o1)`` get
+    contributions from the inputs ``i`` with ``o0 - e < i*s - pad_lo < o1``:
+
+    - the last one is ``i1 - 1``, ``i1 = min(n, (o1 - 1 + pad_lo) // s + 1)``;
+    - the first is ``ceil((o0 + pad_lo - e + 1) / s)``, the first whose last tap reaches ``o0``.
+
+    A local ``conv_transpose`` over inputs ``[i0, i1)`` puts input ``i``'s tap ``t`` at local position
+    ``(i - i0)*s - lo + t*d``; that is global position ``o - o0`` exactly when its padding before is
+    ``lo = pad_lo + o0 - i0*s``. The padding must not be negative, so ``i0`` is the first contributing input
+    or, where that one's first tap lands after ``o0`` (the stride is wider than the window), the input
+    ``(o0 + pad_lo) // s`` before it, whose taps all fall in the cropped ``lo`` (it adds nothing).
+
+    The local call's outputs without padding after end at global ``end = (i1 - 1)*s - pad_lo + e``: past
+    ``o1`` they are cropped (padding after ``end - o1``), short of it the missing outputs receive no input
+    and are ``output_padding = o1 - end`` (bias only), as in the whole array. That output_padding is always
+    one the call takes (``< max(stride, dilation)``): in the middle of the axis ``i1 - 1`` is the last input
+    before ``o1``, so ``o1 - end <= s - e < s``; at the end of the axis it is at most the op's own
+    output_padding.
+
+    Block boundaries follow the input chunks: the block of the chunk starting at input ``c`` starts where
+    that input's first tap lands, ``c*s - pad_lo`` (:meth:`home`). Its call then reads the chunk and the last
+    ``(e - 1) // s`` inputs of the chunk before (:attr:`halo`), whose taps reach into the block."""
+
+    n: int
+    out: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    pad_lo: int = 0
+
+    @property
+    def extent(self) -> int:
+        """Outputs one input reaches, ``d*(k-1) + 1``."""
+        return input_extent(1, self.kernel, 1, self.dilation)
+
+    @property
+    def halo(self) -> int:
+        """How many inputs before its own chunk a block reads."""
+        return (self.extent - 1) // self.stride
+
+    def home(self, c: int) -> int:
+        """The output where input ``c``'s first tap lands."""
+        return c * self.stride - self.pad_lo
+
+
+@dataclass(frozen=True)
+class TransposedBlock(Block):
+    """A :class:`Block` of a transposed convolution: its call crops ``pad_lo``/``pad_hi`` outputs and adds
+    ``out_pad`` (its ``output_padding``) to give exactly outputs ``[out_lo, out_hi)``."""
+
+    out_pad: int = 0
+
+
+def transposed_block(axis: Transposed, o0: int, o1: int) -> TransposedBlock:
+    """The call that computes outputs ``[o0, o1)`` of ``axis`` (see :class:`Transposed` for the arithmetic);
+    ValueError where no input reaches them (the block lies in the output_padding, or between the taps of a
+    stride wider than the window): such a block cannot be a call of its own. The whole axis always can."""
+    if not 0 <= o0 < o1 <= axis.out:
+        raise ValueError(f"outputs [{o0}, {o1}) are not inside [0, {axis.out})")
+    s, e, lo = axis.stride, axis.extent, axis.pad_lo
+    if o0 == 0 and o1 == axis.out:   # the whole axis: the single array's call (padding after less
+        i0, i1 = 0, axis.n           # output_padding written as one of them), even where no input reaches it
+    else:
+        first = -(-(o0 + lo - e + 1) // s)
+        i0 = max(0, min(first, (o0 + lo) // s))
+        i1 = min(axis.n, (o1 - 1 + lo) // s + 1)
+        if i1 <= first:
+            raise ValueError(f"no input reaches outputs [{o0}, {o1})")
+    end = (i1 - 1) * s - lo + e
+    return TransposedBlock(o0, o1, i0, i1, lo + o0 - i0 * s, max(0, end - o1), max(0, o1 - end))
+
+
+def plan_transposed(axis: Transposed, chunks: Sequence[int]) -> Tuple[TransposedBlock, ...]:
+    """The output blocks of ``axis`` over input chunks ``chunks``, as :func:`plan`: one per input chunk whose
+    first tap lands inside the output (a block no input reaches joins its neighbour), in order, covering
+    ``[0, axis.out)`` exactly once."""
+    if sum(chunks) != axis.n:
+        raise ValueError(f"chunks {tuple(chunks)} do not add up to the axis size {axis.n}")
+    return _blocks(functools.partial(transposed_block, axis), _bounds(axis.home, 1, chunks, axis.out))
