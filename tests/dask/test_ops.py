@@ -1,0 +1,331 @@
+"""fastconv.dask's ops against the single-array op on the whole array (the oracle, backend="numpy"): random
+shapes, arguments and chunkings on every axis (hypothesis, derandomized, few examples), then the cases by
+hand: channel chunks, empty batch chunks, the threaded scheduler, the size of the graph, the errors (the
+single-array op's own, before any graph), the ChunkWarning and where it points, inputs left alone."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+da = pytest.importorskip("dask.array", reason="fastconv.dask needs the [dask] extra (dask[array])")
+
+import fastconv as fc  # noqa: E402
+import fastconv.dask as fd  # noqa: E402
+
+from .conftest import (NP, SETTINGS, assert_bitwise, assert_close, assert_conv_equal, chunking,  # noqa: E402
+                       compute, graph_tasks)
+
+pytestmark = pytest.mark.filterwarnings("ignore::fastconv.dask.ChunkWarning")
+
+SIZES = {1: (4, 13), 2: (3, 9), 3: (3, 6)}
+
+
+def same_result_or_same_error(single, dask_op, *, exact=False, check=None):
+    """Call the single-array op; if it refuses, the dask op must refuse with the same type and message, at the
+    call (before any graph). Otherwise compute the dask op and compare (``check(out, ref)``)."""
+    try:
+        ref = single()
+    except (TypeError, ValueError) as e:
+        with pytest.raises(type(e)) as got:
+            dask_op()
+        assert str(got.value) == str(e)
+        return
+    out = compute(*dask_op()) if isinstance(ref, tuple) else compute(dask_op())
+    if exact:
+        assert_bitwise(out, ref)
+    else:
+        check(out, ref)
+
+
+@st.composite
+def image(draw, nd, channels=None, dtypes=("float32",)):
+    """(NumPy input, its chunks, batched?): batched or not, random chunks on every axis."""
+    lo, hi = SIZES[nd]
+    spatial = tuple(draw(st.integers(lo, hi)) for _ in range(nd))
+    batched = draw(st.booleans())
+    c = draw(st.integers(1, 3)) if channels is None else channels
+    shape = ((draw(st.integers(1, 3)),) if batched else ()) + (c,) + spatial
+    dtype = draw(st.sampled_from(dtypes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal(shape).astype(dtype)
+    if draw(st.booleans()):      # ties, for the max pools' first-index rule
+        x = np.round(x).astype(dtype)
+    chunks = tuple(draw(chunking(n)) for n in shape)
+    return x, chunks, batched
+
+
+def window_args(draw, nd, per_side_most):
+    k = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    d = tuple(draw(st.integers(1, 2)) for _ in range(nd))
+    s = draw(st.sampled_from([None, 1, 2, 3, tuple(draw(st.integers(1, 3)) for _ in range(nd))]))
+    form = draw(st.sampled_from(["int", "tuple", "pairs"]))
+    if form == "int":
+        pad = draw(st.integers(0, min(kk // 2 for kk in k)))
+    elif form == "tuple":
+        pad = tuple(draw(st.integers(0, kk // 2)) for kk in k)
+    else:
+        pad = tuple((draw(st.integers(0, per_side_most(kk, dd))), draw(st.integers(0, per_side_most(kk, dd))))
+                    for kk, dd in zip(k, d))
+    return k, s, pad, d
+
+
+# ---------------------------------------------------------------------------------------------------
+# Random cases
+# ---------------------------------------------------------------------------------------------------
+@SETTINGS
+@given(st.data())
+def test_conv_equals_the_single_array_conv(data):
+    nd = data.draw(st.integers(1, 3), "nd")
+    kind = data.draw(st.sampled_from(["plain", "groups", "depthwise"]), "groups")
+    g = {"plain": 1, "groups": 2, "depthwise": data.draw(st.integers(2, 3))}[kind]
+    cg = 1 if kind == "depthwise" else data.draw(st.integers(1, 2))
+    kg = data.draw(st.integers(1, 2))
+    x, chunks, batched = data.draw(image(nd, g * cg, ("float16", "float32", "float64")), "x")
+    rng = np.random.default_rng(x.size)
+    k = tuple(data.draw(st.integers(1, 3)) for _ in range(nd))
+    w = rng.standard_normal((g * kg, cg) + k).astype(x.dtype)
+    b = rng.standard_normal(g * kg).astype(x.dtype) if data.draw(st.booleans()) else None
+    padding = data.draw(st.sampled_from(["int", "tuple", "pairs", "same", "valid"]))
+    stride = 1 if padding == "same" else data.draw(st.sampled_from([1, 2, (1, 2, 3)[:nd]]))
+    dilation = data.draw(st.sampled_from([1, 2, (2, 1, 1)[:nd]]))
+    padding = {"int": data.draw(st.integers(0, 2)), "tuple": tuple(data.draw(st.integers(0, 2)) for _ in k),
+               "pairs": tuple((data.draw(st.integers(0, 3)), data.draw(st.integers(0, 3))) for _ in k),
+               "same": "same", "valid": "valid"}[padding]
+    mode = data.draw(st.sampled_from(["zeros", "zeros", "reflect", "replicate", "circular"]))
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=g, padding_mode=mode, **NP)
+    single, dask_fn = getattr(fc, f"conv{nd}d"), getattr(fd, f"conv{nd}d")
+    dx = da.from_array(x, chunks=chunks)
+    same_result_or_same_error(
+        lambda: single(x, w, b, **kw), lambda: dask_fn(dx, w, b, **kw),
+        check=lambda out, ref: assert_conv_equal(out, ref, x, w, b, stride, padding, dilation, g, mode, nd))
+
+
+@SETTINGS
+@given(st.data())
+def test_max_pools_equal_the_single_array_pool_bitwise(data):
+    nd = data.draw(st.integers(1, 3), "nd")
+    x, chunks, _ = data.draw(image(nd, dtypes=("float16", "float32", "float64")), "x")
+    if data.draw(st.booleans()):
+        x.flat[::7] = np.nan
+    k, s, pad, d = window_args(data.draw, nd, lambda kk, dd: dd * (kk - 1))
+    kw = dict(kernel_size=k, stride=s, padding=pad, dilation=d, ceil_mode=data.draw(st.booleans()),
+              return_indices=data.draw(st.booleans()), **NP)
+    dx = da.from_array(x, chunks=chunks)
+    same_result_or_same_error(lambda: getattr(fc, f"max_pool{nd}d")(x, **kw),
+                              lambda: getattr(fd, f"max_pool{nd}d")(dx, **kw), exact=True)
+
+
+@SETTINGS
+@given(st.data())
+def test_avg_pools_equal_the_single_array_pool(data):
+    nd = data.draw(st.integers(1, 3), "nd")
+    x, chunks, _ = data.draw(image(nd, dtypes=("float32", "float64")), "x")
+    k, s, pad, _ = window_args(data.draw, nd, lambda kk, dd: kk - 1)
+    kw = dict(kernel_size=k, stride=s, padding=pad, ceil_mode=data.draw(st.booleans()),
+              count_include_pad=data.draw(st.booleans()), **NP)
+    if nd > 1:
+        kw["divisor_override"] = data.draw(st.sampled_from([None, None, 1, 3]))
+    dx = da.from_array(x, chunks=chunks)
+    same_result_or_same_error(lambda: getattr(fc, f"avg_pool{nd}d")(x, **kw),
+                              lambda: getattr(fd, f"avg_pool{nd}d")(dx, **kw),
+                              check=lambda out, ref: assert_close(out, ref, x.dtype))
+
+
+@SETTINGS
+@given(st.data())
+def test_adaptive_pools_equal_the_single_array_pool(data):
+    nd = data.draw(st.integers(1, 3), "nd")
+    x, chunks, batched = data.draw(image(nd, dtypes=("float32", "float64")), "x")
+    spatial = x.shape[-nd:]
+    # In % Out == 0, != 0, 1, Out > In, None (keep that axis)
+    out = tuple(data.draw(st.sampled_from([None, 1, n, max(1, n // 2), max(1, n - 2), n + 1])) for n in spatial)
+    out = out if nd > 1 else out[0]
+    assert_ = "adaptive_avg" if data.draw(st.booleans()) else "adaptive_max"
+    dx = da.from_array(x, chunks=chunks)
+    if assert_ == "adaptive_avg":
+        same_result_or_same_error(lambda: getattr(fc, f"adaptive_avg_pool{nd}d")(x, out, **NP),
+                                  lambda: getattr(fd, f"adaptive_avg_pool{nd}d")(dx, out, **NP),
+                                  check=lambda o, r: assert_close(o, r, x.dtype))
+    else:
+        ri = data.draw(st.booleans())
+        same_result_or_same_error(lambda: getattr(fc, f"adaptive_max_pool{nd}d")(x, out, ri, **NP),
+                                  lambda: getattr(fd, f"adaptive_max_pool{nd}d")(dx, out, ri, **NP), exact=True)
+
+
+@SETTINGS
+@given(st.data())
+def test_lp_pools_equal_the_single_array_pool(data):
+    nd = data.draw(st.integers(1, 3), "nd")
+    x, chunks, _ = data.draw(image(nd, dtypes=("float32", "float64")), "x")
+    p = data.draw(st.sampled_from([1, 2, 3.5, math.inf]))
+    if p == 3.5:
+        x = np.abs(x)        # a fractional power of a negative window sum is NaN, on both sides alike
+    k, s, _, _ = window_args(data.draw, nd, lambda kk, dd: 0)
+    kw = dict(stride=s, ceil_mode=data.draw(st.booleans()), **NP)
+    dx = da.from_array(x, chunks=chunks)
+    same_result_or_same_error(lambda: getattr(fc, f"lp_pool{nd}d")(x, p, k, **kw),
+                              lambda: getattr(fd, f"lp_pool{nd}d")(dx, p, k, **kw),
+                              check=lambda out, ref: assert_close(out, ref, x.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Channels, batches, schedulers
+# ---------------------------------------------------------------------------------------------------
+RNG = np.random.default_rng(16)
+X = RNG.standard_normal((3, 4, 12, 12)).astype(np.float32)
+W = RNG.standard_normal((5, 4, 3, 3)).astype(np.float32)
+B = RNG.standard_normal(5).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_conv_input_channel_chunks_are_summed(dtype):
+    """Channel chunks (1, 2, 1) of a groups=1 convolution: three partial results summed into all 5 output
+    channels (in float32 for float16: the result is float16, within the oracle's tolerance)."""
+    x, w, b = X.astype(dtype), W.astype(dtype), B.astype(dtype)
+    y = fd.conv2d(da.from_array(x, chunks=(2, (1, 2, 1), 5, 12)), w, b, padding=1, **NP)
+    assert y.chunks[1] == (5,)
+    out = compute(y)
+    assert out.dtype == np.dtype(dtype)
+    assert_conv_equal(out, fc.conv2d(x, w, b, padding=1, **NP), x, w, b, 1, 1, 1, 1, "zeros", 2)
+
+
+@pytest.mark.parametrize("groups, chunks, out_chunks", [(2, (2, 2), (2, 4 - 2)), (4, (1, 3), (2, 6))])
+def test_grouped_conv_channel_chunks_map_per_group(groups, chunks, out_chunks):
+    """A grouped convolution's channel chunk holding whole groups gives the output channels of those
+    groups: groups=2 over (2, 2) gives (2, 2) of K=4; depthwise (4 groups, 2 filters each) over (1, 3)
+    gives (2, 6) of K=8."""
+    k = out_chunks[0] + out_chunks[1]
+    w = RNG.standard_normal((k, 4 // groups, 3, 3)).astype(np.float32)
+    y = fd.conv2d(da.from_array(X, chunks=(3, chunks, 7, 5)), w, None, padding=1, groups=groups, **NP)
+    assert y.chunks[1] == out_chunks
+    assert_conv_equal(compute(y), fc.conv2d(X, w, None, padding=1, groups=groups, **NP), X, w, None, 1, 1, 1,
+                      groups, "zeros", 2)
+
+
+def test_empty_batch_chunk():
+    """Dask allows a chunk of 0 along the batch: it maps to an empty output chunk."""
+    dx = da.from_array(X, chunks=((0, 1, 2), 4, 6, 12))
+    y = fd.conv2d(dx, W, B, padding=1, **NP)
+    assert y.chunks[0] == (0, 1, 2)
+    assert_conv_equal(compute(y), fc.conv2d(X, W, B, padding=1, **NP), X, W, B, 1, 1, 1, 1, "zeros", 2)
+    values, idx = fd.max_pool2d(dx, 3, 2, 1, return_indices=True, **NP)
+    assert_bitwise(compute(values, idx), fc.max_pool2d(X, 3, 2, 1, return_indices=True, **NP))
+
+
+def test_threaded_scheduler():
+    """Dask's default scheduler (threads)."""
+    dx = da.from_array(X, chunks=(1, 2, 5, 7))
+    out = compute(fd.conv2d(dx, W, B, stride=2, padding=2, dilation=2, **NP), scheduler="threads")
+    assert_conv_equal(out, fc.conv2d(X, W, B, stride=2, padding=2, dilation=2, **NP), X, W, B, 2, 2, 2, 1,
+                      "zeros", 2)
+    assert_bitwise(compute(fd.max_pool2d(dx, 3, 2, 1, ceil_mode=True, **NP), scheduler="threads"),
+                   fc.max_pool2d(X, 3, 2, 1, ceil_mode=True, **NP))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The graph stays small
+# ---------------------------------------------------------------------------------------------------
+def axis_blocks(n, k, s, d, lo, hi, chunks):
+    """The rule for one axis (no ceil_mode): output o belongs to the chunk its window starts in (outputs
+    starting in the left padding to the first). Returns [(outputs, [(chunk, whole?) the block reads],
+    how far it reads past its own chunk)]."""
+    ext = d * (k - 1) + 1
+    out = (n + lo + hi - ext) // s + 1
+    edges = np.cumsum((0,) + tuple(chunks))
+    owner = [int(np.searchsorted(edges, min(max(0, o * s - lo), n - 1), side="right")) - 1 for o in range(out)]
+    groups = []
+    for o in range(out):
+        if groups and groups[-1][1] == owner[o]:
+            groups[-1][0].append(o)
+        else:
+            groups.append(([o], owner[o]))
+    blocks = []
+    for outs, home in groups:
+        a, b = max(0, outs[0] * s - lo), min(n, outs[-1] * s - lo + ext)
+        if len(groups) == 1:
+            a, b = 0, n          # one block: the single-array call on the whole axis
+        pieces = [(i, a <= edges[i] and edges[i + 1] <= b) for i in range(len(chunks))
+                  if max(a, edges[i]) < min(b, edges[i + 1])]
+        blocks.append((len(outs), pieces, b - edges[home + 1]))
+    return blocks
+
+
+def expected_tasks(axes, batch_chunks, channel_chunks, summed):
+    """One task per output block, one per halo piece (a part of a chunk, one per combination of each axis's
+    pieces that is not whole chunks on every axis), and where input channels are summed one partial per
+    channel chunk (each with its own halo pieces) plus the sum."""
+    total = 0
+    for combo in np.ndindex(*[len(a) for a in axes]):
+        pieces = [axes[a][i][1] for a, i in enumerate(combo)]
+        n_pieces = int(np.prod([len(p) for p in pieces]))
+        n_whole = int(np.prod([sum(w for _, w in p) for p in pieces]))
+        halo = n_pieces - n_whole
+        if summed:
+            total += batch_chunks * (channel_chunks + 1 + channel_chunks * halo)
+        else:
+            total += batch_chunks * channel_chunks * (1 + halo)
+    return total
+
+
+GRAPH_CASES = {
+    # name: (op, input chunks, kwargs, window (k, s, d, lo, hi) per spatial axis)
+    "conv 3x3 pad 1": ("conv2d", (2, 4, (4, 4, 4), (6, 6)), dict(padding=1), [(3, 1, 1, 1, 1)] * 2),
+    "conv summed channels": ("conv2d", (3, (1, 3), (5, 7), (3, 3, 6)), dict(padding=(0, 2)),
+                             [(3, 1, 1, 0, 0), (3, 1, 1, 2, 2)]),
+    "conv dilated": ("conv2d", (1, 4, (6, 6), (12,)), dict(dilation=2, padding=1), [(3, 1, 2, 1, 1)] * 2),
+    "max pool 2 stride 2": ("max_pool2d", (1, (2, 2), (4, 8), (6, 6)), dict(kernel_size=2),
+                            [(2, 2, 1, 0, 0)] * 2),
+    "max pool 3 stride 1": ("max_pool2d", (3, (3, 1), (5, 7), (4, 4, 4)), dict(kernel_size=3, stride=1, padding=1),
+                            [(3, 1, 1, 1, 1)] * 2),
+    "avg pool 3 stride 1": ("avg_pool2d", (3, 4, (4, 4, 4), (12,)), dict(kernel_size=3, stride=1),
+                            [(3, 1, 1, 0, 0)] * 2),
+}
+
+
+def _graph_case(name):
+    op, chunks, kw, windows = GRAPH_CASES[name]
+    dx = da.from_array(X, chunks=chunks)
+    conv = op.startswith("conv")
+    y = getattr(fd, op)(dx, W, B, **kw, **NP) if conv else getattr(fd, op)(dx, **kw, **NP)
+    axes = [axis_blocks(n, *win, c) for n, win, c in zip(X.shape[2:], windows, dx.chunks[2:])]
+    return dx, y, axes, conv
+
+
+@pytest.mark.parametrize("name", list(GRAPH_CASES))
+def test_graph_has_a_task_per_block_and_halo_piece(name):
+    dx, y, axes, conv = _graph_case(name)
+    assert y.chunks[2:] == tuple(tuple(size for size, _, _ in a) for a in axes)
+    summed = conv and len(dx.chunks[1]) > 1
+    want = expected_tasks(axes, len(dx.chunks[0]), len(dx.chunks[1]), summed) + (2 if conv else 0)
+    assert graph_tasks(y, dx) == want      # (+ the weight and the bias, stored once)
+
+
+@pytest.mark.parametrize("name", ["conv 3x3 pad 1", "max pool 3 stride 1", "avg pool 3 stride 1", "conv dilated"])
+def test_only_the_halo_moves(name):
+    """Every task between the input chunks and the output blocks (but the weight and bias) is a slice no
+    bigger than the halo: along each axis it is the whole chunk or what a block reads past its chunk."""
+    from dask.local import get_sync
+    dx, y, axes, conv = _graph_case(name)
+    graph = dict(y.__dask_graph__())
+    outputs = {k for k in graph if isinstance(k, tuple) and k[0] == y.name}
+    inner = sorted(set(graph) - set(dict(dx.__dask_graph__())) - outputs, key=str)
+    results = dict(zip(inner, get_sync(graph, inner)))
+    if conv:
+        results = {k: v for k, v in results.items() if not (np.array_equal(v, W) or np.array_equal(v, B))}
+    assert len(results) == graph_tasks(y, dx) - len(outputs) - (2 if conv else 0)
+    assert results, "no halo pieces: the case does not test anything"
+    # how far a block reads past its chunk, by the rule: at most the dilated window minus one
+    past = [max(p for _, _, p in a) for a in axes]
+    windows = GRAPH_CASES[name][3]
+    assert all(0 <= p <= d * (k - 1) for p, (k, _, d, _, _) in zip(past, windows))
+    for v in results.values():
+        cut = [a for a in range(2) if v.shape[2 + a] not in dx.chunks[2 + a]]
+        assert cut and all(v.shape[2 + a] <= past[a] for a in cut), (v.shape, dx.chunks, past)
+        assert v.shape[:2] in [(nb, c) for nb in dx.chunks[0] for c in dx.chunks[1]]
