@@ -329,3 +329,154 @@ def test_only_the_halo_moves(name):
         cut = [a for a in range(2) if v.shape[2 + a] not in dx.chunks[2 + a]]
         assert cut and all(v.shape[2 + a] <= past[a] for a in cut), (v.shape, dx.chunks, past)
         assert v.shape[:2] in [(nb, c) for nb in dx.chunks[0] for c in dx.chunks[1]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: before any graph, the single-array op's own
+# ---------------------------------------------------------------------------------------------------
+X1, W1 = X[:, :, 0], W[:, :, 0]
+X3, W3 = X[:, :, :4, :5, None].repeat(3, axis=-1), W[..., None].repeat(2, axis=-1)
+
+#: (op, input, args, kwargs): each refused by the single-array op
+BAD = {
+    "conv stride 0": ("conv2d", X, (W, B), dict(stride=0)),
+    "conv padding -1": ("conv2d", X, (W, B), dict(padding=-1)),
+    "conv same strided": ("conv2d", X, (W, B), dict(padding="same", stride=2)),
+    "conv padding word": ("conv2d", X, (W, B), dict(padding="full")),
+    "conv dilation 0": ("conv2d", X, (W, B), dict(dilation=0)),
+    "conv groups 3": ("conv2d", X, (W, B), dict(groups=3)),
+    "conv groups 0": ("conv2d", X, (W, B), dict(groups=0)),
+    "conv weight ndim": ("conv2d", X, (W[0], B), {}),
+    "conv weight channels": ("conv2d", X, (W[:, :2], B), {}),
+    "conv bias shape": ("conv2d", X, (W, B[:3]), {}),
+    "conv weight dtype": ("conv2d", X, (W.astype(np.float64), B), {}),
+    "conv int input": ("conv2d", X.astype(np.int32), (W.astype(np.int32), None), {}),
+    "conv input ndim": ("conv2d", X[0, 0], (W, B), {}),
+    "conv too small": ("conv2d", X[:, :, :2, :2], (W, B), {}),
+    "conv padding_mode": ("conv2d", X, (W, B), dict(padding=1, padding_mode="mirror")),
+    "conv reflect too far": ("conv2d", X, (W, B), dict(padding=12, padding_mode="reflect")),
+    "conv circular too far": ("conv2d", X, (W, B), dict(padding=13, padding_mode="circular")),
+    "conv algo": ("conv2d", X, (W, B), dict(algo="fastest")),
+    "conv backend": ("conv2d", X, (W, B), dict(backend="tpu")),
+    "conv cuda backend on numpy": ("conv2d", X, (W, B), dict(backend="cuda")),
+    "conv1d stride": ("conv1d", X1, (W1,), dict(stride=(1, 1))),
+    "conv3d dilation": ("conv3d", X3, (W3,), dict(dilation=-1)),
+    "max kernel 0": ("max_pool2d", X, (0,), {}),
+    "max padding over half": ("max_pool2d", X, (3, 2, 2), {}),
+    "max stride 0": ("max_pool2d", X, (3, 0), {}),
+    "max dilation 0": ("max_pool2d", X, (3,), dict(dilation=0)),
+    "max kernel too big": ("max_pool2d", X, (13,), {}),
+    "max backend": ("max_pool2d", X, (2,), dict(backend="tpu")),
+    "max1d per-side too far": ("max_pool1d", X1, (3, 1, ((0, 3),)), {}),
+    "max3d kernel": ("max_pool3d", X3, ((2, 2),), {}),
+    "avg divisor 0": ("avg_pool2d", X, (3,), dict(divisor_override=0)),
+    "avg padding": ("avg_pool2d", X, (2, 1, 2), {}),
+    "avg1d kernel": ("avg_pool1d", X1, (-1,), {}),
+    "adaptive avg 0": ("adaptive_avg_pool2d", X, ((0, 2),), {}),
+    "adaptive avg length": ("adaptive_avg_pool2d", X, ((2, 2, 2),), {}),
+    "adaptive avg1d None": ("adaptive_avg_pool1d", X1, (None,), {}),
+    "adaptive max negative": ("adaptive_max_pool3d", X3, (-1,), {}),
+    "adaptive backend": ("adaptive_max_pool2d", X, (2,), dict(backend="cuda-emu-x")),
+    "lp norm 0": ("lp_pool2d", X, (0, 2), {}),
+    "lp norm nan": ("lp_pool1d", X1, (math.nan, 2), {}),
+    "lp kernel": ("lp_pool3d", X3, (2, 0), {}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_arguments_raise_the_single_array_error(name):
+    op, x, args, kw = BAD[name]
+    with pytest.raises((TypeError, ValueError)) as single:
+        getattr(fc, op)(x, *args, **kw)
+    dx = da.from_array(x, chunks=tuple(max(1, n // 2) for n in x.shape))
+    with pytest.raises(single.type) as dask_err:
+        getattr(fd, op)(dx, *args, **kw)
+    assert str(dask_err.value) == str(single.value)
+
+
+@pytest.mark.parametrize("op, args", [("conv2d", (W, B)), ("max_pool2d", (2,)), ("adaptive_avg_pool2d", (2,)),
+                                      ("lp_pool2d", (2, 2))])
+def test_a_numpy_input_is_refused_naming_the_single_array_op(op, args):
+    with pytest.raises(TypeError, match=rf"takes a dask\.array\.Array as input.*call fastconv\.{op}\b"):
+        getattr(fd, op)(X, *args)
+
+
+def test_a_dask_weight_or_bias_is_refused():
+    dx = da.from_array(X, chunks=(1, 4, 6, 6))
+    with pytest.raises(TypeError, match=r"^weight must be a NumPy or CuPy array.*weight\.compute\(\)"):
+        fd.conv2d(dx, da.from_array(W), B)
+    with pytest.raises(TypeError, match=r"^bias must be a NumPy or CuPy array.*bias\.compute\(\)"):
+        fd.conv2d(dx, W, da.from_array(B))
+
+
+def test_unknown_chunk_sizes_are_refused():
+    dx = da.from_array(X, chunks=(1, 4, 6, 6))
+    masked = dx[dx[:, 0, 0, 0] > -10]          # a boolean index: the batch's chunk sizes are unknown
+    assert math.isnan(masked.shape[0])
+    for call in (lambda: fd.conv2d(masked, W, B), lambda: fd.max_pool2d(masked, 2)):
+        with pytest.raises(ValueError, match=r"input has unknown chunk sizes.*compute_chunk_sizes\(\)"):
+            call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# ChunkWarning
+# ---------------------------------------------------------------------------------------------------
+def test_chunks_smaller_than_the_halo_are_joined_with_a_warning():
+    """A 5x5 kernel reads 4 positions past a chunk; chunks of 2 along H are joined: warned, pointing at
+    this line, naming the axis and the new chunks, and the result is still the single array's."""
+    w = RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    dx = da.from_array(X, chunks=(3, 4, 2, 12))
+    with pytest.warns(fd.ChunkWarning, match=r"conv2d: input axis 2 has chunks \(2, 2, 2, 2, 2, 2\).*"
+                                             r"rechunked to \(4, 4, 4\)") as record:
+        y = fd.conv2d(dx, w, None, padding=2, **NP)
+    assert record[0].filename == __file__
+    # input chunks (4, 4, 4); output o's window starts at o - 2: the chunks own outputs 0-5, 6-9, 10-11
+    assert y.chunks[2] == (6, 4, 2)
+    assert_conv_equal(compute(y), fc.conv2d(X, w, None, padding=2, **NP), X, w, None, 1, 2, 1, 1, "zeros", 2)
+    with pytest.warns(fd.ChunkWarning, match=r"max_pool2d: input axis 3") as record:
+        y = fd.max_pool2d(da.from_array(X, chunks=(3, 4, 12, 1)), 3, 1, **NP)
+    assert record[0].filename == __file__
+    assert_bitwise(compute(y), fc.max_pool2d(X, 3, 1, **NP))
+
+
+def test_channel_chunks_that_cut_groups_are_rechunked_with_a_warning():
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    """groups of 2 channels over chunks (3, 1): the chunk edge at 3 moves down to 2."""
+    dx = da.from_array(X, chunks=(3, (3, 1), 12, 12))
+    with pytest.warns(fd.ChunkWarning, match=r"channel chunks \(3, 1\) cut the convolution's groups \(2 "
+                                             r"channels each\); rechunked to \(2, 2\)") as record:
+        y = fd.conv2d(dx, w, B[:4], padding=1, groups=2, **NP)
+    assert record[0].filename == __file__
+    assert y.chunks[1] == (2, 2)
+    assert_conv_equal(compute(y), fc.conv2d(X, w, B[:4], padding=1, groups=2, **NP), X, w, B[:4], 1, 1, 1, 2,
+                      "zeros", 2)
+
+
+def test_good_chunks_give_no_warning():
+    dx = da.from_array(X, chunks=(1, (1, 3), 4, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd.conv2d(dx, W, B, padding=1, **NP)
+        fd.max_pool2d(dx, 3, 2, 1, **NP)
+        fd.adaptive_avg_pool2d(dx, 3, **NP)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inputs are never modified; import fastconv imports no dask
+# ---------------------------------------------------------------------------------------------------
+def test_inputs_are_not_modified():
+    """The chunks of da.from_array are views of the NumPy array: a call that wrote into its region would
+    change X itself."""
+    x, w, b = X.copy(), W.copy(), B.copy()
+    dx = da.from_array(x, chunks=(1, (1, 3), 5, 7))
+    compute(fd.conv2d(dx, w, b, padding=2, padding_mode="reflect", **NP), fd.conv2d(dx, w, b, padding=1, **NP),
+            *fd.max_pool2d(dx, 3, 2, 1, return_indices=True, **NP), fd.avg_pool2d(dx, 3, 1, 1, **NP),
+            fd.adaptive_max_pool2d(dx, 5, **NP), fd.lp_pool2d(dx, 2, 3, **NP))
+    assert_bitwise((x, w, b), (X, W, B))
+
+
+def test_import_fastconv_does_not_import_dask():
+    code = ("import sys, fastconv; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed') or m == 'fastconv.dask'); print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
