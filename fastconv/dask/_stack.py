@@ -135,7 +135,8 @@ def sequential(layers, x):
     stack: adaptive pools and max pools with ``return_indices`` (they need the whole axis or return two
     arrays), ``padding_mode`` other than "zeros": run those by themselves. A stack with a convolution needs
     the input's channels in one chunk (it is rechunked, with a :class:`ChunkWarning`, if not); batch chunks,
-    and the channel chunks of a stack of pools, map block by block. Returns a dask array: the single-array stack's result, block by block.
+    and the channel chunks of a stack of pools, map block by block. Returns a dask array: the single-array
+    stack's result, block by block.
     """
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers must be a non-empty list of fastconv op partials and elementwise callables")
