@@ -10,6 +10,7 @@ array type the chunks hold (NumPy or CuPy).
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 
 from .. import _padding, functional
@@ -71,6 +72,15 @@ def unbatch(out, batched: bool):
 # ---------------------------------------------------------------------------------------------------
 # Chunks
 # ---------------------------------------------------------------------------------------------------
+def _warn(message: str) -> None:
+    """A :class:`ChunkWarning` pointing at the caller's line: the first frame outside fastconv.dask, however
+    deep the call (an op, ``sequential``) is inside it."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and (frame.f_globals.get("__name__") or "").startswith("fastconv.dask"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(ChunkWarning(message), stacklevel=level)
+
+
 def _merged(chunks, need: int):
     """``chunks`` with each chunk smaller than ``need`` joined to the next (the last to the one before)."""
     out, acc = [], 0
@@ -96,11 +106,11 @@ def fit_spatial(x, axes, op: str):
         if len(chunks) == 1 or min(chunks) >= need:
             continue
         new = _merged(chunks, need)
-        warnings.warn(ChunkWarning(
+        _warn(
             f"fastconv.dask.{op}: input axis {2 + a} has chunks {chunks}, but each output block reads {need} "
             f"position(s) past its own chunk; chunks smaller than that were joined to their neighbours: "
             f"rechunked to {new}. Rechunk the input yourself (x.rechunk({{{2 + a}: ...}})) to choose the "
-            f"chunks"), stacklevel=4)
+            f"chunks")
         x = x.rechunk({2 + a: new})
     return x
 
@@ -116,19 +126,18 @@ def fit_groups(x, per_group: int, op: str):
         return x
     cut = sorted({e // per_group * per_group for e in edges} - {0})
     new = tuple(b - a for a, b in zip([0] + cut, cut))
-    warnings.warn(ChunkWarning(
+    _warn(
         f"fastconv.dask.{op}: channel chunks {chunks} cut the convolution's groups ({per_group} channels "
-        f"each); rechunked to {new}. Rechunk the input's channels to multiples of {per_group} to choose"),
-        stacklevel=4)
+        f"each); rechunked to {new}. Rechunk the input's channels to multiples of {per_group} to choose")
     return x.rechunk({1: new})
 
 
 def one_channel_chunk(x, op: str, why: str):
     if len(x.chunks[1]) == 1:
         return x
-    warnings.warn(ChunkWarning(
+    _warn(
         f"fastconv.dask.{op}: channel chunks {x.chunks[1]} joined into one ({why}); chunk the batch or "
-        f"spatial axes instead"), stacklevel=4)
+        f"spatial axes instead")
     return x.rechunk({1: -1})
 
 
