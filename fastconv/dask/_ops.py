@@ -32,8 +32,9 @@ def dask_input(x, nd: int, op: str, name: str = "input"):
     (C, *spatial)."""
     import dask.array as da
     if not isinstance(x, da.Array):
+        single = "run the layers one after another" if op == "sequential" else f"call fastconv.{op}"
         raise TypeError(f"fastconv.dask.{op} takes a dask.array.Array as {name}, got {type(x).__name__}; for a "
-                        f"NumPy or CuPy array call fastconv.{op}, or wrap it with dask.array.from_array(...)")
+                        f"NumPy or CuPy array {single}, or wrap it with dask.array.from_array(...)")
     if any(c != c for c in x.shape):
         raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call {name}.compute_chunk_sizes() "
                          f"first")
