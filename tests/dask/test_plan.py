@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -172,17 +173,21 @@ def test_plan_refuses_chunks_that_do_not_add_up():
         _plan.plan(_plan.Window(10, 3), (4, 4))
 
 
+HALO_XFAIL = pytest.mark.xfail(strict=True, reason=(
+    "Window.halo is extent - stride, but a chunk's last window may start at its last position and read "
+    "extent - 1 past it (reported to the lead: halo = extent - 1, or say halo is the overlap of neighbouring "
+    "blocks' reads)"))
+
+
 @PLAN_SETTINGS
 @given(st.data())
-def test_a_block_reads_at_most_the_halo_past_its_chunk(data):
-    """Window.halo is "how far past its own chunk a block reads": fastconv.dask joins chunks shorter than that
-    (fit_spatial), so that each block reads its own chunk and at most the next one. The windows of the outputs
-    that start in a chunk end at most ``halo`` past that chunk's end."""
+def test_a_block_reads_at_most_the_window_minus_one_past_its_chunk(data):
+    """Each output's window starts in its own chunk (the block it belongs to), so it reads at most
+    ``d*(k-1)`` positions past that chunk's end."""
     n, k, s, d, lo, hi, ceil = data.draw(window_axis())
     axis = _plan.Window(n, k, s, d, lo, hi, ceil)
     assume(n_out(n, k, s, d, lo, hi, ceil) > 0)
-    chunks = data.draw(chunking(n, min_size=max(1, axis.halo)))
-    assume(min(chunks) >= max(1, axis.halo))
+    chunks = data.draw(chunking(n))
     edges = np.cumsum((0,) + chunks)
     ext = d * (k - 1) + 1
     for b in _plan.plan(axis, chunks):
@@ -190,17 +195,21 @@ def test_a_block_reads_at_most_the_halo_past_its_chunk(data):
             start = o * s - lo
             if start < n:      # (a window past the input reads only padding)
                 home = int(np.searchsorted(edges, max(0, start), side="right")) - 1
-                read_end = min(n, start + ext)
-                assert read_end - edges[home + 1] <= axis.halo, (o, b, chunks, axis, axis.halo)
+                assert b.in_lo <= max(0, start) and min(n, start + ext) <= b.in_hi, (o, b)
+                assert min(n, start + ext) - edges[home + 1] <= d * (k - 1), (o, b, chunks, axis)
 
 
-def test_a_block_reads_past_its_chunk_by_the_window_minus_one_at_most():
-    """The case above by hand: 3 taps, stride 2 over chunks (5, 5). Output 2 starts at 4, in the first chunk,
-    and reads 4, 5, 6: two positions of the next chunk, though extent - stride is 1."""
+@HALO_XFAIL
+def test_window_halo_is_what_a_block_reads_past_its_chunk():
+    """Window.halo is "how far past its own chunk a block reads", what fastconv.dask joins shorter chunks to
+    (so that each block reads its own chunk and at most the next one). 3 taps, stride 2 over chunks (5, 5):
+    output 2 starts at 4, in the first chunk, and reads 4, 5, 6: two positions of the next chunk, though
+    extent - stride is 1. (Over chunks (1, 1) a max pool of 2, stride 2, reads 1 past, its halo says 0.)"""
     axis = _plan.Window(10, 3, 2)
     blocks = _plan.plan(axis, (5, 5))
     assert blocks[0] == _plan.Block(0, 3, 0, 7)
     assert axis.halo >= 2
+    assert _plan.Window(2, 2, 2).halo >= 1
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ def test_sequential_chunk_warnings_point_at_the_callers_line():
     assert_close(compute(y), run_layers(layers, X), "float32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fd.sequential(layers, da.from_array(X, chunks=(1, 3, 4, 6)))
+        fd.sequential(layers, da.from_array(X, chunks=(1, 3, 5, (3, 3, 4))))
 
 
 def test_sequential_pools_only_map_channel_chunks():
@@ -219,6 +219,9 @@ def test_sequential_pools_only_map_channel_chunks():
     assert_close(compute(y), run_layers(layers, X), "float32")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "sequential's halo is the receptive field minus the jump; a block reads up to the receptive field minus "
+    "one past its chunk (reported to the lead with test_plan's halo tests)"))
 def test_sequential_joins_chunks_shorter_than_what_a_block_reads():
     """conv 3x3 pad 1 then max pool 2: output o reads input 2o - 1 .. 2o + 2. Over chunks of 2, output 2
     starts in [2, 4) at 3 and reads up to 6: 3 positions past its chunk, into the chunk after next. Chunks
