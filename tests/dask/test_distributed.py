@@ -43,7 +43,7 @@ RNG = np.random.default_rng(7)
 X = RNG.standard_normal((2, 4, 19, 17)).astype(np.float32)
 W = RNG.standard_normal((3, 4, 3, 3)).astype(np.float32)
 B = RNG.standard_normal(3).astype(np.float32)
-DX = da.from_array(X, chunks=(1, (1, 3), (10, 9), 17))
+DX = da.from_array(X, chunks=(2, (1, 3), (10, 9), 17))
 
 
 def test_ops_on_a_cluster(client):

@@ -21,7 +21,7 @@ from fastconv.dask import _plan
 
 from .conftest import SETTINGS, chunking
 
-PLAN_SETTINGS = SETTINGS.__class__(SETTINGS, max_examples=120)
+PLAN_SETTINGS = SETTINGS.__class__(SETTINGS, max_examples=60)
 
 
 # ---------------------------------------------------------------------------------------------------
