@@ -196,6 +196,16 @@ def test_conv_input_channel_chunks_are_summed(dtype):
     assert_conv_equal(out, fc.conv2d(x, w, b, padding=1, **NP), x, w, b, 1, 1, 1, 1, "zeros", 2)
 
 
+def test_float16_partials_are_summed_in_float32():
+    """2048 + 1 + 1 over three channel chunks of a 1x1 convolution: 2050 in float32, then float16 (the
+    oracle's value); summing float16 partials would round 2048 + 1 back to 2048, twice."""
+    x = np.array([2048.0, 1.0, 1.0], dtype=np.float16).reshape(1, 3, 1, 1)
+    w = np.ones((1, 3, 1, 1), dtype=np.float16)
+    out = compute(fd.conv2d(da.from_array(x, chunks=(1, 1, 1, 1)), w, **NP))
+    assert_bitwise(out, fc.conv2d(x, w, **NP))
+    assert out.item() == 2050
+
+
 @pytest.mark.parametrize("groups, chunks, out_chunks", [(2, (2, 2), (2, 4 - 2)), (4, (1, 3), (2, 6))])
 def test_grouped_conv_channel_chunks_map_per_group(groups, chunks, out_chunks):
     """A grouped convolution's channel chunk holding whole groups gives the output channels of those

@@ -174,6 +174,8 @@ def test_sequential_refusals(name):
     (P(fc.avg_pool2d, kernel_size=11), lambda: fc.avg_pool2d(X, 11)),
     (P(fc.lp_pool2d, norm_type=0, kernel_size=2), lambda: fc.lp_pool2d(X, 0, 2)),
     (P(fc.max_pool2d, kernel_size=2, backend="tpu"), lambda: fc.max_pool2d(X, 2, backend="tpu")),
+    (P(fc.conv2d, weight=W, algo="fastest"), lambda: fc.conv2d(X, W, algo="fastest")),
+    (P(fc.conv2d, weight=W, backend="cuda"), lambda: fc.conv2d(X, W, backend="cuda")),
 ])
 def test_sequential_bad_layer_arguments_raise_the_single_array_error(layer, single):
     with pytest.raises((TypeError, ValueError)) as want:
