@@ -22,12 +22,12 @@ NP = {"backend": "numpy"}
 
 
 @st.composite
-def chunking(draw, n: int, min_size: int = 1):
+def chunking(draw, n: int):
     """Sizes of the chunks of an axis of ``n`` positions: one chunk, size-1 chunks, or a random cut."""
     kind = draw(st.sampled_from(["one", "ones", "random", "random"]))
-    if kind == "one" or n <= min_size:
+    if kind == "one" or n <= 1:
         return (n,)
-    if kind == "ones" and min_size == 1:
+    if kind == "ones":
         return (1,) * n
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=min(4, n - 1))))
     sizes = tuple(b - a for a, b in zip([0] + cuts, cuts + [n]))
@@ -86,3 +86,48 @@ def assert_close(out, ref, dtype):
 def graph_tasks(y, x):
     """Tasks in ``y``'s graph that are not ``x``'s own."""
     return len(dict(y.__dask_graph__())) - len(dict(x.__dask_graph__()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The graph's size, by the rule
+# ---------------------------------------------------------------------------------------------------
+def axis_blocks(n, k, s, d, lo, hi, chunks):
+    """The rule for one axis (no ceil_mode): output o belongs to the chunk its window starts in (outputs
+    starting in the left padding to the first). Returns [(outputs, [(chunk, whole?) the block reads],
+    how far it reads past its own chunk)]."""
+    ext = d * (k - 1) + 1
+    out = (n + lo + hi - ext) // s + 1
+    edges = np.cumsum((0,) + tuple(chunks))
+    owner = [int(np.searchsorted(edges, min(max(0, o * s - lo), n - 1), side="right")) - 1 for o in range(out)]
+    groups = []
+    for o in range(out):
+        if groups and groups[-1][1] == owner[o]:
+            groups[-1][0].append(o)
+        else:
+            groups.append(([o], owner[o]))
+    blocks = []
+    for outs, home in groups:
+        a, b = max(0, outs[0] * s - lo), min(n, outs[-1] * s - lo + ext)
+        if len(groups) == 1:
+            a, b = 0, n          # one block: the single-array call on the whole axis
+        pieces = [(i, a <= edges[i] and edges[i + 1] <= b) for i in range(len(chunks))
+                  if max(a, edges[i]) < min(b, edges[i + 1])]
+        blocks.append((len(outs), pieces, b - edges[home + 1]))
+    return blocks
+
+
+def expected_tasks(axes, batch_chunks, channel_chunks, summed):
+    """One task per output block, one per halo piece (a part of a chunk, one per combination of each axis's
+    pieces that is not whole chunks on every axis), and where input channels are summed one partial per
+    channel chunk (each with its own halo pieces) plus the sum."""
+    total = 0
+    for combo in np.ndindex(*[len(a) for a in axes]):
+        pieces = [axes[a][i][1] for a, i in enumerate(combo)]
+        n_pieces = int(np.prod([len(p) for p in pieces]))
+        n_whole = int(np.prod([sum(w for _, w in p) for p in pieces]))
+        halo = n_pieces - n_whole
+        if summed:
+            total += batch_chunks * (channel_chunks + 1 + channel_chunks * halo)
+        else:
+            total += batch_chunks * channel_chunks * (1 + halo)
+    return total

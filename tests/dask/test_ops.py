@@ -19,8 +19,8 @@ da = pytest.importorskip("dask.array", reason="fastconv.dask needs the [dask] ex
 import fastconv as fc  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 
-from .conftest import (NP, SETTINGS, assert_bitwise, assert_close, assert_conv_equal, chunking,  # noqa: E402
-                       compute, graph_tasks)
+from .conftest import (NP, SETTINGS, assert_bitwise, assert_close, assert_conv_equal, axis_blocks,  # noqa: E402
+                       chunking, compute, expected_tasks, graph_tasks)
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastconv.dask.ChunkWarning")
 
@@ -242,48 +242,6 @@ def test_threaded_scheduler():
 # ---------------------------------------------------------------------------------------------------
 # The graph stays small
 # ---------------------------------------------------------------------------------------------------
-def axis_blocks(n, k, s, d, lo, hi, chunks):
-    """The rule for one axis (no ceil_mode): output o belongs to the chunk its window starts in (outputs
-    starting in the left padding to the first). Returns [(outputs, [(chunk, whole?) the block reads],
-    how far it reads past its own chunk)]."""
-    ext = d * (k - 1) + 1
-    out = (n + lo + hi - ext) // s + 1
-    edges = np.cumsum((0,) + tuple(chunks))
-    owner = [int(np.searchsorted(edges, min(max(0, o * s - lo), n - 1), side="right")) - 1 for o in range(out)]
-    groups = []
-    for o in range(out):
-        if groups and groups[-1][1] == owner[o]:
-            groups[-1][0].append(o)
-        else:
-            groups.append(([o], owner[o]))
-    blocks = []
-    for outs, home in groups:
-        a, b = max(0, outs[0] * s - lo), min(n, outs[-1] * s - lo + ext)
-        if len(groups) == 1:
-            a, b = 0, n          # one block: the single-array call on the whole axis
-        pieces = [(i, a <= edges[i] and edges[i + 1] <= b) for i in range(len(chunks))
-                  if max(a, edges[i]) < min(b, edges[i + 1])]
-        blocks.append((len(outs), pieces, b - edges[home + 1]))
-    return blocks
-
-
-def expected_tasks(axes, batch_chunks, channel_chunks, summed):
-    """One task per output block, one per halo piece (a part of a chunk, one per combination of each axis's
-    pieces that is not whole chunks on every axis), and where input channels are summed one partial per
-    channel chunk (each with its own halo pieces) plus the sum."""
-    total = 0
-    for combo in np.ndindex(*[len(a) for a in axes]):
-        pieces = [axes[a][i][1] for a, i in enumerate(combo)]
-        n_pieces = int(np.prod([len(p) for p in pieces]))
-        n_whole = int(np.prod([sum(w for _, w in p) for p in pieces]))
-        halo = n_pieces - n_whole
-        if summed:
-            total += batch_chunks * (channel_chunks + 1 + channel_chunks * halo)
-        else:
-            total += batch_chunks * channel_chunks * (1 + halo)
-    return total
-
-
 GRAPH_CASES = {
     # name: (op, input chunks, kwargs, window (k, s, d, lo, hi) per spatial axis)
     "conv 3x3 pad 1": ("conv2d", (2, 4, (4, 4, 4), (6, 6)), dict(padding=1), [(3, 1, 1, 1, 1)] * 2),

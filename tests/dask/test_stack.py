@@ -17,8 +17,8 @@ da = pytest.importorskip("dask.array", reason="fastconv.dask needs the [dask] ex
 import fastconv as fc  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 
-from .conftest import NP, SETTINGS, assert_close, chunking, compute, graph_tasks  # noqa: E402
-from .test_ops import axis_blocks, expected_tasks  # noqa: E402
+from .conftest import (NP, SETTINGS, assert_close, axis_blocks, chunking, compute, expected_tasks,  # noqa: E402
+                       graph_tasks)
 
 P = functools.partial
 
@@ -104,7 +104,10 @@ def test_sequential_a_stack_by_hand():
               P(fd.conv2d, weight=w2, stride=2, padding=1, **NP), np.tanh,
               P(fc.avg_pool2d, kernel_size=3, stride=2, padding=1, ceil_mode=True, **NP)]
     ref = run_layers(layers, x)
-    y = fd.sequential(layers, da.from_array(x, chunks=(1, 3, (9, 11, 9), (8, 7, 7))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # chunks at least the stack's halo (8): used as they are
+        y = fd.sequential(layers, da.from_array(x, chunks=(1, 3, (9, 11, 9), (10, 12))))
+    assert len(y.chunks[2]) > 1 and len(y.chunks[3]) > 1     # (4 x 3 outputs, in blocks on both axes)
     assert_close(compute(y), ref, "float32")
     y = fd.sequential(layers, da.from_array(x[1], chunks=(3, (15, 14), 11)))
     assert_close(compute(y), ref[1], "float32")
