@@ -106,7 +106,7 @@ def test_sequential_a_stack_by_hand():
     ref = run_layers(layers, x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # chunks at least the stack's halo (8): used as they are
-        y = fd.sequential(layers, da.from_array(x, chunks=(1, 3, (9, 11, 9), (10, 12))))
+        y = fd.sequential(layers, da.from_array(x, chunks=(1, 3, (9, 11, 9), (9, 13))))
     assert len(y.chunks[2]) > 1 and len(y.chunks[3]) > 1     # (4 x 3 outputs, in blocks on both axes)
     assert_close(compute(y), ref, "float32")
     y = fd.sequential(layers, da.from_array(x[1], chunks=(3, (15, 14), 11)))
