@@ -10,6 +10,7 @@ array type the chunks hold (NumPy or CuPy).
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 
 from .. import _padding, functional
@@ -31,8 +32,9 @@ def dask_input(x, nd: int, op: str, name: str = "input"):
     (C, *spatial)."""
     import dask.array as da
     if not isinstance(x, da.Array):
+        single = "run the layers one after another" if op == "sequential" else f"call fastconv.{op}"
         raise TypeError(f"fastconv.dask.{op} takes a dask.array.Array as {name}, got {type(x).__name__}; for a "
-                        f"NumPy or CuPy array call fastconv.{op}, or wrap it with dask.array.from_array(...)")
+                        f"NumPy or CuPy array {single}, or wrap it with dask.array.from_array(...)")
     if any(c != c for c in x.shape):
         raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call {name}.compute_chunk_sizes() "
                          f"first")
@@ -71,6 +73,15 @@ def unbatch(out, batched: bool):
 # ---------------------------------------------------------------------------------------------------
 # Chunks
 # ---------------------------------------------------------------------------------------------------
+def _warn(message: str) -> None:
+    """A :class:`ChunkWarning` pointing at the caller's line: the first frame outside fastconv.dask, however
+    deep the call (an op, ``sequential``) is inside it."""
+    frame, level = sys._getframe(0), 1
+    while frame is not None and (frame.f_globals.get("__name__") or "").startswith("fastconv.dask"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(ChunkWarning(message), stacklevel=level)
+
+
 def _merged(chunks, need: int):
     """``chunks`` with each chunk smaller than ``need`` joined to the next (the last to the one before)."""
     out, acc = [], 0
@@ -96,11 +107,11 @@ def fit_spatial(x, axes, op: str):
         if len(chunks) == 1 or min(chunks) >= need:
             continue
         new = _merged(chunks, need)
-        warnings.warn(ChunkWarning(
+        _warn(
             f"fastconv.dask.{op}: input axis {2 + a} has chunks {chunks}, but each output block reads {need} "
             f"position(s) past its own chunk; chunks smaller than that were joined to their neighbours: "
             f"rechunked to {new}. Rechunk the input yourself (x.rechunk({{{2 + a}: ...}})) to choose the "
-            f"chunks"), stacklevel=4)
+            f"chunks")
         x = x.rechunk({2 + a: new})
     return x
 
@@ -116,19 +127,18 @@ def fit_groups(x, per_group: int, op: str):
         return x
     cut = sorted({e // per_group * per_group for e in edges} - {0})
     new = tuple(b - a for a, b in zip([0] + cut, cut))
-    warnings.warn(ChunkWarning(
+    _warn(
         f"fastconv.dask.{op}: channel chunks {chunks} cut the convolution's groups ({per_group} channels "
-        f"each); rechunked to {new}. Rechunk the input's channels to multiples of {per_group} to choose"),
-        stacklevel=4)
+        f"each); rechunked to {new}. Rechunk the input's channels to multiples of {per_group} to choose")
     return x.rechunk({1: new})
 
 
 def one_channel_chunk(x, op: str, why: str):
     if len(x.chunks[1]) == 1:
         return x
-    warnings.warn(ChunkWarning(
+    _warn(
         f"fastconv.dask.{op}: channel chunks {x.chunks[1]} joined into one ({why}); chunk the batch or "
-        f"spatial axes instead"), stacklevel=4)
+        f"spatial axes instead")
     return x.rechunk({1: -1})
 
 

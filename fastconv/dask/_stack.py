@@ -134,8 +134,9 @@ def sequential(layers, x):
     :mod:`fastconv` or :mod:`fastconv.dask`), and elementwise callables in between (ReLU, ...). Not in a
     stack: adaptive pools and max pools with ``return_indices`` (they need the whole axis or return two
     arrays), ``padding_mode`` other than "zeros": run those by themselves. A stack with a convolution needs
-    the input's channels in one chunk (it is rechunked, with a :class:`ChunkWarning`, if not); batch chunks
-    map block by block. Returns a dask array: the single-array stack's result, block by block.
+    the input's channels in one chunk (it is rechunked, with a :class:`ChunkWarning`, if not); batch chunks,
+    and the channel chunks of a stack of pools, map block by block. Returns a dask array: the single-array
+    stack's result, block by block.
     """
     if not isinstance(layers, (list, tuple)) or not layers:
         raise ValueError("layers must be a non-empty list of fastconv op partials and elementwise callables")
@@ -158,7 +159,8 @@ def sequential(layers, x):
     for layer in stack:
         if layer.kwargs is not None and "backend" in layer.kwargs:
             functional._resolve_backend(layer.kwargs["backend"], _ops.kind_of(xb))
-    if any(layer.fn.__name__.startswith("conv") for layer in stack if layer.axes is not None):
+    mixes = any(layer.fn.__name__.startswith("conv") for layer in stack if layer.axes is not None)
+    if mixes:
         xb = _ops.one_channel_chunk(xb, "sequential", "a convolution in the stack mixes channels")
     windows = [layer for layer in stack if layer.axes is not None]
     axes_by_dim = [[None if layer.axes is None else layer.axes[a] for layer in stack] for a in range(nd)]
@@ -169,8 +171,8 @@ def sequential(layers, x):
     halos = [_Halo(max(0, r - j)) for r, j in zip(rf, jumps)]
     xb = _ops.fit_spatial(xb, halos, "sequential")
     plans = [_plan.plan_stack(axes_by_dim[a], xb.chunks[2 + a]) for a in range(nd)]
-    out_c = probe.shape[1]
-    channels = [_graph.Channels(out_c, ((0, None),))]
+    # with a convolution: the one channel chunk gives all output channels; pools only: each chunk its own
+    channels = [_graph.Channels(probe.shape[1] if mixes else c, ((ci, None),)) for ci, c in enumerate(xb.chunks[1])]
     name = "fastconv-sequential-" + _ops._token(xb, [(layer.fn, layer.kwargs) for layer in stack])
     out = _graph.build(xb, plans, channels, functools.partial(_run, tuple(stack)), name=name, dtype=xb.dtype)
     return _ops.unbatch(out, batched)
