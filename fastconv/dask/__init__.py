@@ -18,8 +18,9 @@ call may take another algorithm or summation order than the whole array's).
 - Spatial chunks get a halo: each output block belongs to the chunk its window starts in and reads past it
   only what its windows read, the padding is applied once at the array's true edges (``padding_mode`` too,
   by ``dask.array.pad``), and stride, dilation, ``ceil_mode``, ``count_include_pad`` and adaptive windows
-  give the single array's result. A chunk smaller than the halo is joined to its neighbour, with a
-  :class:`ChunkWarning`.
+  give the single array's result. A block reads past its chunk into one neighbour only (up to ``d*(k-1)``
+  positions; a transposed convolution reads before its chunk): an interior chunk shorter than that is joined
+  to its neighbours, with a :class:`ChunkWarning`.
 - The graph has one task per output block, plus one slicing task per halo piece taken from a neighbouring
   chunk (and, for chunked input channels, one partial per channel chunk).
 

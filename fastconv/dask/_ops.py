@@ -83,35 +83,35 @@ def _warn(message: str) -> None:
 
 
 def _merged(chunks, need: int):
-    """``chunks`` with each chunk smaller than ``need`` joined to the next (the last to the one before)."""
-    out, acc = [], 0
-    for c in chunks:
+    """``chunks`` with each interior chunk smaller than ``need`` joined to the ones after it (what is left at
+    the end joins the last chunk). The first and last chunks may be any size: a block reads past its own
+    chunk into one neighbour only, and neither end chunk has a neighbour on its far side."""
+    out, acc = [chunks[0]], 0
+    for c in chunks[1:-1]:
         acc += c
         if acc >= need:
             out.append(acc)
             acc = 0
-    if acc:
-        if out:
-            out[-1] += acc
-        else:
-            out.append(acc)
+    out.append(acc + chunks[-1])
     return tuple(out)
 
 
-def fit_spatial(x, axes, op: str):
-    """``x`` rechunked (with a :class:`ChunkWarning`) where a spatial chunk is smaller than the halo a block
-    reads past its chunk (or empty): each block then reads its own chunk and at most the next one."""
+def fit_spatial(x, axes, op: str, batched: bool = True):
+    """``x`` rechunked (with a :class:`ChunkWarning`) where an interior spatial chunk is shorter than what a
+    block reads beyond its own chunk (``axis.reach``): each block then reads its own chunk and at most one
+    neighbour. ``batched``: whether the user's array had the batch axis (for the axis numbers said)."""
+    shift = 0 if batched else 1
     for a, axis in enumerate(axes):
         chunks = x.chunks[2 + a]
-        need = max(1, getattr(axis, "halo", 1))
-        if len(chunks) == 1 or min(chunks) >= need:
+        need = getattr(axis, "reach", 0)
+        if len(chunks) < 3 or need < 1 or min(chunks[1:-1]) >= need:
             continue
         new = _merged(chunks, need)
         _warn(
-            f"fastconv.dask.{op}: input axis {2 + a} has chunks {chunks}, but each output block reads {need} "
-            f"position(s) past its own chunk; chunks smaller than that were joined to their neighbours: "
-            f"rechunked to {new}. Rechunk the input yourself (x.rechunk({{{2 + a}: ...}})) to choose the "
-            f"chunks")
+            f"fastconv.dask.{op}: input axis {2 + a - shift} has chunks {chunks}, but an output block reads up "
+            f"to {need} position(s) beyond its own chunk; chunks shorter than that (but the first and the "
+            f"last) were joined to their neighbours, so that a block reads at most one neighbour: rechunked "
+            f"to {new}. Rechunk the input yourself (x.rechunk({{{2 + a - shift}: ...}})) to choose the chunks")
         x = x.rechunk({2 + a: new})
     return x
 
@@ -191,7 +191,7 @@ def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mod
     sl = slice(3 - nd, 3)
     axes = [_plan.Window(n, k, s, d, lo, hi) for n, k, s, d, (lo, hi) in
             zip(spec.in_size[sl], spec.window[sl], spec.strides[sl], spec.dilations[sl], spec.pads[sl])]
-    x = fit_spatial(x, axes, op)
+    x = fit_spatial(x, axes, op, batched)
     g, cg, kg = spec.groups, spec.C_per_group, spec.K_per_group
     if g > 1:
         x = fit_groups(x, cg, op)
@@ -275,7 +275,7 @@ def pool(nd, kind, input, backend, **kw):
                 zip(spec.in_size[sl], spec.window[sl], spec.strides[sl], spec.dilations[sl], spec.pads[sl])]
     else:
         axes = [_plan.Adaptive(n, o) for n, o in zip(spec.in_size[sl], spec.out_size[sl])]
-    x = fit_spatial(x, axes, op)
+    x = fit_spatial(x, axes, op, batched)
     plans = [_plan.plan(a, x.chunks[2 + i]) for i, a in enumerate(axes)]
     channels = [_graph.Channels(c, ((ci, None),)) for ci, c in enumerate(x.chunks[1])]
     indices = bool(kw.get("return_indices"))

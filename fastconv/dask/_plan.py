@@ -10,8 +10,9 @@ array's true edges -- and only there: a block in the middle reads its neighbours
 block's call is the single-array op restricted to its outputs, and gives the same values.
 
 The block boundaries follow the input chunks: output ``o`` belongs to the chunk its window starts in, so a block
-reads its own chunk plus a halo of at most ``d*(k-1) + 1 - s`` positions of the next one (none when the stride
-is at least the window). Adaptive pools have a window per output that depends on the whole axis
+reads its own chunk from its first window on, plus up to ``d*(k-1)`` positions of the next one
+(:attr:`Window.reach`): ``d*(k-1) + 1 - s`` more than its chunk in all (:attr:`Window.halo`, the overlap of
+neighbouring blocks' reads; none when the stride is at least the window). Adaptive pools have a window per output that depends on the whole axis
 (``[floor(i*In/Out), ceil((i+1)*In/Out))``); a block boundary there must be an output ``o`` with ``o*In``
 divisible by ``Out``, so that the block's own adaptive call, over its ``(o1-o0)*In/Out`` positions, has the same
 windows: boundaries are snapped to those.
@@ -51,9 +52,16 @@ class Window:
 
     @property
     def halo(self) -> int:
-        """How far past its own chunk a block reads: the window's extent minus the stride (0 if the stride is
-        larger)."""
+        """How much neighbouring blocks' reads overlap: the window's extent minus the stride (0 if the stride
+        is larger)."""
         return max(0, self.extent - self.stride)
+
+    @property
+    def reach(self) -> int:
+        """The most a block reads past its own chunk's end, ``d*(k-1)``: its last window may start at the
+        chunk's last position (the block then leaves unread the start of its chunk that lies before its first
+        window, so it reads ``halo`` more than its chunk in all)."""
+        return self.extent - 1
 
     def start(self, o: int) -> int:
         """The real input position where output ``o``'s window starts (negative inside the left padding)."""
@@ -281,6 +289,11 @@ class Transposed:
     def halo(self) -> int:
         """How many inputs before its own chunk a block reads."""
         return (self.extent - 1) // self.stride
+
+    @property
+    def reach(self) -> int:
+        """The most a block reads beyond its own chunk (before it): :attr:`halo`."""
+        return self.halo
 
     def home(self, c: int) -> int:
         """The output where input ``c``'s first tap lands."""

@@ -167,9 +167,8 @@ def sequential(layers, x):
     rf = receptive_field([(tuple(w.axes[a].kernel for a in range(nd)), tuple(w.axes[a].stride for a in range(nd)),
                            tuple(w.axes[a].dilation for a in range(nd))) for w in windows])
     rf = rf if isinstance(rf, tuple) else (rf,)
-    jumps = [functools.reduce(lambda j, w: j * w.axes[a].stride, windows, 1) for a in range(nd)]
-    halos = [_Halo(max(0, r - j)) for r, j in zip(rf, jumps)]
-    xb = _ops.fit_spatial(xb, halos, "sequential")
+    reach = [_Reach(r - 1) for r in rf]
+    xb = _ops.fit_spatial(xb, reach, "sequential", batched)
     plans = [_plan.plan_stack(axes_by_dim[a], xb.chunks[2 + a]) for a in range(nd)]
     # with a convolution: the one channel chunk gives all output channels; pools only: each chunk its own
     channels = [_graph.Channels(probe.shape[1] if mixes else c, ((ci, None),)) for ci, c in enumerate(xb.chunks[1])]
@@ -179,6 +178,7 @@ def sequential(layers, x):
 
 
 @dataclass(frozen=True)
-class _Halo:
-    """What :func:`fastconv.dask._ops.fit_spatial` reads of an axis: the stack's halo."""
-    halo: int
+class _Reach:
+    """What :func:`fastconv.dask._ops.fit_spatial` reads of a stack's axis: the most a block reads past its
+    chunk, the receptive field minus one (its last output's field may start at the chunk's last position)."""
+    reach: int

@@ -86,7 +86,7 @@ def conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gro
     axes = [_plan.Transposed(n, out, k, s, d, lo) for n, out, k, s, d, (lo, _) in
             zip(spec.out_size[sl], spec.in_size[sl], spec.window[sl], spec.strides[sl], spec.dilations[sl],
                 spec.pads[sl])]
-    x = fit_spatial(x, axes, op)
+    x = fit_spatial(x, axes, op, batched)
     g, cin_g, cout_g = spec.groups, spec.K_per_group, spec.C_per_group
     if g > 1:
         x = fit_groups(x, cin_g, op)

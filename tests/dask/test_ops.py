@@ -390,16 +390,18 @@ def test_unknown_chunk_sizes_are_refused():
 # ChunkWarning
 # ---------------------------------------------------------------------------------------------------
 def test_chunks_smaller_than_the_halo_are_joined_with_a_warning():
-    """A 5x5 kernel reads 4 positions past a chunk; chunks of 2 along H are joined: warned, pointing at
-    this line, naming the axis and the new chunks, and the result is still the single array's."""
+    """A 5x5 kernel reads up to 4 positions past a chunk; interior chunks of 2 along H are joined in pairs
+    (the first and last chunk have no far neighbour and stay): warned, pointing at this line, naming the
+    axis and the new chunks, and the result is still the single array's."""
     w = RNG.standard_normal((2, 4, 5, 5)).astype(np.float32)
     dx = da.from_array(X, chunks=(3, 4, 2, 12))
     with pytest.warns(fd.ChunkWarning, match=r"conv2d: input axis 2 has chunks \(2, 2, 2, 2, 2, 2\).*"
-                                             r"rechunked to \(4, 4, 4\)") as record:
+                                             r"rechunked to \(2, 4, 4, 2\)") as record:
         y = fd.conv2d(dx, w, None, padding=2, **NP)
     assert record[0].filename == __file__
-    # input chunks (4, 4, 4); output o's window starts at o - 2: the chunks own outputs 0-5, 6-9, 10-11
-    assert y.chunks[2] == (6, 4, 2)
+    # input chunks (2, 4, 4, 2), edges 2, 6, 10; output o's window starts at o - 2: the first block owns
+    # outputs 0-3 (starts -2..1), the next 4-7 and 8-11; the last chunk (starts 10, 11) owns none: 12 outputs
+    assert y.chunks[2] == (4, 4, 4)
     assert_conv_equal(compute(y), fc.conv2d(X, w, None, padding=2, **NP), X, w, None, 1, 2, 1, 1, "zeros", 2)
     with pytest.warns(fd.ChunkWarning, match=r"max_pool2d: input axis 3") as record:
         y = fd.max_pool2d(da.from_array(X, chunks=(3, 4, 12, 1)), 3, 1, **NP)
