@@ -5,6 +5,8 @@ test_cpu_layers.py).
     pytest benchmarks/                            timed; groups put fastconv and its peers for a case side by side
     pytest benchmarks/test_cpu_layers.py -k res2  only the CPU layers whose test id contains res2
     FASTCONV_BENCH_FULL=1 pytest benchmarks/      the full sweep and the standard layers instead of the quick list
+    FASTCONV_BENCH_FULL=1 pytest benchmarks/ --benchmark-disable   the same once each, on every runner (the
+                                                  smoke run's subset, see smoke_only, is for CI's time)
     FASTCONV_BENCH_THREADS=1 pytest benchmarks/   numba and torch on the same number of CPU threads
 """
 from __future__ import annotations
@@ -18,26 +20,41 @@ from fastconv import _config, bench
 
 def pytest_report_header(config):
     suite = "full" if _config.flag("FASTCONV_BENCH_FULL") else "quick"
-    return (f"fastconv benchmarks: suite {suite!r} (FASTCONV_BENCH_FULL=1 for the full sweep and layers), "
-            f"CPU threads: {_config.get('FASTCONV_BENCH_THREADS') or 'library defaults'}")
+    smoke = " (smoke run: a module's smoke_runner subset only)" if smoke_only(config) else ""
+    return (f"fastconv benchmarks: suite {suite!r}{smoke} (FASTCONV_BENCH_FULL=1 for the full sweep and layers, "
+            f"and every runner), CPU threads: {_config.get('FASTCONV_BENCH_THREADS') or 'library defaults'}")
+
+
+def smoke_only(config) -> bool:
+    """An untimed run (``--benchmark-disable``, CI's smoke test) without FASTCONV_BENCH_FULL=1: a module
+    that defines ``smoke_runner(runner) -> bool`` runs only the runners it keeps. A timed run always runs
+    every runner (side by side is what it is for)."""
+    return bool(config.getoption("benchmark_disable", False)) and not _config.flag("FASTCONV_BENCH_FULL")
 
 
 def pytest_generate_tests(metafunc):
     """A test taking ``case`` and ``runner`` gets one param per (case, runner) of its module's
     ``bench_matrix()``: [(device, cases() -> the cases, runners)], case by case. An unavailable runner is one
-    skipped param that says why; ``cases()`` is called only when some runner of the device is available."""
+    skipped param that says why, and so is one its module's ``smoke_runner`` leaves out of a smoke run (see
+    smoke_only); ``cases()`` is called only when some runner of the device is available."""
     if not {"case", "runner"} <= set(metafunc.fixturenames):
         return
+    keep = getattr(metafunc.module, "smoke_runner", None) if smoke_only(metafunc.config) else None
     out = []
     for device, cases, runners in metafunc.module.bench_matrix():
         live = []
         for runner in runners:
             why = runner.unavailable()
+            if not why and keep is not None and not keep(runner):
+                why = "not in the smoke run (--benchmark-disable): FASTCONV_BENCH_FULL=1 runs every runner"
             if why:
                 out.append(pytest.param(None, runner, id=f"{device}-{runner.label}",
                                         marks=pytest.mark.skip(reason=f"{runner.label}: {why}")))
             else:
                 live.append(runner)
+        if keep is not None and not live and any(not r.unavailable() for r in runners):
+            raise ValueError(f"{metafunc.module.__name__}.smoke_runner keeps none of the available {device} "
+                             "runners: the smoke run would check nothing")
         for c in cases() if live else ():
             out += [pytest.param(c, r, id=f"{device}-{c.name}-{r.label}") for r in live if r.runs(c)]
     metafunc.parametrize("case,runner", out)

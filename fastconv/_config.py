@@ -166,7 +166,8 @@ VARS: Tuple[Var, ...] = (
     Var("FASTCONV_CUPY_NO_POOL", "tests", "`0`",
         "`1`: CuPy allocates every array with cudaMalloc (so compute-sanitizer sees each buffer's bounds)",
         "`0` or `1`", _switch),
-    Var("FASTCONV_BENCH_FULL", "tests", "`0`", "`1`: `pytest benchmarks` runs the full suite instead of quick",
+    Var("FASTCONV_BENCH_FULL", "tests", "`0`", "`1`: `pytest benchmarks` runs the full suite instead of quick, "
+        "and with `--benchmark-disable` verifies the CPU layers on every runner (else numba's auto only)",
         "`0` or `1`", _switch),
     Var("FASTCONV_BENCH_THREADS", "tests", "library defaults",
         "CPU threads for numba and torch in `pytest benchmarks`", _POSITIVE, _integer(1, 2**31 - 1)),
