@@ -93,6 +93,7 @@ def layers(case, params, backend):
     """The case's layers as single-array callables (what ``fastconv.dask.sequential`` takes)."""
     import fastconv
     out, it = [], iter(params)
+    assert CASES[case][0][0] != "relu", "relu works in place: it must follow a layer that made a new array"
     for layer in CASES[case]:
         if layer[0] == "conv":
             w, b = next(it)
@@ -188,26 +189,39 @@ def tolerance(case, fns, mags):
     return tol
 
 
+#: how many bytes of output blocks one fetch of :func:`verify` brings to this process
+VERIFY_BATCH_BYTES = 256 * 2**20
+
+
 def verify(client, y, ref, tol):
-    """Every block of ``y`` fetched one at a time and compared with ``ref``; returns the largest
-    |error| / tolerance, raises AssertionError outside it."""
+    """Every block of ``y`` fetched (a batch of at most :data:`VERIFY_BATCH_BYTES` at a time) and compared
+    with ``ref``; returns the largest |error| / tolerance, raises AssertionError outside it."""
     import itertools
     edges = [np.cumsum((0,) + c) for c in y.chunks]
-    worst = 0.0
-    for idx in itertools.product(*(range(n) for n in y.numblocks)):
-        got = client.compute(y.blocks[idx]).result()
+    worst, batch, nbytes = 0.0, [], 0
+    blocks = list(itertools.product(*(range(n) for n in y.numblocks)))
+    for k, idx in enumerate(blocks):
         sl = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, idx))
-        want = ref[sl]
-        if got.shape != want.shape:
-            raise AssertionError(f"block {idx}: shape {got.shape}, expected {want.shape}")
-        t = tol[sl[1]].reshape(1, -1, 1, 1)
-        err = np.abs(got.astype(np.float64) - want)
-        if not np.isfinite(got).all() or (err > t).any():
-            i = tuple(np.argwhere(~(err <= t))[0])
-            raise AssertionError(f"block {idx} differs from the single-array result at {i} (block-relative): "
-                                 f"got {got[i]!r}, expected {want[i]!r}, tolerance {t[0, i[1], 0, 0]:.3g}")
-        worst = max(worst, float((err / t).max()))
+        batch.append((idx, sl))
+        nbytes += ref[sl].nbytes
+        if nbytes < VERIFY_BATCH_BYTES and k + 1 < len(blocks):
+            continue
+        got = client.gather(client.compute([y.blocks[i] for i, _ in batch]))
+        for (i, s), g in zip(batch, got):
+            worst = max(worst, _compare(i, g, ref[s], tol[s[1]].reshape(1, -1, 1, 1)))
+        batch, nbytes = [], 0
     return worst
+
+
+def _compare(idx, got, want, tol):
+    if got.shape != want.shape:
+        raise AssertionError(f"block {idx}: shape {got.shape}, expected {want.shape}")
+    err = np.abs(got.astype(np.float64) - want)
+    if not np.isfinite(got).all() or (err > tol).any():
+        i = tuple(np.argwhere(~(err <= tol))[0])
+        raise AssertionError(f"block {idx} differs from the single-array result at {i} (block-relative): "
+                             f"got {got[i]!r}, expected {want[i]!r}, tolerance {tol[0, i[1], 0, 0]:.3g}")
+    return float((err / tol).max())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,7 +248,7 @@ def cluster(workers, threads, in_process):
     """A LocalCluster of ``workers`` processes (``in_process``: threads of this process, for tests) with
     ``threads`` Dask threads each, and a client of it."""
     from distributed import Client, LocalCluster
-    kw = dict(n_workers=workers, threads_per_worker=threads, processes=not in_process, dashboard_address=None)
+    kw = dict(n_workers=workers, threads_per_worker=threads, processes=not in_process, dashboard_address=":0")
     if not in_process:
         kw["env"] = dict(WORKER_ENV)
     with LocalCluster(**kw) as c, Client(c) as client:
@@ -259,6 +273,20 @@ def scatter(client, img, tile):
     x = client.persist(x)
     wait(x)
     return x
+
+
+def task_stream(client, call):
+    """One more call of ``call`` under :func:`distributed.get_task_stream`: the seconds the tasks spent
+    computing (summed over tasks, all workers), transferring data between workers and (de)serializing it,
+    and the number of tasks that ran: what the wall time holds besides scheduling."""
+    from distributed import get_task_stream
+    with get_task_stream(client) as ts:
+        call()
+    out = {"tasks_run": len(ts.data)}
+    for action in ("compute", "transfer", "deserialize", "disk-read", "disk-write"):
+        out[f"{action}_s"] = sum(s["stop"] - s["start"] for d in ts.data for s in d["startstops"]
+                                 if s["action"] == action)
+    return out
 
 
 def corner(block):
@@ -361,7 +389,7 @@ def run_case(case, img, args, pol, log):
         with threads(n) as got:
             r = timed(lambda: single(fns, img), pol)
         single_by_threads[n] = r["median_s"]
-        rows.append(dict(case=case, run=f"single array, {n} thread(s)", kind="single", threads=n,
+        rows.append(dict(case=case, run=f"single array, {got.get('numba', n)} thread(s)", kind="single", threads=n,
                          threads_set=got, **r))
         log(rows[-1])
     for workers, per_worker in args.clusters:
@@ -378,7 +406,10 @@ def run_case(case, img, args, pol, log):
                 worst = verify(client, y, ref, tol)
                 verify_s = time.perf_counter() - t0
                 red = reduction(y)
-                r = timed(lambda: client.compute(red).result(), pol)
+                def call():
+                    return client.compute(red).result()
+                r = timed(call, pol)
+                r["task_stream"] = task_stream(client, call)
                 total = workers * per_worker
                 single_s = single_by_threads.get(total)
                 plan = halo(case, img.shape, x.chunks[2:])
@@ -415,24 +446,29 @@ def markdown(result):
     for case, info in result["cases"].items():
         out += [f"## {case}: {CASE_DOC[case]}", "",
                 "| run | median s | q1-q3 s | spread | vs single (same threads) | x 1x1 | blocks | tasks | "
-                "halo tasks | halo read | err/tol | load before-after |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "halo tasks | halo read | task compute s | transfer s | err/tol | load before-after |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in info["rows"]:
             load = f"{r['loadavg_before'][0]:.2f}-{r['loadavg_after'][0]:.2f}" if r["loadavg_before"] else ""
             noisy = " (noisy)" if r.get("noisy") else ""
             if r["kind"] == "single":
                 out.append(f"| {r['run']} | {r['median_s']:.4g}{noisy} | {r['q1_s']:.4g}-{r['q3_s']:.4g} | "
-                           f"{r['spread'] or 0:.1%} | | | | | | | | {load} |")
+                           f"{r['spread'] or 0:.1%} | | | | | | | | | | {load} |")
                 continue
             vs = f"{r['vs_single']:.2f}x" if r["vs_single"] else ""
+            ts = r["task_stream"]
             sp = f"{r['speedup_vs_1x1']:.2f}x" if r["speedup_vs_1x1"] else ""
             out.append(f"| {r['run']} | {r['median_s']:.4g}{noisy} | {r['q1_s']:.4g}-{r['q3_s']:.4g} | "
                        f"{r['spread'] or 0:.1%} | {vs} | {sp} | {r['output_blocks']} | {r['tasks']} | "
-                       f"{r['halo_tasks']} | {r['halo_read']['ratio']:.3%} | {r['max_err_over_tol']:.2g} | {load} |")
+                       f"{r['halo_tasks']} | {r['halo_read']['ratio']:.3%} | {ts['compute_s']:.4g} | "
+                       f"{ts['transfer_s']:.3g} | "
+                       f"{r['max_err_over_tol']:.2g} | {load} |")
         out.append("")
     out += ["vs single: the dask median over the single-array median on as many threads as the cluster has "
             "(> 1: slower); x 1x1: the 1-worker, 1-thread median over this one (same tile); halo read: input "
-            "elements the blocks' calls read, from the plan, over the input's elements, minus 1; err/tol: the "
+            "elements the blocks' calls read, from the plan, over the input's elements, minus 1; task compute s, "
+            "transfer s: of one more call, the seconds its tasks computed (summed over the workers) and moved data "
+            "between workers (Dask's task stream), what the median holds besides scheduling; err/tol: the "
             "largest |dask - single array| over the tolerance (the script's docstring), 0 when bitwise equal.",
             ""]
     return "\n".join(out)
@@ -465,7 +501,7 @@ def main(argv=None):
     args.tiles = args.tiles or list(base["tiles"])
     if args.quick:
         args.warmup, args.repeat = min(args.warmup, 1), min(args.repeat, 3)
-        args.budget = min(args.budget, 2.0)
+        args.budget = min(args.budget, 1.0)
     for name, v in (("--size", args.size), ("--warmup", args.warmup), ("--repeat", args.repeat)):
         if v < 1:
             ap.error(f"{name} must be positive, got {v}")
