@@ -4,7 +4,7 @@
 Not a test (pytest does not collect it): a measurement to run on a quiet machine.
 
     python benchmarks/dask_cluster.py                    # 16384 x 16384, tiles 2048 and 4096 (about 20 GiB)
-    python benchmarks/dask_cluster.py --quick            # 2048 x 2048, tiles 512 and 1024
+    python benchmarks/dask_cluster.py --quick            # 2048 x 2048, tiles 1024
     python benchmarks/dask_cluster.py --size 8192 --tiles 1024 2048 --clusters 1x1 2x1 1x2 --out DIR
 
 What it does, per case (``conv``: ``conv2d`` 3x3, C_in -> C_out, padding 1; ``stack``: that conv, ReLU,
@@ -34,7 +34,8 @@ What it does, per case (``conv``: ``conv2d`` 3x3, C_in -> C_out, padding 1; ``st
 Tolerance: each convolution adds :func:`fastconv.testing.conv_tolerance` evaluated at the largest magnitude
 its input holds (the bound of the elementwise rule, per output channel); an error reaching a convolution is
 multiplied by the channel's sum of ``|weight|``; ReLU and max pool pass it on unchanged (they are
-1-Lipschitz). A block outside that fails the run before anything of it is timed.
+1-Lipschitz). That bounds each result's distance from the exact one, so the dask result and the single-array
+result may differ by twice it; a block outside that fails the run before anything of it is timed.
 
 Writes ``dask-<date>.json`` (every time, the machine, the settings) and ``dask-<date>.md`` (the table) to
 ``--out`` (default ``./fastconv-results/dask/``). Memory: the image, the single-array result (8 x the
@@ -65,7 +66,7 @@ CASES = {
 CASE_DOC = {"conv": "conv2d 3x3 pad 1, fastconv.dask.conv2d",
             "stack": "conv2d 3x3 pad 1, ReLU, max_pool2d 2, conv2d 3x3 pad 1, fastconv.dask.sequential"}
 FULL = dict(size=16384, tiles=(2048, 4096))
-QUICK = dict(size=2048, tiles=(512, 1024))
+QUICK = dict(size=2048, tiles=(1024,))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def run_case(case, img, args, pol, log):
     t0 = time.perf_counter()
     ref, mags = reference(fns, img)
     ref_s = time.perf_counter() - t0
-    tol = tolerance(case, fns, mags)
+    tol = 2 * tolerance(case, fns, mags)     # both results within the bound of the exact one
     rows = []
     single_threads = sorted({1, max(w * t for w, t in args.clusters)})
     single_by_threads = {}
@@ -515,8 +516,9 @@ def main(argv=None):
 
     def log(row):
         print(f"{row['case']:6s} {row['run']:44s} median {row['median_s']:.4g} s  spread "
-              f"{row['spread'] or 0:.1%}" + (f"  halo read {row['halo_read']['ratio']:.3%}, {row['tasks']} tasks"
-                                            if row["kind"] == "dask" else ""), flush=True)
+              f"{row['spread'] or 0:.1%}" + (f"  halo read {row['halo_read']['ratio']:.3%}, {row['tasks']} tasks; "
+                                            f"checked in {row['verify_s']:.1f} s" if row["kind"] == "dask" else ""),
+              flush=True)
 
     print(f"# {info['date']}; {info['lscpu']['model']} ({', '.join(info['lscpu']['isa'])}); load average "
           f"{info['loadavg_start']}; image {args.size}^2, tiles {args.tiles}, clusters "

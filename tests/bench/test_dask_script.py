@@ -113,6 +113,27 @@ def test_tolerance_bounds_the_elementwise_rule(script):
     assert (bound >= exact.max(axis=(0, 2, 3))).all() and (bound < 10 * exact.max(axis=(0, 2, 3))).all()
 
 
+def test_stack_tolerance_by_hand(script):
+    """conv 3x3 (ones) -> ReLU -> max pool -> conv 3x3 (ones), one channel, on an image of ones: the layers'
+    inputs peak at 1, 9, 9, 9. conv_tolerance's rule is 2 * n * eps * m + eps * m + tiny with n = 9 + 1 taps
+    and m the window's magnitude (9 x its input's): the first conv's bound e1 at input 1, the second's at
+    input 9 + e1, plus e1 carried through the second conv's 9 weights of 1."""
+    import functools
+    import fastconv
+    w, b = np.ones((1, 1, 3, 3), np.float32), np.zeros(1, np.float32)
+    conv = functools.partial(fastconv.conv2d, weight=w, bias=b, padding=1, backend="numpy")
+    fns = [conv, script.relu, functools.partial(fastconv.max_pool2d, kernel_size=2, backend="numpy"), conv]
+    _, mags = script.reference(fns, np.ones((1, 1, 8, 8), np.float32))
+    assert mags == [1.0, 9.0, 9.0, 9.0]
+    eps, tiny = float(np.finfo(np.float32).eps), float(np.finfo(np.float32).tiny)
+
+    def bound(m):
+        return 2 * 10 * eps * m + eps * m + tiny
+
+    e1 = bound(9 * 1.0)
+    assert script.tolerance("stack", fns, mags) == pytest.approx([bound(9 * (9 + e1)) + 9 * e1], rel=1e-6)
+
+
 def test_wrong_result_fails_before_timing(script, tmp_path, monkeypatch):
     """Each chunk computed alone (no halo: padding at every chunk edge) differs near the chunk edges: the run
     stops there, and writes nothing."""
@@ -120,12 +141,14 @@ def test_wrong_result_fails_before_timing(script, tmp_path, monkeypatch):
         return x.map_blocks(lambda blk: script.single(fns, blk), dtype=x.dtype,
                             chunks=x.chunks[:1] + ((8,),) + x.chunks[2:])
 
-    timed = []
+    def reduction(y):
+        raise RuntimeError("the result reached the timing without being refused")
+
     monkeypatch.setattr(script, "dask_op", no_halo)
-    monkeypatch.setattr(script, "reduction", lambda y: timed.append(y) or y)
+    monkeypatch.setattr(script, "reduction", reduction)
     with pytest.raises(AssertionError, match="differs from the single-array result"):
         script.main(TINY + ["--cases", "conv", "--out", str(tmp_path)])
-    assert not timed and not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())
 
 
 def test_help_and_bad_cluster(script, capsys):
