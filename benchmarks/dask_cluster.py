@@ -167,7 +167,7 @@ def reference(fns, img):
     """The single-array result and the largest magnitude each layer's input holds."""
     a, mags = img, []
     for fn in fns:
-        mags.append(float(np.abs(a).max()))
+        mags.append(max(float(a.max()), -float(a.min())))      # max |a| without an |a| the size of a
         a = fn(a)
     return a, mags
 
