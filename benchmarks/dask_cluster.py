@@ -23,13 +23,19 @@ What it does, per case (``conv``: ``conv2d`` 3x3, C_in -> C_out, padding 1; ``st
    comes back, so the time is the op's and the halo exchange's, not the transfer of the output to this
    process (``y.compute()``: 8 GiB over TCP at the default size) nor a summation (``y.sum()`` adds a pass
    over the output); and ``client.persist`` would be no measurement on a repeat (the blocks of the
-   previous repeat may still be held when it asks for them again);
+   previous repeat may still be held when it asks for them again). Dask fuses each corner with its block's
+   task, so a block is not stored on its worker either, as the single-array op's output is not kept. One
+   more call runs under Dask's task stream: the seconds the tasks computed and moved data, beside the wall
+   time, show what scheduling costs;
 4. timing as ``fastconv bench`` times (:mod:`fastconv.bench.timing`): warm-up calls, then timed calls until
    the median is known to ``max_spread`` or the budget is spent; medians, quartiles, spread and ``noisy``
    are reported, with the load average before and after every measurement;
 5. the halo's cost from the plan (:mod:`fastconv.dask._plan`, the arithmetic the graph is built from): the
    input elements the output blocks' calls read in all, over the input's elements, minus 1; and the time
    against the single-array time on the same number of threads; the graph's task count (all, halo slices).
+
+``algo="auto"`` measures once per problem shape in each process, so every new worker process autotunes the
+block shapes it meets: the check before the timing absorbs that (its seconds are reported, ``verify_s``).
 
 Tolerance: each convolution adds :func:`fastconv.testing.conv_tolerance` evaluated at the largest magnitude
 its input holds (the bound of the elementwise rule, per output channel); an error reaching a convolution is
@@ -50,7 +56,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -476,11 +481,13 @@ def markdown(result):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.splitlines()[:2]),
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.splitlines()[2:]))
     ap.add_argument("--quick", action="store_true",
-                    help=f"{QUICK['size']} x {QUICK['size']}, tiles {QUICK['tiles']} (under a minute, warm caches)")
+                    help=f"{QUICK['size']} x {QUICK['size']}, tiles {QUICK['tiles']}, short budgets: a check that it "
+                         f"all works, not a measurement (about 2 minutes on a busy 2-core VM, most of it every "
+                         f"new worker process autotuning its block shapes)")
     ap.add_argument("--size", type=int, help=f"the image's height and width (default {FULL['size']})")
     ap.add_argument("--tiles", type=int, nargs="+", help=f"chunk sizes (default {FULL['tiles']})")
     ap.add_argument("--channels", type=int, nargs=2, default=(1, 8), metavar=("C_IN", "C_OUT"))
