@@ -38,21 +38,30 @@ __all__ = ["conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool3d
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
-           backend=None, algo="auto"):
-    """:func:`fastconv.conv1d` over a dask array."""
-    return conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
+           backend=None, algo="auto", out_channel_chunks=None):
+    """:func:`fastconv.conv1d` over a dask array. Beyond it, ``out_channel_chunks`` (groups=1): the
+    output's channel chunks, an int (chunks of that many) or sizes; default one chunk, every output channel.
+    Each output-channel chunk is its own task per block, reading the same input."""
+    return conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo,
+                out_channel_chunks)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
-           backend=None, algo="auto"):
-    """:func:`fastconv.conv2d` over a dask array (N, C, H, W) or (C, H, W)."""
-    return conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
+           backend=None, algo="auto", out_channel_chunks=None):
+    """:func:`fastconv.conv2d` over a dask array (N, C, H, W) or (C, H, W). Beyond it,
+    ``out_channel_chunks`` (groups=1): the output's channel chunks, an int (chunks of that many) or sizes; default one chunk, every output channel.
+    Each output-channel chunk is its own task per block, reading the same input."""
+    return conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo,
+                out_channel_chunks)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
-           backend=None, algo="auto"):
-    """:func:`fastconv.conv3d` over a dask array."""
-    return conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo)
+           backend=None, algo="auto", out_channel_chunks=None):
+    """:func:`fastconv.conv3d` over a dask array. Beyond it, ``out_channel_chunks`` (groups=1): the
+    output's channel chunks, an int (chunks of that many) or sizes; default one chunk, every output channel.
+    Each output-channel chunk is its own task per block, reading the same input."""
+    return conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo,
+                out_channel_chunks)
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,

@@ -172,7 +172,31 @@ def _conv_call(fn, stride, dilation, backend, algo, upcast, region, blocks, arg,
     return fn(region, w, b, stride, pads, dilation, groups, backend=backend, algo=algo)
 
 
-def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo):
+def out_chunks(value, K: int, groups: int):
+    """``out_channel_chunks`` as chunk sizes along the output channels: None (one chunk), an int (chunks of that
+    many, the last one shorter) or sizes adding up to K. Only for groups=1: a grouped convolution's output
+    channels follow its input-channel chunks, whole groups each."""
+    if value is None:
+        return (K,)
+    if groups != 1:
+        raise ValueError(f"out_channel_chunks is for groups=1 only (got groups={groups}): a grouped "
+                         f"convolution's output channels follow its input-channel chunks, whole groups each")
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):
+        raise TypeError(f"out_channel_chunks must be None, an int or a tuple of ints, got "
+                        f"{type(value).__name__} {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"out_channel_chunks must be positive, got {value}")
+        return tuple(min(value, K - k) for k in range(0, K, value))
+    sizes = tuple(value)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes) or sum(sizes) != K:
+        raise ValueError(f"out_channel_chunks must be positive ints adding up to the {K} output channels, got "
+                         f"{value!r}")
+    return sizes
+
+
+def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo,
+         out_channel_chunks=None):
     op = f"conv{nd}d"
     x, batched = dask_input(input, nd, op)
     weight, bias = small(weight, "weight"), small(bias, "bias")
@@ -182,6 +206,7 @@ def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mod
     spec = conv_spec(standin(input.shape, input.dtype, meta), weight, bias, stride, padding, dilation, groups,
                      spatial_dims=nd)
     functional._resolve_backend(backend, kind_of(x))
+    k_chunks = out_chunks(out_channel_chunks, spec.K, spec.groups)
     if mode != "zeros" and spec.is_padded:
         pads = spec.pads[3 - nd:]
         _padding.check_pads(mode, spec.in_size[3 - nd:], pads)
@@ -198,11 +223,14 @@ def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mod
     channels, edge = [], 0
     summed = g == 1 and len(x.chunks[1]) > 1
     if g == 1:
-        sources = []
-        for ci, c in enumerate(x.chunks[1]):
-            sources.append((ci, (0, spec.K, edge, edge + c, 1)))
-            edge += c
-        channels.append(_graph.Channels(spec.K, tuple(sources)))
+        k0 = 0
+        for size in k_chunks:
+            sources, edge = [], 0
+            for ci, c in enumerate(x.chunks[1]):
+                sources.append((ci, (k0, k0 + size, edge, edge + c, 1)))
+                edge += c
+            channels.append(_graph.Channels(size, tuple(sources)))
+            k0 += size
     else:
         for ci, c in enumerate(x.chunks[1]):
             g0, g1 = edge // cg, (edge + c) // cg
@@ -212,7 +240,7 @@ def conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mod
     upcast = summed and spec.dtype == "float16"
     call = functools.partial(_conv_call, getattr(functional, op), stride, dilation, backend, algo, upcast)
     name = f"fastconv-{op}-" + _token(x, weight, bias, stride, padding, dilation, groups, padding_mode,
-                                        backend, algo)
+                                        backend, algo, k_chunks)
     out = _graph.build(x, plans, channels, call, name=name, dtype=input.dtype, extras=(weight, bias))
     return unbatch(out, batched)
 

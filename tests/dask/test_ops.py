@@ -219,6 +219,42 @@ def test_grouped_conv_channel_chunks_map_per_group(groups, chunks, out_chunks):
                       groups, "zeros", 2)
 
 
+@pytest.mark.parametrize("value, sizes", [(2, (2, 2, 1)), ((1, 4), (1, 4)), (5, (5,)), (9, (5,)), (None, (5,))])
+def test_out_channel_chunks_split_the_output_channels(value, sizes):
+    """out_channel_chunks=2 over K=5 gives chunks (2, 2, 1); sizes are taken as they are; an int of K or more
+    (or None) is one chunk. Each chunk equals those channels of the single-array result."""
+    y = fd.conv2d(da.from_array(X, chunks=(3, (1, 3), 7, 12)), W, B, padding=1, out_channel_chunks=value, **NP)
+    assert y.chunks[1] == sizes
+    assert_conv_equal(compute(y), fc.conv2d(X, W, B, padding=1, **NP), X, W, B, 1, 1, 1, 1, "zeros", 2)
+
+
+def test_out_channel_chunks_tasks_by_hand():
+    """No spatial split (one 12x12 chunk), channel chunks (1, 3), out_channel_chunks (2, 3): per batch chunk,
+    each of the 2 output-channel chunks has 2 partials (one per input-channel chunk) and their sum: 6 tasks;
+    2 batch chunks: 12, plus the weight and the bias, stored once in the graph: 14."""
+    dx = da.from_array(X, chunks=((1, 2), (1, 3), 12, 12))
+    y = fd.conv2d(dx, W, B, padding=1, out_channel_chunks=(2, 3), **NP)
+    assert graph_tasks(y, dx) == 14
+
+
+@pytest.mark.parametrize("value, err, match", [
+    (0, ValueError, "out_channel_chunks must be positive, got 0"),
+    ((2, 2), ValueError, r"adding up to the 5 output channels, got \(2, 2\)"),
+    ((0, 5), ValueError, "positive ints"),
+    ("2", TypeError, "out_channel_chunks must be None, an int or a tuple of ints, got str"),
+    (True, TypeError, "got bool"),
+])
+def test_bad_out_channel_chunks_are_refused(value, err, match):
+    with pytest.raises(err, match=match):
+        fd.conv2d(da.from_array(X, chunks=6), W, B, out_channel_chunks=value, **NP)
+
+
+def test_out_channel_chunks_refused_for_grouped_convs():
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="out_channel_chunks is for groups=1 only"):
+        fd.conv2d(da.from_array(X, chunks=6), w, groups=2, out_channel_chunks=2, **NP)
+
+
 def test_empty_batch_chunk():
     """Dask allows a chunk of 0 along the batch: it maps to an empty output chunk."""
     dx = da.from_array(X, chunks=((0, 1, 2), 4, 6, 12))
