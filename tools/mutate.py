@@ -8,7 +8,7 @@
 
 Not run in CI: each mutant costs a test run (and, for a .cu or Numba edit, a recompile). Run it from a
 checkout with no uncommitted edits to the files it mutates; each file is restored when its run ends
-(also on Ctrl-C). Exit status 0 when every mutant was killed, 1 when some survived.
+(also on Ctrl-C or SIGTERM). Exit status 0 when every mutant was killed, 1 when some survived.
 
 A mutant is *killed* when its tests fail (or crash: an out-of-bounds write that aborts the interpreter
 counts, but the README's guarantee is that it fails a named test). The test that failed is printed.
@@ -20,11 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: the kernels' last blocks past 2^31 elements, built with every signed overflow trapped: what index-width
+#: mutants (a dropped (I) cast) fail
+_OVERFLOW_TEST = "tests/cuda/test_index_width.py::test_last_blocks_past_2_pow_31_compute_no_signed_overflow"
 
 #: (file, the exact text, its replacement, the tests meant to catch it, what the edit does); the text must
 #: occur in the file (the first occurrence is replaced)
@@ -32,10 +37,17 @@ MUTANTS = [
     ("kernels/pool.cu", "if (o >= total) return;\n  max_pool_output<2>",
      "if (o > total) return;\n  max_pool_output<2>", ["tests/cuda/test_pool.py"],
      "max_pool2d_v1 writes one output past the end (bounds check off by one)"),
-    ("kernels/im2col_gemm.cu", "w + (I)k * kd_len", "w + k * kd_len",
-     ["tests/cuda/test_index_width.py", "tests/cuda/test_im2col.py"],
-     "the GEMM's weight row offset computed in int: wraps past 2^31 elements (KNOWN SURVIVOR: the index-width "
-     "check reads a transcription of the kernels, not their source)"),
+    ("kernels/im2col_gemm.cu", "w + (I)k * kd_len", "w + k * kd_len", [_OVERFLOW_TEST],
+     "conv_gemm_v1's weight row offset computed in int: wraps past 2^31 elements"),
+    ("kernels/conv_dgrad.cu", "w[((I)kk * p.C_per_group + cg) * RS + r * p.S + s]",
+     "w[(kk * p.C_per_group + cg) * RS + r * p.S + s]", [_OVERFLOW_TEST],
+     "conv_dgrad_v1's weight offset computed in int: wraps for a weight past 2^31 elements"),
+    ("kernels/pool_backward.cu", "const I total = (I)p.N * p.C * p.H * p.W;\n  const I o = global_thread_index<I>();\n"
+     "  if (o >= total) return;\n  max_pool_grad_element", "const I total = p.N * p.C * p.H * p.W;\n"
+     "  const I o = global_thread_index<I>();\n  if (o >= total) return;\n  max_pool_grad_element", [_OVERFLOW_TEST],
+     "max_pool2d_backward_v1's element count computed in int: wraps past 2^31 elements"),
+    ("kernels/pool.cu", "const I at = (I)h * p.W + tw[j].start;", "const I at = h * p.W + tw[j].start;",
+     [_OVERFLOW_TEST], "max/avg_pool2d_v2's row offset in the plane computed in int: wraps for a plane past 2^31"),
     ("fastconv/_backends/_numba_pool.py", "v = xf[base + row + s * dw]", "v = xf[base + row + s]",
      ["tests/test_edges.py", "tests/test_numba_backend.py"],
      "numba max pool, per-output branch (window wider than the output row): the column dilation dropped"),
@@ -68,6 +80,15 @@ def _run(tests, timeout):
         time.perf_counter() - t
 
 
+def _kernels_tested() -> str:
+    """The kernels/ directory the tests compile (fastconv.kernels as this interpreter imports it from ROOT):
+    an editable install of another checkout maps it there, and a mutant of ROOT's kernels would then survive
+    untested."""
+    code = "from fastconv._cuda.plan import kernels_dir; print(kernels_dir())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    return os.path.realpath(out.stdout.strip()) if out.returncode == 0 else f"? ({out.stderr.strip()[-200:]})"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("which", nargs="*", type=int, help="mutant numbers (1-based; default: all)")
@@ -75,11 +96,19 @@ def main(argv=None) -> int:
     ap.add_argument("--all-tests", action="store_true", help="run the whole suite (tests benchmarks) per mutant")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per mutant (default 1800)")
     args = ap.parse_args(argv)
+    # a kill (timeout, a CI job cancelled) restores the mutated file too: SIGTERM unwinds like Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = args.which or list(range(1, len(MUTANTS) + 1))
     if args.list:
         for i, (path, _, _, tests, what) in enumerate(MUTANTS, 1):
             print(f"{i}. {path}: {what}\n   tests: {' '.join(tests)}")
         return 0
+    if any(MUTANTS[i - 1][0].startswith("kernels/") for i in chosen):
+        tested = _kernels_tested()
+        if tested != os.path.realpath(os.path.join(ROOT, "kernels")):
+            print(f"the tests compile the kernels in {tested}, not {ROOT}/kernels (an editable install of another "
+                  f"checkout?): reinstall this one (pip install -e {ROOT}) to mutate its kernels", file=sys.stderr)
+            return 2
     survived = 0
     for i in chosen:
         path, old, new, tests, what = MUTANTS[i - 1]

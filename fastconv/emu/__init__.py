@@ -9,9 +9,10 @@ See README.md in this directory for the design, knobs, timings and limitations.
 from ._build import available as _available
 from ._build import stats as _stats
 from ._errors import EmuError
+from ._guard import Reserved
 from ._module import EmuFunction, EmuModule
 
-__all__ = ["EmuModule", "EmuFunction", "EmuError", "available", "build_stats"]
+__all__ = ["EmuModule", "EmuFunction", "EmuError", "Reserved", "available", "build_stats"]
 
 
 def available():

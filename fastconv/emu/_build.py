@@ -23,14 +23,19 @@ from .. import _config, _warmup
 from .._files import atomic_write, replacing
 from ._errors import EmuError
 
-RUNTIME_VERSION = 3  # bump with any change to the runtime ABI; also part of every cache key
+RUNTIME_VERSION = 4  # bump with any change to the runtime ABI; also part of every cache key
 RUNTIME_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime")
 HEADER = os.path.join(RUNTIME_DIR, "cuda_emu.h")
 RUNTIME_SRC = os.path.join(RUNTIME_DIR, "emu_runtime.cpp")
 STUB_INCLUDE = os.path.join(RUNTIME_DIR, "include")
+OVERFLOW_HEADER = os.path.join(RUNTIME_DIR, "overflow_check.h")
 
 CXXFLAGS = ("-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", "-pthread", "-DFASTCONV_EMU=1")
 FIBER_BACKENDS = ("asm", "ucontext")
+#: EmuModule(check_overflow=True): compile flags (not link flags: the handlers of runtime/overflow_check.h are
+#: the module's own, libubsan is never linked or loaded) that make every signed integer overflow fail the launch.
+#: -O1: such builds exist to run a few blocks, and g++ -O2 takes half as long again as -O1 on the kernel files
+OVERFLOW_CHECK_FLAGS = ("-O1", "-fsanitize=signed-integer-overflow", "-include", OVERFLOW_HEADER)
 _TRAILER_MAGIC = b"FASTCONV-EMU-SHA256:"
 _TRAILER_LEN = len(_TRAILER_MAGIC) + 32
 
@@ -243,9 +248,11 @@ def _verify(path):
     return hashlib.sha256(data[:-_TRAILER_LEN]).digest() == data[-32:]
 
 
-def module_library(unit, key, backend, flags, include_dirs, label):
+def module_library(unit, key, backend, flags, include_dirs, label, compile_flags=()):
     """Path of a verified module .so for this translation unit, building it if needed.
 
+    ``compile_flags`` apply to compiling the unit only: with some, it is compiled to an object first and
+    linked on its own (so that, e.g., ``-fsanitize=`` does not link the sanitizer's runtime library).
     Returns (path, built) where built tells whether g++ ran.
     """
     with lock:
@@ -265,8 +272,17 @@ def module_library(unit, key, backend, flags, include_dirs, label):
                 f.write(unit)
             incs = [a for inc in include_dirs for a in ("-I", inc)]
             with replacing(path, prefix=".tmp-", suffix=".so") as tmp:
-                _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
-                          "-shared", "-Wl,-z,defs", "-o", tmp], label)
+                if compile_flags:
+                    obj = _tmp_name(d, ".o")
+                    try:
+                        _compile([*_base_cmd(backend), *flags, *compile_flags, *incs, "-x", "c++", src, "-c",
+                                  "-o", obj], label)
+                        _compile([compiler(), "-pthread", "-shared", obj, rt, "-Wl,-z,defs", "-o", tmp], label)
+                    finally:
+                        os.unlink(obj)
+                else:
+                    _compile([*_base_cmd(backend), *flags, *incs, "-x", "c++", src, "-x", "none", rt,
+                              "-shared", "-Wl,-z,defs", "-o", tmp], label)
                 body = _read(tmp)
                 with open(tmp, "ab") as f:
                     f.write(_TRAILER_MAGIC + hashlib.sha256(body).digest())
@@ -277,12 +293,15 @@ def module_library(unit, key, backend, flags, include_dirs, label):
         return path, True
 
 
-def module_key(source, filename, headers, flags, include_dirs, names, backend):
+def module_key(source, filename, headers, flags, include_dirs, names, backend, compile_flags=()):
     rt_key = _hash_text(_read(HEADER), _read(RUNTIME_SRC))
     hdrs = sorted((p, hashlib.sha256(b).hexdigest()) for p, b in headers.items())
-    return _hash_text(RUNTIME_VERSION, compiler_id(), _base_cmd(backend)[1:], rt_key, source, filename,
-                      json.dumps(hdrs), json.dumps(list(flags)), json.dumps(list(include_dirs)),
-                      json.dumps(list(names)))
+    parts = [RUNTIME_VERSION, compiler_id(), _base_cmd(backend)[1:], rt_key, source, filename,
+             json.dumps(hdrs), json.dumps(list(flags)), json.dumps(list(include_dirs)), json.dumps(list(names))]
+    if compile_flags:      # and the text of the headers they force-include (none: the key of a plain build)
+        forced = [compile_flags[i + 1] for i, f in enumerate(compile_flags[:-1]) if f == "-include"]
+        parts += [json.dumps(list(compile_flags)), *(_read(h) for h in forced)]
+    return _hash_text(*parts)
 
 
 def load(path):

@@ -22,6 +22,7 @@ _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
 MODES = ("end", "start")
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # Python 3.13 names it; Linux's value
 
 
 class _Region:
@@ -117,3 +118,48 @@ class GuardedArgs:
                 r.copy_back()
             r.free()
         self.regions = []
+
+
+#: alignment of a reserved array's start: what cudaMalloc gives (vector loads and stores see a GPU's alignment)
+RESERVE_ALIGN = 256
+
+
+class Reserved:
+    """A C-contiguous array of any size (terabytes) over memory that is reserved, not backed: an anonymous
+    MAP_NORESERVE mapping whose pages are zero until written, and take memory only once touched. Between
+    two PROT_NONE pages: the array starts 256-byte aligned (as cudaMalloc's) as close as that allows before
+    the last one, so an access past its end (past the alignment's slack of up to 255 bytes) or before
+    its start faults. For launching a kernel's last blocks on a problem too big to allocate
+    (``EmuFunction(..., blocks=...)``): only what those blocks touch is ever backed. ``close()`` (or the
+    ``with`` block's end) unmaps it; the array must not be used after that."""
+
+    def __init__(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        shape = tuple(int(n) for n in shape)
+        self.nbytes = max(1, int(np.prod(shape, dtype=object)) * dtype.itemsize)
+        span = -(-self.nbytes // RESERVE_ALIGN) * RESERVE_ALIGN
+        body = -(-span // _PAGE) * _PAGE
+        self.size = body + 2 * _PAGE
+        base = _libc.mmap(None, self.size, mmap.PROT_READ | mmap.PROT_WRITE,
+                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+        if base in (None, _MAP_FAILED):
+            raise MemoryError(f"cannot reserve {self.size} bytes of address space for an array of shape {shape}")
+        self.base = base
+        _libc.mprotect(base, _PAGE, 0)
+        _libc.mprotect(base + _PAGE + body, _PAGE, 0)
+        self.data = base + _PAGE + body - span
+        count = int(np.prod(shape, dtype=object))
+        raw = (ctypes.c_ubyte * self.nbytes).from_address(self.data)
+        self.array = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def close(self):
+        if self.base:
+            self.array = None
+            _libc.munmap(self.base, self.size)
+            self.base = 0
+
+    def __enter__(self):
+        return self.array
+
+    def __exit__(self, *exc):
+        self.close()

@@ -58,7 +58,8 @@ class _Library:
         self.launch.argtypes = [
             ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
             ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong, ctypes.c_int, ctypes.c_ulonglong,
-            ctypes.c_double, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong]
+            ctypes.c_double, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p, ctypes.c_ulonglong,
+            ctypes.c_ulonglong, ctypes.c_ulonglong]
         if self.dll.emu_runtime_version() != _build.RUNTIME_VERSION:
             raise OSError(f"{path} was built with emulator runtime {self.dll.emu_runtime_version()}")
         self.dll.emu_fiber_backend.restype = ctypes.c_char_p
@@ -82,10 +83,14 @@ class EmuModule:
     anything unknown raises). ``name_expressions`` name template instantiations
     (``"k<float>"``); non-template ``__global__`` kernels are found in the source.
     ``fibers`` picks the context switch: "asm" (x86-64) or "ucontext" (portable); default from
-    $FASTCONV_EMU_FIBERS or the platform.
+    $FASTCONV_EMU_FIBERS or the platform. ``check_overflow``: build with g++'s
+    ``-fsanitize=signed-integer-overflow``, so that a signed integer operation in kernel code whose result
+    does not fit its type fails the launch (EmuError naming the operands, the type, file:line:column, the
+    block and the thread) instead of wrapping; a separate build (and cache entry) from the plain one.
     """
 
-    def __init__(self, path=None, code=None, options=(), name_expressions=(), include_dirs=(), fibers=None):
+    def __init__(self, path=None, code=None, options=(), name_expressions=(), include_dirs=(), fibers=None,
+                 check_overflow=False):
         if (path is None) == (code is None):
             raise TypeError("EmuModule needs exactly one of path= or code=")
         if path is not None:
@@ -108,22 +113,23 @@ class EmuModule:
         names = list(_source.find_kernels(code))
         names += [n for n in name_expressions if n not in names]
         headers = _build.included_files(code, here, incs)
-        key = _build.module_key(code, filename, headers, flags, incs, names, backend)
+        cflags = _build.OVERFLOW_CHECK_FLAGS if check_overflow else ()
+        key = _build.module_key(code, filename, headers, flags, incs, names, backend, cflags)
         self.name_expressions = tuple(name_expressions)
         self.compiled = False
         with _build.lock:
             lib = _loaded.get(key)
             if lib is None:
                 unit = _build.generate_unit(_source.rewrite_source(code, filename), filename, names)
-                label = f"emulated module {os.path.basename(filename)}"
-                so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
+                label = f"emulated module {os.path.basename(filename)}" + (" (overflow-checked)" if cflags else "")
+                so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label, cflags)
                 try:
                     lib = _Library(so)
                 except (OSError, AttributeError):
                     # unloadable although its checksum matched (e.g. built by another toolchain): rebuild
                     os.unlink(so)
                     _build.stats["rebuilt_corrupt"] += 1
-                    so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label)
+                    so, self.compiled = _build.module_library(unit, key, backend, flags, incs, label, cflags)
                     try:
                         lib = _Library(so)
                     except (OSError, AttributeError) as e:
@@ -156,6 +162,26 @@ def _dims(v, what):
     return (ctypes.c_uint * 3)(*(tuple(int(x) for x in v) + (1, 1))[:3])
 
 
+def _block_range(blocks, grid):
+    """``blocks=`` as the runtime takes it: (first, end) linear block indices, (0, 0) for the whole grid."""
+    if blocks is None:
+        return (0, 0)
+    if isinstance(blocks, range):
+        if blocks.step != 1:
+            raise ValueError(f"blocks must be a range with step 1, got {blocks!r}")
+        blocks = (blocks.start, blocks.stop)
+    g = tuple(_dims(grid, "grid"))
+    total = g[0] * g[1] * g[2]
+    ok = (isinstance(blocks, tuple) and len(blocks) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in blocks))
+    if not ok:
+        raise TypeError(f"blocks must be None, a range or a (start, stop) tuple of ints, got {blocks!r}")
+    start, stop = int(blocks[0]), int(blocks[1])
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"blocks=({start}, {stop}) is not a non-empty range of the grid's {total} blocks")
+    return (start, stop)
+
+
 def _scalar_name(kind, size):
     return {K_SINT: f"int{size * 8}", K_UINT: f"uint{size * 8}", K_FLOAT: f"float{size * 8}",
             K_HALF: "float16"}.get(kind, f"{size}-byte struct")
@@ -176,6 +202,7 @@ class EmuFunction:
         self._lib, self.name, self._desc, self.params = lib, name, desc, params
         self.last_switches = 0
         self._timeout = 0.0
+        self._blocks = (0, 0)   # (first, end) linear block indices of the current call; end 0: the whole grid
 
     @property
     def max_dynamic_shared_size_bytes(self):
@@ -257,7 +284,7 @@ class EmuFunction:
         return a.tobytes()
 
     def __call__(self, grid, block, args, *, shared_mem=0, order=None, seed=0, workers=None, stack_size=None,
-                 guard=None, timeout=None):
+                 guard=None, timeout=None, blocks=None):
         """Launch synchronously.
 
         ``order``: the order in which threads run between barriers: "forward", "reverse",
@@ -269,6 +296,10 @@ class EmuFunction:
         fails the launch (default $FASTCONV_EMU_GUARD or False). ``timeout``: seconds after which
         a launch that is still running fails instead of hanging (infinite loops, spin-waits on
         another thread; default $FASTCONV_EMU_TIMEOUT or none; 0, inf and anything from 1e9 s on mean none).
+        ``blocks``: ``(start, stop)`` (or a ``range``): run only the blocks whose linear index
+        ``x + gridDim.x * (y + gridDim.y * z)`` lies in [start, stop); blockIdx and gridDim stay those of
+        the whole grid (default: every block). What a kernel's last blocks compute can then be checked
+        on a grid far too big to run.
         """
         order = order or _config.emu_order()
         if guard is None:
@@ -276,6 +307,7 @@ class EmuFunction:
         if timeout is None:
             timeout = _config.emu_timeout()
         self._timeout = _config.emu_timeout_seconds(timeout)   # 0: none; what the watchdog can represent
+        self._blocks = _block_range(blocks, grid)
         if order == "all":
             self._all_orders(grid, block, args, shared_mem, seed, workers, stack_size, guard)
         else:
@@ -343,7 +375,8 @@ class EmuFunction:
         err = ctypes.create_string_buffer(4096)
         switches = ctypes.c_ulonglong()
         rc = self._lib.launch(self._desc, ptrs, g, b, int(shared_mem), limit, ORDERS[order], int(seed) & (2 ** 64 - 1),
-                              int(workers), stack_size, self._timeout, ctypes.byref(switches), err, len(err))
+                              int(workers), stack_size, self._timeout, ctypes.byref(switches), err, len(err),
+                              *self._blocks)
         del keep
         self.last_switches = switches.value
         if rc != 0:

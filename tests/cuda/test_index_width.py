@@ -11,7 +11,12 @@ no storage), so this file checks, for shapes up to and past 2^31 elements:
 - the arithmetic: a transcription of each kernel's index expressions (kernels/*.cu), evaluated at the
   largest value each takes over its loops, must fit ``int`` where the kernel declares ``int`` and the chosen
   index type where it uses ``I``. Every kernel the launcher can launch must have a transcription here
-  (a new kernel fails :func:`test_every_kernel_has_an_index_model` until one is added).
+  (a new kernel fails :func:`test_every_kernel_has_an_index_model` until one is added);
+- the real source (the last section): every kernel's long long instantiation, built for the emulator with
+  signed-overflow checks, runs the last blocks of the families' own plans for problems past 2^31 elements
+  over reserved, unbacked buffers, so a dropped ``(I)`` cast in the .cu text fails
+  :func:`test_last_blocks_past_2_pow_31_compute_no_signed_overflow`, naming file:line:column (a new kernel
+  fails :func:`test_every_kernel_runs_overflow_checked_in_64_bits` until some problem there launches it).
 """
 from __future__ import annotations
 
@@ -1208,3 +1213,151 @@ def huge_conv3d_specs(draw):
 def test_conv3d_offsets_fit_the_index_type_for_random_huge_shapes(spec):
     assume(_plans(spec))
     assert overflows(spec) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# The real source, run: the kernels' last blocks past 2^31 elements, every signed overflow trapped
+# ---------------------------------------------------------------------------------------------------
+# The transcriptions above say what the kernels should compute; this runs what they do compute. Each kernel
+# file is built for the emulator with g++'s -fsanitize=signed-integer-overflow (EmuModule(check_overflow=True):
+# a signed int or long long operation whose result does not fit fails the launch, naming file:line:column,
+# its operands and its type). Every plan the families make for a problem past 2^31 elements (or at int's
+# edge) runs its launches with the real grid, block and parameters, but only the LAST_BLOCKS last blocks
+# of each grid (they hold the largest indices) over buffers of the full size that are reserved, not backed
+# (fastconv.emu.Reserved: only the pages those blocks touch are ever backed; an access past a buffer's end
+# or before its start faults on a PROT_NONE page). A dropped (I) cast (an int product where the kernel
+# needs the index type) wraps there, and the test names the expression. The problems keep each block's
+# reduction short (a few thousand taps): the emulator runs them for real.
+LAST_BLOCKS = 1
+
+#: problem -> spec; each past 2^31 elements in some buffer (input, output, weight, workspace), or at int's edge
+#: (a few: those launch the int instantiations, which must not overflow either). Every instantiation they
+#: launch is built (about 10 s of g++ on 2 cores, cold): the int edges of the implicit-GEMM and depthwise
+#: families (big-batch-1x1-int, depthwise-many-planes) are left to the transcriptions above for that reason
+OVERFLOW_CASES = {
+    **{n: EXTREMES[n] for n in (
+        "long-row-int", "long-row-3tap", "long-row-64bit", "long-row-strided-padded", "big-batch-64bit",
+        "depthwise-64bit", "tall-strided-dilated",
+        "pool-big-batch-64bit", "adaptive-avg-64bit", "adaptive-upsample", "pool-global-many-planes",
+        "pool-per-side-long-row", "pool-grad-64bit", "pool-grad-adaptive-avg-64bit", "pool-grad-adaptive-upsample",
+        "pool-grad-int-edge", "unpool3d-64bit", "pool3d-volume-64bit", "pool3d-adaptive-64bit",
+        "pool3d-grad-volume-64bit", "pool3d-grad-adaptive-upsample", "unfold-3d-64bit", "fold-3d-64bit",
+        "unfold-long-row-padded", "fold-long-row-padded", "unfold-int-edge")},
+    **{f"boundary-{n}": BOUNDARY[n][1] for n in (
+        "output-channels", "im2col-workspace", "pool-input", "pool-output", "pool-grad-input", "pool3d-input")},
+    # the weight past 2^31: K * Cg*R*S (forward: a short reduction over Cg*R*S, long over K)
+    "weight-64bit": lambda: conv((1, 2049, 1, 1), (2**20, 2049, 1, 1)),
+    "weight-grouped-64bit": lambda: conv((1, 2050, 1, 1), (2**21, 1025, 1, 1), groups=2),
+    "grouped-batch-64bit": lambda: conv((2**24, 4, 8, 8), (4, 2, 3, 3), groups=2, padding=1),
+    # a plane past 2^31 elements: the row offset h*W in the plane (the pair variant's aligned loads too)
+    "pool-pair-long-plane-64bit": lambda: pool("max", (1, 1, 4, 2**30), kernel_size=2, stride=2),
+    "pool-global-max-64bit": lambda: pool("max", (2**30, 1, 2, 2), kernel_size=2, return_indices=True),
+    "pool-grad-max-64bit": lambda: pool_grad("max", (2**22, 16, 32, 32), kernel_size=3, stride=2, padding=1),
+    "unpool-small-planes-64bit": lambda: unpool((2**16, 2**10, 4, 4), kernel_size=2),
+    "pool3d-global-max-64bit": lambda: pool("max", (2**29, 1, 2, 2, 2), kernel_size=2, return_indices=True),
+    "pool3d-global-avg-64bit": lambda: pool("avg", (2**29, 1, 2, 2, 2), kernel_size=2),
+    "pool3d-grad-avg-64bit": lambda: pool_grad("avg", (16, 64, 128, 128, 128), kernel_size=3, stride=2, padding=1),
+    # the data gradient reduces over K*R*S, the weight gradient over N*P*Q: their own big-weight problems
+    **{f"conv_input:{n}": (lambda n=n: as_grad(GRAD_EXTREMES[n](), "conv_input")) for n in (
+        "long-row-64bit", "long-row-strided-padded", "big-batch-64bit", "depthwise-64bit", "tall-strided-dilated")},
+    "conv_input:weight-64bit": lambda: as_grad(conv((1, 2**20, 1, 1), (2049, 2**20, 1, 1)), "conv_input"),
+    **{f"conv_weight:{n}": (lambda n=n: as_grad(GRAD_EXTREMES[n](), "conv_weight")) for n in (
+        "huge-filter", "split-k-workspace-64bit")},
+    "conv_weight:weight-64bit": lambda: as_grad(conv((1, 2049, 1, 1), (2**20, 2049, 1, 1)), "conv_weight"),
+    "conv_weight:channels-64bit": lambda: as_grad(conv((1, 2**21, 32, 32), (2, 2**21, 1, 1)), "conv_weight"),
+    "conv_weight:grouped-channels-64bit": lambda: as_grad(conv((1, 2**21, 32, 32), (4, 2**20, 1, 1), groups=2),
+                                                          "conv_weight"),
+    # 3-D convolutions
+    **{f"3d:{n}": CONV3D_EXTREMES[n] for n in ("volume-64bit", "big-batch-64bit", "depthwise-64bit",
+                                               "long-column-64bit")},
+    "3d:weight-64bit": lambda: conv((1, 2049, 1, 1, 1), (2**20, 2049, 1, 1, 1)),
+    **{f"3d-conv_input:{n}": (lambda n=n: as_grad(CONV3D_EXTREMES[n](), "conv_input")) for n in (
+        "volume-64bit", "big-batch-64bit", "depthwise-64bit")},
+    "3d-conv_input:weight-64bit": lambda: as_grad(conv((1, 2**20, 1, 1, 1), (2049, 2**20, 1, 1, 1)), "conv_input"),
+    **{f"3d-conv_weight:{n}": (lambda n=n: as_grad(CONV3D_EXTREMES[n](), "conv_weight")) for n in (
+        "huge-filter", "split-k-workspace-64bit")},
+    "3d-conv_weight:weight-64bit": lambda: as_grad(conv((1, 2049, 1, 1, 1), (2**20, 2049, 1, 1, 1)), "conv_weight"),
+    "3d-conv_weight:channels-64bit": lambda: as_grad(conv((1, 2**19, 16, 16, 16), (2, 2**19, 1, 1, 1)),
+                                                     "conv_weight"),
+}
+
+_overflow_plans = {}
+_checked_modules = {}
+
+
+def overflow_plans(name):
+    """The spec of OVERFLOW_CASES[name] and every plan the families make for it (memoized)."""
+    if name not in _overflow_plans:
+        spec = OVERFLOW_CASES[name]()
+        _overflow_plans[name] = (spec, _plans(spec))
+    return _overflow_plans[name]
+
+
+def checked_module(fname):
+    """kernels/<fname> built overflow-checked, with every instantiation some case launches (one build per
+    file; the emulator's disk cache keeps it)."""
+    if fname not in _checked_modules:
+        from fastconv.emu import EmuModule
+        exprs = sorted({lc.kernel for n in OVERFLOW_CASES for p in overflow_plans(n)[1] for lc in p.launches
+                        if lc.file == fname})
+        kdir = L.kernels_dir()
+        _checked_modules[fname] = EmuModule(path=f"{kdir}/{fname}", name_expressions=exprs, include_dirs=(kdir,),
+                                            check_overflow=True)
+    return _checked_modules[fname]
+
+
+def run_last_blocks(spec, plan):
+    """Run every launch of ``plan`` on its LAST_BLOCKS last blocks, over reserved buffers of full size; the
+    first launch's EmuError as a string (None when every launch ran). Returned, not raised: the buffers are
+    unmapped on the way out, and a traceback whose frames hold them would be printed from freed memory."""
+    from fastconv.emu import EmuError, Reserved
+    shapes = {n: (s, "int64" if spec.is_index_operand(n) else spec.dtype)
+              for n, s in zip(spec.ARRAYS, spec.operands()) if s is not None}
+    shapes.update({b.name: (b.shape, b.dtype) for b in plan.buffers})
+    held, error = {}, None
+    try:
+        for n, (shape, dtype) in shapes.items():
+            held[n] = Reserved(shape, dtype)
+        for lc in plan.launches:
+            fn = checked_module(lc.file).get_function(lc.kernel)
+            n_blocks = math.prod(lc.grid)
+            # guard=False: the reserved buffers end at their own PROT_NONE pages (a guarded copy would touch
+            # every page); a timeout, so that a case whose blocks do more work than meant fails instead of hanging
+            try:
+                fn(lc.grid, lc.block, tuple(held[a.name].array if isinstance(a, L.Ref) else a for a in lc.args),
+                   shared_mem=lc.shared_mem, guard=False, timeout=120,
+                   blocks=(max(0, n_blocks - LAST_BLOCKS), n_blocks))
+            except EmuError as e:
+                error = f"{e} (grid {lc.grid}, block {lc.block}, its last {LAST_BLOCKS} blocks run)"
+                break
+    finally:
+        for r in held.values():
+            r.close()
+    return error
+
+
+def _emu_or_skip():
+    from fastconv import emu
+    ok, why = emu.available()
+    if not ok:
+        pytest.skip(f"the CUDA emulator cannot run here: {why}")
+
+
+@pytest.mark.parametrize("name", list(OVERFLOW_CASES))
+def test_last_blocks_past_2_pow_31_compute_no_signed_overflow(name):
+    _emu_or_skip()
+    spec, plans = overflow_plans(name)
+    assert plans, f"{name}: no kernel accepts it; pick a shape the launcher runs"
+    assert any(_itype(lc) == "long long" for p in plans for lc in p.launches) or spec.max_elements() > 0.99 * INT32_MAX, \
+        f"{name}: neither past 2^31 elements nor at int's edge"
+    errors = [e for e in (run_last_blocks(spec, plan) for plan in plans) if e]
+    assert not errors, f"{name}: " + "; ".join(errors)
+
+
+def test_every_kernel_runs_overflow_checked_in_64_bits():
+    # a new kernel (or family) fails here until OVERFLOW_CASES has a problem that launches its long long
+    # instantiation; the cases' plans are the families' own
+    launched = {lc.kernel.split("<")[0] for n in OVERFLOW_CASES for p in overflow_plans(n)[1] for lc in p.launches
+                if _itype(lc) == "long long"}
+    kernels = {k.name for fam in _cuda.FAMILIES for k in fam.KERNELS}
+    assert sorted(kernels - launched) == [], "kernels no OVERFLOW_CASES problem launches in 64 bits"

@@ -29,7 +29,7 @@
 #include <ucontext.h>
 #endif
 
-#define EMU_RUNTIME_VERSION 3
+#define EMU_RUNTIME_VERSION 4
 
 __thread uint3 threadIdx;
 __thread uint3 blockIdx;
@@ -78,7 +78,7 @@ struct Launch {
   int order;
   unsigned long long seed;
   unsigned nthreads;
-  unsigned long long nblocks;
+  unsigned long long nblocks;  // blocks run: linear indices [next_block's start, nblocks) of the grid
   std::atomic<unsigned long long> next_block{0};
   std::atomic<bool> failed{false};
   std::mutex err_mu;
@@ -871,11 +871,13 @@ EMU_API const char* emu_fiber_backend() {
 }
 
 // Runs one kernel launch to completion. Returns 0, or -1 with a message in err.
+// Only the blocks with linear index (x fastest) in [first_block, end_block) run; blockIdx and gridDim are
+// those of the whole grid (end_block 0: up to the grid's last block).
 EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* grid, const unsigned* block,
                        unsigned long long shmem, unsigned long long smem_limit, int order,
                        unsigned long long seed, int workers, unsigned long long stack_size,
                        double timeout_s, unsigned long long* switches, char* err,
-                       unsigned long long errlen) {
+                       unsigned long long errlen, unsigned long long first_block, unsigned long long end_block) {
   auto fail = [&](const std::string& m) {
     std::snprintf(err, errlen, "%s", m.c_str());
     return -1;
@@ -888,6 +890,11 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
                 " exceeds CUDA limits (1024 threads, z <= 64)");
   if (grid[0] > 2147483647u || grid[1] > 65535 || grid[2] > 65535)
     return fail("grid exceeds CUDA limits (x <= 2^31 - 1, y and z <= 65535)");
+  unsigned long long grid_blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+  if (end_block == 0) end_block = grid_blocks;
+  if (first_block >= end_block || end_block > grid_blocks)
+    return fail("blocks [" + std::to_string(first_block) + ", " + std::to_string(end_block) +
+                ") are not a non-empty range of the grid's " + std::to_string(grid_blocks) + " blocks");
   if (order < 0 || order > 2) return fail("bad thread order");
   if (stack_size < 4096) return fail("stack_size must be >= 4096");
   if (shmem > smem_limit)
@@ -906,9 +913,10 @@ EMU_API int emu_launch(const emu_kernel_desc* k, void** args, const unsigned* gr
   L.order = order;
   L.seed = seed;
   L.nthreads = (unsigned)nthreads;
-  L.nblocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+  L.next_block = first_block;
+  L.nblocks = end_block;
   if (workers <= 0) workers = (int)std::max(1u, std::thread::hardware_concurrency());
-  if ((unsigned long long)workers > L.nblocks) workers = (int)L.nblocks;
+  if ((unsigned long long)workers > end_block - first_block) workers = (int)(end_block - first_block);
   install_fault_handlers();
   Worker* saved = tw;  // a kernel launched from inside a kernel is not supported; keep the caller sane
   std::mutex done_mu;
