@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 da = pytest.importorskip("dask.array", reason="fastconv.dask needs the [dask] extra (dask[array])")
 distributed = pytest.importorskip("distributed", reason="the cluster tests need distributed (the [dask] extra)")
@@ -17,6 +19,7 @@ import fastconv as fc  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 
 from .conftest import NP, assert_bitwise, assert_close, assert_conv_equal  # noqa: E402
+from .test_ops import image, window_args  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +75,45 @@ def test_sequential_on_a_cluster(client):
             getattr(fc, layer.func.__name__), *layer.args, **layer.keywords)(ref)
     dx = da.from_array(X, chunks=(1, 4, 10, (9, 8)))
     assert_close(on_cluster(client, fd.sequential(layers, dx)), ref, "float32")
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(st.data())
+def test_random_cases_on_a_cluster(client, data):
+    """Random 1-3-D convolutions, max and average pools over random chunkings (test_ops' strategies),
+    computed on the cluster's worker processes, equal to the single-array op on the whole array."""
+    nd = data.draw(st.integers(1, 3), "nd")
+    op = data.draw(st.sampled_from(["conv", "max", "avg"]), "op")
+    x, chunks, _ = data.draw(image(nd, dtypes=("float32", "float64")), "x")
+    dx = da.from_array(x, chunks=chunks)
+    if op == "conv":
+        k = tuple(data.draw(st.integers(1, 3)) for _ in range(nd))
+        rng = np.random.default_rng(x.size)
+        w = rng.standard_normal((2, x.shape[-nd - 1]) + k).astype(x.dtype)
+        kw = dict(stride=data.draw(st.sampled_from([1, 2])), padding=data.draw(st.integers(0, 2)),
+                  dilation=data.draw(st.sampled_from([1, 2])), **NP)
+        single, dask_call = (lambda: getattr(fc, f"conv{nd}d")(x, w, None, **kw),
+                             lambda: getattr(fd, f"conv{nd}d")(dx, w, None, **kw))
+    else:
+        k, s, pad, d = window_args(data.draw, nd, (lambda kk, dd: dd * (kk - 1)) if op == "max" else
+                                   (lambda kk, dd: kk - 1))
+        kw = dict(kernel_size=k, stride=s, padding=pad, ceil_mode=data.draw(st.booleans()), **NP)
+        if op == "max":
+            kw["dilation"] = d
+        single, dask_call = (lambda: getattr(fc, f"{op}_pool{nd}d")(x, **kw),
+                             lambda: getattr(fd, f"{op}_pool{nd}d")(dx, **kw))
+    try:
+        ref = single()
+    except ValueError:   # an argument the op refuses: test_ops checks the dask op refuses it the same way
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fd.ChunkWarning)
+        y = dask_call()
+    out = on_cluster(client, y)
+    if op == "max":
+        assert_bitwise(out, ref)
+    elif op == "avg":
+        assert_close(out, ref, str(x.dtype))
+    else:
+        assert_conv_equal(out, ref, x, w, None, kw["stride"], kw["padding"], kw["dilation"], 1, "zeros", nd)
