@@ -6,8 +6,8 @@
     y = fd.sequential([partial(fastconv.conv2d, weight=w1, padding=1), relu,
                        partial(fastconv.max_pool2d, kernel_size=2)], x)   # one halo for the whole stack
 
-Each op has the signature of its single-array twin in :mod:`fastconv` (and so of ``torch.nn.functional``),
-takes a ``dask.array.Array`` as ``input`` (NumPy or CuPy chunks; the weight and bias are small NumPy or CuPy
+Each op has the signature of its single-array twin in :mod:`fastconv` (and so of ``torch.nn.functional``;
+``conv1d/2d/3d`` add ``out_channel_chunks=``, the output's channel chunks), takes a ``dask.array.Array`` as ``input`` (NumPy or CuPy chunks; the weight and bias are small NumPy or CuPy
 arrays of the same kind, sent whole with the graph) and returns one, lazily. Results equal the single-array op
 on the whole array: bitwise for max pools, within :mod:`fastconv.testing`'s tolerance otherwise (a block's
 call may take another algorithm or summation order than the whole array's).
@@ -21,6 +21,8 @@ call may take another algorithm or summation order than the whole array's).
   give the single array's result. A block reads past its chunk into one neighbour only (up to ``d*(k-1)``
   positions; a transposed convolution reads before its chunk): an interior chunk shorter than that is joined
   to its neighbours, with a :class:`ChunkWarning`.
+- max_unpool and unfold join the spatial axes, fold its L axis (an index or a column may name any position of its
+  plane), with a ChunkWarning; their batch and channel chunks map (:mod:`._transpose`).
 - The graph has one task per output block, plus one slicing task per halo piece taken from a neighbouring
   chunk (and, for chunked input channels, one partial per channel chunk).
 
@@ -28,6 +30,7 @@ Requires the ``[dask]`` extra (dask[array], distributed). ``import fastconv`` do
 """
 from __future__ import annotations
 
+from . import _transpose
 from ._ops import ChunkWarning, conv, pool
 from ._stack import sequential
 
@@ -158,7 +161,6 @@ def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, ba
 # ---------------------------------------------------------------------------------------------------
 # Transposed convolutions, max_unpool, unfold and fold (fastconv/dask/_transpose.py)
 # ---------------------------------------------------------------------------------------------------
-from . import _transpose  # noqa: E402
 
 __all__ += ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_unpool1d", "max_unpool2d",
             "max_unpool3d", "unfold", "fold"]
