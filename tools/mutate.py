@@ -60,6 +60,16 @@ MUTANTS = [
     ("fastconv/_backends/numpy_oracle.py", "d, h, w = with_pad if spec.count_include_pad else inside",
      "d, h, w = inside if spec.count_include_pad else with_pad", ["tests/test_oracle.py", "tests/test_oracle_nd.py"],
      "the oracle's average pool divides by the wrong count (count_include_pad inverted)"),
+    ("fastconv/dask/_plan.py", "        return Block(o0, o1, in_lo, in_hi, in_lo - start, end - in_hi)",
+     "        return Block(o0, o1, in_lo, in_hi, 0, end - in_hi)", ["tests/dask/test_plan.py"],
+     "fastconv.dask: a block at the array's left edge loses its padding (pads only the true edges, wrongly)"),
+    ("fastconv/dask/_graph.py", "a == edge and b == edge + c", "a == edge", ["tests/dask/test_ops.py"],
+     "fastconv.dask: a chunk's first part is taken whole (the halo slice reads the whole neighbour chunk)"),
+    ("fastconv/dask/_ops.py", "    if upcast:\n        region, w = ", "    if False:\n        region, w = ",
+     ["tests/dask/test_ops.py"], "fastconv.dask: float16 partial results over channel chunks summed in float16"),
+    ("fastconv/dask/_ops.py", 'need = getattr(axis, "reach", 0)', 'need = getattr(axis, "halo", 0)',
+     ["tests/dask/test_plan.py", "tests/dask/test_stack.py", "tests/dask/test_ops.py"],
+     "fastconv.dask: chunks are joined only below extent - stride, so a block can read two chunks past its own"),
 ]
 
 

@@ -21,8 +21,8 @@ call may take another algorithm or summation order than the whole array's).
   give the single array's result. A block reads past its chunk into one neighbour only (up to ``d*(k-1)``
   positions; a transposed convolution reads before its chunk): an interior chunk shorter than that is joined
   to its neighbours, with a :class:`ChunkWarning`.
-- max_unpool and unfold join the spatial axes, fold its L axis (an index or a column may name any position of its
-  plane), with a ChunkWarning; their batch and channel chunks map (:mod:`._transpose`).
+- max_unpool and unfold join the spatial axes, fold its L axis (an index or a column may name any position
+  of its plane), with a ChunkWarning; their batch and channel chunks map (:mod:`._transpose`).
 - The graph has one task per output block, plus one slicing task per halo piece taken from a neighbouring
   chunk (and, for chunked input channels, one partial per channel chunk).
 
