@@ -59,7 +59,7 @@ def _parse(i, layer):
     return None, None
 
 
-def _layer(i, fn, kwargs, probe, nd, xp):
+def _layer(i, fn, kwargs, probe, nd):
     """The :class:`_Layer` and its output stand-in, validated by the single-array op's spec builder."""
     name = fn.__name__
     kind, n = _OPS[name]
@@ -154,7 +154,7 @@ def sequential(layers, x):
         if fn is None:
             stack.append(_elementwise(i, layer, probe, xp))
         else:
-            built, probe = _layer(i, fn, kwargs, probe, nd, xp)
+            built, probe = _layer(i, fn, kwargs, probe, nd)
             stack.append(built)
     for layer in stack:
         if layer.kwargs is not None and "backend" in layer.kwargs:
