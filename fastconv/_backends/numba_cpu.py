@@ -124,6 +124,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .. import _config, _dispatch, _imports, _indices, _timing, _tune
+from . import _cpu_pool
 from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
@@ -305,10 +306,36 @@ def _depthwise_reasons(spec) -> List[str]:
 #: 95 GFLOP/s, 4 images side by side at 112). 4 MiB: the two cores' L2 caches.
 TILE_BYTES = 4 << 20
 
+#: with several GEMM workers (:mod:`._cpu_pool`), a tile holds fewer images, so that the batch gives each
+#: worker about ITEMS_PER_WORKER items to claim (a worker on a busy core claims fewer), but never so few
+#: that its GEMM is narrower than TILE_MIN_COLUMNS output pixels (measured on 2 cores, N=8: res5's 1x1
+#: 512->2048 on 7x7 took 13.0 ms with the whole batch in one tile, 7.2 ms with tiles of 2 or 4 images, 8.6 ms
+#: with one; res4's 3x3 on 14x14 15.7 ms with one image per tile, 17.4 with 2, 20.2 with 4)
+ITEMS_PER_WORKER, TILE_MIN_COLUMNS = 4, 128
+
+#: below this many flops a GEMM path runs on the calling thread alone (handing work to the pool costs
+#: tens of microseconds)
+POOL_MIN_FLOPS = 2 * 10**6
+
+
+def gemm_workers(spec) -> int:
+    """GEMM workers an im2col path of ``spec`` plans for: the caller's Numba thread count where the BLAS
+    has per-thread control and the problem is worth splitting, else 1 (:func:`._cpu_pool.workers`)."""
+    if spec.flops() < POOL_MIN_FLOPS:
+        return 1
+    return _cpu_pool.workers(_threads(), spec.N * spec.groups * spec.P)
+
 
 def images_per_tile(spec) -> int:
+    """Whole images per im2col tile: as many as fit TILE_BYTES (at least one) and, with several GEMM
+    workers, at most enough for ITEMS_PER_WORKER tiles per worker, but at least TILE_MIN_COLUMNS wide."""
     one = (spec.gemm_k + spec.K_per_group) * spec.P * spec.Q * spec.itemsize
-    return max(1, min(spec.N, TILE_BYTES // one))
+    nb = max(1, min(spec.N, TILE_BYTES // one))
+    workers = gemm_workers(spec)
+    if workers > 1:
+        balance = max(-(-TILE_MIN_COLUMNS // (spec.P * spec.Q)), -(-spec.N // (ITEMS_PER_WORKER * workers)))
+        nb = min(nb, balance)
+    return nb
 
 
 def _input_is_column_matrix(spec) -> bool:
@@ -322,16 +349,27 @@ def _gemm_views(spec, w, out):
             out.reshape(spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q))
 
 
+def _bias_views(spec, b):
+    """b as [G, K/G, 1]: added to a GEMM's [K/G, columns] result of its group (None without a bias)."""
+    return None if b is None else b.reshape(spec.groups, spec.K_per_group, 1)
+
+
 def conv_im2col_pointwise(spec, x, w, b=None):
     """BLAS straight on the input (no workspace): x viewed as [N, G, Cg, P*Q] is every image's column
-    matrix."""
+    matrix; one GEMM per (image, group), on the GEMM workers."""
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
+    bg = _bias_views(spec, b)
     xg = x.reshape(spec.N, spec.groups, spec.C_per_group, spec.P * spec.Q)
-    for g in range(spec.groups):
-        np.matmul(wg[g], xg[:, g], out=og[:, g])
-    if b is not None:
-        out += b[:, None, None]
+
+    def one(item, _):
+        n, g = item
+        np.matmul(wg[g], xg[n, g], out=og[n, g])
+        if bg is not None:
+            og[n, g] += bg[g]
+
+    _cpu_pool.run([(n, g) for n in range(spec.N) for g in range(spec.groups)], one, lambda: None,
+                  gemm_workers(spec))
     return out
 
 
@@ -359,37 +397,51 @@ def _im2col_tiles(spec):
 
 
 def _im2col_workspace(spec):
-    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
-    ws = {"column matrix": spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
+    """Per GEMM worker: one tile's column matrix (and, with several images, their output for one group)."""
+    nb, rows, workers = images_per_tile(spec), rows_per_image_band(spec), gemm_workers(spec)
+    ws = {"column matrix": workers * spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
     if nb > 1:
-        ws["staged output"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+        ws["staged output"] = workers * spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
     return ws
 
 
 def conv_im2col(spec, x, w, b=None):
-    """im2col_pack per image (or per band of one image's output rows) into a tile's column matrix, then
-    one GEMM per tile and group."""
+    """Per (tile, group) item, on the GEMM workers (:mod:`._cpu_pool`), each with its own column matrix:
+    im2col_pack per image (or per band of one image's output rows) into the tile's column matrix, then one
+    GEMM straight into the output (one image per tile) or into a staging buffer scattered into it
+    (several), the bias added while the tile's output is in cache."""
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
+    bg = _bias_views(spec, b)
     nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
-    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)   # the one workspace
-    stage = workspace("im2col's staged output", (Kg, nb * PQ), x.dtype) if nb > 1 else None
-    for n0, m, p0, p1 in _im2col_tiles(spec):
-        for g in range(G):
-            if nb == 1:
-                band = col[:, :(p1 - p0) * Q]
-                k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
-                np.matmul(wg[g], band, out=og[n0, g, :, p0 * Q:p1 * Q])
-                continue
-            for j in range(m):
-                k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
-            np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
-            og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
-        if b is not None and p1 == spec.P:
-            out[n0:n0 + m] += b[:, None, None]  # while this tile's output is still in cache
+    items = [(t, g) for t in _im2col_tiles(spec) for g in range(G)]
+
+    def scratch():
+        col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
+        stage = workspace("im2col's staged output", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+        return col, stage
+
+    def one(item, s):
+        (n0, m, p0, p1), g = item
+        col, stage = s
+        if nb == 1:
+            k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
+            dst = og[n0, g, :, p0 * Q:p1 * Q]
+            np.matmul(wg[g], col[:, :(p1 - p0) * Q], out=dst)
+            if bg is not None:
+                dst += bg[g]
+            return
+        for j in range(m):
+            k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
+        np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
+        if bg is not None:
+            stage[:, :m * PQ] += bg[g]
+        og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
+
+    _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return out
 
 
@@ -490,10 +542,11 @@ def rows_per_band(spec) -> int:
 
 
 def _col2im_workspace(spec):
-    nb = images_per_tile(spec)
-    ws = {"column matrix": spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
+    """Per GEMM worker: a tile's (or band's) column matrix, and with several images their staged dy."""
+    nb, workers = images_per_tile(spec), gemm_workers(spec)
+    ws = {"column matrix": workers * spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
     if nb > 1:
-        ws["staged dy"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+        ws["staged dy"] = workers * spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
     return ws
 
 
@@ -504,12 +557,13 @@ def _input_direct_workspace(spec):
 
 
 def conv_input_im2col(spec, dy, w, b=None):
-    """Per tile (several whole images, or a band of one image's output rows) and per group: col =
-    w[group]^T @ dy[tile, group] by BLAS, then col2im_add adds each column entry to the input position its
-    tap reads (taps in the padding dropped: exact for every weight). dx starts at the bias (or zero) per
-    tile of images; bands add in row order."""
+    """Per (tile, group) item (a tile: several whole images, or one image whose output rows go band by band
+    in row order inside the item), on the GEMM workers: dx[tile, group's channels] starts at the bias (or
+    zero), then per band col = w[group]^T @ dy[tile, group] by BLAS and col2im_add adds each column entry to
+    the input position its tap reads (taps in the padding dropped: exact for every weight). Items write
+    disjoint parts of dx."""
     N, G, Kg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.P, spec.Q
-    PQ = P * Q
+    PQ, Cg = P * Q, spec.C_per_group
     k = kernels()
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     wg = w.reshape(G, Kg, spec.gemm_k)
@@ -517,26 +571,34 @@ def conv_input_im2col(spec, dy, w, b=None):
     nb = images_per_tile(spec)
     rows = rows_per_band(spec)
     geo = k.conv_geometry(spec)
-    buf = workspace("col2im's column matrix", (spec.gemm_k * nb * rows * Q,), dy.dtype)   # the one workspace
-    col = buf.reshape(spec.gemm_k, nb * rows * Q)
-    stage = workspace("col2im's staged dy", (Kg, nb * PQ), dy.dtype) if nb > 1 else None
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    items = [(n0, min(nb, N - n0), g) for n0 in range(0, N, nb) for g in range(G)]
+
+    def scratch():
+        buf = workspace("col2im's column matrix", (spec.gemm_k * nb * rows * Q,), dy.dtype)
+        stage = workspace("col2im's staged dy", (Kg, nb * PQ), dy.dtype) if nb > 1 else None
+        return buf, stage
+
+    def one(item, s):
+        n0, m, g = item
+        buf, stage = s
+        part = dx[n0:n0 + m, g * Cg:(g + 1) * Cg]
         if b is None:
-            dx[n0:n0 + m] = 0
+            part[...] = 0
         else:
-            dx[n0:n0 + m] = b[:, None, None]
-        for g in range(G):
-            wt = wg[g].T
-            if nb > 1:
-                np.matmul(wt, _tile_of_dy(dyg, n0, m, g, stage), out=col[:, :m * PQ])
-                k.col2im_add(col, dx, n0, m, g, 0, P, geo)
-                continue
-            for p0 in range(0, P, rows):
-                p1 = min(P, p0 + rows)
-                band = buf[:spec.gemm_k * (p1 - p0) * Q].reshape(spec.gemm_k, (p1 - p0) * Q)   # contiguous
-                np.matmul(wt, dyg[n0, g, :, p0 * Q:p1 * Q], out=band)
-                k.col2im_add(band, dx, n0, 1, g, p0, p1, geo)
+            part[...] = b[g * Cg:(g + 1) * Cg, None, None]
+        wt = wg[g].T
+        if nb > 1:
+            col = buf.reshape(spec.gemm_k, nb * rows * Q)
+            np.matmul(wt, _tile_of_dy(dyg, n0, m, g, stage), out=col[:, :m * PQ])
+            k.col2im_add(col, dx, n0, m, g, 0, P, geo)
+            return
+        for p0 in range(0, P, rows):
+            p1 = min(P, p0 + rows)
+            band = buf[:spec.gemm_k * (p1 - p0) * Q].reshape(spec.gemm_k, (p1 - p0) * Q)   # contiguous
+            np.matmul(wt, dyg[n0, g, :, p0 * Q:p1 * Q], out=band)
+            k.col2im_add(band, dx, n0, 1, g, p0, p1, geo)
+
+    _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return dx
 
 
@@ -554,20 +616,36 @@ def conv_weight_direct(spec, x, dy):
     return dw
 
 
+def _weight_chunks(spec, tiles: int) -> int:
+    """Fixed runs of consecutive tiles whose dw terms are summed apart and then added in order: one per
+    GEMM worker and two with several (a worker on a busy core takes fewer), never more than the tiles."""
+    workers = gemm_workers(spec)
+    return max(1, min(tiles, 1 if workers == 1 else 2 * workers))
+
+
 def _weight_im2col_workspace(spec):
+    """Per GEMM worker: a tile's column matrix (and staged dy), and one GEMM result; per run of tiles
+    after the first, its partial dw."""
     ws = _im2col_workspace(spec)
     if "staged output" in ws:
         ws["staged dy"] = ws.pop("staged output")
-    if -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec)) > 1:   # several tiles
-        ws["partial dw"] = spec.K_per_group * spec.gemm_k * spec.itemsize
+    tiles = -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec))
+    dw_bytes = spec.K_per_group * spec.gemm_k * spec.itemsize
+    if tiles > 1:
+        ws["GEMM results"] = gemm_workers(spec) * dw_bytes
+    chunks = _weight_chunks(spec, tiles)
+    if chunks > 1:
+        ws["partial dw"] = (chunks - 1) * spec.groups * dw_bytes
     return ws
 
 
 def conv_weight_im2col(spec, x, dy):
-    """Per tile (several whole images, or a band of one image's output rows) and per group: pack the
-    tile's column matrix, then dw[group] += dy[tile, group] @ col^T by BLAS; tiles in batch then row order
-    (the first writes, the others add). The column matrix holds zeros in the padding
-    (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
+    """The tiles (several whole images, or bands of one image's output rows) in batch then row order are
+    cut into a fixed number of runs (:func:`_weight_chunks`); per (run, group) item, on the GEMM workers:
+    for each tile, pack its column matrix, then dw_run[group] += dy[tile, group] @ col^T by BLAS (the
+    run's first tile writes). The first run sums into dw, the others into their own partial dw, added to dw
+    in run order after all items: the sums do not depend on which worker ran what. The column matrix holds
+    zeros in the padding (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     dw = np.empty(spec.output_layout, dtype=x.dtype)
@@ -576,22 +654,38 @@ def conv_weight_im2col(spec, x, dy):
     nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
     tiles = list(_im2col_tiles(spec))
-    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
-    stage = workspace("im2col's staged dy", (Kg, nb * PQ), x.dtype) if nb > 1 else None
-    part = workspace("the partial weight gradient", (Kg, spec.gemm_k), x.dtype) if len(tiles) > 1 else None
-    for n0, m, p0, p1 in tiles:
-        for g in range(G):
+    chunks = _weight_chunks(spec, len(tiles))
+    bounds = [len(tiles) * c // chunks for c in range(chunks + 1)]
+    partial = (workspace("the partial weight gradients", (chunks - 1, G, Kg, spec.gemm_k), x.dtype)
+               if chunks > 1 else None)
+
+    def scratch():
+        col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
+        stage = workspace("im2col's staged dy", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+        part = workspace("a weight-gradient GEMM result", (Kg, spec.gemm_k), x.dtype) if len(tiles) > 1 else None
+        return col, stage, part
+
+    def one(item, s):
+        c, g = item
+        col, stage, part = s
+        acc = dwg[g] if c == 0 else partial[c - 1, g]
+        for i in range(bounds[c], bounds[c + 1]):
+            n0, m, p0, p1 = tiles[i]
             if nb == 1:
                 k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
-                d, c = dyg[n0, g, :, p0 * Q:p1 * Q], col[:, :(p1 - p0) * Q]
+                d, cm = dyg[n0, g, :, p0 * Q:p1 * Q], col[:, :(p1 - p0) * Q]
             else:
                 k.im2col_pack_tile(x, n0, m, g, geo, col)
-                d, c = _tile_of_dy(dyg, n0, m, g, stage), col[:, :m * PQ]
-            if n0 == 0 and p0 == 0:
-                np.matmul(d, c.T, out=dwg[g])
+                d, cm = _tile_of_dy(dyg, n0, m, g, stage), col[:, :m * PQ]
+            if i == bounds[c]:
+                np.matmul(d, cm.T, out=acc)
             else:
-                np.matmul(d, c.T, out=part)
-                dwg[g] += part
+                np.matmul(d, cm.T, out=part)
+                acc += part
+
+    _cpu_pool.run([(c, g) for c in range(chunks) for g in range(G)], one, scratch, gemm_workers(spec))
+    for c in range(1, chunks):
+        dwg += partial[c - 1]
     return dw
 
 
