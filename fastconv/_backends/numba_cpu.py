@@ -84,12 +84,16 @@ Pool padding is per side everywhere (``pad_front/back/top/bottom/left/right``): 
 
 float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
-Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
-of ``im2col`` runs on NumPy's BLAS pool (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``), which this
-backend does not change. OpenBLAS's workers spin for a while after each GEMM, so a Numba-parallel kernel
-that starts right after an ``im2col`` conv shares the cores with them (measured on 2 cores: a max pool
-25 ms alone, 39 ms right after a conv); ``OPENBLAS_NUM_THREADS=1`` avoids it at the cost of the GEMM's
-second thread.
+Threads: every Numba kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``). The
+im2col paths (forward, input and weight gradients, 1-D/2-D) run their (tile, group) items on the GEMM workers
+of :mod:`._cpu_pool`: as many Python threads as the caller's Numba thread count, each claiming items one at
+a time (a worker on a busy core does fewer) and running the serial packing kernel and a single-threaded BLAS
+GEMM (``openblas_set_num_threads_local(1)`` in each worker, so OpenBLAS's own pool, whose workers spin for
+about 0.1 s after each call, never wakes, and the caller's BLAS setting is untouched). Per worker: its own
+column matrix (the workspaces below count one per worker). Problems below ``POOL_MIN_FLOPS`` run on the
+calling thread. Where NumPy's BLAS has no per-thread control (not OpenBLAS >= 0.3.27), there is one worker,
+the caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
 
 First call: each kernel compiles on first use per dtype (6-8 s each on this project's 2-core machines)
 and is written to Numba's disk cache; a new process loads it (about 0.7 s for the first, which imports
