@@ -145,3 +145,21 @@ def test_small_problems_stay_on_the_caller():
     x = np.ones((1, 2, 5, 5), np.float32)
     spec = fastconv.conv_spec(x, np.ones((3, 2, 3, 3), np.float32), None)
     assert spec.flops() < numba_cpu.POOL_MIN_FLOPS and numba_cpu.gemm_workers(spec) == 1
+
+
+@needs_local
+@pytest.mark.parametrize("groups", [1, 2])
+def test_whole_batch_gemm_split_by_output_channels(groups, monkeypatch):
+    """Small images with too few tiles for the workers: the whole batch's columns at once, the GEMM in
+    blocks of output channels; against the oracle, with a bias, groups and padding."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 8, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((64, 8 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, b, 1, 1, 1, groups)
+    assert numba_cpu._whole_batch(spec)
+    assert len(numba_cpu._channel_blocks(spec)) * groups >= 2 * numba_cpu.gemm_workers(spec)
+    out = fastconv.conv2d(x, w, b, padding=1, groups=groups, algo="im2col")
+    ref = fastconv.conv2d(x, w, b, padding=1, groups=groups, backend="numpy")
+    testing.assert_conv_close(out, ref, spec, x, w, b)

@@ -400,8 +400,38 @@ def _im2col_tiles(spec):
             yield n0, min(nb, spec.N - n0), p0, min(spec.P, p0 + rows)
 
 
+#: the whole batch's column matrix and GEMM result up to this size are built at once when the tiles
+#: would give the GEMM workers too few items (small images: res5's 7x7 at N=8 makes 3 tiles of at least
+#: TILE_MIN_COLUMNS for 2 workers); the GEMM is then split over blocks of output channels instead
+BATCH_GEMM_BYTES = 32 << 20
+
+
+def _whole_batch(spec) -> bool:
+    """Whether the forward im2col builds the whole batch's column matrix and splits the GEMM by output
+    channels (see BATCH_GEMM_BYTES): several workers, fewer than ITEMS_PER_WORKER tile items per worker,
+    and the batch's columns and GEMM result within BATCH_GEMM_BYTES."""
+    workers = gemm_workers(spec)
+    if workers == 1 or images_per_tile(spec) == 1:
+        return False
+    tiles = -(-spec.N // images_per_tile(spec)) * spec.groups
+    batch = spec.groups * (spec.gemm_k + spec.K_per_group) * spec.N * spec.P * spec.Q * spec.itemsize
+    return tiles < ITEMS_PER_WORKER * workers and batch <= BATCH_GEMM_BYTES
+
+
+def _channel_blocks(spec):
+    """[k0, k1) blocks of a group's output channels for the whole-batch GEMM: about ITEMS_PER_WORKER per
+    worker over all groups, at least 16 channels each."""
+    want = -(-ITEMS_PER_WORKER * gemm_workers(spec) // spec.groups)
+    n = max(1, min(want, spec.K_per_group // 16))
+    return [(spec.K_per_group * i // n, spec.K_per_group * (i + 1) // n) for i in range(n)]
+
+
 def _im2col_workspace(spec):
-    """Per GEMM worker: one tile's column matrix (and, with several images, their output for one group)."""
+    """Per GEMM worker: one tile's column matrix (and, with several images, their output for one group);
+    or, for the whole batch at once (:func:`_whole_batch`), its column matrix and GEMM result."""
+    if spec.op == "conv" and _whole_batch(spec):
+        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
+        return {"column matrix": spec.gemm_k * cols, "staged output": spec.K_per_group * cols}
     nb, rows, workers = images_per_tile(spec), rows_per_image_band(spec), gemm_workers(spec)
     ws = {"column matrix": workers * spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
     if nb > 1:
@@ -419,8 +449,11 @@ def conv_im2col(spec, x, w, b=None):
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
     bg = _bias_views(spec, b)
-    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
+    if _whole_batch(spec):
+        _conv_im2col_whole_batch(spec, x, wg, og, bg, geo)
+        return out
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     items = [(t, g) for t in _im2col_tiles(spec) for g in range(G)]
 
     def scratch():
@@ -447,6 +480,36 @@ def conv_im2col(spec, x, w, b=None):
 
     _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return out
+
+
+def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
+    """The whole batch's column matrix per group (one packing item per image and group), then the GEMM
+    in blocks of output channels (:func:`_channel_blocks`) into a staged [K/G, N*P*Q] result per group, then
+    one scatter item per image: three rounds on the GEMM workers."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    workers = gemm_workers(spec)
+    col = workspace("im2col's column matrix", (G, spec.gemm_k, N * PQ), x.dtype)
+    stage = workspace("im2col's staged output", (G, Kg, N * PQ), x.dtype)
+
+    def pack(item, _):
+        n, g = item
+        k.im2col_pack(x, n, g, geo, col[g], n * PQ)
+
+    def gemm(item, _):
+        g, k0, k1 = item
+        dst = stage[g, k0:k1]
+        np.matmul(wg[g, k0:k1], col[g], out=dst)
+        if bg is not None:
+            dst += bg[g, k0:k1]
+
+    def scatter(n, _):
+        og[n] = stage[:, :, n * PQ:(n + 1) * PQ]
+
+    none = lambda: None   # noqa: E731
+    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
+    _cpu_pool.run([(g, k0, k1) for g in range(G) for k0, k1 in _channel_blocks(spec)], gemm, none, workers)
+    _cpu_pool.run(list(range(N)), scatter, none, workers)
 
 
 def _pointwise_reasons(spec) -> List[str]:
