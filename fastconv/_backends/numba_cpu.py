@@ -108,12 +108,12 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   workspace, no BLAS call, no packing);
 - otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
   spec's shape and dtype where an array cannot be used as it is; never a copy of the input) (one
-  warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
-  spent), one candidate at a time (its output and workspace freed before the next), so tuning needs no
+  warm-up run each, which also compiles, then interleaved rounds, each timing every candidate once, the
+  order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once ``TUNE_BUDGET_S`` are spent; a
+  candidate's time is its fastest call, and one over ``_tune.OUT_OF_RACE`` times the leader's is timed no
+  more), one call at a time (its output and workspace freed before the next), so tuning needs no
   more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
-  (and the measurement not remembered; with none measured the rule's choice runs), in priority order,
-  so the Numba kernels are timed before the measurement's own GEMMs leave OpenBLAS's workers spinning;
-  the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
+  (and the measurement not remembered; with none measured the rule's choice runs); the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
   tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
   process, so a new process measures again (milliseconds per new shape once the kernels are in Numba's
   disk cache; the very first auto call on a machine also compiles every candidate's kernels, several
@@ -1148,14 +1148,22 @@ _IMPLS = [
 # Choosing among several supported candidates (see the module docstring)
 # ---------------------------------------------------------------------------------------------------
 def _time_one(call) -> float:
-    """Seconds per call: the best of up to three timed calls, stopping once 50 ms are spent."""
-    return min(_timing.wall_times(call, 3, budget_s=0.05))
+    """Seconds of one timed call (the tuner interleaves the candidates' calls, see TUNE_ROUNDS)."""
+    return _timing.wall_times(call, 1)[0]
+
+
+#: the tuner times the candidates in interleaved rounds (every candidate once per round, the order
+#: rotating) and keeps each one's fastest call: at most TUNE_ROUNDS rounds, at least two, and no more once
+#: TUNE_BUDGET_S seconds of calls are spent. Timing each candidate apart let a burst of load on a shared
+#: machine (or the threads a previous candidate left spinning) land on one candidate only: the issue's
+#: small CNN got `direct` at 15.7 ms where im2col took about 1.5.
+TUNE_ROUNDS, TUNE_BUDGET_S = 5, 0.2
 
 
 #: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
 #: should not outlive the process)
 TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np,
-                    unmeasurable=lambda: (MemoryError,))
+                    unmeasurable=lambda: (MemoryError,), rounds=TUNE_ROUNDS, budget_s=TUNE_BUDGET_S)
 
 
 def tune_context() -> str:
