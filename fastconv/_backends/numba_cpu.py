@@ -51,6 +51,11 @@ so results are bitwise reproducible run to run:
   band of one image's output rows, ``BAND_BYTES``) and group, BLAS computes col = w[group]^T @ dy, then
   ``col2im_add`` adds each entry at the position its tap reads, dropping taps in the padding: exact for
   every weight (no ``zero_fills_padding``). The bias (C,) is dx's starting value.
+- ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
+  ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
+  (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
+  chunk (the general kernels' blocks hold one channel there and spent most of their time on row
+  overheads); taps clipped to the input (exact for every weight and dy).
 - ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
   output channels, input channel); taps clipped to the input (exact for every dy).
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
@@ -669,6 +674,30 @@ def conv_input_im2col(spec, dy, w, b=None):
     return dx
 
 
+def conv_input_depthwise(spec, dy, w, b=None):
+    """dx of a depthwise conv (C/groups == 1): ``conv2d_depthwise_input``, several planes per parallel
+    chunk, taps clipped to the input (exact for every weight); no workspace."""
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    k.conv2d_depthwise_input(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec),
+                             _chunks(spec.N * spec.C))
+    return dx
+
+
+def _depthwise_lanes_workspace(spec):
+    return {"per-chunk lane accumulators": _chunks(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
+
+
+def conv_weight_depthwise(spec, x, dy):
+    """dw of a depthwise conv (C/groups == 1): ``conv2d_depthwise_weight``, output channels in parallel
+    chunks, a lane accumulator per tap; taps clipped to the input (exact for every dy)."""
+    k = kernels()
+    _reserve_for(spec, _depthwise_lanes_workspace, "the depthwise weight gradient's lane accumulators")
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    k.conv2d_depthwise_weight(x, dy, dw, k.conv_geometry(spec), _chunks(spec.K))
+    return dw
+
+
 def _weight_direct_workspace(spec):
     KBW = kernels().KBW
     tasks = spec.groups * -(-spec.K_per_group // KBW) * spec.C_per_group
@@ -1098,9 +1127,12 @@ _IMPLS = [
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
           capped=True),
+    _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
+          workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
