@@ -10,7 +10,9 @@ and how to time one call. Everything else lives here, once:
 - the **lock**: one measurement at a time per tuner (concurrent ones would time each other), and a second
   caller waiting for the first finds its answer in the cache;
 - the **measurement**: every candidate runs once untimed (compiles, warms caches), then is timed by the
-  backend's timer on the caller's own arrays where they fit (right dtype, contiguous: read only, as
+  backend's timer (or, for a tuner made with ``rounds``, in interleaved rounds: each round times every
+  candidate once, the order rotating, and a candidate's time is its fastest call, so a burst of outside
+  load that slows some calls lands on every candidate alike and cannot make a slow one look fast) on the caller's own arrays where they fit (right dtype, contiguous: read only, as
   every implementation treats its inputs) and otherwise on synthetic inputs of the spec's shape made
   directly in the dtype the candidate runs in (:func:`synthetic_inputs`), float16 run the way the public
   functions run it (:meth:`fastconv._dispatch.Impl.compute_spec`);
@@ -36,6 +38,11 @@ from typing import Callable, Dict, Optional, Sequence
 
 from . import _config
 from ._files import atomic_write
+
+#: in an interleaved measurement, a candidate whose fastest call is this many times the leader's is timed
+#: no more (a burst of outside load slows calls by tens of percent, not threefold, and the slowest
+#: candidates, direct kernels on 1x1 layers, take 20-40x im2col's time)
+OUT_OF_RACE = 3.0
 
 FORMAT = 2   # 2: choices are Impl names ("cuda:conv:implicit_gemm/128x64"), times in seconds
 
@@ -143,9 +150,13 @@ class Tuner:
     """
 
     def __init__(self, backend: str, *, persist: bool, time_one: Callable[[Callable[[], object]], float],
-                 xp: Callable[[], object], unmeasurable: Callable[[], tuple] = lambda: ()):
+                 xp: Callable[[], object], unmeasurable: Callable[[], tuple] = lambda: (),
+                 rounds: Optional[int] = None, budget_s: float = 0.2):
         self.backend, self.persist = backend, persist
         self._time_one, self._xp, self._unmeasurable = time_one, xp, unmeasurable
+        #: interleaved measurement (see the module docstring): at most ``rounds`` rounds, at least two,
+        #: stopping once ``budget_s`` seconds of timed calls are spent; ``time_one`` then times one call
+        self._rounds, self._budget_s = rounds, budget_s
         self._cache: Optional[DiskCache] = None
         self._cache_lock = threading.Lock()
         self._measure_lock = threading.Lock()
@@ -226,6 +237,7 @@ class Tuner:
         self.measure_count += 1
         xp = self._xp()
         times: Dict[str, float] = {}
+        calls: Dict[str, Callable] = {}
         arrays_by_dtype: Dict[str, tuple] = {}
         unmeasurable = self._unmeasurable()
         for impl in impls:
@@ -238,7 +250,32 @@ class Tuner:
                 impl.run(run_spec, *inputs)             # the result is dropped at once
             try:
                 call()                                  # compiles or loads the kernels, warms the caches
-                times[impl.name] = self._time_one(call)
+                if self._rounds:
+                    calls[impl.name] = call
+                    times[impl.name] = self._time_one(call)    # round 1
+                else:
+                    times[impl.name] = self._time_one(call)
             except unmeasurable:
                 continue
+        if self._rounds:
+            self._more_rounds(calls, times, unmeasurable)
         return times
+
+    def _more_rounds(self, calls: Dict[str, Callable], times: Dict[str, float], unmeasurable) -> None:
+        """Rounds 2.. of an interleaved measurement: each times every candidate once, the order rotating
+        by one each round; a candidate keeps its fastest call. A candidate that cannot get its memory in a
+        later round keeps the times it has."""
+        names = list(calls)
+        spent = sum(times.values())
+        for r in range(1, self._rounds):
+            if r >= 2 and spent > self._budget_s:
+                break
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                if times[name] > OUT_OF_RACE * min(times.values()):
+                    continue        # far behind the leader: another call would only cost time
+                try:
+                    t = self._time_one(calls[name])
+                except unmeasurable:
+                    continue
+                spent += t
+                times[name] = min(times[name], t)

@@ -620,6 +620,11 @@ def test_gradient_kernels_take_their_records_and_run_parallel():
     grad.avg_pool2d(p, x, 2, backend="numba")
     grad.adaptive_avg_pool2d(p, x, backend="numba")
     fastconv.max_unpool2d(p, idx, 2, backend="numba")
+    xd = np.ascontiguousarray(x[:, :2])              # a depthwise problem: the depthwise gradient kernels
+    wd = np.ones((4, 1, 3, 3), x.dtype)
+    dyd = np.ones(fastconv.conv2d(xd, wd, padding=1, groups=2, backend="numpy").shape, x.dtype)
+    numba_cpu.conv_input_depthwise(conv_input_spec(xd.shape, wd, dyd, 1, 1, 1, 2), dyd, wd)
+    numba_cpu.conv_weight_depthwise(conv_weight_spec(xd, wd.shape, dyd, 1, 1, 1, 2), xd, dyd)
     for name, (record, parallel) in k.GRAD_KERNELS.items():
         kernel = getattr(k, name)
         assert kernel.signatures, f"{name} never ran"

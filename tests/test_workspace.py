@@ -199,8 +199,12 @@ def test_im2col_workspace_is_a_band_of_one_image(op, monkeypatch):
                        conv_input_spec(x.shape, w, dy, 1, 1)),
     }[op]
     out = call()                      # loads the kernels first: loading allocates Python objects too
-    band = (1 << 20) + spec.K_per_group * spec.gemm_k * 4        # a band's columns, a partial dw
+    # per GEMM worker a band's columns and a GEMM result; two runs of bands per worker at most, each
+    # after the first with its partial dw
+    workers, dw = numba_cpu.gemm_workers(spec), spec.K_per_group * spec.gemm_k * 4
+    band = workers * ((1 << 20) + dw) + (2 * workers - 1) * dw
     assert spec.gemm_k * spec.P * spec.Q * 4 > 2 * (1 << 20)      # the whole image's columns: 2.25 MiB
+    assert workers * (1 << 20) < spec.gemm_k * spec.P * spec.Q * 4
     assert _peak_beyond(call) <= band + (128 << 10)
     impl = _dispatch.select(spec, "numba", "im2col")
     declared = impl.workspace_bytes(spec)
@@ -377,6 +381,7 @@ _LIMITED = textwrap.dedent(r"""
     fc.conv2d(one, k3, padding=1); fc.conv2d(one, k3, padding=1, stride=2)
     fc.conv2d(big[:, :, :8, :64], wb, padding=(0, 1), algo="direct")
     fc.conv2d(big[:, :, :8, :64], wb, padding=(0, 1), algo="im2col")
+    fc.conv2d(big[:, :, :128, :256], wb, padding=(0, 1), algo="im2col")   # big enough for the GEMM workers
     fg.conv1d_weight(x1[:, :, :200], (1, 1, 50), dy1[:, :, :151])
 
     def phase():

@@ -23,6 +23,8 @@ Modules:
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
                      ``max_unpool2d``
+- ``_numba_depthwise_grad``  depthwise (C/groups == 1) gradients: ``conv2d_depthwise_input``,
+                     ``conv2d_depthwise_weight``
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_di
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
                           conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward)
+from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
 from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
@@ -46,10 +49,11 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "AdaptiveWindows3d", "Conv3dGeometry", "Pool3dGeometry", "adaptive_windows3d", "conv3d_geometry",
            "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
-           "max_pool3d", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D"]
+           "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
-MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool")
+MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
+           "_numba_depthwise_grad")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -76,6 +80,8 @@ GRAD_KERNELS = {
     "avg_pool2d_backward": (PoolGeometry, True),
     "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
     "max_unpool2d": (None, True),
+    "conv2d_depthwise_input": (ConvGeometry, True),
+    "conv2d_depthwise_weight": (ConvGeometry, True),
 }
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry

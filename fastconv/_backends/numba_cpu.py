@@ -51,6 +51,11 @@ so results are bitwise reproducible run to run:
   band of one image's output rows, ``BAND_BYTES``) and group, BLAS computes col = w[group]^T @ dy, then
   ``col2im_add`` adds each entry at the position its tap reads, dropping taps in the padding: exact for
   every weight (no ``zero_fills_padding``). The bias (C,) is dx's starting value.
+- ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
+  ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
+  (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
+  chunk (the general kernels' blocks hold one channel there and spent most of their time on row
+  overheads); taps clipped to the input (exact for every weight and dy).
 - ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
   output channels, input channel); taps clipped to the input (exact for every dy).
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
@@ -84,12 +89,16 @@ Pool padding is per side everywhere (``pad_front/back/top/bottom/left/right``): 
 
 float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``).
 
-Threads: every kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``); the GEMM
-of ``im2col`` runs on NumPy's BLAS pool (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS``), which this
-backend does not change. OpenBLAS's workers spin for a while after each GEMM, so a Numba-parallel kernel
-that starts right after an ``im2col`` conv shares the cores with them (measured on 2 cores: a max pool
-25 ms alone, 39 ms right after a conv); ``OPENBLAS_NUM_THREADS=1`` avoids it at the cost of the GEMM's
-second thread.
+Threads: every Numba kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``). The
+im2col paths (forward, input and weight gradients, 1-D/2-D) run their (tile, group) items on the GEMM workers
+of :mod:`._cpu_pool`: as many Python threads as the caller's Numba thread count, each claiming items one at
+a time (a worker on a busy core does fewer) and running the serial packing kernel and a single-threaded BLAS
+GEMM (``openblas_set_num_threads_local(1)`` in each worker, so OpenBLAS's own pool, whose workers spin for
+about 0.1 s after each call, never wakes, and the caller's BLAS setting is untouched). Per worker: its own
+column matrix (the workspaces below count one per worker). Problems below ``POOL_MIN_FLOPS`` run on the
+calling thread. Where NumPy's BLAS has no per-thread control (not OpenBLAS >= 0.3.27), there is one worker,
+the caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
 
 First call: each kernel compiles on first use per dtype (6-8 s each on this project's 2-core machines)
 and is written to Numba's disk cache; a new process loads it (about 0.7 s for the first, which imports
@@ -104,12 +113,12 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   workspace, no BLAS call, no packing);
 - otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
   spec's shape and dtype where an array cannot be used as it is; never a copy of the input) (one
-  warm-up run, which also compiles, then the best of up to three timed runs, stopping once 50 ms are
-  spent), one candidate at a time (its output and workspace freed before the next), so tuning needs no
+  warm-up run each, which also compiles, then interleaved rounds, each timing every candidate once, the
+  order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once ``TUNE_BUDGET_S`` are spent; a
+  candidate's time is its fastest call, and one over ``_tune.OUT_OF_RACE`` times the leader's is timed no
+  more), one call at a time (its output and workspace freed before the next), so tuning needs no
   more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
-  (and the measurement not remembered; with none measured the rule's choice runs), in priority order,
-  so the Numba kernels are timed before the measurement's own GEMMs leave OpenBLAS's workers spinning;
-  the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
+  (and the measurement not remembered; with none measured the rule's choice runs); the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
   tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
   process, so a new process measures again (milliseconds per new shape once the kernels are in Numba's
   disk cache; the very first auto call on a machine also compiles every candidate's kernels, several
@@ -124,6 +133,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .. import _config, _dispatch, _imports, _indices, _timing, _tune
+from . import _cpu_pool
 from .._dispatch import CONV_OPS, FunctionImpl
 
 DTYPES = ("float32", "float64")
@@ -305,10 +315,36 @@ def _depthwise_reasons(spec) -> List[str]:
 #: 95 GFLOP/s, 4 images side by side at 112). 4 MiB: the two cores' L2 caches.
 TILE_BYTES = 4 << 20
 
+#: with several GEMM workers (:mod:`._cpu_pool`), a tile holds fewer images, so that the batch gives each
+#: worker about ITEMS_PER_WORKER items to claim (a worker on a busy core claims fewer), but never so few
+#: that its GEMM is narrower than TILE_MIN_COLUMNS output pixels (measured on 2 cores, N=8: res5's 1x1
+#: 512->2048 on 7x7 took 13.0 ms with the whole batch in one tile, 7.2 ms with tiles of 2 or 4 images, 8.6 ms
+#: with one; res4's 3x3 on 14x14 15.7 ms with one image per tile, 17.4 with 2, 20.2 with 4)
+ITEMS_PER_WORKER, TILE_MIN_COLUMNS = 4, 128
+
+#: below this many flops a GEMM path runs on the calling thread alone (handing work to the pool costs
+#: tens of microseconds)
+POOL_MIN_FLOPS = 2 * 10**6
+
+
+def gemm_workers(spec) -> int:
+    """GEMM workers an im2col path of ``spec`` plans for: the caller's Numba thread count where the BLAS
+    has per-thread control and the problem is worth splitting, else 1 (:func:`._cpu_pool.workers`)."""
+    if spec.flops() < POOL_MIN_FLOPS:
+        return 1
+    return _cpu_pool.workers(_threads(), spec.N * spec.groups * spec.P)
+
 
 def images_per_tile(spec) -> int:
+    """Whole images per im2col tile: as many as fit TILE_BYTES (at least one) and, with several GEMM
+    workers, at most enough for ITEMS_PER_WORKER tiles per worker, but at least TILE_MIN_COLUMNS wide."""
     one = (spec.gemm_k + spec.K_per_group) * spec.P * spec.Q * spec.itemsize
-    return max(1, min(spec.N, TILE_BYTES // one))
+    nb = max(1, min(spec.N, TILE_BYTES // one))
+    workers = gemm_workers(spec)
+    if workers > 1:
+        balance = max(-(-TILE_MIN_COLUMNS // (spec.P * spec.Q)), -(-spec.N // (ITEMS_PER_WORKER * workers)))
+        nb = min(nb, balance)
+    return nb
 
 
 def _input_is_column_matrix(spec) -> bool:
@@ -322,16 +358,27 @@ def _gemm_views(spec, w, out):
             out.reshape(spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q))
 
 
+def _bias_views(spec, b):
+    """b as [G, K/G, 1]: added to a GEMM's [K/G, columns] result of its group (None without a bias)."""
+    return None if b is None else b.reshape(spec.groups, spec.K_per_group, 1)
+
+
 def conv_im2col_pointwise(spec, x, w, b=None):
     """BLAS straight on the input (no workspace): x viewed as [N, G, Cg, P*Q] is every image's column
-    matrix."""
+    matrix; one GEMM per (image, group), on the GEMM workers."""
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
+    bg = _bias_views(spec, b)
     xg = x.reshape(spec.N, spec.groups, spec.C_per_group, spec.P * spec.Q)
-    for g in range(spec.groups):
-        np.matmul(wg[g], xg[:, g], out=og[:, g])
-    if b is not None:
-        out += b[:, None, None]
+
+    def one(item, _):
+        n, g = item
+        np.matmul(wg[g], xg[n, g], out=og[n, g])
+        if bg is not None:
+            og[n, g] += bg[g]
+
+    _cpu_pool.run([(n, g) for n in range(spec.N) for g in range(spec.groups)], one, lambda: None,
+                  gemm_workers(spec))
     return out
 
 
@@ -358,39 +405,116 @@ def _im2col_tiles(spec):
             yield n0, min(nb, spec.N - n0), p0, min(spec.P, p0 + rows)
 
 
+#: the whole batch's column matrix and GEMM result up to this size are built at once when the tiles
+#: would give the GEMM workers too few items (small images: res5's 7x7 at N=8 makes 3 tiles of at least
+#: TILE_MIN_COLUMNS for 2 workers); the GEMM is then split over blocks of output channels instead
+BATCH_GEMM_BYTES = 32 << 20
+
+
+def _whole_batch(spec) -> bool:
+    """Whether the forward im2col builds the whole batch's column matrix and splits the GEMM by output
+    channels (see BATCH_GEMM_BYTES): several workers, fewer than ITEMS_PER_WORKER tile items per worker,
+    and the batch's columns and GEMM result within BATCH_GEMM_BYTES."""
+    workers = gemm_workers(spec)
+    if workers == 1 or images_per_tile(spec) == 1:
+        return False
+    tiles = -(-spec.N // images_per_tile(spec)) * spec.groups
+    batch = spec.groups * (spec.gemm_k + spec.K_per_group) * spec.N * spec.P * spec.Q * spec.itemsize
+    return tiles < ITEMS_PER_WORKER * workers and batch <= BATCH_GEMM_BYTES
+
+
+def _channel_blocks(spec):
+    """[k0, k1) blocks of a group's output channels for the whole-batch GEMM: about ITEMS_PER_WORKER per
+    worker over all groups, at least 16 channels each."""
+    want = -(-ITEMS_PER_WORKER * gemm_workers(spec) // spec.groups)
+    n = max(1, min(want, spec.K_per_group // 16))
+    return [(spec.K_per_group * i // n, spec.K_per_group * (i + 1) // n) for i in range(n)]
+
+
 def _im2col_workspace(spec):
-    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
-    ws = {"column matrix": spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
+    """Per GEMM worker: one tile's column matrix (and, with several images, their output for one group);
+    or, for the whole batch at once (:func:`_whole_batch`), its column matrix and GEMM result."""
+    if spec.op == "conv" and _whole_batch(spec):
+        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
+        return {"column matrix": spec.gemm_k * cols, "staged output": spec.K_per_group * cols}
+    nb, rows, workers = images_per_tile(spec), rows_per_image_band(spec), gemm_workers(spec)
+    ws = {"column matrix": workers * spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
     if nb > 1:
-        ws["staged output"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+        ws["staged output"] = workers * spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
     return ws
 
 
 def conv_im2col(spec, x, w, b=None):
-    """im2col_pack per image (or per band of one image's output rows) into a tile's column matrix, then
-    one GEMM per tile and group."""
+    """Per (tile, group) item, on the GEMM workers (:mod:`._cpu_pool`), each with its own column matrix:
+    im2col_pack per image (or per band of one image's output rows) into the tile's column matrix, then one
+    GEMM straight into the output (one image per tile) or into a staging buffer scattered into it
+    (several), the bias added while the tile's output is in cache."""
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
     wg, og = _gemm_views(spec, w, out)
-    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
+    bg = _bias_views(spec, b)
     geo = k.conv_geometry(spec)
-    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)   # the one workspace
-    stage = workspace("im2col's staged output", (Kg, nb * PQ), x.dtype) if nb > 1 else None
-    for n0, m, p0, p1 in _im2col_tiles(spec):
-        for g in range(G):
-            if nb == 1:
-                band = col[:, :(p1 - p0) * Q]
-                k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
-                np.matmul(wg[g], band, out=og[n0, g, :, p0 * Q:p1 * Q])
-                continue
-            for j in range(m):
-                k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
-            np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
-            og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
-        if b is not None and p1 == spec.P:
-            out[n0:n0 + m] += b[:, None, None]  # while this tile's output is still in cache
+    if _whole_batch(spec):
+        _conv_im2col_whole_batch(spec, x, wg, og, bg, geo)
+        return out
+    nb, rows = images_per_tile(spec), rows_per_image_band(spec)
+    items = [(t, g) for t in _im2col_tiles(spec) for g in range(G)]
+
+    def scratch():
+        col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
+        stage = workspace("im2col's staged output", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+        return col, stage
+
+    def one(item, s):
+        (n0, m, p0, p1), g = item
+        col, stage = s
+        if nb == 1:
+            k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
+            dst = og[n0, g, :, p0 * Q:p1 * Q]
+            np.matmul(wg[g], col[:, :(p1 - p0) * Q], out=dst)
+            if bg is not None:
+                dst += bg[g]
+            return
+        for j in range(m):
+            k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
+        np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
+        if bg is not None:
+            stage[:, :m * PQ] += bg[g]
+        og[n0:n0 + m, g] = stage[:, :m * PQ].reshape(Kg, m, PQ).transpose(1, 0, 2)
+
+    _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return out
+
+
+def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
+    """The whole batch's column matrix per group (one packing item per image and group), then the GEMM
+    in blocks of output channels (:func:`_channel_blocks`) into a staged [K/G, N*P*Q] result per group, then
+    one scatter item per image: three rounds on the GEMM workers."""
+    N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
+    k = kernels()
+    workers = gemm_workers(spec)
+    col = workspace("im2col's column matrix", (G, spec.gemm_k, N * PQ), x.dtype)
+    stage = workspace("im2col's staged output", (G, Kg, N * PQ), x.dtype)
+
+    def pack(item, _):
+        n, g = item
+        k.im2col_pack(x, n, g, geo, col[g], n * PQ)
+
+    def gemm(item, _):
+        g, k0, k1 = item
+        dst = stage[g, k0:k1]
+        np.matmul(wg[g, k0:k1], col[g], out=dst)
+        if bg is not None:
+            dst += bg[g, k0:k1]
+
+    def scatter(n, _):
+        og[n] = stage[:, :, n * PQ:(n + 1) * PQ]
+
+    none = lambda: None   # noqa: E731
+    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
+    _cpu_pool.run([(g, k0, k1) for g in range(G) for k0, k1 in _channel_blocks(spec)], gemm, none, workers)
+    _cpu_pool.run(list(range(N)), scatter, none, workers)
 
 
 def _pointwise_reasons(spec) -> List[str]:
@@ -490,10 +614,11 @@ def rows_per_band(spec) -> int:
 
 
 def _col2im_workspace(spec):
-    nb = images_per_tile(spec)
-    ws = {"column matrix": spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
+    """Per GEMM worker: a tile's (or band's) column matrix, and with several images their staged dy."""
+    nb, workers = images_per_tile(spec), gemm_workers(spec)
+    ws = {"column matrix": workers * spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
     if nb > 1:
-        ws["staged dy"] = spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
+        ws["staged dy"] = workers * spec.K_per_group * nb * spec.P * spec.Q * spec.itemsize
     return ws
 
 
@@ -504,12 +629,13 @@ def _input_direct_workspace(spec):
 
 
 def conv_input_im2col(spec, dy, w, b=None):
-    """Per tile (several whole images, or a band of one image's output rows) and per group: col =
-    w[group]^T @ dy[tile, group] by BLAS, then col2im_add adds each column entry to the input position its
-    tap reads (taps in the padding dropped: exact for every weight). dx starts at the bias (or zero) per
-    tile of images; bands add in row order."""
+    """Per (tile, group) item (a tile: several whole images, or one image whose output rows go band by band
+    in row order inside the item), on the GEMM workers: dx[tile, group's channels] starts at the bias (or
+    zero), then per band col = w[group]^T @ dy[tile, group] by BLAS and col2im_add adds each column entry to
+    the input position its tap reads (taps in the padding dropped: exact for every weight). Items write
+    disjoint parts of dx."""
     N, G, Kg, P, Q = spec.N, spec.groups, spec.K_per_group, spec.P, spec.Q
-    PQ = P * Q
+    PQ, Cg = P * Q, spec.C_per_group
     k = kernels()
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     wg = w.reshape(G, Kg, spec.gemm_k)
@@ -517,27 +643,59 @@ def conv_input_im2col(spec, dy, w, b=None):
     nb = images_per_tile(spec)
     rows = rows_per_band(spec)
     geo = k.conv_geometry(spec)
-    buf = workspace("col2im's column matrix", (spec.gemm_k * nb * rows * Q,), dy.dtype)   # the one workspace
-    col = buf.reshape(spec.gemm_k, nb * rows * Q)
-    stage = workspace("col2im's staged dy", (Kg, nb * PQ), dy.dtype) if nb > 1 else None
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    items = [(n0, min(nb, N - n0), g) for n0 in range(0, N, nb) for g in range(G)]
+
+    def scratch():
+        buf = workspace("col2im's column matrix", (spec.gemm_k * nb * rows * Q,), dy.dtype)
+        stage = workspace("col2im's staged dy", (Kg, nb * PQ), dy.dtype) if nb > 1 else None
+        return buf, stage
+
+    def one(item, s):
+        n0, m, g = item
+        buf, stage = s
+        part = dx[n0:n0 + m, g * Cg:(g + 1) * Cg]
         if b is None:
-            dx[n0:n0 + m] = 0
+            part[...] = 0
         else:
-            dx[n0:n0 + m] = b[:, None, None]
-        for g in range(G):
-            wt = wg[g].T
-            if nb > 1:
-                np.matmul(wt, _tile_of_dy(dyg, n0, m, g, stage), out=col[:, :m * PQ])
-                k.col2im_add(col, dx, n0, m, g, 0, P, geo)
-                continue
-            for p0 in range(0, P, rows):
-                p1 = min(P, p0 + rows)
-                band = buf[:spec.gemm_k * (p1 - p0) * Q].reshape(spec.gemm_k, (p1 - p0) * Q)   # contiguous
-                np.matmul(wt, dyg[n0, g, :, p0 * Q:p1 * Q], out=band)
-                k.col2im_add(band, dx, n0, 1, g, p0, p1, geo)
+            part[...] = b[g * Cg:(g + 1) * Cg, None, None]
+        wt = wg[g].T
+        if nb > 1:
+            col = buf.reshape(spec.gemm_k, nb * rows * Q)
+            np.matmul(wt, _tile_of_dy(dyg, n0, m, g, stage), out=col[:, :m * PQ])
+            k.col2im_add(col, dx, n0, m, g, 0, P, geo)
+            return
+        for p0 in range(0, P, rows):
+            p1 = min(P, p0 + rows)
+            band = buf[:spec.gemm_k * (p1 - p0) * Q].reshape(spec.gemm_k, (p1 - p0) * Q)   # contiguous
+            np.matmul(wt, dyg[n0, g, :, p0 * Q:p1 * Q], out=band)
+            k.col2im_add(band, dx, n0, 1, g, p0, p1, geo)
+
+    _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return dx
+
+
+def conv_input_depthwise(spec, dy, w, b=None):
+    """dx of a depthwise conv (C/groups == 1): ``conv2d_depthwise_input``, several planes per parallel
+    chunk, taps clipped to the input (exact for every weight); no workspace."""
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    k.conv2d_depthwise_input(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec),
+                             _chunks(spec.N * spec.C))
+    return dx
+
+
+def _depthwise_lanes_workspace(spec):
+    return {"per-chunk lane accumulators": _chunks(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
+
+
+def conv_weight_depthwise(spec, x, dy):
+    """dw of a depthwise conv (C/groups == 1): ``conv2d_depthwise_weight``, output channels in parallel
+    chunks, a lane accumulator per tap; taps clipped to the input (exact for every dy)."""
+    k = kernels()
+    _reserve_for(spec, _depthwise_lanes_workspace, "the depthwise weight gradient's lane accumulators")
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    k.conv2d_depthwise_weight(x, dy, dw, k.conv_geometry(spec), _chunks(spec.K))
+    return dw
 
 
 def _weight_direct_workspace(spec):
@@ -554,20 +712,36 @@ def conv_weight_direct(spec, x, dy):
     return dw
 
 
+def _weight_chunks(spec, tiles: int) -> int:
+    """Fixed runs of consecutive tiles whose dw terms are summed apart and then added in order: one per
+    GEMM worker and two with several (a worker on a busy core takes fewer), never more than the tiles."""
+    workers = gemm_workers(spec)
+    return max(1, min(tiles, 1 if workers == 1 else 2 * workers))
+
+
 def _weight_im2col_workspace(spec):
+    """Per GEMM worker: a tile's column matrix (and staged dy), and one GEMM result; per run of tiles
+    after the first, its partial dw."""
     ws = _im2col_workspace(spec)
     if "staged output" in ws:
         ws["staged dy"] = ws.pop("staged output")
-    if -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec)) > 1:   # several tiles
-        ws["partial dw"] = spec.K_per_group * spec.gemm_k * spec.itemsize
+    tiles = -(-spec.N // images_per_tile(spec)) * -(-spec.P // rows_per_image_band(spec))
+    dw_bytes = spec.K_per_group * spec.gemm_k * spec.itemsize
+    if tiles > 1:
+        ws["GEMM results"] = gemm_workers(spec) * dw_bytes
+    chunks = _weight_chunks(spec, tiles)
+    if chunks > 1:
+        ws["partial dw"] = (chunks - 1) * spec.groups * dw_bytes
     return ws
 
 
 def conv_weight_im2col(spec, x, dy):
-    """Per tile (several whole images, or a band of one image's output rows) and per group: pack the
-    tile's column matrix, then dw[group] += dy[tile, group] @ col^T by BLAS; tiles in batch then row order
-    (the first writes, the others add). The column matrix holds zeros in the padding
-    (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
+    """The tiles (several whole images, or bands of one image's output rows) in batch then row order are
+    cut into a fixed number of runs (:func:`_weight_chunks`); per (run, group) item, on the GEMM workers:
+    for each tile, pack its column matrix, then dw_run[group] += dy[tile, group] @ col^T by BLAS (the
+    run's first tile writes). The first run sums into dw, the others into their own partial dw, added to dw
+    in run order after all items: the sums do not depend on which worker ran what. The column matrix holds
+    zeros in the padding (``zero_fills_padding``: an Inf or NaN in dy would meet them)."""
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     dw = np.empty(spec.output_layout, dtype=x.dtype)
@@ -576,22 +750,38 @@ def conv_weight_im2col(spec, x, dy):
     nb, rows = images_per_tile(spec), rows_per_image_band(spec)
     geo = k.conv_geometry(spec)
     tiles = list(_im2col_tiles(spec))
-    col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
-    stage = workspace("im2col's staged dy", (Kg, nb * PQ), x.dtype) if nb > 1 else None
-    part = workspace("the partial weight gradient", (Kg, spec.gemm_k), x.dtype) if len(tiles) > 1 else None
-    for n0, m, p0, p1 in tiles:
-        for g in range(G):
+    chunks = _weight_chunks(spec, len(tiles))
+    bounds = [len(tiles) * c // chunks for c in range(chunks + 1)]
+    partial = (workspace("the partial weight gradients", (chunks - 1, G, Kg, spec.gemm_k), x.dtype)
+               if chunks > 1 else None)
+
+    def scratch():
+        col = workspace("im2col's column matrix", (spec.gemm_k, nb * rows * Q), x.dtype)
+        stage = workspace("im2col's staged dy", (Kg, nb * PQ), x.dtype) if nb > 1 else None
+        part = workspace("a weight-gradient GEMM result", (Kg, spec.gemm_k), x.dtype) if len(tiles) > 1 else None
+        return col, stage, part
+
+    def one(item, s):
+        c, g = item
+        col, stage, part = s
+        acc = dwg[g] if c == 0 else partial[c - 1, g]
+        for i in range(bounds[c], bounds[c + 1]):
+            n0, m, p0, p1 = tiles[i]
             if nb == 1:
                 k.im2col_pack_rows(x, n0, g, geo, col, 0, p0, p1)
-                d, c = dyg[n0, g, :, p0 * Q:p1 * Q], col[:, :(p1 - p0) * Q]
+                d, cm = dyg[n0, g, :, p0 * Q:p1 * Q], col[:, :(p1 - p0) * Q]
             else:
                 k.im2col_pack_tile(x, n0, m, g, geo, col)
-                d, c = _tile_of_dy(dyg, n0, m, g, stage), col[:, :m * PQ]
-            if n0 == 0 and p0 == 0:
-                np.matmul(d, c.T, out=dwg[g])
+                d, cm = _tile_of_dy(dyg, n0, m, g, stage), col[:, :m * PQ]
+            if i == bounds[c]:
+                np.matmul(d, cm.T, out=acc)
             else:
-                np.matmul(d, c.T, out=part)
-                dwg[g] += part
+                np.matmul(d, cm.T, out=part)
+                acc += part
+
+    _cpu_pool.run([(c, g) for c in range(chunks) for g in range(G)], one, scratch, gemm_workers(spec))
+    for c in range(1, chunks):
+        dwg += partial[c - 1]
     return dw
 
 
@@ -937,9 +1127,12 @@ _IMPLS = [
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
           capped=True),
+    _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
+          workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
@@ -987,14 +1180,22 @@ _IMPLS = [
 # Choosing among several supported candidates (see the module docstring)
 # ---------------------------------------------------------------------------------------------------
 def _time_one(call) -> float:
-    """Seconds per call: the best of up to three timed calls, stopping once 50 ms are spent."""
-    return min(_timing.wall_times(call, 3, budget_s=0.05))
+    """Seconds of one timed call (the tuner interleaves the candidates' calls, see TUNE_ROUNDS)."""
+    return _timing.wall_times(call, 1)[0]
+
+
+#: the tuner times the candidates in interleaved rounds (every candidate once per round, the order
+#: rotating) and keeps each one's fastest call: at most TUNE_ROUNDS rounds, at least two, and no more once
+#: TUNE_BUDGET_S seconds of calls are spent. Timing each candidate apart let a burst of load on a shared
+#: machine (or the threads a previous candidate left spinning) land on one candidate only: the issue's
+#: small CNN got `direct` at 15.7 ms where im2col took about 1.5.
+TUNE_ROUNDS, TUNE_BUDGET_S = 5, 0.2
 
 
 #: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
 #: should not outlive the process)
 TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np,
-                    unmeasurable=lambda: (MemoryError,))
+                    unmeasurable=lambda: (MemoryError,), rounds=TUNE_ROUNDS, budget_s=TUNE_BUDGET_S)
 
 
 def tune_context() -> str:

@@ -1,0 +1,103 @@
+"""Numba gradient kernels of depthwise convolutions (C/groups == 1, any channel multiplier M = K/C), for the
+``numba`` backend (the index of kernels is :mod:`._numba_kernels`).
+
+Layout as :mod:`._numba_grad`'s, with the forward problem's letters: dy[N, K, P, Q], w[K, 1, R, S],
+x/dx[N, C, H, W], dw[K, 1, R, S]; output channel k reads input channel c = k // M. The general gradient
+kernels treat a depthwise problem as C groups of one channel: their blocks of output channels hold one
+channel, and their per-tap row loops run over rows of a few pixels (7 on MobileNet's last layers) one tap at
+a time. These walk each plane once per tap with flat, unsigned indices, several planes per parallel chunk.
+Taps are clipped to the input (padding never meets an operand): exact for every weight and every dy. Each
+output's terms are summed in one fixed order, no atomics: results are bitwise reproducible run to run.
+
+- ``conv2d_depthwise_input``   dx: per (n, c) plane, dx starts at the bias, then for each of the M output
+                               channels j, tap (r, s) (ascending) and output row p whose tap row is inside,
+                               dx's row gets w[k, r, s] * dy's row (strided by the stride along W).
+- ``conv2d_depthwise_weight``  dw: per output channel k, a lane accumulator per tap over the output columns
+                               collects dy * x over (n, p); then each tap's lanes are summed in column order.
+Both take ``nchunk``: planes (output channels) go in that many parallel chunks.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ._numba_common import JIT_CONV, tap_ranges, tolerate_corrupt_caches, ufill
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
+    sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
+    pt, pl = geo.pad_top, geo.pad_left
+    N, K, P, Q = dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    R, S = w.shape[2], w.shape[3]
+    M = K // C
+    NC = N * C
+    dyf = dy.reshape(dy.size)
+    wf = w.reshape(w.size)
+    dxf = dx.reshape(dx.size)
+    plo, phi = tap_ranges(R, dh, pt, sh, H, P)      # per tap row r: the p whose input row is in [0, H)
+    qlo, qhi = tap_ranges(S, dwl, pl, sw, W, Q)     # per tap column s: the q whose column is in [0, W)
+    st = np.uint64(sw)
+    for ch in prange(nchunk):
+        for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
+            n = t // C
+            c = t - n * C
+            base = t * H * W
+            ufill(dxf, base, H * W, b[c])
+            for j in range(M):
+                k = c * M + j
+                dyb = (n * K + k) * P * Q
+                for r in range(R):
+                    for s in range(S):
+                        lo, hi = qlo[s], qhi[s]
+                        if hi <= lo:
+                            continue
+                        wv = wf[(k * R + r) * S + s]
+                        for p in range(plo[r], phi[r]):
+                            d0 = np.uint64(base + (p * sh - pt + r * dh) * W + lo * sw + s * dwl - pl)
+                            y0 = np.uint64(dyb + p * Q + lo)
+                            for i in range(np.uint64(hi - lo)):
+                                dxf[d0 + i * st] += wv * dyf[y0 + i]
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_weight(x, dy, dw, geo, nchunk):
+    sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
+    pt, pl = geo.pad_top, geo.pad_left
+    N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    R, S = dw.shape[2], dw.shape[3]
+    M = K // C
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    dwf = dw.reshape(dw.size)
+    plo, phi = tap_ranges(R, dh, pt, sh, H, P)
+    qlo, qhi = tap_ranges(S, dwl, pl, sw, W, Q)
+    st = np.uint64(sw)
+    for ch in prange(nchunk):
+        lanes = np.empty(R * S * Q, dtype=dw.dtype)
+        for k in range(ch * K // nchunk, (ch + 1) * K // nchunk):
+            c = k // M
+            lanes[:] = 0
+            for n in range(N):
+                xb = (n * C + c) * H * W
+                dyb = (n * K + k) * P * Q
+                for r in range(R):
+                    for p in range(plo[r], phi[r]):
+                        xrow = xb + (p * sh - pt + r * dh) * W
+                        for s in range(S):
+                            lo, hi = qlo[s], qhi[s]
+                            l0 = np.uint64((r * S + s) * Q + lo)
+                            y0 = np.uint64(dyb + p * Q + lo)
+                            x0 = np.uint64(xrow + lo * sw + s * dwl - pl)
+                            for i in range(np.uint64(hi - lo)):
+                                lanes[l0 + i] += dyf[y0 + i] * xf[x0 + i * st]
+            for tap in range(R * S):
+                acc = lanes[tap * Q]
+                for q in range(1, Q):
+                    acc += lanes[tap * Q + q]
+                dwf[k * R * S + tap] = acc
+
+
+tolerate_corrupt_caches(globals())

@@ -1,0 +1,165 @@
+"""The numba backend's GEMM workers (fastconv._backends._cpu_pool): every item runs once, a worker that is
+held up does not hold up the others' items, errors reach the caller, the pool's BLAS runs one thread per
+worker without touching the caller's setting, and the im2col paths give the oracle's results with one
+worker or several, the same run to run."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.grad as fg
+from fastconv import testing
+from fastconv._backends import _cpu_pool, numba_cpu
+from fastconv._spec import conv_input_spec, conv_weight_spec
+
+needs_local = pytest.mark.skipif(_cpu_pool.local_thread_setter() is None,
+                                 reason="NumPy's BLAS has no openblas_set_num_threads_local: one worker")
+
+
+def test_every_item_runs_once_with_its_workers_scratch():
+    seen, lock = [], threading.Lock()
+
+    def fn(item, s):
+        with lock:
+            seen.append((item, id(s)))
+
+    _cpu_pool.run(list(range(50)), fn, lambda: object(), 2)
+    assert sorted(i for i, _ in seen) == list(range(50))
+    assert len({s for _, s in seen}) <= 2
+
+
+def test_a_held_up_worker_leaves_the_other_items_to_the_rest():
+    """Items are claimed one at a time: while the worker holding item 0 waits, the other worker must run
+    every other item (a static split, half the items each, would never finish: the wait times out)."""
+    rest_done = threading.Event()
+    done = []
+
+    def fn(item, s):
+        if item == 0:
+            assert rest_done.wait(10), "the other items were not run by the other worker"
+        else:
+            done.append(item)
+            if len(done) == 19:
+                rest_done.set()
+
+    _cpu_pool.run(list(range(20)), fn, lambda: None, 2)
+    assert sorted(done) == list(range(1, 20))
+
+
+def test_the_first_error_reaches_the_caller_and_stops_new_items():
+    ran = []
+
+    def fn(item, s):
+        ran.append(item)
+        if item == 3:
+            raise ValueError("item 3")
+
+    with pytest.raises(ValueError, match="item 3"):
+        _cpu_pool.run(list(range(1000)), fn, lambda: None, 2)
+    assert len(ran) < 1000
+
+
+def test_scratch_is_made_before_any_item():
+    """Running out of memory for a worker's scratch is an error before any item ran."""
+    ran, made = [], []
+
+    def scratch():
+        if len(made) == 1:
+            raise MemoryError("no scratch")
+        made.append(1)
+
+    with pytest.raises(MemoryError):
+        _cpu_pool.run([1, 2, 3], lambda i, s: ran.append(i), scratch, 2)
+    assert ran == []
+
+
+@needs_local
+def test_pool_threads_run_blas_on_one_thread_and_the_caller_keeps_its_count():
+    import ctypes
+    lib = next(ctypes.CDLL(p) for p in _cpu_pool._loaded_openblas_paths()
+               if hasattr(ctypes.CDLL(p), "openblas_get_num_threads")
+               or hasattr(ctypes.CDLL(p), "scipy_openblas_get_num_threads64_"))
+    get = getattr(lib, "openblas_get_num_threads", None) or lib.scipy_openblas_get_num_threads64_
+    before = get()
+    counts = []
+    _cpu_pool.run(list(range(8)), lambda i, s: counts.append(get()), lambda: None, 2)
+    assert set(counts) == {1}
+    assert get() == before
+
+
+def test_one_worker_without_per_thread_blas_control(monkeypatch):
+    monkeypatch.setattr(_cpu_pool, "_SETTER", False)
+    assert _cpu_pool.workers(8, 100) == 1
+    assert _cpu_pool.workers(1, 100) == 1
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((6, 8, 23, 19)).astype(np.float32)
+    w = rng.standard_normal((12, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    return x, w, b, dict(stride=1, padding=1, groups=2)
+
+
+@needs_local
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_im2col_paths_with_any_number_of_workers(workers, monkeypatch):
+    """Forward, input and weight gradients through the workers (tiles small enough for several items per
+    worker), against the oracle, and bitwise the same on a second run."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    monkeypatch.setattr(numba_cpu, "gemm_workers", lambda spec: workers)
+    x, w, b, kw = _problem()
+    spec = fastconv.conv_spec(x, w, b, 1, 1, 1, 2)
+    assert -(-spec.N // numba_cpu.images_per_tile(spec)) * spec.groups > workers
+    out = fastconv.conv2d(x, w, b, algo="im2col", **kw)
+    testing.assert_conv_close(out, fastconv.conv2d(x, w, b, backend="numpy", **kw), spec, x, w, b)
+    assert np.array_equal(out, fastconv.conv2d(x, w, b, algo="im2col", **kw))
+    dy = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    si = conv_input_spec(x.shape, w, dy, 1, 1, 1, 2)
+    sw = conv_weight_spec(x, w.shape, dy, 1, 1, 1, 2)
+    dx = fg.conv2d_input(x.shape, w, dy, algo="im2col", **kw)
+    dw = fg.conv2d_weight(x, w.shape, dy, algo="im2col", **kw)
+    testing.assert_grad_close(dx, si, dy, w)
+    testing.assert_grad_close(dw, sw, x, dy)
+    assert np.array_equal(dx, fg.conv2d_input(x.shape, w, dy, algo="im2col", **kw))
+    assert np.array_equal(dw, fg.conv2d_weight(x, w.shape, dy, algo="im2col", **kw))
+
+
+@needs_local
+def test_pointwise_through_the_workers(monkeypatch):
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 6, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((10, 3, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, b, 1, 0, 1, 2)
+    assert numba_cpu.gemm_workers(spec) > 1 and numba_cpu._input_is_column_matrix(spec)
+    out = fastconv.conv2d(x, w, b, groups=2, algo="im2col")
+    testing.assert_conv_close(out, fastconv.conv2d(x, w, b, groups=2, backend="numpy"), spec, x, w, b)
+
+
+def test_small_problems_stay_on_the_caller():
+    x = np.ones((1, 2, 5, 5), np.float32)
+    spec = fastconv.conv_spec(x, np.ones((3, 2, 3, 3), np.float32), None)
+    assert spec.flops() < numba_cpu.POOL_MIN_FLOPS and numba_cpu.gemm_workers(spec) == 1
+
+
+@needs_local
+@pytest.mark.parametrize("groups", [1, 2])
+def test_whole_batch_gemm_split_by_output_channels(groups, monkeypatch):
+    """Small images with too few tiles for the workers: the whole batch's columns at once, the GEMM in
+    blocks of output channels; against the oracle, with a bias, groups and padding."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 8, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((64, 8 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, b, 1, 1, 1, groups)
+    assert numba_cpu._whole_batch(spec)
+    assert len(numba_cpu._channel_blocks(spec)) * groups >= 2 * numba_cpu.gemm_workers(spec)
+    out = fastconv.conv2d(x, w, b, padding=1, groups=groups, algo="im2col")
+    ref = fastconv.conv2d(x, w, b, padding=1, groups=groups, backend="numpy")
+    testing.assert_conv_close(out, ref, spec, x, w, b)

@@ -1,0 +1,104 @@
+"""The depthwise gradient kernels of the numba backend (numba:conv_input:direct/depthwise and
+numba:conv_weight:direct/depthwise): against the float64 oracle within fastconv.testing's bound, over
+strides, paddings (asymmetric too), dilations, channel multipliers, odd sizes, a bias (the input gradient's
+start value, as conv_transpose's), float32/float64; exact where padding meets Inf or NaN (taps are clipped);
+offered only for depthwise problems; reachable through the public functions."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastconv
+import fastconv.grad as fg
+from fastconv import _dispatch
+from fastconv._backends import numba_cpu
+from fastconv._spec import conv_input_spec, conv_weight_spec
+from fastconv.testing import assert_grad_close
+
+CASES = [  # N, C, M (channel multiplier), H, W, stride, padding, dilation
+    (2, 3, 1, 7, 9, 1, 1, 1), (1, 4, 2, 8, 5, 2, 1, 1), (2, 2, 3, 6, 6, 1, 2, 2), (3, 5, 1, 11, 4, 2, 0, 1),
+    (1, 3, 1, 4, 4, 3, 3, 1), (2, 8, 1, 7, 7, 1, 1, 1), (1, 2, 1, 1, 9, 1, (1, 0), 1),
+    (2, 3, 2, 9, 9, (2, 1), ((1, 0), (2, 1)), (1, 2)),
+]
+
+
+def _case(case, dtype, seed=0):
+    N, C, M, H, W, s, p, d = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((C * M, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    dy = rng.standard_normal(fastconv.conv2d(x, w, None, s, p, d, C, backend="numpy").shape).astype(dtype)
+    return x, w, b, dy, (s, p, d, C)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_depthwise_gradients_against_the_oracle(case, dtype):
+    x, w, b, dy, args = _case(case, dtype)
+    si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+    assert si.is_depthwise and sw.is_depthwise
+    dx = numba_cpu.conv_input_depthwise(si, dy, w)
+    assert_grad_close(dx, si, dy, w)
+    dxb = numba_cpu.conv_input_depthwise(si, dy, w, b)       # the bias is dx's start value
+    assert_grad_close(dxb, si, dy, w, b)
+    dw = numba_cpu.conv_weight_depthwise(sw, x, dy)
+    assert_grad_close(dw, sw, x, dy)
+    assert np.array_equal(dw, numba_cpu.conv_weight_depthwise(sw, x, dy))     # the same run to run
+
+
+def test_inputs_are_not_modified_and_views_work():
+    x, w, b, dy, args = _case(CASES[1], np.float32)
+    xv, wv, dyv = x[..., ::-1], w[..., ::-1], dy[..., ::-1]
+    keep = [a.copy() for a in (xv, wv, dyv)]
+    dx = fg.conv2d_input(xv.shape, wv, dyv, *args[:3], groups=args[3], algo="direct")
+    dw = fg.conv2d_weight(xv, wv.shape, dyv, *args[:3], groups=args[3], algo="direct")
+    assert all(np.array_equal(a, k) for a, k in zip((xv, wv, dyv), keep))
+    assert_grad_close(dx, conv_input_spec(xv.shape, wv, dyv, *args), dyv, wv)
+    assert_grad_close(dw, conv_weight_spec(xv, wv.shape, dyv, *args), xv, dyv)
+
+
+def test_padding_never_meets_inf_or_nan():
+    """Taps are clipped: an Inf in dy or x next to the padding gives what the oracle gives (the padding's
+    zeros are never multiplied by it)."""
+    x, w, b, dy, args = _case(CASES[0], np.float64)
+    x[0, 0, 0, 0] = np.inf
+    dy[1, 2, -1, -1] = np.nan
+    si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+    ref_dx = fg.conv2d_input(x.shape, w, dy, *args[:3], groups=args[3], backend="numpy")
+    ref_dw = fg.conv2d_weight(x, w.shape, dy, *args[:3], groups=args[3], backend="numpy")
+    dx = numba_cpu.conv_input_depthwise(si, dy, w)
+    dw = numba_cpu.conv_weight_depthwise(sw, x, dy)
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(ref_dx))
+    np.testing.assert_array_equal(np.isinf(dw), np.isinf(ref_dw))
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(ref_dw))
+
+
+def test_offered_for_depthwise_problems_only():
+    x, w, b, dy, args = _case(CASES[0], np.float32)
+    names = {"conv_input": "numba:conv_input:direct/depthwise", "conv_weight": "numba:conv_weight:direct/depthwise"}
+    impls = {i.name: i for i in numba_cpu.implementations()}
+    si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+    assert impls[names["conv_input"]].not_supported_reasons(si) == []
+    assert impls[names["conv_weight"]].not_supported_reasons(sw) == []
+    wg = np.ones((6, 3, 3, 3), np.float32)                  # a dense conv: 3 input channels per group
+    dyg = np.ones(fastconv.conv2d(x, wg, padding=1, backend="numpy").shape, np.float32)
+    for op, spec in (("conv_input", conv_input_spec(x.shape, wg, dyg, 1, 1)),
+                     ("conv_weight", conv_weight_spec(x, wg.shape, dyg, 1, 1))):
+        assert impls[names[op]].not_supported_reasons(spec) == [
+            "not depthwise: 3 input channels per group (this kernel reads one)"]
+        assert names[op] not in {i.name for i in _dispatch.supported(spec, "numba", "direct")} \
+            if hasattr(_dispatch, "supported") else True
+
+
+@pytest.mark.parametrize("stride,padding", list(itertools.product([1, 2], [0, 1])))
+def test_conv_transpose_depthwise_through_the_public_function(stride, padding):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)      # conv_transpose: (C_in, C_out/groups, R, S)
+    b = rng.standard_normal(4).astype(np.float32)
+    got = fastconv.conv_transpose2d(x, w, b, stride=stride, padding=padding, groups=4, algo="direct")
+    ref = fastconv.conv_transpose2d(x, w, b, stride=stride, padding=padding, groups=4, backend="numpy")
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
