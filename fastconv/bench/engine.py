@@ -13,9 +13,9 @@ from .layers import layer_tables
 from .report import add_throughput, fmt_time, table_summary
 from .runners import (FastconvRunner, Runner, TorchRunner, fastconv_runners, limit_threads, peer_runners,
                       threads_note)
-from .suites import build_cases, get_suite, table_batches
+from .suites import build_cases, get_suite, suite_policy, table_batches
 from .timing import QUICK_POLICY, Policy, Side, measure_case, summarise
-from .verification import Reference, verify
+from .verification import reference, verify
 
 SCHEMA = "fastconv-bench/2"
 #: the report versions ``fastconv summary`` reads (a /1 report holds forward cases only)
@@ -90,7 +90,7 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
         row["algo"] = r.algo_for(case, full_spec)
         try:
             if ref is None:
-                ref = Reference(case)
+                ref = reference(case)
             row["verified"] = verify(case, r, ref)
         except AssertionError as e:
             row.update(status="verify-failed", error=str(e))
@@ -157,9 +157,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
         cases = cases[: opts.max_cases]
     backends = opts.backends or (list(suite.backends) if suite.backends else None)
     algos = opts.algos or (list(suite.algos) if suite.algos else None)
-    policy = opts.policy
-    if suite.settle_s and not policy.settle_s:
-        policy = dataclasses.replace(policy, settle_s=suite.settle_s)
+    policy = suite_policy(suite, opts.policy)
     runners: List[Runner] = list(fastconv_runners(opts.device, backends, algos, direction))
     if opts.peers is None or opts.peers:
         runners += peer_runners(opts.device, opts.peers)

@@ -17,7 +17,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import _files, _timing
-from .cases import CONV_OPS, Case
+from .cases import CONV_OPS, Case, table_of
 from .targets import SUBSETS, target_met, target_text
 from .timing import FULL_POLICY, MAX_SPREAD, quartiles
 from .verification import PEER_LOOSE_SCALE
@@ -54,14 +54,17 @@ def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], ver
 
 def op_group(case: dict) -> str:
     """The summary group of a JSON case record: ``conv`` or ``pool`` (forward; also every case of a
-    fastconv-bench/1 report), ``conv_input``, ``conv_weight`` or ``pool_backward``."""
+    fastconv-bench/1 report), ``conv_input``, ``conv_weight`` or ``pool_backward``; ``network`` for a
+    whole network (:mod:`.networks`)."""
+    if case["op"] == "network":
+        return "network"
     is_conv = case["op"] in CONV_OPS
     if case.get("direction", "forward") == "forward":
         return "conv" if is_conv else "pool"
     return case["spec_op"] if is_conv else "pool_backward"
 
 
-FORWARD_GROUPS = ("conv", "pool")
+FORWARD_GROUPS = ("conv", "pool", "network")
 
 
 def _with_op(label: str, group: str) -> str:
@@ -302,7 +305,7 @@ def _median(vals: Sequence[float]) -> Optional[float]:
 def _row_label(row: dict, op: str) -> str:
     """The fastconv runner a result row belongs to: ``backend:algo`` for convs, ``backend:pools`` for pools
     (whose row ``algo`` is the implementation dispatch picked)."""
-    return f"{row['backend']}:{row['algo'] if op in CONV_OPS else 'pools'}"
+    return f"{row['backend']}:{row['algo'] if op in CONV_OPS or op == 'network' else 'pools'}"
 
 
 def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
@@ -319,8 +322,9 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     cases = {c["name"]: c for c in report["cases"]}
     tables: Dict[str, List[str]] = {}
     for c in report["cases"]:
-        if c.get("source", "").startswith("layers:"):
-            tables.setdefault(c["source"].split(":", 1)[1], []).append(c["name"])
+        table_name = table_of(c.get("source", ""))
+        if table_name:
+            tables.setdefault(table_name, []).append(c["name"])
     dtype = report.get("settings", {}).get("dtype", "float32")
     out = []
     for table_name, names in tables.items():
