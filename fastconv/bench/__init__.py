@@ -54,7 +54,8 @@ is met. :func:`markdown` writes it as a Markdown table.
 The JSON document (``SCHEMA`` = "fastconv-bench/2"; ``fastconv summary`` reads /1 reports too, whose cases
 are all forward):
 
-    machine   date (UTC), hostname, platform, cpu_model, cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
+    machine   date (UTC), hostname, platform, cpu_model, cpu_isa ("AVX-512", "AVX2", "AVX", "SSE4.2" or null),
+              cpu_flags (the vector-ISA flags of /proc/cpuinfo present), cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
               loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
@@ -63,7 +64,9 @@ are all forward):
               ({requested, numba, torch, blas: {limited, reason, pools (threadpoolctl's threadpool_info()
               after limiting: user_api, internal_api, prefix, version, num_threads, filepath; null without
               threadpoolctl), env (the BLAS thread variables set)}}), shapes (the directory read), targets
-              (the goals given, or null), timing, statistic ("median"), ratio (its definition)
+              (the goals given, or null), busy ({cores, pinned, seconds, held, how}: the child processes
+              that kept cores busy during the run, --busy-cores; cores 0 on a quiet run), timing, statistic
+              ("median"), ratio (its definition)
     peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
     copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
     runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,

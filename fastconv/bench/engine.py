@@ -7,7 +7,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from .. import _timing
-from . import machine
+from . import busy, machine
 from .cases import Case, case_spec
 from .layers import layer_tables
 from .report import add_throughput, fmt_time, table_summary
@@ -40,6 +40,7 @@ class Options:
     targets: Optional[dict] = None        # goals per table (targets.check_targets); None: no verdicts
     copy_bytes: int = 256 * 2**20         # buffer of the GPU copy-bandwidth reference
     direction: Optional[str] = None       # forward, backward or both (None: the suite's)
+    busy_cores: int = 0                   # child processes keeping this many cores busy while it runs (busy.py)
 
 
 def _runner_info(r: Runner, why: Optional[str]) -> dict:
@@ -178,7 +179,11 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
     info = machine.machine_info(opts.device)
     peak, copy_ref = _references(cases, opts.device, opts.copy_bytes, info["gpu"], log)
     results, case_records = [], []
-    with limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+    with busy.busy_cores(opts.busy_cores) as held, \
+            limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+        if opts.busy_cores:
+            log(f"busy machine: {opts.busy_cores} child process(es) spinning, pinned to core(s) "
+                f"{', '.join(str(c) for c in held.cores)} (pids {', '.join(map(str, held.pids))})")
         for r, ri in zip(runners, runner_info):
             if ri["available"] and isinstance(r, TorchRunner):
                 ri["settings"] = r.settings()
@@ -198,6 +203,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
                                                   if r["status"] == "ok" else r["status"])
                 for r in rows))
     info["loadavg_end"] = machine.loadavg()
+    busy_record = held.record() if opts.busy_cores else dict(busy.QUIET)
     report = {
         "schema": SCHEMA,
         "machine": info,
@@ -208,7 +214,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
                      "threads": threads, "shapes": layer_tables(opts.shapes, suite.tables)[0] if suite.layers else None,
                      "dtype": opts.dtype, "accumulate": "float32" if opts.dtype == "float16" else opts.dtype,
                      "table_batch": table_batches(opts.suite, opts.batch, opts.table_batch) if suite.layers else None,
-                     "targets": opts.targets,
+                     "targets": opts.targets, "busy": busy_record,
                      "ratio": "best peer median time / runner median time (> 1: faster than every peer)",
                      "timing": "CUDA events around each call (fastconv._timing.event_times)" if opts.device == "gpu"
                      else "time.perf_counter around each call, synchronised (fastconv._timing.wall_times)",

@@ -1,4 +1,4 @@
-"""Whole networks and tiny calls: the cases of suites ``cpu-networks`` and ``cpu-tiny`` (issue 14).
+"""Whole networks and tiny calls: the cases of suites ``cpu-networks`` and ``cpu-tiny``.
 
 A *network* is a case of its own kind (:class:`NetworkCase`): a fixed sequence of layers run as one timed
 call on each side, as users run them, one op after the other on the previous op's output:
@@ -16,18 +16,18 @@ The networks (each :data:`NETWORKS` entry is its exact definition; N is the batc
 - ``lenet5`` (N=64, 1x32x32): conv 1->6 5x5, ReLU, max pool 2, conv 6->16 5x5, ReLU, max pool 2. The
   fully connected layers are left out on both sides (they would be the same NumPy matmuls on both and
   say nothing about fastconv).
-- ``vgg16_block`` (N=8, 64x56x56): the VGG block of issue 14's measurement: conv 64->64 3x3 p1, ReLU, conv
+- ``vgg16_block`` (N=8, 64x56x56): a VGG block: conv 64->64 3x3 p1, ReLU, conv
   64->64 3x3 p1, ReLU, max pool 2 (3.7 GFLOP). Its convolutions have the shape of ResNet-50's
   ``res2_3x3``; VGG-16 itself has no 64-channel stage at 56x56.
 - ``vgg16_stage2`` (N=1, 64x112x112): VGG-16's real second stage, rows ``conv2_1`` and ``conv2_2`` of the
   ``vgg16`` shape table: conv 64->128 3x3 p1, ReLU, conv 128->128 3x3 p1, ReLU, max pool 2 (5.5 GFLOP per
   image). At one image: at N=8 it is 44 GFLOP, about a second per call per side, which the 15-minute
-  evidence run (``benchmarks/cpu_issue14.py``) cannot afford quiet and busy.
+  CPU benchmark run (``benchmarks/cpu_issue14.py``) cannot afford quiet and busy.
 - ``resnet50_bottleneck`` (N=8, 256x56x56): ResNet-50's stage-2 identity block (``res2_1x1_256to64``,
   ``res2_3x3``, ``res2_1x1_64to256``): conv 256->64 1x1, ReLU, conv 64->64 3x3 p1, ReLU, conv 64->256 1x1,
   + the block's input, ReLU. No pool (the block has none); no batch norm (inference folds it into the
   convolutions' weights and biases).
-- ``small_cnn`` (N=64, 1x28x28): the small CNN of issue 14 as a new user writes it: conv 1->16 3x3 p1,
+- ``small_cnn`` (N=64, 1x28x28): a small CNN as a new user writes it: conv 1->16 3x3 p1,
   ReLU, max pool 2, conv 16->32 3x3 p1, ReLU, max pool 2.
 - ``lenet5`` at N=1 (suite ``cpu-tiny``): a whole LeNet forward of one image, where per-call overhead is
   everything.
@@ -104,7 +104,7 @@ NETWORKS: Dict[str, Network] = {n.name: n for n in (
             "LeNet-5's convolutional part (the fully connected layers left out on both sides)"),
     Network("vgg16_block", (64, 56, 56), 8,
             (conv(64, 3, padding=1), RELU, conv(64, 3, padding=1), RELU, max_pool(2)),
-            "issue 14's VGG block: two 3x3 64-channel convolutions and a max pool at 56x56"),
+            "a VGG block: two 3x3 64-channel convolutions and a max pool at 56x56"),
     Network("vgg16_stage2", (64, 112, 112), 1,
             (conv(128, 3, padding=1), RELU, conv(128, 3, padding=1), RELU, max_pool(2)),
             "VGG-16's stage 2 (conv2_1, conv2_2 of the vgg16 table) and its max pool"),
@@ -113,7 +113,7 @@ NETWORKS: Dict[str, Network] = {n.name: n for n in (
             "ResNet-50 stage-2 identity bottleneck (res2_1x1_256to64, res2_3x3, res2_1x1_64to256)"),
     Network("small_cnn", (1, 28, 28), 64,
             (conv(16, 3, padding=1), RELU, max_pool(2), conv(32, 3, padding=1), RELU, max_pool(2)),
-            "issue 14's small CNN as a new user writes it (28x28, 1->16->32 channels)"),
+            "a small CNN as a new user writes it (28x28, 1->16->32 channels)"),
 )}
 
 
@@ -351,7 +351,7 @@ LENET_OPS = (("conv1", (1, 32, 32), (6, 1, 5, 5)), ("pool1", (6, 28, 28), None),
 
 
 def tiny_cases(batch: Optional[int] = None) -> List[Case]:
-    """Suite cpu-tiny: issue 14's tiny calls (table ``tiny_calls``: a (1,3,8,8) input with a (4,3,3,3)
+    """Suite cpu-tiny: tiny calls (table ``tiny_calls``: a (1,3,8,8) input with a (4,3,3,3)
     weight, a (1,4,8,8) 2x2 max pool), LeNet-5's convolutions and pools as single calls at N=1
     (``lenet_ops_n1``) and N=64 (``lenet_ops_n64``), and the whole LeNet-5 forward at N=1 (``lenet_n1``).
     ``batch`` replaces every batch (tests)."""
@@ -374,14 +374,14 @@ def tiny_cases(batch: Optional[int] = None) -> List[Case]:
 
 
 def network_cases(batch: Optional[int] = None) -> List[Case]:
-    """Suite cpu-networks: LeNet-5, the VGG block and the ResNet-50 bottleneck (table ``networks``: issue
-    14's three), the small CNN and VGG-16's real stage 2 (table ``more_networks``), each at its own batch
+    """Suite cpu-networks: LeNet-5, the VGG block and the ResNet-50 bottleneck (table
+    ``networks``), the small CNN and VGG-16's real stage 2 (table ``more_networks``), each at its own batch
     unless ``batch`` is given."""
     return [network_case(name, "more_networks" if name in MORE_NETWORKS else "networks", batch)
             for name in NETWORKS]
 
 
-#: the networks of table ``more_networks`` (the rest are issue 14's three, table ``networks``)
+#: the networks of table ``more_networks`` (the rest: table ``networks``)
 MORE_NETWORKS = ("small_cnn", "vgg16_stage2")
 
 

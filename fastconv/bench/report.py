@@ -314,7 +314,9 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     median, quartiles and lowest ratio to the best peer (with its layer), how many layers were timed,
     unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs), the median
     and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see :mod:`.targets`;
-    forward groups only), the table's goal and whether it is met (None when not every layer was timed).
+    the forward groups, or the goal's ``op``), the table's goal and whether it is met (None when not every
+    layer was timed); a goal over several ``tables`` is an entry of its own, named by its key, over their
+    layers together.
     ``noisy``: how many of the timed ratios are noisy (``ratio_noisy``); ``refused``: None, or why the
     geomean is not to be printed (:func:`noise_refused`: more than half of them noisy; the figures stay in
     the entry, and the goal is not judged: ``met`` None), with ``noise_note``: the load average and what
@@ -325,6 +327,12 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
         table_name = table_of(c.get("source", ""))
         if table_name:
             tables.setdefault(table_name, []).append(c["name"])
+    unions = {}
+    for key, goal in (targets or {}).items():     # a goal over several tables: their layers as one table
+        names = [n for t in goal.get("tables") or () for n in tables.get(t, [])]
+        if names:
+            unions[key] = names
+    tables.update(unions)
     dtype = report.get("settings", {}).get("dtype", "float32")
     out = []
     for table_name, names in tables.items():
@@ -338,7 +346,9 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
         peers = sorted({r["backend"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"})
         peer = "/".join(peers) or "peer"
         for (label, group), rs_all in groups.items():
-            goal = (targets or {}).get(table_name) if group in FORWARD_GROUPS else None
+            goal = goal_for(targets, table_name, group)
+            if goal is None and table_name in unions:      # a union is there for its goal's groups only
+                continue
             subset = goal.get("layers") if goal else None
             layers_all = [n for n in names if op_group(cases[n]) == group]
             parts = [(None, layers_all)]
@@ -357,6 +367,15 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
                     entry["met"] = None if entry["refused"] else target_met(goal, entry)
                 out.append(entry)
     return out
+
+
+def goal_for(targets: Optional[dict], table_name: str, group: str) -> Optional[dict]:
+    """The goal of ``targets`` about ``group`` of ``table_name``: a goal with an ``op`` is about that
+    op group only, one without about the forward groups."""
+    goal = (targets or {}).get(table_name)
+    if not goal:
+        return None
+    return goal if group == goal.get("op", group if group in FORWARD_GROUPS else None) else None
 
 
 def _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer) -> dict:
@@ -458,6 +477,15 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     g = m.get("gpu") or {}
     peer = next((r.get("settings", {}) for r in rep["runners"] if r["kind"] == "peer" and r["available"]), {})
     facts = []
+    if not g and m.get("cpu_isa") is not None:
+        facts.append(f"CPU: {m.get('cpu_model')}, {m['cpu_isa']} ({' '.join(m.get('cpu_flags') or [])}), "
+                     f"{m.get('cpu_cores_usable')} usable cores")
+    th = threads_text(st.get("threads"))
+    if th:
+        facts.append(th)
+    bz = busy_text(st)
+    if bz:
+        facts.append(bz)
     if g:
         facts.append(f"driver {g.get('nvidia_driver') or '-'} (CUDA driver API {_cuda_version(g.get('cuda_driver'))}), "
                      f"CUDA runtime {_cuda_version(g.get('cuda_runtime'))}, compute capability "
@@ -496,6 +524,44 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     return facts
 
 
+def threads_text(threads: Optional[dict]) -> Optional[str]:
+    """The threads line of a report: what numba, torch and the BLAS pools ran with (None when unrecorded)."""
+    if not threads:
+        return None
+    parts = [f"{k} {threads[k]}" for k in ("numba", "torch") if threads.get(k) is not None]
+    blas = threads.get("blas") or {}
+    pools = blas.get("pools") or []
+    counts = sorted({p.get("num_threads") for p in pools if p.get("user_api") == "blas"} - {None})
+    if counts:
+        parts.append("BLAS " + "/".join(map(str, counts)) + ("" if blas.get("limited") else " (not limited)"))
+    requested = threads.get("requested")
+    return ("threads: " + ", ".join(parts) + (f" (--threads {requested})" if requested else " (their defaults)")
+            if parts else None)
+
+
+def busy_text(settings: dict) -> Optional[str]:
+    """The busy-machine line of a report (``settings.busy``, :mod:`.busy`); None for reports that predate it."""
+    b = settings.get("busy")
+    if b is None:
+        return None
+    if not b.get("cores"):
+        return "quiet run: no busy process started (--busy-cores 0; the load average says what else ran)"
+    pinned = [c for c in b.get("pinned") or [] if c is not None]
+    held = [h for h in b.get("held") or [] if h is not None]
+    many = "es" if b["cores"] > 1 else ""
+    return (f"BUSY machine: {b['cores']} child process{many} kept {b['cores']} core{'s' if many else ''} busy "
+            "for the whole run"
+            + (f", pinned to core(s) {', '.join(map(str, pinned))}" if pinned else "")
+            + (f", each holding {'/'.join(f'{h:.2f}' for h in held)} of a core" if held else "")
+            + " (--busy-cores)")
+
+
+def busy_label(settings: dict) -> str:
+    """``", busy: 1 core"`` for a busy run (headers, file names), "" otherwise."""
+    n = (settings.get("busy") or {}).get("cores")
+    return f", busy: {n} core{'s' if n > 1 else ''}" if n else ""
+
+
 def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
     """The per-table summary of one or more reports (e.g. a float32 and a float16 run) as Markdown: per
     report the machine, versions and physical limits, then one table row per (table, fastconv runner);
@@ -504,8 +570,10 @@ def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
     for rep in reports:
         m, st = rep["machine"], rep["settings"]
         g = m.get("gpu") or {}
-        dev = g.get("name") or f"{m['cpu_model']} ({m['cpu_cores_usable']} cores)"
-        parts.append(f"### {dev}, {st.get('dtype', 'float32')}, {m['date']}\n")
+        isa = f", {m['cpu_isa']}" if m.get("cpu_isa") else ""
+        dev = g.get("name") or f"{m['cpu_model']} ({m['cpu_cores_usable']} cores{isa})"
+        suite = f"suite {st['suite']}, " if st.get("suite") else ""
+        parts.append(f"### {dev}, {suite}{st.get('dtype', 'float32')}{busy_label(st)}, {m['date']}\n")
         entries = table_summary(rep, targets)
         parts.append("".join(f"- {f}\n" for f in _facts(rep, entries)))
         if not entries:

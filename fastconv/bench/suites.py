@@ -58,14 +58,14 @@ SUITES: Dict[str, Suite] = {s.name: s for s in (
     # calls of 10 us to 2 ms: blocks of 50 calls after a pause long enough for OpenBLAS's spinning workers
     # (about 0.1 s) to sleep, at least three blocks per side, so that every side is timed in three
     # stretches of the run
-    Suite("cpu-tiny", "per-call time of tiny calls (issue 14): a (1,3,8,8) input with a (4,3,3,3) weight, a "
+    Suite("cpu-tiny", "per-call time of tiny calls: a (1,3,8,8) input with a (4,3,3,3) weight, a "
                       "(1,4,8,8) max pool, LeNet-5's convolutions and pools at N=1 and N=64, and a whole "
                       "LeNet-5 forward at N=1; numba with algo auto beside torch",
           device="cpu", backends=("numba",), algos=("auto",), builder="tiny", settle_s=0.15,
           timing=(("round_calls", 50), ("min_repeat", 150), ("max_repeat", 2000))),
     # one call of a network is 2-200 ms: blocks of 2 calls, at least four blocks per side, a longer
     # budget per case
-    Suite("cpu-networks", "whole networks run as users run them, each one timed call per side (issue 14): "
+    Suite("cpu-networks", "whole networks run as users run them, each one timed call per side: "
                           "LeNet-5 N=64, VGG-16 stage 2 N=8, a ResNet-50 bottleneck N=8, a small CNN N=64 "
                           "(conv, ReLU in NumPy / torch.relu_, pool, in sequence; see "
                           "fastconv.bench.networks); numba with algo auto beside torch, a 0.3 s pause "
