@@ -127,7 +127,7 @@ from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, 
                       default_device, device_of_backend, fastconv_runners, limit_threads, peer_runners,
                       set_threads)
 from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, get_suite, parse_table_batch,
-                     table_batches)
+                     suite_policy, table_batches)
 from .targets import check_targets, load_targets
 from .timing import FULL_POLICY, QUICK_POLICY, Policy, Side, measure, measure_case, quartiles, spread, summarise
 from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
@@ -145,7 +145,7 @@ __all__ = [
     "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
     "default_device", "device_of_backend", "fastconv_runners", "limit_threads", "peer_runners", "set_threads",
     "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",
-    "table_batches",
+    "suite_policy", "table_batches",
     "check_targets", "load_targets",
     "FULL_POLICY", "QUICK_POLICY", "Policy", "Side", "measure", "measure_case", "quartiles", "spread", "summarise",
     "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",

@@ -629,3 +629,53 @@ def _clean(v):
 
 def write_json(report: dict, path: str) -> None:
     _files.atomic_write(path, json.dumps(_clean(report), indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A busy run against a quiet one
+# ---------------------------------------------------------------------------------------------------
+#: how far a fastconv row's ratio to the peer may fall on a busy machine, relative to the quiet run's
+BUSY_WITHIN = 0.25
+
+
+def busy_comparison(quiet: dict, busy: dict, within: float = BUSY_WITHIN) -> List[dict]:
+    """Per fastconv row with a ratio in both reports (same case, backend and algo): ``quiet`` and ``busy``
+    ratios to the peer, ``change`` (busy / quiet) and ``met``: the busy ratio is at least ``1 - within`` x
+    the quiet one (fastconv keeps its standing against the peer when a core is taken; a ratio that rises
+    meets it). ``noisy``: either row's ratio was noisy."""
+    def key(r):
+        return (r["case"], r["backend"], r["algo"])
+    before = {key(r): r for r in quiet["results"] if r["kind"] == "fastconv" and r.get("ratio_to_best_peer")}
+    out = []
+    for r in busy["results"]:
+        q = before.get(key(r))
+        if r["kind"] != "fastconv" or not r.get("ratio_to_best_peer") or q is None:
+            continue
+        change = r["ratio_to_best_peer"] / q["ratio_to_best_peer"]
+        out.append({"case": r["case"], "runner": f"{r['backend']}:{r['algo']}", "quiet": q["ratio_to_best_peer"],
+                    "busy": r["ratio_to_best_peer"], "change": change, "met": change >= 1 - within,
+                    "noisy": bool(q.get("ratio_noisy") or r.get("ratio_noisy"))})
+    return out
+
+
+def busy_markdown(quiet: dict, busy: dict, within: float = BUSY_WITHIN) -> str:
+    """:func:`busy_comparison` as Markdown: both runs' machine lines (load average, busy children), one row
+    per case and the count of rows that keep their standing."""
+    rows = busy_comparison(quiet, busy, within)
+    st_q, st_b = quiet.get("settings", {}), busy.get("settings", {})
+    head = [f"### suite {st_b.get('suite')}: busy ({busy_label(st_b).lstrip(', ') or 'no busy process'}) "
+            f"against quiet\n"]
+    for name, rep in (("quiet", quiet), ("busy", busy)):
+        m = rep.get("machine", {})
+        la, lb = m.get("loadavg_start"), m.get("loadavg_end")
+        head.append(f"- {name}: {m.get('date')}, " + (f"load average {la[0]:.1f} at the start, {lb[0]:.1f} at "
+                                                      "the end; " if la and lb else "")
+                    + (busy_text(rep.get("settings", {})) or "-") + "\n")
+    met = sum(r["met"] for r in rows)
+    head.append(f"- goal: on the busy machine each ratio to the peer at least {1 - within:.2f}x its quiet value; "
+                f"{met} of {len(rows)} rows meet it\n\n")
+    lines = ["| case | fastconv | quiet ratio | busy ratio | busy / quiet | met |\n|---|---|---|---|---|---|\n"]
+    for r in rows:
+        lines.append(f"| {r['case']} | `{r['runner']}` | {_x(r['quiet'])} | {_x(r['busy'])} | {r['change']:.2f} | "
+                     f"{'yes' if r['met'] else 'no'}{' (noisy)' if r['noisy'] else ''} |\n")
+    return "".join(head + lines)
