@@ -3,8 +3,9 @@ Markdown) and the JSON file.
 
 Summaries keep apart what they must not average together: per fastconv runner, the forward convolutions
 (``conv``), their data and weight gradients (``conv_input``, ``conv_weight``), the pools (``pool``) and the
-pool gradients (``pool_backward``) are each a group of their own (:func:`op_group`); goals (``--targets``)
-are about the forward groups.
+pool gradients (``pool_backward``) and whole networks (``network``) are each a group of their own
+(:func:`op_group`); goals (``--targets``) are about the forward groups (conv, pool, network) unless a goal
+names its ``op``.
 
 Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
 pools, from the spec of the case itself (never the reduced verification copy). The ratio to the best peer
