@@ -98,6 +98,7 @@ def main(argv=None) -> int:
             tail = log.read().splitlines()
         print("\n".join(line for line in tail if "target" in line or " cases in " in line) or "\n".join(tail[-5:]))
         done.append((r, b, wall, p.returncode, " ".join(cmd[1:])))
+    sys.path.insert(0, ROOT)          # this checkout's fastconv, as the runs (cwd ROOT) used
     from fastconv.bench import report as rep
     index = [f"# CPU benchmark of the CPU-speed goals, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n",
              "| run | mode | wall | exit | load average (start, end) | command |\n|---|---|---|---|---|---|\n"]

@@ -10,7 +10,10 @@ starts them before the timing and stops them after it, also when the run raises 
 (Ctrl-C); a child whose parent dies without stopping it (``kill -9``) notices within milliseconds that
 its parent changed and exits, so no spinner outlives the run. What they did is recorded:
 :meth:`Busy.record` (the report's ``settings.busy``): how many, their cores, and the CPU seconds each
-used over the seconds it ran (about 1.0: it held its core).
+used over the seconds it ran: the share of its core it got. A child competes at normal priority, as
+another user's process would: where one of the run's own threads (or anything else) wants the same core,
+the scheduler shares it, so the share is 1.0 only when nothing else wanted that core (on a quiet 2-core
+machine with a 2-thread run, expect about 0.5-0.9; on a machine already loaded by others, less).
 """
 from __future__ import annotations
 
@@ -106,7 +109,7 @@ class Busy:
     def record(self) -> dict:
         """The report's ``settings.busy``: ``cores`` (how many children), ``pinned`` (the core each was
         pinned to, None where not), ``seconds`` (how long they ran), ``held`` (each child's CPU seconds
-        over those seconds: about 1.0 when it held its core the whole run; None where unknown) and
+        over those seconds: the share of its core it got, module docstring; None where unknown) and
         ``how``."""
         wall = (self.stopped - self.started) if self.started is not None and self.stopped is not None else None
         held = [round(c / wall, 3) if c is not None and wall else None for c in self.cpu_s]

@@ -553,7 +553,7 @@ def busy_text(settings: dict) -> Optional[str]:
     return (f"BUSY machine: {b['cores']} child process{many} kept {b['cores']} core{'s' if many else ''} busy "
             "for the whole run"
             + (f", pinned to core(s) {', '.join(map(str, pinned))}" if pinned else "")
-            + (f", each holding {'/'.join(f'{h:.2f}' for h in held)} of a core" if held else "")
+            + (f", getting {'/'.join(f'{h:.2f}' for h in held)} of its core" if held else "")
             + " (--busy-cores)")
 
 
