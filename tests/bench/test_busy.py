@@ -61,13 +61,17 @@ def test_a_child_whose_parent_dies_exits_on_its_own(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     child = int(parent.stdout.readline())
-    assert _alive(child)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child)
+    try:
+        assert _alive(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:                       # a child that outlived its parent is not left spinning after the test
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_busy_cores_refuses_what_it_cannot_do():
