@@ -64,7 +64,8 @@ are all forward):
     machine   date (UTC), hostname, platform, cpu_model, cpu_isa ("AVX-512", "AVX2", "AVX", "SSE4.2" or null),
               cpu_flags (the vector-ISA flags of /proc/cpuinfo present), cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
-              loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
+              loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here),
+              loadavg_max (the highest 1-minute load average seen after a case)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
     settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits,
               settle_s, max_spread, round_calls, rewarm), batch, table_batch, dtype, accumulate, filter, threads

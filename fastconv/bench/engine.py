@@ -192,8 +192,12 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
         note = threads_note(threads)
         if note:
             log(note)
+        during = []                      # the 1-minute load average after each case
         for i, case in enumerate(cases, 1):
             rows, spec, verify_n, timing = _run_case(case, live, policy)
+            load = machine.loadavg()
+            if load:
+                during.append(load[0])
             add_throughput(case, spec, rows, peak, verify_n, copy_ref)
             results += rows
             case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(), verify_n=verify_n,
@@ -203,6 +207,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
                                                   if r["status"] == "ok" else r["status"])
                 for r in rows))
     info["loadavg_end"] = machine.loadavg()
+    info["loadavg_max"] = max(during) if during else None
     busy_record = held.record() if opts.busy_cores else dict(busy.QUIET)
     report = {
         "schema": SCHEMA,

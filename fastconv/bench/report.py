@@ -512,8 +512,10 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     elif cp:
         facts.append(f"copy bandwidth not measured: {cp.get('error')}")
     if m.get("loadavg_start") and m.get("loadavg_end"):
+        most = m.get("loadavg_max")
         facts.append(f"load average {m['loadavg_start'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the "
-                     f"end, on {m['cpu_cores_usable']} usable cores")
+                     "end" + (f", at most {most:.1f} after a case" if most is not None else "")
+                     + f", on {m['cpu_cores_usable']} usable cores")
     facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in entries})) or 'peer'} "
                  "median time / fastconv median time (> 1: fastconv faster); medians of "
                  f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")

@@ -125,6 +125,7 @@ def test_a_quiet_run_says_so(monkeypatch):
     assert rep["settings"]["busy"]["cores"] == 0
     md = bench.markdown([rep])
     assert "busy" not in md.splitlines()[0] and "- quiet run: no busy process started" in md
+    assert isinstance(rep["machine"]["loadavg_max"], float) and " after a case, on " in md
 
 
 def test_cli_busy_cores_is_documented_and_checked(capsys):
