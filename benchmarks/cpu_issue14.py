@@ -100,7 +100,8 @@ def main(argv=None) -> int:
         done.append((r, b, wall, p.returncode, " ".join(cmd[1:])))
     sys.path.insert(0, ROOT)          # this checkout's fastconv, as the runs (cwd ROOT) used
     from fastconv.bench import report as rep
-    index = [f"# CPU benchmark of the CPU-speed goals, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n",
+    now = datetime.datetime.now(datetime.timezone.utc)
+    index = [f"# CPU benchmark of the CPU-speed goals, {now:%Y-%m-%d %H:%M} UTC\n\n",
              "| run | mode | wall | exit | load average (start, end) | command |\n|---|---|---|---|---|---|\n"]
     for r, b, wall, code, cmd in done:
         path = os.path.join(args.out, r + ("-busy1" if b else "") + ".json")

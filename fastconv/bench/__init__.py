@@ -46,7 +46,8 @@ stage 2). A *network* is a case of its own (:mod:`.networks`): a fixed sequence 
 pools and a residual add run as one timed call per side, as users run them, verified layer by layer
 against the oracle. A suite may change the timing policy its calls need (``Suite.timing``:
 blocks of 50 tiny calls, blocks of 2 network calls). ``--busy-cores N`` runs any suite with N cores kept
-busy by spinning child processes (:mod:`.busy`), recorded in ``settings.busy``. ``table_batch`` sets a table's batch in any suite with layers. Sizes depend on the device
+busy by spinning child processes (:mod:`.busy`), recorded in ``settings.busy``.
+``table_batch`` sets a table's batch in any suite with layers. Sizes depend on the device
 (:data:`SIZES`). ``dtype`` float16 runs every case with float16 storage (fastconv accumulates in float32;
 the peer gets half tensors) and verifies with the float16 tolerance.
 
@@ -62,7 +63,8 @@ The JSON document (``SCHEMA`` = "fastconv-bench/2"; ``fastconv summary`` reads /
 are all forward):
 
     machine   date (UTC), hostname, platform, cpu_model, cpu_isa ("AVX-512", "AVX2", "AVX", "SSE4.2" or null),
-              cpu_flags (the vector-ISA flags of /proc/cpuinfo present), cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
+              cpu_flags (the vector-ISA flags of /proc/cpuinfo present), cpu_cores, cpu_cores_usable,
+              device ("cpu"/"gpu"),
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
               loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here),
               loadavg_max (the highest 1-minute load average seen after a case)
