@@ -16,19 +16,19 @@ The networks (each :data:`NETWORKS` entry is its exact definition; N is the batc
 - ``lenet5`` (N=64, 1x32x32): conv 1->6 5x5, ReLU, max pool 2, conv 6->16 5x5, ReLU, max pool 2. The
   fully connected layers are left out on both sides (they would be the same NumPy matmuls on both and
   say nothing about fastconv).
-- ``vgg16_block`` (N=8, 64x56x56): a VGG block: conv 64->64 3x3 p1, ReLU, conv
-  64->64 3x3 p1, ReLU, max pool 2 (3.7 GFLOP). Its convolutions have the shape of ResNet-50's
-  ``res2_3x3``; VGG-16 itself has no 64-channel stage at 56x56.
+- ``vgg16_block`` (N=8, 64x56x56): a VGG block: conv 64->64 3x3 p1, ReLU, conv 64->64 3x3 p1, ReLU, max
+  pool 2 (3.7 GFLOP). Its convolutions have the shape of ResNet-50's ``res2_3x3``; VGG-16 itself has no
+  64-channel stage at 56x56 (the real stages follow).
 - ``vgg16_stage2`` (N=1, 64x112x112): VGG-16's real second stage, rows ``conv2_1`` and ``conv2_2`` of the
   ``vgg16`` shape table: conv 64->128 3x3 p1, ReLU, conv 128->128 3x3 p1, ReLU, max pool 2 (5.5 GFLOP per
-  image). At one image: at N=8 it is 44 GFLOP, about a second per call per side, which the 15-minute
-  CPU benchmark run (``benchmarks/cpu_issue14.py``) cannot afford quiet and busy.
+  image). One image, because at N=8 it is 44 GFLOP, about a second per call per side, which the
+  15-minute CPU benchmark run (``benchmarks/cpu_issue14.py``) cannot afford quiet and busy.
 - ``resnet50_bottleneck`` (N=8, 256x56x56): ResNet-50's stage-2 identity block (``res2_1x1_256to64``,
   ``res2_3x3``, ``res2_1x1_64to256``): conv 256->64 1x1, ReLU, conv 64->64 3x3 p1, ReLU, conv 64->256 1x1,
   + the block's input, ReLU. No pool (the block has none); no batch norm (inference folds it into the
   convolutions' weights and biases).
-- ``small_cnn`` (N=64, 1x28x28): a small CNN as a new user writes it: conv 1->16 3x3 p1,
-  ReLU, max pool 2, conv 16->32 3x3 p1, ReLU, max pool 2.
+- ``small_cnn`` (N=64, 1x28x28): a small CNN as a new user writes it: conv 1->16 3x3 p1, ReLU, max pool 2,
+  conv 16->32 3x3 p1, ReLU, max pool 2.
 - ``lenet5`` at N=1 (suite ``cpu-tiny``): a whole LeNet forward of one image, where per-call overhead is
   everything.
 
