@@ -23,10 +23,13 @@ pools):
                                                            small CNN, VGG-16's stage 2
 
 Expected durations on a quiet 2-core AMD EPYC (AVX2) with Numba's cache warm (``fastconv warmup`` first;
-an empty cache adds a minute or two of compilation to the first runs): layers ~110 s, backward ~120 s,
-tiny ~30 s, networks ~60 s: about 5 minutes quiet; the busy runs take about 1.5x as long, about 13
-minutes in all (``--dry-run`` adds it up). Each run is bounded by the policies' budgets (per case: 2 s, the quick
-policy's 1 s for backward, cpu-networks' 6 s), not by the speed of what is measured.
+an empty cache adds a minute or two of compilation to the first runs): layers ~130 s, backward ~180 s,
+tiny ~30 s, networks ~60 s, about 7 minutes quiet; the busy runs are bounded by the same per-case budgets
+and take about 1.3x as long: about 15 minutes in all (``--dry-run`` adds it up). Measured on the same kind
+of machine while other work held it at a load average of 3-8 (so an upper bound): layers 289 s, backward
+435 s (compiling the gradient kernels into an empty cache included), tiny 33 s (busy 55 s), networks 66 s
+(busy 62 s). Each run is bounded by the policies' budgets (per case: 2 s, the quick policy's 1 s for
+backward, cpu-networks' 6 s) more than by the speed of what is measured.
 
 Writes into OUT: ``<run>.json`` / ``.md`` / ``.txt`` (raw report, per-table summary with the goals, console)
 and ``<run>-busy1.*`` for the busy runs, ``<run>-busy-vs-quiet.md`` (per row: quiet ratio, busy ratio,
@@ -53,9 +56,10 @@ RUNS = {
     "tiny": ["--suite", "cpu-tiny"],
     "networks": ["--suite", "cpu-networks"],
 }
-#: seconds each run takes on a quiet 2-core EPYC with a warm Numba cache (busy: about 1.5x)
-EXPECTED_S = {"layers": 110, "backward": 120, "tiny": 30, "networks": 60}
+#: seconds each run takes on a quiet 2-core EPYC with a warm Numba cache (busy: about BUSY_FACTOR x)
+EXPECTED_S = {"layers": 130, "backward": 180, "tiny": 30, "networks": 60}
 BUSY = ["--busy-cores", "1"]
+BUSY_FACTOR = 1.3
 
 
 def command(run: str, busy: bool, out: str) -> list:
@@ -77,11 +81,11 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown run or mode: {', '.join(bad)}")
     plan = [(r, m == "busy") for m in modes for r in runs]
-    expected = sum(EXPECTED_S[r] * (1.5 if b else 1) for r, b in plan)
+    expected = sum(EXPECTED_S[r] * (BUSY_FACTOR if b else 1) for r, b in plan)
     print(f"{len(plan)} runs, expected about {expected / 60:.0f} minutes (quiet machine, warm Numba cache)")
     if args.dry_run:
         for r, b in plan:
-            print(f"~{EXPECTED_S[r] * (1.5 if b else 1):.0f} s  " + " ".join(command(r, b, args.out)))
+            print(f"~{EXPECTED_S[r] * (BUSY_FACTOR if b else 1):.0f} s  " + " ".join(command(r, b, args.out)))
         return 0
     os.makedirs(args.out, exist_ok=True)
     rc, done = 0, []

@@ -80,14 +80,14 @@ def target_text(goal: Optional[dict], peer: str) -> Optional[str]:
     """The goal in words, e.g. ``geomean >= 1x torch-cuda, no layer < 0.7x``."""
     if not goal:
         return None
-    parts = [f"{goal['op']}:"] if "op" in goal else []
+    parts = []
     if "geomean" in goal:
         parts.append(f"geomean >= {goal['geomean']:g}x {peer}")
     if "min" in goal:
         parts.append(f"no layer < {goal['min']:g}x")
     if "median_copy_fraction" in goal:
         parts.append(f"median >= {100 * goal['median_copy_fraction']:.0f}% of copy bandwidth")
-    return ", ".join(parts)
+    return (f"{goal['op']}: " if "op" in goal else "") + ", ".join(parts)
 
 
 def target_met(goal: dict, entry: dict) -> Optional[bool]:

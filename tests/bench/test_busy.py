@@ -169,6 +169,7 @@ def test_a_goal_over_several_tables_is_judged_on_their_layers_together():
     assert (a["geomean"], a["min"], a["met"]) == (pytest.approx(2 ** 0.25), 0.5, True)
     assert entries[("resnet50", "cuda:direct")]["target"] is None        # the tables themselves: no goal
     assert not any(t == "grads" for t, _ in entries)      # no conv_input rows: no entry for that goal
+    assert bench.targets.target_text(goals["grads"], "torch") == "conv_input: geomean >= 1x torch"
 
 
 def test_goal_keys_are_checked():
