@@ -6,6 +6,8 @@
     fastconv bench --suite cpu-layers       the CPU layer benchmark: numba's algorithms beside torch
     fastconv bench --suite cpu-layers --direction backward   the same layers' gradients (conv_input,
                                             conv_weight, pool gradients) beside torch's backward kernels
+    fastconv bench --suite cpu-tiny         per-call time of tiny calls and LeNet's ops beside torch
+    fastconv bench --suite cpu-networks --busy-cores 1   whole networks, one core kept busy meanwhile
     fastconv summary r32.json r16.json --targets goals.json --markdown r.md   the summary of earlier reports
     fastconv info                           backends (and why one is unavailable), devices, versions, caches
     fastconv warmup                         compile every kernel ahead of time (numba; cuda with a GPU)
@@ -90,6 +92,12 @@ def _bench_parser(sub) -> None:
                         "threadpoolctl from the bench extra; without it the run says the BLAS pools were not "
                         "limited). Default: their own defaults, all cores; 1 gives steadier numbers on a machine "
                         "that is busy with other work")
+    p.add_argument("--busy-cores", type=int, default=0, metavar="N",
+                   help="a busy machine on purpose: N child processes each keep one core busy (a spinning "
+                        "loop, pinned to the last N usable cores) from before the first case until after the "
+                        "last, also when the run fails or is interrupted; the report's settings.busy, its "
+                        "Markdown header and the console say so, with the CPU time each child used. Compare "
+                        "with a run without it. Default 0")
     # test-only: cut the case list short
     p.add_argument("--max-cases", type=int, help=argparse.SUPPRESS)
 
@@ -219,8 +227,8 @@ def _results_dir(path: str) -> bool:
 
 
 def _stem(args, report, suite: str) -> str:
-    """Where the JSON and the plot go without --json/--plot: ``<DIR>/<device name>-<suite>[-<direction>]-
-    <date>T<hhmmss>[-<dtype>]``, DIR being --out or :data:`RESULTS_DIR`; runs a second or more apart never
+    """Where the JSON and the plot go without --json/--plot: ``<DIR>/<device name>-<suite>[-<direction>]
+    [-busy<N>]-<date>T<hhmmss>[-<dtype>]``, DIR being --out or :data:`RESULTS_DIR`; runs a second or more apart never
     share a name."""
     m = report["machine"]
     name = m["gpu"]["name"] if m.get("gpu") else m["cpu_model"]
@@ -231,7 +239,8 @@ def _stem(args, report, suite: str) -> str:
     direction = report["settings"].get("direction", "forward")
     direction = "" if direction == "forward" else f"-{direction}"
     when = m["date"][:10] + "T" + m["date"][11:19].replace(":", "")
-    return os.path.join(args.out or RESULTS_DIR, f"{slug}-{suite}{direction}-{when}{dtype}")
+    busy = f"-busy{args.busy_cores}" if getattr(args, "busy_cores", 0) else ""
+    return os.path.join(args.out or RESULTS_DIR, f"{slug}-{suite}{direction}{busy}-{when}{dtype}")
 
 
 def _write_results(args, report, suite: str) -> None:
@@ -279,8 +288,11 @@ def cmd_bench(args, ap) -> int:
     opts = bench.Options(suite=suite.name, device=device, backends=backends, algos=args.algo, peers=peers,
                          policy=policy, batch=args.batch, max_cases=args.max_cases, filter=args.filter,
                          threads=args.threads, dtype=args.dtype, table_batch=table_batch, shapes=args.shapes,
-                         targets=targets, direction=args.direction)
-    _note_load(device, args.threads)
+                         targets=targets, direction=args.direction, busy_cores=args.busy_cores)
+    if args.busy_cores < 0:
+        ap.error(f"--busy-cores must be 0 or more, got {args.busy_cores}")
+    if not args.busy_cores:
+        _note_load(device, args.threads)
     try:
         report = bench.run(opts)
     except (RuntimeError, FileNotFoundError, ValueError) as e:
@@ -304,7 +316,8 @@ def cmd_bench(args, ap) -> int:
     la, lb = report["machine"].get("loadavg_start"), report["machine"].get("loadavg_end")
     print(f"\n{len(report['cases'])} cases in {report['wall_s']:.1f} s on {device}"
           + (f" (load average {la[0]:.1f} at the start, {lb[0]:.1f} at the end, on "
-             f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else ""))
+             f"{report['machine']['cpu_cores_usable']} cores)" if la and lb else "")
+          + (f"; {bench.report.busy_text(report['settings'])}" if args.busy_cores else ""))
     unwritten = 0
     try:
         _write_results(args, report, suite.name)

@@ -39,7 +39,15 @@ kernel size, groups and batch for conv2d and conv1d, and the matching sweeps for
 ``layers`` (every standard layer table), ``full`` (``sweep`` + ``layers``) and ``cpu-layers`` (the CPU
 layer benchmark: ResNet-50 at N=8 with stride-2 and dilation-2 variants of its 3x3 layers, MobileNet-v1
 depthwise at N=8, pools at N=16, every numba algorithm and ``auto`` beside torch, with a pause before each
-side is timed). ``table_batch`` sets a table's batch in any suite with layers. Sizes depend on the device
+side is timed), ``cpu-tiny`` (per-call time of tiny calls: a (1,3,8,8) input with a (4,3,3,3) weight, a
+(1,4,8,8) max pool, LeNet-5's convolutions and pools at N=1 and N=64, a whole LeNet-5 forward at N=1) and
+``cpu-networks`` (whole networks: LeNet-5, a VGG block, a ResNet-50 bottleneck, a small CNN, VGG-16's
+stage 2). A *network* is a case of its own (:mod:`.networks`): a fixed sequence of convolutions, ReLUs,
+pools and a residual add run as one timed call per side, as users run them, verified layer by layer
+against the oracle. A suite may change the timing policy its calls need (``Suite.timing``:
+blocks of 50 tiny calls, blocks of 2 network calls). ``--busy-cores N`` runs any suite with N cores kept
+busy by spinning child processes (:mod:`.busy`), recorded in ``settings.busy``.
+``table_batch`` sets a table's batch in any suite with layers. Sizes depend on the device
 (:data:`SIZES`). ``dtype`` float16 runs every case with float16 storage (fastconv accumulates in float32;
 the peer gets half tensors) and verifies with the float16 tolerance.
 
@@ -54,25 +62,32 @@ is met. :func:`markdown` writes it as a Markdown table.
 The JSON document (``SCHEMA`` = "fastconv-bench/2"; ``fastconv summary`` reads /1 reports too, whose cases
 are all forward):
 
-    machine   date (UTC), hostname, platform, cpu_model, cpu_cores, cpu_cores_usable, device ("cpu"/"gpu"),
+    machine   date (UTC), hostname, platform, cpu_model, cpu_isa ("AVX-512", "AVX2", "AVX", "SSE4.2" or null),
+              cpu_flags (the vector-ISA flags of /proc/cpuinfo present), cpu_cores, cpu_cores_usable,
+              device ("cpu"/"gpu"),
               gpu (name, memory_gib, compute_capability, cuda_runtime, cuda_driver; null on the CPU),
-              loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here)
+              loadavg_start/loadavg_end (1, 5 and 15-minute load averages; other work on the machine shows here),
+              loadavg_max (the highest 1-minute load average seen after a case)
     versions  python, fastconv, numpy, numba, cupy, torch, matplotlib (null when not installed)
     settings  suite, device, direction ("forward", "backward" or "both"), policy (warm-up/repeat/time limits,
               settle_s, max_spread, round_calls, rewarm), batch, table_batch, dtype, accumulate, filter, threads
               ({requested, numba, torch, blas: {limited, reason, pools (threadpoolctl's threadpool_info()
               after limiting: user_api, internal_api, prefix, version, num_threads, filepath; null without
               threadpoolctl), env (the BLAS thread variables set)}}), shapes (the directory read), targets
-              (the goals given, or null), timing, statistic ("median"), ratio (its definition)
+              (the goals given, or null), busy ({cores, pinned, seconds, held, how}: the child processes
+              that kept cores busy during the run, --busy-cores; cores 0 on a quiet run), timing, statistic
+              ("median"), ratio (its definition)
     peak      {fp32_gflops, mem_gbps, source[, how, inputs, vendor]} or null
     copy_bandwidth  {gbps, method, bytes, methods, how} (GPU runs with pools; CPU: numpy.copyto) or null
     runners   every runner considered: kind ("fastconv"/"peer"), name, algo, family, device, available,
               reason (why not), settings (torch: threads; torch-cuda: cudnn version, allow_tf32, cudnn_benchmark)
     cases     name, op (the forward op: conv2d, max_pool2d, ...; a gradient case keeps its forward's), direction
               ("forward"/"backward"), spec_op (what is computed: conv, conv_input, conv_weight, max_pool,
-              max_pool_backward, ...), source ("sweep" or "layers:<table>"), input_shape, weight_shape (the
+              max_pool_backward, ...), source ("sweep", or "<kind>:<table>" with kind layers, tiny or networks: the
+              summary table it belongs to), input_shape, weight_shape (the
               forward's), kwargs (the forward op's keyword arguments), sweeps ({sweep: label}), description,
-              flops, bytes (the spec's: a gradient's own), metric, verify_n, timing ({rounds, stopped:
+              network (a network case: name, doc, layers: [{kind, K, R, stride, padding, kernel}]; op
+              "network"), flops, bytes (the spec's: a gradient's own), metric, verify_n, timing ({rounds, stopped:
               "steady"/"budget"/"max_repeat", spent_s}; null when nothing was timed)
     results   one row per (case, runner): case, op (the case's spec_op), kind, backend, algo, status ("ok", "unsupported",
               "verify-failed", "error"), error, verified ("strict"/"loose"/"fp16-accumulate"), median_s, min_s,
@@ -82,7 +97,7 @@ are all forward):
               copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]:
               the ratio while both sides stay within their interquartile ranges), ratio_noisy (the row or
               its best peer noisy), impl (fastconv algo "auto" and pools: the implementation dispatch ran,
-              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``)
+              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``; a network's: each op's, joined by "; ")
     summary   table_summary(): per standard-layer table, fastconv runner and op group: table, layer_subset,
               runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,
@@ -94,7 +109,11 @@ are all forward):
 fastconv-bench/2 (from /1): gradient cases; ``settings.direction``, ``cases[].direction``,
 ``cases[].spec_op``, ``results[].op`` and the summary's ``op`` are new; a summary entry is per op group (a
 /1 reader grouping rows by runner alone would mix forward and gradient rows, hence the new version); goals
-are checked on the forward groups only.
+are checked on the forward groups unless a goal names its ``op``.
+
+Changes within fastconv-bench/2 for the CPU suites (new fields only): ``machine.cpu_isa``,
+``machine.cpu_flags``, ``settings.busy``, ``cases[].network``, case and summary op ``network``, sources
+``tiny:<table>`` and ``networks:<table>``; summary entries named by a goal over several tables.
 
 Changes within fastconv-bench/2 (readers keep working: new fields only, and ``settings.threads.blas_env``
 moved to ``settings.threads.blas.env``): ``results[].spread``, ``noisy``, ``max_spread``, ``ratio_noisy``;
@@ -124,7 +143,7 @@ from .runners import (EXCLUDED_BY_DEFAULT, CupyxRunner, FastconvRunner, Runner, 
                       default_device, device_of_backend, fastconv_runners, limit_threads, peer_runners,
                       set_threads)
 from .suites import (DEVICES, DTYPES, SUITE_NAMES, SUITES, Suite, build_cases, get_suite, parse_table_batch,
-                     table_batches)
+                     suite_policy, table_batches)
 from .targets import check_targets, load_targets
 from .timing import FULL_POLICY, QUICK_POLICY, Policy, Side, measure, measure_case, quartiles, spread, summarise
 from .verification import PEER_FP16_ACC_SCALE, PEER_LOOSE_SCALE, Reference, verify
@@ -142,7 +161,7 @@ __all__ = [
     "EXCLUDED_BY_DEFAULT", "CupyxRunner", "FastconvRunner", "Runner", "TorchRunner", "backends_for",
     "default_device", "device_of_backend", "fastconv_runners", "limit_threads", "peer_runners", "set_threads",
     "DEVICES", "DTYPES", "SUITE_NAMES", "SUITES", "Suite", "build_cases", "get_suite", "parse_table_batch",
-    "table_batches",
+    "suite_policy", "table_batches",
     "check_targets", "load_targets",
     "FULL_POLICY", "QUICK_POLICY", "Policy", "Side", "measure", "measure_case", "quartiles", "spread", "summarise",
     "PEER_FP16_ACC_SCALE", "PEER_LOOSE_SCALE", "Reference", "verify",

@@ -58,6 +58,9 @@ class Case:
     dtype: str = "float32"
     grad: Optional[str] = None
 
+    #: a whole network run as one call (:class:`~.networks.NetworkCase`), not a single op
+    is_network = False
+
     @property
     def is_conv(self) -> bool:
         """A convolution or one of its gradients (GFLOP/s, conv runners); else a pool or its gradient."""
@@ -110,7 +113,7 @@ class Case:
     @property
     def table(self) -> Optional[str]:
         """The standard-layer table the case comes from (``"resnet50"``, ...), None for sweep cases."""
-        return self.source.split(":", 1)[1] if self.source.startswith("layers:") else None
+        return table_of(self.source)
 
     def arrays(self, n: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, ...]:
         """Arguments of the case's call in its dtype, batch ``n`` (default the case's): forward x, w, b for
@@ -231,8 +234,23 @@ class Case:
                 "sweeps": dict(self.sweeps), "description": self.describe()}
 
 
+#: the kinds of source whose cases belong to a summary table, ``<kind>:<table>``: the standard layers
+#: (:mod:`.layers`), the CPU tiny calls and the networks (:mod:`.networks`)
+TABLE_SOURCES = ("layers", "tiny", "networks")
+
+
+def table_of(source: str) -> Optional[str]:
+    """The summary table of a case's ``source`` (``"layers:resnet50"`` -> ``"resnet50"``), None for sweep
+    cases."""
+    kind, sep, table = source.partition(":")
+    return table if sep and kind in TABLE_SOURCES else None
+
+
 def case_spec(case: Case):
-    """The spec of the case at its own batch size, without allocating its arrays (zero-stride views)."""
+    """The spec of the case at its own batch size, without allocating its arrays (zero-stride views); a
+    network's :class:`~.networks.NetworkSpec`."""
+    if case.is_network:
+        return case.full_spec()
     zero = np.zeros((), dtype=case.dtype)
     shapes = [case.shape] + ([case.weight, case.weight[:1]] if case.is_conv else [])
     fwd = tuple(np.broadcast_to(zero, s) for s in shapes)
@@ -257,13 +275,17 @@ def backward_cases(case: Case) -> List[Case]:
 
 def with_directions(cases: List[Case], direction: str = "forward") -> List[Case]:
     """``cases`` (forward) as a run of ``direction`` measures them: as they are ("forward"), each replaced
-    by its gradients ("backward"), or each followed by its gradients ("both")."""
+    by its gradients ("backward"), or each followed by its gradients ("both"). A network case has no
+    gradient case: it is kept with "both" and left out with "backward"."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if direction == "forward":
         return list(cases)
     out: List[Case] = []
     for c in cases:
+        if c.is_network:             # a network is measured forward only
+            out += [c] if direction == "both" else []
+            continue
         out += ([c] if direction == "both" else []) + backward_cases(c)
     return out
 

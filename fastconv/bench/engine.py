@@ -7,15 +7,15 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from .. import _timing
-from . import machine
+from . import busy, machine
 from .cases import Case, case_spec
 from .layers import layer_tables
 from .report import add_throughput, fmt_time, table_summary
 from .runners import (FastconvRunner, Runner, TorchRunner, fastconv_runners, limit_threads, peer_runners,
                       threads_note)
-from .suites import build_cases, get_suite, table_batches
+from .suites import build_cases, get_suite, suite_policy, table_batches
 from .timing import QUICK_POLICY, Policy, Side, measure_case, summarise
-from .verification import Reference, verify
+from .verification import reference, verify
 
 SCHEMA = "fastconv-bench/2"
 #: the report versions ``fastconv summary`` reads (a /1 report holds forward cases only)
@@ -40,6 +40,7 @@ class Options:
     targets: Optional[dict] = None        # goals per table (targets.check_targets); None: no verdicts
     copy_bytes: int = 256 * 2**20         # buffer of the GPU copy-bandwidth reference
     direction: Optional[str] = None       # forward, backward or both (None: the suite's)
+    busy_cores: int = 0                   # child processes keeping this many cores busy while it runs (busy.py)
 
 
 def _runner_info(r: Runner, why: Optional[str]) -> dict:
@@ -90,7 +91,7 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
         row["algo"] = r.algo_for(case, full_spec)
         try:
             if ref is None:
-                ref = Reference(case)
+                ref = reference(case)
             row["verified"] = verify(case, r, ref)
         except AssertionError as e:
             row.update(status="verify-failed", error=str(e))
@@ -157,9 +158,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
         cases = cases[: opts.max_cases]
     backends = opts.backends or (list(suite.backends) if suite.backends else None)
     algos = opts.algos or (list(suite.algos) if suite.algos else None)
-    policy = opts.policy
-    if suite.settle_s and not policy.settle_s:
-        policy = dataclasses.replace(policy, settle_s=suite.settle_s)
+    policy = suite_policy(suite, opts.policy)
     runners: List[Runner] = list(fastconv_runners(opts.device, backends, algos, direction))
     if opts.peers is None or opts.peers:
         runners += peer_runners(opts.device, opts.peers)
@@ -180,7 +179,11 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
     info = machine.machine_info(opts.device)
     peak, copy_ref = _references(cases, opts.device, opts.copy_bytes, info["gpu"], log)
     results, case_records = [], []
-    with limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+    with busy.busy_cores(opts.busy_cores) as held, \
+            limit_threads(opts.threads, live) as threads:   # numba's, torch's and the BLAS pools' counts back after
+        if opts.busy_cores:
+            log(f"busy machine: {opts.busy_cores} child process(es) spinning, pinned to core(s) "
+                f"{', '.join(str(c) for c in held.cores)} (pids {', '.join(map(str, held.pids))})")
         for r, ri in zip(runners, runner_info):
             if ri["available"] and isinstance(r, TorchRunner):
                 ri["settings"] = r.settings()
@@ -189,8 +192,12 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
         note = threads_note(threads)
         if note:
             log(note)
+        during = []                      # the 1-minute load average after each case
         for i, case in enumerate(cases, 1):
             rows, spec, verify_n, timing = _run_case(case, live, policy)
+            load = machine.loadavg()
+            if load:
+                during.append(load[0])
             add_throughput(case, spec, rows, peak, verify_n, copy_ref)
             results += rows
             case_records.append(dict(case.record(), flops=spec.flops(), bytes=spec.bytes(), verify_n=verify_n,
@@ -200,6 +207,8 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
                                                   if r["status"] == "ok" else r["status"])
                 for r in rows))
     info["loadavg_end"] = machine.loadavg()
+    info["loadavg_max"] = max(during) if during else None
+    busy_record = held.record() if opts.busy_cores else dict(busy.QUIET)
     report = {
         "schema": SCHEMA,
         "machine": info,
@@ -210,7 +219,7 @@ def _run(opts: Options, log: Callable[[str], None]) -> dict:
                      "threads": threads, "shapes": layer_tables(opts.shapes, suite.tables)[0] if suite.layers else None,
                      "dtype": opts.dtype, "accumulate": "float32" if opts.dtype == "float16" else opts.dtype,
                      "table_batch": table_batches(opts.suite, opts.batch, opts.table_batch) if suite.layers else None,
-                     "targets": opts.targets,
+                     "targets": opts.targets, "busy": busy_record,
                      "ratio": "best peer median time / runner median time (> 1: faster than every peer)",
                      "timing": "CUDA events around each call (fastconv._timing.event_times)" if opts.device == "gpu"
                      else "time.perf_counter around each call, synchronised (fastconv._timing.wall_times)",

@@ -162,6 +162,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the vector-ISA flags of /proc/cpuinfo a CPU report keeps, widest first (what decides oneDNN's and
+#: OpenBLAS's kernels, and Numba's code generation)
+ISA_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma", "avx",
+             "sse4_2")
+
+
+def cpu_isa(path: str = "/proc/cpuinfo") -> dict:
+    """``{"isa": "AVX-512" | "AVX2" | "AVX" | "SSE4.2" | None, "flags": [the ISA_FLAGS the CPU has]}`` from
+    the first ``flags`` line of ``path`` (Linux); None and [] where it cannot be read (another OS)."""
+    try:
+        with open(path) as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        line = ""
+    have = set(line.split(":", 1)[1].split()) if ":" in line else set()
+    flags = [f for f in ISA_FLAGS if f in have]
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                                        ("sse4_2", "SSE4.2")) if flag in have), None)
+    return {"isa": isa, "flags": flags}
+
+
 def gpu_info() -> Optional[dict]:
     """Name, memory, compute capability, CUDA runtime/driver of the current CuPy device, or None."""
     try:
@@ -228,7 +249,9 @@ def machine_info(device: str) -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    isa = cpu_isa()
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
+            "cpu_isa": isa["isa"], "cpu_flags": isa["flags"],
             "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable, "device": device,
             "gpu": gpu_info() if device == "gpu" else None, "loadavg_start": loadavg()}

@@ -16,7 +16,7 @@ import textwrap
 from typing import List, Optional, Tuple
 
 from .. import _files
-from .cases import CONV_OPS
+from .cases import CONV_OPS, table_of
 from .report import missing_peer
 
 #: the sweeps the plot draws, in this order
@@ -95,7 +95,7 @@ def figure(report: dict):
     for c in report["cases"]:
         if any(s in c["sweeps"] for s in PLOT_SWEEPS) and _plot_op(c) not in ops:
             ops.append(_plot_op(c))
-    layers = [c["name"] for c in report["cases"] if c["source"].startswith("layers")]
+    layers = [c["name"] for c in report["cases"] if table_of(c["source"])]     # layers, tiny calls, networks
     if not ops and not layers:
         return None, "no sweep or layer cases to plot"
     no_peer = missing_peer(report)
@@ -164,7 +164,8 @@ def figure(report: dict):
                 legend_done = True
     if layers:
         ax = fig.add_subplot(grid[nrows - 1, :])
-        ax.set_title("standard layers: speed relative to the best peer (> 1: faster)", fontsize=10)
+        ax.set_title("standard layers, tiny calls and networks: speed relative to the best peer (> 1: faster)",
+                     fontsize=10)
         fc = sorted({f"{r['backend']}:{r['algo']}" for r in ok if r["kind"] == "fastconv"})
         width = 0.8 / max(1, len(fc))
         drawn = False

@@ -3,8 +3,9 @@ Markdown) and the JSON file.
 
 Summaries keep apart what they must not average together: per fastconv runner, the forward convolutions
 (``conv``), their data and weight gradients (``conv_input``, ``conv_weight``), the pools (``pool``) and the
-pool gradients (``pool_backward``) are each a group of their own (:func:`op_group`); goals (``--targets``)
-are about the forward groups.
+pool gradients (``pool_backward``) and whole networks (``network``) are each a group of their own
+(:func:`op_group`); goals (``--targets``) are about the forward groups (conv, pool, network) unless a goal
+names its ``op``.
 
 Throughput is ``spec.flops()`` / time (GFLOP/s) for convolutions and ``spec.bytes()`` / time (GB/s) for
 pools, from the spec of the case itself (never the reduced verification copy). The ratio to the best peer
@@ -17,7 +18,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import _files, _timing
-from .cases import CONV_OPS, Case
+from .cases import CONV_OPS, Case, table_of
 from .targets import SUBSETS, target_met, target_text
 from .timing import FULL_POLICY, MAX_SPREAD, quartiles
 from .verification import PEER_LOOSE_SCALE
@@ -54,14 +55,17 @@ def add_throughput(case: Case, spec, rows: List[dict], peak: Optional[dict], ver
 
 def op_group(case: dict) -> str:
     """The summary group of a JSON case record: ``conv`` or ``pool`` (forward; also every case of a
-    fastconv-bench/1 report), ``conv_input``, ``conv_weight`` or ``pool_backward``."""
+    fastconv-bench/1 report), ``conv_input``, ``conv_weight`` or ``pool_backward``; ``network`` for a
+    whole network (:mod:`.networks`)."""
+    if case["op"] == "network":
+        return "network"
     is_conv = case["op"] in CONV_OPS
     if case.get("direction", "forward") == "forward":
         return "conv" if is_conv else "pool"
     return case["spec_op"] if is_conv else "pool_backward"
 
 
-FORWARD_GROUPS = ("conv", "pool")
+FORWARD_GROUPS = ("conv", "pool", "network")
 
 
 def _with_op(label: str, group: str) -> str:
@@ -302,7 +306,7 @@ def _median(vals: Sequence[float]) -> Optional[float]:
 def _row_label(row: dict, op: str) -> str:
     """The fastconv runner a result row belongs to: ``backend:algo`` for convs, ``backend:pools`` for pools
     (whose row ``algo`` is the implementation dispatch picked)."""
-    return f"{row['backend']}:{row['algo'] if op in CONV_OPS else 'pools'}"
+    return f"{row['backend']}:{row['algo'] if op in CONV_OPS or op == 'network' else 'pools'}"
 
 
 def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
@@ -311,7 +315,9 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     median, quartiles and lowest ratio to the best peer (with its layer), how many layers were timed,
     unsupported or failed, the median fraction of the fp32 FMA peak (fastconv and peer; convs), the median
     and lowest fraction of the measured copy bandwidth (pools); with ``targets`` (see :mod:`.targets`;
-    forward groups only), the table's goal and whether it is met (None when not every layer was timed).
+    the forward groups, or the goal's ``op``), the table's goal and whether it is met (None when not every
+    layer was timed); a goal over several ``tables`` is an entry of its own, named by its key, over their
+    layers together.
     ``noisy``: how many of the timed ratios are noisy (``ratio_noisy``); ``refused``: None, or why the
     geomean is not to be printed (:func:`noise_refused`: more than half of them noisy; the figures stay in
     the entry, and the goal is not judged: ``met`` None), with ``noise_note``: the load average and what
@@ -319,8 +325,15 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
     cases = {c["name"]: c for c in report["cases"]}
     tables: Dict[str, List[str]] = {}
     for c in report["cases"]:
-        if c.get("source", "").startswith("layers:"):
-            tables.setdefault(c["source"].split(":", 1)[1], []).append(c["name"])
+        table_name = table_of(c.get("source", ""))
+        if table_name:
+            tables.setdefault(table_name, []).append(c["name"])
+    unions = {}
+    for key, goal in (targets or {}).items():     # a goal over several tables: their layers as one table
+        names = [n for t in goal.get("tables") or () for n in tables.get(t, [])]
+        if names:
+            unions[key] = names
+    tables.update(unions)
     dtype = report.get("settings", {}).get("dtype", "float32")
     out = []
     for table_name, names in tables.items():
@@ -334,7 +347,9 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
         peers = sorted({r["backend"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"})
         peer = "/".join(peers) or "peer"
         for (label, group), rs_all in groups.items():
-            goal = (targets or {}).get(table_name) if group in FORWARD_GROUPS else None
+            goal = goal_for(targets, table_name, group)
+            if goal is None and table_name in unions:      # a union is there for its goal's groups only
+                continue
             subset = goal.get("layers") if goal else None
             layers_all = [n for n in names if op_group(cases[n]) == group]
             parts = [(None, layers_all)]
@@ -353,6 +368,15 @@ def table_summary(report: dict, targets: Optional[dict] = None) -> List[dict]:
                     entry["met"] = None if entry["refused"] else target_met(goal, entry)
                 out.append(entry)
     return out
+
+
+def goal_for(targets: Optional[dict], table_name: str, group: str) -> Optional[dict]:
+    """The goal of ``targets`` about ``group`` of ``table_name``: a goal with an ``op`` is about that
+    op group only, one without about the forward groups."""
+    goal = (targets or {}).get(table_name)
+    if not goal:
+        return None
+    return goal if group == goal.get("op", group if group in FORWARD_GROUPS else None) else None
 
 
 def _summary_entry(table_name, label, part, layers, rs, rows, cases, dtype, peer) -> dict:
@@ -454,6 +478,15 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     g = m.get("gpu") or {}
     peer = next((r.get("settings", {}) for r in rep["runners"] if r["kind"] == "peer" and r["available"]), {})
     facts = []
+    if not g and m.get("cpu_isa") is not None:
+        facts.append(f"CPU: {m.get('cpu_model')}, {m['cpu_isa']} ({' '.join(m.get('cpu_flags') or [])}), "
+                     f"{m.get('cpu_cores_usable')} usable cores")
+    th = threads_text(st.get("threads"))
+    if th:
+        facts.append(th)
+    bz = busy_text(st)
+    if bz:
+        facts.append(bz)
     if g:
         facts.append(f"driver {g.get('nvidia_driver') or '-'} (CUDA driver API {_cuda_version(g.get('cuda_driver'))}), "
                      f"CUDA runtime {_cuda_version(g.get('cuda_runtime'))}, compute capability "
@@ -479,8 +512,10 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     elif cp:
         facts.append(f"copy bandwidth not measured: {cp.get('error')}")
     if m.get("loadavg_start") and m.get("loadavg_end"):
+        most = m.get("loadavg_max")
         facts.append(f"load average {m['loadavg_start'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the "
-                     f"end, on {m['cpu_cores_usable']} usable cores")
+                     "end" + (f", at most {most:.1f} after a case" if most is not None else "")
+                     + f", on {m['cpu_cores_usable']} usable cores")
     facts.append(f"ratio = {' / '.join(sorted({e['peer'] for e in entries})) or 'peer'} "
                  "median time / fastconv median time (> 1: fastconv faster); medians of "
                  f"{st['policy']['min_repeat']}-{st['policy']['max_repeat']} timed calls")
@@ -492,6 +527,44 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     return facts
 
 
+def threads_text(threads: Optional[dict]) -> Optional[str]:
+    """The threads line of a report: what numba, torch and the BLAS pools ran with (None when unrecorded)."""
+    if not threads:
+        return None
+    parts = [f"{k} {threads[k]}" for k in ("numba", "torch") if threads.get(k) is not None]
+    blas = threads.get("blas") or {}
+    pools = blas.get("pools") or []
+    counts = sorted({p.get("num_threads") for p in pools if p.get("user_api") == "blas"} - {None})
+    if counts:
+        parts.append("BLAS " + "/".join(map(str, counts)) + ("" if blas.get("limited") else " (not limited)"))
+    requested = threads.get("requested")
+    return ("threads: " + ", ".join(parts) + (f" (--threads {requested})" if requested else " (their defaults)")
+            if parts else None)
+
+
+def busy_text(settings: dict) -> Optional[str]:
+    """The busy-machine line of a report (``settings.busy``, :mod:`.busy`); None for reports that predate it."""
+    b = settings.get("busy")
+    if b is None:
+        return None
+    if not b.get("cores"):
+        return "quiet run: no busy process started (--busy-cores 0; the load average says what else ran)"
+    pinned = [c for c in b.get("pinned") or [] if c is not None]
+    held = [h for h in b.get("held") or [] if h is not None]
+    many = "es" if b["cores"] > 1 else ""
+    return (f"BUSY machine: {b['cores']} child process{many} kept {b['cores']} core{'s' if many else ''} busy "
+            "for the whole run"
+            + (f", pinned to core(s) {', '.join(map(str, pinned))}" if pinned else "")
+            + (f", getting {'/'.join(f'{h:.2f}' for h in held)} of its core" if held else "")
+            + " (--busy-cores)")
+
+
+def busy_label(settings: dict) -> str:
+    """``", busy: 1 core"`` for a busy run (headers, file names), "" otherwise."""
+    n = (settings.get("busy") or {}).get("cores")
+    return f", busy: {n} core{'s' if n > 1 else ''}" if n else ""
+
+
 def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
     """The per-table summary of one or more reports (e.g. a float32 and a float16 run) as Markdown: per
     report the machine, versions and physical limits, then one table row per (table, fastconv runner);
@@ -500,8 +573,10 @@ def markdown(reports: Sequence[dict], targets: Optional[dict] = None) -> str:
     for rep in reports:
         m, st = rep["machine"], rep["settings"]
         g = m.get("gpu") or {}
-        dev = g.get("name") or f"{m['cpu_model']} ({m['cpu_cores_usable']} cores)"
-        parts.append(f"### {dev}, {st.get('dtype', 'float32')}, {m['date']}\n")
+        isa = f", {m['cpu_isa']}" if m.get("cpu_isa") else ""
+        dev = g.get("name") or f"{m['cpu_model']} ({m['cpu_cores_usable']} cores{isa})"
+        suite = f"suite {st['suite']}, " if st.get("suite") else ""
+        parts.append(f"### {dev}, {suite}{st.get('dtype', 'float32')}{busy_label(st)}, {m['date']}\n")
         entries = table_summary(rep, targets)
         parts.append("".join(f"- {f}\n" for f in _facts(rep, entries)))
         if not entries:
@@ -557,3 +632,53 @@ def _clean(v):
 
 def write_json(report: dict, path: str) -> None:
     _files.atomic_write(path, json.dumps(_clean(report), indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A busy run against a quiet one
+# ---------------------------------------------------------------------------------------------------
+#: how far a fastconv row's ratio to the peer may fall on a busy machine, relative to the quiet run's
+BUSY_WITHIN = 0.25
+
+
+def busy_comparison(quiet: dict, busy: dict, within: float = BUSY_WITHIN) -> List[dict]:
+    """Per fastconv row with a ratio in both reports (same case, backend and algo): ``quiet`` and ``busy``
+    ratios to the peer, ``change`` (busy / quiet) and ``met``: the busy ratio is at least ``1 - within`` x
+    the quiet one (fastconv keeps its standing against the peer when a core is taken; a ratio that rises
+    meets it). ``noisy``: either row's ratio was noisy."""
+    def key(r):
+        return (r["case"], r["backend"], r["algo"])
+    before = {key(r): r for r in quiet["results"] if r["kind"] == "fastconv" and r.get("ratio_to_best_peer")}
+    out = []
+    for r in busy["results"]:
+        q = before.get(key(r))
+        if r["kind"] != "fastconv" or not r.get("ratio_to_best_peer") or q is None:
+            continue
+        change = r["ratio_to_best_peer"] / q["ratio_to_best_peer"]
+        out.append({"case": r["case"], "runner": f"{r['backend']}:{r['algo']}", "quiet": q["ratio_to_best_peer"],
+                    "busy": r["ratio_to_best_peer"], "change": change, "met": change >= 1 - within,
+                    "noisy": bool(q.get("ratio_noisy") or r.get("ratio_noisy"))})
+    return out
+
+
+def busy_markdown(quiet: dict, busy: dict, within: float = BUSY_WITHIN) -> str:
+    """:func:`busy_comparison` as Markdown: both runs' machine lines (load average, busy children), one row
+    per case and the count of rows that keep their standing."""
+    rows = busy_comparison(quiet, busy, within)
+    st_q, st_b = quiet.get("settings", {}), busy.get("settings", {})
+    head = [f"### suite {st_b.get('suite')}: busy ({busy_label(st_b).lstrip(', ') or 'no busy process'}) "
+            f"against quiet\n"]
+    for name, rep in (("quiet", quiet), ("busy", busy)):
+        m = rep.get("machine", {})
+        la, lb = m.get("loadavg_start"), m.get("loadavg_end")
+        head.append(f"- {name}: {m.get('date')}, " + (f"load average {la[0]:.1f} at the start, {lb[0]:.1f} at "
+                                                      "the end; " if la and lb else "")
+                    + (busy_text(rep.get("settings", {})) or "-") + "\n")
+    met = sum(r["met"] for r in rows)
+    head.append(f"- goal: on the busy machine each ratio to the peer at least {1 - within:.2f}x its quiet value; "
+                f"{met} of {len(rows)} rows meet it\n\n")
+    lines = ["| case | fastconv | quiet ratio | busy ratio | busy / quiet | met |\n|---|---|---|---|---|---|\n"]
+    for r in rows:
+        lines.append(f"| {r['case']} | `{r['runner']}` | {_x(r['quiet'])} | {_x(r['busy'])} | {r['change']:.2f} | "
+                     f"{'yes' if r['met'] else 'no'}{' (noisy)' if r['noisy'] else ''} |\n")
+    return "".join(head + lines)

@@ -66,6 +66,10 @@ class Runner:
     def function(self, case: Case) -> Callable:
         raise NotImplementedError
 
+    def network_ops(self):
+        """How this runner runs each layer of a network (:class:`~.networks.Ops`)."""
+        raise NotImplementedError
+
     def to_numpy(self, out):
         return to_numpy(out)
 
@@ -104,6 +108,12 @@ class FastconvRunner(Runner):
 
     def unsupported(self, case, spec):
         try:
+            if case.is_network:          # every op of the network must run, each with its own reasons
+                for i, layer, s in spec.op_specs:
+                    why = self._unsupported(s)
+                    if why:
+                        return f"layer {i} ({layer.kind}): {why}"
+                return None
             return self._unsupported(spec)
         except Exception as e:  # a backend whose support check fails: reported, the run goes on
             return f"support check failed: {type(e).__name__}: {e}"
@@ -117,8 +127,9 @@ class FastconvRunner(Runner):
         return "; ".join(f"{i.name}: {', '.join(_dispatch.reasons(i, spec))}" for i in cands)
 
     def algo_for(self, case, spec):
-        """Pools have no ``algo=`` argument: report the algorithm dispatch picks when only one can."""
-        if spec.op in _dispatch.CONV_OPS:
+        """Pools have no ``algo=`` argument: report the algorithm dispatch picks when only one can. A
+        network's convolutions run with the runner's algorithm."""
+        if spec.op in _dispatch.CONV_OPS or case.is_network:
             return self.algo
         ok = self._supported_impls(spec)
         return ok[0].algo if len(ok) == 1 else "auto"
@@ -126,7 +137,12 @@ class FastconvRunner(Runner):
     def chosen(self, spec, weight=None) -> Optional[str]:
         """The implementation dispatch runs for ``spec`` with ``algo="auto"`` (asked after the timing, so a
         measured choice is already cached; ``weight``: the spec's padding operand, for the non-finite rule),
-        or None when it cannot be asked."""
+        or None when it cannot be asked. A network: its convolutions' and pools' choices in order, joined
+        by ``; ``."""
+        if spec.op == "network":
+            names = [self.chosen(s) if s.op not in _dispatch.CONV_OPS or self.algo == "auto" else
+                     f"algo={self.algo}" for _, _, s in spec.op_specs]
+            return "; ".join(n or "?" for n in names)
         if spec.op in _dispatch.CONV_OPS and self.algo != "auto":
             return None
         try:
@@ -142,6 +158,10 @@ class FastconvRunner(Runner):
 
     def function(self, case):
         return case.function(self.name, self.algo if case.is_conv else "auto")
+
+    def network_ops(self):
+        from .networks import FastconvOps
+        return FastconvOps(self.name, self.algo)
 
     def sync(self):
         if self.array_kind == "cupy":
@@ -194,6 +214,8 @@ class TorchRunner(Runner):
         return tuple(t.cuda() for t in out) if self.device == "gpu" else out
 
     def function(self, case):
+        if case.is_network:
+            return case.program(self.network_ops())
         if case.grad is not None:
             return self._backward(case)
         import torch
@@ -214,6 +236,10 @@ class TorchRunner(Runner):
             with torch.no_grad():
                 return fn(*a, **kw)
         return call
+
+    def network_ops(self):
+        from .networks import TorchOps
+        return TorchOps()
 
     def _backward(self, case):
         """The gradient of the case's forward call, by the kernel autograd runs for it (module docstring)."""

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .cases import DIRECTIONS, Case, sweep_cases, with_directions
 from .layers import layer_cases, layer_tables
+from .networks import BUILDERS
 
 DEVICES = ("cpu", "gpu")
 #: storage dtypes a run can use (float16: fastconv stores float16 and accumulates in float32; the peer gets
@@ -31,6 +32,11 @@ class Suite:
     algos: Optional[Tuple[str, ...]] = None      # default conv algorithms (None: every one, without "auto")
     settle_s: float = 0.0                        # pause before each runner's warm-up and timed calls
     direction: str = "forward"                   # default of --direction: forward, backward or both
+    builder: Optional[str] = None                # cases of their own: a networks.BUILDERS entry
+    #: changes to the timing policy that the suite's calls need (their size, not the caller's taste),
+    #: applied to the stock policies (QUICK_POLICY, FULL_POLICY: the CLI's); a policy made by hand is
+    #: used as it is (see :func:`suite_policy`)
+    timing: Tuple[Tuple[str, object], ...] = ()
 
 
 SUITES: Dict[str, Suite] = {s.name: s for s in (
@@ -49,6 +55,23 @@ SUITES: Dict[str, Suite] = {s.name: s for s in (
           layers=True, tables=("resnet50", "mobilenet_v1_dw", "pools"), variants=("resnet50",),
           table_batch=(("resnet50", 8), ("mobilenet_v1_dw", 8), ("pools", 16)), device="cpu",
           backends=("numba",), algos=("all",), settle_s=0.3),
+    # calls of 10 us to 2 ms: blocks of 50 calls after a pause long enough for OpenBLAS's spinning workers
+    # (about 0.1 s) to sleep, at least three blocks per side, so that every side is timed in three
+    # stretches of the run
+    Suite("cpu-tiny", "per-call time of tiny calls: a (1,3,8,8) input with a (4,3,3,3) weight, a "
+                      "(1,4,8,8) max pool, LeNet-5's convolutions and pools at N=1 and N=64, and a whole "
+                      "LeNet-5 forward at N=1; numba with algo auto beside torch",
+          device="cpu", backends=("numba",), algos=("auto",), builder="tiny", settle_s=0.15,
+          timing=(("round_calls", 50), ("min_repeat", 150), ("max_repeat", 2000))),
+    # one call of a network is 2-200 ms: blocks of 2 calls, at least four blocks per side, a longer
+    # budget per case
+    Suite("cpu-networks", "whole networks run as users run them, each one timed call per side: "
+                          "LeNet-5 N=64, VGG-16 stage 2 N=8, a ResNet-50 bottleneck N=8, a small CNN N=64 "
+                          "(conv, ReLU in NumPy / torch.relu_, pool, in sequence; see "
+                          "fastconv.bench.networks); numba with algo auto beside torch, a 0.3 s pause "
+                          "before each side is timed",
+          device="cpu", backends=("numba",), algos=("auto",), builder="networks", settle_s=0.3,
+          timing=(("round_calls", 2), ("min_repeat", 8), ("max_time", 6.0))),
 )}
 SUITE_NAMES = tuple(SUITES)
 
@@ -84,7 +107,8 @@ def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None,
                 shapes: Optional[str] = None, direction: Optional[str] = None) -> List[Case]:
     """The cases of ``suite``: sweep cases at ``batch`` (except the batch sweep), layer cases (read from
     ``shapes``, see :func:`~.layers.shapes_dir`) at the batch of their table (:func:`table_batches`, else
-    ``batch``), all in storage dtype ``dtype``; the forward calls, their gradients or both
+    ``batch``), the suite's own cases (``builder``: its tiny calls or networks, at their own batches unless
+    ``batch`` is given), all in storage dtype ``dtype``; the forward calls, their gradients or both
     (``direction``, default the suite's; see :func:`~.cases.with_directions`)."""
     s = get_suite(suite)
     if dtype not in DTYPES:
@@ -98,6 +122,8 @@ def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None,
     if s.sweep:
         cases += [dataclasses.replace(c, shape=(batch,) + c.shape[1:]) if batch and "batch" not in c.sweeps
                   else c for c in sweep_cases(device, quick=s.sweep == "quick")]
+    if s.builder:
+        cases += BUILDERS[s.builder](batch)
     if s.layers:
         known = set(layer_tables(shapes, s.tables)[1])
         unknown = sorted(set(table_batch or {}) - known)
@@ -107,3 +133,15 @@ def build_cases(suite: str, device: str = "cpu", batch: Optional[int] = None,
     if dtype != "float32":
         cases = [dataclasses.replace(c, dtype=dtype) for c in cases]
     return with_directions(cases, direction)
+
+
+def suite_policy(suite: Suite, policy):
+    """The timing policy a run of ``suite`` uses, given ``policy``: the suite's ``timing`` changes applied
+    when ``policy`` is a stock one (QUICK_POLICY or FULL_POLICY), and its pause (``settle_s``) when the
+    policy has none."""
+    from .timing import FULL_POLICY, QUICK_POLICY
+    if suite.timing and policy in (QUICK_POLICY, FULL_POLICY):
+        policy = dataclasses.replace(policy, **dict(suite.timing))
+    if suite.settle_s and not policy.settle_s:
+        policy = dataclasses.replace(policy, settle_s=suite.settle_s)
+    return policy

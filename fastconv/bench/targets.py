@@ -7,6 +7,12 @@ A targets file is a JSON object ``{table: goal}``, each goal an object with any 
     min                   the lowest acceptable ratio of any one layer
     median_copy_fraction  the lowest acceptable median fraction of the measured copy bandwidth (pools)
     layers                the goal is about a subset of the table's layers: one of :data:`SUBSETS`
+    tables                the goal is about several tables' layers together (a list of table names): the
+                          summary gets an entry of its own named by the goal's key, which should not be a
+                          table's name (e.g. one geomean over the ResNet-50 and MobileNet layers of
+                          suite cpu-layers)
+    op                    the op group the goal is about (:data:`OPS`; default: the forward groups, conv,
+                          pool and network), e.g. ``conv_input`` for a goal about data gradients
 
 Tables without a goal are summarised without one. A goal with ``layers`` is checked on that subset only,
 which the summary then reports as an entry of its own beside the whole table.
@@ -20,6 +26,8 @@ from .cases import CONV_OPS
 
 #: the goal keys that are thresholds, checked as summary entry value >= goal
 THRESHOLDS = ("geomean", "min", "median_copy_fraction")
+#: the op groups a goal's ``op`` can name (:func:`.report.op_group`)
+OPS = ("conv", "pool", "network", "conv_input", "conv_weight", "pool_backward")
 
 
 def _is_depthwise(case: dict) -> bool:
@@ -44,9 +52,15 @@ def check_targets(targets: dict, where: str = "targets") -> Dict[str, dict]:
             if key == "layers":
                 if value not in SUBSETS:
                     raise ValueError(f"{where}: {table}.layers is {value!r}; known subsets: {', '.join(SUBSETS)}")
+            elif key == "tables":
+                if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+                    raise ValueError(f"{where}: {table}.tables is {value!r}, not a list of table names")
+            elif key == "op":
+                if value not in OPS:
+                    raise ValueError(f"{where}: {table}.op is {value!r}; the op groups are {', '.join(OPS)}")
             elif key not in THRESHOLDS:
                 raise ValueError(f"{where}: {table} has unknown key {key!r}; goals are "
-                                 f"{', '.join(THRESHOLDS + ('layers',))}")
+                                 f"{', '.join(THRESHOLDS + ('layers', 'tables', 'op'))}")
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{where}: {table}.{key} is {value!r}, not a number")
     return targets
@@ -73,7 +87,7 @@ def target_text(goal: Optional[dict], peer: str) -> Optional[str]:
         parts.append(f"no layer < {goal['min']:g}x")
     if "median_copy_fraction" in goal:
         parts.append(f"median >= {100 * goal['median_copy_fraction']:.0f}% of copy bandwidth")
-    return ", ".join(parts)
+    return (f"{goal['op']}: " if "op" in goal else "") + ", ".join(parts)
 
 
 def target_met(goal: dict, entry: dict) -> Optional[bool]:
