@@ -410,6 +410,72 @@ def _packed_reasons(spec) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Convolution: Winograd F(4x4, 3x3) (kernels in _numba_winograd)
+# ---------------------------------------------------------------------------------------------------
+#: bytes of one Winograd chunk's V and M (36 x (C + K) values per tile): whole tile rows, as many as fit
+#: (at least one), several images or a band of one. The 36 GEMMs of a chunk each read a (C x T) slice of V
+#: and write a (K x T) slice of M, so the chunk is what the output transform reads back while it is
+#: still in cache (measured on the 2-core EPYC, see tests/test_numba_winograd.py's module docstring).
+WINOGRAD_CHUNK_BYTES = 4 << 20
+
+
+def winograd_plan(spec):
+    """(TH, TW, rows): tile rows and columns of one image (4x4 output tiles) and tile rows per chunk."""
+    TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
+    per_row = 36 * (spec.C + spec.K) * TW * spec.itemsize
+    return TH, TW, max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // per_row))
+
+
+def _winograd_workspace(spec):
+    TH, TW, rows = winograd_plan(spec)
+    T, isz = rows * TW, spec.itemsize
+    tasks = max(spec.C, spec.K) * rows
+    return {"transformed filter U": 36 * spec.K * spec.C * isz,
+            "transformed input V": 36 * spec.C * T * isz,
+            "products M": 36 * spec.K * T * isz,
+            "per-thread tile rows": _threads_for(tasks) * 48 * (TW + 1) * isz}
+
+
+def _winograd_reasons(spec) -> List[str]:
+    out = []
+    if (spec.R, spec.S) != (3, 3):
+        out.append(f"a {spec.R}x{spec.S} filter: F(4x4, 3x3) takes 3x3 only")
+    if spec.strides[-2:] != (1, 1):
+        out.append(f"stride {spec.strides[-2:]}: Winograd tiles need stride 1")
+    if spec.dilations[-2:] != (1, 1):
+        out.append(f"dilation {spec.dilations[-2:]}: Winograd tiles need dilation 1")
+    if spec.groups != 1:
+        out.append(f"groups={spec.groups}: the elementwise stage is one GEMM per tile position over all "
+                   f"input channels (grouped and depthwise convs go to the direct kernels)")
+    return out
+
+
+def conv_winograd(spec, x, w, b=None):
+    """U = G w G^T once, then per chunk of tile rows: V = B^T d B (winograd_input), M[j] = U[j] @ V[j]
+    for the 36 tile positions j by BLAS, out = A^T M A + b (winograd_output)."""
+    k = kernels()
+    C, K = spec.C, spec.K
+    TH, TW, rows = winograd_plan(spec)
+    geo = k.conv_geometry(spec)
+    ws = _winograd_workspace(spec)
+    reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
+    U = workspace("the Winograd transformed filter", (36, K, C), x.dtype)
+    Vbuf = workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype)
+    Mbuf = workspace("the Winograd products", (36 * K * rows * TW,), x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    bias = _bias(spec, b, x.dtype)
+    k.winograd_filter(w, U)
+    for gr0 in range(0, spec.N * TH, rows):
+        m = min(rows, spec.N * TH - gr0)
+        V = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
+        M = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
+        k.winograd_input(x, gr0, m, TH, TW, geo, V)
+        np.matmul(U, V, out=M)
+        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------------
 def _pool_out(spec, x):
@@ -933,6 +999,8 @@ _IMPLS = [
     _impl("conv", "im2col", conv_im2col_pointwise, variant="pointwise", reasons=_pointwise_reasons),
     _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True,
           workspace=_im2col_workspace, capped=True),
+    _impl("conv", "winograd", conv_winograd, variant="f4x4", reasons=_winograd_reasons,
+          workspace=_winograd_workspace, capped=True),
     _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
