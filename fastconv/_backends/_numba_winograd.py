@@ -14,9 +14,8 @@ one), so a chunk holds rows*TW tiles, numbered t = (gr - gr0)*TW + tw.
 - ``winograd_filter``  U[a*6+b, k, c] = (G g G^T)[a, b] for g = w[k, c] (the transform in float64,
                        rounded once to U's dtype); parallel over k.
 - ``winograd_input``   V[a*6+b, c, t] = (B^T d B)[a, b] for the chunk's tiles; parallel over
-                       (c, tile row); each iteration copies its 6 input rows, split by column phase
-                       (column 4q + r at [r, q]), into a zeroed buffer, so both passes run over tiles
-                       with unit stride.
+                       (c, tile row); each iteration copies its 6 input rows into a zeroed row buffer
+                       (the padding stays zero), runs B^T down its columns, then along each tile.
 - ``winograd_output``  out = A^T M A + b over the chunk's tiles (M[a*6+b, k, t], the GEMMs' result),
                        writing only outputs inside P x Q; parallel over (k, tile row). A tile whose
                        result holds Inf or NaN is computed again by direct summation (taps clipped to
@@ -27,18 +26,8 @@ one), so a chunk holds rows*TW tiles, numbered t = (gr - gr0)*TW + tw.
 The elementwise stage between input and output transforms is M[j] = U[j] @ V[j] for j < 36 (36 GEMMs
 (K x C) @ (C x T)), run by NumPy's matmul from ``numba_cpu``.
 
-The matrices (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016, section 4.3:
-F(4, 3) from the interpolation points 0, 1, -1, 2, -2 and infinity; the same as NNPACK's and oneDNN's):
-
-    B^T = [[4,  0, -5,  0, 1, 0],       G = [[ 1/4,     0,    0],     A^T = [[1, 1,  1, 1,  1, 0],
-           [0, -4, -4,  1, 1, 0],            [-1/6,  -1/6, -1/6],            [0, 1, -1, 2, -2, 0],
-           [0,  4, -4, -1, 1, 0],            [-1/6,   1/6, -1/6],            [0, 1,  1, 4,  4, 0],
-           [0, -2, -1,  2, 1, 0],            [1/24,  1/12,  1/6],            [0, 1, -1, 8, -8, 1]]
-           [0,  2, -1, -2, 1, 0],            [1/24, -1/12,  1/6],
-           [0,  4,  0, -5, 0, 1]]            [   0,     0,    1]]
-
-1-D: y = A^T [(G g) * (B^T d)] is the correlation y[i] = sum_r g[r] d[i + r], i < 4, of 6 inputs with 3
-taps (checked against that loop in float64 by tests/test_numba_winograd.py); 2-D nests it on both axes.
+The matrices B^T, G, A^T are Lavin & Gray's F(4, 3) (``_winograd_f4x4``, where they are written out with
+their source; checked against the 1-D correlation loop in float64 by tests/test_numba_winograd.py).
 The kernels below apply them factored (shared sums, small integer multiples by additions, which are
 exact), with the rounding counts per pass that ``fastconv.testing.winograd_tolerance`` derives its bound
 from: B^T 2, A^T 3, G (in float64) 4 per pass.
@@ -50,25 +39,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import _winograd_f4x4 as _m
 from ._numba_common import INLINE, JIT_CONV, tolerate_corrupt_caches
 
-#: the transform matrices as float64 NumPy arrays (the kernels apply them factored; tests check both)
-BT = np.array([[4, 0, -5, 0, 1, 0],
-               [0, -4, -4, 1, 1, 0],
-               [0, 4, -4, -1, 1, 0],
-               [0, -2, -1, 2, 1, 0],
-               [0, 2, -1, -2, 1, 0],
-               [0, 4, 0, -5, 0, 1]], dtype=np.float64)
-G = np.array([[1 / 4, 0, 0],
-              [-1 / 6, -1 / 6, -1 / 6],
-              [-1 / 6, 1 / 6, -1 / 6],
-              [1 / 24, 1 / 12, 1 / 6],
-              [1 / 24, -1 / 12, 1 / 6],
-              [0, 0, 1]], dtype=np.float64)
-AT = np.array([[1, 1, 1, 1, 1, 0],
-               [0, 1, -1, 2, -2, 0],
-               [0, 1, 1, 4, 4, 0],
-               [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+#: the transform matrices (float64 NumPy arrays, in a module without Numba so that
+#: ``fastconv.testing``'s error bound uses the same ones); the kernels apply them factored
+AT, BT, G = _m.AT, _m.BT, _m.G
 
 #: output tile (m), filter taps (r) and input tile (m + r - 1) of F(m x m, r x r)
 TILE_OUT, TAPS, TILE_IN = 4, 3, 6
@@ -119,59 +95,73 @@ def g3(g0, g1, g2):
 # ---------------------------------------------------------------------------------------------------
 # The kernels
 # ---------------------------------------------------------------------------------------------------
+@njit(**INLINE)
+def _put6(a, i0, j, t, v):
+    """a[i0 + 0..5, j, t] = v (constant tuple indices: no tuple indexed by a variable)"""
+    a[i0, j, t] = v[0]
+    a[i0 + 1, j, t] = v[1]
+    a[i0 + 2, j, t] = v[2]
+    a[i0 + 3, j, t] = v[3]
+    a[i0 + 4, j, t] = v[4]
+    a[i0 + 5, j, t] = v[5]
+
+
 @njit(**JIT_CONV)
 def winograd_filter(w, U):
     """U[a*6+b, k, c] = (G w[k, c] G^T)[a, b], computed in float64 and rounded once."""
     K, C = w.shape[0], w.shape[1]
     for k in prange(K):
         for c in range(C):
-            t = np.empty((6, 3))
-            for s in range(3):
-                v = g3(np.float64(w[k, c, 0, s]), np.float64(w[k, c, 1, s]), np.float64(w[k, c, 2, s]))
-                for a in range(6):
-                    t[a, s] = v[a]
-            for a in range(6):
-                v = g3(t[a, 0], t[a, 1], t[a, 2])
-                for b in range(6):
-                    U[a * 6 + b, k, c] = v[b]
+            c0 = g3(np.float64(w[k, c, 0, 0]), np.float64(w[k, c, 1, 0]), np.float64(w[k, c, 2, 0]))
+            c1 = g3(np.float64(w[k, c, 0, 1]), np.float64(w[k, c, 1, 1]), np.float64(w[k, c, 2, 1]))
+            c2 = g3(np.float64(w[k, c, 0, 2]), np.float64(w[k, c, 1, 2]), np.float64(w[k, c, 2, 2]))
+            _put6(U, 0, k, c, g3(c0[0], c1[0], c2[0]))
+            _put6(U, 6, k, c, g3(c0[1], c1[1], c2[1]))
+            _put6(U, 12, k, c, g3(c0[2], c1[2], c2[2]))
+            _put6(U, 18, k, c, g3(c0[3], c1[3], c2[3]))
+            _put6(U, 24, k, c, g3(c0[4], c1[4], c2[4]))
+            _put6(U, 30, k, c, g3(c0[5], c1[5], c2[5]))
 
 
 @njit(**JIT_CONV)
 def winograd_input(x, gr0, rows, TH, TW, geo, V):
     """V[a*6+b, c, t] = (B^T d B)[a, b] for the tiles of tile rows [gr0, gr0 + rows) (see the module
-    docstring), one iteration per (channel, tile row)."""
+    docstring), one iteration per (channel, tile row): the 6 input rows copied zero-padded into a row
+    buffer (the columns the tile row reads), B^T down its columns (unit stride), B^T along each tile."""
     N, C, H, W = x.shape
     pt, pl = geo.pad_top, geo.pad_left
-    QP = TW + 1                 # phase columns: tile tw reads phase columns tw (4 values) and tw + 1 (2)
+    WB = 4 * TW + 2             # buffer columns: input columns [-pl, 4*TW + 2 - pl)
+    lo = min(WB, pl)            # buffer columns [lo, hi) hold input columns [lo - pl, hi - pl)
+    hi = max(lo, min(WB, W + pl))
     for it in prange(C * rows):
         c = it // rows
         tr = it - c * rows
         gr = gr0 + tr
         n = gr // TH
         th = gr - n * TH
-        buf = np.zeros((6, 4, QP), dtype=V.dtype)     # buf[i, r, q] = x[n, c, 4th - pt + i, 4q + r - pl]
+        buf = np.zeros((6, WB), dtype=V.dtype)
         for i in range(6):
             h = 4 * th - pt + i
-            if h < 0 or h >= H:
-                continue
-            for r in range(4):
-                q_lo = max(0, (pl - r + 3) // 4)       # first q with 4q + r - pl >= 0
-                q_hi = min(QP, (W - 1 + pl - r) // 4 + 1) if W - 1 + pl - r >= 0 else 0
-                for q in range(q_lo, q_hi):
-                    buf[i, r, q] = x[n, c, h, 4 * q + r - pl]
-        tmp = np.empty((6, 4, QP), dtype=V.dtype)     # tmp[a, r, q] = (B^T buf[:, r, q])[a]
-        for r in range(4):
-            for q in range(QP):
-                v = bt6(buf[0, r, q], buf[1, r, q], buf[2, r, q], buf[3, r, q], buf[4, r, q], buf[5, r, q])
-                for a in range(6):
-                    tmp[a, r, q] = v[a]
+            if h >= 0 and h < H:
+                src = x[n, c, h]
+                dst = buf[i]
+                for col in range(lo, hi):
+                    dst[col] = src[col - pl]
+        tmp = np.empty((6, WB), dtype=V.dtype)
+        for col in range(WB):
+            v = bt6(buf[0, col], buf[1, col], buf[2, col], buf[3, col], buf[4, col], buf[5, col])
+            tmp[0, col] = v[0]
+            tmp[1, col] = v[1]
+            tmp[2, col] = v[2]
+            tmp[3, col] = v[3]
+            tmp[4, col] = v[4]
+            tmp[5, col] = v[5]
         base = tr * TW
         for a in range(6):
+            ta = tmp[a]
             for tw in range(TW):
-                v = bt6(tmp[a, 0, tw], tmp[a, 1, tw], tmp[a, 2, tw], tmp[a, 3, tw], tmp[a, 0, tw + 1],
-                        tmp[a, 1, tw + 1])
-                for b in range(6):
-                    V[a * 6 + b, c, base + tw] = v[b]
+                q = 4 * tw
+                _put6(V, a * 6, c, base + tw, bt6(ta[q], ta[q + 1], ta[q + 2], ta[q + 3], ta[q + 4], ta[q + 5]))
 
 
 @njit(**INLINE)
@@ -214,15 +204,19 @@ def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo):
                 t = base + tw
                 y = at6(M[bb, k, t], M[6 + bb, k, t], M[12 + bb, k, t], M[18 + bb, k, t], M[24 + bb, k, t],
                         M[30 + bb, k, t])
-                for i in range(4):
-                    tmp[i, bb, tw] = y[i]
+                tmp[0, bb, tw] = y[0]
+                tmp[1, bb, tw] = y[1]
+                tmp[2, bb, tw] = y[2]
+                tmp[3, bb, tw] = y[3]
         row = np.empty((4, 4 * TW), dtype=out.dtype)
         bk = b[k]
         for i in range(4):
             for tw in range(TW):
                 y = at6(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw], tmp[i, 4, tw], tmp[i, 5, tw])
-                for j in range(4):
-                    row[i, 4 * tw + j] = y[j] + bk
+                row[i, 4 * tw] = y[0] + bk
+                row[i, 4 * tw + 1] = y[1] + bk
+                row[i, 4 * tw + 2] = y[2] + bk
+                row[i, 4 * tw + 3] = y[3] + bk
         p0 = 4 * th
         for i in range(min(4, P - p0)):
             for q in range(Q):
