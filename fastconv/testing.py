@@ -92,7 +92,8 @@ def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
     within one pass, d2 in ``4(d0 - d2) + (d4 - d2)``, enters with the same sign both times, so its
     weight is its |B| entry). Every rounding is at most the compute type's u (the float64 ones of the
     filter transform are smaller), underflow aside (the ``tiny`` term) and assuming no overflow: a tile
-    whose result is not finite is summed again directly by the kernel, under the direct bound. The stored
+    whose result is not finite is summed again directly by the kernel, under the direct bound (so where the
+    magnitude is not finite, this bound is 0 and conv_tolerance's direct one applies). The stored
     result rounds once more (half an ulp of the output dtype, for float16 after the float32 computation).
     """
     from ._backends import _winograd_f4x4 as m
@@ -106,10 +107,15 @@ def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
     xp[:, :, spec.pad_top:spec.pad_top + h1, spec.pad_left:spec.pad_left + w1] = xa[:, :, :h1, :w1]
     win = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]  # N C TH TW 6 6
     B, Gm, A = np.abs(m.BT), np.abs(m.G), np.abs(m.AT)
-    V = np.einsum("ai,nctuij,bj->abcntu", B, win, B, optimize=True).reshape(36, C, N * TH * TW)
-    U = np.einsum("ar,kcrs,bs->abkc", Gm, wa, Gm, optimize=True).reshape(36, K, C)
-    M = np.matmul(U, V).reshape(6, 6, K, N, TH, TW)
-    Y = np.einsum("ia,abkntu,jb->nktiuj", A, M, A, optimize=True).reshape(N, K, 4 * TH, 4 * TW)[:, :, :P, :Q]
+    with np.errstate(invalid="ignore"):         # Inf * 0 where an input or weight is not finite
+        V = np.einsum("ai,nctuij,bj->abcntu", B, win, B, optimize=True).reshape(36, C, N * TH * TW)
+        U = np.einsum("ar,kcrs,bs->abkc", Gm, wa, Gm, optimize=True).reshape(36, K, C)
+        M = np.matmul(U, V).reshape(6, 6, K, N, TH, TW)
+        Y = np.einsum("ia,abkntu,jb->nktiuj", A, M, A, optimize=True).reshape(N, K, 4 * TH, 4 * TW)[:, :, :P, :Q]
+    # a non-finite magnitude means a non-finite input or weight reaches that output through the transforms
+    # (|A|, |B|, |G| have the zero patterns of A, B, G), so the kernel's result there is not finite either and
+    # its tile is summed again directly: the direct bound (conv_tolerance's other term) is the one that holds
+    Y = np.where(np.isfinite(Y), Y, 0.0)
     if b is not None:
         Y = Y + np.abs(to_numpy(b)).astype(np.float64).reshape(1, K, 1, 1)
     Y = Y.reshape(spec.output_layout)
