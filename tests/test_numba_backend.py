@@ -791,7 +791,7 @@ def test_registered_and_available():
     assert fastconv.backends()["numba"]["available"]
     assert _dispatch.default_backend("numpy") == "numba"
     algos = {i.algo for i in numba_cpu.implementations() if i.op == "conv"}
-    assert algos == {"direct", "im2col"}
+    assert algos == {"direct", "im2col", "winograd"}
     assert all(i.dtypes == ("float32", "float64") for i in numba_cpu.implementations())
 
 

@@ -23,6 +23,16 @@ one of its reasons, never a hand-over to another kernel:
   whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (32 MiB) is built in bands of
   output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
   (``zero_fills_padding``).
+- ``numba:conv:winograd/f4x4``: a 3x3, stride-1, undilated, ungrouped 1-D/2-D conv (each other shape is a
+  reason): Winograd F(4x4, 3x3) (``_numba_winograd``). ``winograd_filter`` makes U[36, K, C] = G w G^T once
+  per call; then per chunk of whole 4x4-tile rows (several images or a band of one, V and M within
+  ``WINOGRAD_CHUNK_BYTES``) ``winograd_input`` makes V[36, C, T] = B^T d B (zeros in the padding),
+  BLAS computes the 36 GEMMs M[j] = U[j] @ V[j], and ``winograd_output`` writes A^T M A + b (only outputs
+  inside P x Q). A tile whose result is not finite (an Inf/NaN input or weight, which the transforms
+  spread over the tile, or an overflow) is summed again directly with the taps clipped, so the
+  definition's non-finite pattern holds for every weight (no ``zero_fills_padding``). Its error bound is
+  wider than direct summation's (``fastconv.testing.winograd_tolerance``, derived there). Workspace: U,
+  one chunk's V and M, per-thread tile rows; capped like im2col.
 
 Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
 names each with its bytes, from the same plan functions the run allocates by). The bound:
