@@ -108,60 +108,77 @@ def _put6(a, i0, j, t, v):
 
 @njit(**JIT_CONV)
 def winograd_filter(w, U):
-    """U[a*6+b, k, c] = (G w[k, c] G^T)[a, b], computed in float64 and rounded once."""
+    """U[a*6+b, k, c] = (G w[k, c] G^T)[a, b], computed in float64 and rounded once; per k the taps are
+    first gathered tap-major (wt[r*3+s, c]), so both passes run over c with unit stride."""
     K, C = w.shape[0], w.shape[1]
     for k in prange(K):
+        wt = np.empty((9, C))
+        t = np.empty((18, C))           # t[a*3+s, c] = (G w[k, c])[a, s]
         for c in range(C):
-            c0 = g3(np.float64(w[k, c, 0, 0]), np.float64(w[k, c, 1, 0]), np.float64(w[k, c, 2, 0]))
-            c1 = g3(np.float64(w[k, c, 0, 1]), np.float64(w[k, c, 1, 1]), np.float64(w[k, c, 2, 1]))
-            c2 = g3(np.float64(w[k, c, 0, 2]), np.float64(w[k, c, 1, 2]), np.float64(w[k, c, 2, 2]))
-            _put6(U, 0, k, c, g3(c0[0], c1[0], c2[0]))
-            _put6(U, 6, k, c, g3(c0[1], c1[1], c2[1]))
-            _put6(U, 12, k, c, g3(c0[2], c1[2], c2[2]))
-            _put6(U, 18, k, c, g3(c0[3], c1[3], c2[3]))
-            _put6(U, 24, k, c, g3(c0[4], c1[4], c2[4]))
-            _put6(U, 30, k, c, g3(c0[5], c1[5], c2[5]))
+            for j in range(9):
+                wt[j, c] = w[k, c, j // 3, j % 3]
+        for s in range(3):
+            for c in range(C):
+                v = g3(wt[s, c], wt[3 + s, c], wt[6 + s, c])
+                t[s, c] = v[0]
+                t[3 + s, c] = v[1]
+                t[6 + s, c] = v[2]
+                t[9 + s, c] = v[3]
+                t[12 + s, c] = v[4]
+                t[15 + s, c] = v[5]
+        for a in range(6):
+            for c in range(C):
+                _put6(U, a * 6, k, c, g3(t[a * 3, c], t[a * 3 + 1, c], t[a * 3 + 2, c]))
 
 
 @njit(**JIT_CONV)
-def winograd_input(x, gr0, rows, TH, TW, geo, V):
+def winograd_input(x, gr0, rows, TH, TW, geo, V, nchunk):
     """V[a*6+b, c, t] = (B^T d B)[a, b] for the tiles of tile rows [gr0, gr0 + rows) (see the module
-    docstring), one iteration per (channel, tile row): the 6 input rows copied zero-padded into a row
-    buffer (the columns the tile row reads), B^T down its columns (unit stride), B^T along each tile."""
+    docstring); tasks are (channel, tile row), in ``nchunk`` parallel chunks that allocate their scratch
+    once. Per task: the 6 input rows copied zero-padded into a row buffer (the columns the tile row
+    reads), B^T down its columns written split by column phase (column 4q + r at [a*4 + r, q]), then B^T
+    along each tile, reading the phases with unit stride."""
     N, C, H, W = x.shape
     pt, pl = geo.pad_top, geo.pad_left
-    WB = 4 * TW + 2             # buffer columns: input columns [-pl, 4*TW + 2 - pl)
+    QP = TW + 1                 # phase columns: tile tw reads phase columns tw (4 values) and tw + 1 (2)
+    WB = 4 * QP                 # buffer columns: input columns [-pl, WB - pl)
     lo = min(WB, pl)            # buffer columns [lo, hi) hold input columns [lo - pl, hi - pl)
     hi = max(lo, min(WB, W + pl))
-    for it in prange(C * rows):
-        c = it // rows
-        tr = it - c * rows
-        gr = gr0 + tr
-        n = gr // TH
-        th = gr - n * TH
+    tasks = C * rows
+    for ch in prange(nchunk):
         buf = np.zeros((6, WB), dtype=V.dtype)
-        for i in range(6):
-            h = 4 * th - pt + i
-            if h >= 0 and h < H:
-                src = x[n, c, h]
+        ph = np.empty((24, QP), dtype=V.dtype)
+        for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
+            c = it // rows
+            tr = it - c * rows
+            gr = gr0 + tr
+            n = gr // TH
+            th = gr - n * TH
+            for i in range(6):
+                h = 4 * th - pt + i
                 dst = buf[i]
-                for col in range(lo, hi):
-                    dst[col] = src[col - pl]
-        tmp = np.empty((6, WB), dtype=V.dtype)
-        for col in range(WB):
-            v = bt6(buf[0, col], buf[1, col], buf[2, col], buf[3, col], buf[4, col], buf[5, col])
-            tmp[0, col] = v[0]
-            tmp[1, col] = v[1]
-            tmp[2, col] = v[2]
-            tmp[3, col] = v[3]
-            tmp[4, col] = v[4]
-            tmp[5, col] = v[5]
-        base = tr * TW
-        for a in range(6):
-            ta = tmp[a]
-            for tw in range(TW):
-                q = 4 * tw
-                _put6(V, a * 6, c, base + tw, bt6(ta[q], ta[q + 1], ta[q + 2], ta[q + 3], ta[q + 4], ta[q + 5]))
+                if h >= 0 and h < H:
+                    src = x[n, c, h]
+                    for col in range(lo, hi):
+                        dst[col] = src[col - pl]
+                else:
+                    for col in range(lo, hi):
+                        dst[col] = 0
+            for q in range(QP):
+                for r in range(4):
+                    col = 4 * q + r
+                    v = bt6(buf[0, col], buf[1, col], buf[2, col], buf[3, col], buf[4, col], buf[5, col])
+                    ph[r, q] = v[0]
+                    ph[4 + r, q] = v[1]
+                    ph[8 + r, q] = v[2]
+                    ph[12 + r, q] = v[3]
+                    ph[16 + r, q] = v[4]
+                    ph[20 + r, q] = v[5]
+            base = tr * TW
+            for a in range(6):
+                p0, p1, p2, p3 = ph[4 * a], ph[4 * a + 1], ph[4 * a + 2], ph[4 * a + 3]
+                for tw in range(TW):
+                    _put6(V, a * 6, c, base + tw, bt6(p0[tw], p1[tw], p2[tw], p3[tw], p0[tw + 1], p1[tw + 1]))
 
 
 @njit(**INLINE)
@@ -186,49 +203,60 @@ def _direct_tile(x, w, b, out, n, k, p0, q0, geo):
 
 
 @njit(**JIT_CONV)
-def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo):
+def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, nchunk):
     """out[n, k] = A^T M A + b[k] over the tiles of tile rows [gr0, gr0 + rows), only outputs inside
-    P x Q; a tile with a non-finite result is summed again directly (see the module docstring). One
-    iteration per (output channel, tile row)."""
+    P x Q; a tile with a non-finite result is summed again directly (see the module docstring). Tasks
+    are (output channel, tile row), in ``nchunk`` parallel chunks that allocate their scratch once."""
     N, K, P, Q = out.shape
-    for it in prange(K * rows):
-        k = it // rows
-        tr = it - k * rows
-        gr = gr0 + tr
-        n = gr // TH
-        th = gr - n * TH
-        base = tr * TW
-        tmp = np.empty((4, 6, TW), dtype=M.dtype)     # tmp[i, bb, tw] = (A^T M[:, bb])[i]
-        for bb in range(6):
-            for tw in range(TW):
-                t = base + tw
-                y = at6(M[bb, k, t], M[6 + bb, k, t], M[12 + bb, k, t], M[18 + bb, k, t], M[24 + bb, k, t],
-                        M[30 + bb, k, t])
-                tmp[0, bb, tw] = y[0]
-                tmp[1, bb, tw] = y[1]
-                tmp[2, bb, tw] = y[2]
-                tmp[3, bb, tw] = y[3]
+    tasks = K * rows
+    for ch in prange(nchunk):
+        tmp = np.empty((24, TW), dtype=M.dtype)     # tmp[i*6 + bb, tw] = (A^T M[:, bb])[i]
         row = np.empty((4, 4 * TW), dtype=out.dtype)
-        bk = b[k]
-        for i in range(4):
-            for tw in range(TW):
-                y = at6(tmp[i, 0, tw], tmp[i, 1, tw], tmp[i, 2, tw], tmp[i, 3, tw], tmp[i, 4, tw], tmp[i, 5, tw])
-                row[i, 4 * tw] = y[0] + bk
-                row[i, 4 * tw + 1] = y[1] + bk
-                row[i, 4 * tw + 2] = y[2] + bk
-                row[i, 4 * tw + 3] = y[3] + bk
-        p0 = 4 * th
-        for i in range(min(4, P - p0)):
-            for q in range(Q):
-                out[n, k, p0 + i, q] = row[i, q]
-        for tw in range(TW):
-            finite = True
+        for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
+            k = it // rows
+            tr = it - k * rows
+            gr = gr0 + tr
+            n = gr // TH
+            th = gr - n * TH
+            base = tr * TW
+            for bb in range(6):
+                m0, m1, m2 = M[bb, k, base:base + TW], M[6 + bb, k, base:base + TW], M[12 + bb, k, base:base + TW]
+                m3, m4, m5 = M[18 + bb, k, base:base + TW], M[24 + bb, k, base:base + TW], M[30 + bb, k, base:base + TW]
+                for tw in range(TW):
+                    y = at6(m0[tw], m1[tw], m2[tw], m3[tw], m4[tw], m5[tw])
+                    tmp[bb, tw] = y[0]
+                    tmp[6 + bb, tw] = y[1]
+                    tmp[12 + bb, tw] = y[2]
+                    tmp[18 + bb, tw] = y[3]
+            bk = b[k]
+            for i in range(4):
+                t0, t1, t2 = tmp[6 * i], tmp[6 * i + 1], tmp[6 * i + 2]
+                t3, t4, t5 = tmp[6 * i + 3], tmp[6 * i + 4], tmp[6 * i + 5]
+                ri = row[i]
+                for tw in range(TW):
+                    y = at6(t0[tw], t1[tw], t2[tw], t3[tw], t4[tw], t5[tw])
+                    ri[4 * tw] = y[0] + bk
+                    ri[4 * tw + 1] = y[1] + bk
+                    ri[4 * tw + 2] = y[2] + bk
+                    ri[4 * tw + 3] = y[3] + bk
+            p0 = 4 * th
+            nan_if_any = bk * 0         # x * 0 is NaN exactly where x is Inf or NaN
             for i in range(min(4, P - p0)):
-                for j in range(min(4, Q - 4 * tw)):
-                    if not math.isfinite(row[i, 4 * tw + j]):
-                        finite = False
-            if not finite:
-                _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo)
+                ri = row[i]
+                oi = out[n, k, p0 + i]
+                for q in range(Q):
+                    oi[q] = ri[q]
+                    nan_if_any += ri[q] * 0
+            if nan_if_any == 0:
+                continue
+            for tw in range(TW):
+                finite = True
+                for i in range(min(4, P - p0)):
+                    for j in range(min(4, Q - 4 * tw)):
+                        if not math.isfinite(row[i, 4 * tw + j]):
+                            finite = False
+                if not finite:
+                    _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo)
 
 
 tolerate_corrupt_caches(globals())

@@ -443,7 +443,10 @@ def _winograd_workspace(spec):
     return {"transformed filter U": 36 * spec.K * spec.C * isz,
             "transformed input V": 36 * spec.C * T * isz,
             "products M": 36 * spec.K * T * isz,
-            "per-thread tile rows": _threads_for(tasks) * 48 * (TW + 1) * isz}
+            # per parallel chunk: the input's row and phase buffers (48 (TW + 1) values; the output's tile
+            # rows take 40 TW) and the filter's gathered taps (27 C float64), at most one chunk per thread
+            "per-thread tile rows": _threads_for(tasks) * 48 * (TW + 1) * isz
+            + _threads_for(spec.K) * 27 * spec.C * 8}
 
 
 def _winograd_reasons(spec) -> List[str]:
@@ -479,9 +482,9 @@ def conv_winograd(spec, x, w, b=None):
         m = min(rows, spec.N * TH - gr0)
         V = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
         M = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
-        k.winograd_input(x, gr0, m, TH, TW, geo, V)
+        k.winograd_input(x, gr0, m, TH, TW, geo, V, _chunks(C * m))
         np.matmul(U, V, out=M)
-        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo)
+        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo, _chunks(K * m))
     return out
 
 
