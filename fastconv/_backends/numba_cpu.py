@@ -425,7 +425,8 @@ def _packed_reasons(spec) -> List[str]:
 #: bytes of one Winograd chunk's V and M (36 x (C + K) values per tile): whole tile rows, as many as fit
 #: (at least one), several images or a band of one. The 36 GEMMs of a chunk each read a (C x T) slice of V
 #: and write a (K x T) slice of M, so the chunk is what the output transform reads back while it is
-#: still in cache (measured on the 2-core EPYC, see tests/test_numba_winograd.py's module docstring).
+#: still in cache. Measured on the shared 2-core EPYC at load 2.5 (res2/res3 at N=8, 1, 4, 16 MiB and the
+#: whole batch): no size won clearly above the noise, so 4 MiB, the two cores' L2 as im2col's TILE_BYTES.
 WINOGRAD_CHUNK_BYTES = 4 << 20
 
 
