@@ -40,7 +40,8 @@ from . import _imports
 #:   im2col         an explicit column matrix and a GEMM over it
 #:   implicit_gemm  the same GEMM with the column matrix never stored (CUDA backends)
 #:   depthwise      a kernel specialised for groups == C (one input channel per group; CUDA backends)
-ALGOS = ("auto", "direct", "im2col", "implicit_gemm", "depthwise")
+#:   winograd       Winograd's minimal filtering: transformed tiles and a GEMM per tile position (numba)
+ALGOS = ("auto", "direct", "im2col", "implicit_gemm", "depthwise", "winograd")
 POOL_ALGOS = ("auto", "direct")
 #: the convolution ops (forward, input gradient / transposed convolution, weight gradient): they take ALGOS;
 #: every other op (pools, their gradients, max_unpool) takes POOL_ALGOS

@@ -337,12 +337,13 @@ class _NumbaLedger(_Ledger):
 
     def unreached(self, dtypes: Sequence[str]) -> List[str]:
         """Kernels launched from Python with no signature of a warmed dtype: no run reached them (larger
-        problems do). Those are the kernel index's (``_numba_kernels``: KERNELS, GRAD_KERNELS, KERNELS_3D)
+        problems do). Those are the kernel index's (``_numba_kernels``: KERNELS, GRAD_KERNELS, KERNELS_3D,
+        WINOGRAD_KERNELS)
         and every other dispatcher no kernel calls; a helper that kernels call (inline, or named in another
         kernel's code) compiles into its callers, and their disk cache holds it, so it is not asked."""
         from ._backends import _numba_kernels as k
         ds = _numba_dispatchers()
-        launched = set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D)
+        launched = set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D) | set(k.WINOGRAD_KERNELS)
         called = {n for d in ds for n in d.py_func.__code__.co_names if n != d.py_func.__name__}
         out = []
         for d in ds:

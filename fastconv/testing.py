@@ -24,9 +24,8 @@ def to_numpy(a):
     return np.asarray(a)
 
 
-def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
-    """Elementwise absolute tolerance for a conv result: ``slack * n * eps_acc * conv(|x|,|w|,|b|)`` with
-    n = Cg*T*R*S + 1, plus one rounding of the stored result (half an ulp of the output dtype)."""
+def _direct_tolerance(spec, x, w, b=None, slack: float = 2.0):
+    """The direct-summation bound of :func:`conv_tolerance`."""
     from ._backends.numpy_oracle import conv64
 
     x, w = np.abs(to_numpy(x)), np.abs(to_numpy(w))
@@ -35,6 +34,94 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
     n = spec.gemm_k + 1
     store_eps = float(np.finfo(spec.dtype).eps)
     return slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+
+
+def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
+    """Elementwise absolute tolerance for a conv result: the direct-summation bound
+    ``slack * n * eps_acc * conv(|x|,|w|,|b|)`` with n = Cg*T*R*S + 1, plus one rounding of the stored
+    result (half an ulp of the output dtype); for a problem the numba backend's Winograd implementation
+    takes (:func:`winograd_applies`), the larger of that and :func:`winograd_tolerance`, so a test of
+    ``algo="auto"`` holds whichever implementation the measurement picks."""
+    tol = _direct_tolerance(spec, x, w, b, slack)
+    if winograd_applies(spec):
+        tol = np.maximum(tol, winograd_tolerance(spec, x, w, b, slack))
+    return tol
+
+
+def winograd_applies(spec) -> bool:
+    """Whether the numba backend's ``winograd`` implementation takes ``spec``'s shapes (a 2-D or 1-D conv,
+    3x3, stride 1, undilated, ungrouped: its reasons, ``numba_cpu._winograd_reasons``, ask nothing else
+    but its workspace cap, which only makes it refuse)."""
+    from ._backends import numba_cpu
+    return spec.op == "conv" and spec.spatial_dims in (1, 2) and not numba_cpu._winograd_reasons(spec)
+
+
+#: roundings of the Winograd F(4x4, 3x3) kernels along the longest path of one term, besides the C-term
+#: sum (``_numba_winograd``'s factored transforms; derived in :func:`winograd_tolerance`)
+WINOGRAD_ROUNDINGS = 9 + 4 + 7
+
+
+def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
+    """Elementwise absolute error bound of the Winograd F(4x4, 3x3) conv (``numba:conv:winograd/f4x4``):
+    ``slack * n * u * Y(|x|, |w|, |b|) + (one rounding of the stored result)`` with
+
+        Y(|x|, |w|, |b|) = |A|^T [ sum_c (|G| |g_kc| |G|^T) * (|B|^T |d_c| |B|) ] |A| + |b_k|
+
+    computed in float64 for every 4x4 output tile (aligned at output (0, 0), the kernels' tiling; d_c the
+    tile's 6x6 input window of channel c, zeros outside the input), u the unit roundoff of the compute
+    type, and n = C + 20.
+
+    Derivation (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1 and 3.5, applied stage by
+    stage as in Lavin & Gray's and Barabasz et al.'s error analyses of bilinear algorithms). A value
+    computed through k roundings of relative size at most u is ``exact * (1 + theta_k)`` with
+    ``|theta_k| <= gamma_k = k u / (1 - k u)``, and ``(1 + theta_j)(1 + theta_k) = 1 + theta_(j+k)``. Each
+    transform is a sum of terms ``coefficient * value``, so its computed result is the exact sum with each
+    term perturbed by its own theta_k, k the roundings on that term's path; bounding every term's
+    perturbation by the largest k gives ``|computed - exact| <= gamma_k * (|T| |v|)`` componentwise, and
+    the perturbed terms carry on into the next stage, where their thetas add. The kernels' paths:
+    - filter, U = G g G^T: in float64, per pass (the 1/4, 1/6, 1/12, 1/24 constants rounded: 1, the
+      product: 1, two sums: 2) 4, two passes 8, and the rounding to the compute type 1: k = 9;
+    - input, V = B^T d B: per pass 2 (each term is at most one difference and one sum; 2x and 4x by
+      additions are exact, 5x is 4x + x inside the same difference), two passes: k = 4;
+    - the GEMMs, M = sum_c U V: the classic dot-product bound, any summation order: k = C;
+    - output, Y = A^T M A + b: per pass 3 (2x, 4x, 8x by additions, exact), two passes 6, the bias 1:
+      k = 7.
+    A term's path runs through the filter or the input transform (both: their product), the sum and the
+    output transform: n = 9 + 4 + C + 7 = C + 20 (``WINOGRAD_ROUNDINGS``), the perturbations of the
+    magnitudes being those of the computation on absolute values with |A|, |G|, |B| (a value used twice
+    within one pass, d2 in ``4(d0 - d2) + (d4 - d2)``, enters with the same sign both times, so its
+    weight is its |B| entry). Every rounding is at most the compute type's u (the float64 ones of the
+    filter transform are smaller), underflow aside (the ``tiny`` term) and assuming no overflow: a tile
+    whose result is not finite is summed again directly by the kernel, under the direct bound (so where the
+    magnitude is not finite, this bound is 0 and conv_tolerance's direct one applies). The stored
+    result rounds once more (half an ulp of the output dtype, for float16 after the float32 computation).
+    """
+    from ._backends import _winograd_f4x4 as m
+
+    xa = np.abs(to_numpy(x)).astype(np.float64).reshape(spec.N, spec.C, spec.H, spec.W)
+    wa = np.abs(to_numpy(w)).astype(np.float64).reshape(spec.K, spec.C, 3, 3)
+    N, C, K, P, Q = spec.N, spec.C, spec.K, spec.P, spec.Q
+    TH, TW = -(-P // 4), -(-Q // 4)
+    xp = np.zeros((N, C, 4 * TH + 2, 4 * TW + 2))
+    h1, w1 = min(spec.H, 4 * TH + 2 - spec.pad_top), min(spec.W, 4 * TW + 2 - spec.pad_left)
+    xp[:, :, spec.pad_top:spec.pad_top + h1, spec.pad_left:spec.pad_left + w1] = xa[:, :, :h1, :w1]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]  # N C TH TW 6 6
+    B, Gm, A = np.abs(m.BT), np.abs(m.G), np.abs(m.AT)
+    with np.errstate(invalid="ignore"):         # Inf * 0 where an input or weight is not finite
+        V = np.einsum("ai,nctuij,bj->abcntu", B, win, B, optimize=True).reshape(36, C, N * TH * TW)
+        U = np.einsum("ar,kcrs,bs->abkc", Gm, wa, Gm, optimize=True).reshape(36, K, C)
+        M = np.matmul(U, V).reshape(6, 6, K, N, TH, TW)
+        Y = np.einsum("ia,abkntu,jb->nktiuj", A, M, A, optimize=True).reshape(N, K, 4 * TH, 4 * TW)[:, :, :P, :Q]
+    # a non-finite magnitude means a non-finite input or weight reaches that output through the transforms
+    # (|A|, |B|, |G| have the zero patterns of A, B, G), so the kernel's result there is not finite either and
+    # its tile is summed again directly: the direct bound (conv_tolerance's other term) is the one that holds
+    Y = np.where(np.isfinite(Y), Y, 0.0)
+    if b is not None:
+        Y = Y + np.abs(to_numpy(b)).astype(np.float64).reshape(1, K, 1, 1)
+    Y = Y.reshape(spec.output_layout)
+    n = C + WINOGRAD_ROUNDINGS
+    store_eps = float(np.finfo(spec.dtype).eps)
+    return slack * n * _ACC_EPS[spec.dtype] * Y + store_eps * Y + np.finfo(spec.dtype).tiny
 
 
 def assert_conv_close(out, ref, spec, x, w, b=None, slack: float = 2.0):

@@ -419,7 +419,7 @@ def test_pool_float16_upcast():
 # Which implementation runs: names, reasons, the non-finite-weight rule
 # ---------------------------------------------------------------------------------------------------
 CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/blocked",
-              "numba:conv:im2col/pointwise", "numba:conv:im2col/packed"]
+              "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4"]
 POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct", "numba:adaptive_max_pool:direct",
               "numba:adaptive_avg_pool:direct"]
 ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:im2col/packed"}
@@ -453,12 +453,13 @@ def test_reasons_say_why_a_kernel_does_not_take_a_spec():
         "not pointwise (1x1, stride 1, no padding): the input is not the column matrix"]
 
     depthwise = _reasons(_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4))   # channel multiplier 2
-    assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise"}
+    assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise", "numba:conv:winograd/f4x4"}
 
     big = _spec((2, 64, 128, 128), (16, 64, 1, 1))          # one image's column matrix fills a tile
     assert numba_cpu.images_per_tile(big) == 1
     assert {n for n, r in _reasons(big).items() if r} == {"numba:conv:direct/depthwise-phase",
-                                                         "numba:conv:direct/depthwise", "numba:conv:im2col/packed"}
+                                                         "numba:conv:direct/depthwise", "numba:conv:im2col/packed",
+                                                         "numba:conv:winograd/f4x4"}
     assert _reasons(big)["numba:conv:im2col/packed"] == [
         "pointwise with one image per tile: the input is its own column matrix (im2col/pointwise runs it "
         "without a copy)"]
@@ -569,7 +570,8 @@ def test_auto_measures_once_per_spec_and_caches():
         assert _dispatch.select(spec, "numba", "auto") is first
     assert TUNER.measure_count == before + 1
     assert numba_cpu.tune_context() == f"threads={numba.get_num_threads()}"
-    assert _choice(spec, ["numba:conv:direct/blocked", "numba:conv:im2col/packed"]) == first.name
+    assert _choice(spec, ["numba:conv:direct/blocked", "numba:conv:im2col/packed",
+                          "numba:conv:winograd/f4x4"]) == first.name
     _dispatch.select(_big_spec(np.float64), "numba", "auto")   # another key (dtype): measured again
     assert TUNER.measure_count == before + 2
     assert TUNER.persist is False and TUNER.cache().path is None   # memory only: never a file
@@ -794,7 +796,7 @@ def test_registered_and_available():
     assert fastconv.backends()["numba"]["available"]
     assert _dispatch.default_backend("numpy") == "numba"
     algos = {i.algo for i in numba_cpu.implementations() if i.op == "conv"}
-    assert algos == {"direct", "im2col"}
+    assert algos == {"direct", "im2col", "winograd"}
     assert all(i.dtypes == ("float32", "float64") for i in numba_cpu.implementations())
 
 

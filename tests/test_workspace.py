@@ -262,24 +262,27 @@ def test_workspace_helper_names_bytes_and_purpose():
 # The autotuner's memory (item 4)
 # ---------------------------------------------------------------------------------------------------
 def _tuned_problem():
-    """A conv above MEASURE_MIN_FLOPS with two supported candidates (blocked direct, packed im2col)."""
+    """A conv above MEASURE_MIN_FLOPS with three supported candidates (blocked direct, packed im2col,
+    Winograd F(4x4, 3x3))."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 16, 64, 64), dtype=np.float32)
     w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
     spec = fc.conv_spec(x, w, None, 1, 1)
     assert spec.flops() >= numba_cpu.MEASURE_MIN_FLOPS
     assert [i.name for i in _supported_numba_impls(spec)] == ["numba:conv:direct/blocked",
-                                                               "numba:conv:im2col/packed"]
+                                                               "numba:conv:im2col/packed",
+                                                               "numba:conv:winograd/f4x4"]
     return x, w, spec
 
 
 def test_tuning_needs_no_more_memory_than_the_calls_it_tunes():
-    """The first ``algo="auto"`` call (measuring both candidates) allocates no more, at its peak, than the
-    hungrier of the two candidates' own calls: the caller's arrays are measured on, never copied."""
+    """The first ``algo="auto"`` call (measuring every candidate) allocates no more, at its peak, than the
+    hungriest candidate's own call: the caller's arrays are measured on, never copied."""
     x, w, spec = _tuned_problem()
-    for algo in ("direct", "im2col"):
+    algos = ("direct", "im2col", "winograd")
+    for algo in algos:
         fc.conv2d(x, w, padding=1, algo=algo)               # kernels loaded: their first call is not measured
-    own = max(_peak_beyond(lambda a=algo: fc.conv2d(x, w, padding=1, algo=a)) for algo in ("direct", "im2col"))
+    own = max(_peak_beyond(lambda a=algo: fc.conv2d(x, w, padding=1, algo=a)) for algo in algos)
     numba_cpu.TUNER.reset()
     before = numba_cpu.TUNER.measure_count
     tuned = _peak_beyond(lambda: fc.conv2d(x, w, padding=1))
@@ -310,11 +313,11 @@ def test_a_candidate_without_memory_is_skipped_and_nothing_is_remembered(monkeyp
     the oracle's result (the other candidate ran), and no choice is remembered, so a later call measures
     again; with every candidate failing, the rule's (first) candidate is chosen."""
     x, w, spec = _tuned_problem()
-    im2col = next(i for i in numba_cpu.implementations() if i.name == "numba:conv:im2col/packed")
-
     def no_memory(*args):
         raise MemoryError("no room")
-    monkeypatch.setattr(im2col, "_fn", no_memory)
+    for impl in numba_cpu.implementations():        # every candidate but the direct one runs out
+        if impl.name in ("numba:conv:im2col/packed", "numba:conv:winograd/f4x4"):
+            monkeypatch.setattr(impl, "_fn", no_memory)
     numba_cpu.TUNER.reset()
     out = fc.conv2d(x, w, padding=1)
     np.testing.assert_allclose(out, fc.conv2d(x, w, padding=1, backend="numpy"), atol=1e-3, rtol=0)

@@ -19,6 +19,7 @@ Modules:
                      ``col2vol_add`` (serial), ``conv3d_weight_direct``
 - ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
                      ``adaptive_avg_pool3d_backward``
+- ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
@@ -40,6 +41,7 @@ from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_back
                           pool2d_scatter_backward)
 from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
 from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
+from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
@@ -49,11 +51,12 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "AdaptiveWindows3d", "Conv3dGeometry", "Pool3dGeometry", "adaptive_windows3d", "conv3d_geometry",
            "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
-           "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D"]
+           "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "winograd_filter", "winograd_input",
+           "winograd_output", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
-           "_numba_depthwise_grad")
+           "_numba_depthwise_grad", "_numba_winograd")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -98,4 +101,13 @@ KERNELS_3D = {
     "adaptive_pool3d": (AdaptiveWindows3d, True),
     "avg_pool3d_backward": (Pool3dGeometry, True),
     "adaptive_avg_pool3d_backward": (AdaptiveWindows3d, True),
+}
+
+#: the Winograd F(4x4, 3x3) kernels (``numba_cpu.conv_winograd``): (the record type of their geometry
+#: argument, or None for a kernel that takes none; whether it runs a parallel prange), as GRAD_KERNELS;
+#: tests/test_numba_winograd.py checks them.
+WINOGRAD_KERNELS = {
+    "winograd_filter": (None, True),
+    "winograd_input": (ConvGeometry, True),
+    "winograd_output": (ConvGeometry, True),
 }

@@ -23,6 +23,16 @@ one of its reasons, never a hand-over to another kernel:
   whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (32 MiB) is built in bands of
   output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
   (``zero_fills_padding``).
+- ``numba:conv:winograd/f4x4``: a 3x3, stride-1, undilated, ungrouped 1-D/2-D conv (each other shape is a
+  reason): Winograd F(4x4, 3x3) (``_numba_winograd``). ``winograd_filter`` makes U[36, K, C] = G w G^T once
+  per call; then per chunk of whole 4x4-tile rows (several images or a band of one, V and M within
+  ``WINOGRAD_CHUNK_BYTES``) ``winograd_input`` makes V[36, C, T] = B^T d B (zeros in the padding),
+  BLAS computes the 36 GEMMs M[j] = U[j] @ V[j], and ``winograd_output`` writes A^T M A + b (only outputs
+  inside P x Q). A tile whose result is not finite (an Inf/NaN input or weight, which the transforms
+  spread over the tile, or an overflow) is summed again directly with the taps clipped, so the
+  definition's non-finite pattern holds for every weight (no ``zero_fills_padding``). Its error bound is
+  wider than direct summation's (``fastconv.testing.winograd_tolerance``, derived there). Workspace: U,
+  one chunk's V and M, per-thread tile rows; capped like im2col.
 
 Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
 names each with its bytes, from the same plan functions the run allocates by). The bound:
@@ -531,6 +541,76 @@ def _packed_reasons(spec) -> List[str]:
         return ["pointwise with one image per tile: the input is its own column matrix (im2col/pointwise "
                 "runs it without a copy)"]
     return []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution: Winograd F(4x4, 3x3) (kernels in _numba_winograd)
+# ---------------------------------------------------------------------------------------------------
+#: bytes of one Winograd chunk's V and M (36 x (C + K) values per tile): whole tile rows, as many as fit
+#: (at least one), several images or a band of one. The 36 GEMMs of a chunk each read a (C x T) slice of V
+#: and write a (K x T) slice of M, so the chunk is what the output transform reads back while it is
+#: still in cache. Measured on the shared 2-core EPYC at load 2.5 (res2/res3 at N=8, 1, 4, 16 MiB and the
+#: whole batch): no size won clearly above the noise, so 4 MiB, the two cores' L2 as im2col's TILE_BYTES.
+WINOGRAD_CHUNK_BYTES = 4 << 20
+
+
+def winograd_plan(spec):
+    """(TH, TW, rows): tile rows and columns of one image (4x4 output tiles) and tile rows per chunk."""
+    TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
+    per_row = 36 * (spec.C + spec.K) * TW * spec.itemsize
+    return TH, TW, max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // per_row))
+
+
+def _winograd_workspace(spec):
+    TH, TW, rows = winograd_plan(spec)
+    T, isz = rows * TW, spec.itemsize
+    tasks = max(spec.C, spec.K) * rows
+    return {"transformed filter U": 36 * spec.K * spec.C * isz,
+            "transformed input V": 36 * spec.C * T * isz,
+            "products M": 36 * spec.K * T * isz,
+            # per parallel chunk: the input's row and phase buffers (48 (TW + 1) values; the output's tile
+            # rows take 40 TW) and the filter's gathered taps (27 C float64), at most one chunk per thread
+            "per-thread tile rows": _threads_for(tasks) * 48 * (TW + 1) * isz
+            + _threads_for(spec.K) * 27 * spec.C * 8}
+
+
+def _winograd_reasons(spec) -> List[str]:
+    out = []
+    if (spec.R, spec.S) != (3, 3):
+        out.append(f"a {spec.R}x{spec.S} filter: F(4x4, 3x3) takes 3x3 only")
+    if spec.strides[-2:] != (1, 1):
+        out.append(f"stride {spec.strides[-2:]}: Winograd tiles need stride 1")
+    if spec.dilations[-2:] != (1, 1):
+        out.append(f"dilation {spec.dilations[-2:]}: Winograd tiles need dilation 1")
+    if spec.groups != 1:
+        out.append(f"groups={spec.groups}: the elementwise stage is one GEMM per tile position over all "
+                   f"input channels (grouped and depthwise convs go to the direct kernels)")
+    return out
+
+
+def conv_winograd(spec, x, w, b=None):
+    """U = G w G^T once, then per chunk of tile rows: V = B^T d B (winograd_input), M[j] = U[j] @ V[j]
+    for the 36 tile positions j by BLAS, out = A^T M A + b (winograd_output)."""
+    k = kernels()
+    C, K = spec.C, spec.K
+    TH, TW, rows = winograd_plan(spec)
+    geo = k.conv_geometry(spec)
+    ws = _winograd_workspace(spec)
+    reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
+    U = workspace("the Winograd transformed filter", (36, K, C), x.dtype)
+    Vbuf = workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype)
+    Mbuf = workspace("the Winograd products", (36 * K * rows * TW,), x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    bias = _bias(spec, b, x.dtype)
+    k.winograd_filter(w, U)
+    for gr0 in range(0, spec.N * TH, rows):
+        m = min(rows, spec.N * TH - gr0)
+        V = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
+        M = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
+        k.winograd_input(x, gr0, m, TH, TW, geo, V, _chunks(C * m))
+        np.matmul(U, V, out=M)
+        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo, _chunks(K * m))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1123,6 +1203,8 @@ _IMPLS = [
     _impl("conv", "im2col", conv_im2col_pointwise, variant="pointwise", reasons=_pointwise_reasons),
     _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True,
           workspace=_im2col_workspace, capped=True),
+    _impl("conv", "winograd", conv_winograd, variant="f4x4", reasons=_winograd_reasons,
+          workspace=_winograd_workspace, capped=True),
     _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
