@@ -266,6 +266,8 @@ class Tuner:
         by one each round; a candidate keeps its fastest call. A candidate that cannot get its memory in a
         later round keeps the times it has."""
         names = list(calls)
+        if not names:           # nothing could be measured: the caller's rule decides
+            return
         spent = sum(times.values())
         for r in range(1, self._rounds):
             if r >= 2 and spent > self._budget_s:

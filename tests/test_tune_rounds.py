@@ -84,3 +84,20 @@ def test_without_rounds_each_candidate_is_timed_once():
                                                     "numba:conv:im2col/b": [1.1]}, rounds=None)
     tuner.measure(spec, impls, arrays)
     assert seen["numba:conv:direct/a"] == seen["numba:conv:im2col/b"] == 0
+
+
+def test_no_candidate_measurable_leaves_the_choice_to_the_rule():
+    """Every candidate out of memory at its warm-up: nothing measured, no round run, the first candidate."""
+    log = []
+    impls = [_Impl("numba:conv:direct/a", log), _Impl("numba:conv:im2col/b", log)]
+
+    def run(spec, *arrays):
+        raise MemoryError("no room")
+    for i in impls:
+        i.run = run
+    tuner = _tune.Tuner("test-rounds", persist=False, time_one=lambda call: call(), xp=lambda: np,
+                        unmeasurable=lambda: (MemoryError,), rounds=5)
+    x, w = np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32)
+    spec = fastconv.conv_spec(x, w, None)
+    assert tuner.measure(spec, impls, (x, w, None)) == {}
+    assert tuner.choose("ctx", spec, impls, (x, w, None)).name == "numba:conv:direct/a"

@@ -555,22 +555,33 @@ WINOGRAD_CHUNK_BYTES = 4 << 20
 
 
 def winograd_plan(spec):
-    """(TH, TW, rows): tile rows and columns of one image (4x4 output tiles) and tile rows per chunk."""
+    """(TH, TW, rows): tile rows and columns of one image (4x4 output tiles) and tile rows per chunk: a
+    chunk's V and M within WINOGRAD_CHUNK_BYTES shared by the GEMM workers, and with several workers at most
+    enough for ITEMS_PER_WORKER chunks each."""
     TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
     per_row = 36 * (spec.C + spec.K) * TW * spec.itemsize
-    return TH, TW, max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // per_row))
+    workers = _winograd_workers(spec)
+    rows = max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // workers // per_row))
+    if workers > 1:
+        rows = min(rows, max(1, -(-spec.N * TH // (ITEMS_PER_WORKER * workers))))
+    return TH, TW, rows
+
+
+def _winograd_workers(spec) -> int:
+    return gemm_workers(spec)
 
 
 def _winograd_workspace(spec):
     TH, TW, rows = winograd_plan(spec)
-    T, isz = rows * TW, spec.itemsize
+    T, isz, workers = rows * TW, spec.itemsize, _winograd_workers(spec)
     tasks = max(spec.C, spec.K) * rows
+    inner = 1 if workers > 1 else _threads_for(tasks)     # the transforms of a chunk run on its worker alone
     return {"transformed filter U": 36 * spec.K * spec.C * isz,
-            "transformed input V": 36 * spec.C * T * isz,
-            "products M": 36 * spec.K * T * isz,
+            "transformed input V": workers * 36 * spec.C * T * isz,
+            "products M": workers * 36 * spec.K * T * isz,
             # per parallel chunk: the input's row and phase buffers (48 (TW + 1) values; the output's tile
             # rows take 40 TW) and the filter's gathered taps (27 C float64), at most one chunk per thread
-            "per-thread tile rows": _threads_for(tasks) * 48 * (TW + 1) * isz
+            "per-thread tile rows": workers * inner * 48 * (TW + 1) * isz
             + _threads_for(spec.K) * 27 * spec.C * 8}
 
 
@@ -589,27 +600,40 @@ def _winograd_reasons(spec) -> List[str]:
 
 
 def conv_winograd(spec, x, w, b=None):
-    """U = G w G^T once, then per chunk of tile rows: V = B^T d B (winograd_input), M[j] = U[j] @ V[j]
-    for the 36 tile positions j by BLAS, out = A^T M A + b (winograd_output)."""
+    """U = G w G^T once (Numba-parallel), then per chunk of tile rows, an item on the GEMM workers
+    (:mod:`._cpu_pool`), each with its own V and M and its Numba kernels on its own thread: V = B^T d B
+    (winograd_input), M[j] = U[j] @ V[j] for the 36 tile positions j by single-threaded BLAS, out = A^T M A + b
+    (winograd_output) into the chunk's own output tiles."""
     k = kernels()
     C, K = spec.C, spec.K
     TH, TW, rows = winograd_plan(spec)
+    workers = _winograd_workers(spec)
     geo = k.conv_geometry(spec)
     ws = _winograd_workspace(spec)
     reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
     U = workspace("the Winograd transformed filter", (36, K, C), x.dtype)
-    Vbuf = workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype)
-    Mbuf = workspace("the Winograd products", (36 * K * rows * TW,), x.dtype)
     out = np.empty(spec.output_layout, dtype=x.dtype)
     bias = _bias(spec, b, x.dtype)
     k.winograd_filter(w, U)
-    for gr0 in range(0, spec.N * TH, rows):
+    nb = _imports.import_module("numba")
+
+    def scratch():
+        return (workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype),
+                workspace("the Winograd products", (36 * K * rows * TW,), x.dtype))
+
+    def one(gr0, s):
+        Vbuf, Mbuf = s
+        inner = 1 if workers > 1 else None
+        if inner:
+            nb.set_num_threads(1)     # this worker's own thread only (Numba's count is per thread)
         m = min(rows, spec.N * TH - gr0)
         V = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
         M = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
-        k.winograd_input(x, gr0, m, TH, TW, geo, V, _chunks(C * m))
+        k.winograd_input(x, gr0, m, TH, TW, geo, V, inner or _chunks(C * m))
         np.matmul(U, V, out=M)
-        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo, _chunks(K * m))
+        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo, inner or _chunks(K * m))
+
+    _cpu_pool.run(list(range(0, spec.N * TH, rows)), one, scratch, workers)
     return out
 
 
