@@ -249,15 +249,14 @@ def pool2d_scatter_backward(dy, idx, dx, live_h, live_w, nchunk):
     for ch in prange(nchunk):
         acc = np.empty(HW, dtype=np.float64)
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
-            acc[:] = 0.0
+            ufill(acc, 0, HW, 0.0)
             for p in range(P):
                 if live_h[p]:
-                    b = (t * P + p) * Q
-                    for q in range(Q):
+                    b = np.uint64((t * P + p) * Q)
+                    for q in range(np.uint64(Q)):
                         if live_w[q]:
-                            acc[ixf[b + q]] += dyf[b + q]
-            for j in range(HW):
-                dxf[t * HW + j] = acc[j]
+                            acc[np.uint64(ixf[b + q])] += dyf[b + q]
+            ucopy(dxf, t * HW, acc, 0, HW, 1)
 
 
 @njit(**JIT)
@@ -315,12 +314,13 @@ def pool2d_scatter_backward_disjoint(dy, idx, dx, live_h, live_w, nchunk):
     for ch in prange(nchunk):
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
             ufill(dxf, t * HW, HW, 0)
+            base = np.uint64(t * HW)
             for p in range(P):
                 if live_h[p]:
-                    b = (t * P + p) * Q
-                    for q in range(Q):
+                    b = np.uint64((t * P + p) * Q)
+                    for q in range(np.uint64(Q)):
                         if live_w[q]:
-                            dxf[t * HW + ixf[b + q]] = np.float64(dyf[b + q]) + 0.0
+                            dxf[base + np.uint64(ixf[b + q])] = np.float64(dyf[b + q]) + 0.0
 
 
 @njit(**JIT)
@@ -328,7 +328,8 @@ def avg_pool2d_backward_disjoint(dy, dx, geo, count_include_pad, divisor_overrid
     """avg_pool2d_backward where no two windows share an input position (stride >= kernel along each
     axis; the global pool's one window): each in-bounds tap receives one term, 0.0 + dy[p, q] / divisor
     in float64 (the oracle's sum of one term), every other position 0. Per plane: zeros, then per output
-    row p its window rows, each written output by output."""
+    row p the first in-bounds row of its windows is written output by output and copied to the others
+    (every row of a window band holds the same values)."""
     sh, sw, ph, pw = geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left
     NC = dy.shape[0] * dy.shape[1]
     P, Q = dy.shape[2], dy.shape[3]
@@ -347,14 +348,15 @@ def avg_pool2d_backward_disjoint(dy, dx, geo, count_include_pad, divisor_overrid
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
             ufill(dxf, t * H * W, H * W, 0)
             for p in range(P):
-                for r in range(rlo[p], rhi[p]):
-                    row = t * H * W + (p * sh - ph + r) * W
-                    for q in range(Q):
-                        d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
-                        v = 0.0 + np.float64(dyf[(t * P + p) * Q + q]) / d
-                        a0 = row + q * sw - pw
-                        for s in range(wlo[q], whi[q]):
-                            dxf[a0 + s] = v
+                if rhi[p] <= rlo[p]:
+                    continue
+                first = t * H * W + (p * sh - ph + rlo[p]) * W
+                for q in range(Q):
+                    d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
+                    v = 0.0 + np.float64(dyf[(t * P + p) * Q + q]) / d
+                    ufill(dxf, first + q * sw - pw + wlo[q], max(whi[q] - wlo[q], 0), v)
+                for r in range(rlo[p] + 1, rhi[p]):
+                    ucopy(dxf, first + (r - rlo[p]) * W, dxf, first, W, 1)
 
 
 @njit(**JIT)
