@@ -344,8 +344,14 @@ def avg_pool2d_backward_disjoint(dy, dx, geo, count_include_pad, divisor_overrid
         wlo[q], whi[q] = col_range(q * sw - pw, 1, W, geo.S)
     dyf = dy.reshape(dy.size)
     dxf = dx.reshape(dx.size)
+    # one window holding the whole plane (the global pool): each plane one fill of its one value
+    whole = P == 1 and Q == 1 and rhi[0] - rlo[0] == H and whi[0] - wlo[0] == W
     for ch in prange(nchunk):
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
+            if whole:
+                d = divisor_override if divisor_override != 0 else div_h[0] * div_w[0]
+                ufill(dxf, t * H * W, H * W, 0.0 + np.float64(dyf[t]) / d)
+                continue
             ufill(dxf, t * H * W, H * W, 0)
             for p in range(P):
                 if rhi[p] <= rlo[p]:
