@@ -40,7 +40,10 @@ Python-side workspaces are allocated by :func:`workspace`, and in-kernel scratch
 (16 MiB) or more is tried first by :func:`reserve`: what cannot be had is a ``MemoryError`` naming its
 bytes and purpose before any kernel runs (never a Numba ``SystemError``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
-  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
+  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each; before
+  the avg ones, ``numba:avg_pool:direct/global`` and ``numba:adaptive_avg_pool:direct/global`` (a 1x1
+  output: ``global_avg_pool2d``, one float64 sum per plane in the same order, eight planes side by side;
+  no workspace).
 
 Gradients (kernels in ``_numba_grad``); every one sums each output's terms in a fixed order, no atomics,
 so results are bitwise reproducible run to run:
@@ -65,7 +68,12 @@ so results are bitwise reproducible run to run:
 - ``max_pool_backward`` and ``adaptive_max_pool_backward`` (dy added at its index, row-major, float64),
   ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
   ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
-  (n, c) planes, the same sums as the oracle's (bitwise equal).
+  (n, c) planes, the same sums as the oracle's (bitwise equal). Before them, where no two windows share
+  an input position (stride >= the dilated window along each axis, disjoint adaptive windows, a 1x1
+  adaptive avg output), ``.../direct/disjoint`` (``global`` for the adaptive avg) write each position's
+  one term (0.0 + dy, or 0.0 + dy / divisor, in float64, rounded) or 0 straight into dx: the same values,
+  no float64 plane. The max one relies on every index lying in its window (``fastconv.grad`` checks it).
+  Plane kernels run in ``_plane_chunks`` chunks: a few per thread, none under CHUNK_MIN_BYTES.
 3-D problems (5-D arrays; kernels in ``_numba_3d`` / ``_numba_3d_pool``), one Impl per op and algo, each
 with ``spatial_dims=(3,)`` and "3d" in its name (the 1-D/2-D Impls above never see a 3-D spec, nor these a
 2-D one):
