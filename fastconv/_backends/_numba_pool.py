@@ -228,6 +228,8 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, nchunk):
     wlo, whi, _wf = _window_ranges(1, geo.stride_w, geo.pad_left, geo.S, 1, W)
     h0, h1 = rlo[0] - geo.pad_top, rhi[0] - geo.pad_top
     w0, n = wlo[0] - geo.pad_left, max(whi[0] - wlo[0], 0)
+    if n == W and h1 > h0:         # whole rows: one contiguous run, the same row-major order
+        h1, n = h0 + 1, (h1 - h0) * W
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     nfull = NC // GLOBAL_PLANES
