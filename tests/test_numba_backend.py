@@ -420,7 +420,8 @@ def test_pool_float16_upcast():
 # ---------------------------------------------------------------------------------------------------
 CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/blocked",
               "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4"]
-POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct", "numba:adaptive_max_pool:direct",
+POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct/global", "numba:avg_pool:direct",
+              "numba:adaptive_max_pool:direct", "numba:adaptive_avg_pool:direct/global",
               "numba:adaptive_avg_pool:direct"]
 ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:im2col/packed"}
 

@@ -25,8 +25,12 @@ reproducible run to run.
 - ``pool2d_scatter_backward`` max and adaptive-max pool gradients: per (n, c) plane, dy added at its
                             index in row-major (p, q) order, in float64 (the oracle's order and type);
                             windows wholly in the padding send nothing (the oracle's rule).
+- ``pool2d_scatter_backward_disjoint`` the same where windows share no input position: dx zeros, each
+                            dy written (+ 0.0) at its index in dx's dtype (one term: the same value).
 - ``avg_pool2d_backward``   every divisor rule: per plane, dy / divisor (the forward's) added at every
                             in-bounds tap, taps (r, s) outer as the oracle, in float64.
+- ``avg_pool2d_backward_disjoint`` the same where windows share no input position (stride >= kernel; the
+                            global pool): each tap's one term 0.0 + dy / divisor written, zeros elsewhere.
 - ``adaptive_avg_pool2d_backward`` per plane, window by window (row-major), dy / area over the window.
 - ``max_unpool2d``          per plane, zeros then out[indices[p, q]] = x[p, q] in row-major order (the last
                             write of a repeated index wins).
@@ -245,15 +249,14 @@ def pool2d_scatter_backward(dy, idx, dx, live_h, live_w, nchunk):
     for ch in prange(nchunk):
         acc = np.empty(HW, dtype=np.float64)
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
-            acc[:] = 0.0
+            ufill(acc, 0, HW, 0.0)
             for p in range(P):
                 if live_h[p]:
-                    b = (t * P + p) * Q
-                    for q in range(Q):
+                    b = np.uint64((t * P + p) * Q)
+                    for q in range(np.uint64(Q)):
                         if live_w[q]:
-                            acc[ixf[b + q]] += dyf[b + q]
-            for j in range(HW):
-                dxf[t * HW + j] = acc[j]
+                            acc[np.uint64(ixf[b + q])] += dyf[b + q]
+            ucopy(dxf, t * HW, acc, 0, HW, 1)
 
 
 @njit(**JIT)
@@ -293,6 +296,73 @@ def avg_pool2d_backward(dy, dx, geo, count_include_pad, divisor_override, nchunk
                             acc[ua + i * st] += gr[ug + i]
             for j in range(H * W):
                 dxf[t * H * W + j] = acc[j]
+
+
+@njit(**JIT)
+def pool2d_scatter_backward_disjoint(dy, idx, dx, live_h, live_w, nchunk):
+    """pool2d_scatter_backward where no two windows share an input position (stride >= the dilated
+    window along each axis, or disjoint adaptive windows) and every index lies in its window (as
+    ``grad`` checks them): each position receives at most one dy, so dx is zeros with dy + 0.0 written at
+    each live output's index, straight in dx's dtype: the oracle's float64 0.0 + dy, rounded (-0.0 becomes
+    0.0 as there)."""
+    NC = dy.shape[0] * dy.shape[1]
+    P, Q = dy.shape[2], dy.shape[3]
+    HW = dx.shape[2] * dx.shape[3]
+    dyf = dy.reshape(dy.size)
+    ixf = idx.reshape(idx.size)
+    dxf = dx.reshape(dx.size)
+    for ch in prange(nchunk):
+        for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
+            ufill(dxf, t * HW, HW, 0)
+            base = np.uint64(t * HW)
+            for p in range(P):
+                if live_h[p]:
+                    b = np.uint64((t * P + p) * Q)
+                    for q in range(np.uint64(Q)):
+                        if live_w[q]:
+                            dxf[base + np.uint64(ixf[b + q])] = np.float64(dyf[b + q]) + 0.0
+
+
+@njit(**JIT)
+def avg_pool2d_backward_disjoint(dy, dx, geo, count_include_pad, divisor_override, nchunk):
+    """avg_pool2d_backward where no two windows share an input position (stride >= kernel along each
+    axis; the global pool's one window): each in-bounds tap receives one term, 0.0 + dy[p, q] / divisor
+    in float64 (the oracle's sum of one term), every other position 0. Per plane: zeros, then per output
+    row p the first in-bounds row of its windows is written output by output and copied to the others
+    (every row of a window band holds the same values)."""
+    sh, sw, ph, pw = geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left
+    NC = dy.shape[0] * dy.shape[1]
+    P, Q = dy.shape[2], dy.shape[3]
+    H, W = dx.shape[2], dx.shape[3]
+    div_h = _divisors(P, sh, ph, geo.pad_bottom, geo.R, H, count_include_pad)
+    div_w = _divisors(Q, sw, pw, geo.pad_right, geo.S, W, count_include_pad)
+    rlo, rhi = np.empty(P, dtype=np.int64), np.empty(P, dtype=np.int64)
+    for p in range(P):
+        rlo[p], rhi[p] = col_range(p * sh - ph, 1, H, geo.R)
+    wlo, whi = np.empty(Q, dtype=np.int64), np.empty(Q, dtype=np.int64)
+    for q in range(Q):
+        wlo[q], whi[q] = col_range(q * sw - pw, 1, W, geo.S)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    # one window holding the whole plane (the global pool): each plane one fill of its one value
+    whole = P == 1 and Q == 1 and rhi[0] - rlo[0] == H and whi[0] - wlo[0] == W
+    for ch in prange(nchunk):
+        for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
+            if whole:
+                d = divisor_override if divisor_override != 0 else div_h[0] * div_w[0]
+                ufill(dxf, t * H * W, H * W, 0.0 + np.float64(dyf[t]) / d)
+                continue
+            ufill(dxf, t * H * W, H * W, 0)
+            for p in range(P):
+                if rhi[p] <= rlo[p]:
+                    continue
+                first = t * H * W + (p * sh - ph + rlo[p]) * W
+                for q in range(Q):
+                    d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
+                    v = 0.0 + np.float64(dyf[(t * P + p) * Q + q]) / d
+                    ufill(dxf, first + q * sw - pw + wlo[q], max(whi[q] - wlo[q], 0), v)
+                for r in range(rlo[p] + 1, rhi[p]):
+                    ucopy(dxf, first + (r - rlo[p]) * W, dxf, first, W, 1)
 
 
 @njit(**JIT)

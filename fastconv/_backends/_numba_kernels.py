@@ -14,7 +14,8 @@ Modules:
                      helpers, the corrupted-cache tolerance
 - ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` (C/G == 1, padded zeros
                      multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped), ``im2col_pack``
-- ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``
+- ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``,
+                     ``global_avg_pool2d`` (a 1x1 output: avg_pool2d's, adaptive_avg_pool2d's)
 - ``_numba_3d``      3-D convolutions: ``conv3d_direct``, ``vol2col_pack`` (serial), ``conv3d_input_direct``,
                      ``col2vol_add`` (serial), ``conv3d_weight_direct``
 - ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
@@ -22,7 +23,8 @@ Modules:
 - ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
-                     ``pool2d_scatter_backward``, ``avg_pool2d_backward``, ``adaptive_avg_pool2d_backward``,
+                     ``pool2d_scatter_backward`` (+ ``_disjoint``), ``avg_pool2d_backward`` (+ ``_disjoint``),
+                     ``adaptive_avg_pool2d_backward``,
                      ``max_unpool2d``
 - ``_numba_depthwise_grad``  depthwise (C/groups == 1) gradients: ``conv2d_depthwise_input``,
                      ``conv2d_depthwise_weight``
@@ -36,18 +38,21 @@ from ._numba_common import (AdaptiveWindows, AdaptiveWindows3d, Conv3dGeometry, 
                             PoolGeometry, adaptive_windows, adaptive_windows3d, conv3d_geometry, conv_geometry,
                             pool3d_geometry, pool_geometry)
 from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack, im2col_pack_rows
-from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, col2im_add,
-                          conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
-                          pool2d_scatter_backward)
+from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, avg_pool2d_backward_disjoint,
+                          col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
+                          pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
 from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
-from ._numba_pool import PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, max_pool2d
+from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, global_avg_pool2d,
+                          max_pool2d)
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
-           "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d",
+           "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
+           "global_avg_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
            "conv2d_weight_direct", "im2col_pack_tile", "max_unpool2d", "pool2d_scatter_backward",
+           "pool2d_scatter_backward_disjoint", "avg_pool2d_backward_disjoint",
            "AdaptiveWindows3d", "Conv3dGeometry", "Pool3dGeometry", "adaptive_windows3d", "conv3d_geometry",
            "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
@@ -69,6 +74,7 @@ KERNELS = {
     "max_pool2d": PoolGeometry,
     "avg_pool2d": PoolGeometry,
     "adaptive_pool2d": AdaptiveWindows,
+    "global_avg_pool2d": PoolGeometry,
 }
 
 #: the gradient kernels launched from Python: (the record type of their geometry argument, or None for a
@@ -80,7 +86,9 @@ GRAD_KERNELS = {
     "im2col_pack_tile": (ConvGeometry, False),
     "conv2d_weight_direct": (ConvGeometry, True),
     "pool2d_scatter_backward": (None, True),     # live_h/live_w: fastconv._indices.window_bounds
+    "pool2d_scatter_backward_disjoint": (None, True),
     "avg_pool2d_backward": (PoolGeometry, True),
+    "avg_pool2d_backward_disjoint": (PoolGeometry, True),
     "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
     "max_unpool2d": (None, True),
     "conv2d_depthwise_input": (ConvGeometry, True),

@@ -11,6 +11,9 @@ float64 in the oracle's tap order.
                           side by side)
 - ``adaptive_pool2d``     both adaptive pools (max with its NaN/index rule, or the float64 mean), per
                           window, the windows from the spec
+- ``global_avg_pool2d``   avg_pool2d with a 1x1 output (the global average pool; adaptive_avg_pool2d to
+                          1x1 is the one of a whole-plane kernel): per plane one float64 sum in the
+                          oracle's order, GLOBAL_PLANES planes side by side, in ``nchunk`` chunks
 """
 from __future__ import annotations
 
@@ -206,6 +209,66 @@ def _avg_pool_per_window(x, out, geo, rlo, rhi, wlo, whi, div_h, div_w, divisor_
                 d = divisor_override if divisor_override != 0 else div_h[p] * div_w[q]
                 for j in range(nt):
                     of[((t0 + j) * P + p) * Q + q] = acc[j] / d
+
+
+@njit(**JIT)
+def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, nchunk):
+    """avg_pool2d of a 1x1 output (the global average pool): per plane the float64 sum of the window's
+    in-bounds taps x[t, h0:h1, w0:w1], row-major from 0.0 (the oracle's (r, s) order), / the divisor
+    (avg_pool2d's rule). GLOBAL_PLANES planes are summed side by side (independent add chains in
+    registers hide the add latency one chain per plane would expose); blocks of them go in ``nchunk``
+    parallel chunks."""
+    NC = x.shape[0] * x.shape[1]
+    H, W = x.shape[2], x.shape[3]
+    HW = H * W
+    div_h = _divisors(1, geo.stride_h, geo.pad_top, geo.pad_bottom, geo.R, H, count_include_pad)[0]
+    div_w = _divisors(1, geo.stride_w, geo.pad_left, geo.pad_right, geo.S, W, count_include_pad)[0]
+    d = np.float64(divisor_override) if divisor_override != 0 else div_h * div_w
+    rlo, rhi, _hf = _window_ranges(1, geo.stride_h, geo.pad_top, geo.R, 1, H)
+    wlo, whi, _wf = _window_ranges(1, geo.stride_w, geo.pad_left, geo.S, 1, W)
+    h0, h1 = rlo[0] - geo.pad_top, rhi[0] - geo.pad_top
+    w0, n = wlo[0] - geo.pad_left, max(whi[0] - wlo[0], 0)
+    if n == W and h1 > h0:         # whole rows: one contiguous run, the same row-major order
+        h1, n = h0 + 1, (h1 - h0) * W
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    nfull = NC // GLOBAL_PLANES
+    uhw = np.uint64(HW)
+    for ch in prange(nchunk):
+        for blk in range(ch * nfull // nchunk, (ch + 1) * nfull // nchunk):
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for h in range(h0, h1):
+                row = np.uint64(blk * GLOBAL_PLANES * HW + h * W + w0)
+                for s in range(np.uint64(n)):
+                    i = row + s
+                    a0 += xf[i]
+                    a1 += xf[i + uhw]
+                    a2 += xf[i + np.uint64(2) * uhw]
+                    a3 += xf[i + np.uint64(3) * uhw]
+                    a4 += xf[i + np.uint64(4) * uhw]
+                    a5 += xf[i + np.uint64(5) * uhw]
+                    a6 += xf[i + np.uint64(6) * uhw]
+                    a7 += xf[i + np.uint64(7) * uhw]
+            t = blk * GLOBAL_PLANES
+            of[t] = a0 / d
+            of[t + 1] = a1 / d
+            of[t + 2] = a2 / d
+            of[t + 3] = a3 / d
+            of[t + 4] = a4 / d
+            of[t + 5] = a5 / d
+            of[t + 6] = a6 / d
+            of[t + 7] = a7 / d
+        if ch == nchunk - 1:                      # the planes after the last full block
+            for t in range(nfull * GLOBAL_PLANES, NC):
+                acc = 0.0
+                for h in range(h0, h1):
+                    for s in range(n):
+                        acc += xf[t * HW + h * W + w0 + s]
+                of[t] = acc / d
+
+
+#: planes global_avg_pool2d sums side by side: its eight accumulators a0..a7
+GLOBAL_PLANES = 8
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ Python-side workspaces are allocated by :func:`workspace`, and in-kernel scratch
 (16 MiB) or more is tried first by :func:`reserve`: what cannot be had is a ``MemoryError`` naming its
 bytes and purpose before any kernel runs (never a Numba ``SystemError``).
 - pools: ``max`` (indices, NaN rule), ``avg`` (every divisor rule, float64 accumulation in the oracle's
-  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each.
+  tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each; before
+  the avg ones, ``numba:avg_pool:direct/global`` and ``numba:adaptive_avg_pool:direct/global`` (a 1x1
+  output: ``global_avg_pool2d``, one float64 sum per plane in the same order, eight planes side by side;
+  no workspace).
 
 Gradients (kernels in ``_numba_grad``); every one sums each output's terms in a fixed order, no atomics,
 so results are bitwise reproducible run to run:
@@ -75,7 +78,12 @@ so results are bitwise reproducible run to run:
 - ``max_pool_backward`` and ``adaptive_max_pool_backward`` (dy added at its index, row-major, float64),
   ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
   ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
-  (n, c) planes, the same sums as the oracle's (bitwise equal).
+  (n, c) planes, the same sums as the oracle's (bitwise equal). Before them, where no two windows share
+  an input position (stride >= the dilated window along each axis, disjoint adaptive windows, a 1x1
+  adaptive avg output), ``.../direct/disjoint`` (``global`` for the adaptive avg) write each position's
+  one term (0.0 + dy, or 0.0 + dy / divisor, in float64, rounded) or 0 straight into dx: the same values,
+  no float64 plane. The max one relies on every index lying in its window (``fastconv.grad`` checks it).
+  Plane kernels run in ``_plane_chunks`` chunks: a few per thread, none under CHUNK_MIN_BYTES.
 3-D problems (5-D arrays; kernels in ``_numba_3d`` / ``_numba_3d_pool``), one Impl per op and algo, each
 with ``spatial_dims=(3,)`` and "3d" in its name (the 1-D/2-D Impls above never see a 3-D spec, nor these a
 2-D one):
@@ -145,6 +153,7 @@ import numpy as np
 from .. import _config, _dispatch, _imports, _indices, _timing, _tune
 from . import _cpu_pool
 from .._dispatch import CONV_OPS, FunctionImpl
+from .._spec import adaptive_window
 
 DTYPES = ("float32", "float64")
 
@@ -667,6 +676,38 @@ def avg_pool(spec, x):
     return out
 
 
+def _global_reasons(spec) -> List[str]:
+    """The global pools (one window per plane) take a 1x1 output only."""
+    if (spec.P, spec.Q) != (1, 1):
+        return [f"its output is {spec.P}x{spec.Q}, not 1x1 (the global path takes one window per plane)"]
+    return []
+
+
+def avg_pool_global(spec, x):
+    """``global_avg_pool2d``: a 1x1 output, one float64 sum per plane (the general kernel's numerics)."""
+    k = kernels()
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    k.global_avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, div,
+                        _plane_chunks(spec, k.GLOBAL_PLANES))
+    return out
+
+
+def _whole_plane_geometry(spec):
+    """The window of adaptive_avg_pool2d to 1x1 (rows [0, H), columns [0, W), its mean over H*W values) as
+    avg_pool2d's: kernel (H, W), no padding (divisor H*W)."""
+    k = kernels()
+    return k.PoolGeometry(R=spec.H, S=spec.W, stride_h=1, stride_w=1, pad_top=0, pad_bottom=0, pad_left=0,
+                          pad_right=0, dil_h=1, dil_w=1)
+
+
+def adaptive_avg_pool_global(spec, x):
+    k = kernels()
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    k.global_avg_pool2d(x, out, _whole_plane_geometry(spec), True, 0, _plane_chunks(spec, k.GLOBAL_PLANES))
+    return out
+
+
 def _adaptive_pool(spec, x, is_max):
     k = kernels()
     out, idx = _pool_out(spec, x)
@@ -892,8 +933,17 @@ def conv_weight_im2col(spec, x, dy):
 # ---------------------------------------------------------------------------------------------------
 # Pool gradients and max_unpool
 # ---------------------------------------------------------------------------------------------------
-def _plane_chunks(spec) -> int:
-    return _chunks(spec.N * spec.C)
+#: the least work (bytes of input and output) a parallel chunk of a plane kernel is given: starting one
+#: costs a few microseconds, about the time to move this many bytes
+CHUNK_MIN_BYTES = 64 << 10
+
+
+def _plane_chunks(spec, planes: int = 1) -> int:
+    """Parallel chunks of a plane kernel working on blocks of ``planes`` (n, c) planes: a few per thread
+    (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
+    blocks = -(-spec.N * spec.C // planes)
+    nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
+    return max(1, min(_chunks(blocks), nbytes // CHUNK_MIN_BYTES))
 
 
 def max_pool_backward(spec, dy, indices):
@@ -903,6 +953,52 @@ def max_pool_backward(spec, dy, indices):
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     live_h, live_w = _indices.window_bounds(spec)[5::3]       # (start, taps, live) per D, H, W
     k.pool2d_scatter_backward(dy, indices, dx, live_h, live_w, _plane_chunks(spec))
+    return dx
+
+
+def _adaptive_disjoint(size_in: int, size_out: int) -> bool:
+    """No two adaptive windows along an axis share a position."""
+    wins = [adaptive_window(i, size_in, size_out) for i in range(size_out)]
+    return all(a[1] <= b[0] for a, b in zip(wins, wins[1:]))
+
+
+def _disjoint_reasons(spec) -> List[str]:
+    """The disjoint-window gradients: no input position in two windows (each receives one term or none)."""
+    if spec.is_adaptive:
+        if _adaptive_disjoint(spec.H, spec.P) and _adaptive_disjoint(spec.W, spec.Q):
+            return []
+        return [f"its adaptive windows ({spec.H}x{spec.W} to {spec.P}x{spec.Q}) overlap"]
+    out = []
+    for axis, stride, k, dil in (("height", spec.stride_h, spec.R, spec.dil_h),
+                                 ("width", spec.stride_w, spec.S, spec.dil_w)):
+        if stride < dil * (k - 1) + 1:
+            out.append(f"its windows overlap along the {axis} (stride {stride} < window extent {dil * (k - 1) + 1})")
+    return out
+
+
+def max_pool_backward_disjoint(spec, dy, indices):
+    """Shared by max_pool_backward and adaptive_max_pool_backward where no two windows overlap (every
+    index in its window, as ``fastconv.grad`` checks them): each dy written at its index."""
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    live_h, live_w = _indices.window_bounds(spec)[5::3]       # (start, taps, live) per D, H, W
+    k.pool2d_scatter_backward_disjoint(dy, indices, dx, live_h, live_w, _plane_chunks(spec))
+    return dx
+
+
+def avg_pool_backward_disjoint(spec, dy):
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    k.avg_pool2d_backward_disjoint(dy, dx, k.pool_geometry(spec), spec.count_include_pad, div, _plane_chunks(spec))
+    return dx
+
+
+def adaptive_avg_pool_backward_global(spec, dy):
+    """adaptive_avg_pool2d to 1x1: avg_pool2d's gradient of the whole-plane kernel (one window)."""
+    k = kernels()
+    dx = np.empty(spec.output_layout, dtype=dy.dtype)
+    k.avg_pool2d_backward_disjoint(dy, dx, _whole_plane_geometry(spec), True, 0, _plane_chunks(spec))
     return dx
 
 
@@ -1230,8 +1326,10 @@ _IMPLS = [
     _impl("conv", "winograd", conv_winograd, variant="f4x4", reasons=_winograd_reasons,
           workspace=_winograd_workspace, capped=True),
     _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
+    _impl("avg_pool", "direct", avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
+    _impl("adaptive_avg_pool", "direct", adaptive_avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
     _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
@@ -1242,9 +1340,15 @@ _IMPLS = [
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
+    _impl("max_pool_backward", "direct", max_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
     _impl("max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
+    _impl("avg_pool_backward", "direct", avg_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
     _impl("avg_pool_backward", "direct", avg_pool_backward, workspace=_plane_workspace),
+    _impl("adaptive_max_pool_backward", "direct", max_pool_backward_disjoint, variant="disjoint",
+          reasons=_disjoint_reasons),
     _impl("adaptive_max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
+    _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward_global, variant="global",
+          reasons=_global_reasons),
     _impl("adaptive_avg_pool_backward", "direct", adaptive_avg_pool_backward, workspace=_plane_workspace),
     _impl("max_unpool", "direct", max_unpool),
     _impl("unfold", "direct", _fold_op("unfold"), spatial_dims=(1, 2, 3)),
