@@ -188,8 +188,11 @@ def tolerance(case, fns, mags):
         if not (isinstance(fn, functools.partial) and fn.func.__name__.startswith("conv")):
             continue      # ReLU, max pool: |f(a) - f(b)| <= max |a - b|
         w, b = fn.keywords["weight"], fn.keywords["bias"]
-        x = np.full((1,) + w.shape[1:], mag + err, dtype=np.float32)     # one window at the largest magnitude
-        own = conv_tolerance(conv_spec(x, w, b), x, w, b).reshape(-1)
+        # the largest magnitude over one window, and over 6x6 so that a 3x3 conv has one whole Winograd tile
+        # (4x4 outputs: conv_tolerance widens to the Winograd bound where numba's winograd takes the problem)
+        size = tuple(max(k, 6) if w.shape[2:] == (3, 3) else k for k in w.shape[2:])
+        x = np.full((1, w.shape[1]) + size, mag + err, dtype=np.float32)
+        own = conv_tolerance(conv_spec(x, w, b), x, w, b).max(axis=(0, 2, 3))
         tol = own + err * np.abs(w).astype(np.float64).sum(axis=(1, 2, 3))
         err = float(tol.max())
     return tol

@@ -130,7 +130,7 @@ def test_tolerance_bounds_the_elementwise_rule(script):
     assert (bound >= exact.max(axis=(0, 2, 3))).all() and (bound < 10 * exact.max(axis=(0, 2, 3))).all()
 
 
-def test_stack_tolerance_by_hand(script):
+def test_stack_tolerance_by_hand(script, monkeypatch):
     """conv 3x3 (ones) -> ReLU -> max pool -> conv 3x3 (ones), one channel, on an image of ones: the layers'
     inputs peak at 1, 9, 9, 9. conv_tolerance's rule is 2 * n * eps * m + eps * m + tiny with n = 9 + 1 taps
     and m the window's magnitude (9 x its input's): the first conv's bound e1 at input 1, the second's at
@@ -148,7 +148,11 @@ def test_stack_tolerance_by_hand(script):
         return 2 * 10 * eps * m + eps * m + tiny
 
     e1 = bound(9 * 1.0)
+    with_winograd = script.tolerance("stack", fns, mags)
+    from fastconv import testing
+    monkeypatch.setattr(testing, "winograd_applies", lambda spec: False)    # the direct rule alone, by hand
     assert script.tolerance("stack", fns, mags) == pytest.approx([bound(9 * (9 + e1)) + 9 * e1], rel=1e-6)
+    assert with_winograd >= script.tolerance("stack", fns, mags)      # the Winograd bound only widens it
 
 
 def test_wrong_result_fails_before_timing(script, tmp_path, monkeypatch):
