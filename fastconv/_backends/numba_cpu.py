@@ -1128,10 +1128,10 @@ class NumbaImpl(FunctionImpl):
             if before > 1:
                 put(1)
                 try:
-                    return self._fn(spec, *arrays)
+                    return super().run(spec, *arrays)
                 finally:
                     put(before)
-        return self._fn(spec, *arrays)
+        return super().run(spec, *arrays)
 
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
