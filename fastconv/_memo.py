@@ -1,4 +1,4 @@
-"""The per-call memo: an op's argument signature -> its validated problem and dispatch's :class:`Plan`.
+"""The per-call memo: an op's argument signature -> its validated problem and :class:`fastconv._dispatch.Plan`.
 
 A tiny call (a (1, 3, 8, 8) conv) spends most of its time checking arguments, building the spec and
 asking every candidate implementation its reasons; all of that depends only on the arguments' *signature*
