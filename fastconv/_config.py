@@ -152,6 +152,9 @@ VARS: Tuple[Var, ...] = (
     Var("FASTCONV_QUIET", "library", "`0`: say it",
         "`1`: no line on stderr when a kernel compiles on its first call in a process (the `fastconv` logger "
         "still records each compile at INFO)", "`0` or `1`", _switch),
+    Var("FASTCONV_MEMO", "library", "`1`: remember",
+        "`0`: the ops remember nothing per argument signature (each call validates its arguments and asks "
+        "every implementation its reasons again; for debugging: results are the same)", "`0` or `1`", _switch),
     Var("FASTCONV_FUZZ", "tests", "`ci`", "`long`: the fuzz tests' long profile (random seeds, bigger shapes)",
         "`ci` or `long`", _choice("ci", "long")),
     Var("FASTCONV_FUZZ_EXAMPLES", "tests", "per profile", "hypothesis examples per fuzz test",
@@ -239,6 +242,11 @@ def flag(name: str, default: bool = False) -> bool:
 # ---------------------------------------------------------------------------------------------------
 def autotune_enabled() -> bool:
     return flag("FASTCONV_AUTOTUNE", True)
+
+
+def memo_enabled() -> bool:
+    """FASTCONV_MEMO (default on): the ops remember each argument signature's problem (:mod:`fastconv._memo`)."""
+    return flag("FASTCONV_MEMO", True)
 
 
 def autotune_path(backend: str) -> Optional[str]:

@@ -115,7 +115,16 @@ class Impl:
     def compute_spec(self, spec):
         """``spec`` in :meth:`compute_dtype` (the same object when nothing changes)."""
         dt = self.compute_dtype(spec.dtype)
-        return spec if dt == spec.dtype else dataclasses.replace(spec, dtype=dt)
+        if dt == spec.dtype:
+            return spec
+        memo = spec.__dict__.get("_compute_specs_")    # built once per spec object (a per-call cost else)
+        if memo is None:
+            memo = {}
+            object.__setattr__(spec, "_compute_specs_", memo)
+        run = memo.get(dt)
+        if run is None:
+            run = memo[dt] = dataclasses.replace(spec, dtype=dt)
+        return run
 
     def run(self, spec, *arrays):  # pragma: no cover - interface
         raise NotImplementedError
@@ -272,15 +281,23 @@ _ZERO_FILL_REASON = ("a weight is Inf or NaN and the problem is padded: this imp
                      "padded taps as zeros (Inf * 0 = NaN), while padded taps must contribute nothing")
 
 
-def select(spec, backend: str, algo: str = "auto", weight=None, arrays=None) -> Impl:
-    """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What :func:`select` learns from the spec alone (names, availability, every candidate's reasons):
+    the candidates, those supported (``choosable``: less the fallbacks, what :func:`_choose` picks among)
+    and those rejected with their reasons. It depends on no array value, so the public functions
+    remember it per argument signature (:mod:`fastconv._memo`); :func:`select_from` finishes the choice
+    on every call (the data rule, the backend's ``choose``)."""
 
-    ``algo="auto"`` considers every algorithm, a named one only its variants; among several supported
-    candidates the backend's ``choose`` decides. ``weight``: the spec's ``PADDING_OPERAND`` array (the
-    conv weight; dy for the weight gradient), for the data rule on non-finite values in padded problems
-    (see the module docstring); the public functions always pass it. ``arrays``: what ``spec.ARRAYS``
-    names, as the caller passed them, for a measurement to run on instead of copies (read only). An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
-    returned."""
+    candidates: tuple
+    supported: tuple
+    choosable: tuple
+    rejected: tuple      # ((impl, reasons), ...)
+
+
+def plan(spec, backend: str, algo: str = "auto") -> Plan:
+    """The spec-only part of :func:`select`: checks the names and the backend's availability and asks every
+    candidate its reasons. Raises what select raises for a bad name or an unavailable backend."""
     check_backend_name(backend)
     check_algo(algo, spec.op)
     why = availability(backend)
@@ -294,14 +311,34 @@ def select(spec, backend: str, algo: str = "auto", weight=None, arrays=None) -> 
             rejected.append((impl, r))
         else:
             supported.append(impl)
-    chosen = _choose(spec, backend, without_fallbacks(supported), arrays)
+    return Plan(tuple(cands), tuple(supported), tuple(without_fallbacks(supported)), tuple(rejected))
+
+
+def select(spec, backend: str, algo: str = "auto", weight=None, arrays=None) -> Impl:
+    """The implementation that will run ``spec`` on ``backend``; raises listing every candidate's reasons.
+
+    ``algo="auto"`` considers every algorithm, a named one only its variants; among several supported
+    candidates the backend's ``choose`` decides. ``weight``: the spec's ``PADDING_OPERAND`` array (the
+    conv weight; dy for the weight gradient), for the data rule on non-finite values in padded problems
+    (see the module docstring); the public functions always pass it. ``arrays``: what ``spec.ARRAYS``
+    names, as the caller passed them, for a measurement to run on instead of copies (read only). An empty batch (N = 0) is not measured: nothing will run, so the first supported candidate is
+    returned. ``select(...)`` is ``select_from(plan(spec, backend, algo), ...)``."""
+    return select_from(plan(spec, backend, algo), spec, backend, algo, weight, arrays)
+
+
+def select_from(p: Plan, spec, backend: str, algo: str = "auto", weight=None, arrays=None) -> Impl:
+    """:func:`select` given its :func:`plan`: the backend's ``choose`` among the supported candidates,
+    then the data rule on ``weight`` (read on every call: it depends on values), then the error listing
+    every candidate's reasons when none is left."""
+    chosen = _choose(spec, backend, p.choosable, arrays)
+    supported, rejected = p.supported, p.rejected
     if chosen is not None and chosen.zero_fills_padding and weight is not None \
             and nonfinite_weight_meets_padding(spec, weight):
-        rejected += [(i, [_ZERO_FILL_REASON]) for i in supported if i.zero_fills_padding]
+        rejected = rejected + tuple((i, [_ZERO_FILL_REASON]) for i in supported if i.zero_fills_padding)
         supported = [i for i in supported if not i.zero_fills_padding]
         chosen = _choose(spec, backend, without_fallbacks(supported), arrays)
     if chosen is None:
-        if not cands:
+        if not p.candidates:
             raise ValueError(f"backend {backend!r} has no {spec.op} implementation with algo={algo!r}"
                              + _fallback_note(backend))
         groups: Dict[tuple, List[str]] = {}      # candidates with the same reasons are named together
@@ -320,7 +357,7 @@ def without_fallbacks(supported: List[Impl]) -> List[Impl]:
     return rest if rest else supported
 
 
-def _choose(spec, backend: str, supported: List[Impl], arrays=None) -> Optional[Impl]:
+def _choose(spec, backend: str, supported: Sequence[Impl], arrays=None) -> Optional[Impl]:
     """Among supported candidates: the backend's ``choose`` (measurement) when there are several (with a
     named algo, several variants of it), else the first."""
     if not supported:

@@ -70,6 +70,7 @@ def input_extent(count: int, kernel: int, stride: int = 1, dilation: int = 1) ->
 _ITEMSIZE = {"float16": 2, "float32": 4, "float64": 8}
 
 
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _SpecBase:
     """The fields every spec has -- the input ``N C H W``, the window ``R S`` (0 for adaptive pools) and its
@@ -168,8 +169,10 @@ class _SpecBase:
 
     # A spec is a dictionary key on every call (each implementation's memoized plan, the tuner's choices):
     # its field values, hash and equality are computed from one tuple built once per spec. Subclasses name
-    # __hash__ and __eq__ so the dataclass decorator keeps them; the cached values are left out of pickles
-    # (str hashes differ between processes).
+    # __hash__ and __eq__ so the dataclass decorator keeps them. What is cached on the object (its values
+    # and hash, its compute-dtype twins, a backend's kernel geometry or thread decision) is named ``_x_``
+    # -- no field begins with an underscore -- and left out of pickles (str hashes differ between
+    # processes; the rest is rebuilt on use).
     def _values(self) -> tuple:
         v = self.__dict__.get("_values_")
         if v is None:
@@ -198,7 +201,7 @@ class _SpecBase:
         return self._values() == other._values()
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_values_", "_hash_")}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     #: the arrays ``Impl.run(spec, *arrays)`` takes, by name, in order (absent optional ones are None)
     ARRAYS = ("x",)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 import numbers
 
-from . import _dispatch, _indices, _padding
+import numpy
+
+from . import _dispatch, _indices, _memo, _padding
 from ._interop import takes_arrays
 from ._args import _as_tuple, plain
 from ._spec import array_kind, conv_spec, conv_transpose_spec, pool_spec, unpool_spec
@@ -27,6 +29,9 @@ __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
            "adaptive_max_pool2d", "adaptive_max_pool3d", "lp_pool1d", "lp_pool2d", "lp_pool3d",
            "max_unpool1d", "max_unpool2d", "max_unpool3d"]
+
+
+_INT64 = numpy.dtype("int64")
 
 
 def _array_module(kind: str):
@@ -49,40 +54,90 @@ def _resolve_backend(backend, kind: str) -> str:
     return backend
 
 
+class _Problem:
+    """What one argument signature determines (remembered per signature by :mod:`fastconv._memo`): the
+    validated spec, the array kind, the resolved backend and algo, dispatch's :class:`~fastconv._dispatch.Plan`,
+    and the layout facts :func:`_run` needs (each operand's backend shape, which is an index array, where
+    the padding operand is, the user's output shape). ``pads``/``mode``: a conv's ``padding_mode`` padding,
+    applied to the input on every call (None: none)."""
+
+    __slots__ = ("spec", "kind", "backend", "algo", "plan", "operands", "padded_at", "out_shape", "pads",
+                 "mode")
+
+    def __init__(self, spec, kind, backend, algo, pads=None, mode=None):
+        self.spec, self.kind, self.backend, self.algo = spec, kind, backend, algo
+        self.plan = _dispatch.plan(spec, backend, algo)
+        self.operands = tuple((shape, spec.is_index_operand(name))
+                              for name, shape in zip(spec.ARRAYS, spec.operands()))
+        padded = spec.PADDING_OPERAND
+        self.padded_at = spec.ARRAYS.index(padded) if padded is not None else None
+        self.out_shape = spec.output_shape
+        self.pads, self.mode = pads, mode
+
+
 def _execute(spec, kind, backend, algo, arrays):
     """Select, prepare arrays, run, shape back. ``arrays``: what ``spec.ARRAYS`` names, as the user passed
     them (None for an absent optional one); each is viewed in the backend layout ``spec.operands()``."""
-    padded = spec.PADDING_OPERAND
-    impl = _dispatch.select(spec, backend, algo,
-                            weight=arrays[spec.ARRAYS.index(padded)] if padded is not None else None,
-                            arrays=arrays)
-    xp = _array_module(kind)
+    return _run(_Problem(spec, kind, backend, algo), arrays)
+
+
+def _run(prob, arrays):
+    """:func:`_execute` for a built (or remembered) problem: the choice is finished here on every call
+    (:func:`fastconv._dispatch.select_from`: the data rule reads the padding operand's values), then the
+    arrays are brought into the backend layout -- a reshape only where the shape differs, a copy only where
+    an array is not C-contiguous or must change dtype -- and the result shaped back."""
+    spec = prob.spec
+    impl = _dispatch.select_from(prob.plan, spec, prob.backend, prob.algo,
+                                 weight=arrays[prob.padded_at] if prob.padded_at is not None else None,
+                                 arrays=arrays)
+    out_shape = prob.out_shape
     if spec.N == 0:   # an empty batch: nothing to launch (torch returns an empty result too)
-        out = xp.zeros(spec.output_shape, dtype=spec.dtype)
+        xp = _array_module(prob.kind)
+        out = xp.zeros(out_shape, dtype=spec.dtype)
         if getattr(spec, "return_indices", False):
-            return out, xp.zeros(spec.output_shape, dtype=xp.int64)
+            return out, xp.zeros(out_shape, dtype=xp.int64)
         return out
     run_spec = impl.compute_spec(spec)
-    upcast = run_spec.dtype != spec.dtype
+    upcast = run_spec is not spec and run_spec.dtype != spec.dtype
     prepared = []
-    for name, a, shape in zip(spec.ARRAYS, arrays, spec.operands()):
-        if a is None:
-            prepared.append(None)
-            continue
-        a = plain(a)   # an ndarray subclass (numpy.memmap, ...) as its ndarray view: plain results
-        if spec.is_index_operand(name):
-            prepared.append(xp.ascontiguousarray(a.reshape(shape), dtype=xp.int64))
-            continue
-        a = xp.ascontiguousarray(a.reshape(shape))
-        prepared.append(a.astype(run_spec.dtype) if upcast else a)
+    for a, (shape, is_index) in zip(arrays, prob.operands):
+        if a is not None:
+            a = plain(a)   # an ndarray subclass (numpy.memmap, ...) as its ndarray view: plain results
+            if a.shape != shape:
+                a = a.reshape(shape)
+            if is_index:
+                if a.dtype != _INT64 or not a.flags.c_contiguous:
+                    a = _array_module(prob.kind).ascontiguousarray(a, dtype="int64")
+            else:
+                if not a.flags.c_contiguous:
+                    a = _array_module(prob.kind).ascontiguousarray(a)
+                if upcast:
+                    a = a.astype(run_spec.dtype)
+        prepared.append(a)
     result = impl.run(run_spec, *prepared)
-    outs = result if isinstance(result, tuple) else (result,)
+    if type(result) is not tuple:
+        if upcast:
+            result = result.astype(spec.dtype)
+        return result if result.shape == out_shape else result.reshape(out_shape)
     shaped = []
-    for i, o in enumerate(outs):
+    for i, o in enumerate(result):
         if i == 0 and upcast:
             o = o.astype(spec.dtype)
-        shaped.append(o.reshape(spec.output_shape))
-    return tuple(shaped) if isinstance(result, tuple) else shaped[0]
+        shaped.append(o if o.shape == out_shape else o.reshape(out_shape))
+    return tuple(shaped)
+
+
+def _call(key, build, go):
+    """One call through the memo (:mod:`fastconv._memo`): ``go(problem)`` on the problem remembered under
+    ``key``, else on ``build()``'s (which validates every argument), remembered only once ``go`` has
+    returned: a call that raises is never remembered, so it raises the same error every time."""
+    prob = _memo.get(key)
+    if prob is not None:
+        return go(prob)
+    prob = build()
+    out = go(prob)
+    _memo.put(key, prob)
+    return out
 
 
 def _check_names(backend, algo, op):
@@ -96,18 +151,33 @@ def _check_names(backend, algo, op):
 # ---------------------------------------------------------------------------------------------------
 @takes_arrays("input", "weight", "bias")
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, backend, algo):
-    _check_names(backend, algo, "conv")
-    mode = _padding.check_padding_mode(padding_mode)
-    spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, spatial_dims=nd)
-    kind = array_kind(input)
-    backend = _resolve_backend(backend, kind)
-    if mode != "zeros" and spec.is_padded:
-        # torch.nn.Conv*d's rule: pad the input by the mode, then convolve without padding
-        pads = spec.pads[3 - nd:]
-        _padding.check_pads(mode, spec.in_size[3 - nd:], pads)
-        input = _padding.pad(input, pads, mode)
-        spec = conv_spec(input, weight, bias, stride, 0, dilation, groups, spatial_dims=nd)
-    return _execute(spec, kind, backend, algo, (input, weight, bias))
+    key = _memo.key(("conv", nd), (input, weight, bias),
+                    (stride, padding, dilation, groups, padding_mode, backend, algo))
+
+    padded = []      # a miss pads the input to build the spec: its run takes that copy
+
+    def build():
+        _check_names(backend, algo, "conv")
+        mode = _padding.check_padding_mode(padding_mode)
+        spec = conv_spec(input, weight, bias, stride, padding, dilation, groups, spatial_dims=nd)
+        kind = array_kind(input)
+        resolved = _resolve_backend(backend, kind)
+        if mode != "zeros" and spec.is_padded:
+            # torch.nn.Conv*d's rule: pad the input by the mode, then convolve without padding
+            pads = spec.pads[3 - nd:]
+            _padding.check_pads(mode, spec.in_size[3 - nd:], pads)
+            padded.append(_padding.pad(input, pads, mode))
+            spec = conv_spec(padded[0], weight, bias, stride, 0, dilation, groups, spatial_dims=nd)
+            return _Problem(spec, kind, resolved, algo, pads=pads, mode=mode)
+        return _Problem(spec, kind, resolved, algo)
+
+    def go(prob):
+        if prob.pads is None:
+            return _run(prob, (input, weight, bias))
+        x = padded[0] if padded else _padding.pad(input, prob.pads, prob.mode)
+        return _run(prob, (x, weight, bias))
+
+    return _call(key, build, go)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, padding_mode="zeros",
@@ -142,13 +212,17 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 @takes_arrays("input", "weight", "bias")
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, padding_mode,
                     backend, algo):
-    _check_names(backend, algo, "conv_input")
-    _padding.check_padding_mode(padding_mode, allowed=("zeros",))
-    spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation,
-                               spatial_dims=nd)
-    kind = array_kind(input)
-    backend = _resolve_backend(backend, kind)
-    return _execute(spec, kind, backend, algo, (input, weight, bias))
+    def build():
+        _check_names(backend, algo, "conv_input")
+        _padding.check_padding_mode(padding_mode, allowed=("zeros",))
+        spec = conv_transpose_spec(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                                   spatial_dims=nd)
+        kind = array_kind(input)
+        return _Problem(spec, kind, _resolve_backend(backend, kind), algo)
+
+    key = _memo.key(("conv_transpose", nd), (input, weight, bias),
+                    (stride, padding, output_padding, groups, dilation, padding_mode, backend, algo))
+    return _call(key, build, lambda prob: _run(prob, (input, weight, bias)))
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, *,
@@ -187,11 +261,14 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 # ---------------------------------------------------------------------------------------------------
 @takes_arrays("input")
 def _pool(nd, kind, input, backend, **kw):
-    _check_names(backend, "auto", kind + "_pool")
-    spec = pool_spec(kind, input, spatial_dims=nd, **kw)
-    akind = array_kind(input)
-    backend = _resolve_backend(backend, akind)
-    return _execute(spec, akind, backend, "auto", (input,))
+    def build():
+        _check_names(backend, "auto", kind + "_pool")
+        spec = pool_spec(kind, input, spatial_dims=nd, **kw)
+        akind = array_kind(input)
+        return _Problem(spec, akind, _resolve_backend(backend, akind), "auto")
+
+    key = _memo.key(("pool", nd, kind, tuple(kw)), (input,), (backend, *kw.values()))
+    return _call(key, build, lambda prob: _run(prob, (input,)))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False,
@@ -353,15 +430,26 @@ def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *, ba
 # ---------------------------------------------------------------------------------------------------
 @takes_arrays("input", "indices")
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size, backend):
-    _check_names(backend, "auto", "max_unpool")
-    spec = unpool_spec(input, indices, kernel_size, stride, padding, output_size, spatial_dims=nd)
-    kind = array_kind(input)
-    if array_kind(indices) != kind:
-        raise TypeError(f"indices is a {array_kind(indices)} array but input is a {kind} array; "
-                        f"move them to one place first")
-    _indices.check_in_range(spec, indices)
-    backend = _resolve_backend(backend, kind)
-    return _execute(spec, kind, backend, "auto", (input, indices))
+    def build():
+        _check_names(backend, "auto", "max_unpool")
+        spec = unpool_spec(input, indices, kernel_size, stride, padding, output_size, spatial_dims=nd)
+        kind = array_kind(input)
+        if array_kind(indices) != kind:
+            raise TypeError(f"indices is a {array_kind(indices)} array but input is a {kind} array; "
+                            f"move them to one place first")
+        _indices.check_in_range(spec, indices)
+        checked.append(True)
+        return _Problem(spec, kind, _resolve_backend(backend, kind), "auto")
+
+    checked = []
+
+    def go(prob):
+        if not checked:
+            _indices.check_in_range(prob.spec, indices)    # values: on every call
+        return _run(prob, (input, indices))
+
+    key = _memo.key(("max_unpool", nd), (input, indices), (kernel_size, stride, padding, output_size, backend))
+    return _call(key, build, go)
 
 
 def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None, *, backend=None):

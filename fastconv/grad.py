@@ -18,7 +18,7 @@ backend (no floating-point atomics).
 """
 from __future__ import annotations
 
-from . import _indices, functional as _f
+from . import _indices, _memo, functional as _f
 from ._args import plain
 from ._interop import takes_arrays
 from ._spec import (array_kind, conv_input_spec, conv_weight_spec, pool_grad_spec, _check_indices_array,
@@ -35,20 +35,30 @@ __all__ = ["conv1d_input", "conv1d_weight", "conv2d_input", "conv2d_weight", "co
 # ---------------------------------------------------------------------------------------------------
 @takes_arrays("weight", "grad_output")
 def _conv_input(nd, input_size, weight, grad_output, stride, padding, dilation, groups, backend, algo):
-    _f._check_names(backend, algo, "conv_input")
-    spec = conv_input_spec(input_size, weight, grad_output, stride, padding, dilation, groups, spatial_dims=nd)
-    kind = array_kind(grad_output)
-    backend = _f._resolve_backend(backend, kind)
-    return _f._execute(spec, kind, backend, algo, (grad_output, weight, None))
+    def build():
+        _f._check_names(backend, algo, "conv_input")
+        spec = conv_input_spec(input_size, weight, grad_output, stride, padding, dilation, groups,
+                               spatial_dims=nd)
+        kind = array_kind(grad_output)
+        return _f._Problem(spec, kind, _f._resolve_backend(backend, kind), algo)
+
+    key = _memo.key(("conv_input", nd), (weight, grad_output),
+                    (input_size, stride, padding, dilation, groups, backend, algo))
+    return _f._call(key, build, lambda prob: _f._run(prob, (grad_output, weight, None)))
 
 
 @takes_arrays("input", "grad_output")
 def _conv_weight(nd, input, weight_size, grad_output, stride, padding, dilation, groups, backend, algo):
-    _f._check_names(backend, algo, "conv_weight")
-    spec = conv_weight_spec(input, weight_size, grad_output, stride, padding, dilation, groups, spatial_dims=nd)
-    kind = array_kind(input)
-    backend = _f._resolve_backend(backend, kind)
-    return _f._execute(spec, kind, backend, algo, (input, grad_output))
+    def build():
+        _f._check_names(backend, algo, "conv_weight")
+        spec = conv_weight_spec(input, weight_size, grad_output, stride, padding, dilation, groups,
+                                spatial_dims=nd)
+        kind = array_kind(input)
+        return _f._Problem(spec, kind, _f._resolve_backend(backend, kind), algo)
+
+    key = _memo.key(("conv_weight", nd), (input, grad_output),
+                    (weight_size, stride, padding, dilation, groups, backend, algo))
+    return _f._call(key, build, lambda prob: _f._run(prob, (input, grad_output)))
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1, *,
@@ -116,31 +126,39 @@ def conv_bias(grad_output):
 # ---------------------------------------------------------------------------------------------------
 @takes_arrays("grad_output", "input", "indices")
 def _pool_grad(nd, kind, grad_output, input, indices, backend, **kw):
-    _f._check_names(backend, "auto", kind + "_pool_backward")
-    spec = pool_grad_spec(kind, grad_output, input, spatial_dims=nd, **kw)
-    akind = array_kind(input)
-    backend = _f._resolve_backend(backend, akind)
-    xp = _f._array_module(akind)
-    arrays = (grad_output,)
-    if spec.is_max:
-        if indices is None:      # the forward's own indices, from the same backend
-            fwd = getattr(_f, f"{kind}_pool{nd}d")
-            fkw = dict(kw)
-            if kind == "adaptive_max":
-                fkw = {"output_size": spec.out_size[3 - nd:]}
-            _, indices = fwd(input, return_indices=True, backend=backend, **fkw)
-        else:
-            _check_indices_array(indices, tuple(grad_output.shape))
-            if array_kind(indices) != akind:
-                raise TypeError(f"indices is a {array_kind(indices)} array but input is a {akind} array; "
-                                f"move them to one place first")
-            _indices.check_in_window(spec, indices, xp)
-        # outputs of windows wholly in the padding have no input element to send their gradient to
-        grad_output, indices = _indices.drop_empty_windows(spec, grad_output, indices, xp)
-        arrays = (grad_output, indices)
-    elif indices is not None:
-        raise TypeError(f"indices= is for the max pools; {kind} pooling takes none")
-    return _f._execute(spec, akind, backend, "auto", arrays)
+    def build():
+        _f._check_names(backend, "auto", kind + "_pool_backward")
+        spec = pool_grad_spec(kind, grad_output, input, spatial_dims=nd, **kw)
+        akind = array_kind(input)
+        return _f._Problem(spec, akind, _f._resolve_backend(backend, akind), "auto")
+
+    def go(prob):
+        spec, akind, backend_ = prob.spec, prob.kind, prob.backend
+        xp = _f._array_module(akind)
+        arrays = (grad_output,)
+        idx = indices
+        if spec.is_max:
+            if idx is None:      # the forward's own indices, from the same backend
+                fwd = getattr(_f, f"{kind}_pool{nd}d")
+                fkw = dict(kw)
+                if kind == "adaptive_max":
+                    fkw = {"output_size": spec.out_size[3 - nd:]}
+                _, idx = fwd(input, return_indices=True, backend=backend_, **fkw)
+            else:
+                _check_indices_array(idx, tuple(grad_output.shape))
+                if array_kind(idx) != akind:
+                    raise TypeError(f"indices is a {array_kind(idx)} array but input is a {akind} array; "
+                                    f"move them to one place first")
+                _indices.check_in_window(spec, idx, xp)
+            # outputs of windows wholly in the padding have no input element to send their gradient to
+            dy, idx = _indices.drop_empty_windows(spec, grad_output, idx, xp)
+            arrays = (dy, idx)
+        elif idx is not None:
+            raise TypeError(f"indices= is for the max pools; {kind} pooling takes none")
+        return _f._run(prob, arrays)
+
+    key = _memo.key(("pool_grad", nd, kind, tuple(kw)), (grad_output, input, indices), (backend, *kw.values()))
+    return _f._call(key, build, go)
 
 
 def max_pool2d(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,

@@ -111,15 +111,15 @@ def test_compiled_backends_take_torch_tensors(name, backend, dtype):
 
 # --- no copies: the tensor's memory goes in, the result's comes out ---------------------------------------
 def _spy(monkeypatch):
-    """Record what functional._execute receives and returns (the arrays the backend is handed)."""
+    """Record what functional._run receives and returns (the arrays the backend is handed)."""
     seen = []
-    real = F._execute
+    real = F._run
 
-    def execute(spec, kind, backend, algo, arrays):
-        out = real(spec, kind, backend, algo, arrays)
+    def run(prob, arrays):
+        out = real(prob, arrays)
         seen.append((arrays, out))
         return out
-    monkeypatch.setattr(F, "_execute", execute)
+    monkeypatch.setattr(F, "_run", run)
     return seen
 
 

@@ -33,6 +33,7 @@ def _a_file(tmp_path):
 #: _config.VARS without an entry here fails test_every_variable_refuses_a_bad_value.
 BAD = {
     "FASTCONV_AUTOTUNE": "yes",
+    "FASTCONV_MEMO": "off",
     "FASTCONV_AUTOTUNE_CACHE": lambda tmp: str(tmp),          # a directory, not a file
     "FASTCONV_SHAPES": _a_file,
     "FASTCONV_EMU_CACHE": _a_file,

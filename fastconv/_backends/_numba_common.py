@@ -167,14 +167,31 @@ def _from_spec(record, spec, **derived):
 
 
 # The records are pure functions of the spec: built once per spec (a call of a small problem spends more
-# building them than in the kernel), bounded.
-@functools.lru_cache(maxsize=1024)
+# building them than in the kernel): kept on the spec object itself (a call through fastconv._memo reuses
+# its spec, so this is one dictionary lookup), and for equal specs built anew in a bounded LRU.
+def _per_spec(build):
+    attr = f"_{build.__name__}_"
+    shared = functools.lru_cache(maxsize=1024)(build)
+
+    @functools.wraps(build)
+    def get(spec):
+        rec = spec.__dict__.get(attr)
+        if rec is None:
+            rec = shared(spec)
+            object.__setattr__(spec, attr, rec)
+        return rec
+    get.cache_clear = shared.cache_clear
+    get.cache_info = shared.cache_info
+    return get
+
+
+@_per_spec
 def conv_geometry(spec) -> ConvGeometry:
     extent_h, extent_w = spec.input_extent_hw()
     return _from_spec(ConvGeometry, spec, extent_h=extent_h, extent_w=extent_w)
 
 
-@functools.lru_cache(maxsize=1024)
+@_per_spec
 def pool_geometry(spec) -> PoolGeometry:
     return _from_spec(PoolGeometry, spec)
 
@@ -188,22 +205,22 @@ def _window_bounds(size_in, size_out):
     return arrays
 
 
-@functools.lru_cache(maxsize=256)
+@_per_spec
 def adaptive_windows(spec) -> AdaptiveWindows:
     return AdaptiveWindows(*_window_bounds(spec.H, spec.P), *_window_bounds(spec.W, spec.Q))
 
 
-@functools.lru_cache(maxsize=1024)
+@_per_spec
 def conv3d_geometry(spec) -> Conv3dGeometry:
     return _from_spec(Conv3dGeometry, spec)
 
 
-@functools.lru_cache(maxsize=1024)
+@_per_spec
 def pool3d_geometry(spec) -> Pool3dGeometry:
     return _from_spec(Pool3dGeometry, spec)
 
 
-@functools.lru_cache(maxsize=256)
+@_per_spec
 def adaptive_windows3d(spec) -> AdaptiveWindows3d:
     return AdaptiveWindows3d(*_window_bounds(spec.D, spec.Z), *_window_bounds(spec.H, spec.P),
                              *_window_bounds(spec.W, spec.Q))

@@ -187,8 +187,43 @@ def kernels():
     return _imports.import_module("fastconv._backends._numba_kernels")
 
 
+@functools.lru_cache(maxsize=None)
+def _thread_api():
+    """(get, set) of the calling thread's Numba thread count (a thread-local in Numba). Once Numba's pool
+    is up these are its own C entry points (``numba.np.ufunc.parallel._get_num_threads`` /
+    ``_set_num_threads``): the public ``numba.get_num_threads`` / ``set_num_threads`` take two
+    process-wide locks on every call (``_launch_threads``; 2 us and 16 us a get/set pair on this project's
+    machines, per call of a tiny op). A Numba without them gets the public functions."""
+    numba = _imports.import_module("numba")
+    n = numba.get_num_threads()           # starts the pool (what the first kernel launch does anyway)
+    try:
+        from numba.np.ufunc import parallel
+        get, put = parallel._get_num_threads, parallel._set_num_threads
+        if parallel._is_initialized and get() == n:
+            return get, put
+    except (ImportError, AttributeError):
+        pass
+    return numba.get_num_threads, numba.set_num_threads
+
+
 def _threads() -> int:
-    return _imports.import_module("numba").get_num_threads()
+    """Numba's thread count for the calling thread (``numba.set_num_threads``)."""
+    return _thread_api()[0]()
+
+
+def started_threads() -> Optional[int]:
+    """:func:`_threads` once Numba's pool is up, else None (asking would start it): a key part of
+    :mod:`fastconv._memo` (implementations' workspaces, hence their reasons, depend on it)."""
+    global _started
+    if not _started:
+        parallel = sys.modules.get("numba.np.ufunc.parallel")
+        if parallel is None or not getattr(parallel, "_is_initialized", False):
+            return None
+        _started = True
+    return _thread_api()[0]()
+
+
+_started = False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1251,11 +1286,52 @@ def implementations():
     return _IMPLS
 
 
+#: a run of fewer flops than this (``spec.flops()``: multiply-adds x 2 for convolutions, taps for pools)
+#: goes on one thread (:meth:`NumbaImpl.run`): splitting it costs more than it saves (waking the pool for
+#: an 8x8 image), and a parallel region needs every thread scheduled before it ends, so on a machine where
+#: another process holds a core a tiny parallel run waits for a time slice (measured on this project's
+#: 2-core machines with one core busy: a (1,3,8,8) conv 0.2 ms on one thread, 2.3 ms on two)
+SERIAL_MAX_FLOPS = 2 * 10**5
+
+
+def _serial(spec) -> bool:
+    """Whether a run of ``spec`` is too small to split (below :data:`SERIAL_MAX_FLOPS`); decided once per
+    spec object and threshold (an adaptive pool's ``flops()`` sums its windows)."""
+    memo = spec.__dict__.get("_serial_")
+    if memo is None or memo[0] != SERIAL_MAX_FLOPS:
+        memo = (SERIAL_MAX_FLOPS, spec.flops() < SERIAL_MAX_FLOPS)
+        object.__setattr__(spec, "_serial_", memo)
+    return memo[1]
+
+
+def run_threads(spec) -> int:
+    """How many of Numba's threads a run of ``spec`` uses: 1 below :data:`SERIAL_MAX_FLOPS`, else all
+    (:func:`_threads`)."""
+    return 1 if _serial(spec) else _threads()
+
+
 class NumbaImpl(FunctionImpl):
     """A ``numba`` implementation that can say its workspace: :meth:`workspace` names each buffer it
     allocates besides its output (in-kernel per-thread scratch included) with its bytes, from the same plan
     functions its run allocates by. ``capped``: it refuses (a reason) a problem whose workspace passes
-    WORKSPACE_CAP, so dispatch moves on to an exact direct kernel."""
+    WORKSPACE_CAP, so dispatch moves on to an exact direct kernel.
+
+    :meth:`run` runs a small problem on one thread (:func:`run_threads`): the calling thread's Numba
+    thread count is 1 for the run (kernels, their chunking and their per-thread scratch all see it) and
+    restored after, whatever happens; the result is the same (every kernel sums each output in a fixed
+    order whatever the thread count)."""
+
+    def run(self, spec, *arrays):
+        if _serial(spec):
+            get, put = _thread_api()
+            before = get()
+            if before > 1:
+                put(1)
+                try:
+                    return super().run(spec, *arrays)
+                finally:
+                    put(before)
+        return super().run(spec, *arrays)
 
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
@@ -1425,6 +1501,6 @@ def choose(spec, impls, arrays=None):
     """Among several supported candidates: by rule for pools, small problems and FASTCONV_AUTOTUNE=0,
     else the measured fastest for this spec and thread count (see the module docstring), measured on the
     caller's ``arrays`` (what ``spec.ARRAYS`` names, as passed to the public function) where they fit."""
-    if spec.op not in CONV_OPS or not _config.autotune_enabled() or spec.flops() < MEASURE_MIN_FLOPS:
+    if spec.op not in CONV_OPS or spec.flops() < MEASURE_MIN_FLOPS or not _config.autotune_enabled():
         return rule_choice(impls)
     return TUNER.choose(tune_context(), spec, impls, arrays)
