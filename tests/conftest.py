@@ -20,3 +20,16 @@ def pytest_collection_finish(session):
     for module in {getattr(item, "module", None) for item in session.items}:
         if module is not None and module.__name__.endswith("cuda.test_compile"):
             module.start_compiles_early(session.items)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memo():
+    """Each test starts with fastconv's per-call memo empty: a test that changes a module constant a plan
+    depends on (a tile size, a workspace cap, a flop threshold) must not be answered by a plan an earlier
+    test remembered for the same signature."""
+    from fastconv import _memo
+    _memo.clear()
+    yield

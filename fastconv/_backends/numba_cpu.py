@@ -114,7 +114,8 @@ a time (a worker on a busy core does fewer) and running the serial packing kerne
 GEMM (``openblas_set_num_threads_local(1)`` in each worker, so OpenBLAS's own pool, whose workers spin for
 about 0.1 s after each call, never wakes, and the caller's BLAS setting is untouched). Per worker: its own
 column matrix (the workspaces below count one per worker). Problems below ``POOL_MIN_FLOPS`` run on the
-calling thread. Where NumPy's BLAS has no per-thread control (not OpenBLAS >= 0.3.27), there is one worker,
+calling thread, and any problem under ``SERIAL_MAX_FLOPS`` runs its Numba kernels on one thread (see
+``NumbaImpl.run``). Where NumPy's BLAS has no per-thread control (not OpenBLAS >= 0.3.27), there is one worker,
 the caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
 
