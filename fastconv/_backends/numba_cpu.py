@@ -531,8 +531,7 @@ def conv_im2col(spec, x, w, b=None):
             if bg is not None:
                 dst += bg[g]
             return
-        for j in range(m):
-            k.im2col_pack(x, n0 + j, g, geo, col, j * PQ)
+        k.im2col_pack_tile(x, n0, m, g, geo, col)      # one call per tile: each call takes the GIL
         np.matmul(wg[g], col[:, :m * PQ], out=stage[:, :m * PQ])
         if bg is not None:
             stage[:, :m * PQ] += bg[g]
