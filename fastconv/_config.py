@@ -188,8 +188,8 @@ VARS: Tuple[Var, ...] = (
         "a directory path (not a file)", _directory),
     Var("CUDA_HOME", "other", "unset", "as `CUDA_PATH`", "a directory path (not a file)", _directory),
     Var("OPENBLAS_NUM_THREADS", "other", "all cores",
-        "threads of NumPy's BLAS: numba's 3-D im2col GEMMs, and the 1-D/2-D ones only where the BLAS has "
-        "no per-thread control (fastconv's GEMM workers run one BLAS thread each); recorded by `fastconv bench`",
+        "threads of NumPy's BLAS: numba's 3-D im2col GEMMs, and the 1-D/2-D ones where the BLAS is not "
+        "OpenBLAS (with OpenBLAS, fastconv's GEMM workers set 1 while they run); recorded by `fastconv bench`",
         _THREADS, _integers),
     Var("OMP_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for OpenMP builds of BLAS and for torch",
         _THREADS, _integers),

@@ -15,8 +15,8 @@ from fastconv import testing
 from fastconv._backends import _cpu_pool, numba_cpu
 from fastconv._spec import conv_input_spec, conv_weight_spec
 
-needs_local = pytest.mark.skipif(_cpu_pool.local_thread_setter() is None,
-                                 reason="NumPy's BLAS has no openblas_set_num_threads_local: one worker")
+needs_local = pytest.mark.skipif(_cpu_pool.blas_thread_control() is None,
+                                 reason="NumPy's BLAS is not OpenBLAS: one worker")
 
 
 def test_every_item_runs_once_with_its_workers_scratch():
@@ -77,17 +77,55 @@ def test_scratch_is_made_before_any_item():
 
 
 @needs_local
-def test_pool_threads_run_blas_on_one_thread_and_the_caller_keeps_its_count():
-    import ctypes
-    lib = next(ctypes.CDLL(p) for p in _cpu_pool._loaded_openblas_paths()
-               if hasattr(ctypes.CDLL(p), "openblas_get_num_threads")
-               or hasattr(ctypes.CDLL(p), "scipy_openblas_get_num_threads64_"))
-    get = getattr(lib, "openblas_get_num_threads", None) or lib.scipy_openblas_get_num_threads64_
+def test_blas_runs_one_thread_during_a_run_and_gets_its_count_back():
+    """While the workers run, OpenBLAS's (process-wide) count is 1; after, the count in force before, also
+    the count the caller set itself."""
+    set_fn, get = _cpu_pool.blas_thread_control()
     before = get()
-    counts = []
-    _cpu_pool.run(list(range(8)), lambda i, s: counts.append(get()), lambda: None, 2)
-    assert set(counts) == {1}
-    assert get() == before
+    try:
+        for mine in (2, 3):
+            set_fn(mine)
+            counts = []
+            _cpu_pool.run(list(range(8)), lambda i, s: counts.append(get()), lambda: None, 2)
+            assert set(counts) == {1}
+            assert get() == mine
+    finally:
+        set_fn(before)
+
+
+@needs_local
+def test_overlapping_runs_from_several_threads_restore_the_count_once_all_end():
+    """Calls running at once from several threads (a dask threaded scheduler): the count stays 1 while any
+    runs, also after another has ended, and is the one before the first when the last ends (a restore per
+    call would put it back while another call's GEMMs run, or leave 1 for good)."""
+    set_fn, get = _cpu_pool.blas_thread_control()
+    before = get()
+    go, a_done, seen = threading.Barrier(2), threading.Event(), {}
+
+    def call_a():
+        _cpu_pool.run([0, 1], lambda i, s: go.wait(10) if i == 0 else None, lambda: None, 2)
+        a_done.set()
+
+    def b_item(i, s):
+        if i == 0:
+            go.wait(10)                        # both calls inside their runs
+        else:
+            assert a_done.wait(10)             # the other call has ended
+            seen["after_a"] = get()
+
+    try:
+        set_fn(2)
+        threads = [threading.Thread(target=call_a),
+                   threading.Thread(target=lambda: _cpu_pool.run([0, 1], b_item, lambda: None, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+        assert seen == {"after_a": 1}
+        assert get() == 2
+    finally:
+        set_fn(before)
 
 
 def test_one_worker_without_per_thread_blas_control(monkeypatch):

@@ -10,17 +10,20 @@ two with one core busy.
 
 What. :func:`run` hands a list of work items (tiles of images, bands of rows: each packs its own column matrix
 and runs its own GEMM into a disjoint part of the output) to ``workers`` threads, which claim items one at a
-time until none is left, so a thread on a busy core simply does fewer of them. Each pool thread sets
-OpenBLAS's thread count *for itself* to 1 (``openblas_set_num_threads_local``, OpenBLAS >= 0.3.27, found in
-the BLAS library NumPy loaded): the GEMMs run where they are called, BLAS's own pool never wakes, and the
-caller's thread, the user's other threads and NumPy's global setting are left as they are. The caller only
-waits; it runs items itself only where no pool thread can be started (an address-space limit).
+time until none is left, so a thread on a busy core simply does fewer of them. While any call's workers run,
+NumPy's OpenBLAS runs one thread per GEMM (``openblas_set_num_threads(1)``, process-wide: OpenBLAS's
+``openblas_set_num_threads_local`` is not per thread in its pthreads builds, as NumPy's wheels are): the
+GEMMs run where they are called and BLAS's own pool stays asleep. The count in force before is put back when
+the last of the fastconv calls running at once ends (a count of calls under a lock, so concurrent calls from
+several threads neither restore too early nor keep 1 for good). A NumPy GEMM another thread of the program
+starts meanwhile runs on one thread too. The caller only waits; it runs items itself only where no pool
+thread can be started (an address-space limit).
 
 The result does not depend on which thread ran which item (an item's output region and its arithmetic are
 fixed by the item), so it is the same run to run and for any number of workers.
 
-Where the BLAS has no per-thread control (MKL, BLIS, Accelerate, an older OpenBLAS), :func:`workers` is 1
-and the caller runs every item itself with the BLAS's own threads, as before this pool existed.
+Where NumPy's BLAS is not OpenBLAS (MKL, BLIS, Accelerate), :func:`workers` is 1 and the caller runs every
+item itself with the BLAS's own threads, as before this pool existed.
 """
 from __future__ import annotations
 
@@ -45,29 +48,58 @@ def _loaded_openblas_paths():
     return sorted(p for p in paths if ".so" in p)
 
 
-def local_thread_setter():
-    """OpenBLAS's ``openblas_set_num_threads_local`` (sets the calling thread's BLAS thread count) from the
-    BLAS NumPy loaded, or None where there is none. Looked up once."""
+#: (set, get) symbol names of OpenBLAS's process-wide thread count, as plain and as scipy-openblas builds
+#: (NumPy's wheels) export them
+_SYMBOLS = (("openblas_set_num_threads", "openblas_get_num_threads"),
+            ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+            ("scipy_openblas_set_num_threads_64_", "scipy_openblas_get_num_threads_64_"))
+
+
+def blas_thread_control():
+    """(set, get) of the thread count of the OpenBLAS NumPy loaded, as ctypes functions, or None where there
+    is none. Looked up once."""
     global _SETTER
     if _SETTER is None:
         import numpy   # noqa: F401  (loads NumPy's BLAS, so that it is in the map)
         found = False
         for path in _loaded_openblas_paths():
             try:
-                fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local")
-            except (OSError, AttributeError):
+                lib = ctypes.CDLL(path)
+            except OSError:
                 continue
-            fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
-            found = fn
-            break
+            for set_name, get_name in _SYMBOLS:
+                set_fn, get_fn = getattr(lib, set_name, None), getattr(lib, get_name, None)
+                if set_fn is not None and get_fn is not None:
+                    set_fn.restype, set_fn.argtypes = None, [ctypes.c_int]
+                    get_fn.restype, get_fn.argtypes = ctypes.c_int, []
+                    found = (set_fn, get_fn)
+                    break
+            if found:
+                break
         _SETTER = found
     return _SETTER or None
 
 
-def _one_blas_thread():
-    setter = local_thread_setter()
-    if setter is not None:
-        setter(1)
+_held = {"calls": 0, "saved": None}
+
+
+def _hold_one_blas_thread() -> None:
+    """The first of the fastconv calls running at once saves the BLAS thread count and sets 1."""
+    set_fn, get_fn = blas_thread_control()
+    with _LOCK:
+        if _held["calls"] == 0:
+            _held["saved"] = get_fn()
+            set_fn(1)
+        _held["calls"] += 1
+
+
+def _release_blas_threads() -> None:
+    """The last of them puts the saved count back."""
+    set_fn, _ = blas_thread_control()
+    with _LOCK:
+        _held["calls"] -= 1
+        if _held["calls"] == 0:
+            set_fn(_held["saved"])
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
@@ -76,8 +108,7 @@ def _pool(size: int) -> ThreadPoolExecutor:
     with _LOCK:
         if _POOL is None or _POOL_SIZE < size:
             old = _POOL
-            _POOL = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastconv-gemm",
-                                       initializer=_one_blas_thread)
+            _POOL = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fastconv-gemm")
             _POOL_SIZE = size
             if old is not None:
                 old.shutdown(wait=False)
@@ -86,9 +117,9 @@ def _pool(size: int) -> ThreadPoolExecutor:
 
 def workers(threads: int, items: int) -> int:
     """Workers :func:`run` uses for ``items`` items when the caller runs with ``threads`` threads: at most
-    one per item, and 1 (the caller alone, with the BLAS's own threads) where the BLAS has no per-thread
-    thread control."""
-    if threads <= 1 or items <= 1 or local_thread_setter() is None:
+    one per item, and 1 (the caller alone, with the BLAS's own threads) where the BLAS's thread count cannot
+    be set (not OpenBLAS)."""
+    if threads <= 1 or items <= 1 or blas_thread_control() is None:
         return 1
     return min(threads, items)
 
@@ -105,6 +136,14 @@ def run(items: Sequence, fn: Callable, scratch: Callable, nworkers: int) -> None
         for item in items:
             fn(item, scratches[0])
         return
+    _hold_one_blas_thread()
+    try:
+        _run_on_pool(items, fn, scratches, nworkers)
+    finally:
+        _release_blas_threads()
+
+
+def _run_on_pool(items, fn, scratches, nworkers) -> None:
     state = {"next": 0, "error": None}
     claim = threading.Lock()
 
@@ -130,7 +169,7 @@ def run(items: Sequence, fn: Callable, scratch: Callable, nworkers: int) -> None
         except RuntimeError:    # no thread can be started (an address-space or thread limit)
             left.append(s)
     try:
-        for s in left[:1]:      # then the caller drains too, with the BLAS's own threads
+        for s in left[:1]:      # then the caller drains too
             drain(s)
         for f in futures:
             f.result()

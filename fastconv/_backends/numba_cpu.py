@@ -110,13 +110,13 @@ float32 and float64 run natively; float16 runs in float32 (``Impl.compute_spec``
 Threads: every Numba kernel runs on Numba's pool (``numba.set_num_threads`` / ``NUMBA_NUM_THREADS``). The
 im2col paths (forward, input and weight gradients, 1-D/2-D) run their (tile, group) items on the GEMM workers
 of :mod:`._cpu_pool`: as many Python threads as the caller's Numba thread count, each claiming items one at
-a time (a worker on a busy core does fewer) and running the serial packing kernel and a single-threaded BLAS
-GEMM (``openblas_set_num_threads_local(1)`` in each worker, so OpenBLAS's own pool, whose workers spin for
-about 0.1 s after each call, never wakes, and the caller's BLAS setting is untouched). Per worker: its own
-column matrix (the workspaces below count one per worker). Problems below ``POOL_MIN_FLOPS`` run on the
-calling thread, and any problem under ``SERIAL_MAX_FLOPS`` runs its Numba kernels on one thread (see
-``NumbaImpl.run``). Where NumPy's BLAS has no per-thread control (not OpenBLAS >= 0.3.27), there is one worker,
-the caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
+a time (a worker on a busy core does fewer) and running the serial packing kernel and a BLAS GEMM, with
+OpenBLAS set to one thread (process-wide, ``openblas_set_num_threads``) while any such call runs and put back
+when the last ends, so OpenBLAS's own pool, whose workers spin for about 0.1 s after each call, stays asleep.
+Per worker: its own column matrix (the workspaces below count one per worker). Problems below
+``POOL_MIN_FLOPS`` run on the calling thread, and any problem under ``SERIAL_MAX_FLOPS`` runs its Numba
+kernels on one thread (see ``NumbaImpl.run``). Where NumPy's BLAS is not OpenBLAS, there is one worker, the
+caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
 
 First call: each kernel compiles on first use per dtype (6-8 s each on this project's 2-core machines)
