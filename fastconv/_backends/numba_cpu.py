@@ -1338,8 +1338,21 @@ class NumbaImpl(FunctionImpl):
         self._workspace, self.capped = workspace, capped
 
     def workspace(self, spec) -> Dict[str, int]:
-        """{what: bytes} of the buffers a run of ``spec`` allocates besides its output."""
-        return dict(self._workspace(self.compute_spec(spec))) if self._workspace else {}
+        """{what: bytes} of the buffers a run of ``spec`` allocates besides its output, planned under the
+        thread count the run has (one for a small problem, as :meth:`run`)."""
+        if not self._workspace:
+            return {}
+        run_spec = self.compute_spec(spec)
+        if _serial(run_spec):
+            get, put = _thread_api()
+            before = get()
+            if before > 1:
+                put(1)
+                try:
+                    return dict(self._workspace(run_spec))
+                finally:
+                    put(before)
+        return dict(self._workspace(run_spec))
 
     def workspace_bytes(self, spec) -> int:
         return sum(self.workspace(spec).values())
