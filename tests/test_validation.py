@@ -58,7 +58,7 @@ CONV_BAD = [
     ("zero channels", dict(input=_x((1, 0, 8, 8)), weight=_x((6, 0, 3, 3))), ValueError, "non-zero channels and spatial sizes"),
     ("zero out channels", dict(weight=_x((0, 4, 3, 3))), ValueError, "non-zero out_channels"),
     ("unknown backend", dict(backend="opencl"), ValueError, "backend must be None or one of"),
-    ("unknown algo", dict(algo="winograd"), ValueError, "algo must be one of 'auto', 'direct', 'im2col', 'implicit_gemm', 'depthwise'"),
+    ("unknown algo", dict(algo="fft"), ValueError, "algo must be one of 'auto', 'direct', 'im2col', 'implicit_gemm', 'depthwise', 'winograd'"),
 ]
 
 
