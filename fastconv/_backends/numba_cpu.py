@@ -145,6 +145,7 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import Dict, List, Optional
@@ -604,20 +605,16 @@ def winograd_plan(spec):
     enough for ITEMS_PER_WORKER chunks each."""
     TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
     per_row = 36 * (spec.C + spec.K) * TW * spec.itemsize
-    workers = _winograd_workers(spec)
+    workers = gemm_workers(spec)
     rows = max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // workers // per_row))
     if workers > 1:
         rows = min(rows, max(1, -(-spec.N * TH // (ITEMS_PER_WORKER * workers))))
     return TH, TW, rows
 
 
-def _winograd_workers(spec) -> int:
-    return gemm_workers(spec)
-
-
 def _winograd_workspace(spec):
     TH, TW, rows = winograd_plan(spec)
-    T, isz, workers = rows * TW, spec.itemsize, _winograd_workers(spec)
+    T, isz, workers = rows * TW, spec.itemsize, gemm_workers(spec)
     tasks = max(spec.C, spec.K) * rows
     inner = 1 if workers > 1 else _threads_for(tasks)     # the transforms of a chunk run on its worker alone
     return {"transformed filter U": 36 * spec.K * spec.C * isz,
@@ -651,7 +648,7 @@ def conv_winograd(spec, x, w, b=None):
     k = kernels()
     C, K = spec.C, spec.K
     TH, TW, rows = winograd_plan(spec)
-    workers = _winograd_workers(spec)
+    workers = gemm_workers(spec)
     geo = k.conv_geometry(spec)
     ws = _winograd_workspace(spec)
     reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
@@ -1310,6 +1307,23 @@ def run_threads(spec) -> int:
     return 1 if _serial(spec) else _threads()
 
 
+@contextlib.contextmanager
+def _threads_of_run(spec):
+    """The calling thread's Numba thread count is :func:`run_threads` inside the block (1 for a small
+    problem) and what it was after, whatever happens."""
+    if _serial(spec):
+        get, put = _thread_api()
+        before = get()
+        if before > 1:
+            put(1)
+            try:
+                yield
+            finally:
+                put(before)
+            return
+    yield
+
+
 class NumbaImpl(FunctionImpl):
     """A ``numba`` implementation that can say its workspace: :meth:`workspace` names each buffer it
     allocates besides its output (in-kernel per-thread scratch included) with its bytes, from the same plan
@@ -1322,16 +1336,8 @@ class NumbaImpl(FunctionImpl):
     order whatever the thread count)."""
 
     def run(self, spec, *arrays):
-        if _serial(spec):
-            get, put = _thread_api()
-            before = get()
-            if before > 1:
-                put(1)
-                try:
-                    return super().run(spec, *arrays)
-                finally:
-                    put(before)
-        return super().run(spec, *arrays)
+        with _threads_of_run(spec):
+            return super().run(spec, *arrays)
 
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
@@ -1343,16 +1349,8 @@ class NumbaImpl(FunctionImpl):
         if not self._workspace:
             return {}
         run_spec = self.compute_spec(spec)
-        if _serial(run_spec):
-            get, put = _thread_api()
-            before = get()
-            if before > 1:
-                put(1)
-                try:
-                    return dict(self._workspace(run_spec))
-                finally:
-                    put(before)
-        return dict(self._workspace(run_spec))
+        with _threads_of_run(run_spec):
+            return dict(self._workspace(run_spec))
 
     def workspace_bytes(self, spec) -> int:
         return sum(self.workspace(spec).values())
