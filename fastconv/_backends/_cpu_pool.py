@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence
 
 _LOCK = threading.Lock()
-_SETTER: "Optional[object]" = None      # the ctypes function, False when there is none, None: not looked up
+_SETTER: "Optional[object]" = None      # (set, get) ctypes functions; False: none; None: not looked up
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_SIZE = 0
 
