@@ -28,6 +28,7 @@ Two rules about *data* rather than shapes are applied here, once, for every back
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import threading
 import warnings
@@ -128,6 +129,13 @@ class Impl:
 
     def run(self, spec, *arrays):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def runner(self, spec) -> Callable:
+        """``f(*arrays)`` running ``spec`` as :meth:`run` does, for the public functions' repeat calls of
+        one signature (``fastconv.functional._fast_path``); an implementation may precompute there what
+        :meth:`run` would work out from ``spec`` on every call. ``f`` is only given exact ndarrays of the
+        spec's operand shapes and dtype, C-contiguous, aligned and writeable."""
+        return functools.partial(self.run, spec)
 
     def __repr__(self) -> str:
         return f"<Impl {self.name}>"
@@ -348,6 +356,19 @@ def select_from(p: Plan, spec, backend: str, algo: str = "auto", weight=None, ar
         raise ValueError(f"no implementation of {spec.op} on backend {backend!r} supports this problem "
                          f"({lines})" + _fallback_note(backend))
     return chosen
+
+
+def fixed_choice(p: Plan, spec, backend: str) -> Optional[Impl]:
+    """The implementation :func:`select_from` picks for ``spec`` on every call, the data rule apart, or
+    None where the pick can change from call to call (the backend measures, or reads a setting, each
+    time). One supported candidate is fixed; among several, the backend's ``fixed_choice(spec, impls)``
+    says (None where it has none: not fixed)."""
+    if spec.N == 0 or not p.choosable:
+        return None
+    if len(p.choosable) == 1:
+        return p.choosable[0]
+    fixed = getattr(backend_module(backend), "fixed_choice", None)
+    return fixed(spec, p.choosable) if fixed is not None else None
 
 
 def without_fallbacks(supported: List[Impl]) -> List[Impl]:

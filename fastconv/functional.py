@@ -62,7 +62,7 @@ class _Problem:
     applied to the input on every call (None: none)."""
 
     __slots__ = ("spec", "kind", "backend", "algo", "plan", "operands", "padded_at", "out_shape", "pads",
-                 "mode")
+                 "mode", "fast")
 
     def __init__(self, spec, kind, backend, algo, pads=None, mode=None):
         self.spec, self.kind, self.backend, self.algo = spec, kind, backend, algo
@@ -73,6 +73,7 @@ class _Problem:
         self.padded_at = spec.ARRAYS.index(padded) if padded is not None else None
         self.out_shape = spec.output_shape
         self.pads, self.mode = pads, mode
+        self.fast = None      # set by the first _run where _fast_path applies
 
 
 def _execute(spec, kind, backend, algo, arrays):
@@ -86,6 +87,11 @@ def _run(prob, arrays):
     (:func:`fastconv._dispatch.select_from`: the data rule reads the padding operand's values), then the
     arrays are brought into the backend layout -- a reshape only where the shape differs, a copy only where
     an array is not C-contiguous or must change dtype -- and the result shaped back."""
+    fast = prob.fast
+    if fast is not None:
+        out = fast(arrays)
+        if out is not None:
+            return out
     spec = prob.spec
     impl = _dispatch.select_from(prob.plan, spec, prob.backend, prob.algo,
                                  weight=arrays[prob.padded_at] if prob.padded_at is not None else None,
@@ -115,6 +121,8 @@ def _run(prob, arrays):
                     a = a.astype(run_spec.dtype)
         prepared.append(a)
     result = impl.run(run_spec, *prepared)
+    if fast is None and not upcast:
+        prob.fast = _fast_path(prob, impl, run_spec, arrays)
     if type(result) is not tuple:
         if upcast:
             result = result.astype(spec.dtype)
@@ -125,6 +133,46 @@ def _run(prob, arrays):
             o = o.astype(spec.dtype)
         shaped.append(o if o.shape == out_shape else o.reshape(out_shape))
     return tuple(shaped)
+
+
+def _fast_path(prob, impl, run_spec, arrays):
+    """What a repeat call of ``prob``'s signature runs instead of :func:`_run`'s general path, or None where
+    that path must run every time. It applies where the choice cannot change from call to call
+    (:func:`fastconv._dispatch.fixed_choice`), to exact ``numpy.ndarray`` operands (what the memo key then
+    guarantees for every call of the signature: type, shape, dtype) in the implementation's own dtype. It
+    runs ``impl.runner(run_spec)`` straight on the arrays (reshaped where the backend layout differs) and
+    hands back to the general path (returns None) for an operand that is not C-contiguous, aligned and
+    writeable (what runners may rely on) or, where the data rule could reject ``impl``, for a weight
+    holding Inf or NaN (the general path then decides)."""
+    if prob.kind != "numpy" or _dispatch.fixed_choice(prob.plan, prob.spec, prob.backend) is not impl:
+        return None
+    if any(a is not None and type(a) is not numpy.ndarray for a in arrays):
+        return None
+    if any(a is not None and is_index and a.dtype != _INT64 for a, (_, is_index) in zip(arrays, prob.operands)):
+        return None
+    go = impl.runner(run_spec)
+    spec = prob.spec
+    shapes = tuple(shape for shape, _ in prob.operands)
+    same = all(a is None or a.shape == s for a, s in zip(arrays, shapes))
+    out_shape = prob.out_shape
+    rule_at = prob.padded_at if impl.zero_fills_padding else None
+    rule = _dispatch.nonfinite_weight_meets_padding
+
+    def fast(arrays):
+        for a in arrays:
+            if a is not None:
+                f = a.flags
+                if not (f.c_contiguous and f.aligned and f.writeable):
+                    return None
+        if rule_at is not None and arrays[rule_at] is not None and rule(spec, arrays[rule_at]):
+            return None
+        if not same:
+            arrays = [a if a is None else a.reshape(s) for a, s in zip(arrays, shapes)]
+        result = go(*arrays)
+        if type(result) is not tuple:
+            return result if result.shape == out_shape else result.reshape(out_shape)
+        return tuple(o if o.shape == out_shape else o.reshape(out_shape) for o in result)
+    return fast
 
 
 def _call(key, build, go):

@@ -159,13 +159,28 @@ def test_memo_off_remembers_nothing_and_on_again_takes_effect(monkeypatch):
 # What a hit still does on every call
 # ---------------------------------------------------------------------------------------------------
 def _spy_runs(monkeypatch):
+    """The name of every implementation run, by Impl.run or by a repeat call's fast path."""
     ran = []
     real = _dispatch.FunctionImpl.run
+    real_fast = F._fast_path
 
     def run(self, spec, *arrays):
         ran.append(self.name)
         return real(self, spec, *arrays)
+
+    def fast_path(prob, impl, run_spec, arrays):
+        fast = real_fast(prob, impl, run_spec, arrays)
+        if fast is None:
+            return None
+
+        def spied(arrays):
+            out = fast(arrays)
+            if out is not None:
+                ran.append(impl.name)
+            return out
+        return spied
     monkeypatch.setattr(_dispatch.FunctionImpl, "run", run)
+    monkeypatch.setattr(F, "_fast_path", fast_path)
     return ran
 
 
@@ -234,7 +249,7 @@ def test_padding_mode_pads_each_new_input():
     assert _memo.stats["hits"] == 4          # the second and third calls on each backend
 
 
-def test_backend_choose_is_asked_on_every_call(monkeypatch):
+def test_backend_choose_is_asked_on_every_call_where_it_can_measure(monkeypatch):
     calls = []
     real = numba_cpu.choose
 
@@ -242,10 +257,26 @@ def test_backend_choose_is_asked_on_every_call(monkeypatch):
         calls.append(spec.op)
         return real(spec, impls, arrays)
     monkeypatch.setattr(numba_cpu, "choose", choose)
+    monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)     # the tiny conv is one it would measure
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")               # (by rule: nothing timed in this test)
     x, w = _rand((1, 3, 8, 8)), _rand((4, 3, 3, 3), seed=1)
     for _ in range(3):
         F.conv2d(x, w)
     assert calls == ["conv"] * 3                 # so FASTCONV_AUTOTUNE and the tuner's state count each call
+
+
+@pytest.mark.parametrize("autotune", ["0", "1"])
+def test_below_the_measuring_threshold_the_fixed_pick_is_chooses(monkeypatch, autotune):
+    # where choose picks by rule whatever the settings, the fast path may take its pick once
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", autotune)
+    x, w = _rand((1, 3, 8, 8)), _rand((4, 3, 3, 3), seed=1)
+    spec = conv_spec(x, w, padding=1)
+    p = _dispatch.plan(spec, "numba")
+    assert len(p.choosable) > 1 and spec.flops() < numba_cpu.MEASURE_MIN_FLOPS
+    assert _dispatch.fixed_choice(p, spec, "numba") is numba_cpu.choose(spec, list(p.choosable))
+    big = conv_spec(_rand((8, 64, 32, 32)), _rand((64, 64, 3, 3)), padding=1)
+    assert big.flops() >= numba_cpu.MEASURE_MIN_FLOPS
+    assert _dispatch.fixed_choice(_dispatch.plan(big, "numba"), big, "numba") is None
 
 
 def test_inputs_are_not_modified():

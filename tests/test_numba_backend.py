@@ -639,6 +639,11 @@ def _exercise_every_kernel():
             spec = fastconv.conv_spec(x, w, None, 1, pad, 1, groups)
             assert _dispatch.reasons(impl, spec) == []
             impl.run(spec, x, w, None)
+    # im2col_pack runs inside im2col_pack_tile, which, loaded from Numba's disk cache, compiles no
+    # signature of it: call it once itself
+    k = numba_cpu.kernels()
+    spec = fastconv.conv_spec(x, rng.standard_normal((4, 4, 3, 3)).astype(np.float32), None, 1, 1)
+    k.im2col_pack(x, 0, 0, k.conv_geometry(spec), np.empty((4 * 9, spec.P * spec.Q), np.float32), 0)
     fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
     fastconv.avg_pool2d(x, 3, 2, 1, backend="numba")
     fastconv.avg_pool2d(x, (3, 7), (2, 5), (1, 3), ceil_mode=True, backend="numba")   # per-window path

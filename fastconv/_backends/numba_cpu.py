@@ -355,6 +355,52 @@ def conv_blocked(spec, x, w, b=None):
     return out
 
 
+class _Launch:
+    """A kernel called through Numba's compiled entry point for its first call's argument types, past the
+    dispatcher's type matching (a few microseconds a call, where a tiny call's whole budget is tens).
+
+    For the ``bind`` closures of :meth:`NumbaImpl.runner` only: every call of one closure passes arguments
+    of the same Numba types, because the fast path (``fastconv.functional._fast_path``) hands it the
+    user's arrays only when they are exact ndarrays of the memo key's shape and dtype, C-contiguous,
+    aligned and writeable, and the closure makes the rest itself. The first call goes through the
+    dispatcher, which compiles or loads the kernel; its entry point is then looked up by those types."""
+
+    __slots__ = ("kern", "entry")
+
+    def __init__(self, kern):
+        self.kern, self.entry = kern, None
+
+    def __call__(self, *args):
+        entry = self.entry
+        if entry is not None:
+            return entry(*args)
+        out = self.kern(*args)
+        cres = self.kern.overloads.get(tuple(self.kern.typeof_pyval(a) for a in args))
+        if cres is not None:
+            self.entry = cres.entry_point
+        return out
+
+
+def _bind_conv_blocked(spec):
+    """:func:`conv_blocked` with its kernel, geometry, zero bias and scratch check worked out once."""
+    kern, geo = _Launch(kernels().conv2d_direct), kernels().conv_geometry(spec)
+    layout, dtype = spec.output_layout, np.dtype(spec.dtype)
+    zero = np.zeros(spec.K, dtype=dtype)
+    zero.flags.writeable = False     # shared by every call of the spec: never written
+    big = sum(_blocked_workspace(spec).values()) >= PROBE_BYTES   # planned under the caller's threads: at most
+
+    def go(x, w, b=None):
+        if big:
+            _reserve_for(spec, _blocked_workspace, "the blocked direct kernel's per-thread output rows")
+        out = np.empty(layout, dtype=dtype)
+        kern(x, w, zero if b is None else b, out, geo)
+        return out
+    return go
+
+
+conv_blocked.bind = _bind_conv_blocked
+
+
 def _depthwise_reasons(spec) -> List[str]:
     if spec.is_depthwise:
         return []
@@ -700,12 +746,47 @@ def max_pool(spec, x):
     return _pool_result(spec, out, idx)
 
 
+def _bind_max_pool(spec):
+    """:func:`max_pool` with its kernel, geometry and shapes worked out once."""
+    kern, geo = _Launch(kernels().max_pool2d), kernels().pool_geometry(spec)
+    layout, dtype, want = spec.output_layout, np.dtype(spec.dtype), spec.return_indices
+    idx_shape = layout if want else (1,) * len(layout)
+
+    def go(x):
+        out = np.empty(layout, dtype=dtype)
+        idx = np.empty(idx_shape, dtype=np.int64)
+        kern(x, out, idx, want, geo)
+        return (out, idx) if want else out
+    return go
+
+
+max_pool.bind = _bind_max_pool
+
+
+def _avg_divisor(spec) -> int:
+    return spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+
+
 def avg_pool(spec, x):
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
-    k.avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, div)
+    k.avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, _avg_divisor(spec))
     return out
+
+
+def _bind_avg_pool(spec):
+    """:func:`avg_pool` with its kernel, geometry and divisor worked out once."""
+    kern, geo = _Launch(kernels().avg_pool2d), kernels().pool_geometry(spec)
+    layout, dtype, include, div = spec.output_layout, np.dtype(spec.dtype), spec.count_include_pad, _avg_divisor(spec)
+
+    def go(x):
+        out = np.empty(layout, dtype=dtype)
+        kern(x, out, geo, include, div)
+        return out
+    return go
+
+
+avg_pool.bind = _bind_avg_pool
 
 
 def _global_reasons(spec) -> List[str]:
@@ -1339,6 +1420,28 @@ class NumbaImpl(FunctionImpl):
         with _threads_of_run(spec):
             return super().run(spec, *arrays)
 
+    def runner(self, spec):
+        """:meth:`run` for ``spec`` as one closure: the kernel function's ``bind(spec)`` where it has one
+        (the geometry and output shapes worked out once), and the small-problem thread count set without a
+        context manager (a tiny call's overhead is counted in microseconds)."""
+        fn = self._fn
+        bind = getattr(fn, "bind", None)
+        go = bind(spec) if bind is not None else functools.partial(fn, spec)
+        if not _serial(spec):
+            return go
+        get, put = _thread_api()
+
+        def serial(*arrays):
+            before = get()
+            if before <= 1:
+                return go(*arrays)
+            put(1)
+            try:
+                return go(*arrays)
+            finally:
+                put(before)
+        return serial
+
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
         self._workspace, self.capped = workspace, capped
@@ -1506,6 +1609,14 @@ def rule_choice(impls):
         if impl.algo == "direct":
             return impl
     return impls[0]
+
+
+def fixed_choice(spec, impls):
+    """:func:`choose`'s pick where it is the same on every call (by rule: pools and problems below
+    MEASURE_MIN_FLOPS), else None (it measures, or reads FASTCONV_AUTOTUNE, on each call)."""
+    if spec.op not in CONV_OPS or spec.flops() < MEASURE_MIN_FLOPS:
+        return rule_choice(impls)
+    return None
 
 
 def choose(spec, impls, arrays=None):
