@@ -418,12 +418,13 @@ def test_pool_float16_upcast():
 # ---------------------------------------------------------------------------------------------------
 # Which implementation runs: names, reasons, the non-finite-weight rule
 # ---------------------------------------------------------------------------------------------------
-CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/blocked",
+CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/planes",
+              "numba:conv:direct/blocked",
               "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4"]
 POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct/global", "numba:avg_pool:direct",
               "numba:adaptive_max_pool:direct", "numba:adaptive_avg_pool:direct/global",
               "numba:adaptive_avg_pool:direct"]
-ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:im2col/packed"}
+ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:direct/planes", "numba:conv:im2col/packed"}
 
 
 def test_impl_names_in_priority_order():
@@ -450,6 +451,7 @@ def test_reasons_say_why_a_kernel_does_not_take_a_spec():
     for name in ("numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise"):
         assert general[name] == ["not depthwise: 2 input channels per group (this kernel reads one)"]
     assert general["numba:conv:direct/blocked"] == [] and general["numba:conv:im2col/packed"] == []
+    assert general["numba:conv:direct/planes"] == []
     assert general["numba:conv:im2col/pointwise"] == [
         "not pointwise (1x1, stride 1, no padding): the input is not the column matrix"]
 
@@ -479,8 +481,8 @@ def test_select_names_what_runs():
     """Finite weights, small problems (chosen by rule, not measured): what dispatch returns for each algo."""
     cases = [  # (spec, {algo: name})
         (_spec((2, 4, 9, 9), (6, 2, 3, 3), padding=1, groups=2),
-         {"direct": "numba:conv:direct/blocked", "im2col": "numba:conv:im2col/packed",
-          "auto": "numba:conv:direct/blocked"}),
+         {"direct": "numba:conv:direct/planes", "im2col": "numba:conv:im2col/packed",
+          "auto": "numba:conv:direct/planes"}),
         (_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4),
          {"direct": "numba:conv:direct/depthwise-phase", "im2col": "numba:conv:im2col/packed",
           "auto": "numba:conv:direct/depthwise-phase"}),
@@ -571,7 +573,7 @@ def test_auto_measures_once_per_spec_and_caches():
         assert _dispatch.select(spec, "numba", "auto") is first
     assert TUNER.measure_count == before + 1
     assert numba_cpu.tune_context() == f"threads={numba.get_num_threads()}"
-    assert _choice(spec, ["numba:conv:direct/blocked", "numba:conv:im2col/packed",
+    assert _choice(spec, ["numba:conv:direct/planes", "numba:conv:direct/blocked", "numba:conv:im2col/packed",
                           "numba:conv:winograd/f4x4"]) == first.name
     _dispatch.select(_big_spec(np.float64), "numba", "auto")   # another key (dtype): measured again
     assert TUNER.measure_count == before + 2
@@ -625,7 +627,7 @@ def test_auto_result_matches_oracle():
 # ---------------------------------------------------------------------------------------------------
 #: a (weight shape, padding, groups) each conv kernel takes (im2col/pointwise runs no Numba kernel)
 _KERNEL_CONVS = {"depthwise-phase": ((4, 1, 3, 3), 1, 4), "depthwise": ((4, 1, 3, 3), 1, 4),
-                 "blocked": ((4, 4, 3, 3), 1, 1), "packed": ((4, 4, 3, 3), 1, 1)}
+                 "blocked": ((4, 4, 3, 3), 1, 1), "packed": ((4, 4, 3, 3), 1, 1), "planes": ((4, 4, 3, 3), 1, 1)}
 
 
 def _exercise_every_kernel():
@@ -826,11 +828,11 @@ _CACHE_CHILD = """
 import numpy as np, fastconv
 from fastconv._backends import numba_cpu
 x = np.ones((2, 4, 9, 9), np.float32); w = np.ones((4, 4, 3, 3), np.float32)
-fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")
+fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")   # conv2d_planes, by rule
 fastconv.max_pool2d(x, 3, 2, 1, backend="numba")
 fastconv.adaptive_avg_pool2d(x, 3, backend="numba")
 k = numba_cpu.kernels()
-print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_direct", "max_pool2d", "adaptive_pool2d")))
+print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_planes", "max_pool2d", "adaptive_pool2d")))
 """
 
 

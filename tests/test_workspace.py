@@ -262,14 +262,15 @@ def test_workspace_helper_names_bytes_and_purpose():
 # The autotuner's memory (item 4)
 # ---------------------------------------------------------------------------------------------------
 def _tuned_problem():
-    """A conv above MEASURE_MIN_FLOPS with three supported candidates (blocked direct, packed im2col,
-    Winograd F(4x4, 3x3))."""
+    """A conv above MEASURE_MIN_FLOPS with four supported candidates (planes and blocked direct, packed
+    im2col, Winograd F(4x4, 3x3))."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 16, 64, 64), dtype=np.float32)
     w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
     spec = fc.conv_spec(x, w, None, 1, 1)
     assert spec.flops() >= numba_cpu.MEASURE_MIN_FLOPS
-    assert [i.name for i in _supported_numba_impls(spec)] == ["numba:conv:direct/blocked",
+    assert [i.name for i in _supported_numba_impls(spec)] == ["numba:conv:direct/planes",
+                                                               "numba:conv:direct/blocked",
                                                                "numba:conv:im2col/packed",
                                                                "numba:conv:winograd/f4x4"]
     return x, w, spec
@@ -279,7 +280,7 @@ def test_tuning_needs_no_more_memory_than_the_calls_it_tunes():
     """The first ``algo="auto"`` call (measuring every candidate) allocates no more, at its peak, than the
     hungriest candidate's own call: the caller's arrays are measured on, never copied."""
     x, w, spec = _tuned_problem()
-    algos = ("direct", "im2col", "winograd")
+    algos = ("direct", "im2col", "winograd")      # "direct": planes and blocked, measured
     for algo in algos:
         fc.conv2d(x, w, padding=1, algo=algo)               # kernels loaded: their first call is not measured
     own = max(_peak_beyond(lambda a=algo: fc.conv2d(x, w, padding=1, algo=a)) for algo in algos)
@@ -315,8 +316,8 @@ def test_a_candidate_without_memory_is_skipped_and_nothing_is_remembered(monkeyp
     x, w, spec = _tuned_problem()
     def no_memory(*args):
         raise MemoryError("no room")
-    for impl in numba_cpu.implementations():        # every candidate but the direct one runs out
-        if impl.name in ("numba:conv:im2col/packed", "numba:conv:winograd/f4x4"):
+    for impl in numba_cpu.implementations():        # every candidate but the blocked direct one runs out
+        if impl.name in ("numba:conv:direct/planes", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4"):
             monkeypatch.setattr(impl, "_fn", no_memory)
     numba_cpu.TUNER.reset()
     out = fc.conv2d(x, w, padding=1)

@@ -21,6 +21,7 @@ Modules:
 - ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
                      ``adaptive_avg_pool3d_backward``
 - ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
+- ``_numba_planes``  ``conv2d_planes`` (any conv: whole zero-padded planes, padded zeros multiplied in)
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward`` (+ ``_disjoint``), ``avg_pool2d_backward`` (+ ``_disjoint``),
@@ -44,10 +45,12 @@ from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_back
 from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, global_avg_pool2d,
                           max_pool2d)
+from ._numba_planes import KB4, LT, conv2d_planes
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
+           "KB4", "LT", "conv2d_planes",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
            "global_avg_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
@@ -61,7 +64,7 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
-           "_numba_depthwise_grad", "_numba_winograd")
+           "_numba_depthwise_grad", "_numba_winograd", "_numba_planes")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -69,6 +72,7 @@ KERNELS = {
     "conv2d_direct": ConvGeometry,
     "conv2d_depthwise": ConvGeometry,
     "conv2d_depthwise_phase": ConvGeometry,
+    "conv2d_planes": ConvGeometry,
     "im2col_pack": ConvGeometry,
     "im2col_pack_rows": ConvGeometry,
     "max_pool2d": PoolGeometry,

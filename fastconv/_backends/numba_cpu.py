@@ -10,6 +10,12 @@ one of its reasons, never a hand-over to another kernel:
   Workspaces below).
 - ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
   every weight).
+- ``numba:conv:direct/planes``: every 1-D/2-D conv whose padded planes are not mostly unused (the phase
+  kernel's bound below): ``conv2d_planes`` (``_numba_planes``: per image, group and run of output channels,
+  the input planes zero-padded and split into stride phases once, then four output channels at a time
+  take every tap as one long loop over a tile of the flat output plane). For few channels and small
+  planes (LeNet's convs, 4.5x faster than ``blocked`` at N=1, 2.6x at N=64 on this project's 2-core
+  machine). It multiplies padded zeros in (``zero_fills_padding``).
 - ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
   over output columns), exact for every weight.
 - ``numba:conv:im2col/pointwise``: a 1x1 unstrided unpadded conv whose image fills a tile: the input is
@@ -312,9 +318,12 @@ def _phase_workspace(spec):
 
 
 def _phase_reasons(spec) -> List[str]:
-    out = _depthwise_reasons(spec)
-    if out:
-        return out
+    return _depthwise_reasons(spec) or _phase_bound_reasons(spec)
+
+
+def _phase_bound_reasons(spec) -> List[str]:
+    """The phase-split kernels' bound: a padded, phase-split plane at most PHASE_SLACK x (input plane +
+    output plane) + PHASE_MIN values."""
     _, buf, _ = phase_plan(spec)
     bound = PHASE_SLACK * (spec.H * spec.W + spec.P * spec.Q) + PHASE_MIN
     if buf > bound:
@@ -322,6 +331,62 @@ def _phase_reasons(spec) -> List[str]:
                 f"more than {PHASE_SLACK}x the input and output planes (+{PHASE_MIN}): padding, stride or "
                 f"dilation make most of it unused"]
     return []
+
+
+def planes_plan(spec):
+    """(chunks, runs of output channels per group, buffer values, accumulator values) of ``conv2d_planes``:
+    items (image, group, run); a group's output channels are split into runs only where the images and
+    groups alone give the threads too few items (N=1). Each chunk holds one copy of a group's C/G
+    phase-split planes and KB4 x min(LT, flat output length) accumulators."""
+    extent_h, extent_w = spec.input_extent_hw()
+    sh, sw = spec.stride_h, spec.stride_w
+    hq, wq = -(-extent_h // sh), -(-extent_w // sw)
+    k = kernels()
+    blocks = -(-spec.K_per_group // k.KB4)
+    items = max(1, spec.N * spec.groups)      # (an empty batch is planned, never run)
+    runs = max(1, min(blocks, -(-_threads() // items)))
+    flat = (spec.P - 1) * wq + spec.Q
+    return (_threads_for(items * runs), runs, spec.C_per_group * sh * sw * hq * wq,
+            k.KB4 * min(k.LT, flat))
+
+
+def _planes_workspace(spec):
+    nchunk, _, buf, acc = planes_plan(spec)
+    return {"phase-split planes": nchunk * buf * spec.itemsize, "accumulators": nchunk * acc * spec.itemsize}
+
+
+def conv_planes(spec, x, w, b=None):
+    k = kernels()
+    nchunk, runs, buf, acc = planes_plan(spec)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    bufs = workspace("the planes kernel's padded planes", (nchunk, buf), x.dtype, zero=True)
+    accs = workspace("the planes kernel's accumulators", (nchunk, k.KB4, acc // k.KB4), x.dtype)
+    k.conv2d_planes(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), runs, bufs, accs)
+    return out
+
+
+def _bind_conv_planes(spec):
+    """:func:`conv_planes` with its kernel, geometry, plan and zero bias worked out once (the plan under
+    the caller's thread count, which the memo key fixes; a one-thread run's chunks are what fits it)."""
+    k = kernels()
+    kern, geo = _Launch(k.conv2d_planes), k.conv_geometry(spec)
+    with _threads_of_run(spec):
+        nchunk, runs, buf, acc = planes_plan(spec)
+    layout, dtype = spec.output_layout, np.dtype(spec.dtype)
+    zero = np.zeros(spec.K, dtype=dtype)
+    zero.flags.writeable = False     # shared by every call of the spec: never written
+    bufs_shape, accs_shape = (nchunk, buf), (nchunk, k.KB4, acc // k.KB4)
+
+    def go(x, w, b=None):
+        out = np.empty(layout, dtype=dtype)
+        bufs = workspace("the planes kernel's padded planes", bufs_shape, dtype, zero=True)
+        accs = workspace("the planes kernel's accumulators", accs_shape, dtype)
+        kern(x, w, zero if b is None else b, out, geo, runs, bufs, accs)
+        return out
+    return go
+
+
+conv_planes.bind = _bind_conv_planes
 
 
 def conv_depthwise_phase(spec, x, w, b=None):
@@ -1509,6 +1574,8 @@ _IMPLS = [
     _impl("conv", "direct", conv_depthwise_phase, variant="depthwise-phase", reasons=_phase_reasons,
           zero_fills_padding=True, workspace=_phase_workspace, capped=True),
     _impl("conv", "direct", conv_depthwise, variant="depthwise", reasons=_depthwise_reasons),
+    _impl("conv", "direct", conv_planes, variant="planes", reasons=_phase_bound_reasons, zero_fills_padding=True,
+          workspace=_planes_workspace, capped=True),
     _impl("conv", "direct", conv_blocked, variant="blocked", workspace=_blocked_workspace),
     _impl("conv", "im2col", conv_im2col_pointwise, variant="pointwise", reasons=_pointwise_reasons),
     _impl("conv", "im2col", conv_im2col, variant="packed", reasons=_packed_reasons, zero_fills_padding=True,
