@@ -469,14 +469,19 @@ def plan(backend: str, ops: Optional[Sequence[str]] = None, dtypes: Optional[Seq
 
 
 def run_item(backend: str, item: Item) -> None:
-    """Run one implementation once on its tiny problem, with the inputs the tuner would make."""
+    """Run one implementation once on its tiny problem, with the inputs the tuner would make; where the
+    implementation has a runner of its own (a repeat call's fast path: the numba backend's serial twins
+    for problems too small to split), that too."""
     from . import _dispatch, _tune
     kind = _dispatch.BACKENDS[backend].array_kind
     if kind == "cupy":
         import cupy as xp
     else:
         import numpy as xp
-    item.impl.run(item.spec, *_tune.synthetic_inputs(item.spec, xp))
+    inputs = _tune.synthetic_inputs(item.spec, xp)
+    item.impl.run(item.spec, *inputs)
+    if type(item.impl).runner is not _dispatch.Impl.runner:
+        item.impl.runner(item.spec)(*inputs)
     if kind == "cupy":
         xp.cuda.get_current_stream().synchronize()
 

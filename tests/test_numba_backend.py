@@ -642,13 +642,21 @@ def _exercise_every_kernel():
             assert _dispatch.reasons(impl, spec) == []
             impl.run(spec, x, w, None)
     # im2col_pack runs inside im2col_pack_tile, which, loaded from Numba's disk cache, compiles no
-    # signature of it: call it once itself
+    # signature of it: call it (and im2col_pack_rows) once here
     k = numba_cpu.kernels()
     spec = fastconv.conv_spec(x, rng.standard_normal((4, 4, 3, 3)).astype(np.float32), None, 1, 1)
     k.im2col_pack(x, 0, 0, k.conv_geometry(spec), np.empty((4 * 9, spec.P * spec.Q), np.float32), 0)
+    k.im2col_pack_rows(x, 0, 0, k.conv_geometry(spec), np.empty((4 * 9, spec.P * spec.Q), np.float32), 0, 0,
+                       spec.P)     # (the forward runs it for bands of an image too big for one workspace)
     fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
     fastconv.avg_pool2d(x, 3, 2, 1, backend="numba")
     fastconv.avg_pool2d(x, (3, 7), (2, 5), (1, 3), ceil_mode=True, backend="numba")   # per-window path
+    fastconv.adaptive_avg_pool2d(x, 1, backend="numba")                              # global_avg_pool2d
+    tiny = x[:1].copy()
+    for _ in range(2):     # a repeat call of a problem too small to split: the serial twins
+        fastconv.max_pool2d(tiny, 2, backend="numba")
+        fastconv.avg_pool2d(tiny, 2, backend="numba")
+        fastconv.conv2d(tiny, np.ones((2, 4, 3, 3), np.float32), backend="numba")
     fastconv.adaptive_max_pool2d(x, (4, 3), return_indices=True, backend="numba")
 
 
@@ -768,8 +776,13 @@ def test_parallel_path_really_runs(probe):
 def test_prange_loops_become_parallel_regions():
     """Compile a fresh copy (not from the disk cache) of one kernel and read Numba's parfor diagnostics."""
     k = numba_cpu.kernels()
-    assert all(getattr(k, n).targetoptions.get("parallel") is (n not in ("im2col_pack", "im2col_pack_rows"))
+    assert all(getattr(k, n).targetoptions.get("parallel") is (n not in ("im2col_pack", "im2col_pack_rows")
+                                                               and not n.endswith("_serial"))
                for n in k.KERNELS)
+    for n in k.KERNELS:       # each serial twin is its kernel's Python function, under a name of its own
+        if n.endswith("_serial"):
+            twin, kernel = getattr(k, n), getattr(k, n[:-len("_serial")])
+            assert twin.py_func.__code__ is kernel.py_func.__code__ and twin.py_func.__qualname__ == n
     kernel = k.max_pool2d
     fresh = numba.njit(parallel=True, error_model="numpy")(kernel.py_func)
     f32, i64 = numba.float32[:, :, :, ::1], numba.int64[:, :, :, ::1]

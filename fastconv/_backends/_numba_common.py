@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import time
+import types
 import warnings
 from typing import Optional, Tuple
 
@@ -343,6 +344,24 @@ def is_tolerant(dispatcher) -> bool:
     cache_file = getattr(cache, "_cache_file", None)
     return (getattr(getattr(cache, "load_overload", None), "fastconv_tolerant", False)
             and getattr(getattr(cache_file, "_load_index", None), "fastconv_tolerant", False))
+
+
+def serial_twin(kernel):
+    """``kernel``'s Python function compiled again without ``parallel`` (its prange loops run as range),
+    under the name ``<name>_serial``, with its own disk cache entry (Numba names cache files by the
+    function's qualified name and first line, so the twin needs a name of its own: a shared one would load
+    the parallel code). For problems too small to split (``numba_cpu.SERIAL_MAX_FLOPS``): a parallel
+    kernel on one thread still enters Numba's threading layer, which costs microseconds a call, tens while
+    another OpenMP pool in the process (PyTorch's) spins."""
+    fn = kernel.py_func
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                              fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = f"``{fn.__name__}`` without parallel loops (``serial_twin``)."
+    opts = dict(kernel.targetoptions)
+    for k in ("parallel", "nopython"):     # (njit implies nopython and warns when told)
+        opts.pop(k, None)
+    return njit(**dict(opts, parallel=False, cache=CACHE))(twin)
 
 
 def dispatchers(namespace: dict) -> list:

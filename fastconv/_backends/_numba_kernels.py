@@ -22,6 +22,8 @@ Modules:
                      ``adaptive_avg_pool3d_backward``
 - ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
 - ``_numba_planes``  ``conv2d_planes`` (any conv: whole zero-padded planes, padded zeros multiplied in)
+- ``*_serial``       ``max_pool2d``, ``avg_pool2d`` and ``conv2d_planes`` compiled without parallel loops
+                     (``_numba_common.serial_twin``), for problems too small to split
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward`` (+ ``_disjoint``), ``avg_pool2d_backward`` (+ ``_disjoint``),
@@ -43,14 +45,14 @@ from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_back
                           col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
 from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
-from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, global_avg_pool2d,
-                          max_pool2d)
-from ._numba_planes import KB4, LT, conv2d_planes
+from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
+                          global_avg_pool2d, max_pool2d, max_pool2d_serial)
+from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
-           "KB4", "LT", "conv2d_planes",
+           "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "avg_pool2d_serial", "max_pool2d_serial",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
            "global_avg_pool2d",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
@@ -73,10 +75,13 @@ KERNELS = {
     "conv2d_depthwise": ConvGeometry,
     "conv2d_depthwise_phase": ConvGeometry,
     "conv2d_planes": ConvGeometry,
+    "conv2d_planes_serial": ConvGeometry,
     "im2col_pack": ConvGeometry,
     "im2col_pack_rows": ConvGeometry,
     "max_pool2d": PoolGeometry,
+    "max_pool2d_serial": PoolGeometry,
     "avg_pool2d": PoolGeometry,
+    "avg_pool2d_serial": PoolGeometry,
     "adaptive_pool2d": AdaptiveWindows,
     "global_avg_pool2d": PoolGeometry,
 }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy
+from ._numba_common import INLINE, JIT_CONV, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy
 
 #: output channels per block: four accumulators share each input value loaded
 KB4 = 4
@@ -180,5 +180,8 @@ def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
                             ucopy(of, o + k2 * PQ, a2, src, q1 - q0, 1)
                             ucopy(of, o + k3 * PQ, a3, src, q1 - q0, 1)
 
+
+#: the serial twin, for problems too small to split (the fast path of a repeat call)
+conv2d_planes_serial = serial_twin(conv2d_planes)
 
 tolerate_corrupt_caches(globals())

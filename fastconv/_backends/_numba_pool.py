@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT, col_range, tap_ranges, tolerate_corrupt_caches
+from ._numba_common import INLINE, JIT, col_range, serial_twin, tap_ranges, tolerate_corrupt_caches
 
 
 @njit(**INLINE)
@@ -321,5 +321,9 @@ def adaptive_pool2d(x, out, idx, want_idx, is_max, win):
                 else:
                     out[n, c, i, j] = _window_mean(plane, h0, h1, w0, w1)
 
+
+#: the pools' serial twins, for problems too small to split (the fast path of a repeat call)
+max_pool2d_serial = serial_twin(max_pool2d)
+avg_pool2d_serial = serial_twin(avg_pool2d)
 
 tolerate_corrupt_caches(globals())

@@ -365,11 +365,12 @@ def conv_planes(spec, x, w, b=None):
     return out
 
 
-def _bind_conv_planes(spec):
-    """:func:`conv_planes` with its kernel, geometry, plan and zero bias worked out once (the plan under
-    the caller's thread count, which the memo key fixes; a one-thread run's chunks are what fits it)."""
+def _bind_conv_planes(spec, serial=False):
+    """:func:`conv_planes` with its kernel (``serial``: its serial twin), geometry, plan and zero bias
+    worked out once (the plan under the caller's thread count, which the memo key fixes; a one-thread
+    run's chunks are what fits it)."""
     k = kernels()
-    kern, geo = _Launch(k.conv2d_planes), k.conv_geometry(spec)
+    kern, geo = _Launch(k.conv2d_planes_serial if serial else k.conv2d_planes), k.conv_geometry(spec)
     with _threads_of_run(spec):
         nchunk, runs, buf, acc = planes_plan(spec)
     layout, dtype = spec.output_layout, np.dtype(spec.dtype)
@@ -446,8 +447,9 @@ class _Launch:
         return out
 
 
-def _bind_conv_blocked(spec):
-    """:func:`conv_blocked` with its kernel, geometry, zero bias and scratch check worked out once."""
+def _bind_conv_blocked(spec, serial=False):
+    """:func:`conv_blocked` with its kernel, geometry, zero bias and scratch check worked out once
+    (``serial``: it has no serial twin; the runner runs it on one thread)."""
     kern, geo = _Launch(kernels().conv2d_direct), kernels().conv_geometry(spec)
     layout, dtype = spec.output_layout, np.dtype(spec.dtype)
     zero = np.zeros(spec.K, dtype=dtype)
@@ -811,9 +813,10 @@ def max_pool(spec, x):
     return _pool_result(spec, out, idx)
 
 
-def _bind_max_pool(spec):
-    """:func:`max_pool` with its kernel, geometry and shapes worked out once."""
-    kern, geo = _Launch(kernels().max_pool2d), kernels().pool_geometry(spec)
+def _bind_max_pool(spec, serial=False):
+    """:func:`max_pool` with its kernel (``serial``: its serial twin), geometry and shapes worked out once."""
+    k = kernels()
+    kern, geo = _Launch(k.max_pool2d_serial if serial else k.max_pool2d), k.pool_geometry(spec)
     layout, dtype, want = spec.output_layout, np.dtype(spec.dtype), spec.return_indices
     idx_shape = layout if want else (1,) * len(layout)
 
@@ -839,9 +842,10 @@ def avg_pool(spec, x):
     return out
 
 
-def _bind_avg_pool(spec):
-    """:func:`avg_pool` with its kernel, geometry and divisor worked out once."""
-    kern, geo = _Launch(kernels().avg_pool2d), kernels().pool_geometry(spec)
+def _bind_avg_pool(spec, serial=False):
+    """:func:`avg_pool` with its kernel (``serial``: its serial twin), geometry and divisor worked out once."""
+    k = kernels()
+    kern, geo = _Launch(k.avg_pool2d_serial if serial else k.avg_pool2d), k.pool_geometry(spec)
     layout, dtype, include, div = spec.output_layout, np.dtype(spec.dtype), spec.count_include_pad, _avg_divisor(spec)
 
     def go(x):
@@ -1486,13 +1490,15 @@ class NumbaImpl(FunctionImpl):
             return super().run(spec, *arrays)
 
     def runner(self, spec):
-        """:meth:`run` for ``spec`` as one closure: the kernel function's ``bind(spec)`` where it has one
-        (the geometry and output shapes worked out once), and the small-problem thread count set without a
-        context manager (a tiny call's overhead is counted in microseconds)."""
+        """:meth:`run` for ``spec`` as one closure: the kernel function's ``bind(spec, serial)`` where it
+        has one (the geometry and output shapes worked out once; ``serial``: a problem below
+        SERIAL_MAX_FLOPS, for which a bind may launch a kernel's serial twin), and the small-problem thread
+        count set without a context manager (a tiny call's overhead is counted in microseconds)."""
         fn = self._fn
         bind = getattr(fn, "bind", None)
-        go = bind(spec) if bind is not None else functools.partial(fn, spec)
-        if not _serial(spec):
+        serial = _serial(spec)
+        go = bind(spec, serial) if bind is not None else functools.partial(fn, spec)
+        if not serial:
             return go
         get, put = _thread_api()
 
