@@ -6,9 +6,9 @@ Layout: C-contiguous x[N, C, H, W], w[K, C/G, R, S], b[K] (zeros when the op has
 - ``conv2d_direct``          every conv; one iteration per (n, group, block of KB output channels) writes
                              only that block; per output row a (KB, Q) accumulator stays in L1 and each
                              (c, r, s) tap is an axpy over the row's valid columns (vectorised over q).
-- ``conv2d_depthwise_phase`` C/G == 1 (depthwise, any channel multiplier): each plane is zero-padded and
-                             split into stride phases once, then every tap is one long unit-stride axpy
-                             over the whole output plane. Padded zeros are multiplied in: exact for finite
+- ``conv2d_depthwise_phase`` C/G == 1 (depthwise, any channel multiplier): the planes of several images
+                             of one channel are zero-padded and split into stride phases once, then every
+                             tap is one long unit-stride axpy over all their output planes. Padded zeros are multiplied in: exact for finite
                              weights only (dispatch's rule, ``zero_fills_padding``).
 - ``conv2d_depthwise``       C/G == 1, taps clipped to the input (padding never meets the weight), one
                              iteration per (n, channel); exact for every weight.
@@ -23,6 +23,7 @@ from numba import njit, prange
 
 from ._numba_common import (INLINE, JIT_CONV, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
                             uaxpy, uaxpy_strided, ucopy, ufill)
+from ._numba_planes import _copy_planes
 
 #: output channels per block of conv2d_direct: the (KB, Q) accumulator of one output row stays in L1
 #: and each input row loaded is reused KB times.
@@ -115,81 +116,77 @@ def conv2d_depthwise(x, w, b, out, geo):
 # ---------------------------------------------------------------------------------------------------
 # The padded plane a (P, Q) output reads is geo.extent_h x geo.extent_w (spec.input_extent_hw()); split
 # into sh x sw stride phases, each phase has Hq x Wq positions (Hq = ceil(extent_h / sh), likewise Wq).
+# One task holds NB images of one channel, phase-major: buf[(phase * NB + j) * Hq*Wq + i*Wq + jj] (the
+# layout of _numba_planes._copy_planes with a phase stride of NB planes), so that tap (r, s) of every
+# output (p, q) of all NB images sits at one flat offset from j*Hq*Wq + p*Wq + q, and each tap is one
+# loop over the NB planes at once (small planes: 7x7 outputs were 7-long loops one plane at a time).
 @njit(**INLINE)
-def _copy_phase(xf, src, H, W, buf, geo, Hq, Wq, lo, hi):
-    """buf[((a*sw + b)*Hq + i)*Wq + j] = plane[i*sh + a - pt, j*sw + b - pl] for the positions inside the
-    plane (the H x W plane at flat offset ``src`` of ``xf``; lo/hi: per column phase b the in-plane
-    columns [lo[b], hi[b]) of a phase row). The padding positions are the same for every plane: the
-    caller zeroes them once per chunk of planes.
-
-    In this layout the taps of window (r, s) for every output (p, q) sit at one flat offset from
-    p*Wq + q in phase plane ((r*dh) % sh, (s*dw) % sw), so each tap is one long unit-stride loop."""
-    sh, sw, pl = geo.stride_h, geo.stride_w, geo.pad_left
-    for h in range(H):
-        hp = h + geo.pad_top
-        i = hp // sh
-        if i >= Hq:
-            break
-        a = hp - i * sh
-        for b_ in range(sw):
-            l, e = lo[b_], hi[b_]
-            if e > l:
-                ucopy(buf, ((a * sw + b_) * Hq + i) * Wq + l, xf, src + h * W + l * sw + b_ - pl, e - l, sw)
-
-
-@njit(**INLINE)
-def _tap_offsets(geo, Hq, Wq):
-    """Flat offset, in the phase-split buffer, of tap (r, s) for output (0, 0)."""
-    sh, sw, dh, dw, S = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w, geo.S
-    toff = np.empty(geo.R * S, dtype=np.int64)
-    for r in range(geo.R):
-        for s in range(S):
-            toff[r * S + s] = ((((r * dh) % sh) * sw + (s * dw) % sw) * Hq + (r * dh) // sh) * Wq + (s * dw) // sw
-    return toff
+def _dw_taps3(acc, n, buf, o0, o1, o2, w0, w1, w2):
+    """acc[i] += w0 * buf[o0 + i] + w1 * buf[o1 + i] + w2 * buf[o2 + i], for i < n, left to right."""
+    p0, p1, p2 = np.uint64(o0), np.uint64(o1), np.uint64(o2)
+    for i in range(np.uint64(n)):
+        t = acc[i]
+        t += w0 * buf[i + p0]
+        t += w1 * buf[i + p1]
+        t += w2 * buf[i + p2]
+        acc[i] = t
 
 
 @njit(**JIT_CONV)
-def conv2d_depthwise_phase(x, w, b, out, geo, bufs, accs):
-    """C/G == 1: each (n, channel) plane is copied once, zero-padded and split into stride phases; then
-    every tap is one axpy over the whole (P, Wq) output plane (garbage columns q >= Q included and
-    dropped at the end). Zero padding is multiplied in, hence exact for finite weights only. Planes are
-    processed in ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in ``bufs[ch]`` (sh*sw*Hq*Wq
-    values, zero on entry: the padding positions are never written) and ``accs[ch]`` ((P-1)*Wq + Q
-    values). The caller allocates both (``numba_cpu.phase_plan``), so the kernel allocates nothing and a
-    buffer that does not fit is a MemoryError before it starts."""
-    sh, sw = geo.stride_h, geo.stride_w
+def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
+    """C/G == 1: per task (one channel, NB images), the planes are copied once, zero-padded and split into
+    stride phases; then every tap is one axpy over the NB output planes together (columns q >= Q and the
+    rows between planes computed and dropped), three taps per pass. Zero padding is multiplied in, hence
+    exact for finite weights only. Tasks run in ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in
+    ``bufs[ch]`` (sh*sw*NB*Hq*Wq values, zero on entry: the padding positions are never written) and
+    ``accs[ch]`` (NB*Hq*Wq values). The caller allocates both (``numba_cpu.phase_plan``), so the kernel
+    allocates nothing and a buffer that does not fit is a MemoryError before it starts. Each output: the
+    bias, then the taps in (r, s) row-major order."""
+    sh, sw, dh, dw = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     N, C, H, W = x.shape
     K, _, R, S = w.shape
     P, Q = out.shape[2], out.shape[3]
     M = K // C
     RS = R * S
+    R3 = RS - RS % 3
     Hq = (geo.extent_h + sh - 1) // sh
     Wq = (geo.extent_w + sw - 1) // sw
-    L = (P - 1) * Wq + Q
+    HW = Hq * Wq
+    PB = NB * HW                 # one phase of the task's NB planes
     lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)   # per column phase: its in-plane columns
-    toff = _tap_offsets(geo, Hq, Wq)
+    toff = np.empty(RS, dtype=np.int64)
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = (((r * dh) % sh) * sw + (s * dw) % sw) * PB + ((r * dh) // sh) * Wq + (s * dw) // sw
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
-    ntask = N * C
+    nblk = (N + NB - 1) // NB
+    ntask = C * nblk
     nchunk = bufs.shape[0]
     for ch in prange(nchunk):
         buf = bufs[ch]          # padding: zero on entry, never written
         acc = accs[ch]
-        t0 = ch * ntask // nchunk
-        t1 = (ch + 1) * ntask // nchunk
-        for t in range(t0, t1):
-            _copy_phase(xf, t * H * W, H, W, buf, geo, Hq, Wq, lo, hi)
-            k0 = (t % C) * M
-            ob = (t * M) * P * Q          # (n*K + c*M) * P*Q, since K = C*M
+        for t in range(ch * ntask // nchunk, (ch + 1) * ntask // nchunk):
+            c = t // nblk
+            n0 = (t % nblk) * NB
+            nb = min(NB, N - n0)
+            for j in range(nb):
+                _copy_planes(xf, ((n0 + j) * C + c) * H * W, H, W, buf, j * HW, PB, geo, Hq, Wq, lo, hi)
+            L = (nb - 1) * HW + (P - 1) * Wq + Q
             for m in range(M):
-                k = k0 + m
+                k = c * M + m
+                wk = k * RS
                 ufill(acc, 0, L, b[k])
-                for j in range(RS):
-                    uaxpy(acc, 0, buf, toff[j], wf[k * RS + j], L)
-                for p in range(P):
-                    ucopy(of, ob + p * Q, acc, p * Wq, Q, 1)
-                ob += P * Q
+                for j in range(0, R3, 3):
+                    _dw_taps3(acc, L, buf, toff[j], toff[j + 1], toff[j + 2], wf[wk + j], wf[wk + j + 1],
+                              wf[wk + j + 2])
+                for j in range(R3, RS):
+                    uaxpy(acc, 0, buf, toff[j], wf[wk + j], L)
+                for j in range(nb):
+                    ob = ((n0 + j) * K + k) * P * Q
+                    for p in range(P):
+                        ucopy(of, ob + p * Q, acc, j * HW + p * Wq, Q, 1)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ Layout: C-contiguous x[N, C, H, W], w[K, C/G, R, S], b[K], out[N, K, P, Q]; ``ge
 :class:`~._numba_common.ConvGeometry`.
 
 - ``conv2d_planes``  any 2-D conv. One item is (image n, group g, a run of output channels). Its C/G input
-  planes are copied once, zero-padded and split into stride phases (the depthwise phase kernel's layout,
-  ``_numba_conv._copy_phase``: in it, tap (r, s) of every output (p, q) sits at one flat offset from
+  planes are copied once, zero-padded and split into stride phases (``_copy_planes``, which the depthwise
+  phase kernel shares: in that layout tap (r, s) of every output (p, q) sits at one flat offset from
   p*Wq + q); then per block of ``KB4`` output channels and per tile of ``LT`` flat output positions, four
   accumulators take every (c, tap) as one loop over the tile, three taps at a time: each input value
   loaded serves twelve multiply-adds. The tile's positions q >= Q of each row are computed and dropped.

@@ -303,17 +303,30 @@ def _threads_for(tasks: int) -> int:
     return max(1, min(int(tasks), _threads()))
 
 
-def phase_plan(spec):
-    """(chunks, buffer values, accumulator values) of the phase-split depthwise kernel: each chunk (one
-    per thread at most) holds one zero-padded, phase-split plane and one output plane's accumulator."""
+#: values of one task's phase-split planes in the depthwise phase kernel: as many images of a channel as
+#: fit (at least one) go in one task, so that small planes (7x7) make long loops
+PHASE_BATCH = 8192
+
+
+def _phase_extent(spec):
+    """(Hq, Wq): one stride phase of the padded region the output reads."""
     extent_h, extent_w = spec.input_extent_hw()
-    sh, sw = spec.stride_h, spec.stride_w
-    hq, wq = -(-extent_h // sh), -(-extent_w // sw)
-    return _threads_for(spec.N * spec.C), sh * sw * hq * wq, (spec.P - 1) * wq + spec.Q
+    return -(-extent_h // spec.stride_h), -(-extent_w // spec.stride_w)
+
+
+def phase_plan(spec):
+    """(chunks, images per task, buffer values, accumulator values) of the phase-split depthwise kernel: a
+    task is NB images of one channel (NB planes' worth within PHASE_BATCH values, at least one); each chunk
+    (one per thread at most) holds one task's zero-padded, phase-split planes and their accumulator."""
+    hq, wq = _phase_extent(spec)
+    plane = spec.stride_h * spec.stride_w * hq * wq
+    nb = max(1, min(spec.N, PHASE_BATCH // plane))
+    tasks = spec.C * -(-max(1, spec.N) // nb)
+    return _threads_for(tasks), nb, nb * plane, nb * hq * wq
 
 
 def _phase_workspace(spec):
-    nchunk, buf, acc = phase_plan(spec)
+    nchunk, _, buf, acc = phase_plan(spec)
     return {"phase-split planes": nchunk * buf * spec.itemsize, "accumulators": nchunk * acc * spec.itemsize}
 
 
@@ -324,7 +337,8 @@ def _phase_reasons(spec) -> List[str]:
 def _phase_bound_reasons(spec) -> List[str]:
     """The phase-split kernels' bound: a padded, phase-split plane at most PHASE_SLACK x (input plane +
     output plane) + PHASE_MIN values."""
-    _, buf, _ = phase_plan(spec)
+    hq, wq = _phase_extent(spec)
+    buf = spec.stride_h * spec.stride_w * hq * wq
     bound = PHASE_SLACK * (spec.H * spec.W + spec.P * spec.Q) + PHASE_MIN
     if buf > bound:
         return [f"its phase-split buffer ({buf} values per plane: the padded region the output reads) is "
@@ -392,11 +406,11 @@ conv_planes.bind = _bind_conv_planes
 
 def conv_depthwise_phase(spec, x, w, b=None):
     k = kernels()
-    nchunk, buf, acc = phase_plan(spec)
+    nchunk, nb, buf, acc = phase_plan(spec)
     out = np.empty(spec.output_layout, dtype=x.dtype)
     bufs = workspace("the phase-split depthwise kernel's padded planes", (nchunk, buf), x.dtype, zero=True)
     accs = workspace("the phase-split depthwise kernel's accumulators", (nchunk, acc), x.dtype)
-    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), bufs, accs)
+    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), nb, bufs, accs)
     return out
 
 
