@@ -159,24 +159,37 @@ def test_the_data_rule_runs_on_fast_path_calls(monkeypatch):
     assert n[0] == 1
 
 
-def test_the_one_thread_rule_holds_and_restores_the_callers_count(monkeypatch):
-    x = _rand((1, 4, 8, 8))
-    before = numba.get_num_threads()
-    if before < 2:
-        pytest.skip("needs Numba on more than one thread")
-    inside = []
+def _spy_launches(monkeypatch):
+    """(kernel name, Numba thread count) of every launch through a bind closure."""
+    seen = []
     real = numba_cpu._Launch.__call__
 
     def call(self, *args):
-        inside.append(numba.get_num_threads())
+        seen.append((self.kern.py_func.__name__, numba.get_num_threads()))
         return real(self, *args)
     monkeypatch.setattr(numba_cpu._Launch, "__call__", call)
+    return seen
+
+
+def test_small_problems_launch_serial_twins_or_run_on_one_thread(monkeypatch):
+    before = numba.get_num_threads()
+    if before < 2:
+        pytest.skip("needs Numba on more than one thread")
+    seen = _spy_launches(monkeypatch)
     n = _fast_runs(monkeypatch)
+    x = _rand((1, 4, 8, 8))
+    w = _rand((4, 4, 3, 3), seed=1)
+    narrow = _rand((1, 2, 3, 9), seed=2)          # a window wider than the output: the per-window kernel
     after = []
     for _ in range(3):
         F.max_pool2d(x, 2)
+        F.conv2d(x, w)
+        F.avg_pool2d(narrow, (1, 9))
         after.append(numba.get_num_threads())
-    assert n[0] == 2 and inside == [1, 1]       # the first call ran the general path (NumbaImpl.run)
+    assert n[0] == 6                              # each op's first call ran the general path
+    # a twin needs no thread count; the avg twin's per-window path calls a parallel kernel: on one thread
+    assert seen == [("max_pool2d_serial", before), ("conv2d_planes_serial", before),
+                    ("avg_pool2d_serial", 1)] * 2
     assert after == [before] * 3
 
 

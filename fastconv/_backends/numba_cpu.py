@@ -399,6 +399,7 @@ def _bind_conv_planes(spec, serial=False):
         accs = workspace("the planes kernel's accumulators", accs_shape, dtype)
         kern(x, w, zero if b is None else b, out, geo, runs, bufs, accs)
         return out
+    go.threadless = serial
     return go
 
 
@@ -840,6 +841,7 @@ def _bind_max_pool(spec, serial=False):
         idx = np.empty(idx_shape, dtype=np.int64)
         kern(x, out, idx, want, geo)
         return (out, idx) if want else out
+    go.threadless = serial
     return go
 
 
@@ -867,6 +869,7 @@ def _bind_avg_pool(spec, serial=False):
         out = np.empty(layout, dtype=dtype)
         kern(x, out, geo, include, div)
         return out
+    go.threadless = serial and spec.Q >= spec.S   # (Q < S: avg_pool2d runs the parallel per-window kernel)
     return go
 
 
@@ -1521,8 +1524,8 @@ class NumbaImpl(FunctionImpl):
         bind = getattr(fn, "bind", None)
         serial = _serial(spec)
         go = bind(spec, serial) if bind is not None else functools.partial(fn, spec)
-        if not serial:
-            return go
+        if not serial or getattr(go, "threadless", False):
+            return go       # (a bind that launches only serial twins needs no thread count)
         get, put = _thread_api()
 
         def serial(*arrays):
