@@ -4,8 +4,8 @@ Implementations, in priority order (kernels in ``_numba_conv`` / ``_numba_pool``
 ``_numba_kernels``); each runs exactly the kernels its name says, and a problem it cannot take exactly is
 one of its reasons, never a hand-over to another kernel:
 - ``numba:conv:direct/depthwise-phase``: C/groups == 1 (depthwise, any channel multiplier):
-  ``conv2d_depthwise_phase`` (each plane zero-padded and split into stride phases once, every tap one long
-  axpy). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
+  ``conv2d_depthwise_phase`` (several images of a channel per task, within ``PHASE_BATCH`` values: their
+  planes zero-padded and split into stride phases once, every tap one long axpy over all of them). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
   problem whose weight holds Inf or NaN; nor where its padded plane would be mostly unused (see
   Workspaces below).
 - ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
@@ -45,9 +45,11 @@ names each with its bytes, from the same plan functions the run allocates by). T
 - direct kernels: per thread a few output rows (conv: KB rows of Q; the input gradient: CB rows of W), the
   weight gradient's KBW x (window) x Q lane accumulators, a pool's output row or a gradient's float64 plane:
   sizes of the output, the operands and the window, never of the padding, the stride or the dilation;
-- the phase-split depthwise kernel: per thread one padded, phase-split plane (the region its output
-  reads) and one accumulator; it refuses (a reason) a plane over ``PHASE_SLACK`` x (input plane + output
-  plane) + ``PHASE_MIN`` values, i.e. wherever padding, stride or dilation make most of it unused;
+- the phase-split depthwise kernel: per thread one task's padded, phase-split planes (the region its output
+  reads, for up to ``PHASE_BATCH`` values of images) and one accumulator; the planes kernel: per thread one
+  image's group of such planes and KB4 x LT accumulators; both refuse (a reason) a plane over
+  ``PHASE_SLACK`` x (input plane + output plane) + ``PHASE_MIN`` values, i.e. wherever padding, stride or
+  dilation make most of it unused;
 - every im2col variant: one tile (``TILE_BYTES``), a band of one image (``IMAGE_COL_BYTES``, ``BAND_BYTES``)
   or, in 3-D, a band of output slices, at least one output row (3-D: slice); it refuses (a reason) a
   workspace over ``WORKSPACE_CAP`` (256 MiB), so ``algo="auto"`` runs a direct kernel and an explicit
@@ -125,6 +127,13 @@ non-conv ops: ``SERIAL_MAX_POOL_FLOPS``) runs its Numba
 kernels on one thread (see ``NumbaImpl.run``). Where NumPy's BLAS is not OpenBLAS, there is one worker, the
 caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
+
+Repeat calls (``NumbaImpl.runner``, for ``fastconv.functional``'s fast path): the blocked and planes convs
+and the max and avg pools have a ``bind(spec, serial)`` that works out the kernel, geometry, shapes and
+plan once and launches the kernel through Numba's compiled entry point (``_Launch``); below the serial
+thresholds it launches the serial twin (``_numba_common.serial_twin``: the same Python function compiled
+without ``parallel``), which enters no threading layer (a tiny max pool: 1.4 us against 3.5 us, 5 against
+14 right after a torch call whose OpenMP workers still spin).
 
 First call: each kernel compiles on first use per dtype (6-8 s each on this project's 2-core machines)
 and is written to Numba's disk cache; a new process loads it (about 0.7 s for the first, which imports
