@@ -122,8 +122,7 @@ a time (a worker on a busy core does fewer) and running the serial packing kerne
 OpenBLAS set to one thread (process-wide, ``openblas_set_num_threads``) while any such call runs and put back
 when the last ends, so OpenBLAS's own pool, whose workers spin for about 0.1 s after each call, stays asleep.
 Per worker: its own column matrix (the workspaces below count one per worker). Problems below
-``POOL_MIN_FLOPS`` run on the calling thread, and any problem under ``SERIAL_MAX_FLOPS`` (pools and other
-non-conv ops: ``SERIAL_MAX_POOL_FLOPS``) runs its Numba
+``POOL_MIN_FLOPS`` run on the calling thread, and any problem under ``SERIAL_MAX_FLOPS`` runs its Numba
 kernels on one thread (see ``NumbaImpl.run``). Where NumPy's BLAS is not OpenBLAS, there is one worker, the
 caller, and the GEMMs run on the BLAS's own threads (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS``). The 3-D im2col paths still call BLAS from the caller with its own threads.
@@ -1467,21 +1466,13 @@ def implementations():
 #: 2-core machines with one core busy: a (1,3,8,8) conv 0.2 ms on one thread, 2.3 ms on two)
 SERIAL_MAX_FLOPS = 2 * 10**5
 
-#: SERIAL_MAX_FLOPS for every op but the convolutions (pools, their gradients, unpooling, fold): a tap of
-#: theirs costs more than a conv's multiply-add, so splitting pays off sooner (measured on the 2-core EPYC,
-#: quiet: LeNet's 2x2 avg pool at N=16, 75k taps, 124 us on one thread, 77 us on two; a (1,16,10,10) max
-#: pool, 1.6k taps, 16 us on one, 30 us on two)
-SERIAL_MAX_POOL_FLOPS = 10**4
-
 
 def _serial(spec) -> bool:
-    """Whether a run of ``spec`` is too small to split (below :data:`SERIAL_MAX_FLOPS`, or
-    :data:`SERIAL_MAX_POOL_FLOPS` for an op that is not a convolution); decided once per spec object and
-    threshold (an adaptive pool's ``flops()`` sums its windows)."""
-    limit = SERIAL_MAX_FLOPS if spec.op in CONV_OPS else SERIAL_MAX_POOL_FLOPS
+    """Whether a run of ``spec`` is too small to split (below :data:`SERIAL_MAX_FLOPS`); decided once per
+    spec object and threshold (an adaptive pool's ``flops()`` sums its windows)."""
     memo = spec.__dict__.get("_serial_")
-    if memo is None or memo[0] != limit:
-        memo = (limit, spec.flops() < limit)
+    if memo is None or memo[0] != SERIAL_MAX_FLOPS:
+        memo = (SERIAL_MAX_FLOPS, spec.flops() < SERIAL_MAX_FLOPS)
         object.__setattr__(spec, "_serial_", memo)
     return memo[1]
 
