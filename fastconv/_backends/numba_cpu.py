@@ -379,26 +379,18 @@ def _planes_workspace(spec):
 
 
 def conv_planes(spec, x, w, b=None):
-    k = kernels()
-    nchunk, runs, buf, acc = planes_plan(spec)
-    out = np.empty(spec.output_layout, dtype=x.dtype)
-    bufs = workspace("the planes kernel's padded planes", (nchunk, buf), x.dtype, zero=True)
-    accs = workspace("the planes kernel's accumulators", (nchunk, k.KB4, acc // k.KB4), x.dtype)
-    k.conv2d_planes(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), runs, bufs, accs)
-    return out
+    return _bind_conv_planes(spec, launch=_dispatched)(x, w, b)
 
 
-def _bind_conv_planes(spec, serial=False):
+def _bind_conv_planes(spec, serial=False, launch=None):
     """:func:`conv_planes` with its kernel (``serial``: its serial twin), geometry, plan and zero bias
     worked out once (the plan under the caller's thread count, which the memo key fixes; a one-thread
     run's chunks are what fits it)."""
     k = kernels()
-    kern, geo = _Launch(k.conv2d_planes_serial if serial else k.conv2d_planes), k.conv_geometry(spec)
+    kern, geo = (launch or _Launch)(k.conv2d_planes_serial if serial else k.conv2d_planes), k.conv_geometry(spec)
     with _threads_of_run(spec):
         nchunk, runs, buf, acc = planes_plan(spec)
-    layout, dtype = spec.output_layout, np.dtype(spec.dtype)
-    zero = np.zeros(spec.K, dtype=dtype)
-    zero.flags.writeable = False     # shared by every call of the spec: never written
+    layout, dtype, zero = spec.output_layout, np.dtype(spec.dtype), _zero_bias(spec)
     bufs_shape, accs_shape = (nchunk, buf), (nchunk, k.KB4, acc // k.KB4)
 
     def go(x, w, b=None):
@@ -438,11 +430,19 @@ def _blocked_workspace(spec):
 
 
 def conv_blocked(spec, x, w, b=None):
-    k = kernels()
-    _reserve_for(spec, _blocked_workspace, "the blocked direct kernel's per-thread output rows")
-    out = np.empty(spec.output_layout, dtype=x.dtype)
-    k.conv2d_direct(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec))
-    return out
+    return _bind_conv_blocked(spec, launch=_dispatched)(x, w, b)
+
+
+def _zero_bias(spec):
+    """The K zeros a bind passes for an absent bias: shared by every call of the spec, so never written."""
+    zero = np.zeros(spec.K, dtype=spec.dtype)
+    zero.flags.writeable = False
+    return zero
+
+
+def _dispatched(kern):
+    """The ``launch`` of a bind run once (the Impl's own run): the kernel through its dispatcher."""
+    return kern
 
 
 class _Launch:
@@ -471,13 +471,11 @@ class _Launch:
         return out
 
 
-def _bind_conv_blocked(spec, serial=False):
+def _bind_conv_blocked(spec, serial=False, launch=None):
     """:func:`conv_blocked` with its kernel, geometry, zero bias and scratch check worked out once
     (``serial``: it has no serial twin; the runner runs it on one thread)."""
-    kern, geo = _Launch(kernels().conv2d_direct), kernels().conv_geometry(spec)
-    layout, dtype = spec.output_layout, np.dtype(spec.dtype)
-    zero = np.zeros(spec.K, dtype=dtype)
-    zero.flags.writeable = False     # shared by every call of the spec: never written
+    kern, geo = (launch or _Launch)(kernels().conv2d_direct), kernels().conv_geometry(spec)
+    layout, dtype, zero = spec.output_layout, np.dtype(spec.dtype), _zero_bias(spec)
     big = sum(_blocked_workspace(spec).values()) >= PROBE_BYTES   # planned under the caller's threads: at most
 
     def go(x, w, b=None):
@@ -831,16 +829,13 @@ def _pool_result(spec, out, idx):
 
 
 def max_pool(spec, x):
-    k = kernels()
-    out, idx = _pool_out(spec, x)
-    k.max_pool2d(x, out, idx, spec.return_indices, k.pool_geometry(spec))
-    return _pool_result(spec, out, idx)
+    return _bind_max_pool(spec, launch=_dispatched)(x)
 
 
-def _bind_max_pool(spec, serial=False):
+def _bind_max_pool(spec, serial=False, launch=None):
     """:func:`max_pool` with its kernel (``serial``: its serial twin), geometry and shapes worked out once."""
     k = kernels()
-    kern, geo = _Launch(k.max_pool2d_serial if serial else k.max_pool2d), k.pool_geometry(spec)
+    kern, geo = (launch or _Launch)(k.max_pool2d_serial if serial else k.max_pool2d), k.pool_geometry(spec)
     layout, dtype, want = spec.output_layout, np.dtype(spec.dtype), spec.return_indices
     idx_shape = layout if want else (1,) * len(layout)
 
@@ -861,16 +856,13 @@ def _avg_divisor(spec) -> int:
 
 
 def avg_pool(spec, x):
-    k = kernels()
-    out = np.empty(spec.output_layout, dtype=x.dtype)
-    k.avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, _avg_divisor(spec))
-    return out
+    return _bind_avg_pool(spec, launch=_dispatched)(x)
 
 
-def _bind_avg_pool(spec, serial=False):
+def _bind_avg_pool(spec, serial=False, launch=None):
     """:func:`avg_pool` with its kernel (``serial``: its serial twin), geometry and divisor worked out once."""
     k = kernels()
-    kern, geo = _Launch(k.avg_pool2d_serial if serial else k.avg_pool2d), k.pool_geometry(spec)
+    kern, geo = (launch or _Launch)(k.avg_pool2d_serial if serial else k.avg_pool2d), k.pool_geometry(spec)
     layout, dtype, include, div = spec.output_layout, np.dtype(spec.dtype), spec.count_include_pad, _avg_divisor(spec)
 
     def go(x):
