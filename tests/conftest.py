@@ -12,6 +12,21 @@ os.environ.setdefault("FASTCONV_QUIET", "1")
 os.environ.setdefault("FASTCONV_EMU_GUARD", "1")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Run tests/cuda/test_compile.py's tests last. Their NVRTC and ptxas jobs start when the run is collected
+    (below) and take minutes of CPU; reached in file order, early in the run, its tests waited about 75 s for
+    jobs still running, while the second core later sat idle once the background Numba warmup (.ci/run)
+    ended. Last, the jobs have the whole run to finish on that core. Order only: every test still runs."""
+    last = [i for i in items if _is_compile_test(i)]
+    if last:
+        items[:] = [i for i in items if not _is_compile_test(i)] + last
+
+
+def _is_compile_test(item) -> bool:
+    module = getattr(item, "module", None)
+    return module is not None and module.__name__.endswith("cuda.test_compile")
+
+
 def pytest_collection_finish(session):
     """Start tests/cuda/test_compile.py's NVRTC and ptxas jobs as soon as the run is collected, not when its
     first test is reached: they run on background threads (NVRTC through ctypes and ptxas in a subprocess
