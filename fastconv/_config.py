@@ -122,6 +122,12 @@ class Var:
     parse: Callable[[str], object]   # raw -> meaning; raises ValueError(why) for a value it does not take
 
 
+def _name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", raw):
+        raise ValueError("not a name (letters, digits, underscores)")
+    return raw
+
+
 _POSITIVE = "a positive integer"
 _THREADS = "a positive integer (or, as OpenMP reads it, a comma-separated list of them)"
 
@@ -191,6 +197,10 @@ VARS: Tuple[Var, ...] = (
         "threads of NumPy's BLAS: numba's 3-D im2col GEMMs, and the 1-D/2-D ones where the BLAS is not "
         "OpenBLAS (with OpenBLAS, fastconv's GEMM workers set 1 while they run); recorded by `fastconv bench`",
         _THREADS, _integers),
+    Var("OPENBLAS_CORETYPE", "other", "OpenBLAS's own choice for the CPU",
+        "the kernel family of NumPy's OpenBLAS (numba's im2col and Winograd GEMMs), read by OpenBLAS once, when "
+        "NumPy is imported; `fastconv bench` records it beside the family in use (README, Threads on the CPU)",
+        "an OpenBLAS core name (`Haswell`, `SkylakeX`, `Zen`, ...)", _name),
     Var("OMP_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for OpenMP builds of BLAS and for torch",
         _THREADS, _integers),
     Var("MKL_NUM_THREADS", "other", "all cores", "as `OPENBLAS_NUM_THREADS`, for MKL builds of NumPy",

@@ -80,6 +80,31 @@ def blas_thread_control():
     return _SETTER or None
 
 
+#: names of OpenBLAS's ``get_corename`` (the kernel family it picked for this CPU at load time), as plain and
+#: as scipy-openblas builds export it
+_CORENAME_SYMBOLS = ("openblas_get_corename", "scipy_openblas_get_corename64_", "scipy_openblas_get_corename")
+
+
+def blas_corename() -> Optional[str]:
+    """The kernel family NumPy's OpenBLAS chose for this CPU when it was loaded ("Haswell", "SkylakeX",
+    "Zen", ...), or None where NumPy's BLAS is not an OpenBLAS that says. OpenBLAS picks it once, from the
+    CPU model it knows (``OPENBLAS_CORETYPE`` overrides it, read at load time only): on a CPU newer than
+    its table it may pick an older family's kernels, which the benchmark reports show beside the CPU's ISA."""
+    import numpy   # noqa: F401  (loads NumPy's BLAS, so that it is in the map)
+    for path in _loaded_openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _CORENAME_SYMBOLS:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_char_p, []
+                core = fn()
+                return core.decode("ascii", "replace").strip() if core else None
+    return None
+
+
 _held = {"calls": 0, "saved": None}
 
 

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .. import _timing
+from .. import _config, _timing
 
 #: fp32 (CUDA cores, no tensor cores) peak GFLOP/s and memory bandwidth GB/s. Source: NVIDIA vendor spec
 #: sheets (H100 datasheet: SXM5 67 TFLOPS / 3.35 TB/s, PCIe 51 / 2.0, NVL 60 / 3.9; H200 product brief:
@@ -183,6 +183,13 @@ def cpu_isa(path: str = "/proc/cpuinfo") -> dict:
     return {"isa": isa, "flags": flags}
 
 
+def blas_kernels() -> Optional[str]:
+    """The kernel family NumPy's OpenBLAS runs (the im2col paths' GEMMs), e.g. "Haswell" (AVX2) or
+    "SkylakeX" (AVX-512), or None where the BLAS does not say (see ``_cpu_pool.blas_corename``)."""
+    from .._backends import _cpu_pool
+    return _cpu_pool.blas_corename()
+
+
 def gpu_info() -> Optional[dict]:
     """Name, memory, compute capability, CUDA runtime/driver of the current CuPy device, or None."""
     try:
@@ -252,6 +259,7 @@ def machine_info(device: str) -> dict:
     isa = cpu_isa()
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "hostname": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
-            "cpu_isa": isa["isa"], "cpu_flags": isa["flags"],
+            "cpu_isa": isa["isa"], "cpu_flags": isa["flags"], "blas_kernels": blas_kernels(),
+            "blas_coretype_env": _config.get("OPENBLAS_CORETYPE") or None,
             "cpu_cores": os.cpu_count(), "cpu_cores_usable": usable, "device": device,
             "gpu": gpu_info() if device == "gpu" else None, "loadavg_start": loadavg()}

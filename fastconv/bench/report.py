@@ -472,6 +472,28 @@ def _cuda_version(v) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}" if isinstance(v, int) else "-"
 
 
+#: the vector ISA of OpenBLAS's x86-64 kernel families (``openblas_get_corename``) that the CPU facts name
+BLAS_KERNEL_ISA = {"haswell": "AVX2", "zen": "AVX2", "skylakex": "AVX-512", "cooperlake": "AVX-512",
+                   "sapphirerapids": "AVX-512", "sandybridge": "AVX", "nehalem": "SSE4.2"}
+
+
+def _blas_text(m: dict) -> str:
+    """"; NumPy's OpenBLAS: Haswell kernels (AVX2)", with a note where they are narrower than the CPU's ISA
+    (the im2col paths' GEMMs then run below the CPU's speed), or "" where the report has no BLAS kernels."""
+    core = m.get("blas_kernels")
+    if not core:
+        return ""
+    isa = BLAS_KERNEL_ISA.get(core.lower())
+    text = f"; NumPy's OpenBLAS: {core} kernels" + (f" ({isa})" if isa else "")
+    env = m.get("blas_coretype_env")
+    if env:
+        text += f", as OPENBLAS_CORETYPE={env} asks"
+    if isa == "AVX2" and m.get("cpu_isa") == "AVX-512":
+        text += (", narrower than this CPU's AVX-512 (OPENBLAS_CORETYPE, set or unset before NumPy is "
+                 "imported, chooses others: README, Threads on the CPU)")
+    return text
+
+
 def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     """The machine, versions and physical limits of one report, one line each."""
     m, v, st = rep["machine"], rep["versions"], rep["settings"]
@@ -480,7 +502,7 @@ def _facts(rep: dict, entries: Sequence[dict]) -> List[str]:
     facts = []
     if not g and m.get("cpu_isa") is not None:
         facts.append(f"CPU: {m.get('cpu_model')}, {m['cpu_isa']} ({' '.join(m.get('cpu_flags') or [])}), "
-                     f"{m.get('cpu_cores_usable')} usable cores")
+                     f"{m.get('cpu_cores_usable')} usable cores" + _blas_text(m))
     th = threads_text(st.get("threads"))
     if th:
         facts.append(th)

@@ -154,6 +154,46 @@ def test_cpu_isa_from_cpuinfo(tmp_path, flags, isa, kept):
     assert machine.cpu_isa(str(tmp_path / "missing")) == {"isa": None, "flags": []}
 
 
+def test_blas_kernels_are_the_ones_openblas_reports():
+    """The kernel family in a report is OpenBLAS's own answer, checked against threadpoolctl's, which asks
+    the same library by its own means (skipped where either has nothing to say)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy   # noqa: F401
+    told = [d.get("architecture") for d in threadpoolctl.threadpool_info() if d.get("internal_api") == "openblas"]
+    if not told:
+        pytest.skip("NumPy's BLAS is not OpenBLAS here")
+    assert machine.blas_kernels() == told[0]
+    assert machine.machine_info("cpu")["blas_kernels"] == told[0]
+
+
+def test_the_coretype_variable_is_recorded_as_set(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert machine.machine_info("cpu")["blas_coretype_env"] == "Haswell"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert machine.machine_info("cpu")["blas_coretype_env"] is None
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Has well")
+    with pytest.raises(ValueError, match="OPENBLAS_CORETYPE"):
+        machine.machine_info("cpu")
+
+
+@pytest.mark.parametrize("core, env, isa, expect", [
+    ("Haswell", "Haswell", "AVX-512",
+     "; NumPy's OpenBLAS: Haswell kernels (AVX2), as OPENBLAS_CORETYPE=Haswell asks, narrower than this CPU's "
+     "AVX-512 (OPENBLAS_CORETYPE, set or unset before NumPy is imported, chooses others: README, Threads on the "
+     "CPU)"),
+    ("Haswell", None, "AVX2", "; NumPy's OpenBLAS: Haswell kernels (AVX2)"),
+    ("SkylakeX", None, "AVX-512", "; NumPy's OpenBLAS: SkylakeX kernels (AVX-512)"),
+    ("Neoverse", None, None, "; NumPy's OpenBLAS: Neoverse kernels"),
+    (None, None, "AVX-512", ""),
+])
+def test_the_cpu_line_names_the_blas_kernels(core, env, isa, expect):
+    rep = synthetic_report()
+    rep["machine"].update(cpu_isa=isa or "AVX2", cpu_flags=["avx2"], cpu_model="Some CPU", cpu_cores_usable=2,
+                          gpu=None, blas_kernels=core, blas_coretype_env=env)
+    line = next(ln for ln in bench.markdown([rep]).splitlines() if ln.startswith("- CPU: "))
+    assert line == f"- CPU: Some CPU, {rep['machine']['cpu_isa']} (avx2), 2 usable cores{expect}"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Goals over several tables, and about one op group
 # ---------------------------------------------------------------------------------------------------
