@@ -57,6 +57,7 @@ BAD = {
     "CUDA_PATH": _a_file,
     "CUDA_HOME": _a_file,
     "OPENBLAS_NUM_THREADS": "four",
+    "OPENBLAS_CORETYPE": "Sky lake",
     "OMP_NUM_THREADS": "4,0",
     "MKL_NUM_THREADS": "1e3",
 }
