@@ -32,9 +32,8 @@ def pytest_collection_finish(session):
     first test is reached: they run on background threads (NVRTC through ctypes and ptxas in a subprocess
     release the GIL), so on a 2-core machine they use the core the mostly single-threaded tests before them
     leave idle. The tests still wait for, and judge, each job's own result."""
-    for module in {getattr(item, "module", None) for item in session.items}:
-        if module is not None and module.__name__.endswith("cuda.test_compile"):
-            module.start_compiles_early(session.items)
+    for module in {item.module for item in session.items if _is_compile_test(item)}:
+        module.start_compiles_early(session.items)
 
 
 import pytest  # noqa: E402

@@ -55,34 +55,40 @@ _SYMBOLS = (("openblas_set_num_threads", "openblas_get_num_threads"),
             ("scipy_openblas_set_num_threads_64_", "scipy_openblas_get_num_threads_64_"))
 
 
+def _openblas_functions(names_options):
+    """The first of ``names_options`` (tuples of symbol names) that a loaded OpenBLAS exports in full, as a
+    tuple of its ctypes functions (restype/argtypes still to set), or None."""
+    import numpy   # noqa: F401  (loads NumPy's BLAS, so that it is in the map)
+    for path in _loaded_openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for names in names_options:
+            fns = tuple(getattr(lib, n, None) for n in names)
+            if all(f is not None for f in fns):
+                return fns
+    return None
+
+
 def blas_thread_control():
     """(set, get) of the thread count of the OpenBLAS NumPy loaded, as ctypes functions, or None where there
     is none. Looked up once."""
     global _SETTER
     if _SETTER is None:
-        import numpy   # noqa: F401  (loads NumPy's BLAS, so that it is in the map)
-        found = False
-        for path in _loaded_openblas_paths():
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for set_name, get_name in _SYMBOLS:
-                set_fn, get_fn = getattr(lib, set_name, None), getattr(lib, get_name, None)
-                if set_fn is not None and get_fn is not None:
-                    set_fn.restype, set_fn.argtypes = None, [ctypes.c_int]
-                    get_fn.restype, get_fn.argtypes = ctypes.c_int, []
-                    found = (set_fn, get_fn)
-                    break
-            if found:
-                break
-        _SETTER = found
+        found = _openblas_functions(_SYMBOLS)
+        if found:
+            set_fn, get_fn = found
+            set_fn.restype, set_fn.argtypes = None, [ctypes.c_int]
+            get_fn.restype, get_fn.argtypes = ctypes.c_int, []
+        _SETTER = found or False
     return _SETTER or None
 
 
 #: names of OpenBLAS's ``get_corename`` (the kernel family it picked for this CPU at load time), as plain and
 #: as scipy-openblas builds export it
-_CORENAME_SYMBOLS = ("openblas_get_corename", "scipy_openblas_get_corename64_", "scipy_openblas_get_corename")
+_CORENAME_SYMBOLS = (("openblas_get_corename",), ("scipy_openblas_get_corename64_",),
+                     ("scipy_openblas_get_corename",))
 
 
 def blas_corename() -> Optional[str]:
@@ -90,19 +96,13 @@ def blas_corename() -> Optional[str]:
     "Zen", ...), or None where NumPy's BLAS is not an OpenBLAS that says. OpenBLAS picks it once, from the
     CPU model it knows (``OPENBLAS_CORETYPE`` overrides it, read at load time only): on a CPU newer than
     its table it may pick an older family's kernels, which the benchmark reports show beside the CPU's ISA."""
-    import numpy   # noqa: F401  (loads NumPy's BLAS, so that it is in the map)
-    for path in _loaded_openblas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _CORENAME_SYMBOLS:
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn.restype, fn.argtypes = ctypes.c_char_p, []
-                core = fn()
-                return core.decode("ascii", "replace").strip() if core else None
-    return None
+    found = _openblas_functions(_CORENAME_SYMBOLS)
+    if not found:
+        return None
+    fn, = found
+    fn.restype, fn.argtypes = ctypes.c_char_p, []
+    core = fn()
+    return core.decode("ascii", "replace").strip() if core else None
 
 
 _held = {"calls": 0, "saved": None}
