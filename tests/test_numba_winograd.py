@@ -110,6 +110,28 @@ def test_adversarial_magnitudes_and_several_chunks(monkeypatch):
     _check(x, w, None, padding=1)
 
 
+@pytest.mark.parametrize("shape, whole, workers", [
+    ((2, 32, 6, 6, 32), True, 1),      # small images, many channels: the whole batch, on the caller
+    ((2, 40, 9, 9, 37), True, 2),      # the same on the GEMM workers, uneven blocks of channels
+    ((4, 8, 24, 23, 8), False, 2),     # large images, few channels: chunks of tile rows on the workers
+])
+def test_both_plans_on_the_caller_and_the_workers(shape, whole, workers):
+    """The whole-batch plan (V by blocks of input channels, then U, the GEMMs and the outputs per block of
+    output channels) and the chunked one each match the oracle, with bias and an uneven padding."""
+    N, C, H, W, K = shape
+    if workers > 1 and numba_cpu.gemm_workers(_spec.conv_spec(np.zeros(shape[:4], np.float32),
+                                                              np.zeros((K, C, 3, 3), np.float32))) < 2:
+        pytest.skip("needs 2 Numba threads and OpenBLAS")
+    rng = _rng(11)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    spec = _spec.conv_spec(x, w, b, padding=((1, 2), (0, 1)))
+    assert numba_cpu._winograd_whole_batch(spec) is whole
+    assert numba_cpu.gemm_workers(spec) == workers
+    _check(x, w, b, padding=((1, 2), (0, 1)))
+
+
 def test_public_layouts_noncontiguous_and_unbatched():
     rng = _rng(4)
     x = rng.standard_normal((2, 3, 11, 14)).astype(np.float32)[:, :, :, ::2]      # non-contiguous
@@ -201,7 +223,9 @@ def test_other_problems_and_backends_refuse_winograd_by_name():
 
 
 def test_the_workspace_cap_refuses():
-    x = np.broadcast_to(np.zeros((), np.float32), (1, 2048, 4, 4))         # shapes only: nothing allocated
+    """A batch too large to transform at once goes in chunks, which need the whole U (36 x 2048 x 2048
+    values, 604 MB); for small images U is made per block of output channels and stays small."""
+    x = np.broadcast_to(np.zeros((), np.float32), (1, 2048, 256, 256))     # shapes only: nothing allocated
     w = np.broadcast_to(np.zeros((), np.float32), (2048, 2048, 3, 3))
     spec = _spec.conv_spec(x, w, padding=1)
     r = _dispatch.reasons(_impl(), spec)

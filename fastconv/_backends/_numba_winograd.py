@@ -13,11 +13,11 @@ one), so a chunk holds rows*TW tiles, numbered t = (gr - gr0)*TW + tw.
 
 - ``winograd_filter``  U[a*6+b, k, c] = (G g G^T)[a, b] for g = w[k, c] (the transform in float64,
                        rounded once to U's dtype); parallel over k.
-- ``winograd_input``   V[a*6+b, c, t] = (B^T d B)[a, b] for the chunk's tiles; parallel over
-                       (c, tile row); each iteration copies its 6 input rows into a zeroed row buffer
-                       (the padding stays zero), runs B^T down its columns, then along each tile.
+- ``winograd_input``   V[a*6+b, c, t] = (B^T d B)[a, b] for the chunk's tiles; parallel over channels;
+                       per tile row it copies the 6 input rows into a zeroed row buffer (the padding
+                       stays zero) and runs B^T down its columns, then B^T along every tile at once.
 - ``winograd_output``  out = A^T M A + b over the chunk's tiles (M[a*6+b, k, t], the GEMMs' result),
-                       writing only outputs inside P x Q; parallel over (k, tile row). A tile whose
+                       writing only outputs inside P x Q; parallel over output channels. A tile whose
                        result holds Inf or NaN is computed again by direct summation (taps clipped to
                        the input, float64): the transforms spread one input's (or weight's) Inf over
                        the whole tile, and can overflow where the conv does not, so this keeps the
@@ -95,90 +95,112 @@ def g3(g0, g1, g2):
 # ---------------------------------------------------------------------------------------------------
 # The kernels
 # ---------------------------------------------------------------------------------------------------
-@njit(**INLINE)
-def _put6(a, i0, j, t, v):
-    """a[i0 + 0..5, j, t] = v (constant tuple indices: no tuple indexed by a variable)"""
-    a[i0, j, t] = v[0]
-    a[i0 + 1, j, t] = v[1]
-    a[i0 + 2, j, t] = v[2]
-    a[i0 + 3, j, t] = v[3]
-    a[i0 + 4, j, t] = v[4]
-    a[i0 + 5, j, t] = v[5]
-
-
 @njit(**JIT_CONV)
-def winograd_filter(w, U):
-    """U[a*6+b, k, c] = (G w[k, c] G^T)[a, b], computed in float64 and rounded once; per k the taps are
-    first gathered tap-major (wt[r*3+s, c]), so both passes run over c with unit stride."""
-    K, C = w.shape[0], w.shape[1]
-    for k in prange(K):
+def winograd_filter(w, U, k0, k1, u0):
+    """U[a*6+b, k - u0, c] = (G w[k, c] G^T)[a, b] for the output channels k0 <= k < k1 (parallel over them;
+    u0: the channel of U's first row),
+    computed in float64 and rounded once; per k the taps are first gathered tap-major (wt[r*3+s, c]), so
+    both passes run over c with unit stride, on row views (which LLVM vectorizes; 3-D indexing it does not)."""
+    C = w.shape[1]
+    for k in prange(k0, k1):
         wt = np.empty((9, C))
         t = np.empty((18, C))           # t[a*3+s, c] = (G w[k, c])[a, s]
         for c in range(C):
             for j in range(9):
                 wt[j, c] = w[k, c, j // 3, j % 3]
         for s in range(3):
+            g0, g1, g2 = wt[s], wt[3 + s], wt[6 + s]
+            o0, o1, o2, o3, o4, o5 = t[s], t[3 + s], t[6 + s], t[9 + s], t[12 + s], t[15 + s]
             for c in range(C):
-                v = g3(wt[s, c], wt[3 + s, c], wt[6 + s, c])
-                t[s, c] = v[0]
-                t[3 + s, c] = v[1]
-                t[6 + s, c] = v[2]
-                t[9 + s, c] = v[3]
-                t[12 + s, c] = v[4]
-                t[15 + s, c] = v[5]
+                v = g3(g0[c], g1[c], g2[c])
+                o0[c] = v[0]
+                o1[c] = v[1]
+                o2[c] = v[2]
+                o3[c] = v[3]
+                o4[c] = v[4]
+                o5[c] = v[5]
         for a in range(6):
+            h0, h1, h2 = t[a * 3], t[a * 3 + 1], t[a * 3 + 2]
+            ku = k - u0
+            f0, f1, f2 = U[a * 6, ku], U[a * 6 + 1, ku], U[a * 6 + 2, ku]
+            f3, f4, f5 = U[a * 6 + 3, ku], U[a * 6 + 4, ku], U[a * 6 + 5, ku]
             for c in range(C):
-                _put6(U, a * 6, k, c, g3(t[a * 3, c], t[a * 3 + 1, c], t[a * 3 + 2, c]))
+                v = g3(h0[c], h1[c], h2[c])
+                f0[c] = v[0]
+                f1[c] = v[1]
+                f2[c] = v[2]
+                f3[c] = v[3]
+                f4[c] = v[4]
+                f5[c] = v[5]
 
 
 @njit(**JIT_CONV)
-def winograd_input(x, gr0, rows, TH, TW, geo, V, nchunk):
-    """V[a*6+b, c, t] = (B^T d B)[a, b] for the tiles of tile rows [gr0, gr0 + rows) (see the module
-    docstring); tasks are (channel, tile row), in ``nchunk`` parallel chunks that allocate their scratch
-    once. Per task: the 6 input rows copied zero-padded into a row buffer (the columns the tile row
-    reads), B^T down its columns written split by column phase (column 4q + r at [a*4 + r, q]), then B^T
-    along each tile, reading the phases with unit stride."""
+def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
+    """V[a*6+b, c, col0 + t] = (B^T d B)[a, b] for the channels c0 <= c < c1 and the tiles t of tile rows
+    [gr0, gr0 + rows) (see the module docstring; col0: the column of the chunk's first tile in V); one task
+    per channel, in ``nchunk`` parallel chunks that allocate their scratch once. Per task and tile row: the
+    6 input rows copied zero-padded into a row buffer (the columns the tile row reads), B^T down its
+    columns, and each tile's 6 values of each transformed row gathered into L[a*6 + i, t]; then per row a,
+    B^T along the tiles' rows, one loop over all the task's tiles. Every loop with arithmetic runs over a
+    contiguous index on row views (so LLVM vectorizes it), the longest one available: the task's tiles."""
     N, C, H, W = x.shape
     pt, pl = geo.pad_top, geo.pad_left
-    QP = TW + 1                 # phase columns: tile tw reads phase columns tw (4 values) and tw + 1 (2)
-    WB = 4 * QP                 # buffer columns: input columns [-pl, WB - pl)
+    WB = 4 * (TW + 1)           # buffer columns: input columns [-pl, WB - pl); tile tw reads 4tw .. 4tw + 5
     lo = min(WB, pl)            # buffer columns [lo, hi) hold input columns [lo - pl, hi - pl)
     hi = max(lo, min(WB, W + pl))
-    tasks = C * rows
+    RT = rows * TW
+    tasks = c1 - c0
     for ch in prange(nchunk):
         buf = np.zeros((6, WB), dtype=V.dtype)
-        ph = np.empty((24, QP), dtype=V.dtype)
+        cp = np.empty((6, WB), dtype=V.dtype)
+        L = np.empty((36, RT), dtype=V.dtype)
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
-            c = it // rows
-            tr = it - c * rows
-            gr = gr0 + tr
-            n = gr // TH
-            th = gr - n * TH
-            for i in range(6):
-                h = 4 * th - pt + i
-                dst = buf[i]
-                if h >= 0 and h < H:
-                    src = x[n, c, h]
-                    for col in range(lo, hi):
-                        dst[col] = src[col - pl]
-                else:
-                    for col in range(lo, hi):
-                        dst[col] = 0
-            for q in range(QP):
-                for r in range(4):
-                    col = 4 * q + r
-                    v = bt6(buf[0, col], buf[1, col], buf[2, col], buf[3, col], buf[4, col], buf[5, col])
-                    ph[r, q] = v[0]
-                    ph[4 + r, q] = v[1]
-                    ph[8 + r, q] = v[2]
-                    ph[12 + r, q] = v[3]
-                    ph[16 + r, q] = v[4]
-                    ph[20 + r, q] = v[5]
-            base = tr * TW
+            c = c0 + it
+            for tr in range(rows):
+                gr = gr0 + tr
+                n = gr // TH
+                th = gr - n * TH
+                for i in range(6):
+                    h = 4 * th - pt + i
+                    dst = buf[i]
+                    if h >= 0 and h < H:
+                        src = x[n, c, h]
+                        for col in range(lo, hi):
+                            dst[col] = src[col - pl]
+                    else:
+                        for col in range(lo, hi):
+                            dst[col] = 0
+                b0, b1, b2, b3, b4, b5 = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
+                e0, e1, e2, e3, e4, e5 = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5]
+                for col in range(WB):
+                    v = bt6(b0[col], b1[col], b2[col], b3[col], b4[col], b5[col])
+                    e0[col] = v[0]
+                    e1[col] = v[1]
+                    e2[col] = v[2]
+                    e3[col] = v[3]
+                    e4[col] = v[4]
+                    e5[col] = v[5]
+                tb = tr * TW
+                for a in range(6):
+                    ca = cp[a]
+                    for i in range(6):
+                        la = L[a * 6 + i]
+                        for tw in range(TW):
+                            la[tb + tw] = ca[4 * tw + i]
             for a in range(6):
-                p0, p1, p2, p3 = ph[4 * a], ph[4 * a + 1], ph[4 * a + 2], ph[4 * a + 3]
-                for tw in range(TW):
-                    _put6(V, a * 6, c, base + tw, bt6(p0[tw], p1[tw], p2[tw], p3[tw], p0[tw + 1], p1[tw + 1]))
+                l0, l1, l2 = L[a * 6], L[a * 6 + 1], L[a * 6 + 2]
+                l3, l4, l5 = L[a * 6 + 3], L[a * 6 + 4], L[a * 6 + 5]
+                v0, v1 = V[a * 6, c, col0:col0 + RT], V[a * 6 + 1, c, col0:col0 + RT]
+                v2, v3 = V[a * 6 + 2, c, col0:col0 + RT], V[a * 6 + 3, c, col0:col0 + RT]
+                v4, v5 = V[a * 6 + 4, c, col0:col0 + RT], V[a * 6 + 5, c, col0:col0 + RT]
+                for t in range(RT):
+                    v = bt6(l0[t], l1[t], l2[t], l3[t], l4[t], l5[t])
+                    v0[t] = v[0]
+                    v1[t] = v[1]
+                    v2[t] = v[2]
+                    v3[t] = v[3]
+                    v4[t] = v[4]
+                    v5[t] = v[5]
 
 
 @njit(**INLINE)
@@ -203,60 +225,68 @@ def _direct_tile(x, w, b, out, n, k, p0, q0, geo):
 
 
 @njit(**JIT_CONV)
-def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, nchunk):
-    """out[n, k] = A^T M A + b[k] over the tiles of tile rows [gr0, gr0 + rows), only outputs inside
-    P x Q; a tile with a non-finite result is summed again directly (see the module docstring). Tasks
-    are (output channel, tile row), in ``nchunk`` parallel chunks that allocate their scratch once."""
+def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, nchunk):
+    """out[n, k] = A^T M A + b[k] for the output channels k0 <= k < k1 over the tiles of tile rows
+    [gr0, gr0 + rows) (channel k in M's row k - m0, the chunk's first tile at its column col0), only
+    outputs inside P x Q; a tile with
+    a non-finite result is summed again directly (see the module docstring). One task per output channel,
+    in ``nchunk`` parallel chunks that allocate their scratch once; both passes of A^T run over all the
+    task's tiles (row views, contiguous: vectorized), then each tile row's outputs are written out."""
     N, K, P, Q = out.shape
-    tasks = K * rows
+    RT = rows * TW
+    tasks = k1 - k0
     for ch in prange(nchunk):
-        tmp = np.empty((24, TW), dtype=M.dtype)     # tmp[i*6 + bb, tw] = (A^T M[:, bb])[i]
-        row = np.empty((4, 4 * TW), dtype=out.dtype)
+        S = np.empty((24, RT), dtype=M.dtype)     # S[i*6 + bb, t] = (A^T M[:, bb])[i] of tile t
+        Y = np.empty((16, RT), dtype=out.dtype)   # Y[i*4 + j, t]: tile t's output (i, j), bias added
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
-            k = it // rows
-            tr = it - k * rows
-            gr = gr0 + tr
-            n = gr // TH
-            th = gr - n * TH
-            base = tr * TW
+            k = k0 + it
+            km = k - m0
             for bb in range(6):
-                m0, m1, m2 = M[bb, k, base:base + TW], M[6 + bb, k, base:base + TW], M[12 + bb, k, base:base + TW]
-                m3, m4, m5 = M[18 + bb, k, base:base + TW], M[24 + bb, k, base:base + TW], M[30 + bb, k, base:base + TW]
-                for tw in range(TW):
-                    y = at6(m0[tw], m1[tw], m2[tw], m3[tw], m4[tw], m5[tw])
-                    tmp[bb, tw] = y[0]
-                    tmp[6 + bb, tw] = y[1]
-                    tmp[12 + bb, tw] = y[2]
-                    tmp[18 + bb, tw] = y[3]
+                r0, r1 = M[bb, km, col0:col0 + RT], M[6 + bb, km, col0:col0 + RT]
+                r2, r3 = M[12 + bb, km, col0:col0 + RT], M[18 + bb, km, col0:col0 + RT]
+                r4, r5 = M[24 + bb, km, col0:col0 + RT], M[30 + bb, km, col0:col0 + RT]
+                s0, s1, s2, s3 = S[bb], S[6 + bb], S[12 + bb], S[18 + bb]
+                for t in range(RT):
+                    y = at6(r0[t], r1[t], r2[t], r3[t], r4[t], r5[t])
+                    s0[t] = y[0]
+                    s1[t] = y[1]
+                    s2[t] = y[2]
+                    s3[t] = y[3]
             bk = b[k]
             for i in range(4):
-                t0, t1, t2 = tmp[6 * i], tmp[6 * i + 1], tmp[6 * i + 2]
-                t3, t4, t5 = tmp[6 * i + 3], tmp[6 * i + 4], tmp[6 * i + 5]
-                ri = row[i]
-                for tw in range(TW):
-                    y = at6(t0[tw], t1[tw], t2[tw], t3[tw], t4[tw], t5[tw])
-                    ri[4 * tw] = y[0] + bk
-                    ri[4 * tw + 1] = y[1] + bk
-                    ri[4 * tw + 2] = y[2] + bk
-                    ri[4 * tw + 3] = y[3] + bk
-            p0 = 4 * th
-            nan_if_any = bk * 0         # x * 0 is NaN exactly where x is Inf or NaN
-            for i in range(min(4, P - p0)):
-                ri = row[i]
-                oi = out[n, k, p0 + i]
-                for q in range(Q):
-                    oi[q] = ri[q]
-                    nan_if_any += ri[q] * 0
-            if nan_if_any == 0:
-                continue
-            for tw in range(TW):
-                finite = True
+                q0, q1, q2 = S[6 * i], S[6 * i + 1], S[6 * i + 2]
+                q3, q4, q5 = S[6 * i + 3], S[6 * i + 4], S[6 * i + 5]
+                y0, y1, y2, y3 = Y[4 * i], Y[4 * i + 1], Y[4 * i + 2], Y[4 * i + 3]
+                for t in range(RT):
+                    y = at6(q0[t], q1[t], q2[t], q3[t], q4[t], q5[t])
+                    y0[t] = y[0] + bk
+                    y1[t] = y[1] + bk
+                    y2[t] = y[2] + bk
+                    y3[t] = y[3] + bk
+            for tr in range(rows):
+                gr = gr0 + tr
+                n = gr // TH
+                th = gr - n * TH
+                p0 = 4 * th
+                tb = tr * TW
+                nan_if_any = bk * 0         # x * 0 is NaN exactly where x is Inf or NaN
                 for i in range(min(4, P - p0)):
-                    for j in range(min(4, Q - 4 * tw)):
-                        if not math.isfinite(row[i, 4 * tw + j]):
-                            finite = False
-                if not finite:
-                    _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo)
+                    oi = out[n, k, p0 + i]
+                    for j in range(min(4, Q)):
+                        yj = Y[4 * i + j]
+                        for tw in range((Q - j + 3) // 4):      # the columns 4tw + j < Q
+                            oi[4 * tw + j] = yj[tb + tw]
+                            nan_if_any += yj[tb + tw] * 0
+                if nan_if_any == 0:
+                    continue
+                for tw in range(TW):
+                    finite = True
+                    for i in range(min(4, P - p0)):
+                        for j in range(min(4, Q - 4 * tw)):
+                            if not math.isfinite(Y[4 * i + j, tb + tw]):
+                                finite = False
+                    if not finite:
+                        _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo)
 
 
 tolerate_corrupt_caches(globals())

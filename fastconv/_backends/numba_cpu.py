@@ -30,15 +30,18 @@ one of its reasons, never a hand-over to another kernel:
   output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
   (``zero_fills_padding``).
 - ``numba:conv:winograd/f4x4``: a 3x3, stride-1, undilated, ungrouped 1-D/2-D conv (each other shape is a
-  reason): Winograd F(4x4, 3x3) (``_numba_winograd``). ``winograd_filter`` makes U[36, K, C] = G w G^T once
-  per call; then per chunk of whole 4x4-tile rows (several images or a band of one, V and M within
-  ``WINOGRAD_CHUNK_BYTES``) ``winograd_input`` makes V[36, C, T] = B^T d B (zeros in the padding),
-  BLAS computes the 36 GEMMs M[j] = U[j] @ V[j], and ``winograd_output`` writes A^T M A + b (only outputs
-  inside P x Q). A tile whose result is not finite (an Inf/NaN input or weight, which the transforms
+  reason): Winograd F(4x4, 3x3) (``_numba_winograd``). ``winograd_filter`` makes U[36, K, C] = G w G^T;
+  ``winograd_input`` makes V[36, C, T] = B^T d B (zeros in the padding), BLAS computes the 36 GEMMs
+  M[j] = U[j] @ V[j], and ``winograd_output`` writes A^T M A + b (only outputs inside P x Q). Two plans
+  (``winograd_plan``): in chunks of whole 4x4-tile rows (several images or a band of one, V and M within
+  ``WINOGRAD_CHUNK_BYTES``; U whole, made once per call), or, where U is larger than a chunk's V and M
+  (small images, many channels: ``_winograd_whole_batch``), V for the whole batch and then U, M and the
+  outputs per block of output channels, so U is never whole. A tile whose result is not finite (an Inf/NaN input or weight, which the transforms
   spread over the tile, or an overflow) is summed again directly with the taps clipped, so the
   definition's non-finite pattern holds for every weight (no ``zero_fills_padding``). Its error bound is
-  wider than direct summation's (``fastconv.testing.winograd_tolerance``, derived there). Workspace: U,
-  one chunk's V and M, per-thread tile rows; capped like im2col.
+  wider than direct summation's (``fastconv.testing.winograd_tolerance``, derived there). Workspace: U and
+  one chunk's V and M per GEMM worker (or the batch's V and one block's U and M per worker), per-thread tile
+  rows; capped like im2col.
 
 Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
 names each with its bytes, from the same plan functions the run allocates by). The bound:
@@ -737,28 +740,61 @@ WINOGRAD_CHUNK_BYTES = 4 << 20
 def winograd_plan(spec):
     """(TH, TW, rows): tile rows and columns of one image (4x4 output tiles) and tile rows per chunk: a
     chunk's V and M within WINOGRAD_CHUNK_BYTES shared by the GEMM workers, and with several workers at most
-    enough for ITEMS_PER_WORKER chunks each."""
+    enough for ITEMS_PER_WORKER chunks each; or the whole batch's (:func:`_winograd_whole_batch`)."""
     TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
+    if _winograd_whole_batch(spec):
+        return TH, TW, spec.N * TH
+    return TH, TW, _winograd_chunk_rows(spec, TH, TW)
+
+
+def _winograd_chunk_rows(spec, TH, TW):
     per_row = 36 * (spec.C + spec.K) * TW * spec.itemsize
     workers = gemm_workers(spec)
     rows = max(1, min(spec.N * TH, WINOGRAD_CHUNK_BYTES // workers // per_row))
     if workers > 1:
         rows = min(rows, max(1, -(-spec.N * TH // (ITEMS_PER_WORKER * workers))))
-    return TH, TW, rows
+    return rows
+
+
+def _winograd_whole_batch(spec) -> bool:
+    """Whether the Winograd path transforms the whole batch's input at once and then, per block of output
+    channels, makes that block's part of U, its 36 GEMMs and its outputs: when U (36 K C values, read once
+    per chunk's GEMMs) is larger than a chunk's V and M, streaming it once per chunk costs more than the
+    chunk's own data (small images with many channels), and the batch's V and M fit BATCH_GEMM_BYTES.
+    U is then never whole: each block's stays in the cache for its GEMMs. Measured on the 2-core EPYC
+    (AVX-512, 2026-12-02), res5's 3x3 (N=8, 512 channels, 7x7) took 38 ms in chunks, 22 ms of them in the
+    GEMMs (8 chunks of 4 tiles, each reading U's 38 MB) against 5-7 ms for the whole batch's; and a
+    whole 38 MB U costs 4-5 ms of page faults per call (glibc maps every allocation over 32 MiB afresh)."""
+    TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
+    isz = spec.itemsize
+    chunk = 36 * (spec.C + spec.K) * TW * _winograd_chunk_rows(spec, TH, TW) * isz
+    batch = 36 * (spec.C + spec.K) * TW * TH * spec.N * isz
+    return 36 * spec.K * spec.C * isz > chunk and batch <= BATCH_GEMM_BYTES
+
+
+def _blocks(n: int, workers: int):
+    """[i0, i1) blocks of range(n), about ITEMS_PER_WORKER per worker (one block with one worker)."""
+    b = min(n, ITEMS_PER_WORKER * workers) if workers > 1 else 1
+    return [(n * i // b, n * (i + 1) // b) for i in range(b)]
 
 
 def _winograd_workspace(spec):
     TH, TW, rows = winograd_plan(spec)
-    T, isz, workers = rows * TW, spec.itemsize, gemm_workers(spec)
-    tasks = max(spec.C, spec.K) * rows
-    inner = 1 if workers > 1 else _threads_for(tasks)     # the transforms of a chunk run on its worker alone
+    isz, workers = spec.itemsize, gemm_workers(spec)
+    inner = 1 if workers > 1 else _threads_for(max(spec.C, spec.K))   # a chunk's transforms: on its worker
+    # per parallel chunk: the input's row buffers and gathered tile rows (48 (TW + 1) + 36 rows TW values;
+    # the output's passes take 40 rows TW) and the filter's gathered taps (27 C float64), at most one chunk
+    # per thread
+    per_thread = workers * inner * (48 * (TW + 1) + 40 * rows * TW) * isz + _threads_for(spec.K) * 27 * spec.C * 8
+    if _winograd_whole_batch(spec):
+        T, kb = rows * TW, max(k1 - k0 for k0, k1 in _blocks(spec.K, workers))
+        return {"transformed filter U": workers * 36 * kb * spec.C * isz,
+                "transformed input V": 36 * spec.C * T * isz,
+                "products M": workers * 36 * kb * T * isz, "per-thread tile rows": per_thread}
+    T = workers * rows * TW
     return {"transformed filter U": 36 * spec.K * spec.C * isz,
-            "transformed input V": workers * 36 * spec.C * T * isz,
-            "products M": workers * 36 * spec.K * T * isz,
-            # per parallel chunk: the input's row and phase buffers (48 (TW + 1) values; the output's tile
-            # rows take 40 TW) and the filter's gathered taps (27 C float64), at most one chunk per thread
-            "per-thread tile rows": workers * inner * 48 * (TW + 1) * isz
-            + _threads_for(spec.K) * 27 * spec.C * 8}
+            "transformed input V": 36 * spec.C * T * isz,
+            "products M": 36 * spec.K * T * isz, "per-thread tile rows": per_thread}
 
 
 def _winograd_reasons(spec) -> List[str]:
@@ -776,10 +812,14 @@ def _winograd_reasons(spec) -> List[str]:
 
 
 def conv_winograd(spec, x, w, b=None):
-    """U = G w G^T once (Numba-parallel), then per chunk of tile rows, an item on the GEMM workers
-    (:mod:`._cpu_pool`), each with its own V and M and its Numba kernels on its own thread: V = B^T d B
-    (winograd_input), M[j] = U[j] @ V[j] for the 36 tile positions j by single-threaded BLAS, out = A^T M A + b
-    (winograd_output) into the chunk's own output tiles."""
+    """Rounds of items on the GEMM workers (:mod:`._cpu_pool`), every Numba kernel on its worker's own
+    thread (so no Numba pool spins while the next round runs). In chunks of tile rows (:func:`winograd_plan`):
+    U = G w G^T by blocks of output channels, then per chunk, with its own V and M: V = B^T d B
+    (winograd_input), M[j] = U[j] @ V[j] for the 36 tile positions j by single-threaded BLAS, and
+    out = A^T M A + b (winograd_output) into the chunk's own output tiles. For the whole batch at once
+    (:func:`_winograd_whole_batch`): V by blocks of input channels, then per block of output channels, with
+    its own part of U and M: that part of U, its 36 GEMMs against all of V, and its outputs. With one
+    worker the caller runs each step Numba-parallel."""
     k = kernels()
     C, K = spec.C, spec.K
     TH, TW, rows = winograd_plan(spec)
@@ -787,11 +827,48 @@ def conv_winograd(spec, x, w, b=None):
     geo = k.conv_geometry(spec)
     ws = _winograd_workspace(spec)
     reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
-    U = workspace("the Winograd transformed filter", (36, K, C), x.dtype)
     out = np.empty(spec.output_layout, dtype=x.dtype)
     bias = _bias(spec, b, x.dtype)
-    k.winograd_filter(w, U)
     nb = _imports.import_module("numba")
+
+    def tasks(n):
+        """Parallel chunks for n tasks: 1 on a worker (after setting its own Numba thread count to 1)."""
+        if workers > 1:
+            nb.set_num_threads(1)     # this worker's own thread only (Numba's count is per thread)
+            return 1
+        return _chunks(n)
+
+    none = lambda: None   # noqa: E731
+    if _winograd_whole_batch(spec):
+        T, kblocks = rows * TW, _blocks(K, workers)
+        kb = max(k1 - k0 for k0, k1 in kblocks)
+        V = workspace("the Winograd transformed input", (36, C, T), x.dtype)
+
+        def transform_in(item, _):
+            c0, c1 = item
+            k.winograd_input(x, 0, rows, TH, TW, geo, V, 0, c0, c1, tasks(c1 - c0))
+
+        def scratch():
+            return (workspace("the Winograd transformed filter", (36 * kb * C,), x.dtype),
+                    workspace("the Winograd products", (36 * kb * T,), x.dtype))
+
+        def block(item, s):
+            k0, k1 = item
+            Ub = s[0][:36 * (k1 - k0) * C].reshape(36, k1 - k0, C)
+            Mb = s[1][:36 * (k1 - k0) * T].reshape(36, k1 - k0, T)
+            k.winograd_filter(w, Ub, k0, k1, k0)
+            np.matmul(Ub, V, out=Mb)
+            k.winograd_output(Mb, bias, out, 0, rows, TH, TW, x, w, geo, 0, k0, k1, k0, tasks(k1 - k0))
+
+        _cpu_pool.run(_blocks(C, workers), transform_in, none, workers)
+        _cpu_pool.run(kblocks, block, scratch, workers)
+        return out
+
+    U = workspace("the Winograd transformed filter", (36, K, C), x.dtype)
+
+    def filt(item, _):
+        tasks(item[1] - item[0])
+        k.winograd_filter(w, U, item[0], item[1], 0)
 
     def scratch():
         return (workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype),
@@ -799,16 +876,14 @@ def conv_winograd(spec, x, w, b=None):
 
     def one(gr0, s):
         Vbuf, Mbuf = s
-        inner = 1 if workers > 1 else None
-        if inner:
-            nb.set_num_threads(1)     # this worker's own thread only (Numba's count is per thread)
         m = min(rows, spec.N * TH - gr0)
-        V = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
-        M = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
-        k.winograd_input(x, gr0, m, TH, TW, geo, V, inner or _chunks(C * m))
-        np.matmul(U, V, out=M)
-        k.winograd_output(M, bias, out, gr0, m, TH, TW, x, w, geo, inner or _chunks(K * m))
+        Vc = Vbuf[:36 * C * m * TW].reshape(36, C, m * TW)
+        Mc = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
+        k.winograd_input(x, gr0, m, TH, TW, geo, Vc, 0, 0, C, tasks(C))
+        np.matmul(U, Vc, out=Mc)
+        k.winograd_output(Mc, bias, out, gr0, m, TH, TW, x, w, geo, 0, 0, K, 0, tasks(K))
 
+    _cpu_pool.run(_blocks(K, workers), filt, none, workers)
     _cpu_pool.run(list(range(0, spec.N * TH, rows)), one, scratch, workers)
     return out
 
