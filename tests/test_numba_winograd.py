@@ -115,10 +115,14 @@ def test_adversarial_magnitudes_and_several_chunks(monkeypatch):
     ((2, 40, 9, 9, 37), True, 2),      # the same on the GEMM workers, uneven blocks of channels
     ((4, 8, 24, 23, 8), False, 2),     # large images, few channels: chunks of tile rows on the workers
 ])
-def test_both_plans_on_the_caller_and_the_workers(shape, whole, workers):
+@pytest.mark.parametrize("small_blocks", [False, True])
+def test_both_plans_on_the_caller_and_the_workers(shape, whole, workers, small_blocks, monkeypatch):
     """The whole-batch plan (V by blocks of input channels, then U, the GEMMs and the outputs per block of
-    output channels) and the chunked one each match the oracle, with bias and an uneven padding."""
+    output channels; ``small_blocks``: blocks of 3 channels, as WINOGRAD_BLOCK_BYTES makes for many input
+    channels) and the chunked one each match the oracle, with bias and an uneven padding."""
     N, C, H, W, K = shape
+    if small_blocks:
+        monkeypatch.setattr(numba_cpu, "WINOGRAD_BLOCK_BYTES", 36 * C * 4 * 3)
     if workers > 1 and numba_cpu.gemm_workers(_spec.conv_spec(np.zeros(shape[:4], np.float32),
                                                               np.zeros((K, C, 3, 3), np.float32))) < 2:
         pytest.skip("needs 2 Numba threads and OpenBLAS")
@@ -129,6 +133,10 @@ def test_both_plans_on_the_caller_and_the_workers(shape, whole, workers):
     spec = _spec.conv_spec(x, w, b, padding=((1, 2), (0, 1)))
     assert numba_cpu._winograd_whole_batch(spec) is whole
     assert numba_cpu.gemm_workers(spec) == workers
+    if whole:
+        blocks = numba_cpu._winograd_kblocks(spec)
+        assert [k for blk in blocks for k in range(*blk)] == list(range(K))
+        assert max(k1 - k0 for k0, k1 in blocks) == (3 if small_blocks else -(-K // len(blocks)))
     _check(x, w, b, padding=((1, 2), (0, 1)))
 
 

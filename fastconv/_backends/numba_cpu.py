@@ -772,10 +772,27 @@ def _winograd_whole_batch(spec) -> bool:
     return 36 * spec.K * spec.C * isz > chunk and batch <= BATCH_GEMM_BYTES
 
 
-def _blocks(n: int, workers: int):
-    """[i0, i1) blocks of range(n), about ITEMS_PER_WORKER per worker (one block with one worker)."""
+def _blocks(n: int, workers: int, at_most: int = 0):
+    """[i0, i1) blocks of range(n), about ITEMS_PER_WORKER per worker (one block with one worker), and
+    more where a block would pass ``at_most`` (> 0) items."""
     b = min(n, ITEMS_PER_WORKER * workers) if workers > 1 else 1
+    if at_most > 0:
+        b = max(b, min(n, -(-n // at_most)))
     return [(n * i // b, n * (i + 1) // b) for i in range(b)]
+
+
+#: bytes of one block's part of U in the whole-batch Winograd plan: it is made, then read by the block's 36
+#: GEMMs, so it should stay in the cache. Measured on the 2-core EPYC (Zen 4, AVX-512, 1 MiB L2 per core),
+#: N=8, medians of 45 calls in interleaved rounds, 2026-12-02: res5's 3x3 (512 channels, 7x7) 13.3 ms with
+#: blocks of U up to 8 MiB (64 channels, 4.7 MB each), 8.1-8.2 with 1 or 2.5 MiB, 8.6 with 0.5 MiB; res4's
+#: (256, 14x14) 7.8, 7.8, 6.9, 7.1 ms; res3's (128, 28x28) 5.9-6.0 for all four.
+WINOGRAD_BLOCK_BYTES = 1 << 20
+
+
+def _winograd_kblocks(spec):
+    """The whole-batch plan's blocks of output channels: ITEMS_PER_WORKER per worker, or more, so that a
+    block's U is at most WINOGRAD_BLOCK_BYTES."""
+    return _blocks(spec.K, gemm_workers(spec), max(1, WINOGRAD_BLOCK_BYTES // (36 * spec.C * spec.itemsize)))
 
 
 def _winograd_workspace(spec):
@@ -787,7 +804,7 @@ def _winograd_workspace(spec):
     # per thread
     per_thread = workers * inner * (48 * (TW + 1) + 40 * rows * TW) * isz + _threads_for(spec.K) * 27 * spec.C * 8
     if _winograd_whole_batch(spec):
-        T, kb = rows * TW, max(k1 - k0 for k0, k1 in _blocks(spec.K, workers))
+        T, kb = rows * TW, max(k1 - k0 for k0, k1 in _winograd_kblocks(spec))
         return {"transformed filter U": workers * 36 * kb * spec.C * isz,
                 "transformed input V": 36 * spec.C * T * isz,
                 "products M": workers * 36 * kb * T * isz, "per-thread tile rows": per_thread}
@@ -840,7 +857,7 @@ def conv_winograd(spec, x, w, b=None):
 
     none = lambda: None   # noqa: E731
     if _winograd_whole_batch(spec):
-        T, kblocks = rows * TW, _blocks(K, workers)
+        T, kblocks = rows * TW, _winograd_kblocks(spec)
         kb = max(k1 - k0 for k0, k1 in kblocks)
         V = workspace("the Winograd transformed input", (36, C, T), x.dtype)
 
