@@ -169,7 +169,7 @@ def _arrays(dtype: str, *shapes):
 
 #: conv problems (input C, spatial sizes; output channels K; kernel; keyword arguments): the general
 #: case first, then the shapes specialised kernels want (depthwise 3x3 stride 1 and 2, any depthwise,
-#: pointwise), then larger ones for tiled kernels that want more outputs or channels
+#: pointwise), then larger ones for tiled kernels that want more outputs or channels, then a dilated one
 _CONV = (
     (4, 6, 4, 3, {"padding": 1}),
     (4, 6, 4, 3, {"padding": 1, "groups": 4}),
@@ -179,6 +179,7 @@ _CONV = (
     (8, 6, 8, 2, {"stride": 2}),
     (16, 8, 64, 3, {"padding": 1}),
     (64, 8, 128, 3, {"padding": 1}),
+    (4, 8, 4, 3, {"padding": 2, "dilation": 2}),
 )
 #: fixed-window pools (kernel, keyword arguments): pairs, any window, global
 _POOL = ((2, {"stride": 2}), (3, {"stride": 1, "padding": 1}), (6, {}), (3, {"stride": 2, "ceil_mode": True}))

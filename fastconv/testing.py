@@ -49,11 +49,13 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
 
 
 def winograd_applies(spec) -> bool:
-    """Whether the numba backend's ``winograd`` implementation takes ``spec``'s shapes (a 2-D or 1-D conv,
-    3x3, stride 1, undilated, ungrouped: its reasons, ``numba_cpu._winograd_reasons``, ask nothing else
-    but its workspace cap, which only makes it refuse)."""
+    """Whether one of the numba backend's ``winograd`` implementations takes ``spec``'s shapes (a 2-D or
+    1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases: their reasons,
+    ``numba_cpu._winograd_reasons`` and ``_winograd_phase_reasons``, ask nothing else but the workspace
+    cap, which only makes them refuse)."""
     from ._backends import numba_cpu
-    return spec.op == "conv" and spec.spatial_dims in (1, 2) and not numba_cpu._winograd_reasons(spec)
+    return spec.op == "conv" and spec.spatial_dims in (1, 2) and not (
+        numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
 
 
 #: roundings of the Winograd F(4x4, 3x3) kernels along the longest path of one term, besides the C-term
@@ -95,7 +97,17 @@ def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
     whose result is not finite is summed again directly by the kernel, under the direct bound (so where the
     magnitude is not finite, this bound is 0 and conv_tolerance's direct one applies). The stored
     result rounds once more (half an ulp of the output dtype, for float16 after the float32 computation).
+
+    A dilated conv (``winograd/f4x4-phases``) runs as the undilated conv over its dilation phases
+    (``_dilation_phases``): its bound is that problem's, on the phase images of |x|, scattered back.
     """
+    if spec.dil_h > 1 or spec.dil_w > 1:
+        from ._backends import _dilation_phases
+        ph = _dilation_phases.DilationPhases(spec)
+        xa = np.abs(to_numpy(x)).astype(np.float64).reshape(spec.N, spec.C, spec.H, spec.W)
+        xs = ph.gather(xa, np.empty(ph.spec.input_shape))
+        sub = winograd_tolerance(ph.spec, xs, w, b, slack).reshape(ph.spec.output_layout)
+        return ph.scatter(sub, np.empty(spec.output_layout)).reshape(spec.output_layout)
     from ._backends import _winograd_f4x4 as m
 
     xa = np.abs(to_numpy(x)).astype(np.float64).reshape(spec.N, spec.C, spec.H, spec.W)

@@ -420,11 +420,13 @@ def test_pool_float16_upcast():
 # ---------------------------------------------------------------------------------------------------
 CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/planes",
               "numba:conv:direct/blocked",
-              "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4"]
+              "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4",
+              "numba:conv:winograd/f4x4-phases"]
 POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct/global", "numba:avg_pool:direct",
               "numba:adaptive_max_pool:direct", "numba:adaptive_avg_pool:direct/global",
               "numba:adaptive_avg_pool:direct"]
-ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:direct/planes", "numba:conv:im2col/packed"}
+ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:direct/planes", "numba:conv:im2col/packed",
+                "numba:conv:winograd/f4x4-phases"}
 
 
 def test_impl_names_in_priority_order():
@@ -455,14 +457,23 @@ def test_reasons_say_why_a_kernel_does_not_take_a_spec():
     assert general["numba:conv:im2col/pointwise"] == [
         "not pointwise (1x1, stride 1, no padding): the input is not the column matrix"]
 
+    assert general["numba:conv:winograd/f4x4-phases"][-1] == "not dilated: no phases to split (winograd/f4x4 runs it)"
+    dilated = _reasons(fastconv.conv_spec(np.zeros((2, 4, 9, 9), np.float32), np.zeros((6, 4, 3, 3), np.float32),
+                                          None, 1, 2, 2))
+    assert dilated["numba:conv:winograd/f4x4-phases"] == []
+    assert dilated["numba:conv:winograd/f4x4"] == [
+        "dilation (2, 2): Winograd tiles need dilation 1 (winograd/f4x4-phases runs a dilated conv's phases)"]
+
     depthwise = _reasons(_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4))   # channel multiplier 2
-    assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise", "numba:conv:winograd/f4x4"}
+    assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise", "numba:conv:winograd/f4x4",
+                                                     "numba:conv:winograd/f4x4-phases"}
 
     big = _spec((2, 64, 128, 128), (16, 64, 1, 1))          # one image's column matrix fills a tile
     assert numba_cpu.images_per_tile(big) == 1
     assert {n for n, r in _reasons(big).items() if r} == {"numba:conv:direct/depthwise-phase",
                                                          "numba:conv:direct/depthwise", "numba:conv:im2col/packed",
-                                                         "numba:conv:winograd/f4x4"}
+                                                         "numba:conv:winograd/f4x4",
+                                                         "numba:conv:winograd/f4x4-phases"}
     assert _reasons(big)["numba:conv:im2col/packed"] == [
         "pointwise with one image per tile: the input is its own column matrix (im2col/pointwise runs it "
         "without a copy)"]
@@ -473,7 +484,8 @@ def test_reasons_say_why_a_kernel_does_not_take_a_spec():
     assert _reasons(small)["numba:conv:im2col/packed"] == []
 
     half = _spec((2, 4, 9, 9), (6, 4, 3, 3), dtype=np.float16)     # float16 runs in float32: no reason
-    assert all(r == [] for n, r in _reasons(half).items() if "depthwise" not in n and "pointwise" not in n)
+    assert all(r == [] for n, r in _reasons(half).items()
+               if "depthwise" not in n and "pointwise" not in n and "phases" not in n)
     assert {i.compute_spec(half).dtype for i in numba_cpu.implementations() if i.op == "conv"} == {"float32"}
 
 

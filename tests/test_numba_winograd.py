@@ -21,10 +21,11 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 NAME = "numba:conv:winograd/f4x4"
+PHASES = "numba:conv:winograd/f4x4-phases"
 
 
-def _impl():
-    (impl,) = [i for i in numba_cpu.implementations() if i.algo == "winograd"]
+def _impl(name=NAME):
+    (impl,) = [i for i in numba_cpu.implementations() if i.name == name]
     return impl
 
 
@@ -64,10 +65,10 @@ def test_factored_kernels_apply_the_matrices():
 # ---------------------------------------------------------------------------------------------------
 # Against the oracle
 # ---------------------------------------------------------------------------------------------------
-def _check(x, w, b, **kw):
+def _check(x, w, b, name=NAME, **kw):
     xc, wc = x.copy(), w.copy()
     spec = _spec.conv_spec(x, w, b, **kw)
-    assert _dispatch.select(spec, "numba", "winograd").name == NAME
+    assert _dispatch.select(spec, "numba", "winograd", weight=w).name == name
     out = fastconv.conv2d(x, w, b, backend="numba", algo="winograd", **kw)
     ref = oracle.conv64(spec, x.astype(np.float64), w.astype(np.float64),
                         None if b is None else b.astype(np.float64)).reshape(out.shape)
@@ -140,6 +141,53 @@ def test_both_plans_on_the_caller_and_the_workers(shape, whole, workers, small_b
     _check(x, w, b, padding=((1, 2), (0, 1)))
 
 
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, print_blob=True)
+@given(N=st.integers(1, 2), C=st.integers(1, 4), K=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(1, 12),
+       pads=st.tuples(*[st.integers(0, 4)] * 4), dil=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_dilated_convs_by_their_phases_match_the_oracle(N, C, K, H, W, pads, dil, bias, seed):
+    """A dilated 3x3 conv runs winograd/f4x4-phases (its phase images stacked, one undilated Winograd conv):
+    every padding and dilation, phases of unequal lengths and leads, within the bound of its phases."""
+    pt, pb, pl, pr = pads
+    hypothesis.assume(dil != (1, 1))
+    hypothesis.assume(H + pt + pb >= 3 * dil[0] and W + pl + pr >= 3 * dil[1])     # every phase has outputs
+    rng = _rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32) if bias else None
+    _check(x, w, b, name=PHASES, padding=((pt, pb), (pl, pr)), dilation=dil)
+
+
+def test_dilation_past_the_output_is_refused_by_reason():
+    """A dilation larger than the output along an axis would stack phases without outputs (10^12 of them for
+    the dilation below): refused by a reason, before any phase is counted; the direct kernels take it."""
+    x = np.ones((1, 2, 6, 6), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    spec = _spec.conv_spec(x, w, None, 1, 10**6, 10**6)
+    assert _dispatch.reasons(_impl(PHASES), spec) == [
+        "dilation (1000000, 1000000) against a 6x6 output: a phase without outputs (a dilation at "
+        "most the output's size along each dilated axis)"]
+    with pytest.raises(ValueError, match="a phase without outputs"):
+        fastconv.conv2d(x, w, padding=10**6, dilation=10**6, backend="numba", algo="winograd")
+    ok = _spec.conv_spec(x, w, None, 1, 2, 2)          # P = Q = 6 >= 2
+    assert _dispatch.reasons(_impl(PHASES), ok) == []
+
+
+def test_dilated_phases_give_the_definitions_nonfinite_pattern():
+    """Inf and NaN inputs in a dilated, padded conv: the oracle's pattern. A non-finite weight meeting the
+    padding makes dispatch refuse the phases (their zeros stand for the padding and meet the weight)."""
+    rng = _rng(12)
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x[0, 1, 4, 5], x[1, 2, 0, 0], x[1, 0, 7, 3] = np.inf, np.nan, -np.inf
+    out, ref = _check(x, w, None, name=PHASES, padding=2, dilation=2)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(ref))
+    w[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="f4x4-phases"):
+        fastconv.conv2d(x[:, :, :8], w, padding=2, dilation=2, backend="numba", algo="winograd")
+
+
 def test_public_layouts_noncontiguous_and_unbatched():
     rng = _rng(4)
     x = rng.standard_normal((2, 3, 11, 14)).astype(np.float32)[:, :, :, ::2]      # non-contiguous
@@ -177,7 +225,11 @@ def test_the_winograd_bound_is_what_conv_tolerance_uses_exactly_for_its_problems
     assert testing.winograd_applies(spec)
     np.testing.assert_array_equal(testing.conv_tolerance(spec, x, w), np.maximum(
         testing._direct_tolerance(spec, x, w), testing.winograd_tolerance(spec, x, w)))
-    for kw, ww in (({"stride": 2}, w), ({"dilation": 2}, w), ({}, w[:, :, :2, :2]), ({"groups": 2}, w[:, :2])):
+    dilated = _spec.conv_spec(x, w, padding=2, dilation=2)
+    assert testing.winograd_applies(dilated)
+    np.testing.assert_array_equal(testing.conv_tolerance(dilated, x, w), np.maximum(
+        testing._direct_tolerance(dilated, x, w), testing.winograd_tolerance(dilated, x, w)))
+    for kw, ww in (({"stride": 2}, w), ({}, w[:, :, :2, :2]), ({"groups": 2}, w[:, :2])):
         other = _spec.conv_spec(x, ww, padding=1, **kw)
         assert not testing.winograd_applies(other)
         np.testing.assert_array_equal(testing.conv_tolerance(other, x, ww), testing._direct_tolerance(other, x, ww))
@@ -201,7 +253,6 @@ def test_the_bound_is_the_absolute_computation_of_one_tile():
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw, wshape, xshape, why", [
     ({"stride": 2}, (2, 3, 3, 3), (1, 3, 8, 8), "stride (2, 2): Winograd tiles need stride 1"),
-    ({"dilation": 2}, (2, 3, 3, 3), (1, 3, 8, 8), "dilation (2, 2): Winograd tiles need dilation 1"),
     ({}, (2, 3, 5, 5), (1, 3, 8, 8), "a 5x5 filter: F(4x4, 3x3) takes 3x3 only"),
     ({"groups": 3}, (3, 1, 3, 3), (1, 3, 8, 8), "groups=3"),
 ])

@@ -42,6 +42,11 @@ one of its reasons, never a hand-over to another kernel:
   wider than direct summation's (``fastconv.testing.winograd_tolerance``, derived there). Workspace: U and
   one chunk's V and M per GEMM worker (or the batch's V and one block's U and M per worker), per-thread tile
   rows; capped like im2col.
+- ``numba:conv:winograd/f4x4-phases``: the same for a dilated conv (a dilation at most the output's size
+  along each dilated axis): its d_h x d_w dilation phases (``_dilation_phases``) gathered into one zero
+  buffer, stacked along the batch, as one undilated ``winograd/f4x4`` problem, whose outputs are scattered
+  back. The buffer's zeros stand for the padding and meet the weight (``zero_fills_padding``). Workspace:
+  that problem's, plus the stacked input and output.
 
 Workspaces (every buffer an implementation allocates besides its output; ``NumbaImpl.workspace(spec)``
 names each with its bytes, from the same plan functions the run allocates by). The bound:
@@ -171,7 +176,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .. import _config, _dispatch, _imports, _indices, _timing, _tune
-from . import _cpu_pool
+from . import _cpu_pool, _dilation_phases
 from .._dispatch import CONV_OPS, FunctionImpl
 from .._spec import adaptive_window
 
@@ -815,20 +820,56 @@ def _winograd_workspace(spec):
 
 
 def _winograd_reasons(spec) -> List[str]:
+    out = _winograd_shape_reasons(spec)
+    if spec.dilations[-2:] != (1, 1):
+        out.append(f"dilation {spec.dilations[-2:]}: Winograd tiles need dilation 1 (winograd/f4x4-phases "
+                   f"runs a dilated conv's phases)")
+    return out
+
+
+def _winograd_phase_reasons(spec) -> List[str]:
+    out = _winograd_shape_reasons(spec)
+    if spec.dilations[-2:] == (1, 1):
+        out.append("not dilated: no phases to split (winograd/f4x4 runs it)")
+    elif any(d > n for d, n in zip(spec.dilations[-2:], (spec.P, spec.Q)) if d > 1):
+        out.append(f"dilation {spec.dilations[-2:]} against a {spec.P}x{spec.Q} output: a phase without outputs "
+                   f"(a dilation at most the output's size along each dilated axis)")
+    return out
+
+
+def _winograd_shape_reasons(spec) -> List[str]:
     out = []
     if (spec.R, spec.S) != (3, 3):
         out.append(f"a {spec.R}x{spec.S} filter: F(4x4, 3x3) takes 3x3 only")
     if spec.strides[-2:] != (1, 1):
         out.append(f"stride {spec.strides[-2:]}: Winograd tiles need stride 1")
-    if spec.dilations[-2:] != (1, 1):
-        out.append(f"dilation {spec.dilations[-2:]}: Winograd tiles need dilation 1")
     if spec.groups != 1:
         out.append(f"groups={spec.groups}: the elementwise stage is one GEMM per tile position over all "
                    f"input channels (grouped and depthwise convs go to the direct kernels)")
     return out
 
 
-def conv_winograd(spec, x, w, b=None):
+def conv_winograd_phases(spec, x, w, b=None):
+    """A stride-1 dilated 3x3 conv as one undilated Winograd conv over its dilation phases stacked along
+    the batch (:mod:`._dilation_phases`): the phase images gathered into a zero buffer, :func:`conv_winograd`
+    on them, its outputs scattered back. The buffer's zeros between and after the phase images stand for
+    the dilated conv's padding and meet the weight (``zero_fills_padding``)."""
+    ph = _dilation_phases.DilationPhases(spec)
+    xs = ph.gather(x, workspace("the dilation phases' input", ph.spec.input_shape, x.dtype))
+    ys = conv_winograd(ph.spec, xs, w, b, out=workspace("the dilation phases' output", ph.spec.output_layout,
+                                                         x.dtype))
+    return ph.scatter(ys, np.empty(spec.output_layout, dtype=x.dtype))
+
+
+def _winograd_phase_workspace(spec):
+    ph = _dilation_phases.DilationPhases(spec)
+    ws = _winograd_workspace(ph.spec)
+    ws["dilation phases' input"] = _nbytes(ph.spec.input_shape, spec.dtype)
+    ws["dilation phases' output"] = _nbytes(ph.spec.output_layout, spec.dtype)
+    return ws
+
+
+def conv_winograd(spec, x, w, b=None, out=None):
     """Rounds of items on the GEMM workers (:mod:`._cpu_pool`), every Numba kernel on its worker's own
     thread (so no Numba pool spins while the next round runs). In chunks of tile rows (:func:`winograd_plan`):
     U = G w G^T by blocks of output channels, then per chunk, with its own V and M: V = B^T d B
@@ -844,7 +885,7 @@ def conv_winograd(spec, x, w, b=None):
     geo = k.conv_geometry(spec)
     ws = _winograd_workspace(spec)
     reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
-    out = np.empty(spec.output_layout, dtype=x.dtype)
+    out = np.empty(spec.output_layout, dtype=x.dtype) if out is None else out
     bias = _bias(spec, b, x.dtype)
     nb = _imports.import_module("numba")
 
@@ -1698,6 +1739,8 @@ _IMPLS = [
           workspace=_im2col_workspace, capped=True),
     _impl("conv", "winograd", conv_winograd, variant="f4x4", reasons=_winograd_reasons,
           workspace=_winograd_workspace, capped=True),
+    _impl("conv", "winograd", conv_winograd_phases, variant="f4x4-phases", reasons=_winograd_phase_reasons,
+          zero_fills_padding=True, workspace=_winograd_phase_workspace, capped=True),
     _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
     _impl("avg_pool", "direct", avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
