@@ -67,6 +67,20 @@ def bt6(d0, d1, d2, d3, d4, d5):
 
 
 @njit(**INLINE)
+def _bt6_rows(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, d4, d5, n):
+    """(d0..d5)[i] = bt6(s0[i], ..., s5[i]) for i < n: B^T applied down six rows at once, one column per
+    iteration (a loop Numba vectorises; both passes of winograd_input's B^T d B)."""
+    for i in range(n):
+        v = bt6(s0[i], s1[i], s2[i], s3[i], s4[i], s5[i])
+        d0[i] = v[0]
+        d1[i] = v[1]
+        d2[i] = v[2]
+        d3[i] = v[3]
+        d4[i] = v[4]
+        d5[i] = v[5]
+
+
+@njit(**INLINE)
 def at6(m0, m1, m2, m3, m4, m5):
     """A^T m: every term passes through at most 3 roundings."""
     p = m1 + m2
@@ -170,16 +184,7 @@ def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
                     else:
                         for col in range(lo, hi):
                             dst[col] = 0
-                b0, b1, b2, b3, b4, b5 = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
-                e0, e1, e2, e3, e4, e5 = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5]
-                for col in range(WB):
-                    v = bt6(b0[col], b1[col], b2[col], b3[col], b4[col], b5[col])
-                    e0[col] = v[0]
-                    e1[col] = v[1]
-                    e2[col] = v[2]
-                    e3[col] = v[3]
-                    e4[col] = v[4]
-                    e5[col] = v[5]
+                _bt6_rows(buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], WB)
                 tb = tr * TW
                 for a in range(6):
                     ca = cp[a]
@@ -190,17 +195,9 @@ def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
             for a in range(6):
                 l0, l1, l2 = L[a * 6], L[a * 6 + 1], L[a * 6 + 2]
                 l3, l4, l5 = L[a * 6 + 3], L[a * 6 + 4], L[a * 6 + 5]
-                v0, v1 = V[a * 6, c, col0:col0 + RT], V[a * 6 + 1, c, col0:col0 + RT]
-                v2, v3 = V[a * 6 + 2, c, col0:col0 + RT], V[a * 6 + 3, c, col0:col0 + RT]
-                v4, v5 = V[a * 6 + 4, c, col0:col0 + RT], V[a * 6 + 5, c, col0:col0 + RT]
-                for t in range(RT):
-                    v = bt6(l0[t], l1[t], l2[t], l3[t], l4[t], l5[t])
-                    v0[t] = v[0]
-                    v1[t] = v[1]
-                    v2[t] = v[2]
-                    v3[t] = v[3]
-                    v4[t] = v[4]
-                    v5[t] = v[5]
+                _bt6_rows(l0, l1, l2, l3, l4, l5, V[a * 6, c, col0:col0 + RT], V[a * 6 + 1, c, col0:col0 + RT],
+                          V[a * 6 + 2, c, col0:col0 + RT], V[a * 6 + 3, c, col0:col0 + RT],
+                          V[a * 6 + 4, c, col0:col0 + RT], V[a * 6 + 5, c, col0:col0 + RT], RT)
 
 
 @njit(**INLINE)
