@@ -96,6 +96,25 @@ def at6(m0, m1, m2, m3, m4, m5):
 
 
 @njit(**INLINE)
+def _at6_rows(s0, s1, s2, s3, s4, s5, d0, d1, d2, d3, n, bias, add_bias):
+    """(d0..d3)[i] = at6(s0[i], ..., s5[i]) (+ bias where ``add_bias``) for i < n: A^T applied down six
+    rows at once, one column per iteration (both passes of winograd_output's A^T M A, the second adding
+    the bias)."""
+    for i in range(n):
+        y = at6(s0[i], s1[i], s2[i], s3[i], s4[i], s5[i])
+        if add_bias:
+            d0[i] = y[0] + bias
+            d1[i] = y[1] + bias
+            d2[i] = y[2] + bias
+            d3[i] = y[3] + bias
+        else:
+            d0[i] = y[0]
+            d1[i] = y[1]
+            d2[i] = y[2]
+            d3[i] = y[3]
+
+
+@njit(**INLINE)
 def g3(g0, g1, g2):
     """G g in float64: every term passes through at most 4 roundings (the constant, the product, two
     sums)."""
@@ -238,28 +257,16 @@ def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, n
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
             k = k0 + it
             km = k - m0
+            bk = b[k]
             for bb in range(6):
                 r0, r1 = M[bb, km, col0:col0 + RT], M[6 + bb, km, col0:col0 + RT]
                 r2, r3 = M[12 + bb, km, col0:col0 + RT], M[18 + bb, km, col0:col0 + RT]
                 r4, r5 = M[24 + bb, km, col0:col0 + RT], M[30 + bb, km, col0:col0 + RT]
-                s0, s1, s2, s3 = S[bb], S[6 + bb], S[12 + bb], S[18 + bb]
-                for t in range(RT):
-                    y = at6(r0[t], r1[t], r2[t], r3[t], r4[t], r5[t])
-                    s0[t] = y[0]
-                    s1[t] = y[1]
-                    s2[t] = y[2]
-                    s3[t] = y[3]
-            bk = b[k]
+                _at6_rows(r0, r1, r2, r3, r4, r5, S[bb], S[6 + bb], S[12 + bb], S[18 + bb], RT, bk, False)
             for i in range(4):
                 q0, q1, q2 = S[6 * i], S[6 * i + 1], S[6 * i + 2]
                 q3, q4, q5 = S[6 * i + 3], S[6 * i + 4], S[6 * i + 5]
-                y0, y1, y2, y3 = Y[4 * i], Y[4 * i + 1], Y[4 * i + 2], Y[4 * i + 3]
-                for t in range(RT):
-                    y = at6(q0[t], q1[t], q2[t], q3[t], q4[t], q5[t])
-                    y0[t] = y[0] + bk
-                    y1[t] = y[1] + bk
-                    y2[t] = y[2] + bk
-                    y3[t] = y[3] + bk
+                _at6_rows(q0, q1, q2, q3, q4, q5, Y[4 * i], Y[4 * i + 1], Y[4 * i + 2], Y[4 * i + 3], RT, bk, True)
             for tr in range(rows):
                 gr = gr0 + tr
                 n = gr // TH
