@@ -275,13 +275,64 @@ def uaxpy_strided(acc, a0, x, x0, stride, wv, n):
         acc[ua + i] += wv * x[ux + i * st]
 
 
+_U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(i) for i in range(1, 9))
+
+
+@njit(**INLINE)
+def _copy4(dst, d, src, s, st):
+    """dst[d : d + 4] = src[s : s + 4*st : st], all four loaded before any is stored (uint64 offsets), so
+    that LLVM's SLP vectoriser makes one vector load and store of a unit-stride row without an alias check."""
+    a0, a1, a2, a3 = src[s], src[s + st], src[s + _U2 * st], src[s + _U3 * st]
+    dst[d], dst[d + _U1], dst[d + _U2], dst[d + _U3] = a0, a1, a2, a3
+
+
+@njit(**INLINE)
+def _copy8(dst, d, src, s, st):
+    """dst[d : d + 8] = src[s : s + 8*st : st], as _copy4."""
+    a0, a1, a2, a3 = src[s], src[s + st], src[s + _U2 * st], src[s + _U3 * st]
+    a4, a5, a6, a7 = src[s + _U4 * st], src[s + _U5 * st], src[s + _U6 * st], src[s + _U7 * st]
+    dst[d], dst[d + _U1], dst[d + _U2], dst[d + _U3] = a0, a1, a2, a3
+    dst[d + _U4], dst[d + _U5], dst[d + _U6], dst[d + _U7] = a4, a5, a6, a7
+
+
+@njit(**INLINE)
+def _copy_chunks(dst, d, src, s, n, st):
+    """dst[d : d + n] = src[s : s + n*st : st] (uint64 arguments) in chunks of 8 values, the last chunk
+    ending at n and overlapping the one before it (the same values written twice); 4-chunks likewise for
+    4 <= n < 8, single values below. dst and src must not overlap."""
+    if n >= _U8:
+        e = n - _U8
+        j = np.uint64(0)
+        while j < e:
+            _copy8(dst, d + j, src, s + j * st, st)
+            j += _U8
+        _copy8(dst, d + e, src, s + e * st, st)
+    elif n >= _U4:
+        _copy4(dst, d, src, s, st)
+        _copy4(dst, d + n - _U4, src, s + (n - _U4) * st, st)
+    else:
+        for i in range(n):
+            dst[d + i] = src[s + i * st]
+
+
+#: strided rows at least this long are copied by a plain loop (measured on Zen 3, rows of a stride-2 copy:
+#: the chunks were 2.3-2.8x faster for 3-7 values, equal from 28 on)
+STRIDED_CHUNK_MAX = 16
+
+
 @njit(**INLINE)
 def ucopy(dst, d0, src, s0, n, stride):
-    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]"""
+    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]; dst and src must not overlap (they may be
+    one array, at disjoint ranges).
+
+    Unit stride always goes by fixed chunks (``_copy_chunks``): a loop of runtime length vectorises only
+    past an alias check and leaves a scalar remainder, which on short rows (7x7 planes) cost 3.5x the
+    chunks (Zen 3, rows of 7: 251 against 71 us per 1.6 MB; equal from 100 values on)."""
     ud, us, st = np.uint64(d0), np.uint64(s0), np.uint64(stride)
     if stride == 1:
-        for i in range(np.uint64(n)):
-            dst[ud + i] = src[us + i]
+        _copy_chunks(dst, ud, src, us, np.uint64(n), _U1)
+    elif n < STRIDED_CHUNK_MAX:
+        _copy_chunks(dst, ud, src, us, np.uint64(n), st)
     else:
         for i in range(np.uint64(n)):
             dst[ud + i] = src[us + i * st]

@@ -38,16 +38,24 @@ def _copy_planes(xf, src, H, W, buf, base, HW, geo, Hq, Wq, lo, hi):
     ``buf``: buf[base + (a*sw + b)*HW + i*Wq + j] = plane[i*sh + a - pad_top, j*sw + b - pad_left] for the
     positions inside the plane (the padding positions stay as the caller zeroed them)."""
     sh, sw, pl = geo.stride_h, geo.stride_w, geo.pad_left
+    i = geo.pad_top // sh            # row h + pad_top of the padded plane is row i of phase a
+    a = geo.pad_top - i * sh         # (kept by counting: a division per row cost more than a 7-value row)
     for h in range(H):
-        hp = h + geo.pad_top
-        i = hp // sh
         if i >= Hq:
             break
-        a = hp - i * sh
-        for b_ in range(sw):
-            l, e = lo[b_], hi[b_]
-            if e > l:
-                ucopy(buf, base + (a * sw + b_) * HW + i * Wq + l, xf, src + h * W + l * sw + b_ - pl, e - l, sw)
+        if sw == 1:                  # (one column phase: the common case, without the loop over phases)
+            if hi[0] > lo[0]:
+                ucopy(buf, base + a * HW + i * Wq + lo[0], xf, src + h * W + lo[0] - pl, hi[0] - lo[0], 1)
+        else:
+            for b_ in range(sw):
+                l, e = lo[b_], hi[b_]
+                if e > l:
+                    ucopy(buf, base + (a * sw + b_) * HW + i * Wq + l, xf, src + h * W + l * sw + b_ - pl, e - l,
+                          sw)
+        a += 1
+        if a == sh:
+            a = 0
+            i += 1
 
 
 @njit(**INLINE)
