@@ -255,12 +255,17 @@ def im2col_pack_rows(x, n, g, geo, col, col0, p0, p1):
                 lo, hi = slo[s], shi[s]
                 ufill(cf, d, (a - p0) * Q, 0)
                 srow = src + (a * sh - pt + r * dh) * W + lo * sw + s * dw - pl
-                for p in range(a, e):
-                    dd = d + (p - p0) * Q
-                    ufill(cf, dd, lo, 0)
-                    ucopy(cf, dd + lo, xf, srow, hi - lo, sw)
-                    ufill(cf, dd + hi, Q - hi, 0)
-                    srow += sh * W
+                if sh == 1 and sw == 1 and lo == 0 and hi == Q and Q == W:
+                    # whole input rows, one after another (a 1x1 conv's plane, the middle tap of a 3x3
+                    # one): one copy of the band's rows (7x7 planes: 49 values, not seven copies of 7)
+                    ucopy(cf, d + (a - p0) * Q, xf, srow, (e - a) * Q, 1)
+                else:
+                    for p in range(a, e):
+                        dd = d + (p - p0) * Q
+                        ufill(cf, dd, lo, 0)
+                        ucopy(cf, dd + lo, xf, srow, hi - lo, sw)
+                        ufill(cf, dd + hi, Q - hi, 0)
+                        srow += sh * W
                 ufill(cf, d + (e - p0) * Q, (p1 - e) * Q, 0)
                 d += ld
 
