@@ -895,3 +895,43 @@ def test_ucopy_every_short_length_and_stride():
                 want = np.arange(1.0, 301.0)
                 want[300 - n:300] = np.arange(1.0, 301.0)[0:n * stride:stride]
                 assert np.array_equal(one, want), (stride, n, "one array")
+
+
+def test_cached_kernels_go_when_a_kernel_source_they_import_changes(tmp_path):
+    """Numba checks a cached kernel against its own file only; ``drop_stale_caches`` deletes the cached
+    kernels of every module whose source, or a kernel source it imports (an inlined helper's file), differs
+    from the digests kept beside the cache, and leaves everything else alone."""
+    from fastconv._backends._numba_common import SOURCES_STAMP, drop_stale_caches
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    src.mkdir()
+    cache.mkdir()
+    (src / "_numba_common.py").write_text("def h(): return 0\n")
+    (src / "_numba_a.py").write_text("from ._numba_common import h\ndef f(): return 1\n")
+    (src / "_numba_b.py").write_text("from ._numba_a import f\ndef g(): return 2\n")
+    (src / "plain.py").write_text("x = 1\n")
+    a = ["_numba_a.f-1.py311.nbi", "_numba_a.f-1.py311.1.nbc"]
+    b = ["_numba_b.g-1.py311.nbi"]
+    other = ["plain.k-1.py311.nbi", "unrelated.txt"]
+
+    def fill():
+        for name in a + b + other:
+            (cache / name).write_text("x")
+
+    def left():
+        return {p.name for p in cache.iterdir()}
+
+    fill()
+    assert drop_stale_caches(str(src), str(cache)) == ["_numba_a", "_numba_b", "_numba_common"]   # no digests
+    assert left() == set(other) | {SOURCES_STAMP}
+    fill()
+    assert drop_stale_caches(str(src), str(cache)) == []               # same sources: kept
+    (src / "plain.py").write_text("x = 2\n")                          # not a kernel source: kept
+    assert drop_stale_caches(str(src), str(cache)) == [] and left() >= set(a + b)
+    (src / "_numba_b.py").write_text("from ._numba_a import f\ndef g(): return 3\n")   # only b's go
+    assert drop_stale_caches(str(src), str(cache)) == ["_numba_b"]
+    assert left() == set(a + other) | {SOURCES_STAMP}
+    fill()
+    (src / "_numba_common.py").write_text("def h(): return 9\n")      # imported by a, and through a by b
+    assert drop_stale_caches(str(src), str(cache)) == ["_numba_a", "_numba_b", "_numba_common"]
+    assert left() == set(other) | {SOURCES_STAMP}
+    assert drop_stale_caches(str(src), str(cache / "missing")) == []

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import json
+import os
+import re
 import time
 import types
 import warnings
@@ -66,6 +70,80 @@ def cache_for(py_file: str) -> bool:
 
 #: whether the kernel modules of this directory (the numba backend's) use Numba's disk cache
 CACHE = cache_for(__file__)
+
+#: beside the cached kernels: per kernel module, the digest of the sources its kernels were compiled from
+SOURCES_STAMP = "fastconv-numba-sources.json"
+
+#: the files whose source a compiled kernel can hold: the kernel modules, and the Winograd matrices they
+#: freeze as constants (numba_cpu.py and the rest of this directory are plain Python, read at run time)
+KERNEL_SOURCES = ("_numba_", "_winograd_")
+
+_RELATIVE_IMPORT = re.compile(r"^from \.(\w+) import", re.M)
+
+
+def source_digests(src_dir: str) -> dict:
+    """Per KERNEL_SOURCES module of ``src_dir``: the sha256 of its source and of every kernel source it
+    imports from, directly or through another (the code its compiled kernels can hold)."""
+    texts = {}
+    for name in sorted(os.listdir(src_dir)):
+        if name.endswith(".py") and name.startswith(KERNEL_SOURCES):
+            with open(os.path.join(src_dir, name), "rb") as f:
+                texts[name[:-3]] = f.read()
+    digests = {}
+    for module in texts:
+        seen, todo = set(), [module]
+        while todo:
+            m = todo.pop()
+            if m in seen or m not in texts:
+                continue
+            seen.add(m)
+            todo += _RELATIVE_IMPORT.findall(texts[m].decode("utf-8", "replace"))
+        h = hashlib.sha256()
+        for m in sorted(seen):
+            h.update(m.encode() + b"\0" + texts[m] + b"\0")
+        digests[module] = h.hexdigest()
+    return digests
+
+
+def drop_stale_caches(src_dir: str, cache_dir: Optional[str]) -> list:
+    """Delete, in ``cache_dir``, the cached kernels of every kernel module of ``src_dir`` whose sources
+    changed since they were cached; returns those modules. Numba checks a cached kernel against the file
+    that defines it only, but these kernels inline helpers of other files here (``ucopy`` of this one in
+    every kernel) and compile in the kernels they call (``im2col_pack`` in the gradient's tile packing):
+    an edited helper would leave the other files' kernels cached with the old code, and tests would pass
+    against it. So the digests of :func:`source_digests` are kept in ``cache_dir`` (SOURCES_STAMP), and
+    for a module whose digest is missing or differs, every ``<module>.*.nbi`` / ``.nbc`` goes (its
+    kernels compile again on first use). An installed release never differs: its files change only with
+    a new install, which Numba's own check already sees."""
+    if not cache_dir or not os.path.isdir(cache_dir):
+        return []
+    digests = source_digests(src_dir)
+    stamp = os.path.join(cache_dir, SOURCES_STAMP)
+    try:
+        with open(stamp) as f:
+            kept = json.load(f)
+    except (OSError, ValueError):
+        kept = {}
+    stale = sorted(m for m, d in digests.items() if kept.get(m) != d)
+    if not stale:
+        return []
+    prefixes = tuple(m + "." for m in stale)
+    for f in os.listdir(cache_dir):
+        if f.startswith(prefixes) and f.endswith((".nbi", ".nbc")):
+            try:
+                os.remove(os.path.join(cache_dir, f))
+            except OSError:     # another process removed it first, or the directory is not ours to change
+                pass
+    try:
+        with open(stamp, "w") as f:
+            json.dump(digests, f, indent=1, sort_keys=True)
+    except OSError:
+        pass
+    return stale
+
+
+if CACHE:
+    drop_stale_caches(os.path.dirname(os.path.abspath(__file__)), cache_location(__file__)[0])
 
 
 # ---------------------------------------------------------------------------------------------------
