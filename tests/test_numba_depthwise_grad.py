@@ -102,3 +102,27 @@ def test_conv_transpose_depthwise_through_the_public_function(stride, padding):
     got = fastconv.conv_transpose2d(x, w, b, stride=stride, padding=padding, groups=4, algo="direct")
     ref = fastconv.conv_transpose2d(x, w, b, stride=stride, padding=padding, groups=4, backend="numpy")
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_gradient_phase_path_every_lane_remainder():
+    """The weight gradient's phase kernel (numba_cpu.conv_weight_depthwise where the phase buffer is not
+    mostly padding) against the oracle over small planes whose flat lengths L cover every remainder of the
+    lane width LW that matters (0, 1, LW - 1 among them): the tile loop's last partial tile included."""
+    k = numba_cpu.kernels()
+    seen = set()
+    rng = np.random.default_rng(3)
+    for N, C, H, W, s, p in itertools.product((1, 3), (2,), range(1, 12), (3, 9), (1, 2), (0, 1, 2)):
+        if H + 2 * p < 3 or W + 2 * p < 3:
+            continue
+        x = rng.standard_normal((N, C, H, W))
+        w_shape = (C, 1, 3, 3)
+        dy = rng.standard_normal(fastconv.conv2d(x, np.ones(w_shape), None, s, p, 1, C, backend="numpy").shape)
+        sw = conv_weight_spec(x, w_shape, dy, s, p, 1, C)
+        if numba_cpu._phase_bound_reasons(sw):
+            continue
+        _, nb, _, _ = numba_cpu._weight_phase_plan(sw)
+        hq, wq = numba_cpu._phase_extent(sw)
+        nb = min(nb, N)
+        seen.add(((nb - 1) * hq * wq + (sw.P - 1) * wq + sw.Q) % k.LW)
+        assert_grad_close(numba_cpu.conv_weight_depthwise(sw, x, dy), sw, x, dy)
+    assert {0, 1, k.LW - 1} <= seen, sorted(seen)

@@ -617,14 +617,19 @@ def test_gradient_kernels_take_their_records_and_run_parallel():
         grad.conv2d_input(x.shape, w, dy, padding=1, backend="numba", algo=algo)
         grad.conv2d_weight(x, w.shape, dy, padding=1, backend="numba", algo=algo)
     p, idx = fastconv.max_pool2d(x, 2, return_indices=True, backend="numpy")
-    grad.max_pool2d(p, x, 2, indices=idx, backend="numba")
+    grad.max_pool2d(p, x, 2, indices=idx, backend="numba")            # disjoint windows
     grad.avg_pool2d(p, x, 2, backend="numba")
+    p3, idx3 = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numpy")
+    grad.max_pool2d(p3, x, 3, 2, 1, indices=idx3, backend="numba")    # overlapping windows: the general
+    grad.avg_pool2d(p3, x, 3, 2, 1, backend="numba")                  # kernels (not left to other tests)
     grad.adaptive_avg_pool2d(p, x, backend="numba")
     fastconv.max_unpool2d(p, idx, 2, backend="numba")
     xd = np.ascontiguousarray(x[:, :2])              # a depthwise problem: the depthwise gradient kernels
     wd = np.ones((4, 1, 3, 3), x.dtype)
     dyd = np.ones(fastconv.conv2d(xd, wd, padding=1, groups=2, backend="numpy").shape, x.dtype)
     numba_cpu.conv_input_depthwise(conv_input_spec(xd.shape, wd, dyd, 1, 1, 1, 2), dyd, wd)
+    numba_cpu.conv_weight_depthwise(conv_weight_spec(xd, wd.shape, dyd, 1, 1, 1, 2), xd, dyd)
+    xd[0, 0, 0, 0] = np.inf          # the phase kernel's zeros meet it: recomputed by conv2d_depthwise_weight
     numba_cpu.conv_weight_depthwise(conv_weight_spec(xd, wd.shape, dyd, 1, 1, 1, 2), xd, dyd)
     for name, (record, parallel) in k.GRAD_KERNELS.items():
         kernel = getattr(k, name)

@@ -15,14 +15,24 @@ output's terms are summed in one fixed order, no atomics: results are bitwise re
 - ``conv2d_depthwise_weight``  dw: per output channel k, a lane accumulator per tap over the output columns
                                collects dy * x over (n, p); then each tap's lanes are summed in column order.
 Both take ``nchunk``: planes (output channels) go in that many parallel chunks.
+- ``conv2d_depthwise_weight_phase``  dw on the forward phase kernel's layout: x's planes of NB images
+                               zero-padded and split into stride phases (``_copy_planes``), dy's planes at
+                               the same row stride with zeros between; then each tap is one long update of
+                               LW lanes over all NB planes at once. Its zeros meet dy (padding) and x (between dy's
+                               rows): exact for finite operands only, so ``numba_cpu`` falls back to
+                               ``conv2d_depthwise_weight`` when a NaN comes out.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import JIT_CONV, tap_ranges, tolerate_corrupt_caches, ufill
+from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy, ufill
+from ._numba_planes import _copy_planes
 
+#: lanes per tap of ``conv2d_depthwise_weight_phase``: flat position i adds to lane i % LW of its tap, so
+#: the R*S*LW lanes stay in L1 and each tap's closing sum is LW adds whatever the planes' size
+LW = 64
 
 @njit(**JIT_CONV)
 def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
@@ -98,6 +108,71 @@ def conv2d_depthwise_weight(x, dy, dw, geo, nchunk):
                 for q in range(1, Q):
                     acc += lanes[tap * Q + q]
                 dwf[k * R * S + tap] = acc
+
+
+@njit(**INLINE)
+def _lanes_add(lanes, l0, a, a0, b, b0, n):
+    """lanes[l0 + i % LW] = that + a[a0 + i] * b[b0 + i], for i < n in order, one tile of LW positions at a
+    time (written out, not ``+=``: Numba 0.68 leaves the ``+=`` form of a three-array update scalar)."""
+    ul, ua, ub = np.uint64(l0), np.uint64(a0), np.uint64(b0)
+    for t0 in range(0, n, LW):
+        m = np.uint64(min(LW, n - t0))
+        u0 = np.uint64(t0)
+        for i in range(m):
+            lanes[ul + i] = lanes[ul + i] + a[ua + u0 + i] * b[ub + u0 + i]
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs, dybufs, lanes):
+    """dw[k, 0, r, s] = sum over (n, p, q) of dy[n, k, p, q] * xpad[n, k // M, p*sh + r*dh, q*sw + s*dw].
+    Per output channel k (chunks of channels in parallel; chunk ``ch`` works in ``bufs[ch]``,
+    ``dybufs[ch]`` and ``lanes[ch]``), per block of NB images: x's planes of channel k // M go into
+    ``bufs[ch]`` as the forward phase kernel lays them out (sh*sw*NB*Hq*Wq values, zero padding), dy's
+    planes into ``dybufs[ch]`` at row stride Wq and plane stride Hq*Wq (NB*Hq*Wq values: the positions
+    between rows and planes are never written, so stay the zero they were allocated with); then for each
+    tap t and flat position i (ascending), lane (t, i % LW) += dy[i] * x[toff[t] + i]. Each tap's LW lanes
+    are then summed in lane order. Padding zeros meet dy and the zeros between dy's rows meet x: for finite
+    operands they add nothing; an Inf or NaN among them makes a NaN, which the caller checks for."""
+    sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
+    N, C, H, W = x.shape
+    K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
+    R, S = dw.shape[2], dw.shape[3]
+    M = K // C
+    RS = R * S
+    Hq = (geo.extent_h + sh - 1) // sh
+    Wq = (geo.extent_w + sw - 1) // sw
+    HW = Hq * Wq
+    PB = NB * HW
+    lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)
+    toff = np.empty(RS, dtype=np.int64)
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = (((r * dh) % sh) * sw + (s * dwl) % sw) * PB + ((r * dh) // sh) * Wq + (s * dwl) // sw
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    dwf = dw.reshape(dw.size)
+    nchunk = bufs.shape[0]
+    for ch in prange(nchunk):
+        buf = bufs[ch]
+        dyb = dybufs[ch]
+        ln = lanes[ch]
+        for k in range(ch * K // nchunk, (ch + 1) * K // nchunk):
+            c = k // M
+            ufill(ln, 0, RS * LW, 0)
+            for n0 in range(0, N, NB):
+                nb = min(NB, N - n0)
+                for j in range(nb):
+                    _copy_planes(xf, ((n0 + j) * C + c) * H * W, H, W, buf, j * HW, PB, geo, Hq, Wq, lo, hi)
+                    for p in range(P):
+                        ucopy(dyb, j * HW + p * Wq, dyf, (((n0 + j) * K + k) * P + p) * Q, Q, 1)
+                L = (nb - 1) * HW + (P - 1) * Wq + Q
+                for t in range(RS):
+                    _lanes_add(ln, t * LW, dyb, 0, buf, toff[t], max(L, 0))
+            for t in range(RS):
+                acc = ln[t * LW]
+                for i in range(1, LW):
+                    acc += ln[t * LW + i]
+                dwf[k * RS + t] = acc
 
 
 tolerate_corrupt_caches(globals())

@@ -30,7 +30,8 @@ Modules:
                      ``adaptive_avg_pool2d_backward``,
                      ``max_unpool2d``
 - ``_numba_depthwise_grad``  depthwise (C/groups == 1) gradients: ``conv2d_depthwise_input``,
-                     ``conv2d_depthwise_weight``
+                     ``conv2d_depthwise_weight``, ``conv2d_depthwise_weight_phase`` (padded zeros multiplied
+                     in; its caller recomputes a NaN result with the exact one)
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_di
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, avg_pool2d_backward_disjoint,
                           col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
-from ._numba_depthwise_grad import conv2d_depthwise_input, conv2d_depthwise_weight
+from ._numba_depthwise_grad import LW, conv2d_depthwise_input, conv2d_depthwise_weight, conv2d_depthwise_weight_phase
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
                           global_avg_pool2d, max_pool2d, max_pool2d_serial)
 from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
@@ -61,7 +62,8 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "AdaptiveWindows3d", "Conv3dGeometry", "Pool3dGeometry", "adaptive_windows3d", "conv3d_geometry",
            "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
-           "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "winograd_filter", "winograd_input",
+           "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
+           "winograd_filter", "winograd_input",
            "winograd_output", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
@@ -102,6 +104,7 @@ GRAD_KERNELS = {
     "max_unpool2d": (None, True),
     "conv2d_depthwise_input": (ConvGeometry, True),
     "conv2d_depthwise_weight": (ConvGeometry, True),
+    "conv2d_depthwise_weight_phase": (ConvGeometry, True),
 }
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry

@@ -84,7 +84,11 @@ so results are bitwise reproducible run to run:
   ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
   (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
   chunk (the general kernels' blocks hold one channel there and spent most of their time on row
-  overheads); taps clipped to the input (exact for every weight and dy).
+  overheads); taps clipped to the input (exact for every weight and dy). The weight gradient first runs
+  ``conv2d_depthwise_weight_phase`` where the phase-split buffer is not mostly padding: the forward phase
+  kernel's padded planes of several images and dy's planes at the same row stride, each tap one long
+  update of LW lanes; its zeros meet both operands, so a NaN result is computed again by the clipped
+  kernel (exact for every operand either way).
 - ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
   output channels, input channel); taps clipped to the input (exact for every dy).
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
@@ -1163,16 +1167,42 @@ def conv_input_depthwise(spec, dy, w, b=None):
 
 
 def _depthwise_lanes_workspace(spec):
-    return {"per-chunk lane accumulators": _chunks(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
+    ws = {"per-chunk lane accumulators": _chunks(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
+    if not _phase_bound_reasons(spec):
+        nchunk, _, buf, acc = _weight_phase_plan(spec)
+        ws.update({"phase-split planes": nchunk * buf * spec.itemsize, "dy planes": nchunk * acc * spec.itemsize,
+                   "per-chunk tap lanes": nchunk * spec.R * spec.S * kernels().LW * spec.itemsize})
+    return ws
+
+
+def _weight_phase_plan(spec):
+    """The forward phase kernel's plan (images per task, buffer sizes) with one chunk per thread over the
+    output channels."""
+    _, nb, buf, acc = phase_plan(spec)
+    return _threads_for(spec.K), nb, buf, acc
 
 
 def conv_weight_depthwise(spec, x, dy):
-    """dw of a depthwise conv (C/groups == 1): ``conv2d_depthwise_weight``, output channels in parallel
-    chunks, a lane accumulator per tap; taps clipped to the input (exact for every dy)."""
+    """dw of a depthwise conv (C/groups == 1), output channels in parallel chunks. Where the phase-split
+    buffer is not mostly padding (``_phase_bound_reasons``): ``conv2d_depthwise_weight_phase``, every tap
+    one long update of a few lanes over the zero-padded planes of several images (small planes: 7x7 rows
+    of 7 were one short loop each). Its zeros meet dy and x, so an Inf or NaN among them gives a NaN where the clipped
+    sum may not: when dw holds a NaN, it is computed again by ``conv2d_depthwise_weight`` (a lane
+    accumulator per tap, taps clipped to the input: exact for every operand), which also runs where the
+    phase buffer would be mostly padding. Either way the result is the same run to run."""
     k = kernels()
     _reserve_for(spec, _depthwise_lanes_workspace, "the depthwise weight gradient's lane accumulators")
     dw = np.empty(spec.output_layout, dtype=x.dtype)
-    k.conv2d_depthwise_weight(x, dy, dw, k.conv_geometry(spec), _chunks(spec.K))
+    geo = k.conv_geometry(spec)
+    if not _phase_bound_reasons(spec):
+        nchunk, nb, buf, acc = _weight_phase_plan(spec)
+        bufs = workspace("the depthwise weight gradient's padded planes", (nchunk, buf), x.dtype, zero=True)
+        dybufs = workspace("the depthwise weight gradient's dy planes", (nchunk, acc), x.dtype, zero=True)
+        lanes = workspace("the depthwise weight gradient's tap lanes", (nchunk, spec.R * spec.S * k.LW), x.dtype)
+        k.conv2d_depthwise_weight_phase(x, dy, dw, geo, nb, bufs, dybufs, lanes)
+        if not np.isnan(dw).any():
+            return dw
+    k.conv2d_depthwise_weight(x, dy, dw, geo, _chunks(spec.K))
     return dw
 
 
