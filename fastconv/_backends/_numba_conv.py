@@ -23,7 +23,7 @@ from numba import njit, prange
 
 from ._numba_common import (INLINE, JIT_CONV, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
                             uaxpy, uaxpy_strided, ucopy, ufill)
-from ._numba_planes import _copy_planes
+from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: output channels per block of conv2d_direct: the (KB, Q) accumulator of one output row stays in L1
 #: and each input row loaded is reused KB times.
@@ -161,8 +161,9 @@ def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
     """C/G == 1: per task (one channel, NB images), the planes are copied once, zero-padded and split into
     stride phases; then every tap is one axpy over the NB output planes together (columns q >= Q and the
     rows between planes computed and dropped): a 3x3 window in one pass, other windows three taps per
-    pass. Zero padding is multiplied in, hence exact for finite weights only. Tasks run in ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in
-    ``bufs[ch]`` (sh*sw*NB*Hq*Wq values, zero on entry: the padding positions are never written) and
+    pass. Zero padding is multiplied in, hence exact for finite weights only. Tasks run in
+    ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in ``bufs[ch]`` (sh*sw*NB*Hq*Wq values, zero on
+    entry: the padding positions are never written) and
     ``accs[ch]`` (NB*Hq*Wq values). The caller allocates both (``numba_cpu.phase_plan``), so the kernel
     allocates nothing and a buffer that does not fit is a MemoryError before it starts. Each output: the
     bias, then the taps in (r, s) row-major order."""
@@ -178,10 +179,7 @@ def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
     HW = Hq * Wq
     PB = NB * HW                 # one phase of the task's NB planes
     lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)   # per column phase: its in-plane columns
-    toff = np.empty(RS, dtype=np.int64)
-    for r in range(R):
-        for s in range(S):
-            toff[r * S + s] = (((r * dh) % sh) * sw + (s * dw) % sw) * PB + ((r * dh) // sh) * Wq + (s * dw) // sw
+    toff = _phase_tap_offsets(R, S, dh, dw, sh, sw, PB, Wq)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)

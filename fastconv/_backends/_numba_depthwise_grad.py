@@ -18,9 +18,9 @@ Both take ``nchunk``: planes (output channels) go in that many parallel chunks.
 - ``conv2d_depthwise_weight_phase``  dw on the forward phase kernel's layout: x's planes of NB images
                                zero-padded and split into stride phases (``_copy_planes``), dy's planes at
                                the same row stride with zeros between; then each tap is one long update of
-                               LW lanes over all NB planes at once. Its zeros meet dy (padding) and x (between dy's
-                               rows): exact for finite operands only, so ``numba_cpu`` falls back to
-                               ``conv2d_depthwise_weight`` when a NaN comes out.
+                               LW lanes over all NB planes at once. Its zeros meet dy (padding) and x
+                               (between dy's rows): exact for finite operands only, so ``numba_cpu`` falls
+                               back to ``conv2d_depthwise_weight`` when a NaN comes out.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy, ufill
-from ._numba_planes import _copy_planes
+from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: lanes per tap of ``conv2d_depthwise_weight_phase``: flat position i adds to lane i % LW of its tap, so
 #: the R*S*LW lanes stay in L1 and each tap's closing sum is LW adds whatever the planes' size
 LW = 64
+
 
 @njit(**JIT_CONV)
 def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
@@ -144,10 +145,7 @@ def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs, dybufs, lanes):
     HW = Hq * Wq
     PB = NB * HW
     lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)
-    toff = np.empty(RS, dtype=np.int64)
-    for r in range(R):
-        for s in range(S):
-            toff[r * S + s] = (((r * dh) % sh) * sw + (s * dwl) % sw) * PB + ((r * dh) // sh) * Wq + (s * dwl) // sw
+    toff = _phase_tap_offsets(R, S, dh, dwl, sh, sw, PB, Wq)
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)
     dwf = dw.reshape(dw.size)

@@ -59,6 +59,19 @@ def _copy_planes(xf, src, H, W, buf, base, HW, geo, Hq, Wq, lo, hi):
 
 
 @njit(**INLINE)
+def _phase_tap_offsets(R, S, dh, dw, sh, sw, phase_stride, Wq):
+    """Per tap (r, s), row-major: its flat offset in ``_copy_planes``' layout, where the phases of a plane
+    are ``phase_stride`` values apart and a phase's rows Wq apart: tap (r, s) of output (p, q) reads
+    base + toff[r*S + s] + p*Wq + q."""
+    toff = np.empty(R * S, dtype=np.int64)
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = ((((r * dh) % sh) * sw + (s * dw) % sw) * phase_stride + ((r * dh) // sh) * Wq
+                               + (s * dw) // sw)
+    return toff
+
+
+@njit(**INLINE)
 def _taps3(a0, a1, a2, a3, n, buf, base, o0, o1, o2, wf, w0, w1, w2, w3):
     """a_k[i] += wf[w_k] * buf[base + o0 + i] + wf[w_k + 1] * buf[base + o1 + i] + wf[w_k + 2] * ...,
     for i < n (the four accumulators of a block; the three taps' weights are consecutive in wf)."""
@@ -127,11 +140,7 @@ def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
     PB = sh * sw * HW
     L = (P - 1) * Wq + Q
     lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)
-    toff = np.empty(RS, dtype=np.int64)
-    for r in range(R):
-        for s in range(S):
-            toff[r * S + s] = ((((r * dh) % sh) * sw + (s * dw) % sw) * HW + ((r * dh) // sh) * Wq
-                               + (s * dw) // sw)
+    toff = _phase_tap_offsets(R, S, dh, dw, sh, sw, HW, Wq)
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     wf = w.reshape(w.size)
