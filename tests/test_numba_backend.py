@@ -870,31 +870,35 @@ def test_record_typed_kernels_load_from_the_disk_cache_in_a_new_process():
     assert all(int(h) >= 1 for h in res.stdout.split()), res.stdout
 
 
-def test_ucopy_every_short_length_and_stride():
-    """``ucopy``'s fixed chunks (overlapping last chunk, 4-chunks, single values) against NumPy slicing,
-    for every length up to past the chunked range and strides 1-3, at offsets that are not multiples of 8,
-    between two arrays and within one: each call writes exactly dst[d0 : d0 + n]."""
+def test_row_copies_every_short_length_and_stride():
+    """``ucopy_rows``' fixed chunks (overlapping last chunk, 4-chunks, single values) and ``ucopy`` against
+    NumPy slicing, for every length up to past the chunked range (strides 1-3 for ``ucopy``), at offsets
+    that are not multiples of 8, between two arrays and within one: each call writes exactly
+    dst[d0 : d0 + n]."""
     from numba import njit
-    from fastconv._backends._numba_common import ucopy
+    from fastconv._backends._numba_common import ucopy, ucopy_rows
 
     @njit
-    def copy(dst, d0, src, s0, n, stride):
-        ucopy(dst, d0, src, s0, n, stride)
+    def copy(dst, d0, src, s0, n, stride, rows):
+        if rows:
+            ucopy_rows(dst, d0, src, s0, n)
+        else:
+            ucopy(dst, d0, src, s0, n, stride)
 
     src = np.arange(1.0, 200.0)
-    for stride in (1, 2, 3):
+    for rows, stride in ((True, 1), (False, 1), (False, 2), (False, 3)):
         for n in range(0, 41):
             for d0, s0 in ((0, 0), (3, 5), (13, 1)):
                 dst = np.zeros(60)
-                copy(dst, d0, src, s0, n, stride)
+                copy(dst, d0, src, s0, n, stride, rows)
                 want = np.zeros(60)
                 want[d0:d0 + n] = src[s0:s0 + n * stride:stride]
-                assert np.array_equal(dst, want), (stride, n, d0, s0)
+                assert np.array_equal(dst, want), (rows, stride, n, d0, s0)
                 one = np.arange(1.0, 301.0)          # disjoint ranges of one array
-                copy(one, 300 - n, one, 0, n, stride)
+                copy(one, 300 - n, one, 0, n, stride, rows)
                 want = np.arange(1.0, 301.0)
                 want[300 - n:300] = np.arange(1.0, 301.0)[0:n * stride:stride]
-                assert np.array_equal(one, want), (stride, n, "one array")
+                assert np.array_equal(one, want), (rows, stride, n, "one array")
 
 
 def test_cached_kernels_go_when_a_kernel_source_they_import_changes(tmp_path):

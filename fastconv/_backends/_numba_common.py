@@ -393,27 +393,28 @@ def _copy_chunks(dst, d, src, s, n, st):
             dst[d + i] = src[s + i * st]
 
 
-#: strided rows at least this long are copied by a plain loop (measured on Zen 3, rows of a stride-2 copy:
-#: the chunks were 2.3-2.8x faster for 3-7 values, equal from 28 on)
-STRIDED_CHUNK_MAX = 16
-
-
 @njit(**INLINE)
 def ucopy(dst, d0, src, s0, n, stride):
-    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]; dst and src must not overlap (they may be
-    one array, at disjoint ranges).
-
-    Unit stride always goes by fixed chunks (``_copy_chunks``): a loop of runtime length vectorises only
-    past an alias check and leaves a scalar remainder, which on short rows (7x7 planes) cost 3.5x the
-    chunks (Zen 3, rows of 7: 251 against 71 us per 1.6 MB; equal from 100 values on)."""
+    """dst[d0 : d0 + n] = src[s0 : s0 + n*stride : stride]"""
     ud, us, st = np.uint64(d0), np.uint64(s0), np.uint64(stride)
     if stride == 1:
-        _copy_chunks(dst, ud, src, us, np.uint64(n), _U1)
-    elif n < STRIDED_CHUNK_MAX:
-        _copy_chunks(dst, ud, src, us, np.uint64(n), st)
+        for i in range(np.uint64(n)):
+            dst[ud + i] = src[us + i]
     else:
         for i in range(np.uint64(n)):
             dst[ud + i] = src[us + i * st]
+
+
+@njit(**INLINE)
+def ucopy_rows(dst, d0, src, s0, n):
+    """dst[d0 : d0 + n] = src[s0 : s0 + n] by fixed chunks (``_copy_chunks``); dst and src must not
+    overlap (they may be one array, at disjoint ranges). For the hot copies of short rows only (the phase
+    layout's rows, 7-28 values): ``ucopy``'s runtime-length loop vectorises only past an alias check and
+    leaves a scalar remainder, which on rows of 7 cost 3.5x the chunks (Zen 3: 251 against 71 us per 1.6 MB;
+    equal from 100 values on). Not ``ucopy`` everywhere: inlined at every call site the chunks tripled the
+    kernels' compile times (the planes kernel's first call 12.8 -> 34.6 s from an empty cache), and called
+    instead of inlined they lost the gain."""
+    _copy_chunks(dst, np.uint64(d0), src, np.uint64(s0), np.uint64(n), _U1)
 
 
 @njit(**INLINE)

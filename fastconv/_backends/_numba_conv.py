@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._numba_common import (INLINE, JIT_CONV, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
-                            uaxpy, uaxpy_strided, ucopy, ufill)
+                            uaxpy, uaxpy_strided, ucopy, ucopy_rows, ufill)
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: output channels per block of conv2d_direct: the (KB, Q) accumulator of one output row stays in L1
@@ -211,7 +211,7 @@ def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
                 for j in range(nb):
                     ob = ((n0 + j) * K + k) * P * Q
                     for p in range(P):
-                        ucopy(of, ob + p * Q, acc, j * HW + p * Wq, Q, 1)
+                        ucopy_rows(of, ob + p * Q, acc, j * HW + p * Wq, Q)
 
 
 # ---------------------------------------------------------------------------------------------------

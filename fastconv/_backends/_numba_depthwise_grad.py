@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy, ufill
+from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy_rows, ufill
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: lanes per tap of ``conv2d_depthwise_weight_phase``: flat position i adds to lane i % LW of its tap, so
@@ -162,7 +162,7 @@ def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs, dybufs, lanes):
                 for j in range(nb):
                     _copy_planes(xf, ((n0 + j) * C + c) * H * W, H, W, buf, j * HW, PB, geo, Hq, Wq, lo, hi)
                     for p in range(P):
-                        ucopy(dyb, j * HW + p * Wq, dyf, (((n0 + j) * K + k) * P + p) * Q, Q, 1)
+                        ucopy_rows(dyb, j * HW + p * Wq, dyf, (((n0 + j) * K + k) * P + p) * Q, Q)
                 L = (nb - 1) * HW + (P - 1) * Wq + Q
                 for t in range(RS):
                     _lanes_add(ln, t * LW, dyb, 0, buf, toff[t], max(L, 0))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy
+from ._numba_common import INLINE, JIT_CONV, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy, ucopy_rows
 
 #: output channels per block: four accumulators share each input value loaded
 KB4 = 4
@@ -45,7 +45,7 @@ def _copy_planes(xf, src, H, W, buf, base, HW, geo, Hq, Wq, lo, hi):
             break
         if sw == 1:                  # (one column phase: the common case, without the loop over phases)
             if hi[0] > lo[0]:
-                ucopy(buf, base + a * HW + i * Wq + lo[0], xf, src + h * W + lo[0] - pl, hi[0] - lo[0], 1)
+                ucopy_rows(buf, base + a * HW + i * Wq + lo[0], xf, src + h * W + lo[0] - pl, hi[0] - lo[0])
         else:
             for b_ in range(sw):
                 l, e = lo[b_], hi[b_]
