@@ -357,40 +357,40 @@ _U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = (np.uint64(i) for i in range(1, 9))
 
 
 @njit(**INLINE)
-def _copy4(dst, d, src, s, st):
-    """dst[d : d + 4] = src[s : s + 4*st : st], all four loaded before any is stored (uint64 offsets), so
-    that LLVM's SLP vectoriser makes one vector load and store of a unit-stride row without an alias check."""
-    a0, a1, a2, a3 = src[s], src[s + st], src[s + _U2 * st], src[s + _U3 * st]
+def _copy4(dst, d, src, s):
+    """dst[d : d + 4] = src[s : s + 4], all four loaded before any is stored (uint64 offsets), so that
+    LLVM's SLP vectoriser makes one vector load and store without an alias check."""
+    a0, a1, a2, a3 = src[s], src[s + _U1], src[s + _U2], src[s + _U3]
     dst[d], dst[d + _U1], dst[d + _U2], dst[d + _U3] = a0, a1, a2, a3
 
 
 @njit(**INLINE)
-def _copy8(dst, d, src, s, st):
-    """dst[d : d + 8] = src[s : s + 8*st : st], as _copy4."""
-    a0, a1, a2, a3 = src[s], src[s + st], src[s + _U2 * st], src[s + _U3 * st]
-    a4, a5, a6, a7 = src[s + _U4 * st], src[s + _U5 * st], src[s + _U6 * st], src[s + _U7 * st]
+def _copy8(dst, d, src, s):
+    """dst[d : d + 8] = src[s : s + 8], as _copy4."""
+    a0, a1, a2, a3 = src[s], src[s + _U1], src[s + _U2], src[s + _U3]
+    a4, a5, a6, a7 = src[s + _U4], src[s + _U5], src[s + _U6], src[s + _U7]
     dst[d], dst[d + _U1], dst[d + _U2], dst[d + _U3] = a0, a1, a2, a3
     dst[d + _U4], dst[d + _U5], dst[d + _U6], dst[d + _U7] = a4, a5, a6, a7
 
 
 @njit(**INLINE)
-def _copy_chunks(dst, d, src, s, n, st):
-    """dst[d : d + n] = src[s : s + n*st : st] (uint64 arguments) in chunks of 8 values, the last chunk
-    ending at n and overlapping the one before it (the same values written twice); 4-chunks likewise for
-    4 <= n < 8, single values below. dst and src must not overlap."""
+def _copy_chunks(dst, d, src, s, n):
+    """dst[d : d + n] = src[s : s + n] (uint64 arguments) in chunks of 8 values, the last chunk ending at n
+    and overlapping the one before it (the same values written twice); 4-chunks likewise for 4 <= n < 8,
+    single values below. dst and src must not overlap."""
     if n >= _U8:
         e = n - _U8
         j = np.uint64(0)
         while j < e:
-            _copy8(dst, d + j, src, s + j * st, st)
+            _copy8(dst, d + j, src, s + j)
             j += _U8
-        _copy8(dst, d + e, src, s + e * st, st)
+        _copy8(dst, d + e, src, s + e)
     elif n >= _U4:
-        _copy4(dst, d, src, s, st)
-        _copy4(dst, d + n - _U4, src, s + (n - _U4) * st, st)
+        _copy4(dst, d, src, s)
+        _copy4(dst, d + n - _U4, src, s + n - _U4)
     else:
         for i in range(n):
-            dst[d + i] = src[s + i * st]
+            dst[d + i] = src[s + i]
 
 
 @njit(**INLINE)
@@ -414,7 +414,7 @@ def ucopy_rows(dst, d0, src, s0, n):
     equal from 100 values on). Not ``ucopy`` everywhere: inlined at every call site the chunks tripled the
     kernels' compile times (the planes kernel's first call 12.8 -> 34.6 s from an empty cache), and called
     instead of inlined they lost the gain."""
-    _copy_chunks(dst, np.uint64(d0), src, np.uint64(s0), np.uint64(n), _U1)
+    _copy_chunks(dst, np.uint64(d0), src, np.uint64(s0), np.uint64(n))
 
 
 @njit(**INLINE)

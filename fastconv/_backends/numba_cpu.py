@@ -1186,8 +1186,8 @@ def conv_weight_depthwise(spec, x, dy):
     """dw of a depthwise conv (C/groups == 1), output channels in parallel chunks. Where the phase-split
     buffer is not mostly padding (``_phase_bound_reasons``): ``conv2d_depthwise_weight_phase``, every tap
     one long update of a few lanes over the zero-padded planes of several images (small planes: 7x7 rows
-    of 7 were one short loop each). Its zeros meet dy and x, so an Inf or NaN among them gives a NaN where the clipped
-    sum may not: when dw holds a NaN, it is computed again by ``conv2d_depthwise_weight`` (a lane
+    of 7 were one short loop each). Its zeros meet dy and x, so an Inf or NaN among them gives a NaN where
+    the clipped sum may not: when dw holds a NaN, it is computed again by ``conv2d_depthwise_weight`` (a lane
     accumulator per tap, taps clipped to the input: exact for every operand), which also runs where the
     phase buffer would be mostly padding. Either way the result is the same run to run."""
     k = kernels()
