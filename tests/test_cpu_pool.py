@@ -187,17 +187,79 @@ def test_small_problems_stay_on_the_caller():
 
 @needs_local
 @pytest.mark.parametrize("groups", [1, 2])
-def test_whole_batch_gemm_split_by_output_channels(groups, monkeypatch):
+@pytest.mark.parametrize("N, K, axis", [(6, 64, "columns"), (2, 256, "rows")])
+def test_whole_batch_gemm_split_into_blocks(groups, N, K, axis, monkeypatch):
     """Small images with too few tiles for the workers: the whole batch's columns at once, the GEMM in
-    blocks of output channels; against the oracle, with a bias, groups and padding."""
+    blocks of output channels (more channels than columns) or of columns (fewer); against the oracle, with
+    a bias, groups and padding."""
     monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((3, 8, 7, 7)).astype(np.float32)
-    w = rng.standard_normal((64, 8 // groups, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(64).astype(np.float32)
+    x = rng.standard_normal((N, 8, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((K, 8 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
     spec = fastconv.conv_spec(x, w, b, 1, 1, 1, groups)
     assert numba_cpu._whole_batch(spec)
-    assert len(numba_cpu._channel_blocks(spec)) * groups >= 2 * numba_cpu.gemm_workers(spec)
+    blocks = numba_cpu._gemm_blocks(spec)
+    assert len(blocks) >= 2 * numba_cpu.gemm_workers(spec)
+    cut_rows = any(k1 - k0 < spec.K_per_group for _, k0, k1, _, _ in blocks)
+    cut_cols = any(c1 - c0 < N * 49 for _, _, _, c0, c1 in blocks)
+    assert (cut_rows, cut_cols) == (axis == "rows", axis == "columns")
     out = fastconv.conv2d(x, w, b, padding=1, groups=groups, algo="im2col")
     ref = fastconv.conv2d(x, w, b, padding=1, groups=groups, backend="numpy")
     testing.assert_conv_close(out, ref, spec, x, w, b)
+
+
+@needs_local
+@pytest.mark.parametrize("stride", [1, 2, (3, 2)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_whole_batch_1x1_packs_by_copy(stride, groups, monkeypatch):
+    """A 1x1 unpadded conv's whole-batch columns are the planes subsampled by the stride (one NumPy copy per
+    image and group): odd, unequal plane sides, a bias and groups, against the oracle."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 32, 11, 9)).astype(np.float32)
+    w = rng.standard_normal((64, 32 // groups, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, b, stride, 0, 1, groups)
+    assert numba_cpu._whole_batch(spec) and spec.R == spec.S == 1 and not spec.is_padded
+    calls = []
+    whole_batch = numba_cpu._conv_im2col_whole_batch
+    monkeypatch.setattr(numba_cpu, "_conv_im2col_whole_batch", lambda *a: calls.append(1) or whole_batch(*a))
+    x_before = x.copy()
+    out = fastconv.conv2d(x, w, b, stride=stride, groups=groups, algo="im2col")
+    assert calls, "the whole-batch path did not run"
+    ref = fastconv.conv2d(x, w, b, stride=stride, groups=groups, backend="numpy")
+    testing.assert_conv_close(out, ref, spec, x, w, b)
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("N, C, K, H, groups, workers", [
+    (8, 1024, 1024, 7, 1, 2), (8, 256, 256, 14, 1, 2), (8, 64, 64, 7, 1, 2), (8, 64, 64, 7, 1, 3),
+    (3, 8, 64, 7, 2, 2), (2, 8, 256, 7, 2, 4), (8, 16, 16, 7, 16, 2), (1, 4, 4, 3, 1, 2), (2, 512, 2048, 7, 1, 2)])
+def test_whole_batch_gemm_blocks_cover_the_result_once(N, C, K, H, groups, workers, monkeypatch):
+    """Every (group, output channel, column) of the whole-batch GEMM's result is in exactly one block;
+    blocks cut one axis, the longer, into about GEMM_BLOCKS_PER_WORKER per worker, rows at least 16, columns
+    at least GEMM_MIN_BLOCK_COLUMNS wide and cut at multiples of GEMM_COLUMN_ALIGN."""
+    monkeypatch.setattr(numba_cpu, "gemm_workers", lambda spec: workers)
+    spec = fastconv.conv_spec(np.zeros((N, C, H, H), np.float32), np.zeros((K, C // groups, 1, 1), np.float32),
+                              groups=groups)
+    Kg, cols = K // groups, N * H * H
+    seen = np.zeros((groups, Kg, cols), np.int64)
+    blocks = numba_cpu._gemm_blocks(spec)
+    for g, k0, k1, c0, c1 in blocks:
+        assert 0 <= k0 < k1 <= Kg and 0 <= c0 < c1 <= cols
+        seen[g, k0:k1, c0:c1] += 1
+    assert (seen == 1).all()
+    per_group = len(blocks) // groups
+    want = -(-numba_cpu.GEMM_BLOCKS_PER_WORKER * workers // groups)
+    if Kg >= cols:
+        assert all(c0 == 0 and c1 == cols for _, _, _, c0, c1 in blocks)
+        assert per_group == max(1, min(want, Kg // 16))
+        assert per_group == 1 or min(k1 - k0 for _, k0, k1, _, _ in blocks) >= 16
+    else:
+        assert all(k0 == 0 and k1 == Kg for _, k0, k1, _, _ in blocks)
+        assert per_group <= max(1, min(want, cols // numba_cpu.GEMM_MIN_BLOCK_COLUMNS))
+        assert per_group >= min(want, cols // numba_cpu.GEMM_MIN_BLOCK_COLUMNS) - 1
+        assert all(c0 % numba_cpu.GEMM_COLUMN_ALIGN == 0 for _, _, _, c0, _ in blocks)
+        widths = [c1 - c0 for _, _, _, c0, c1 in blocks]
+        assert per_group == 1 or min(widths) >= numba_cpu.GEMM_MIN_BLOCK_COLUMNS - numba_cpu.GEMM_COLUMN_ALIGN

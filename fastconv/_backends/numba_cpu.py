@@ -610,13 +610,13 @@ def _im2col_tiles(spec):
 
 #: the whole batch's column matrix and GEMM result up to this size are built at once when the tiles
 #: would give the GEMM workers too few items (small images: res5's 7x7 at N=8 makes 3 tiles of at least
-#: TILE_MIN_COLUMNS for 2 workers); the GEMM is then split over blocks of output channels instead
+#: TILE_MIN_COLUMNS for 2 workers); the GEMM is then split into blocks of its result instead (_gemm_blocks)
 BATCH_GEMM_BYTES = 32 << 20
 
 
 def _whole_batch(spec) -> bool:
-    """Whether the forward im2col builds the whole batch's column matrix and splits the GEMM by output
-    channels (see BATCH_GEMM_BYTES): several workers, fewer than ITEMS_PER_WORKER tile items per worker,
+    """Whether the forward im2col builds the whole batch's column matrix and splits the GEMM into blocks
+    of its result (see BATCH_GEMM_BYTES): several workers, fewer than ITEMS_PER_WORKER tile items per worker,
     and the batch's columns and GEMM result within BATCH_GEMM_BYTES."""
     workers = gemm_workers(spec)
     if workers == 1 or images_per_tile(spec) == 1:
@@ -626,12 +626,36 @@ def _whole_batch(spec) -> bool:
     return tiles < ITEMS_PER_WORKER * workers and batch <= BATCH_GEMM_BYTES
 
 
-def _channel_blocks(spec):
-    """[k0, k1) blocks of a group's output channels for the whole-batch GEMM: about ITEMS_PER_WORKER per
-    worker over all groups, at least 16 channels each."""
-    want = -(-ITEMS_PER_WORKER * gemm_workers(spec) // spec.groups)
-    n = max(1, min(want, spec.K_per_group // 16))
-    return [(spec.K_per_group * i // n, spec.K_per_group * (i + 1) // n) for i in range(n)]
+#: blocks per GEMM worker in the whole-batch GEMM: 2, along the longer side of the result. Each block is one
+#: BLAS call that packs its share of the operands and streams the other through the cache, so a thin block
+#: wastes the micro-kernel: 8 blocks of 32 output channels ran (256 x 2304) @ (2304 x 392) at 148 GFLOP/s on
+#: 2 threads, 4 at 173, 2 at 181; and blocks of output channels are thin where there are few of them (64
+#: channels over 6272 columns: 76 GFLOP/s in 8 row blocks, 145-156 in 4-8 column blocks). Zen 4 (AVX-512,
+#: OpenBLAS SkylakeX kernels), single-threaded BLAS per worker, best of 15 calls, 2026-12-03. Two per worker
+#: rather than one leaves a worker on a busy core fewer to do (see _cpu_pool).
+GEMM_BLOCKS_PER_WORKER = 2
+
+#: the narrowest block of result columns the whole-batch GEMM makes, and their alignment (the AVX-512
+#: kernels' 16 floats)
+GEMM_MIN_BLOCK_COLUMNS, GEMM_COLUMN_ALIGN = 64, 16
+
+
+def _gemm_blocks(spec):
+    """(g, k0, k1, c0, c1): the whole-batch GEMM's items, group g's output channels [k0, k1) by columns
+    [c0, c1) of its [K/G, N*P*Q] result. About GEMM_BLOCKS_PER_WORKER per worker over all groups, each
+    group cut along the longer side of its result: rows (at least 16 each) or columns (at least
+    GEMM_MIN_BLOCK_COLUMNS each, the cuts aligned to GEMM_COLUMN_ALIGN)."""
+    Kg, cols = spec.K_per_group, spec.N * spec.P * spec.Q
+    want = -(-GEMM_BLOCKS_PER_WORKER * gemm_workers(spec) // spec.groups)
+    if Kg >= cols:
+        n = max(1, min(want, Kg // 16))
+        cuts = [(Kg * i // n, Kg * (i + 1) // n, 0, cols) for i in range(n)]
+    else:
+        n = max(1, min(want, cols // GEMM_MIN_BLOCK_COLUMNS))
+        a = GEMM_COLUMN_ALIGN
+        edges = [0] + [min(cols, -(-(cols * i // n) // a) * a) for i in range(1, n)] + [cols]
+        cuts = [(0, Kg, c0, c1) for c0, c1 in zip(edges, edges[1:]) if c1 > c0]
+    return [(g,) + cut for g in range(spec.groups) for cut in cuts]
 
 
 def _im2col_workspace(spec):
@@ -691,8 +715,8 @@ def conv_im2col(spec, x, w, b=None):
 
 def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
     """The whole batch's column matrix per group (one packing item per image and group), then the GEMM
-    in blocks of output channels (:func:`_channel_blocks`) into a staged [K/G, N*P*Q] result per group, then
-    one scatter item per image: three rounds on the GEMM workers."""
+    in blocks of output channels or of columns (:func:`_gemm_blocks`) into a staged [K/G, N*P*Q] result
+    per group, then one scatter item per image: three rounds on the GEMM workers."""
     N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
     k = kernels()
     workers = gemm_workers(spec)
@@ -703,10 +727,22 @@ def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
         n, g = item
         k.im2col_pack(x, n, g, geo, col[g], n * PQ)
 
+    if spec.R == spec.S == 1 and not spec.is_padded:
+        # a 1x1 window, unpadded: an image's columns are its planes, subsampled by the stride. One NumPy
+        # copy per image (it releases the GIL) beats the packing kernel's rows of 7-28 values: 8 images of
+        # (1024, 7, 7) 0.10 ms against 0.28, of (1024, 14, 14) at stride 2 0.31 against 0.50, one thread
+        Cg, P, Q, sh, sw = spec.C_per_group, spec.P, spec.Q, spec.stride_h, spec.stride_w
+        cols = col.reshape(G, Cg, N, P, Q)
+        planes = x.reshape(N, G, Cg, spec.H, spec.W)[:, :, :, :(P - 1) * sh + 1:sh, :(Q - 1) * sw + 1:sw]
+
+        def pack(item, _):    # noqa: F811 - the 1x1 pack
+            n, g = item
+            cols[g, :, n] = planes[n, g]
+
     def gemm(item, _):
-        g, k0, k1 = item
-        dst = stage[g, k0:k1]
-        np.matmul(wg[g, k0:k1], col[g], out=dst)
+        g, k0, k1, c0, c1 = item
+        dst = stage[g, k0:k1, c0:c1]
+        np.matmul(wg[g, k0:k1], col[g, :, c0:c1], out=dst)
         if bg is not None:
             dst += bg[g, k0:k1]
 
@@ -715,7 +751,7 @@ def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
 
     none = lambda: None   # noqa: E731
     _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
-    _cpu_pool.run([(g, k0, k1) for g in range(G) for k0, k1 in _channel_blocks(spec)], gemm, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec), gemm, none, workers)
     _cpu_pool.run(list(range(N)), scatter, none, workers)
 
 
