@@ -901,6 +901,45 @@ def test_row_copies_every_short_length_and_stride():
                 assert np.array_equal(one, want), (rows, stride, n, "one array")
 
 
+def test_phase_copy_of_every_small_plane_stride_and_pad():
+    """``_copy_planes`` (the phase layout of the planes, depthwise phase and depthwise weight-gradient
+    kernels) against the layout built by hand from its definition, buf[(a*sw + b)*HW + i*Wq + j] =
+    plane[i*sh + a - pad_top, j*sw + b - pad_left] inside the plane and 0 elsewhere: strides 1-3 (one column
+    phase and several), every width 1-13, left pads 0-3 and right pads 0-1."""
+    from numba import njit
+    from fastconv._backends._numba_common import conv_geometry, tap_ranges
+    from fastconv._backends._numba_planes import _copy_planes
+
+    @njit
+    def copy(xf, H, W, buf, geo, Hq, Wq):
+        sw = geo.stride_w
+        lo, hi = tap_ranges(sw, 1, geo.pad_left, sw, W, Wq)
+        _copy_planes(xf, 0, H, W, buf, 0, Hq * Wq, geo, Hq, Wq, lo, hi)
+
+    rng = _rng(11)
+    for sh, sw in ((1, 1), (1, 2), (2, 2), (2, 3), (3, 2), (1, 3)):
+        for W in range(1, 14):
+            for pl, pr in ((0, 0), (1, 0), (1, 1), (2, 1), (3, 0), (0, 1)):
+                H, pt, pb = 5, 1, 0
+                if W + pl + pr < 3:
+                    continue
+                x = rng.standard_normal((1, 1, H, W))
+                spec = fastconv.conv_spec(x, np.ones((1, 1, 3, 3)), None, (sh, sw), ((pt, pb), (pl, pr)))
+                geo = conv_geometry(spec)
+                Hq, Wq = -(-geo.extent_h // sh), -(-geo.extent_w // sw)
+                buf = np.zeros(sh * sw * Hq * Wq)
+                copy(x.reshape(-1), H, W, buf, geo, Hq, Wq)
+                want = np.zeros((sh, sw, Hq, Wq))
+                for a in range(sh):
+                    for b in range(sw):
+                        for i in range(Hq):
+                            for j in range(Wq):
+                                h, w_ = i * sh + a - pt, j * sw + b - pl
+                                if 0 <= h < H and 0 <= w_ < W:
+                                    want[a, b, i, j] = x[0, 0, h, w_]
+                assert np.array_equal(buf.reshape(sh, sw, Hq, Wq), want), (sh, sw, W, pl, pr)
+
+
 def test_cached_kernels_go_when_a_kernel_source_they_import_changes(tmp_path):
     """Numba checks a cached kernel against its own file only; ``drop_stale_caches`` deletes the cached
     kernels of every module whose source, or a kernel source it imports (an inlined helper's file), differs
