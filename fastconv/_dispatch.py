@@ -371,6 +371,21 @@ def fixed_choice(p: Plan, spec, backend: str) -> Optional[Impl]:
     return fixed(spec, p.choosable) if fixed is not None else None
 
 
+def measured_times(spec, backend: str, algo: str = "auto") -> Optional[Dict[str, float]]:
+    """What the backend's tuner measured when it chose among the supported candidates for ``spec`` (seconds
+    per call by Impl name: the times behind :func:`select`'s choice), or None where it chose by rule or has
+    not measured this spec (nor with this thread count, or on this GPU). Finite data assumed: a choice the
+    data rule made among fewer candidates is not looked up."""
+    mod = backend_module(backend)
+    tuner, context = getattr(mod, "TUNER", None), getattr(mod, "tune_context", None)
+    if tuner is None or context is None or spec.N == 0:
+        return None
+    choosable = plan(spec, backend, algo).choosable
+    if len(choosable) < 2:
+        return None
+    return tuner.remembered(context(), spec, choosable)
+
+
 def without_fallbacks(supported: List[Impl]) -> List[Impl]:
     """``supported`` less its fallbacks (:attr:`Impl.fallback`) when anything else is in it: what dispatch
     chooses among (and what a benchmark of "every implementation dispatch may run" measures)."""

@@ -217,6 +217,12 @@ class Tuner:
                     self._remember_per_algo(context, spec, impls, times)
         return by_name[entry["choice"]]
 
+    def remembered(self, context: str, spec, impls: Sequence) -> Optional[Dict[str, float]]:
+        """The seconds per call behind the remembered choice among ``impls`` for ``spec`` (a copy, by Impl
+        name), or None where nothing is remembered: what a benchmark report shows beside a choice."""
+        entry = self.cache().get(self._key(context, spec, tuple(i.name for i in impls)))
+        return None if entry is None else dict(entry.get("s") or {})
+
     def _remember_per_algo(self, context, spec, impls, times) -> None:
         """The same times also answer "which variant of algorithm A" (what ``algo="A"`` asks)."""
         algos = {i.algo for i in impls}

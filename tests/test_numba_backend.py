@@ -592,6 +592,24 @@ def test_auto_measures_once_per_spec_and_caches():
     assert TUNER.persist is False and TUNER.cache().path is None   # memory only: never a file
 
 
+def test_measured_times_are_the_ones_behind_the_choice():
+    """``_dispatch.measured_times`` (what a benchmark row shows as ``tuned_s``): None before a measurement
+    and for a choice made by rule; after one, a time for every candidate, the fastest being the choice."""
+    TUNER.reset()
+    spec = _big_spec(K=20)
+    assert _dispatch.measured_times(spec, "numba") is None
+    chosen = _dispatch.select(spec, "numba", "auto")
+    times = _dispatch.measured_times(spec, "numba")
+    names = [i.name for i in _dispatch.plan(spec, "numba", "auto").choosable]
+    assert len(names) > 1 and sorted(times) == sorted(names)
+    assert min(times, key=times.get) == chosen.name and all(t > 0 for t in times.values())
+    times.clear()                                   # a copy: the tuner's memory is untouched
+    assert _dispatch.measured_times(spec, "numba")
+    small = fastconv.conv_spec(np.zeros((1, 2, 5, 5), np.float32), np.zeros((2, 2, 3, 3), np.float32))
+    _dispatch.select(small, "numba", "auto")
+    assert _dispatch.measured_times(small, "numba") is None
+
+
 def test_auto_is_thread_safe():
     TUNER.reset()
     spec = _big_spec(K=24)

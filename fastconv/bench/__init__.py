@@ -97,7 +97,9 @@ are all forward):
               copy_fraction (pools), ratio_to_best_peer, ratio_iqr ([best peer q1 / q3, best peer q3 / q1]:
               the ratio while both sides stay within their interquartile ranges), ratio_noisy (the row or
               its best peer noisy), impl (fastconv algo "auto" and pools: the implementation dispatch ran,
-              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``; a network's: each op's, joined by "; ")
+              by its name, e.g. ``cuda:conv:implicit_gemm/128x64``; a network's: each op's, joined by "; "), tuned_s
+              (beside such an impl: the autotuner's seconds per call of each candidate when it chose, by
+              name; null where it chose by rule, for a network, or for a named algo)
     summary   table_summary(): per standard-layer table, fastconv runner and op group: table, layer_subset,
               runner, op (conv, pool, conv_input, conv_weight or pool_backward), dtype, peer, batch, layers, timed, unsupported, failed, geomean, median, q1, q3, min, min_layer,
               max, max_layer, median_peak_fraction, peer_median_peak_fraction, (pools) median_copy_fraction,

@@ -104,6 +104,7 @@ def _run_case(case: Case, live: List[Runner], policy: Policy) -> tuple:
     for row, r in verified:
         if row["status"] == "ok" and isinstance(r, FastconvRunner):
             row["impl"] = r.chosen(full_spec, case.padding_operand(arrays, full_spec))
+            row["tuned_s"] = r.measured(full_spec)
     return rows, full_spec, (ref.n if ref else None), timing
 
 

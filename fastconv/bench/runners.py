@@ -17,7 +17,7 @@ cropped; the weight gradient of the padded input).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -147,6 +147,16 @@ class FastconvRunner(Runner):
             return None
         try:
             return _dispatch.select(spec, self.name, "auto", weight=weight).name
+        except Exception:
+            return None
+
+    def measured(self, spec) -> Optional[Dict[str, float]]:
+        """The tuner's seconds per candidate behind :meth:`chosen`'s pick (algo "auto", one op), or None
+        where it picked by rule or cannot be asked."""
+        if spec.op == "network" or self.algo != "auto":
+            return None
+        try:
+            return _dispatch.measured_times(spec, self.name, "auto")
         except Exception:
             return None
 
