@@ -26,7 +26,7 @@ one of its reasons, never a hand-over to another kernel:
   output (one image per tile) or into a staging buffer scattered into it (several). A tile holds as many
   whole images as fit in ``TILE_BYTES`` (4 MiB), at least one, so the workspace is one tile's column
   matrix (plus, with several images, their output for one group), reused across the batch, never the
-  whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (32 MiB) is built in bands of
+  whole batch's; one image whose column matrix passes ``IMAGE_COL_BYTES`` (2 MiB) is built in bands of
   output rows (``im2col_pack_rows``). The column matrix holds explicit zeros in the padding
   (``zero_fills_padding``).
 - ``numba:conv:winograd/f4x4``: a 3x3, stride-1, undilated, ungrouped 1-D/2-D conv (each other shape is a
@@ -586,8 +586,13 @@ def conv_im2col_pointwise(spec, x, w, b=None):
 
 
 #: one image's column matrix larger than this is built and multiplied in bands of output rows (as many
-#: rows as fit, at least one), so an im2col workspace is at most a band's (see WORKSPACE_CAP)
-IMAGE_COL_BYTES = 32 << 20
+#: rows as fit, at least one), so an im2col workspace is at most a band's (see WORKSPACE_CAP). 2 MiB: a
+#: band is multiplied while it is still in the cache, and BLAS streams a narrower B. One BLAS thread,
+#: (64 x 576) @ (576 x N): 73 GFLOP/s at N = 3136 (one 56x56 image, 7.2 MB), 99 at N = 784. Whole layers at
+#: N=8, in-process A/B against 32 MiB (Zen 4, 2 workers, 2026-12-03): res2's 3x3 dilated 2 16.0 -> 11.7 ms,
+#: res2's 3x3 by im2col 17.2 -> 12.6, conv1 (7x7 stride 2 on 224x224) 18.4 -> 14.2; their weight gradients
+#: 29.0 -> 24.9, 20.5 -> 17.6, 26.6 -> 22.5; 1, 4 MiB and 512 KiB no better; smaller images unchanged.
+IMAGE_COL_BYTES = 2 << 20
 
 
 def rows_per_image_band(spec) -> int:
