@@ -11,9 +11,9 @@ import pytest
 
 import fastconv
 import fastconv.grad as fg
-from fastconv import testing
+from fastconv import _dispatch, testing
 from fastconv._backends import _cpu_pool, numba_cpu
-from fastconv._spec import conv_input_spec, conv_weight_spec
+from fastconv._spec import conv_input_spec, conv_transpose_spec, conv_weight_spec
 
 needs_local = pytest.mark.skipif(_cpu_pool.blas_thread_control() is None,
                                  reason="NumPy's BLAS is not OpenBLAS: one worker")
@@ -231,6 +231,42 @@ def test_whole_batch_1x1_packs_by_copy(stride, groups, monkeypatch):
     ref = fastconv.conv2d(x, w, b, stride=stride, groups=groups, backend="numpy")
     testing.assert_conv_close(out, ref, spec, x, w, b)
     np.testing.assert_array_equal(x, x_before)
+
+
+@needs_local
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("x_shape, K", [((6, 32, 5, 7), 48), ((2, 64, 3, 5), 128)], ids=["columns", "rows"])
+def test_pointwise_input_gradient_of_the_whole_batch(x_shape, K, groups, bias, monkeypatch):
+    """A 1x1 conv's input gradient on small images: dy of the whole batch side by side, dx = w^T @ dy in
+    blocks, then each image's (bias +) columns; against the oracle's adjoint and equal to the tile path's
+    (col2im) result, the path checked to run, the inputs untouched."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(7)
+    N, C, H, W = x_shape
+    w = rng.standard_normal((K, C // groups, 1, 1)).astype(np.float32)
+    dy = rng.standard_normal((N, K, H, W)).astype(np.float32)
+    b = rng.standard_normal(C).astype(np.float32) if bias else None
+    # with a bias: the transposed conv of dy (its weight is the forward's), whose output starts at the bias
+    spec = (conv_transpose_spec(dy, w, b, groups=groups) if bias else conv_input_spec(x_shape, w, dy, groups=groups))
+    assert spec.op == "conv_input" and spec.input_shape == x_shape
+    assert numba_cpu._input_whole_batch(spec)
+    cut = {"rows": any(c1 - c0 < C // groups for _, c0, c1, _, _ in numba_cpu._gemm_blocks(spec, C // groups)),
+           "columns": any(j1 - j0 < N * H * W for _, _, _, j0, j1 in numba_cpu._gemm_blocks(spec, C // groups))}
+    assert [k for k, v in cut.items() if v] == [("rows" if C // groups >= N * H * W else "columns")]
+    calls = []
+    batch = numba_cpu._conv_input_pointwise_batch
+    monkeypatch.setattr(numba_cpu, "_conv_input_pointwise_batch", lambda *a: calls.append(1) or batch(*a))
+    before = (w.copy(), dy.copy())
+    impl = _dispatch.select(spec, "numba", "im2col")
+    got = impl.run(spec, dy, w, b)
+    assert calls, "the whole-batch path did not run"
+    testing.assert_grad_close(got, spec, dy, w, b)
+    np.testing.assert_array_equal(w, before[0])
+    np.testing.assert_array_equal(dy, before[1])
+    monkeypatch.setattr(numba_cpu, "_input_whole_batch", lambda spec: False)   # the tile path: col2im
+    tiles = impl.run(spec, dy, w, b)
+    np.testing.assert_array_equal(got, tiles)
 
 
 @pytest.mark.parametrize("N, C, K, H, groups, workers", [

@@ -79,7 +79,10 @@ so results are bitwise reproducible run to run:
 - ``numba:conv_input:im2col/col2im``: per tile (whole images side by side, as the forward's tiles, or a
   band of one image's output rows, ``BAND_BYTES``) and group, BLAS computes col = w[group]^T @ dy, then
   ``col2im_add`` adds each entry at the position its tap reads, dropping taps in the padding: exact for
-  every weight (no ``zero_fills_padding``). The bias (C,) is dx's starting value.
+  every weight (no ``zero_fills_padding``). The bias (C,) is dx's starting value. A pointwise conv (1x1,
+  stride 1, no padding) whose small images leave the tiles too few for the workers (the forward's
+  ``_whole_batch`` rule) runs the whole batch instead: dy side by side per group, one GEMM per group in
+  blocks of the result (``_gemm_blocks``), then each image's dx = bias (or 0) + its columns: col2im's sums.
 - ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
   ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
   (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
@@ -645,12 +648,13 @@ GEMM_BLOCKS_PER_WORKER = 2
 GEMM_MIN_BLOCK_COLUMNS, GEMM_COLUMN_ALIGN = 64, 16
 
 
-def _gemm_blocks(spec):
-    """(g, k0, k1, c0, c1): the whole-batch GEMM's items, group g's output channels [k0, k1) by columns
-    [c0, c1) of its [K/G, N*P*Q] result. About GEMM_BLOCKS_PER_WORKER per worker over all groups, each
-    group cut along the longer side of its result: rows (at least 16 each) or columns (at least
+def _gemm_blocks(spec, rows=None):
+    """(g, k0, k1, c0, c1): the whole-batch GEMM's items, group g's result rows [k0, k1) (output channels;
+    ``rows`` per group where the result is not [K/G, N*P*Q]: the input gradient's C/G) by columns [c0, c1)
+    of its [rows, N*P*Q] result. About GEMM_BLOCKS_PER_WORKER per worker over all groups, each group cut
+    along the longer side of its result: rows (at least 16 each) or columns (at least
     GEMM_MIN_BLOCK_COLUMNS each, the cuts aligned to GEMM_COLUMN_ALIGN)."""
-    Kg, cols = spec.K_per_group, spec.N * spec.P * spec.Q
+    Kg, cols = spec.K_per_group if rows is None else rows, spec.N * spec.P * spec.Q
     want = -(-GEMM_BLOCKS_PER_WORKER * gemm_workers(spec) // spec.groups)
     if Kg >= cols:
         n = max(1, min(want, Kg // 16))
@@ -1137,7 +1141,11 @@ def rows_per_band(spec) -> int:
 
 
 def _col2im_workspace(spec):
-    """Per GEMM worker: a tile's (or band's) column matrix, and with several images their staged dy."""
+    """Per GEMM worker: a tile's (or band's) column matrix, and with several images their staged dy; or,
+    for a pointwise conv's whole batch at once (:func:`_input_whole_batch`), its dy and dx side by side."""
+    if _input_whole_batch(spec):
+        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
+        return {"the whole batch's dy": spec.K_per_group * cols, "the whole batch's dx": spec.C_per_group * cols}
     nb, workers = images_per_tile(spec), gemm_workers(spec)
     ws = {"column matrix": workers * spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
     if nb > 1:
@@ -1163,6 +1171,9 @@ def conv_input_im2col(spec, dy, w, b=None):
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     wg = w.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
+    if _input_whole_batch(spec):
+        _conv_input_pointwise_batch(spec, dyg, wg, dx.reshape(N, G, Cg, PQ), b)
+        return dx
     nb = images_per_tile(spec)
     rows = rows_per_band(spec)
     geo = k.conv_geometry(spec)
@@ -1195,6 +1206,43 @@ def conv_input_im2col(spec, dy, w, b=None):
 
     _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return dx
+
+
+def _input_whole_batch(spec) -> bool:
+    """Whether conv_input im2col runs the whole batch as one GEMM per group (:func:`_conv_input_pointwise_batch`):
+    a pointwise conv (1x1, stride 1, no padding: dx is w^T @ dy, no col2im) whose small images give the
+    tiles too few items for the workers, as the forward's :func:`_whole_batch` says."""
+    return spec.is_pointwise and spec.P == spec.H and spec.Q == spec.W and _whole_batch(spec)
+
+
+def _conv_input_pointwise_batch(spec, dyg, wg, dxg, b):
+    """The pointwise input gradient of the whole batch: dy of every image side by side per group (one copy
+    per image and group), then dx_all[group] = w[group]^T @ dy_all[group] by BLAS in blocks of the result
+    (:func:`_gemm_blocks`), then per image dx = (the bias, or zero) + its columns: three rounds on the GEMM
+    workers. The sums are col2im's (one term per position after the GEMM's)."""
+    N, G, Kg, Cg, PQ = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P * spec.Q
+    workers = gemm_workers(spec)
+    dyt = workspace("the whole batch's dy", (G, Kg, N * PQ), dyg.dtype)
+    res = workspace("the whole batch's dx", (G, Cg, N * PQ), dyg.dtype)
+    dyt4 = dyt.reshape(G, Kg, N, PQ)
+    bias = None if b is None else b.reshape(G, Cg, 1)
+    zero = dyg.dtype.type(0)
+
+    def pack(item, _):
+        n, g = item
+        dyt4[g, :, n] = dyg[n, g]
+
+    def gemm(item, _):
+        g, c0, c1, j0, j1 = item
+        np.matmul(wg[g, :, c0:c1].T, dyt[g, :, j0:j1], out=res[g, c0:c1, j0:j1])
+
+    def scatter(n, _):        # one pass: (the bias, or zero) + the image's columns
+        np.add(zero if bias is None else bias, res[:, :, n * PQ:(n + 1) * PQ], out=dxg[n])
+
+    none = lambda: None   # noqa: E731
+    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec, rows=Cg), gemm, none, workers)
+    _cpu_pool.run(list(range(N)), scatter, none, workers)
 
 
 def conv_input_depthwise(spec, dy, w, b=None):
