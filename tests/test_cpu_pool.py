@@ -269,6 +269,37 @@ def test_pointwise_input_gradient_of_the_whole_batch(x_shape, K, groups, bias, m
     np.testing.assert_array_equal(got, tiles)
 
 
+@needs_local
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("x_shape, K", [((6, 16, 5, 7), 128), ((6, 256, 5, 7), 16)], ids=["rows", "columns"])
+def test_pointwise_weight_gradient_of_the_whole_batch(x_shape, K, groups, monkeypatch):
+    """A 1x1 conv's weight gradient on small images: dy and x of the whole batch side by side, dw = dy @ x^T
+    in blocks of dw (cut along its longer side); against the oracle's adjoint, the path checked to run, the
+    inputs untouched."""
+    monkeypatch.setattr(numba_cpu, "POOL_MIN_FLOPS", 0)
+    rng = np.random.default_rng(8)
+    N, C, H, W = x_shape
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    dy = rng.standard_normal((N, K, H, W)).astype(np.float32)
+    w_shape = (K, C // groups, 1, 1)
+    spec = conv_weight_spec(x, w_shape, dy, groups=groups)
+    assert numba_cpu._weight_whole_batch(spec)
+    Kg, Cg = K // groups, C // groups
+    blocks = numba_cpu._gemm_blocks(spec, cols=Cg)
+    cut_rows = any(k1 - k0 < Kg for _, k0, k1, _, _ in blocks)
+    cut_cols = any(c1 - c0 < Cg for _, _, _, c0, c1 in blocks)
+    assert (cut_rows, cut_cols) == ((Kg >= Cg), (Kg < Cg))
+    calls = []
+    batch = numba_cpu._conv_weight_pointwise_batch
+    monkeypatch.setattr(numba_cpu, "_conv_weight_pointwise_batch", lambda *a: calls.append(1) or batch(*a))
+    before = (x.copy(), dy.copy())
+    got = _dispatch.select(spec, "numba", "im2col").run(spec, x, dy)
+    assert calls, "the whole-batch path did not run"
+    testing.assert_grad_close(got, spec, x, dy)
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(dy, before[1])
+
+
 @pytest.mark.parametrize("N, C, K, H, groups, workers", [
     (8, 1024, 1024, 7, 1, 2), (8, 256, 256, 14, 1, 2), (8, 64, 64, 7, 1, 2), (8, 64, 64, 7, 1, 3),
     (3, 8, 64, 7, 2, 2), (2, 8, 256, 7, 2, 4), (8, 16, 16, 7, 16, 2), (1, 4, 4, 3, 1, 2), (2, 512, 2048, 7, 1, 2)])

@@ -97,7 +97,9 @@ so results are bitwise reproducible run to run:
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
   builds the column matrix, BLAS adds dy[tile, group] @ col^T to dw (tiles in batch order). The column
   matrix holds zeros in the padding (``zero_fills_padding``: dispatch does not run it for a padded problem
-  whose dy holds Inf or NaN).
+  whose dy holds Inf or NaN). A pointwise conv whose small images leave the tiles too few for the workers
+  (the forward's ``_whole_batch`` rule) runs the whole batch instead: dy and x side by side per group, then
+  dw[group] = dy_all @ x_all^T as one GEMM over every position, in blocks of dw (``_gemm_blocks``).
 - ``max_pool_backward`` and ``adaptive_max_pool_backward`` (dy added at its index, row-major, float64),
   ``avg_pool_backward`` (the forward's divisors, taps in the oracle's order, float64),
   ``adaptive_avg_pool_backward``, ``max_unpool`` (the last write of a repeated index wins): parallel over
@@ -648,13 +650,14 @@ GEMM_BLOCKS_PER_WORKER = 2
 GEMM_MIN_BLOCK_COLUMNS, GEMM_COLUMN_ALIGN = 64, 16
 
 
-def _gemm_blocks(spec, rows=None):
-    """(g, k0, k1, c0, c1): the whole-batch GEMM's items, group g's result rows [k0, k1) (output channels;
-    ``rows`` per group where the result is not [K/G, N*P*Q]: the input gradient's C/G) by columns [c0, c1)
-    of its [rows, N*P*Q] result. About GEMM_BLOCKS_PER_WORKER per worker over all groups, each group cut
-    along the longer side of its result: rows (at least 16 each) or columns (at least
-    GEMM_MIN_BLOCK_COLUMNS each, the cuts aligned to GEMM_COLUMN_ALIGN)."""
-    Kg, cols = spec.K_per_group if rows is None else rows, spec.N * spec.P * spec.Q
+def _gemm_blocks(spec, rows=None, cols=None):
+    """(g, k0, k1, c0, c1): the whole-batch GEMM's items, group g's result rows [k0, k1) by columns [c0, c1)
+    of its [rows, cols] result: by default [K/G, N*P*Q] (the forward's); ``rows`` C/G for the input
+    gradient's, ``cols`` C/G for the weight gradient's [K/G, C/G]. About GEMM_BLOCKS_PER_WORKER per worker
+    over all groups, each group cut along the longer side of its result: rows (at least 16 each) or
+    columns (at least GEMM_MIN_BLOCK_COLUMNS each, the cuts aligned to GEMM_COLUMN_ALIGN)."""
+    Kg = spec.K_per_group if rows is None else rows
+    cols = spec.N * spec.P * spec.Q if cols is None else cols
     want = -(-GEMM_BLOCKS_PER_WORKER * gemm_workers(spec) // spec.groups)
     if Kg >= cols:
         n = max(1, min(want, Kg // 16))
@@ -1316,9 +1319,46 @@ def _weight_chunks(spec, tiles: int) -> int:
     return max(1, min(tiles, 1 if workers == 1 else 2 * workers))
 
 
+def _weight_whole_batch(spec) -> bool:
+    """Whether conv_weight im2col runs the whole batch as one GEMM per group (:func:`_conv_weight_pointwise_batch`):
+    a pointwise conv (x is its own column matrix) whose small images give the tiles too few items for the
+    workers, as the forward's :func:`_whole_batch` says."""
+    return spec.is_pointwise and _whole_batch(spec)
+
+
+def _conv_weight_pointwise_batch(spec, x, dy, dw):
+    """The pointwise weight gradient of the whole batch: dy and x of every image side by side per group
+    (one copy per image and group), then dw[group] = dy_all[group] @ x_all[group]^T by BLAS in blocks of
+    dw (:func:`_gemm_blocks`): one GEMM over all N*P*Q positions, so no partial sums to add."""
+    N, G, Kg, Cg, PQ = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P * spec.Q
+    workers = gemm_workers(spec)
+    dyt = workspace("the whole batch's dy", (G, Kg, N * PQ), dy.dtype)
+    xt = workspace("the whole batch's x", (G, Cg, N * PQ), x.dtype)
+    dyt4, xt4 = dyt.reshape(G, Kg, N, PQ), xt.reshape(G, Cg, N, PQ)
+    dyg, xg = dy.reshape(N, G, Kg, PQ), x.reshape(N, G, Cg, PQ)
+    dwg = dw.reshape(G, Kg, Cg)
+
+    def pack(item, _):
+        n, g = item
+        dyt4[g, :, n] = dyg[n, g]
+        xt4[g, :, n] = xg[n, g]
+
+    def gemm(item, _):
+        g, k0, k1, c0, c1 = item
+        np.matmul(dyt[g, k0:k1], xt[g, c0:c1].T, out=dwg[g, k0:k1, c0:c1])
+
+    none = lambda: None   # noqa: E731
+    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec, cols=Cg), gemm, none, workers)
+
+
 def _weight_im2col_workspace(spec):
     """Per GEMM worker: a tile's column matrix (and staged dy), and one GEMM result; per run of tiles
-    after the first, its partial dw."""
+    after the first, its partial dw; or, for a pointwise conv's whole batch at once
+    (:func:`_weight_whole_batch`), its dy and x side by side."""
+    if _weight_whole_batch(spec):
+        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
+        return {"the whole batch's dy": spec.K_per_group * cols, "the whole batch's x": spec.C_per_group * cols}
     ws = _im2col_workspace(spec)
     if "staged output" in ws:
         ws["staged dy"] = ws.pop("staged output")
@@ -1342,6 +1382,9 @@ def conv_weight_im2col(spec, x, dy):
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     dw = np.empty(spec.output_layout, dtype=x.dtype)
+    if _weight_whole_batch(spec):
+        _conv_weight_pointwise_batch(spec, x, dy, dw)
+        return dw
     dwg = dw.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
     nb, rows = images_per_tile(spec), rows_per_image_band(spec)
