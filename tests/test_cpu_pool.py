@@ -250,7 +250,7 @@ def test_pointwise_input_gradient_of_the_whole_batch(x_shape, K, groups, bias, m
     # with a bias: the transposed conv of dy (its weight is the forward's), whose output starts at the bias
     spec = (conv_transpose_spec(dy, w, b, groups=groups) if bias else conv_input_spec(x_shape, w, dy, groups=groups))
     assert spec.op == "conv_input" and spec.input_shape == x_shape
-    assert numba_cpu._input_whole_batch(spec)
+    assert numba_cpu._pointwise_whole_batch(spec)
     cut = {"rows": any(c1 - c0 < C // groups for _, c0, c1, _, _ in numba_cpu._gemm_blocks(spec, C // groups)),
            "columns": any(j1 - j0 < N * H * W for _, _, _, j0, j1 in numba_cpu._gemm_blocks(spec, C // groups))}
     assert [k for k, v in cut.items() if v] == [("rows" if C // groups >= N * H * W else "columns")]
@@ -264,7 +264,7 @@ def test_pointwise_input_gradient_of_the_whole_batch(x_shape, K, groups, bias, m
     testing.assert_grad_close(got, spec, dy, w, b)
     np.testing.assert_array_equal(w, before[0])
     np.testing.assert_array_equal(dy, before[1])
-    monkeypatch.setattr(numba_cpu, "_input_whole_batch", lambda spec: False)   # the tile path: col2im
+    monkeypatch.setattr(numba_cpu, "_pointwise_whole_batch", lambda spec: False)   # the tile path: col2im
     tiles = impl.run(spec, dy, w, b)
     np.testing.assert_array_equal(got, tiles)
 
@@ -283,7 +283,7 @@ def test_pointwise_weight_gradient_of_the_whole_batch(x_shape, K, groups, monkey
     dy = rng.standard_normal((N, K, H, W)).astype(np.float32)
     w_shape = (K, C // groups, 1, 1)
     spec = conv_weight_spec(x, w_shape, dy, groups=groups)
-    assert numba_cpu._weight_whole_batch(spec)
+    assert numba_cpu._pointwise_whole_batch(spec)
     Kg, Cg = K // groups, C // groups
     blocks = numba_cpu._gemm_blocks(spec, cols=Cg)
     cut_rows = any(k1 - k0 < Kg for _, k0, k1, _, _ in blocks)

@@ -636,6 +636,20 @@ def _whole_batch(spec) -> bool:
     return tiles < ITEMS_PER_WORKER * workers and batch <= BATCH_GEMM_BYTES
 
 
+def _pointwise_whole_batch(spec) -> bool:
+    """Whether a pointwise conv's gradient (conv_input and conv_weight im2col) runs the whole batch as one
+    GEMM per group (:func:`_conv_input_pointwise_batch`, :func:`_conv_weight_pointwise_batch`): 1x1, stride
+    1, no padding (dx is w^T @ dy with no col2im; x is its own column matrix), small images that give the
+    tiles too few items for the workers, as the forward's :func:`_whole_batch` says."""
+    return spec.is_pointwise and spec.P == spec.H and spec.Q == spec.W and _whole_batch(spec)
+
+
+def _batch_workspace(spec, *buffers):
+    """The whole batch's buffers side by side, each (name, rows per group) of N*P*Q columns per group."""
+    cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
+    return {name: rows * cols for name, rows in buffers}
+
+
 #: blocks per GEMM worker in the whole-batch GEMM: 2, along the longer side of the result. Each block is one
 #: BLAS call that packs its share of the operands and streams the other through the cache, so a thin block
 #: wastes the micro-kernel: 8 blocks of 32 output channels ran (256 x 2304) @ (2304 x 392) at 148 GFLOP/s on
@@ -674,8 +688,7 @@ def _im2col_workspace(spec):
     """Per GEMM worker: one tile's column matrix (and, with several images, their output for one group);
     or, for the whole batch at once (:func:`_whole_batch`), its column matrix and GEMM result."""
     if spec.op == "conv" and _whole_batch(spec):
-        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
-        return {"column matrix": spec.gemm_k * cols, "staged output": spec.K_per_group * cols}
+        return _batch_workspace(spec, ("column matrix", spec.gemm_k), ("staged output", spec.K_per_group))
     nb, rows, workers = images_per_tile(spec), rows_per_image_band(spec), gemm_workers(spec)
     ws = {"column matrix": workers * spec.gemm_k * nb * rows * spec.Q * spec.itemsize}
     if nb > 1:
@@ -1145,10 +1158,10 @@ def rows_per_band(spec) -> int:
 
 def _col2im_workspace(spec):
     """Per GEMM worker: a tile's (or band's) column matrix, and with several images their staged dy; or,
-    for a pointwise conv's whole batch at once (:func:`_input_whole_batch`), its dy and dx side by side."""
-    if _input_whole_batch(spec):
-        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
-        return {"the whole batch's dy": spec.K_per_group * cols, "the whole batch's dx": spec.C_per_group * cols}
+    for a pointwise conv's whole batch at once (:func:`_pointwise_whole_batch`), its dy and dx side by side."""
+    if _pointwise_whole_batch(spec):
+        return _batch_workspace(spec, ("the whole batch's dy", spec.K_per_group),
+                                ("the whole batch's dx", spec.C_per_group))
     nb, workers = images_per_tile(spec), gemm_workers(spec)
     ws = {"column matrix": workers * spec.gemm_k * nb * rows_per_band(spec) * spec.Q * spec.itemsize}
     if nb > 1:
@@ -1174,7 +1187,7 @@ def conv_input_im2col(spec, dy, w, b=None):
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     wg = w.reshape(G, Kg, spec.gemm_k)
     dyg = dy.reshape(N, G, Kg, PQ)
-    if _input_whole_batch(spec):
+    if _pointwise_whole_batch(spec):
         _conv_input_pointwise_batch(spec, dyg, wg, dx.reshape(N, G, Cg, PQ), b)
         return dx
     nb = images_per_tile(spec)
@@ -1209,13 +1222,6 @@ def conv_input_im2col(spec, dy, w, b=None):
 
     _cpu_pool.run(items, one, scratch, gemm_workers(spec))
     return dx
-
-
-def _input_whole_batch(spec) -> bool:
-    """Whether conv_input im2col runs the whole batch as one GEMM per group (:func:`_conv_input_pointwise_batch`):
-    a pointwise conv (1x1, stride 1, no padding: dx is w^T @ dy, no col2im) whose small images give the
-    tiles too few items for the workers, as the forward's :func:`_whole_batch` says."""
-    return spec.is_pointwise and spec.P == spec.H and spec.Q == spec.W and _whole_batch(spec)
 
 
 def _conv_input_pointwise_batch(spec, dyg, wg, dxg, b):
@@ -1319,13 +1325,6 @@ def _weight_chunks(spec, tiles: int) -> int:
     return max(1, min(tiles, 1 if workers == 1 else 2 * workers))
 
 
-def _weight_whole_batch(spec) -> bool:
-    """Whether conv_weight im2col runs the whole batch as one GEMM per group (:func:`_conv_weight_pointwise_batch`):
-    a pointwise conv (x is its own column matrix) whose small images give the tiles too few items for the
-    workers, as the forward's :func:`_whole_batch` says."""
-    return spec.is_pointwise and _whole_batch(spec)
-
-
 def _conv_weight_pointwise_batch(spec, x, dy, dw):
     """The pointwise weight gradient of the whole batch: dy and x of every image side by side per group
     (one copy per image and group), then dw[group] = dy_all[group] @ x_all[group]^T by BLAS in blocks of
@@ -1355,10 +1354,10 @@ def _conv_weight_pointwise_batch(spec, x, dy, dw):
 def _weight_im2col_workspace(spec):
     """Per GEMM worker: a tile's column matrix (and staged dy), and one GEMM result; per run of tiles
     after the first, its partial dw; or, for a pointwise conv's whole batch at once
-    (:func:`_weight_whole_batch`), its dy and x side by side."""
-    if _weight_whole_batch(spec):
-        cols = spec.groups * spec.N * spec.P * spec.Q * spec.itemsize
-        return {"the whole batch's dy": spec.K_per_group * cols, "the whole batch's x": spec.C_per_group * cols}
+    (:func:`_pointwise_whole_batch`), its dy and x side by side."""
+    if _pointwise_whole_batch(spec):
+        return _batch_workspace(spec, ("the whole batch's dy", spec.K_per_group),
+                                ("the whole batch's x", spec.C_per_group))
     ws = _im2col_workspace(spec)
     if "staged output" in ws:
         ws["staged dy"] = ws.pop("staged output")
@@ -1382,7 +1381,7 @@ def conv_weight_im2col(spec, x, dy):
     N, G, Kg, PQ, Q = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q, spec.Q
     k = kernels()
     dw = np.empty(spec.output_layout, dtype=x.dtype)
-    if _weight_whole_batch(spec):
+    if _pointwise_whole_batch(spec):
         _conv_weight_pointwise_batch(spec, x, dy, dw)
         return dw
     dwg = dw.reshape(G, Kg, spec.gemm_k)
