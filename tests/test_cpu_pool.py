@@ -330,3 +330,198 @@ def test_whole_batch_gemm_blocks_cover_the_result_once(N, C, K, H, groups, worke
         assert all(c0 % numba_cpu.GEMM_COLUMN_ALIGN == 0 for _, _, _, c0, _ in blocks)
         widths = [c1 - c0 for _, _, _, c0, c1 in blocks]
         assert per_group == 1 or min(widths) >= numba_cpu.GEMM_MIN_BLOCK_COLUMNS - numba_cpu.GEMM_COLUMN_ALIGN
+
+
+# ---------------------------------------------------------------------------------------------------
+# run_chunks: the chunks of a serial Numba kernel, the caller among the workers
+# ---------------------------------------------------------------------------------------------------
+def test_every_chunk_runs_once_with_one_of_the_scratches_the_caller_among_the_workers():
+    seen, lock = [], threading.Lock()
+    scratches = [object(), object()]
+
+    def fn(ch, s):
+        with lock:
+            seen.append((ch, s, threading.current_thread() is threading.main_thread()))
+        if ch == 0:         # the caller claims chunk 0 first and stays on it while a pool thread starts
+            deadline = threading.Event()
+            deadline.wait(0.05)
+
+    for _ in range(20):
+        seen.clear()
+        _cpu_pool.run_chunks(40, fn, scratches)
+        assert sorted(ch for ch, _, _ in seen) == list(range(40))
+        assert all(s in scratches for _, s, _ in seen)
+        assert any(main for ch, _, main in seen if ch == 0)
+        if any(not main for _, _, main in seen):
+            return
+    pytest.fail("no chunk ever ran on a pool thread")
+
+
+def test_a_held_up_chunk_leaves_the_others_to_the_other_worker():
+    """Chunk 0 (the caller's first claim) ends only once every other chunk has run: a second worker ran
+    them while the first was held up."""
+    done, others = threading.Event(), []
+
+    def fn(ch, s):
+        if ch == 0:
+            assert done.wait(10), "the other chunks did not run while chunk 0 was held up"
+        else:
+            others.append(ch)
+            if len(others) == 9:
+                done.set()
+
+    _cpu_pool.run_chunks(10, fn, [None, None])
+    assert sorted(others) == list(range(1, 10))
+
+
+class _Idle:
+    """A pool whose threads never get to run (a worker on a core another process holds)."""
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, fn, *args):
+        self.submitted.append((fn, args))
+
+
+def test_the_caller_does_not_wait_for_a_worker_that_never_starts(monkeypatch):
+    """Returns once every chunk has run, though the pool thread has not started; when it starts late it
+    claims nothing and never touches its scratch."""
+    idle = _Idle()
+    monkeypatch.setattr(_cpu_pool, "_pool", lambda size: idle)
+    ran = []
+    _cpu_pool.run_chunks(6, lambda ch, s: ran.append((ch, s)), ["caller's", "worker's"])
+    assert ran == [(c, "caller's") for c in range(6)] and len(idle.submitted) == 1
+    fn, args = idle.submitted[0]
+    fn(*args)                                   # the worker starts after the call returned
+    assert len(ran) == 6
+
+
+def test_no_thread_to_start_leaves_every_chunk_to_the_caller(monkeypatch):
+    class NoThreads:
+        def submit(self, fn, *args):
+            raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(_cpu_pool, "_pool", lambda size: NoThreads())
+    ran = []
+    _cpu_pool.run_chunks(5, lambda ch, s: ran.append(ch), [None, None, None])
+    assert ran == list(range(5))
+
+
+def test_a_chunks_error_reaches_the_caller_after_the_running_ones_end_and_stops_new_claims():
+    started, finished, lock = [], [], threading.Lock()
+
+    def fn(ch, s):
+        with lock:
+            started.append(ch)
+        if ch == 1:
+            raise ValueError("chunk 1")
+        threading.Event().wait(0.002)
+        with lock:
+            finished.append(ch)
+
+    with pytest.raises(ValueError, match="chunk 1"):
+        _cpu_pool.run_chunks(1000, fn, [None, None])
+    assert set(finished) == set(started) - {1}          # every other chunk that started had ended
+    assert len(started) < 1000
+
+
+def test_one_worker_or_one_chunk_runs_in_order_on_the_caller():
+    for nchunk, scratches in ((7, [None]), (1, [None, None])):
+        ran = []
+        _cpu_pool.run_chunks(nchunk, lambda ch, s: ran.append((ch, threading.current_thread())), scratches)
+        assert ran == [(c, threading.current_thread()) for c in range(nchunk)]
+    _cpu_pool.run_chunks(0, lambda ch, s: pytest.fail("ran"), [None, None])
+
+
+def test_the_call_returns_only_after_every_claimed_chunk_ended():
+    """Chunk 1 runs on the pool thread and is still running when the caller runs out of chunks to claim:
+    the caller waits for it (its output would be incomplete otherwise)."""
+    started, finished = threading.Event(), []
+
+    def fn(ch, s):
+        if ch == 0:
+            assert started.wait(10), "chunk 1 never started on the pool thread"
+        else:
+            started.set()
+            threading.Event().wait(0.05)
+            finished.append(ch)
+
+    _cpu_pool.run_chunks(2, fn, [None, None])
+    assert finished == [1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The chunked Numba kernels (_numba_kernels.CHUNKED) through numba_cpu._on_workers
+# ---------------------------------------------------------------------------------------------------
+def _depthwise(stride, M=1, H=9, N=3, C=5):
+    rng = np.random.default_rng(stride * 10 + M)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((C * M, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(C * M).astype(np.float32)
+    kw = dict(stride=stride, padding=1, dilation=1, groups=C)
+    dy = rng.standard_normal(fastconv.conv2d(x, w, backend="numpy", **kw).shape).astype(np.float32)
+    return x, w, b, dy, kw
+
+
+def _chunked_ops():
+    """(name, kernel, run(), reference check(out)) for every CHUNKED kernel's path."""
+    ops = []
+    for stride, M in ((1, 1), (2, 2)):
+        x, w, b, dy, kw = _depthwise(stride, M)
+        args = (kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
+        spec = fastconv.conv_spec(x, w, b, *args)
+        si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+        ops += [
+            (f"forward s{stride} M{M}", "conv2d_depthwise_phase",
+             lambda spec=spec, x=x, w=w, b=b: numba_cpu.conv_depthwise_phase(spec, x, w, b),
+             lambda out, spec=spec, x=x, w=w, b=b, kw=kw: testing.assert_conv_close(
+                 out, fastconv.conv2d(x, w, b, backend="numpy", **kw), spec, x, w, b)),
+            (f"input s{stride} M{M}", "conv2d_depthwise_input",
+             lambda si=si, dy=dy, w=w: numba_cpu.conv_input_depthwise(si, dy, w),
+             lambda out, si=si, dy=dy, w=w: testing.assert_grad_close(out, si, dy, w)),
+            (f"weight s{stride} M{M}", "conv2d_depthwise_weight_phase",
+             lambda sw=sw, x=x, dy=dy: numba_cpu.conv_weight_depthwise(sw, x, dy),
+             lambda out, sw=sw, x=x, dy=dy: testing.assert_grad_close(out, sw, x, dy)),
+        ]
+    x, w, b, dy, kw = _depthwise(1)
+    xi = x.copy()
+    xi[0, 0, 0, 0] = np.inf          # the phase kernel's zeros meet it: the clipped kernel recomputes dw
+    sw = conv_weight_spec(xi, w.shape, dy, 1, 1, 1, 5)
+    ops.append(("weight clipped", "conv2d_depthwise_weight", lambda: numba_cpu.conv_weight_depthwise(sw, xi, dy),
+                lambda out: np.testing.assert_allclose(out, fg.conv2d_weight(xi, w.shape, dy, padding=1, groups=5,
+                                                                             backend="numpy"),
+                                                           rtol=1e-5, atol=1e-4)))     # (|terms| sum to ~30)
+    xp = np.random.default_rng(5).standard_normal((3, 21, 6, 7)).astype(np.float32)   # 63 planes
+    sp = fastconv.pool_spec("avg", xp, (6, 7))
+    ops.append(("global avg", "global_avg_pool2d", lambda: numba_cpu.avg_pool_global(sp, xp),
+                lambda out: testing.assert_pool_close(out, fastconv.avg_pool2d(xp, (6, 7), backend="numpy"),
+                                                      sp, xp)))
+    return ops
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_chunked_kernels_on_the_workers_match_one_call_and_the_oracle(workers, monkeypatch):
+    """Each CHUNKED kernel's path with its chunks on ``workers`` workers: bitwise the result of one
+    worker (all chunks in one call), close to the oracle; the workers ran (run_chunks got a scratch per
+    worker) and every chunked kernel was exercised."""
+    k = numba_cpu.kernels()
+    calls = []
+    real = _cpu_pool.run_chunks
+
+    def spy(nchunk, fn, scratches):
+        calls.append((nchunk, len(scratches)))
+        return real(nchunk, fn, scratches)
+    monkeypatch.setattr(_cpu_pool, "run_chunks", spy)
+    monkeypatch.setattr(numba_cpu, "CHUNK_MIN_BYTES", 1)     # (the pool's 63 planes in several chunks)
+    exercised = set()
+    for name, kernel, run, check in _chunked_ops():
+        monkeypatch.setattr(numba_cpu, "_threads", lambda: 1)
+        calls.clear()
+        one = run()
+        assert calls == [], name
+        monkeypatch.setattr(numba_cpu, "_threads", lambda: workers)
+        many = run()
+        assert calls and all(n > 1 and s == min(workers, n) for n, s in calls), (name, calls)
+        assert np.array_equal(one, many), name
+        check(many)
+        exercised.add(kernel)
+    assert exercised == set(k.CHUNKED)

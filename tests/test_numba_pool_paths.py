@@ -164,13 +164,17 @@ def test_global_avg_pool_by_hand():
 
 
 @pytest.mark.parametrize("nchunk", [1, 2, 3, 7])
-def test_global_kernel_chunks(nchunk):
-    """The kernel itself with chunk counts that split the 8-plane blocks unevenly (and one chunk)."""
+@pytest.mark.parametrize("one_call", [True, False])
+def test_global_kernel_chunks(nchunk, one_call):
+    """The kernel itself with chunk counts that split the 8-plane blocks unevenly (and one chunk): all
+    chunks in one call, or one call per chunk, last chunk first (as workers may run them)."""
     k = numba_cpu.kernels()
     x = _input((3, 13, 4, 5), np.float32, nchunk)          # 39 planes: 4 blocks of 8 and 7 after them
     spec = pool_spec("avg", x, kernel_size=(4, 5))
     out = np.full(spec.output_layout, np.nan, np.float32)
-    k.global_avg_pool2d(x, out, k.pool_geometry(spec), True, 0, nchunk)
+    geo = k.pool_geometry(spec)
+    for c0, c1 in ([(0, nchunk)] if one_call else [(c, c + 1) for c in reversed(range(nchunk))]):
+        k.global_avg_pool2d(x, out, geo, True, 0, c0, c1, nchunk)
     assert_bitwise(out, fastconv.avg_pool2d(x, (4, 5), backend="numpy"))
 
 

@@ -24,6 +24,15 @@ fixed by the item), so it is the same run to run and for any number of workers.
 
 Where NumPy's BLAS is not OpenBLAS (MKL, BLIS, Accelerate), :func:`workers` is 1 and the caller runs every
 item itself with the BLAS's own threads, as before this pool existed.
+
+:func:`run_chunks` runs the chunks of a serial Numba kernel (no GEMM: the BLAS thread count is left alone)
+on the same threads, the caller among them. Numba's own parallel loops (``prange`` on its OpenMP layer) split
+their iterations statically, so a region ends only when every one of its threads has run its share: with
+another process on one of two cores, that thread waits for the scheduler, and on this project's VMs every
+region took 8 ms, whatever its quiet time (a 0.4 ms depthwise layer: 8.0 ms for the first ~100 ms after a
+pause, then 0.4 ms with a 4 ms stall every 4 ms tick), where claimed chunks took 0.6-2 ms. The caller
+waits for the chunks, not for the workers: one that starts after the last chunk was claimed finds nothing
+to do and never touches its scratch.
 """
 from __future__ import annotations
 
@@ -201,5 +210,58 @@ def _run_on_pool(items, fn, scratches, nworkers) -> None:
     finally:
         with claim:     # interrupted while waiting: no worker starts another item
             state["next"] = len(items)
+    if state["error"] is not None:
+        raise state["error"]
+
+
+def run_chunks(nchunk: int, fn: Callable, scratches: Sequence) -> None:
+    """``fn(ch, s)`` for ``ch`` in ``range(nchunk)``, on ``len(scratches)`` workers, each with its own
+    ``s`` (the caller makes them, so that the peak does not depend on timing). The caller is the first
+    worker; pool threads are the others. Each worker claims the next chunk until none is left, so a worker
+    on a busy core runs fewer; the call returns once every claimed chunk has ended (a worker that never
+    got to run claims none). The first exception a chunk raised is raised here, after every running chunk
+    has ended; once one failed, no worker claims another."""
+    if nchunk <= 0:
+        return
+    if len(scratches) <= 1 or nchunk == 1:
+        for ch in range(nchunk):
+            fn(ch, scratches[0])
+        return
+    state = {"next": 0, "running": 0, "error": None}
+    cond = threading.Condition()
+
+    def drain(s):
+        while True:
+            with cond:
+                ch = state["next"]
+                if ch >= nchunk:
+                    return
+                state["next"] = ch + 1
+                state["running"] += 1
+            try:
+                fn(ch, s)
+            except BaseException as e:   # noqa: BLE001 - handed to the caller below
+                with cond:
+                    if state["error"] is None:
+                        state["error"] = e
+                    state["next"] = nchunk
+            finally:
+                with cond:
+                    state["running"] -= 1
+                    if state["running"] == 0:
+                        cond.notify_all()
+
+    pool = _pool(len(scratches))
+    for s in scratches[1:]:
+        try:
+            pool.submit(drain, s)
+        except RuntimeError:    # no thread can be started: the caller runs the chunks it would have
+            break
+    try:
+        drain(scratches[0])
+    finally:
+        with cond:      # interrupted: no worker claims another chunk; then wait for the running ones
+            state["next"] = nchunk
+            cond.wait_for(lambda: state["running"] == 0)
     if state["error"] is not None:
         raise state["error"]

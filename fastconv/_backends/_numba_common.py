@@ -209,6 +209,7 @@ if _warmup.hook_once("numba"):
 JIT = dict(parallel=True, cache=CACHE, fastmath=False, nogil=True, error_model="numpy")
 JIT_CONV = dict(JIT, fastmath={"contract"})
 JIT_SERIAL = dict(JIT, parallel=False)
+JIT_CONV_SERIAL = dict(JIT_CONV, parallel=False)
 INLINE = dict(inline="always", cache=CACHE)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import (INLINE, JIT_CONV, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
+from ._numba_common import (INLINE, JIT_CONV, JIT_CONV_SERIAL, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
                             uaxpy, uaxpy_strided, ucopy, ucopy_rows, ufill)
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
@@ -156,17 +156,17 @@ def _dw_taps9(acc, n, buf, toff, wf, wk, bias):
         acc[i] = t
 
 
-@njit(**JIT_CONV)
-def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
+@njit(**JIT_CONV_SERIAL)
+def conv2d_depthwise_phase(x, w, b, out, geo, NB, buf, acc, c0, c1, nchunk):
     """C/G == 1: per task (one channel, NB images), the planes are copied once, zero-padded and split into
     stride phases; then every tap is one axpy over the NB output planes together (columns q >= Q and the
     rows between planes computed and dropped): a 3x3 window in one pass, other windows three taps per
-    pass. Zero padding is multiplied in, hence exact for finite weights only. Tasks run in
-    ``bufs.shape[0]`` parallel chunks; chunk ``ch`` works in ``bufs[ch]`` (sh*sw*NB*Hq*Wq values, zero on
-    entry: the padding positions are never written) and
-    ``accs[ch]`` (NB*Hq*Wq values). The caller allocates both (``numba_cpu.phase_plan``), so the kernel
-    allocates nothing and a buffer that does not fit is a MemoryError before it starts. Each output: the
-    bias, then the taps in (r, s) row-major order."""
+    pass. Zero padding is multiplied in, hence exact for finite weights only. The tasks are cut into
+    ``nchunk`` chunks; this call runs chunks [c0, c1) in order (serial: the caller runs chunks on its
+    workers, ``_cpu_pool.run_chunks``), in ``buf`` (sh*sw*NB*Hq*Wq values, zero on entry: the padding
+    positions are never written) and ``acc`` (NB*Hq*Wq values). The caller allocates both
+    (``numba_cpu.phase_plan``), so the kernel allocates nothing and a buffer that does not fit is a
+    MemoryError before it starts. Each output: the bias, then the taps in (r, s) row-major order."""
     sh, sw, dh, dw = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     N, C, H, W = x.shape
     K, _, R, S = w.shape
@@ -185,10 +185,7 @@ def conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs, accs):
     wf = w.reshape(w.size)
     nblk = (N + NB - 1) // NB
     ntask = C * nblk
-    nchunk = bufs.shape[0]
-    for ch in prange(nchunk):
-        buf = bufs[ch]          # padding: zero on entry, never written
-        acc = accs[ch]
+    for ch in range(c0, c1):
         for t in range(ch * ntask // nchunk, (ch + 1) * ntask // nchunk):
             c = t // nblk
             n0 = (t % nblk) * NB

@@ -5,7 +5,7 @@ Layout as :mod:`._numba_grad`'s, with the forward problem's letters: dy[N, K, P,
 x/dx[N, C, H, W], dw[K, 1, R, S]; output channel k reads input channel c = k // M. The general gradient
 kernels treat a depthwise problem as C groups of one channel: their blocks of output channels hold one
 channel, and their per-tap row loops run over rows of a few pixels (7 on MobileNet's last layers) one tap at
-a time. These walk each plane once per tap with flat, unsigned indices, several planes per parallel chunk.
+a time. These walk each plane once per tap with flat, unsigned indices, several planes per chunk.
 Taps are clipped to the input (padding never meets an operand): exact for every weight and every dy. Each
 output's terms are summed in one fixed order, no atomics: results are bitwise reproducible run to run.
 
@@ -14,7 +14,10 @@ output's terms are summed in one fixed order, no atomics: results are bitwise re
                                dx's row gets w[k, r, s] * dy's row (strided by the stride along W).
 - ``conv2d_depthwise_weight``  dw: per output channel k, a lane accumulator per tap over the output columns
                                collects dy * x over (n, p); then each tap's lanes are summed in column order.
-Both take ``nchunk``: planes (output channels) go in that many parallel chunks.
+All three are serial and take ``c0, c1, nchunk``: the planes (output channels) are cut into ``nchunk``
+chunks and a call runs chunks [c0, c1); ``numba_cpu`` hands the chunks to its workers
+(``_cpu_pool.run_chunks``), each with its own scratch (``lanes``: R*S*Q values; the phase kernel's
+``buf``, ``dyb``, ``ln``).
 - ``conv2d_depthwise_weight_phase``  dw on the forward phase kernel's layout: x's planes of NB images
                                zero-padded and split into stride phases (``_copy_planes``), dy's planes at
                                the same row stride with zeros between; then each tap is one long update of
@@ -25,9 +28,9 @@ Both take ``nchunk``: planes (output channels) go in that many parallel chunks.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._numba_common import INLINE, JIT_CONV, tap_ranges, tolerate_corrupt_caches, ucopy_rows, ufill
+from ._numba_common import INLINE, JIT_CONV_SERIAL, tap_ranges, tolerate_corrupt_caches, ucopy_rows, ufill
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: lanes per tap of ``conv2d_depthwise_weight_phase``: flat position i adds to lane i % LW of its tap, so
@@ -35,8 +38,8 @@ from ._numba_planes import _copy_planes, _phase_tap_offsets
 LW = 64
 
 
-@njit(**JIT_CONV)
-def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
+@njit(**JIT_CONV_SERIAL)
+def conv2d_depthwise_input(dy, w, b, dx, geo, c0, c1, nchunk):
     sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     pt, pl = geo.pad_top, geo.pad_left
     N, K, P, Q = dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]
@@ -50,7 +53,7 @@ def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
     plo, phi = tap_ranges(R, dh, pt, sh, H, P)      # per tap row r: the p whose input row is in [0, H)
     qlo, qhi = tap_ranges(S, dwl, pl, sw, W, Q)     # per tap column s: the q whose column is in [0, W)
     st = np.uint64(sw)
-    for ch in prange(nchunk):
+    for ch in range(c0, c1):
         for t in range(ch * NC // nchunk, (ch + 1) * NC // nchunk):
             n = t // C
             c = t - n * C
@@ -72,8 +75,8 @@ def conv2d_depthwise_input(dy, w, b, dx, geo, nchunk):
                                 dxf[d0 + i * st] += wv * dyf[y0 + i]
 
 
-@njit(**JIT_CONV)
-def conv2d_depthwise_weight(x, dy, dw, geo, nchunk):
+@njit(**JIT_CONV_SERIAL)
+def conv2d_depthwise_weight(x, dy, dw, geo, lanes, c0, c1, nchunk):
     sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     pt, pl = geo.pad_top, geo.pad_left
     N, C, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
@@ -86,8 +89,7 @@ def conv2d_depthwise_weight(x, dy, dw, geo, nchunk):
     plo, phi = tap_ranges(R, dh, pt, sh, H, P)
     qlo, qhi = tap_ranges(S, dwl, pl, sw, W, Q)
     st = np.uint64(sw)
-    for ch in prange(nchunk):
-        lanes = np.empty(R * S * Q, dtype=dw.dtype)
+    for ch in range(c0, c1):
         for k in range(ch * K // nchunk, (ch + 1) * K // nchunk):
             c = k // M
             lanes[:] = 0
@@ -123,15 +125,15 @@ def _lanes_add(lanes, l0, a, a0, b, b0, n):
             lanes[ul + i] = lanes[ul + i] + a[ua + u0 + i] * b[ub + u0 + i]
 
 
-@njit(**JIT_CONV)
-def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs, dybufs, lanes):
+@njit(**JIT_CONV_SERIAL)
+def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, buf, dyb, ln, c0, c1, nchunk):
     """dw[k, 0, r, s] = sum over (n, p, q) of dy[n, k, p, q] * xpad[n, k // M, p*sh + r*dh, q*sw + s*dw].
-    Per output channel k (chunks of channels in parallel; chunk ``ch`` works in ``bufs[ch]``,
-    ``dybufs[ch]`` and ``lanes[ch]``), per block of NB images: x's planes of channel k // M go into
-    ``bufs[ch]`` as the forward phase kernel lays them out (sh*sw*NB*Hq*Wq values, zero padding), dy's
-    planes into ``dybufs[ch]`` at row stride Wq and plane stride Hq*Wq (NB*Hq*Wq values: the positions
-    between rows and planes are never written, so stay the zero they were allocated with); then for each
-    tap t and flat position i (ascending), lane (t, i % LW) += dy[i] * x[toff[t] + i]. Each tap's LW lanes
+    Per output channel k (chunks [c0, c1) of ``nchunk``, in ``buf``, ``dyb`` and ``ln``), per block of NB
+    images: x's planes of channel k // M go into ``buf`` as the forward phase kernel lays them out
+    (sh*sw*NB*Hq*Wq values, zero padding), dy's planes into ``dyb`` at row stride Wq and plane stride
+    Hq*Wq (NB*Hq*Wq values: the positions between rows and planes are never written, so stay the zero they
+    were allocated with); then for each tap t and flat position i (ascending), lane (t, i % LW) += dy[i] *
+    x[toff[t] + i]. Each tap's LW lanes
     are then summed in lane order. Padding zeros meet dy and the zeros between dy's rows meet x: for finite
     operands they add nothing; an Inf or NaN among them makes a NaN, which the caller checks for."""
     sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
@@ -149,11 +151,7 @@ def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs, dybufs, lanes):
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)
     dwf = dw.reshape(dw.size)
-    nchunk = bufs.shape[0]
-    for ch in prange(nchunk):
-        buf = bufs[ch]
-        dyb = dybufs[ch]
-        ln = lanes[ch]
+    for ch in range(c0, c1):
         for k in range(ch * K // nchunk, (ch + 1) * K // nchunk):
             c = k // M
             ufill(ln, 0, RS * LW, 0)

@@ -2,7 +2,8 @@
 
 Imported only by :mod:`fastconv._backends.numba_cpu` (itself imported on first use of the backend), so
 ``import fastconv`` never imports Numba. Every kernel is ``@njit(cache=True)``, parallel (``prange`` over
-disjoint outputs) except ``im2col_pack``: the first process compiles it (per dtype) and writes Numba's
+disjoint outputs) except the packing kernels, the serial twins and the ``CHUNKED`` kernels (serial, their
+chunks run on ``numba_cpu``'s workers): the first process compiles it (per dtype) and writes Numba's
 on-disk cache next to its module (or under ``NUMBA_CACHE_DIR``); later processes load it, and a corrupted
 cache file is a cache miss (``_numba_common.tolerate_corrupt_cache``, applied to every dispatcher of every
 kernel module). ``prange`` runs on Numba's thread pool, so ``numba.set_num_threads`` /
@@ -64,7 +65,7 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
            "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
            "winograd_filter", "winograd_input",
-           "winograd_output", "MODULES", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
+           "winograd_output", "MODULES", "CHUNKED", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
@@ -102,10 +103,17 @@ GRAD_KERNELS = {
     "avg_pool2d_backward_disjoint": (PoolGeometry, True),
     "adaptive_avg_pool2d_backward": (AdaptiveWindows, True),
     "max_unpool2d": (None, True),
-    "conv2d_depthwise_input": (ConvGeometry, True),
-    "conv2d_depthwise_weight": (ConvGeometry, True),
-    "conv2d_depthwise_weight_phase": (ConvGeometry, True),
+    "conv2d_depthwise_input": (ConvGeometry, False),      # (CHUNKED)
+    "conv2d_depthwise_weight": (ConvGeometry, False),
+    "conv2d_depthwise_weight_phase": (ConvGeometry, False),
 }
+
+#: serial kernels whose work is cut into chunks: each takes ``c0, c1, nchunk`` last and runs chunks
+#: [c0, c1) of ``nchunk``; ``numba_cpu._on_workers`` hands the chunks to workers that claim them one at a
+#: time (``_cpu_pool.run_chunks``), where a ``prange`` would split them statically over Numba's threads
+#: and wait for a thread on a core another process holds
+CHUNKED = ("conv2d_depthwise_phase", "global_avg_pool2d", "conv2d_depthwise_input", "conv2d_depthwise_weight",
+           "conv2d_depthwise_weight_phase")
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry
 #: argument, whether it runs a parallel prange), as GRAD_KERNELS; tests/test_numba_3d.py checks them. The

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT, col_range, serial_twin, tap_ranges, tolerate_corrupt_caches
+from ._numba_common import INLINE, JIT, JIT_SERIAL, col_range, serial_twin, tap_ranges, tolerate_corrupt_caches
 
 
 @njit(**INLINE)
@@ -211,13 +211,14 @@ def _avg_pool_per_window(x, out, geo, rlo, rhi, wlo, whi, div_h, div_w, divisor_
                     of[((t0 + j) * P + p) * Q + q] = acc[j] / d
 
 
-@njit(**JIT)
-def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, nchunk):
+@njit(**JIT_SERIAL)
+def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, nchunk):
     """avg_pool2d of a 1x1 output (the global average pool): per plane the float64 sum of the window's
     in-bounds taps x[t, h0:h1, w0:w1], row-major from 0.0 (the oracle's (r, s) order), / the divisor
     (avg_pool2d's rule). GLOBAL_PLANES planes are summed side by side (independent add chains in
-    registers hide the add latency one chain per plane would expose); blocks of them go in ``nchunk``
-    parallel chunks."""
+    registers hide the add latency one chain per plane would expose); blocks of them are cut into
+    ``nchunk`` chunks, of which this (serial) call runs [c0, c1) (``numba_cpu`` hands chunks to its
+    workers); the last chunk also sums the planes after the last full block."""
     NC = x.shape[0] * x.shape[1]
     H, W = x.shape[2], x.shape[3]
     HW = H * W
@@ -234,7 +235,7 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, nchunk):
     of = out.reshape(out.size)
     nfull = NC // GLOBAL_PLANES
     uhw = np.uint64(HW)
-    for ch in prange(nchunk):
+    for ch in range(c0, c1):
         for blk in range(ch * nfull // nchunk, (ch + 1) * nfull // nchunk):
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for h in range(h0, h1):

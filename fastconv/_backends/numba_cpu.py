@@ -273,6 +273,20 @@ def _chunks(tasks: int) -> int:
     return max(1, min(tasks, 4 * _threads()))
 
 
+def _on_workers(nchunk: int, run, scratch=tuple) -> None:
+    """``run(*s, c0, c1, nchunk)`` over chunks [0, nchunk) of a serial chunked kernel (its tasks cut into
+    ``nchunk`` chunks, each chunk's result fixed by its index): on one thread one call runs them all; else
+    each of ``min(threads, nchunk)`` workers (the caller and pool threads, :func:`._cpu_pool.run_chunks`)
+    claims one chunk at a time with its own scratch ``s = scratch()``, made before any chunk runs. Claimed
+    chunks, not Numba's statically split ``prange``: a worker on a core another process holds runs fewer
+    chunks instead of holding up the rest."""
+    nworkers = min(_threads(), nchunk)
+    if nworkers <= 1:
+        run(*scratch(), 0, nchunk, nchunk)
+        return
+    _cpu_pool.run_chunks(nchunk, lambda ch, s: run(*s, ch, ch + 1, nchunk), [scratch() for _ in range(nworkers)])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Workspaces: every buffer an implementation allocates besides its output
 # ---------------------------------------------------------------------------------------------------
@@ -347,8 +361,12 @@ def phase_plan(spec):
     hq, wq = _phase_extent(spec)
     plane = spec.stride_h * spec.stride_w * hq * wq
     nb = max(1, min(spec.N, PHASE_BATCH // plane))
-    tasks = spec.C * -(-max(1, spec.N) // nb)
-    return _threads_for(tasks), nb, nb * plane, nb * hq * wq
+    return _threads_for(phase_tasks(spec, nb)), nb, nb * plane, nb * hq * wq
+
+
+def phase_tasks(spec, nb: int) -> int:
+    """Tasks of the phase-split depthwise kernel: (channel, block of ``nb`` images)."""
+    return spec.C * -(-max(1, spec.N) // nb)
 
 
 def _phase_workspace(spec):
@@ -425,11 +443,14 @@ conv_planes.bind = _bind_conv_planes
 
 def conv_depthwise_phase(spec, x, w, b=None):
     k = kernels()
-    nchunk, nb, buf, acc = phase_plan(spec)
+    _, nb, buf, acc = phase_plan(spec)
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    bufs = workspace("the phase-split depthwise kernel's padded planes", (nchunk, buf), x.dtype, zero=True)
-    accs = workspace("the phase-split depthwise kernel's accumulators", (nchunk, acc), x.dtype)
-    k.conv2d_depthwise_phase(x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), nb, bufs, accs)
+    args = (x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), nb)
+
+    def scratch():
+        return (workspace("the phase-split depthwise kernel's padded planes", (buf,), x.dtype, zero=True),
+                workspace("the phase-split depthwise kernel's accumulators", (acc,), x.dtype))
+    _on_workers(_chunks(phase_tasks(spec, nb)), lambda *c: k.conv2d_depthwise_phase(*args, *c), scratch)
     return out
 
 
@@ -1086,8 +1107,8 @@ def avg_pool_global(spec, x):
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
     div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
-    k.global_avg_pool2d(x, out, k.pool_geometry(spec), spec.count_include_pad, div,
-                        _plane_chunks(spec, k.GLOBAL_PLANES))
+    args = (x, out, k.pool_geometry(spec), spec.count_include_pad, div)
+    _on_workers(_plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c))
     return out
 
 
@@ -1102,7 +1123,8 @@ def _whole_plane_geometry(spec):
 def adaptive_avg_pool_global(spec, x):
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    k.global_avg_pool2d(x, out, _whole_plane_geometry(spec), True, 0, _plane_chunks(spec, k.GLOBAL_PLANES))
+    args = (x, out, _whole_plane_geometry(spec), True, 0)
+    _on_workers(_plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c))
     return out
 
 
@@ -1259,22 +1281,23 @@ def conv_input_depthwise(spec, dy, w, b=None):
     chunk, taps clipped to the input (exact for every weight); no workspace."""
     k = kernels()
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
-    k.conv2d_depthwise_input(dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec),
-                             _chunks(spec.N * spec.C))
+    args = (dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec))
+    _on_workers(_chunks(spec.N * spec.C), lambda *c: k.conv2d_depthwise_input(*args, *c))
     return dx
 
 
 def _depthwise_lanes_workspace(spec):
-    ws = {"per-chunk lane accumulators": _chunks(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
+    ws = {"per-worker lane accumulators": _threads_for(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
     if not _phase_bound_reasons(spec):
-        nchunk, _, buf, acc = _weight_phase_plan(spec)
-        ws.update({"phase-split planes": nchunk * buf * spec.itemsize, "dy planes": nchunk * acc * spec.itemsize,
-                   "per-chunk tap lanes": nchunk * spec.R * spec.S * kernels().LW * spec.itemsize})
+        nworkers, _, buf, acc = _weight_phase_plan(spec)
+        ws.update({"phase-split planes": nworkers * buf * spec.itemsize,
+                   "dy planes": nworkers * acc * spec.itemsize,
+                   "per-worker tap lanes": nworkers * spec.R * spec.S * kernels().LW * spec.itemsize})
     return ws
 
 
 def _weight_phase_plan(spec):
-    """The forward phase kernel's plan (images per task, buffer sizes) with one chunk per thread over the
+    """The forward phase kernel's plan (images per task, buffer sizes) with one worker per thread over the
     output channels."""
     _, nb, buf, acc = phase_plan(spec)
     return _threads_for(spec.K), nb, buf, acc
@@ -1292,15 +1315,22 @@ def conv_weight_depthwise(spec, x, dy):
     _reserve_for(spec, _depthwise_lanes_workspace, "the depthwise weight gradient's lane accumulators")
     dw = np.empty(spec.output_layout, dtype=x.dtype)
     geo = k.conv_geometry(spec)
+    nchunk = _chunks(spec.K)
     if not _phase_bound_reasons(spec):
-        nchunk, nb, buf, acc = _weight_phase_plan(spec)
-        bufs = workspace("the depthwise weight gradient's padded planes", (nchunk, buf), x.dtype, zero=True)
-        dybufs = workspace("the depthwise weight gradient's dy planes", (nchunk, acc), x.dtype, zero=True)
-        lanes = workspace("the depthwise weight gradient's tap lanes", (nchunk, spec.R * spec.S * k.LW), x.dtype)
-        k.conv2d_depthwise_weight_phase(x, dy, dw, geo, nb, bufs, dybufs, lanes)
+        _, nb, buf, acc = _weight_phase_plan(spec)
+
+        def phase_scratch():
+            return (workspace("the depthwise weight gradient's padded planes", (buf,), x.dtype, zero=True),
+                    workspace("the depthwise weight gradient's dy planes", (acc,), x.dtype, zero=True),
+                    workspace("the depthwise weight gradient's tap lanes", (spec.R * spec.S * k.LW,), x.dtype))
+        _on_workers(nchunk, lambda *c: k.conv2d_depthwise_weight_phase(x, dy, dw, geo, nb, *c), phase_scratch)
         if not np.isnan(dw).any():
             return dw
-    k.conv2d_depthwise_weight(x, dy, dw, geo, _chunks(spec.K))
+
+    def scratch():
+        return (workspace("the depthwise weight gradient's lane accumulators", (spec.R * spec.S * spec.Q,),
+                          x.dtype),)
+    _on_workers(nchunk, lambda *c: k.conv2d_depthwise_weight(x, dy, dw, geo, *c), scratch)
     return dw
 
 
