@@ -342,16 +342,15 @@ def test_every_chunk_runs_once_with_one_of_the_scratches_the_caller_among_the_wo
     def fn(ch, s):
         with lock:
             seen.append((ch, s, threading.current_thread() is threading.main_thread()))
-        if ch == 0:         # the caller claims chunk 0 first and stays on it while a pool thread starts
-            deadline = threading.Event()
-            deadline.wait(0.05)
+        if ch == 0:         # whoever claims chunk 0 stays on it a while: the other worker runs the rest
+            threading.Event().wait(0.05)
 
     for _ in range(20):
         seen.clear()
         _cpu_pool.run_chunks(40, fn, scratches)
         assert sorted(ch for ch, _, _ in seen) == list(range(40))
         assert all(s in scratches for _, s, _ in seen)
-        assert any(main for ch, _, main in seen if ch == 0)
+        assert any(main for _, _, main in seen)
         if any(not main for _, _, main in seen):
             return
     pytest.fail("no chunk ever ran on a pool thread")
@@ -500,9 +499,10 @@ def _chunked_ops():
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_chunked_kernels_on_the_workers_match_one_call_and_the_oracle(workers, monkeypatch):
-    """Each CHUNKED kernel's path with its chunks on ``workers`` workers: bitwise the result of one
-    worker (all chunks in one call), close to the oracle; the workers ran (run_chunks got a scratch per
-    worker) and every chunked kernel was exercised."""
+    """Each CHUNKED kernel's path on ``workers`` threads, launched by its ``_prange`` twin and as claimed
+    chunks on the workers: bitwise the result of one thread (all chunks in one call), close to the oracle;
+    the launch asked for ran (run_chunks got a scratch per worker, or was not called), and every chunked
+    kernel and every twin was exercised."""
     k = numba_cpu.kernels()
     calls = []
     real = _cpu_pool.run_chunks
@@ -512,6 +512,7 @@ def test_chunked_kernels_on_the_workers_match_one_call_and_the_oracle(workers, m
         return real(nchunk, fn, scratches)
     monkeypatch.setattr(_cpu_pool, "run_chunks", spy)
     monkeypatch.setattr(numba_cpu, "CHUNK_MIN_BYTES", 1)     # (the pool's 63 planes in several chunks)
+    real_path = numba_cpu._launch_path
     exercised = set()
     for name, kernel, run, check in _chunked_ops():
         monkeypatch.setattr(numba_cpu, "_threads", lambda: 1)
@@ -519,9 +520,62 @@ def test_chunked_kernels_on_the_workers_match_one_call_and_the_oracle(workers, m
         one = run()
         assert calls == [], name
         monkeypatch.setattr(numba_cpu, "_threads", lambda: workers)
-        many = run()
-        assert calls and all(n > 1 and s == min(workers, n) for n, s in calls), (name, calls)
-        assert np.array_equal(one, many), name
-        check(many)
+        for path in (0, 1):
+            monkeypatch.setattr(numba_cpu, "_launch_path", lambda spec, n, path=path: (path, real_path(spec, n)[1]))
+            calls.clear()
+            many = run()
+            if path:
+                assert calls and all(n > 1 and s == min(workers, n) for n, s in calls), (name, calls)
+            else:
+                assert calls == [], name
+            assert np.array_equal(one, many), (name, path)
+            check(many)
         exercised.add(kernel)
     assert exercised == set(k.CHUNKED)
+    assert all(getattr(k, n + "_prange").signatures for n in k.CHUNKED)
+
+
+class _Spec:
+    """Stands in for a spec: the launch record lives in its ``__dict__``."""
+
+
+def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed_chunks(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: now[0])
+    spec, other = _Spec(), _Spec()
+    seq = []
+
+    def launch(static_s, claimed_s=0.002):
+        path, state = numba_cpu._launch_path(spec, "k")
+        numba_cpu._launch_took(state, path, claimed_s if path else static_s)
+        seq.append(path)
+    launch(0.001)
+    launch(0.001)
+    assert seq == [0, 1]                       # each path measured once: quickest 1 ms and 2 ms
+    for t in (0.001, 0.0031, 0.001, 0.0031, 0.0029):
+        launch(t)                              # 3.1 ms > 2 x 1 + 1 ms: a stall, but never two in a row
+    assert seq[2:] == [0] * 5
+    launch(0.0031)
+    assert seq[-1] == 0                        # (2.9 ms was no stall: this is the first in a row)
+    launch(0.008)
+    assert seq[-1] == 0
+    for _ in range(3):
+        launch(0.008)
+    assert seq[-3:] == [1, 1, 1]               # claimed chunks for LAUNCH_HOLD_S...
+    assert numba_cpu._launch_path(other, "k")[0] == 0 and numba_cpu._launch_path(spec, "j")[0] == 0  # (its own)
+    now[0] += numba_cpu.LAUNCH_HOLD_S
+    launch(0.001)
+    launch(0.001)
+    assert seq[-2:] == [0, 0]                  # ...then static again
+
+
+def test_stalls_are_judged_against_the_quicker_path_when_every_static_launch_was_slow(monkeypatch):
+    """Busy from the first call: the static quickest is itself a stall (8 ms); the claimed launch's 0.7 ms
+    is the yardstick."""
+    monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 5.0)
+    spec, seq = _Spec(), []
+    for _ in range(5):
+        path, state = numba_cpu._launch_path(spec, "k")
+        numba_cpu._launch_took(state, path, 0.0007 if path else 0.008)
+        seq.append(path)
+    assert seq == [0, 1, 0, 0, 1]

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import (INLINE, JIT_CONV, JIT_CONV_SERIAL, JIT_SERIAL, col_range, tap_ranges, tolerate_corrupt_caches,
+from ._numba_common import (INLINE, JIT_CONV, JIT_CONV_SERIAL, JIT_SERIAL, col_range, tap_ranges,
+                            tolerate_corrupt_caches,
                             uaxpy, uaxpy_strided, ucopy, ucopy_rows, ufill)
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
@@ -209,6 +210,15 @@ def conv2d_depthwise_phase(x, w, b, out, geo, NB, buf, acc, c0, c1, nchunk):
                     ob = ((n0 + j) * K + k) * P * Q
                     for p in range(P):
                         ucopy_rows(of, ob + p * Q, acc, j * HW + p * Wq, Q)
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_phase_prange(x, w, b, out, geo, NB, bufs, accs, n):
+    """``conv2d_depthwise_phase``'s ``n`` chunks on Numba's threads, chunk ``ch`` in ``bufs[ch]`` and
+    ``accs[ch]`` (a static split: the quicker launch on a quiet machine; ``numba_cpu._on_workers``
+    chooses between it and claimed chunks)."""
+    for ch in prange(n):
+        conv2d_depthwise_phase(x, w, b, out, geo, NB, bufs[ch], accs[ch], ch, ch + 1, n)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ chunks and a call runs chunks [c0, c1); ``numba_cpu`` hands the chunks to its wo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV_SERIAL, tap_ranges, tolerate_corrupt_caches, ucopy_rows, ufill
+from ._numba_common import INLINE, JIT_CONV, JIT_CONV_SERIAL, tap_ranges, tolerate_corrupt_caches, ucopy_rows, ufill
 from ._numba_planes import _copy_planes, _phase_tap_offsets
 
 #: lanes per tap of ``conv2d_depthwise_weight_phase``: flat position i adds to lane i % LW of its tap, so
@@ -169,6 +169,26 @@ def conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, buf, dyb, ln, c0, c1, nchu
                 for i in range(1, LW):
                     acc += ln[t * LW + i]
                 dwf[k * RS + t] = acc
+
+
+# The chunks of each kernel above on Numba's threads (a static split: the quicker launch on a quiet machine;
+# numba_cpu._on_workers chooses between these and claimed chunks); scratch row ch for chunk ch.
+@njit(**JIT_CONV)
+def conv2d_depthwise_input_prange(dy, w, b, dx, geo, n):
+    for ch in prange(n):
+        conv2d_depthwise_input(dy, w, b, dx, geo, ch, ch + 1, n)
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_weight_prange(x, dy, dw, geo, lanes, n):
+    for ch in prange(n):
+        conv2d_depthwise_weight(x, dy, dw, geo, lanes[ch], ch, ch + 1, n)
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_weight_phase_prange(x, dy, dw, geo, NB, bufs, dybufs, lanes, n):
+    for ch in prange(n):
+        conv2d_depthwise_weight_phase(x, dy, dw, geo, NB, bufs[ch], dybufs[ch], lanes[ch], ch, ch + 1, n)
 
 
 tolerate_corrupt_caches(globals())

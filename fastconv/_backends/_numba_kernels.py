@@ -2,11 +2,11 @@
 
 Imported only by :mod:`fastconv._backends.numba_cpu` (itself imported on first use of the backend), so
 ``import fastconv`` never imports Numba. Every kernel is ``@njit(cache=True)``, parallel (``prange`` over
-disjoint outputs) except the packing kernels, the serial twins and the ``CHUNKED`` kernels (serial, their
-chunks run on ``numba_cpu``'s workers): the first process compiles it (per dtype) and writes Numba's
-on-disk cache next to its module (or under ``NUMBA_CACHE_DIR``); later processes load it, and a corrupted
-cache file is a cache miss (``_numba_common.tolerate_corrupt_cache``, applied to every dispatcher of every
-kernel module). ``prange`` runs on Numba's thread pool, so ``numba.set_num_threads`` /
+disjoint outputs) except the packing kernels, the serial twins and the ``CHUNKED`` kernels (serial chunks,
+launched by their ``*_prange`` twins or on ``numba_cpu``'s workers): the first process compiles each (per
+dtype) and writes Numba's on-disk cache next to its module (or under ``NUMBA_CACHE_DIR``); later processes
+load it, and a corrupted cache file is a cache miss (``_numba_common.tolerate_corrupt_cache``, applied to
+every dispatcher of every kernel module). ``prange`` runs on Numba's thread pool, so ``numba.set_num_threads`` /
 ``NUMBA_NUM_THREADS`` decide how many threads run.
 
 Modules:
@@ -25,6 +25,7 @@ Modules:
 - ``_numba_planes``  ``conv2d_planes`` (any conv: whole zero-padded planes, padded zeros multiplied in)
 - ``*_serial``       ``max_pool2d``, ``avg_pool2d`` and ``conv2d_planes`` compiled without parallel loops
                      (``_numba_common.serial_twin``), for problems too small to split
+- ``*_prange``       the ``CHUNKED`` kernels' chunks in one parallel loop (one chunk per iteration)
 - ``_numba_grad``    the gradients: ``conv2d_input_direct``, ``col2im_add`` and ``im2col_pack_tile``
                      (serial), ``conv2d_weight_direct``,
                      ``pool2d_scatter_backward`` (+ ``_disjoint``), ``avg_pool2d_backward`` (+ ``_disjoint``),
@@ -42,13 +43,16 @@ from ._numba_3d_pool import (adaptive_avg_pool3d_backward, adaptive_pool3d, avg_
 from ._numba_common import (AdaptiveWindows, AdaptiveWindows3d, Conv3dGeometry, ConvGeometry, Pool3dGeometry,
                             PoolGeometry, adaptive_windows, adaptive_windows3d, conv3d_geometry, conv_geometry,
                             pool3d_geometry, pool_geometry)
-from ._numba_conv import KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_direct, im2col_pack, im2col_pack_rows
+from ._numba_conv import (KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_depthwise_phase_prange, conv2d_direct,
+                          im2col_pack, im2col_pack_rows)
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, avg_pool2d_backward_disjoint,
                           col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
-from ._numba_depthwise_grad import LW, conv2d_depthwise_input, conv2d_depthwise_weight, conv2d_depthwise_weight_phase
+from ._numba_depthwise_grad import (LW, conv2d_depthwise_input, conv2d_depthwise_input_prange, conv2d_depthwise_weight,
+                                    conv2d_depthwise_weight_phase, conv2d_depthwise_weight_phase_prange,
+                                    conv2d_depthwise_weight_prange)
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
-                          global_avg_pool2d, max_pool2d, max_pool2d_serial)
+                          global_avg_pool2d, global_avg_pool2d_prange, max_pool2d, max_pool2d_serial)
 from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 
@@ -65,7 +69,9 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
            "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
            "winograd_filter", "winograd_input",
-           "winograd_output", "MODULES", "CHUNKED", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
+           "winograd_output", "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange",
+           "conv2d_depthwise_weight_prange", "conv2d_depthwise_weight_phase_prange", "global_avg_pool2d_prange",
+           "MODULES", "CHUNKED", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
@@ -109,9 +115,10 @@ GRAD_KERNELS = {
 }
 
 #: serial kernels whose work is cut into chunks: each takes ``c0, c1, nchunk`` last and runs chunks
-#: [c0, c1) of ``nchunk``; ``numba_cpu._on_workers`` hands the chunks to workers that claim them one at a
-#: time (``_cpu_pool.run_chunks``), where a ``prange`` would split them statically over Numba's threads
-#: and wait for a thread on a core another process holds
+#: [c0, c1) of ``nchunk``. Each has a ``<name>_prange`` launcher running its chunks on Numba's threads
+#: (static: quickest on a quiet machine, but a region waits for a thread on a core another process holds);
+#: ``numba_cpu._on_workers`` runs the chunks either so or on workers that claim them one at a time
+#: (``_cpu_pool.run_chunks``), whichever took less time for the problem lately
 CHUNKED = ("conv2d_depthwise_phase", "global_avg_pool2d", "conv2d_depthwise_input", "conv2d_depthwise_weight",
            "conv2d_depthwise_weight_phase")
 

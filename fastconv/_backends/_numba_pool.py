@@ -272,6 +272,14 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, 
 GLOBAL_PLANES = 8
 
 
+@njit(**JIT)
+def global_avg_pool2d_prange(x, out, geo, count_include_pad, divisor_override, n):
+    """``global_avg_pool2d``'s ``n`` chunks on Numba's threads (a static split: the quicker launch on a
+    quiet machine; ``numba_cpu._on_workers`` chooses between it and claimed chunks)."""
+    for ch in prange(n):
+        global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, ch, ch + 1, n)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Adaptive pooling: one window per output, its bounds from the spec (win)
 # ---------------------------------------------------------------------------------------------------

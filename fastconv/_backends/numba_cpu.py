@@ -180,6 +180,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -273,18 +274,75 @@ def _chunks(tasks: int) -> int:
     return max(1, min(tasks, 4 * _threads()))
 
 
-def _on_workers(nchunk: int, run, scratch=tuple) -> None:
-    """``run(*s, c0, c1, nchunk)`` over chunks [0, nchunk) of a serial chunked kernel (its tasks cut into
-    ``nchunk`` chunks, each chunk's result fixed by its index): on one thread one call runs them all; else
-    each of ``min(threads, nchunk)`` workers (the caller and pool threads, :func:`._cpu_pool.run_chunks`)
-    claims one chunk at a time with its own scratch ``s = scratch()``, made before any chunk runs. Claimed
-    chunks, not Numba's statically split ``prange``: a worker on a core another process holds runs fewer
-    chunks instead of holding up the rest."""
+def _on_workers(spec, name: str, nchunk: int, run, launch, scratch=None) -> None:
+    """The chunks [0, nchunk) of the serial chunked kernel ``run(*s, c0, c1, nchunk)`` (``_numba_kernels.CHUNKED``:
+    each chunk's result is fixed by its index, so how they are spread over threads never changes a bit).
+    ``scratch(n)``: the kernel's scratch arrays, each with one row per worker, made before any chunk runs.
+
+    On one thread one call runs them all. Else one of two launches (:func:`_launch_path`, per ``spec`` and
+    kernel ``name``): ``launch(*scratch(n), m)``, the kernel's ``_prange`` twin running m chunks on
+    Numba's n threads, split statically (m = n with scratch: a row each; m = nchunk without); or n
+    workers (the caller and pool threads, ``_cpu_pool.run_chunks``) claiming the nchunk chunks one at a
+    time. On a quiet machine the first is quicker (on this project's VMs the pool's sleeping threads wake
+    0.1-2 ms late; Numba's spin a while: a global average pool 0.35 against 0.47 ms). With another process
+    on a core, a static region waits for the thread on that core: for about 0.1 s after a pause every
+    region took 8 ms (claimed chunks: 0.7 ms), then 0.4 ms with a 4 ms stall a tick. So the static launch
+    runs until it stalls twice in a row, then claimed chunks for LAUNCH_HOLD_S."""
     nworkers = min(_threads(), nchunk)
     if nworkers <= 1:
-        run(*scratch(), 0, nchunk, nchunk)
+        run(*(a[0] for a in (scratch(1) if scratch else ())), 0, nchunk, nchunk)
         return
-    _cpu_pool.run_chunks(nchunk, lambda ch, s: run(*s, ch, ch + 1, nchunk), [scratch() for _ in range(nworkers)])
+    stacked = scratch(nworkers) if scratch else ()
+    path, state = _launch_path(spec, name)
+    t0 = time.perf_counter()
+    if path == 0:
+        launch(*stacked, nworkers if stacked else nchunk)
+    else:
+        rows = [tuple(a[i] for a in stacked) for i in range(nworkers)]
+        _cpu_pool.run_chunks(nchunk, lambda ch, s: run(*s, ch, ch + 1, nchunk), rows)
+    _launch_took(state, path, time.perf_counter() - t0)
+
+
+#: seconds a problem's chunked kernel runs on claiming workers after its static launch stalled twice in a
+#: row (then the static launch is tried again)
+LAUNCH_HOLD_S = 1.0
+#: a static launch stalled when it took more than twice the quickest launch of the problem plus this
+LAUNCH_STALL_S = 1e-3
+
+
+def _launch_path(spec, name: str):
+    """(path, state) for one chunked launch of ``spec``'s kernel ``name``: 0 Numba's static ``prange``,
+    1 claimed chunks. ``state``: [quickest static launch, quickest claimed one, stalls in a row, claimed
+    until]. The first launch is static, the second claimed (each path's quickest known); then static,
+    except until ``state[3]`` (:func:`_launch_took`)."""
+    launches = spec.__dict__.get("_launches_")
+    if launches is None:
+        launches = {}
+        object.__setattr__(spec, "_launches_", launches)
+    state = launches.get(name)
+    if state is None:
+        state = launches[name] = [None, None, 0, 0.0]
+    if state[0] is None:
+        return 0, state
+    if state[1] is None or time.monotonic() < state[3]:
+        return 1, state
+    return 0, state
+
+
+def _launch_took(state, path: int, seconds: float) -> None:
+    """Record a launch: each path's quickest; a static launch slower than twice the quickest of either
+    plus LAUNCH_STALL_S is a stall, and the second stall in a row sends the problem to claimed chunks for
+    LAUNCH_HOLD_S (one slow launch is noise: a pause's first call, a tick lost)."""
+    quickest = state[path]
+    state[path] = seconds if quickest is None else min(quickest, seconds)
+    if path != 0 or state[1] is None:
+        return
+    if seconds > 2 * min(state[0], state[1]) + LAUNCH_STALL_S:
+        state[2] += 1
+        if state[2] >= 2:
+            state[2], state[3] = 0, time.monotonic() + LAUNCH_HOLD_S
+    else:
+        state[2] = 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,10 +505,11 @@ def conv_depthwise_phase(spec, x, w, b=None):
     out = np.empty(spec.output_layout, dtype=x.dtype)
     args = (x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), nb)
 
-    def scratch():
-        return (workspace("the phase-split depthwise kernel's padded planes", (buf,), x.dtype, zero=True),
-                workspace("the phase-split depthwise kernel's accumulators", (acc,), x.dtype))
-    _on_workers(_chunks(phase_tasks(spec, nb)), lambda *c: k.conv2d_depthwise_phase(*args, *c), scratch)
+    def scratch(n):
+        return (workspace("the phase-split depthwise kernel's padded planes", (n, buf), x.dtype, zero=True),
+                workspace("the phase-split depthwise kernel's accumulators", (n, acc), x.dtype))
+    _on_workers(spec, "phase", _chunks(phase_tasks(spec, nb)), lambda *c: k.conv2d_depthwise_phase(*args, *c),
+                lambda *c: k.conv2d_depthwise_phase_prange(*args, *c), scratch)
     return out
 
 
@@ -1108,7 +1167,8 @@ def avg_pool_global(spec, x):
     out = np.empty(spec.output_layout, dtype=x.dtype)
     div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
     args = (x, out, k.pool_geometry(spec), spec.count_include_pad, div)
-    _on_workers(_plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c))
+    _on_workers(spec, "global", _plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c),
+                lambda *c: k.global_avg_pool2d_prange(*args, *c))
     return out
 
 
@@ -1124,7 +1184,8 @@ def adaptive_avg_pool_global(spec, x):
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
     args = (x, out, _whole_plane_geometry(spec), True, 0)
-    _on_workers(_plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c))
+    _on_workers(spec, "global", _plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c),
+                lambda *c: k.global_avg_pool2d_prange(*args, *c))
     return out
 
 
@@ -1282,7 +1343,8 @@ def conv_input_depthwise(spec, dy, w, b=None):
     k = kernels()
     dx = np.empty(spec.output_layout, dtype=dy.dtype)
     args = (dy, w, _dx_bias(spec, b, dy.dtype), dx, k.conv_geometry(spec))
-    _on_workers(_chunks(spec.N * spec.C), lambda *c: k.conv2d_depthwise_input(*args, *c))
+    _on_workers(spec, "input", _chunks(spec.N * spec.C), lambda *c: k.conv2d_depthwise_input(*args, *c),
+                lambda *c: k.conv2d_depthwise_input_prange(*args, *c))
     return dx
 
 
@@ -1319,18 +1381,20 @@ def conv_weight_depthwise(spec, x, dy):
     if not _phase_bound_reasons(spec):
         _, nb, buf, acc = _weight_phase_plan(spec)
 
-        def phase_scratch():
-            return (workspace("the depthwise weight gradient's padded planes", (buf,), x.dtype, zero=True),
-                    workspace("the depthwise weight gradient's dy planes", (acc,), x.dtype, zero=True),
-                    workspace("the depthwise weight gradient's tap lanes", (spec.R * spec.S * k.LW,), x.dtype))
-        _on_workers(nchunk, lambda *c: k.conv2d_depthwise_weight_phase(x, dy, dw, geo, nb, *c), phase_scratch)
+        def phase_scratch(n):
+            return (workspace("the depthwise weight gradient's padded planes", (n, buf), x.dtype, zero=True),
+                    workspace("the depthwise weight gradient's dy planes", (n, acc), x.dtype, zero=True),
+                    workspace("the depthwise weight gradient's tap lanes", (n, spec.R * spec.S * k.LW), x.dtype))
+        _on_workers(spec, "weight-phase", nchunk, lambda *c: k.conv2d_depthwise_weight_phase(x, dy, dw, geo, nb, *c),
+                    lambda *c: k.conv2d_depthwise_weight_phase_prange(x, dy, dw, geo, nb, *c), phase_scratch)
         if not np.isnan(dw).any():
             return dw
 
-    def scratch():
-        return (workspace("the depthwise weight gradient's lane accumulators", (spec.R * spec.S * spec.Q,),
+    def scratch(n):
+        return (workspace("the depthwise weight gradient's lane accumulators", (n, spec.R * spec.S * spec.Q),
                           x.dtype),)
-    _on_workers(nchunk, lambda *c: k.conv2d_depthwise_weight(x, dy, dw, geo, *c), scratch)
+    _on_workers(spec, "weight", nchunk, lambda *c: k.conv2d_depthwise_weight(x, dy, dw, geo, *c),
+                lambda *c: k.conv2d_depthwise_weight_prange(x, dy, dw, geo, *c), scratch)
     return dw
 
 
