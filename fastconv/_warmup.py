@@ -339,12 +339,13 @@ class _NumbaLedger(_Ledger):
     def unreached(self, dtypes: Sequence[str]) -> List[str]:
         """Kernels launched from Python with no signature of a warmed dtype: no run reached them (larger
         problems do). Those are the kernel index's (``_numba_kernels``: KERNELS, GRAD_KERNELS, KERNELS_3D,
-        WINOGRAD_KERNELS)
+        WINOGRAD_KERNELS, the CHUNKED kernels' ``_prange`` twins)
         and every other dispatcher no kernel calls; a helper that kernels call (inline, or named in another
         kernel's code) compiles into its callers, and their disk cache holds it, so it is not asked."""
         from ._backends import _numba_kernels as k
         ds = _numba_dispatchers()
-        launched = set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D) | set(k.WINOGRAD_KERNELS)
+        launched = (set(k.KERNELS) | set(k.GRAD_KERNELS) | set(k.KERNELS_3D) | set(k.WINOGRAD_KERNELS)
+                    | {n + "_prange" for n in k.CHUNKED})
         called = {n for d in ds for n in d.py_func.__code__.co_names if n != d.py_func.__name__}
         out = []
         for d in ds:
@@ -483,6 +484,9 @@ def run_item(backend: str, item: Item) -> None:
     item.impl.run(item.spec, *inputs)
     if type(item.impl).runner is not _dispatch.Impl.runner:
         item.impl.runner(item.spec)(*inputs)
+    warm = getattr(item.impl, "warm", None)       # (numba: the launches of problems big enough to split)
+    if warm is not None:
+        warm(item.spec, *inputs)
     if kind == "cupy":
         xp.cuda.get_current_stream().synchronize()
 

@@ -305,6 +305,23 @@ def test_numba_kernels_no_run_reached_are_named():
     assert not names & {"_avg_pool_per_window", "col_range", "uaxpy"}     # called by kernels / inline
 
 
+@needs_numba
+def test_warm_runs_reach_the_chunked_kernels_prange_twins():
+    """The tiny problems run on one thread, so only the extra all-threads run (``NumbaImpl.warm``) launches
+    the CHUNKED kernels' static ``_prange`` twins: warmup compiles them too."""
+    from fastconv._backends import numba_cpu
+    if numba_cpu._threads() < 2:
+        pytest.skip("Numba runs one thread here: the _prange twins never launch")
+    k = numba_cpu.kernels()
+    for it in _warmup.plan("numba", ops=["conv", "conv_input", "conv_weight", "avg_pool"], dtypes=["float64"]).items:
+        _warmup.run_item("numba", it)
+    # (global_avg_pool2d's twin is not among them: a tiny pool is one chunk, CHUNK_MIN_BYTES; warmup names
+    # it among the kernels larger problems reach)
+    for n in ("conv2d_depthwise_phase", "conv2d_depthwise_input", "conv2d_depthwise_weight_phase"):
+        assert any(str(sig[0].dtype) == "float64" for sig in getattr(k, n + "_prange").signatures), n
+    assert "conv2d_depthwise_phase_prange" in {u.split(" (")[0] for u in _warmup._NumbaLedger().unreached(["float16"])}
+
+
 @pytest.mark.parametrize("backend", ["cuda", "cuda-emu"])
 def test_the_cuda_plans_reach_every_kernel_file_in_every_dtype(backend):
     """What the CUDA backends compile is one module per kernel file (and dtype, on cuda): the runs reach every

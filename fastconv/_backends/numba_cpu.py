@@ -1919,6 +1919,12 @@ class NumbaImpl(FunctionImpl):
                 put(before)
         return serial
 
+    def warm(self, spec, *arrays):
+        """``fastconv warmup``'s extra run: on all of Numba's threads whatever the problem's size, so that
+        what only a problem big enough to split launches (the CHUNKED kernels' ``_prange`` twins, in
+        :func:`_on_workers`) compiles ahead too."""
+        return self._fn(spec, *arrays)
+
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
         self._workspace, self.capped = workspace, capped
