@@ -544,6 +544,7 @@ def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: now[0])
     spec, other = _Spec(), _Spec()
     seq = []
+    stall = 2 * 0.001 + numba_cpu.LAUNCH_STALL_S         # the line: twice the quickest (1 ms) plus the slack
 
     def launch(static_s, claimed_s=0.002):
         path, state = numba_cpu._launch_path(spec, "k")
@@ -552,12 +553,12 @@ def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed
     launch(0.001)
     launch(0.001)
     assert seq == [0, 1]                       # each path measured once: quickest 1 ms and 2 ms
-    for t in (0.001, 0.0031, 0.001, 0.0031, 0.0029):
-        launch(t)                              # 3.1 ms > 2 x 1 + 1 ms: a stall, but never two in a row
+    for t in (0.001, stall * 1.05, 0.001, stall * 1.05, stall * 0.95):
+        launch(t)                              # stalls, but never two in a row
     assert seq[2:] == [0] * 5
-    launch(0.0031)
-    assert seq[-1] == 0                        # (2.9 ms was no stall: this is the first in a row)
-    launch(0.008)
+    launch(stall * 1.05)
+    assert seq[-1] == 0                        # (the one before was no stall: this is the first in a row)
+    launch(stall * 1.05)
     assert seq[-1] == 0
     for _ in range(3):
         launch(0.008)
@@ -570,12 +571,13 @@ def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed
 
 
 def test_stalls_are_judged_against_the_quicker_path_when_every_static_launch_was_slow(monkeypatch):
-    """Busy from the first call: the static quickest is itself a stall (8 ms); the claimed launch's 0.7 ms
-    is the yardstick."""
+    """Busy from the first call: every static launch stalls (about 8 ms: two scheduler ticks), the quickest
+    too; the claimed launch's 0.7 ms is the yardstick."""
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 5.0)
     spec, seq = _Spec(), []
+    slow = 2 * 0.0007 + numba_cpu.LAUNCH_STALL_S + 0.001
     for _ in range(5):
         path, state = numba_cpu._launch_path(spec, "k")
-        numba_cpu._launch_took(state, path, 0.0007 if path else 0.008)
+        numba_cpu._launch_took(state, path, 0.0007 if path else slow)
         seq.append(path)
     assert seq == [0, 1, 0, 0, 1]

@@ -287,7 +287,7 @@ def _on_workers(spec, name: str, nchunk: int, run, launch, scratch=None) -> None
     0.1-2 ms late; Numba's spin a while: a global average pool 0.35 against 0.47 ms). With another process
     on a core, a static region waits for the thread on that core: for about 0.1 s after a pause every
     region took 8 ms (claimed chunks: 0.7 ms), then 0.4 ms with a 4 ms stall a tick. So the static launch
-    runs until it stalls twice in a row, then claimed chunks for LAUNCH_HOLD_S."""
+    runs until it stalls (LAUNCH_STALL_S) twice in a row, then claimed chunks for LAUNCH_HOLD_S."""
     nworkers = min(_threads(), nchunk)
     if nworkers <= 1:
         run(*(a[0] for a in (scratch(1) if scratch else ())), 0, nchunk, nchunk)
@@ -306,8 +306,11 @@ def _on_workers(spec, name: str, nchunk: int, run, launch, scratch=None) -> None
 #: seconds a problem's chunked kernel runs on claiming workers after its static launch stalled twice in a
 #: row (then the static launch is tried again)
 LAUNCH_HOLD_S = 1.0
-#: a static launch stalled when it took more than twice the quickest launch of the problem plus this
-LAUNCH_STALL_S = 1e-3
+#: a static launch stalled when it took more than twice the quickest launch of the problem plus this. A
+#: region waiting for a thread on a taken core lost two 4 ms scheduler ticks (8 ms) on this project's VMs;
+#: a quiet one now and then one tick (4.1-4.3 ms, twice in a row in a bench run beside PyTorch): with 1 ms
+#: here those sent a quiet 0.35 ms depthwise layer to claimed chunks (0.7 ms) half the time
+LAUNCH_STALL_S = 5e-3
 
 
 def _launch_path(spec, name: str):
