@@ -269,8 +269,8 @@ def _bias(spec, b, dtype):
 
 
 def _chunks(tasks: int) -> int:
-    """Parallel chunks for ``tasks`` independent planes: a few per thread (load balance), each chunk
-    allocating its scratch once."""
+    """Parallel chunks for ``tasks`` independent planes: a few per thread (load balance; the chunked
+    kernels' scratch is per worker, :func:`_on_workers`)."""
     return max(1, min(tasks, 4 * _threads()))
 
 
@@ -1166,10 +1166,15 @@ def _global_reasons(spec) -> List[str]:
 
 def avg_pool_global(spec, x):
     """``global_avg_pool2d``: a 1x1 output, one float64 sum per plane (the general kernel's numerics)."""
+    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
+    return _global_avg(spec, x, kernels().pool_geometry(spec), spec.count_include_pad, div)
+
+
+def _global_avg(spec, x, geo, count_include_pad, divisor_override):
+    """``global_avg_pool2d``'s chunks over the planes of ``x`` (:func:`_on_workers`) into a new output."""
     k = kernels()
     out = np.empty(spec.output_layout, dtype=x.dtype)
-    div = spec.divisor_override if spec.divisor_override is not None else 0  # validated non-zero
-    args = (x, out, k.pool_geometry(spec), spec.count_include_pad, div)
+    args = (x, out, geo, count_include_pad, divisor_override)
     _on_workers(spec, "global", _plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c),
                 lambda *c: k.global_avg_pool2d_prange(*args, *c))
     return out
@@ -1184,12 +1189,7 @@ def _whole_plane_geometry(spec):
 
 
 def adaptive_avg_pool_global(spec, x):
-    k = kernels()
-    out = np.empty(spec.output_layout, dtype=x.dtype)
-    args = (x, out, _whole_plane_geometry(spec), True, 0)
-    _on_workers(spec, "global", _plane_chunks(spec, k.GLOBAL_PLANES), lambda *c: k.global_avg_pool2d(*args, *c),
-                lambda *c: k.global_avg_pool2d_prange(*args, *c))
-    return out
+    return _global_avg(spec, x, _whole_plane_geometry(spec), True, 0)
 
 
 def _adaptive_pool(spec, x, is_max):
