@@ -704,6 +704,14 @@ def _im2col_tiles(spec):
 #: the whole batch's column matrix and GEMM result up to this size are built at once when the tiles
 #: would give the GEMM workers too few items (small images: res5's 7x7 at N=8 makes 3 tiles of at least
 #: TILE_MIN_COLUMNS for 2 workers); the GEMM is then split into blocks of its result instead (_gemm_blocks)
+#:
+#: Only the GEMM goes to the workers: the caller packs the whole batch before (one kernel call or NumPy copy
+#: per group) and copies the result out after. Each round on the workers wakes their threads, which on this
+#: project's VMs start 0.1-2 ms late after an idle spell, and the packing items run 2-5x slower per image on
+#: two pool threads than on the caller (traced: 0.2-0.9 ms against 0.08). In-process A/B, a 0.3 s pause
+#: then 5 calls, 8 rounds alternating, Zen 4 VM (AVX-512), 2026-12-04: res4's 3x3 stride 2 7.22 -> 6.89 ms,
+#: res5's 1x1 stride 2 6.87 -> 5.36, res5's 1x1 512->2048 7.60 -> 7.07, pw13 7.09 -> 7.26 (noise), the
+#: pointwise input gradients 6.16 -> 5.77 and 6.12 -> 5.87, the weight gradients unchanged within noise.
 BATCH_GEMM_BYTES = 32 << 20
 
 
@@ -822,30 +830,24 @@ def conv_im2col(spec, x, w, b=None):
 
 
 def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
-    """The whole batch's column matrix per group (one packing item per image and group), then the GEMM
-    in blocks of output channels or of columns (:func:`_gemm_blocks`) into a staged [K/G, N*P*Q] result
-    per group, then one scatter item per image: three rounds on the GEMM workers."""
+    """The whole batch's column matrix per group, packed by the caller (one kernel call per group), then
+    the GEMM in blocks of output channels or of columns (:func:`_gemm_blocks`) into a staged [K/G, N*P*Q]
+    result per group on the GEMM workers, then one copy into the output by the caller: one round on the
+    workers (see BATCH_GEMM_BYTES)."""
     N, G, Kg, PQ = spec.N, spec.groups, spec.K_per_group, spec.P * spec.Q
     k = kernels()
-    workers = gemm_workers(spec)
     col = workspace("im2col's column matrix", (G, spec.gemm_k, N * PQ), x.dtype)
     stage = workspace("im2col's staged output", (G, Kg, N * PQ), x.dtype)
-
-    def pack(item, _):
-        n, g = item
-        k.im2col_pack(x, n, g, geo, col[g], n * PQ)
-
     if spec.R == spec.S == 1 and not spec.is_padded:
         # a 1x1 window, unpadded: an image's columns are its planes, subsampled by the stride. One NumPy
-        # copy per image (it releases the GIL) beats the packing kernel's rows of 7-28 values: 8 images of
+        # copy (it releases the GIL) beats the packing kernel's rows of 7-28 values: 8 images of
         # (1024, 7, 7) 0.10 ms against 0.28, of (1024, 14, 14) at stride 2 0.31 against 0.50, one thread
         Cg, P, Q, sh, sw = spec.C_per_group, spec.P, spec.Q, spec.stride_h, spec.stride_w
-        cols = col.reshape(G, Cg, N, P, Q)
         planes = x.reshape(N, G, Cg, spec.H, spec.W)[:, :, :, :(P - 1) * sh + 1:sh, :(Q - 1) * sw + 1:sw]
-
-        def pack(item, _):    # noqa: F811 - the 1x1 pack
-            n, g = item
-            cols[g, :, n] = planes[n, g]
+        col.reshape(G, Cg, N, P, Q)[...] = planes.transpose(1, 2, 0, 3, 4)
+    else:
+        for g in range(G):
+            k.im2col_pack_tile(x, 0, N, g, geo, col[g])
 
     def gemm(item, _):
         g, k0, k1, c0, c1 = item
@@ -854,13 +856,8 @@ def _conv_im2col_whole_batch(spec, x, wg, og, bg, geo):
         if bg is not None:
             dst += bg[g, k0:k1]
 
-    def scatter(n, _):
-        og[n] = stage[:, :, n * PQ:(n + 1) * PQ]
-
-    none = lambda: None   # noqa: E731
-    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
-    _cpu_pool.run(_gemm_blocks(spec), gemm, none, workers)
-    _cpu_pool.run(list(range(N)), scatter, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec), gemm, lambda: None, gemm_workers(spec))
+    og[...] = stage.reshape(G, Kg, N, PQ).transpose(2, 0, 1, 3)
 
 
 def _pointwise_reasons(spec) -> List[str]:
@@ -1312,32 +1309,22 @@ def conv_input_im2col(spec, dy, w, b=None):
 
 def _conv_input_pointwise_batch(spec, dyg, wg, dxg, b):
     """The pointwise input gradient of the whole batch: dy of every image side by side per group (one copy
-    per image and group), then dx_all[group] = w[group]^T @ dy_all[group] by BLAS in blocks of the result
-    (:func:`_gemm_blocks`), then per image dx = (the bias, or zero) + its columns: three rounds on the GEMM
-    workers. The sums are col2im's (one term per position after the GEMM's)."""
+    by the caller), then dx_all[group] = w[group]^T @ dy_all[group] by BLAS in blocks of the result
+    (:func:`_gemm_blocks`) on the GEMM workers, then dx = (the bias, or zero) + its columns, one pass by
+    the caller (see BATCH_GEMM_BYTES). The sums are col2im's (one term per position after the GEMM's)."""
     N, G, Kg, Cg, PQ = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P * spec.Q
-    workers = gemm_workers(spec)
     dyt = workspace("the whole batch's dy", (G, Kg, N * PQ), dyg.dtype)
     res = workspace("the whole batch's dx", (G, Cg, N * PQ), dyg.dtype)
-    dyt4 = dyt.reshape(G, Kg, N, PQ)
+    dyt.reshape(G, Kg, N, PQ)[...] = dyg.transpose(1, 2, 0, 3)
     bias = None if b is None else b.reshape(G, Cg, 1)
     zero = dyg.dtype.type(0)
-
-    def pack(item, _):
-        n, g = item
-        dyt4[g, :, n] = dyg[n, g]
 
     def gemm(item, _):
         g, c0, c1, j0, j1 = item
         np.matmul(wg[g, :, c0:c1].T, dyt[g, :, j0:j1], out=res[g, c0:c1, j0:j1])
 
-    def scatter(n, _):        # one pass: (the bias, or zero) + the image's columns
-        np.add(zero if bias is None else bias, res[:, :, n * PQ:(n + 1) * PQ], out=dxg[n])
-
-    none = lambda: None   # noqa: E731
-    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
-    _cpu_pool.run(_gemm_blocks(spec, rows=Cg), gemm, none, workers)
-    _cpu_pool.run(list(range(N)), scatter, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec, rows=Cg), gemm, lambda: None, gemm_workers(spec))
+    np.add(zero if bias is None else bias, res.reshape(G, Cg, N, PQ).transpose(2, 0, 1, 3), out=dxg)
 
 
 def conv_input_depthwise(spec, dy, w, b=None):
@@ -1424,28 +1411,21 @@ def _weight_chunks(spec, tiles: int) -> int:
 
 def _conv_weight_pointwise_batch(spec, x, dy, dw):
     """The pointwise weight gradient of the whole batch: dy and x of every image side by side per group
-    (one copy per image and group), then dw[group] = dy_all[group] @ x_all[group]^T by BLAS in blocks of
-    dw (:func:`_gemm_blocks`): one GEMM over all N*P*Q positions, so no partial sums to add."""
+    (one copy each, by the caller), then dw[group] = dy_all[group] @ x_all[group]^T by BLAS in blocks of
+    dw (:func:`_gemm_blocks`) on the GEMM workers: one GEMM over all N*P*Q positions, so no partial sums to
+    add (see BATCH_GEMM_BYTES)."""
     N, G, Kg, Cg, PQ = spec.N, spec.groups, spec.K_per_group, spec.C_per_group, spec.P * spec.Q
-    workers = gemm_workers(spec)
     dyt = workspace("the whole batch's dy", (G, Kg, N * PQ), dy.dtype)
     xt = workspace("the whole batch's x", (G, Cg, N * PQ), x.dtype)
-    dyt4, xt4 = dyt.reshape(G, Kg, N, PQ), xt.reshape(G, Cg, N, PQ)
-    dyg, xg = dy.reshape(N, G, Kg, PQ), x.reshape(N, G, Cg, PQ)
+    dyt.reshape(G, Kg, N, PQ)[...] = dy.reshape(N, G, Kg, PQ).transpose(1, 2, 0, 3)
+    xt.reshape(G, Cg, N, PQ)[...] = x.reshape(N, G, Cg, PQ).transpose(1, 2, 0, 3)
     dwg = dw.reshape(G, Kg, Cg)
-
-    def pack(item, _):
-        n, g = item
-        dyt4[g, :, n] = dyg[n, g]
-        xt4[g, :, n] = xg[n, g]
 
     def gemm(item, _):
         g, k0, k1, c0, c1 = item
         np.matmul(dyt[g, k0:k1], xt[g, c0:c1].T, out=dwg[g, k0:k1, c0:c1])
 
-    none = lambda: None   # noqa: E731
-    _cpu_pool.run([(n, g) for n in range(N) for g in range(G)], pack, none, workers)
-    _cpu_pool.run(_gemm_blocks(spec, cols=Cg), gemm, none, workers)
+    _cpu_pool.run(_gemm_blocks(spec, cols=Cg), gemm, lambda: None, gemm_workers(spec))
 
 
 def _weight_im2col_workspace(spec):
