@@ -50,12 +50,16 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
 
 def winograd_applies(spec) -> bool:
     """Whether one of the numba backend's ``winograd`` implementations takes ``spec``'s shapes (a 2-D or
-    1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases: their reasons,
-    ``numba_cpu._winograd_reasons`` and ``_winograd_phase_reasons``, ask nothing else but the workspace
-    cap, which only makes them refuse)."""
+    1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases; an input gradient whose flipped
+    forward conv is undilated and takes it: their reasons, ``numba_cpu._winograd_reasons``,
+    ``_winograd_phase_reasons`` and ``_input_winograd_reasons``, ask nothing else but the workspace cap,
+    which only makes them refuse)."""
     from ._backends import numba_cpu
-    return spec.op == "conv" and spec.spatial_dims in (1, 2) and not (
-        numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
+    if spec.spatial_dims not in (1, 2):
+        return False
+    if spec.op == "conv_input":
+        return not numba_cpu._input_winograd_reasons(spec)
+    return spec.op == "conv" and not (numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
 
 
 #: roundings of the Winograd F(4x4, 3x3) kernels along the longest path of one term, besides the C-term
@@ -223,7 +227,9 @@ def grad_tolerance(spec, *arrays, slack: float = 2.0):
     """Elementwise absolute tolerance for a gradient op's result, built like :func:`conv_tolerance`: the
     oracle run on absolute values (the magnitude of the sum), times the reduction length (conv_input:
     K/groups*R*S; conv_weight: N*P*Q; pool gradients: the windows covering one position) and the
-    accumulation type's unit roundoff, plus one rounding of the stored result. max_unpool copies: 0."""
+    accumulation type's unit roundoff, plus one rounding of the stored result; for an input gradient the
+    numba backend's Winograd implementation takes (:func:`winograd_applies`), the larger of that and the
+    Winograd bound of its flipped forward conv (:func:`winograd_tolerance`). max_unpool copies: 0."""
     if spec.op == "max_unpool":
         return 0.0
     absed = tuple(None if a is None else (to_numpy(a) if spec.is_index_operand(n) else np.abs(to_numpy(a)))
@@ -236,7 +242,13 @@ def grad_tolerance(spec, *arrays, slack: float = 2.0):
     else:
         n = _windows_per_position(spec) + 2
     store_eps = float(np.finfo(spec.dtype).eps)
-    return slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+    tol = slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+    if spec.op == "conv_input" and winograd_applies(spec):
+        # numba's conv_input:winograd/f4x4 runs the flipped forward conv: the larger of both bounds
+        dy, w, b = (None if a is None else to_numpy(a) for a in arrays)
+        wino = winograd_tolerance(spec.flipped_forward(), dy, spec.flip_weight(w), b, slack)
+        tol = np.maximum(tol, np.reshape(wino, np.shape(tol)))
+    return tol
 
 
 def assert_grad_close(out, spec, *arrays, slack: float = 2.0):

@@ -83,6 +83,12 @@ so results are bitwise reproducible run to run:
   stride 1, no padding) whose small images leave the tiles too few for the workers (the forward's
   ``_whole_batch`` rule) runs the whole batch instead: dy side by side per group, one GEMM per group in
   blocks of the result (``_gemm_blocks``), then each image's dx = bias (or 0) + its columns: col2im's sums.
+- ``numba:conv_input:winograd/f4x4``: an unstrided input gradient (and transposed conv) whose flipped
+  forward conv (``ConvInputGradSpec.flipped_forward``: dy convolved with the weight transposed and its taps
+  reversed, padded by the dilated window less one less the forward padding) the forward
+  ``winograd/f4x4`` takes (3x3, undilated, ungrouped; each other shape is a reason): that forward run on a
+  flipped view of w. Exact for every weight (the forward's direct re-sum of non-finite tiles clips the
+  taps to dy); its error bound is the forward's (``fastconv.testing.grad_tolerance``).
 - ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
   ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
   (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
@@ -1004,6 +1010,33 @@ def conv_winograd_phases(spec, x, w, b=None):
     ys = conv_winograd(ph.spec, xs, w, b, out=workspace("the dilation phases' output", ph.spec.output_layout,
                                                          x.dtype))
     return ph.scatter(ys, np.empty(spec.output_layout, dtype=x.dtype))
+
+
+def _flipped(spec):
+    """``spec.flipped_forward()``, made once per spec (kept on the spec object, as the geometry records)."""
+    f = spec.__dict__.get("_flipped_")
+    if f is None:
+        f = spec.__dict__["_flipped_"] = spec.flipped_forward()
+    return f
+
+
+def _input_winograd_reasons(spec) -> List[str]:
+    why = spec.flipped_forward_reasons()
+    if why:
+        return why
+    return [f"its flipped forward convolution: {r}" for r in _winograd_reasons(_flipped(spec))]
+
+
+def _input_winograd_workspace(spec):
+    return _winograd_workspace(_flipped(spec))
+
+
+def conv_input_winograd(spec, dy, w, b=None):
+    """The input gradient of an unstrided 3x3 conv (and the transposed conv) as the forward conv it equals
+    (``ConvInputGradSpec.flipped_forward``: dy convolved with the flipped, transposed weight, padded by
+    the window less the forward padding), run by :func:`conv_winograd`. Its non-finite tiles are summed
+    again with the taps clipped to dy, which are exactly the definition's terms: exact for every weight."""
+    return conv_winograd(_flipped(spec), dy, spec.flip_weight(w), b)
 
 
 def _winograd_phase_workspace(spec):
@@ -1995,6 +2028,8 @@ _IMPLS = [
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
           capped=True),
+    _impl("conv_input", "winograd", conv_input_winograd, variant="f4x4", reasons=_input_winograd_reasons,
+          workspace=_input_winograd_workspace, capped=True),
     _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
           workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
