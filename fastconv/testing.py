@@ -51,14 +51,14 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
 def winograd_applies(spec) -> bool:
     """Whether one of the numba backend's ``winograd`` implementations takes ``spec``'s shapes (a 2-D or
     1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases; an input gradient whose flipped
-    forward conv is undilated and takes it: their reasons, ``numba_cpu._winograd_reasons``,
-    ``_winograd_phase_reasons`` and ``_input_winograd_reasons``, ask nothing else but the workspace cap,
-    which only makes them refuse)."""
+    forward conv they take: their reasons, ``numba_cpu._winograd_reasons``, ``_winograd_phase_reasons``,
+    ``_input_winograd_reasons`` and ``_input_winograd_phase_reasons``, ask nothing else but the workspace
+    cap, which only makes them refuse)."""
     from ._backends import numba_cpu
     if spec.spatial_dims not in (1, 2):
         return False
     if spec.op == "conv_input":
-        return not numba_cpu._input_winograd_reasons(spec)
+        return not (numba_cpu._input_winograd_reasons(spec) and numba_cpu._input_winograd_phase_reasons(spec))
     return spec.op == "conv" and not (numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
 
 

@@ -597,7 +597,7 @@ def test_auto_measures_the_conv_gradients(monkeypatch):
 
 
 GRAD_NAMES = ["numba:conv_input:direct/gather", "numba:conv_input:im2col/col2im", "numba:conv_input:winograd/f4x4",
-              "numba:conv_weight:direct/lanes",
+              "numba:conv_input:winograd/f4x4-phases", "numba:conv_weight:direct/lanes",
               "numba:conv_weight:im2col/pack-gemm", "numba:max_pool_backward:direct", "numba:avg_pool_backward:direct",
               "numba:adaptive_max_pool_backward:direct", "numba:adaptive_avg_pool_backward:direct",
               "numba:max_unpool:direct"]
@@ -606,7 +606,8 @@ GRAD_NAMES = ["numba:conv_input:direct/gather", "numba:conv_input:im2col/col2im"
 def test_gradient_impls_registered():
     impls = [i for i in numba_cpu.implementations() if i.name in GRAD_NAMES]
     assert [i.name for i in impls] == GRAD_NAMES
-    assert {i.name for i in impls if i.zero_fills_padding} == {"numba:conv_weight:im2col/pack-gemm"}
+    assert {i.name for i in impls if i.zero_fills_padding} == {"numba:conv_weight:im2col/pack-gemm",
+                                                               "numba:conv_input:winograd/f4x4-phases"}
     assert all(i.dtypes == ("float32", "float64") for i in impls)
 
 

@@ -18,6 +18,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 NAME = "numba:conv_input:winograd/f4x4"
+PHASES = "numba:conv_input:winograd/f4x4-phases"
 
 
 def _rng(seed):
@@ -121,10 +122,10 @@ def test_flipped_forward_reasons():
 # ---------------------------------------------------------------------------------------------------
 # numba:conv_input:winograd/f4x4 against the oracle
 # ---------------------------------------------------------------------------------------------------
-def _check(x_shape, w, dy, **kw):
+def _check(x_shape, w, dy, name=NAME, **kw):
     wc, dyc = w.copy(), dy.copy()
     spec = _spec.conv_input_spec(x_shape, w, dy, **kw)
-    assert _dispatch.select(spec, "numba", "winograd", weight=w).name == NAME
+    assert _dispatch.select(spec, "numba", "winograd", weight=w).name == name
     out = grad.conv2d_input(x_shape, w, dy, backend="numba", algo="winograd", **kw)
     assert out.dtype == dy.dtype and out.shape == tuple(x_shape)
     testing.assert_grad_close(out, spec, dy, w, None)
@@ -150,6 +151,38 @@ def test_matches_the_oracle(N, C, K, H, W, pad, dtype, seed):
     fwd = _spec.conv_spec(np.zeros((N, C, H, W), dtype), w, padding=pad)
     dy = rng.standard_normal(fwd.output_shape).astype(dtype)
     _check((N, C, H, W), w, dy, padding=pad)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True, database=None, print_blob=True)
+@given(N=st.integers(1, 2), C=st.integers(1, 5), K=st.integers(1, 5), H=st.integers(5, 13), W=st.integers(5, 13),
+       dil=st.sampled_from([(2, 2), (2, 1), (1, 3)]), pad=st.integers(1, 3), dtype=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**16))
+def test_dilated_matches_the_oracle(N, C, K, H, W, dil, pad, dtype, seed):
+    """Dilated: the phases variant, padded (an unpadded one is a reason: see test_reasons)."""
+    hypothesis.assume(H + 2 * pad > 2 * dil[0] and W + 2 * pad > 2 * dil[1])
+    rng = _rng(seed)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    fwd = _spec.conv_spec(np.zeros((N, C, H, W), dtype), w, padding=pad, dilation=dil)
+    spec = _spec.conv_input_spec((N, C, H, W), w, np.zeros(fwd.output_shape, dtype), padding=pad, dilation=dil)
+    hypothesis.assume(not spec.flipped_forward_reasons() and not numba_cpu._input_winograd_phase_reasons(spec))
+    dy = rng.standard_normal(fwd.output_shape).astype(dtype)
+    _check((N, C, H, W), w, dy, name=PHASES, padding=pad, dilation=dil)
+
+
+def test_dilated_nonfinite_weight_is_refused_where_padded_zeros_meet_it():
+    """The phases' zeros stand for the flipped conv's padding and meet the weight: with an Inf in a padded
+    problem's weight dispatch refuses them (algo="winograd": a ValueError naming them), and auto runs an
+    exact kernel, the oracle's pattern; Inf and NaN in dy give the oracle's pattern through the phases."""
+    rng = _rng(12)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 4, 11, 10)).astype(np.float32)
+    dy[0, 1, 4, 5], dy[1, 2, 0, 0], dy[1, 0, 7, 3] = np.inf, np.nan, -np.inf
+    _check((2, 3, 11, 10), w, dy, name=PHASES, padding=2, dilation=2)
+    w[1, 0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="f4x4-phases"):
+        grad.conv2d_input((2, 3, 11, 10), w, dy, padding=2, dilation=2, backend="numba", algo="winograd")
+    out = grad.conv2d_input((2, 3, 11, 10), w, dy, padding=2, dilation=2, backend="numba")
+    testing.assert_grad_close(out, _spec.conv_input_spec((2, 3, 11, 10), w, dy, padding=2, dilation=2), dy, w, None)
 
 
 def test_adversarial_magnitudes_need_the_winograd_bound():
@@ -206,6 +239,12 @@ def test_reasons():
     grouped = " ".join(_dispatch.reasons(impl, _input_spec((1, 4, 8, 8), w[:, :2], padding=1, groups=2)))
     assert grouped.startswith("its flipped forward convolution:")
     assert _dispatch.reasons(impl, _input_spec((1, 4, 8, 8), w, padding=2, dilation=2))   # dilated: not this one
+    phases, = [i for i in numba_cpu.implementations() if i.name == PHASES]
+    assert phases.zero_fills_padding and not impl.zero_fills_padding
+    assert _dispatch.reasons(phases, _input_spec((1, 4, 8, 8), w, padding=2, dilation=2)) == []
+    assert "not dilated" in " ".join(_dispatch.reasons(phases, _input_spec((1, 4, 8, 8), w, padding=1)))
+    unpadded = " ".join(_dispatch.reasons(phases, _input_spec((1, 4, 9, 9), w, dilation=2)))
+    assert "unpadded, while its flipped forward convolution is padded" in unpadded
     assert _dispatch.reasons(impl, _input_spec((1, 4, 8, 8), np.zeros((4, 4, 5, 5), np.float32), padding=2))
     one_d = " ".join(_dispatch.reasons(impl, _input_spec((1, 4, 8), w[..., 0], padding=1, nd=1)))
     assert "3x3 only" in one_d                                    # the forward Winograd's own reason
@@ -221,8 +260,9 @@ def test_workspace_is_the_flipped_problems():
     assert impl.workspace(spec) == fwd.workspace(spec.flipped_forward()) != {}
 
 
-def test_warmup_reaches_it():
+@pytest.mark.parametrize("name", [NAME, PHASES])
+def test_warmup_reaches_it(name):
     p = _warmup.plan("numba", ops=["conv_input"])
-    items = [it for it in p.items if it.impl.name == NAME]
+    items = [it for it in p.items if it.impl.name == name]
     assert {it.spec.dtype for it in items} == {"float32", "float64"}
     assert {it.spec.N for it in items} == {1, 2}

@@ -89,6 +89,8 @@ so results are bitwise reproducible run to run:
   ``winograd/f4x4`` takes (3x3, undilated, ungrouped; each other shape is a reason): that forward run on a
   flipped view of w. Exact for every weight (the forward's direct re-sum of non-finite tiles clips the
   taps to dy); its error bound is the forward's (``fastconv.testing.grad_tolerance``).
+  ``numba:conv_input:winograd/f4x4-phases``: the same for a dilated one, by the forward ``f4x4-phases``
+  (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason).
 - ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
   ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
   (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
@@ -1037,6 +1039,29 @@ def conv_input_winograd(spec, dy, w, b=None):
     the window less the forward padding), run by :func:`conv_winograd`. Its non-finite tiles are summed
     again with the taps clipped to dy, which are exactly the definition's terms: exact for every weight."""
     return conv_winograd(_flipped(spec), dy, spec.flip_weight(w), b)
+
+
+def _input_winograd_phase_reasons(spec) -> List[str]:
+    why = spec.flipped_forward_reasons()
+    if why:
+        return why
+    out = [f"its flipped forward convolution: {r}" for r in _winograd_phase_reasons(_flipped(spec))]
+    if not out and not spec.is_padded and _flipped(spec).is_padded:
+        out.append("unpadded, while its flipped forward convolution is padded: that padding's zeros would meet "
+                   "the weight, and dispatch checks the weight for Inf/NaN only in padded problems")
+    return out
+
+
+def _input_winograd_phase_workspace(spec):
+    return _winograd_phase_workspace(_flipped(spec))
+
+
+def conv_input_winograd_phases(spec, dy, w, b=None):
+    """The dilated counterpart of :func:`conv_input_winograd`: the flipped forward conv, dilated, by
+    :func:`conv_winograd_phases`, whose zeros (the flipped conv's padding) meet the weight
+    (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason, so dispatch's
+    check of padded problems covers every case this runs)."""
+    return conv_winograd_phases(_flipped(spec), dy, spec.flip_weight(w), b)
 
 
 def _winograd_phase_workspace(spec):
@@ -2030,6 +2055,9 @@ _IMPLS = [
           capped=True),
     _impl("conv_input", "winograd", conv_input_winograd, variant="f4x4", reasons=_input_winograd_reasons,
           workspace=_input_winograd_workspace, capped=True),
+    _impl("conv_input", "winograd", conv_input_winograd_phases, variant="f4x4-phases",
+          reasons=_input_winograd_phase_reasons, zero_fills_padding=True, workspace=_input_winograd_phase_workspace,
+          capped=True),
     _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
           workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
