@@ -540,7 +540,8 @@ class Result:
     """What warming one backend did. ``units``: each compile unit this run loaded, "compiled" or "cached"
     (from the disk cache); ``failed``: (run, error); ``unfit``: (implementation, why) refusing every tiny
     problem (an implementation that never takes a dtype, a variant that no problem of its op reaches);
-    ``unreached``: numba kernels the runs did not reach (larger problems reach them)."""
+    ``unreached``: numba kernels the runs did not reach (larger problems reach them, or non-finite values:
+    the Winograd weight gradient's direct re-sum)."""
     backend: str
     runs: int
     units: Dict[str, str]
@@ -570,7 +571,8 @@ class Result:
         for why, labels in groups.items():
             lines.append(f"  not run (refused every tiny problem: {why}): {', '.join(labels)}")
         if self.unreached:
-            lines.append(f"  reached only by larger problems (compiled on first use): {', '.join(self.unreached)}")
+            lines.append(f"  reached only by larger problems or non-finite values (compiled on first use): "
+                         f"{', '.join(self.unreached)}")
         for label, err in self.failed:
             lines.append(f"  FAILED {label}: {err}")
         return "\n".join(lines)

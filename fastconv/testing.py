@@ -51,7 +51,7 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
 def winograd_applies(spec) -> bool:
     """Whether one of the numba backend's ``winograd`` implementations takes ``spec``'s shapes (a 2-D or
     1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases; an input gradient whose flipped
-    forward conv they take: their reasons, ``numba_cpu._winograd_reasons``, ``_winograd_phase_reasons``,
+    forward conv they take; an undilated weight gradient: their reasons, ``numba_cpu._winograd_reasons``, ``_winograd_phase_reasons``,
     ``_input_winograd_reasons`` and ``_input_winograd_phase_reasons``, ask nothing else but the workspace
     cap, which only makes them refuse)."""
     from ._backends import numba_cpu
@@ -59,6 +59,8 @@ def winograd_applies(spec) -> bool:
         return False
     if spec.op == "conv_input":
         return not (numba_cpu._input_winograd_reasons(spec) and numba_cpu._input_winograd_phase_reasons(spec))
+    if spec.op == "conv_weight":
+        return not numba_cpu._winograd_reasons(spec)
     return spec.op == "conv" and not (numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
 
 
@@ -114,17 +116,12 @@ def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
         return ph.scatter(sub, np.empty(spec.output_layout)).reshape(spec.output_layout)
     from ._backends import _winograd_f4x4 as m
 
-    xa = np.abs(to_numpy(x)).astype(np.float64).reshape(spec.N, spec.C, spec.H, spec.W)
     wa = np.abs(to_numpy(w)).astype(np.float64).reshape(spec.K, spec.C, 3, 3)
     N, C, K, P, Q = spec.N, spec.C, spec.K, spec.P, spec.Q
     TH, TW = -(-P // 4), -(-Q // 4)
-    xp = np.zeros((N, C, 4 * TH + 2, 4 * TW + 2))
-    h1, w1 = min(spec.H, 4 * TH + 2 - spec.pad_top), min(spec.W, 4 * TW + 2 - spec.pad_left)
-    xp[:, :, spec.pad_top:spec.pad_top + h1, spec.pad_left:spec.pad_left + w1] = xa[:, :, :h1, :w1]
-    win = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]  # N C TH TW 6 6
-    B, Gm, A = np.abs(m.BT), np.abs(m.G), np.abs(m.AT)
+    Gm, A = np.abs(m.G), np.abs(m.AT)
     with np.errstate(invalid="ignore"):         # Inf * 0 where an input or weight is not finite
-        V = np.einsum("ai,nctuij,bj->abcntu", B, win, B, optimize=True).reshape(36, C, N * TH * TW)
+        V = _abs_input_transform(spec, x)
         U = np.einsum("ar,kcrs,bs->abkc", Gm, wa, Gm, optimize=True).reshape(36, K, C)
         M = np.matmul(U, V).reshape(6, 6, K, N, TH, TW)
         Y = np.einsum("ia,abkntu,jb->nktiuj", A, M, A, optimize=True).reshape(N, K, 4 * TH, 4 * TW)[:, :, :P, :Q]
@@ -136,6 +133,64 @@ def winograd_tolerance(spec, x, w, b=None, slack: float = 2.0):
         Y = Y + np.abs(to_numpy(b)).astype(np.float64).reshape(1, K, 1, 1)
     Y = Y.reshape(spec.output_layout)
     n = C + WINOGRAD_ROUNDINGS
+    store_eps = float(np.finfo(spec.dtype).eps)
+    return slack * n * _ACC_EPS[spec.dtype] * Y + store_eps * Y + np.finfo(spec.dtype).tiny
+
+
+def _abs_input_transform(spec, x):
+    """|B|^T |d| |B| of every 4x4 output tile's 6x6 input window d (zeros outside the input), in float64:
+    (36, C, N*TH*TW), the tiles numbered as the kernels number them."""
+    from ._backends import _winograd_f4x4 as m
+    xa = np.abs(to_numpy(x)).astype(np.float64).reshape(spec.N, spec.C, spec.H, spec.W)
+    N, C, TH, TW = spec.N, spec.C, -(-spec.P // 4), -(-spec.Q // 4)
+    xp = np.zeros((N, C, 4 * TH + 2, 4 * TW + 2))
+    h1, w1 = min(spec.H, 4 * TH + 2 - spec.pad_top), min(spec.W, 4 * TW + 2 - spec.pad_left)
+    xp[:, :, spec.pad_top:spec.pad_top + h1, spec.pad_left:spec.pad_left + w1] = xa[:, :, :h1, :w1]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (6, 6), axis=(2, 3))[:, :, ::4, ::4]  # N C TH TW 6 6
+    B = np.abs(m.BT)
+    with np.errstate(invalid="ignore"):
+        return np.einsum("ai,nctuij,bj->abcntu", B, win, B, optimize=True).reshape(36, C, N * TH * TW)
+
+
+#: roundings of the Winograd F(3x3, 4x4) weight gradient along the longest path of one term, besides the
+#: sum over tiles and chunks (``_numba_winograd_weight``; derived in :func:`winograd_weight_tolerance`)
+WINOGRAD_WEIGHT_ROUNDINGS = 4 + 4 + 10
+
+
+def winograd_weight_tolerance(spec, x, dy, slack: float = 2.0):
+    """Elementwise absolute error bound of the Winograd weight gradient (``numba:conv_weight:winograd/f4x4``),
+    (K, C, 3, 3): ``slack * n * u * Y(|x|, |dy|) + (one rounding of the stored result)`` with
+
+        Y[k, c] = |G|^T [ sum_t (|A| |dy_t[k]| |A|^T) * (|B|^T |x_t[c]| |B|) ] |G|
+
+    in float64 (t over the batch's 4x4 tiles of dy, dy_t zeros past P x Q, x_t the tile's 6x6 window of x,
+    zeros outside the input; A = (A^T)^T, the F(4, 3) matrices), u the compute type's unit roundoff, and
+    n = T + chunks + 18 (T the batch's tiles, chunks ``numba_cpu.winograd_weight_plan``'s).
+
+    Derivation as :func:`winograd_tolerance`'s (stage by stage, every term's perturbation bounded by the
+    longest path's theta_k): x's transform B^T x B, 2 per pass, k = 4; dy's A dy A^T (``a6``: each term at
+    most two sums, the 2x, 4x, 8x by additions exact), k = 4; the products and their sum over the tiles,
+    each chunk's GEMM and then its addition to M (one more rounding per chunk after the first), k <= T +
+    chunks; G^T M G in float64, per pass at most 5 (a rounded constant, its product and three sums), 10
+    more, each at most u; then the stored result rounds once. A (k, c) whose magnitude is not finite (a
+    non-finite x or dy reaches it) is summed again directly by the kernel: there this bound is 0 and
+    grad_tolerance's direct one applies."""
+    from ._backends import _winograd_f4x4 as m
+    from ._backends.numba_cpu import winograd_weight_plan
+    N, C, K, P, Q = spec.N, spec.C, spec.K, spec.P, spec.Q
+    TH, TW, rows = winograd_weight_plan(spec)
+    dya = np.abs(to_numpy(dy)).astype(np.float64).reshape(N, K, P, Q)
+    dp = np.zeros((N, K, 4 * TH, 4 * TW))
+    dp[:, :, :P, :Q] = dya
+    tiles = dp.reshape(N, K, TH, 4, TW, 4)
+    A, Gm = np.abs(m.AT).T, np.abs(m.G)
+    with np.errstate(invalid="ignore"):         # Inf * 0 where an input is not finite
+        D = np.einsum("ai,nkuivj,bj->abknuv", A, tiles, A, optimize=True).reshape(36, K, N * TH * TW)
+        V = _abs_input_transform(spec, x)
+        M = np.matmul(D, V.transpose(0, 2, 1)).reshape(6, 6, K, C)
+        Y = np.einsum("ar,abkc,bs->kcrs", Gm, M, Gm, optimize=True)
+    Y = np.where(np.isfinite(Y), Y, 0.0)
+    n = N * TH * TW + -(-N * TH // rows) + WINOGRAD_WEIGHT_ROUNDINGS
     store_eps = float(np.finfo(spec.dtype).eps)
     return slack * n * _ACC_EPS[spec.dtype] * Y + store_eps * Y + np.finfo(spec.dtype).tiny
 
@@ -243,6 +298,10 @@ def grad_tolerance(spec, *arrays, slack: float = 2.0):
         n = _windows_per_position(spec) + 2
     store_eps = float(np.finfo(spec.dtype).eps)
     tol = slack * n * _ACC_EPS[spec.dtype] * mag + store_eps * mag + np.finfo(spec.dtype).tiny
+    if spec.op == "conv_weight" and winograd_applies(spec):
+        # numba's conv_weight:winograd/f4x4: the larger of both bounds
+        x, dy = (to_numpy(a) for a in arrays)
+        tol = np.maximum(tol, np.reshape(winograd_weight_tolerance(spec, x, dy, slack), np.shape(tol)))
     if spec.op == "conv_input" and winograd_applies(spec):
         # numba's conv_input:winograd/f4x4 runs the flipped forward conv: the larger of both bounds
         dy, w, b = (None if a is None else to_numpy(a) for a in arrays)

@@ -565,7 +565,7 @@ def test_bitwise_deterministic_on_rerun(monkeypatch):
 
 
 def test_auto_measures_the_conv_gradients(monkeypatch):
-    """Above MEASURE_MIN_FLOPS, auto times every supported algo (conv_input's 3x3: winograd too) on
+    """Above MEASURE_MIN_FLOPS, auto times every supported algo (a 3x3's: winograd too) on
     synthetic inputs of spec.operands() (once per spec) and runs the winner; below it (and for pool
     gradients) the first direct runs unmeasured."""
     TUNER = numba_cpu.TUNER
@@ -579,7 +579,7 @@ def test_auto_measures_the_conv_gradients(monkeypatch):
         assert spec.flops() >= numba_cpu.MEASURE_MIN_FLOPS
         names = [i.name for i in _supported(spec, "auto")]
         assert [n.split(":")[2].split("/")[0] for n in names] == (
-            ["direct", "im2col", "winograd"] if spec.op == "conv_input" else ["direct", "im2col"])
+            ["direct", "im2col", "winograd"])
         before = TUNER.measure_count
         chosen = _dispatch.select(spec, "numba", "auto", weight=operand)
         assert TUNER.measure_count == before + 1 and chosen.name in names
@@ -598,7 +598,7 @@ def test_auto_measures_the_conv_gradients(monkeypatch):
 
 GRAD_NAMES = ["numba:conv_input:direct/gather", "numba:conv_input:im2col/col2im", "numba:conv_input:winograd/f4x4",
               "numba:conv_input:winograd/f4x4-phases", "numba:conv_weight:direct/lanes",
-              "numba:conv_weight:im2col/pack-gemm", "numba:max_pool_backward:direct", "numba:avg_pool_backward:direct",
+              "numba:conv_weight:im2col/pack-gemm", "numba:conv_weight:winograd/f4x4", "numba:max_pool_backward:direct", "numba:avg_pool_backward:direct",
               "numba:adaptive_max_pool_backward:direct", "numba:adaptive_avg_pool_backward:direct",
               "numba:max_unpool:direct"]
 

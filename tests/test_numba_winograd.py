@@ -13,7 +13,7 @@ numba = pytest.importorskip("numba")
 hypothesis = pytest.importorskip("hypothesis")
 
 import fastconv  # noqa: E402
-from fastconv import _dispatch, _spec, _warmup, testing  # noqa: E402
+from fastconv import _dispatch, _spec, _warmup, grad, testing  # noqa: E402
 from fastconv._backends import _winograd_f4x4 as mats  # noqa: E402
 from fastconv._backends import numba_cpu  # noqa: E402
 from fastconv._backends import numpy_oracle as oracle  # noqa: E402
@@ -333,6 +333,9 @@ def test_kernels_take_their_records_and_run_in_parallel():
     for dtype in ("float32", "float64"):
         fastconv.conv2d(rng.standard_normal((1, 2, 5, 5)).astype(dtype), rng.standard_normal((2, 2, 3, 3)).astype(dtype),
                         padding=1, backend="numba", algo="winograd")
+        x, dy = rng.standard_normal((1, 2, 5, 5)).astype(dtype), rng.standard_normal((1, 2, 5, 5)).astype(dtype)
+        x[0, 0, 2, 2] = np.inf          # the weight gradient's direct re-sum too
+        grad.conv2d_weight(x, (2, 2, 3, 3), dy, padding=1, backend="numba", algo="winograd")
     for name, (record, parallel) in k.WINOGRAD_KERNELS.items():
         kernel = getattr(k, name)
         assert {str(s[0].dtype) for s in kernel.signatures} >= {"float32", "float64"}, name

@@ -22,6 +22,8 @@ Modules:
 - ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
                      ``adaptive_avg_pool3d_backward``
 - ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
+- ``_numba_winograd_weight``  its weight gradient, F(3x3, 4x4): ``winograd_dy``, ``winograd_weight_output``,
+                     ``winograd_weight_resum`` (with the forward's ``winograd_input``)
 - ``_numba_planes``  ``conv2d_planes`` (any conv: whole zero-padded planes, padded zeros multiplied in)
 - ``*_serial``       ``max_pool2d``, ``avg_pool2d`` and ``conv2d_planes`` compiled without parallel loops
                      (``_numba_common.serial_twin``), for problems too small to split
@@ -55,6 +57,7 @@ from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_
                           global_avg_pool2d, global_avg_pool2d_prange, max_pool2d, max_pool2d_serial)
 from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
+from ._numba_winograd_weight import winograd_dy, winograd_weight_output, winograd_weight_resum
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
@@ -69,13 +72,14 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
            "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
            "winograd_filter", "winograd_input",
-           "winograd_output", "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange",
+           "winograd_output", "winograd_dy", "winograd_weight_output", "winograd_weight_resum",
+           "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange",
            "conv2d_depthwise_weight_prange", "conv2d_depthwise_weight_phase_prange", "global_avg_pool2d_prange",
            "MODULES", "CHUNKED", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
 #: the kernel modules (every dispatcher in them has a corrupted-cache-tolerant disk cache)
 MODULES = ("_numba_common", "_numba_conv", "_numba_pool", "_numba_grad", "_numba_3d", "_numba_3d_pool",
-           "_numba_depthwise_grad", "_numba_winograd", "_numba_planes")
+           "_numba_depthwise_grad", "_numba_winograd", "_numba_winograd_weight", "_numba_planes")
 
 #: every kernel launched from Python, with the record type its geometry argument (``geo``/``win``) takes
 #: (``_avg_pool_per_window``, launched by ``avg_pool2d``, takes the ``PoolGeometry`` that one was given)
@@ -145,4 +149,7 @@ WINOGRAD_KERNELS = {
     "winograd_filter": (None, True),
     "winograd_input": (ConvGeometry, True),
     "winograd_output": (ConvGeometry, True),
+    "winograd_dy": (None, True),                 # the weight gradient's (numba_cpu.conv_weight_winograd)
+    "winograd_weight_output": (None, True),
+    "winograd_weight_resum": (ConvGeometry, True),
 }

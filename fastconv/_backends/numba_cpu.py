@@ -100,6 +100,13 @@ so results are bitwise reproducible run to run:
   kernel's padded planes of several images and dy's planes at the same row stride, each tap one long
   update of LW lanes; its zeros meet both operands, so a NaN result is computed again by the clipped
   kernel (exact for every operand either way).
+- ``numba:conv_weight:winograd/f4x4``: a 3x3, stride-1, undilated, ungrouped weight gradient (each other
+  shape is a reason, the forward's): Winograd F(3x3, 4x4) (``_numba_winograd_weight``), the forward's
+  transforms transposed: per chunk of dy's 4x4 tile rows V = B^T x B (the forward's input transform) and
+  D = A dy A^T, M[j] (+)= D[j] @ V[j]^T by BLAS for the 36 tile positions, then dw = G^T M G; a (k, c) whose
+  M or result is not finite is summed again directly (exact for every operand). Its error bound:
+  ``fastconv.testing.winograd_weight_tolerance``. Workspace: one chunk's V and D
+  (``WINOGRAD_WEIGHT_CHUNK_BYTES``), M, a GEMM result per worker.
 - ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
   output channels, input channel); taps clipped to the input (exact for every dy).
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
@@ -1062,6 +1069,100 @@ def conv_input_winograd_phases(spec, dy, w, b=None):
     (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason, so dispatch's
     check of padded problems covers every case this runs)."""
     return conv_winograd_phases(_flipped(spec), dy, spec.flip_weight(w), b)
+
+
+#: bytes of one chunk of the Winograd weight gradient's transformed x and dy (36 x (C + K) values per tile):
+#: whole tile rows, as many as fit (at least one). Each chunk is two rounds on the GEMM workers (the
+#: transforms, then the 36 GEMMs adding into M), so chunks are larger than the forward's
+WINOGRAD_WEIGHT_CHUNK_BYTES = 16 << 20
+
+
+def winograd_weight_plan(spec):
+    """(TH, TW, rows): tile rows and columns of one image (4x4 tiles of dy) and tile rows per chunk of the
+    Winograd weight gradient (:data:`WINOGRAD_WEIGHT_CHUNK_BYTES`)."""
+    TH, TW = -(-spec.P // 4), -(-spec.Q // 4)
+    row = 36 * (spec.C + spec.K) * TW * spec.itemsize
+    return TH, TW, max(1, min(spec.N * TH, WINOGRAD_WEIGHT_CHUNK_BYTES // row))
+
+
+def _winograd_weight_workspace(spec):
+    TH, TW, rows = winograd_weight_plan(spec)
+    T = rows * TW
+    return {"the Winograd transformed x and dy (one chunk)": 36 * (spec.C + spec.K) * T * spec.itemsize,
+            "the Winograd products M": 36 * spec.K * spec.C * spec.itemsize,
+            "per-worker GEMM results": gemm_workers(spec) * spec.K * spec.C * spec.itemsize,
+            "non-finite flags": spec.K * spec.C,
+            # winograd_input's row buffers and tile rows (winograd_dy's are smaller), per Numba thread
+            "per-thread tile rows": _threads() * (12 * 4 * (TW + 1) + 36 * T) * spec.itemsize}
+
+
+def conv_weight_winograd(spec, x, dy):
+    """The weight gradient by Winograd F(3x3, 4x4) (``_numba_winograd_weight``): per chunk of tile rows, in
+    order, V = B^T X B (the forward's ``winograd_input``) by blocks of input channels and D = A dY A^T
+    (``winograd_dy``) by blocks of output channels, then the 36 GEMMs M[j] (+)= D[j] @ V[j]^T by blocks
+    of j (the first chunk writes M, each later one adds its GEMM, so every sum has the same order whatever
+    thread ran it); then dw = G^T M G per (k, c) (``winograd_weight_output``) and a direct sum of every
+    (k, c) whose M or result is not finite (``winograd_weight_resum``): exact for every x and dy. All
+    rounds on the GEMM workers, each Numba kernel on its worker's own thread."""
+    k = kernels()
+    C, K = spec.C, spec.K
+    TH, TW, rows = winograd_weight_plan(spec)
+    workers = gemm_workers(spec)
+    geo = k.conv_geometry(spec)
+    ws = _winograd_weight_workspace(spec)
+    reserve(ws["per-thread tile rows"], "the Winograd kernels' per-thread tile rows")
+    nb = _imports.import_module("numba")
+
+    def tasks(n):
+        if workers > 1:
+            nb.set_num_threads(1)
+            return 1
+        return _chunks(n)
+
+    buf = workspace("the Winograd transformed x and dy", (36 * (C + K) * rows * TW,), x.dtype)
+    M = workspace("the Winograd products", (36, K, C), x.dtype)
+    none = lambda: None   # noqa: E731
+    jblocks = _blocks(36, workers)
+    first = [True]
+
+    def transform(item, _):
+        which, i0, i1, gr0, m, V, D = item
+        if which == "x":
+            k.winograd_input(x, gr0, m, TH, TW, geo, V, 0, i0, i1, tasks(i1 - i0))
+        else:
+            k.winograd_dy(dy, gr0, m, TH, TW, D, 0, i0, i1, tasks(i1 - i0))
+
+    def gemm(item, tmp):
+        j0, j1, V, D = item
+        for j in range(j0, j1):
+            if first[0]:
+                np.matmul(D[j], V[j].T, out=M[j])
+            else:
+                np.matmul(D[j], V[j].T, out=tmp)
+                M[j] += tmp
+
+    for gr0 in range(0, spec.N * TH, rows):
+        m = min(rows, spec.N * TH - gr0)
+        T = m * TW
+        V = buf[:36 * C * T].reshape(36, C, T)
+        D = buf[36 * C * T:36 * (C + K) * T].reshape(36, K, T)
+        items = ([("x", c0, c1, gr0, m, V, D) for c0, c1 in _blocks(C, workers)]
+                 + [("dy", k0, k1, gr0, m, V, D) for k0, k1 in _blocks(K, workers)])
+        _cpu_pool.run(items, transform, none, workers)
+        _cpu_pool.run([(j0, j1, V, D) for j0, j1 in jblocks], gemm,
+                      lambda: workspace("a Winograd GEMM result", (K, C), x.dtype), workers)
+        first[0] = False
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    flags = workspace("the non-finite flags", (K, C), np.uint8)
+
+    def output(item, _):
+        k0, k1 = item
+        k.winograd_weight_output(M, dw, flags, k0, k1, tasks(k1 - k0))
+
+    _cpu_pool.run(_blocks(K, workers), output, none, workers)
+    if flags.any():
+        k.winograd_weight_resum(x, dy, dw, flags, geo)
+    return dw
 
 
 def _winograd_phase_workspace(spec):
@@ -2063,6 +2164,8 @@ _IMPLS = [
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
+    _impl("conv_weight", "winograd", conv_weight_winograd, variant="f4x4", reasons=_winograd_reasons,
+          workspace=_winograd_weight_workspace, capped=True),
     _impl("max_pool_backward", "direct", max_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
     _impl("max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
     _impl("avg_pool_backward", "direct", avg_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
