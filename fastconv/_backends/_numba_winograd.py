@@ -183,8 +183,10 @@ def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
     hi = max(lo, min(WB, W + pl))
     RT = rows * TW
     tasks = c1 - c0
+    xf = x.reshape(x.size)
     for ch in prange(nchunk):
         buf = np.zeros((6, WB), dtype=V.dtype)
+        bf = buf.reshape(6 * WB)
         cp = np.empty((6, WB), dtype=V.dtype)
         L = np.empty((36, RT), dtype=V.dtype)
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
@@ -193,16 +195,16 @@ def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
                 gr = gr0 + tr
                 n = gr // TH
                 th = gr - n * TH
-                for i in range(6):
+                for i in range(6):      # flat unsigned indices: a row view per row cost half the kernel
                     h = 4 * th - pt + i
-                    dst = buf[i]
+                    d0 = np.uint64(i * WB)
                     if h >= 0 and h < H:
-                        src = x[n, c, h]
-                        for col in range(lo, hi):
-                            dst[col] = src[col - pl]
+                        s0 = np.uint64(((n * C + c) * H + h) * W - pl)
+                        for col in range(np.uint64(lo), np.uint64(hi)):
+                            bf[d0 + col] = xf[s0 + col]
                     else:
-                        for col in range(lo, hi):
-                            dst[col] = 0
+                        for col in range(np.uint64(lo), np.uint64(hi)):
+                            bf[d0 + col] = 0
                 _bt6_rows(buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], WB)
                 tb = tr * TW
                 for a in range(6):
@@ -251,9 +253,11 @@ def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, n
     N, K, P, Q = out.shape
     RT = rows * TW
     tasks = k1 - k0
+    of = out.reshape(out.size)
     for ch in prange(nchunk):
         S = np.empty((24, RT), dtype=M.dtype)     # S[i*6 + bb, t] = (A^T M[:, bb])[i] of tile t
         Y = np.empty((16, RT), dtype=out.dtype)   # Y[i*4 + j, t]: tile t's output (i, j), bias added
+        Yf = Y.reshape(16 * RT)
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
             k = k0 + it
             km = k - m0
@@ -274,13 +278,14 @@ def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, n
                 p0 = 4 * th
                 tb = tr * TW
                 nan_if_any = bk * 0         # x * 0 is NaN exactly where x is Inf or NaN
-                for i in range(min(4, P - p0)):
-                    oi = out[n, k, p0 + i]
+                for i in range(min(4, P - p0)):     # flat unsigned indices, as winograd_input's copies
+                    o0 = np.uint64(((n * K + k) * P + p0 + i) * Q)
                     for j in range(min(4, Q)):
-                        yj = Y[4 * i + j]
-                        for tw in range((Q - j + 3) // 4):      # the columns 4tw + j < Q
-                            oi[4 * tw + j] = yj[tb + tw]
-                            nan_if_any += yj[tb + tw] * 0
+                        y0 = np.uint64((4 * i + j) * RT + tb)
+                        for tw in range(np.uint64((Q - j + 3) // 4)):      # the columns 4tw + j < Q
+                            v = Yf[y0 + tw]
+                            of[o0 + np.uint64(4) * tw + np.uint64(j)] = v
+                            nan_if_any += v * 0
                 if nan_if_any == 0:
                     continue
                 for tw in range(TW):

@@ -74,8 +74,10 @@ def winograd_dy(dy, gr0, rows, TH, TW, D, col0, k0, k1, nchunk):
     WB = 4 * TW
     RT = rows * TW
     tasks = k1 - k0
+    df = dy.reshape(dy.size)
     for ch in prange(nchunk):
         buf = np.zeros((4, WB), dtype=D.dtype)
+        bf = buf.reshape(4 * WB)
         cp = np.empty((6, WB), dtype=D.dtype)
         L = np.empty((24, RT), dtype=D.dtype)
         for it in range(ch * tasks // nchunk, (ch + 1) * tasks // nchunk):
@@ -84,16 +86,16 @@ def winograd_dy(dy, gr0, rows, TH, TW, D, col0, k0, k1, nchunk):
                 gr = gr0 + tr
                 n = gr // TH
                 th = gr - n * TH
-                for i in range(4):
+                for i in range(4):      # flat unsigned indices (row views cost as much as the copies)
                     p = 4 * th + i
-                    dst = buf[i]
+                    d0 = np.uint64(i * WB)
                     if p < P:
-                        src = dy[n, k, p]
-                        for col in range(Q):
-                            dst[col] = src[col]
+                        s0 = np.uint64(((n * K + k) * P + p) * Q)
+                        for col in range(np.uint64(Q)):
+                            bf[d0 + col] = df[s0 + col]
                     else:
-                        for col in range(Q):
-                            dst[col] = 0
+                        for col in range(np.uint64(Q)):
+                            bf[d0 + col] = 0
                 for col in range(WB):
                     v = a6(buf[0, col], buf[1, col], buf[2, col], buf[3, col])
                     cp[0, col] = v[0]
