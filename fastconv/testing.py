@@ -60,7 +60,7 @@ def winograd_applies(spec) -> bool:
     if spec.op == "conv_input":
         return not (numba_cpu._input_winograd_reasons(spec) and numba_cpu._input_winograd_phase_reasons(spec))
     if spec.op == "conv_weight":
-        return not numba_cpu._winograd_reasons(spec)
+        return not (numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
     return spec.op == "conv" and not (numba_cpu._winograd_reasons(spec) and numba_cpu._winograd_phase_reasons(spec))
 
 
@@ -174,7 +174,16 @@ def winograd_weight_tolerance(spec, x, dy, slack: float = 2.0):
     chunks; G^T M G in float64, per pass at most 5 (a rounded constant, its product and three sums), 10
     more, each at most u; then the stored result rounds once. A (k, c) whose magnitude is not finite (a
     non-finite x or dy reaches it) is summed again directly by the kernel: there this bound is 0 and
-    grad_tolerance's direct one applies."""
+    grad_tolerance's direct one applies. A dilated one (``winograd/f4x4-phases``) runs as the undilated one
+    over its dilation phases (the same sum with zero terms added): its bound is that problem's."""
+    if spec.dil_h > 1 or spec.dil_w > 1:
+        from ._backends import _dilation_phases
+        ph = _dilation_phases.DilationPhases(spec)
+        xs = ph.gather(np.abs(to_numpy(x)).astype(np.float64).reshape(spec.input_shape),
+                       np.empty(ph.spec.input_shape))
+        dys = ph.gather_output(np.abs(to_numpy(dy)).astype(np.float64).reshape(spec.operands()[1]),
+                               np.empty(ph.spec.operands()[1]))
+        return winograd_weight_tolerance(ph.spec, xs, dys, slack)
     from ._backends import _winograd_f4x4 as m
     from ._backends.numba_cpu import winograd_weight_plan
     N, C, K, P, Q = spec.N, spec.C, spec.K, spec.P, spec.Q

@@ -18,14 +18,15 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 NAME = "numba:conv_weight:winograd/f4x4"
+PHASES = "numba:conv_weight:winograd/f4x4-phases"
 
 
 def _rng(seed):
     return np.random.default_rng(seed)
 
 
-def _impl():
-    (impl,) = [i for i in numba_cpu.implementations() if i.name == NAME]
+def _impl(name=NAME):
+    (impl,) = [i for i in numba_cpu.implementations() if i.name == name]
     return impl
 
 
@@ -55,11 +56,11 @@ def test_factored_kernels_apply_the_matrices():
         np.testing.assert_allclose(wk.gt6.py_func(*m), mats.G.T @ m, rtol=1e-13, atol=1e-13)
 
 
-def _check(x, dy, **kw):
+def _check(x, dy, name=NAME, **kw):
     xc, dyc = x.copy(), dy.copy()
     size = (dy.shape[1], x.shape[1], 3, 3)
     spec = _spec.conv_weight_spec(x, size, dy, **kw)
-    assert _dispatch.select(spec, "numba", "winograd", weight=dy).name == NAME
+    assert _dispatch.select(spec, "numba", "winograd", weight=dy).name == name
     out = grad.conv2d_weight(x, size, dy, backend="numba", algo="winograd", **kw)
     assert out.dtype == x.dtype and out.shape == size
     testing.assert_grad_close(out, spec, x, dy)
@@ -158,6 +159,42 @@ def test_nonfinite_values_give_the_definitions_pattern():
     assert np.isnan(out2[2]).all() and np.isfinite(out2[[0, 1, 3]]).all()
 
 
+@settings(max_examples=25, deadline=None, derandomize=True, database=None, print_blob=True)
+@given(N=st.integers(1, 2), C=st.integers(1, 4), K=st.integers(1, 4), H=st.integers(1, 12), W=st.integers(1, 12),
+       pads=st.tuples(*[st.integers(0, 4)] * 4), dil=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       seed=st.integers(0, 2**16))
+def test_dilated_by_their_phases_match_the_oracle(N, C, K, H, W, pads, dil, seed):
+    """A dilated 3x3 weight gradient runs winograd/f4x4-phases: every padding and dilation, phases of unequal
+    lengths and leads (dy zero at the outputs past a phase's own), within the bound of its phases."""
+    pt, pb, pl, pr = pads
+    hypothesis.assume(dil != (1, 1))
+    hypothesis.assume(H + pt + pb >= 3 * dil[0] and W + pl + pr >= 3 * dil[1])
+    rng = _rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    kw = {"padding": ((pt, pb), (pl, pr)), "dilation": dil}
+    dy = rng.standard_normal(_dy_for(x, K, **kw)).astype(np.float32)
+    _check(x, dy, name=PHASES, **kw)
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2, 3])
+def test_dilated_nonfinite_values_give_the_definitions_pattern(padding):
+    """The phases add zeros the definition has no terms for (the padding, dy past a phase's outputs): an Inf
+    in x that meets only such zeros in some taps, or a NaN in dy, gives exactly the oracle's pattern, as the
+    re-sum runs on the dilated problem itself."""
+    rng = _rng(7)
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    kw = {"padding": padding, "dilation": 2}
+    dy = 0.5 + np.abs(rng.standard_normal(_dy_for(x, 4, **kw))).astype(np.float32)   # > 0: Inf * dy stays Inf
+    x[0, 1, 10, 9] = np.inf           # the last row and column: most taps never reach them
+    x[1, 2, 5, 4] = np.inf
+    out, _ = _check(x, dy, name=PHASES, **kw)
+    assert np.isfinite(out[:, 0]).all() and np.isposinf(out[:, 1]).any() and np.isfinite(out[:, 1]).any()
+    dy2 = dy.copy()
+    dy2[1, 3, 0, 0] = np.nan          # with padding, taps reading only padding there have no term for it
+    out2, _ = _check(rng.standard_normal(x.shape).astype(np.float32), dy2, name=PHASES, **kw)
+    assert np.isnan(out2[3]).any() and np.isfinite(out2[3]).any() == (padding > 0)
+
+
 def test_reasons():
     x = np.zeros((1, 4, 8, 8), np.float32)
     dy = np.zeros((1, 4, 8, 8), np.float32)
@@ -166,6 +203,10 @@ def test_reasons():
     assert "stride" in " ".join(_dispatch.reasons(_impl(), strided))
     dilated = _spec.conv_weight_spec(x, (4, 4, 3, 3), dy, 1, 2, 2)
     assert "dilation" in " ".join(_dispatch.reasons(_impl(), dilated))
+    assert _dispatch.reasons(_impl(PHASES), dilated) == []
+    assert "not dilated" in " ".join(_dispatch.reasons(_impl(PHASES), _spec.conv_weight_spec(x, (4, 4, 3, 3), dy,
+                                                                                             padding=1)))
+    assert not _impl(PHASES).zero_fills_padding and not _impl().zero_fills_padding
     grouped = _spec.conv_weight_spec(x, (4, 2, 3, 3), dy, 1, 1, 1, 2)
     assert "groups=2" in " ".join(_dispatch.reasons(_impl(), grouped))
     five = _spec.conv_weight_spec(x, (4, 4, 5, 5), dy, 1, 2)
@@ -194,8 +235,9 @@ def test_workspace_is_what_it_allocates(monkeypatch):
     assert sorted(seen.values()) == sorted(ws.values()), (seen, ws)
 
 
-def test_warmup_reaches_it():
+@pytest.mark.parametrize("name", [NAME, PHASES])
+def test_warmup_reaches_it(name):
     p = _warmup.plan("numba", ops=["conv_weight"])
-    items = [it for it in p.items if it.impl.name == NAME]
+    items = [it for it in p.items if it.impl.name == name]
     assert {it.spec.dtype for it in items} == {"float32", "float64"}
     assert {it.spec.N for it in items} == {1, 2}

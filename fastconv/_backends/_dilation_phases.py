@@ -81,6 +81,16 @@ class DilationPhases:
                 w.places[b]:w.places[b] + src.shape[3]] = src
         return out
 
+    def gather_output(self, dy, out):
+        """The dilated conv's dy (N, K, P, Q) placed where :meth:`scatter` takes each phase's outputs from,
+        into ``out`` (the undilated problem's output layout), zeros at the outputs past a phase's own (so
+        in a weight gradient they add nothing)."""
+        h, w, N = self.h, self.w, self.N
+        out[...] = 0
+        for blk, a, b in self._phases():
+            out[blk * N:(blk + 1) * N, :, :h.outs[a], :w.outs[b]] = dy[:, :, a::h.d, b::w.d]
+        return out
+
     def scatter(self, y, out):
         """The undilated problem's output y into the dilated conv's ``out`` (N, K, P, Q)."""
         h, w, N = self.h, self.w, self.N

@@ -166,11 +166,13 @@ def winograd_weight_output(M, dw, flags, k0, k1, nchunk):
 
 @njit(**JIT_CONV)
 def winograd_weight_resum(x, dy, dw, flags, geo):
-    """dw[k, c, r, s] = sum over (n, p, q) of x[n, c, p - pt + r, q - pl + s] * dy[n, k, p, q] (taps inside
-    the input only, float64, n then p then q) for every flagged (k, c); parallel over k."""
+    """dw[k, c, r, s] = sum over (n, p, q) of x[n, c, p - pt + r*dil_h, q - pl + s*dil_w] * dy[n, k, p, q]
+    (taps inside the input only, float64, n then p then q) for every flagged (k, c); parallel over k. Run on
+    the problem as the user gave it (a dilated one's phases have zeros that the definition has no terms
+    for)."""
     N, C, H, W = x.shape
     K, P, Q = dy.shape[1], dy.shape[2], dy.shape[3]
-    pt, pl = geo.pad_top, geo.pad_left
+    pt, pl, dh, dw_ = geo.pad_top, geo.pad_left, geo.dil_h, geo.dil_w
     for k in prange(K):
         for c in range(C):
             if flags[k, c] == 0:
@@ -180,11 +182,11 @@ def winograd_weight_resum(x, dy, dw, flags, geo):
                     acc = 0.0
                     for n in range(N):
                         for p in range(P):
-                            h = p - pt + r
+                            h = p - pt + r * dh
                             if h < 0 or h >= H:
                                 continue
                             for q in range(Q):
-                                col = q - pl + s
+                                col = q - pl + s * dw_
                                 if 0 <= col < W:
                                     acc += np.float64(x[n, c, h, col]) * np.float64(dy[n, k, p, q])
                     dw[k, c, r, s] = acc

@@ -106,7 +106,10 @@ so results are bitwise reproducible run to run:
   D = A dy A^T, M[j] (+)= D[j] @ V[j]^T by BLAS for the 36 tile positions, then dw = G^T M G; a (k, c) whose
   M or result is not finite is summed again directly (exact for every operand). Its error bound:
   ``fastconv.testing.winograd_weight_tolerance``. Workspace: one chunk's V and D
-  (``WINOGRAD_WEIGHT_CHUNK_BYTES``), M, a GEMM result per worker.
+  (``WINOGRAD_WEIGHT_CHUNK_BYTES``), M, a GEMM result per worker. ``numba:conv_weight:winograd/f4x4-phases``:
+  a dilated one as the undilated one over its dilation phases (x's phase images, dy at each phase's
+  outputs), the re-sum on the dilated problem: exact for every operand. Workspace: that problem's, plus the
+  phase images and the placed dy.
 - ``numba:conv_weight:direct/lanes``: ``conv2d_weight_direct``, one iteration per (group, block of KBW
   output channels, input channel); taps clipped to the input (exact for every dy).
 - ``numba:conv_weight:im2col/pack-gemm``: per tile of images and group, the forward's ``im2col_pack``
@@ -1097,13 +1100,40 @@ def _winograd_weight_workspace(spec):
 
 
 def conv_weight_winograd(spec, x, dy):
+    """See :func:`_winograd_weight`."""
+    return _winograd_weight(spec, x, dy, spec, x, dy)
+
+
+def conv_weight_winograd_phases(spec, x, dy):
+    """A stride-1 dilated 3x3 weight gradient as the undilated one over its dilation phases stacked along
+    the batch (:mod:`._dilation_phases`: x's phase images gathered into a zero buffer, dy placed at each
+    phase's outputs, zeros at the outputs past a phase's own): the same sum with zero terms added, by
+    :func:`_winograd_weight`, whose direct re-sum of a non-finite (k, c) runs on the dilated problem (the
+    definition's terms, not the zeros'): exact for every operand."""
+    ph = _dilation_phases.DilationPhases(spec)
+    xs = ph.gather(x, workspace("the dilation phases' input", ph.spec.input_shape, x.dtype))
+    dys = ph.gather_output(dy, workspace("the dilation phases' dy", ph.spec.operands()[1], dy.dtype))
+    return _winograd_weight(ph.spec, xs, dys, spec, x, dy)
+
+
+def _winograd_weight_phase_workspace(spec):
+    ph = _dilation_phases.DilationPhases(spec)
+    ws = _winograd_weight_workspace(ph.spec)
+    ws["the dilation phases' input"] = _nbytes(ph.spec.input_shape, spec.dtype)
+    ws["the dilation phases' dy"] = _nbytes(ph.spec.operands()[1], spec.dtype)
+    return ws
+
+
+def _winograd_weight(spec, x, dy, given, x0, dy0):
     """The weight gradient by Winograd F(3x3, 4x4) (``_numba_winograd_weight``): per chunk of tile rows, in
     order, V = B^T X B (the forward's ``winograd_input``) by blocks of input channels and D = A dY A^T
     (``winograd_dy``) by blocks of output channels, then the 36 GEMMs M[j] (+)= D[j] @ V[j]^T by blocks
     of j (the first chunk writes M, each later one adds its GEMM, so every sum has the same order whatever
     thread ran it); then dw = G^T M G per (k, c) (``winograd_weight_output``) and a direct sum of every
     (k, c) whose M or result is not finite (``winograd_weight_resum``): exact for every x and dy. All
-    rounds on the GEMM workers, each Numba kernel on its worker's own thread."""
+    rounds on the GEMM workers, each Numba kernel on its worker's own thread. ``given``, ``x0``, ``dy0``: the
+    problem as the user gave it, which the re-sum runs on (the same as spec, x, dy but for a dilated one's
+    phases)."""
     k = kernels()
     C, K = spec.C, spec.K
     TH, TW, rows = winograd_weight_plan(spec)
@@ -1161,7 +1191,7 @@ def conv_weight_winograd(spec, x, dy):
 
     _cpu_pool.run(_blocks(K, workers), output, none, workers)
     if flags.any():
-        k.winograd_weight_resum(x, dy, dw, flags, geo)
+        k.winograd_weight_resum(x0, dy0, dw, flags, k.conv_geometry(given))
     return dw
 
 
@@ -2166,6 +2196,8 @@ _IMPLS = [
           workspace=_weight_im2col_workspace, capped=True),
     _impl("conv_weight", "winograd", conv_weight_winograd, variant="f4x4", reasons=_winograd_reasons,
           workspace=_winograd_weight_workspace, capped=True),
+    _impl("conv_weight", "winograd", conv_weight_winograd_phases, variant="f4x4-phases",
+          reasons=_winograd_phase_reasons, workspace=_winograd_weight_phase_workspace, capped=True),
     _impl("max_pool_backward", "direct", max_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
     _impl("max_pool_backward", "direct", max_pool_backward, workspace=_plane_workspace),
     _impl("avg_pool_backward", "direct", avg_pool_backward_disjoint, variant="disjoint", reasons=_disjoint_reasons),
