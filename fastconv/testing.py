@@ -51,9 +51,10 @@ def conv_tolerance(spec, x, w, b=None, slack: float = 2.0):
 def winograd_applies(spec) -> bool:
     """Whether one of the numba backend's ``winograd`` implementations takes ``spec``'s shapes (a 2-D or
     1-D conv, 3x3, stride 1, ungrouped; dilated ones by their phases; an input gradient whose flipped
-    forward conv they take; an undilated weight gradient: their reasons, ``numba_cpu._winograd_reasons``, ``_winograd_phase_reasons``,
-    ``_input_winograd_reasons`` and ``_input_winograd_phase_reasons``, ask nothing else but the workspace
-    cap, which only makes them refuse)."""
+    forward conv they take; a weight gradient of the same shapes: their reasons,
+    ``numba_cpu._winograd_reasons``, ``_winograd_phase_reasons``, ``_input_winograd_reasons`` and
+    ``_input_winograd_phase_reasons``, ask nothing else but the workspace cap, which only makes them
+    refuse)."""
     from ._backends import numba_cpu
     if spec.spatial_dims not in (1, 2):
         return False

@@ -331,8 +331,8 @@ def test_kernels_take_their_records_and_run_in_parallel():
     k = numba_cpu.kernels()
     rng = _rng(9)
     for dtype in ("float32", "float64"):
-        fastconv.conv2d(rng.standard_normal((1, 2, 5, 5)).astype(dtype), rng.standard_normal((2, 2, 3, 3)).astype(dtype),
-                        padding=1, backend="numba", algo="winograd")
+        fastconv.conv2d(rng.standard_normal((1, 2, 5, 5)).astype(dtype),
+                        rng.standard_normal((2, 2, 3, 3)).astype(dtype), padding=1, backend="numba", algo="winograd")
         x, dy = rng.standard_normal((1, 2, 5, 5)).astype(dtype), rng.standard_normal((1, 2, 5, 5)).astype(dtype)
         x[0, 0, 2, 2] = np.inf          # the weight gradient's direct re-sum too
         grad.conv2d_weight(x, (2, 2, 3, 3), dy, padding=1, backend="numba", algo="winograd")

@@ -155,8 +155,8 @@ def test_matches_the_oracle(N, C, K, H, W, pad, dtype, seed):
 
 @settings(max_examples=20, deadline=None, derandomize=True, database=None, print_blob=True)
 @given(N=st.integers(1, 2), C=st.integers(1, 5), K=st.integers(1, 5), H=st.integers(5, 13), W=st.integers(5, 13),
-       dil=st.sampled_from([(2, 2), (2, 1), (1, 3)]), pad=st.integers(1, 3), dtype=st.sampled_from(["float32", "float64"]),
-       seed=st.integers(0, 2**16))
+       dil=st.sampled_from([(2, 2), (2, 1), (1, 3)]), pad=st.integers(1, 3),
+       dtype=st.sampled_from(["float32", "float64"]), seed=st.integers(0, 2**16))
 def test_dilated_matches_the_oracle(N, C, K, H, W, dil, pad, dtype, seed):
     """Dilated: the phases variant, padded (an unpadded one is a reason: see test_reasons)."""
     hypothesis.assume(H + 2 * pad > 2 * dil[0] and W + 2 * pad > 2 * dil[1])

@@ -13,7 +13,6 @@ hypothesis = pytest.importorskip("hypothesis")
 from fastconv import _dispatch, _spec, _warmup, grad, testing  # noqa: E402
 from fastconv._backends import _winograd_f4x4 as mats  # noqa: E402
 from fastconv._backends import numba_cpu  # noqa: E402
-from fastconv._backends import numpy_oracle as oracle  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
