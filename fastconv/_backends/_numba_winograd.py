@@ -129,18 +129,19 @@ def g3(g0, g1, g2):
 # The kernels
 # ---------------------------------------------------------------------------------------------------
 @njit(**JIT_CONV)
-def winograd_filter(w, U, k0, k1, u0):
+def winograd_filter(w, U, k0, k1, u0, flip):
     """U[a*6+b, k - u0, c] = (G w[k, c] G^T)[a, b] for the output channels k0 <= k < k1 (parallel over them;
-    u0: the channel of U's first row),
+    u0: the channel of U's first row; ``flip``: the filter is w's flipped transpose, w[c, k, 2 - r, 2 - s],
+    an input gradient's, read from w as it is so that one compiled kernel serves both),
     computed in float64 and rounded once; per k the taps are first gathered tap-major (wt[r*3+s, c]), so
     both passes run over c with unit stride, on row views (which LLVM vectorizes; 3-D indexing it does not)."""
-    C = w.shape[1]
+    C = w.shape[0] if flip else w.shape[1]
     for k in prange(k0, k1):
         wt = np.empty((9, C))
         t = np.empty((18, C))           # t[a*3+s, c] = (G w[k, c])[a, s]
         for c in range(C):
             for j in range(9):
-                wt[j, c] = w[k, c, j // 3, j % 3]
+                wt[j, c] = w[c, k, 2 - j // 3, 2 - j % 3] if flip else w[k, c, j // 3, j % 3]
         for s in range(3):
             g0, g1, g2 = wt[s], wt[3 + s], wt[6 + s]
             o0, o1, o2, o3, o4, o5 = t[s], t[3 + s], t[6 + s], t[9 + s], t[12 + s], t[15 + s]
@@ -222,7 +223,7 @@ def winograd_input(x, gr0, rows, TH, TW, geo, V, col0, c0, c1, nchunk):
 
 
 @njit(**INLINE)
-def _direct_tile(x, w, b, out, n, k, p0, q0, geo):
+def _direct_tile(x, w, b, out, n, k, p0, q0, geo, flip):
     """out[n, k] over the 4x4 tile at (p0, q0), inside P x Q, by direct summation in float64 with the taps
     clipped to the input (the definition's rule for padding)."""
     N, C, H, W = x.shape
@@ -238,18 +239,19 @@ def _direct_tile(x, w, b, out, n, k, p0, q0, geo):
                     for s in range(3):
                         col = q - geo.pad_left + s
                         if 0 <= col < W:
-                            acc += np.float64(x[n, c, h, col]) * np.float64(w[k, c, r, s])
+                            wv = w[c, k, 2 - r, 2 - s] if flip else w[k, c, r, s]
+                            acc += np.float64(x[n, c, h, col]) * np.float64(wv)
             out[n, k, p, q] = acc
 
 
 @njit(**JIT_CONV)
-def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, nchunk):
+def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, flip, col0, k0, k1, m0, nchunk):
     """out[n, k] = A^T M A + b[k] for the output channels k0 <= k < k1 over the tiles of tile rows
     [gr0, gr0 + rows) (channel k in M's row k - m0, the chunk's first tile at its column col0), only
-    outputs inside P x Q; a tile with
-    a non-finite result is summed again directly (see the module docstring). One task per output channel,
-    in ``nchunk`` parallel chunks that allocate their scratch once; both passes of A^T run over all the
-    task's tiles (row views, contiguous: vectorized), then each tile row's outputs are written out."""
+    outputs inside P x Q; a tile with a non-finite result is summed again directly (see the module
+    docstring; ``flip`` as winograd_filter's). One task per output channel, in ``nchunk`` parallel chunks
+    that allocate their scratch once; both passes of A^T run over all the task's tiles (row views,
+    contiguous: vectorized), then each tile row's outputs are written out."""
     N, K, P, Q = out.shape
     RT = rows * TW
     tasks = k1 - k0
@@ -295,7 +297,7 @@ def winograd_output(M, b, out, gr0, rows, TH, TW, x, w, geo, col0, k0, k1, m0, n
                             if not math.isfinite(Y[4 * i + j, tb + tw]):
                                 finite = False
                     if not finite:
-                        _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo)
+                        _direct_tile(x, w, b, out, n, k, p0, 4 * tw, geo, flip)
 
 
 tolerate_corrupt_caches(globals())

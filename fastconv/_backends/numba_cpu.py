@@ -86,8 +86,8 @@ so results are bitwise reproducible run to run:
 - ``numba:conv_input:winograd/f4x4``: an unstrided input gradient (and transposed conv) whose flipped
   forward conv (``ConvInputGradSpec.flipped_forward``: dy convolved with the weight transposed and its taps
   reversed, padded by the dilated window less one less the forward padding) the forward
-  ``winograd/f4x4`` takes (3x3, undilated, ungrouped; each other shape is a reason): that forward run on a
-  flipped view of w. Exact for every weight (the forward's direct re-sum of non-finite tiles clips the
+  ``winograd/f4x4`` takes (3x3, undilated, ungrouped; each other shape is a reason): that forward, its
+  kernels reading the flipped taps from w as it is (``flip``). Exact for every weight (the forward's direct re-sum of non-finite tiles clips the
   taps to dy); its error bound is the forward's (``fastconv.testing.grad_tolerance``).
   ``numba:conv_input:winograd/f4x4-phases``: the same for a dilated one, by the forward ``f4x4-phases``
   (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason).
@@ -1012,15 +1012,15 @@ def _winograd_shape_reasons(spec) -> List[str]:
     return out
 
 
-def conv_winograd_phases(spec, x, w, b=None):
+def conv_winograd_phases(spec, x, w, b=None, flip=False):
     """A stride-1 dilated 3x3 conv as one undilated Winograd conv over its dilation phases stacked along
     the batch (:mod:`._dilation_phases`): the phase images gathered into a zero buffer, :func:`conv_winograd`
     on them, its outputs scattered back. The buffer's zeros between and after the phase images stand for
     the dilated conv's padding and meet the weight (``zero_fills_padding``)."""
     ph = _dilation_phases.DilationPhases(spec)
     xs = ph.gather(x, workspace("the dilation phases' input", ph.spec.input_shape, x.dtype))
-    ys = conv_winograd(ph.spec, xs, w, b, out=workspace("the dilation phases' output", ph.spec.output_layout,
-                                                         x.dtype))
+    ys = conv_winograd(ph.spec, xs, w, b, flip=flip,
+                       out=workspace("the dilation phases' output", ph.spec.output_layout, x.dtype))
     return ph.scatter(ys, np.empty(spec.output_layout, dtype=x.dtype))
 
 
@@ -1046,10 +1046,11 @@ def _input_winograd_workspace(spec):
 def conv_input_winograd(spec, dy, w, b=None):
     """The input gradient of an unstrided 3x3 conv (and the transposed conv) as the forward conv it equals
     (``ConvInputGradSpec.flipped_forward``: dy convolved with the flipped, transposed weight, padded by
-    the window less the forward padding), run by :func:`conv_winograd` on a flipped view of w (no copy:
-    a copy of a 512x512x3x3 weight took 3 ms, a third of the call). Its non-finite tiles are summed again
+    the window less the forward padding), run by :func:`conv_winograd` with ``flip``: its kernels read the
+    flipped, transposed taps from w as it is (a copy of a 512x512x3x3 weight took 3 ms, a third of the call;
+    a flipped view would compile every Winograd kernel again for its layout). Its non-finite tiles are summed again
     with the taps clipped to dy, which are exactly the definition's terms: exact for every weight."""
-    return conv_winograd(_flipped(spec), dy, spec.flip_weight(w), b)
+    return conv_winograd(_flipped(spec), dy, w, b, flip=True)
 
 
 def _input_winograd_phase_reasons(spec) -> List[str]:
@@ -1072,7 +1073,7 @@ def conv_input_winograd_phases(spec, dy, w, b=None):
     :func:`conv_winograd_phases`, whose zeros (the flipped conv's padding) meet the weight
     (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason, so dispatch's
     check of padded problems covers every case this runs)."""
-    return conv_winograd_phases(_flipped(spec), dy, spec.flip_weight(w), b)
+    return conv_winograd_phases(_flipped(spec), dy, w, b, flip=True)
 
 
 #: bytes of one chunk of the Winograd weight gradient's transformed x and dy (36 x (C + K) values per tile):
@@ -1208,7 +1209,7 @@ def _kernel_chunks(workers: int, n: int) -> int:
     return _chunks(n)
 
 
-def conv_winograd(spec, x, w, b=None, out=None):
+def conv_winograd(spec, x, w, b=None, out=None, flip=False):
     """Rounds of items on the GEMM workers (:mod:`._cpu_pool`), every Numba kernel on its worker's own
     thread (so no Numba pool spins while the next round runs). In chunks of tile rows (:func:`winograd_plan`):
     U = G w G^T by blocks of output channels, then per chunk, with its own V and M: V = B^T d B
@@ -1246,9 +1247,9 @@ def conv_winograd(spec, x, w, b=None, out=None):
             k0, k1 = item
             Ub = s[0][:36 * (k1 - k0) * C].reshape(36, k1 - k0, C)
             Mb = s[1][:36 * (k1 - k0) * T].reshape(36, k1 - k0, T)
-            k.winograd_filter(w, Ub, k0, k1, k0)
+            k.winograd_filter(w, Ub, k0, k1, k0, flip)
             np.matmul(Ub, V, out=Mb)
-            k.winograd_output(Mb, bias, out, 0, rows, TH, TW, x, w, geo, 0, k0, k1, k0, tasks(k1 - k0))
+            k.winograd_output(Mb, bias, out, 0, rows, TH, TW, x, w, geo, flip, 0, k0, k1, k0, tasks(k1 - k0))
 
         _cpu_pool.run(_blocks(C, workers), transform_in, none, workers)
         _cpu_pool.run(kblocks, block, scratch, workers)
@@ -1258,7 +1259,7 @@ def conv_winograd(spec, x, w, b=None, out=None):
 
     def filt(item, _):
         tasks(item[1] - item[0])
-        k.winograd_filter(w, U, item[0], item[1], 0)
+        k.winograd_filter(w, U, item[0], item[1], 0, flip)
 
     def scratch():
         return (workspace("the Winograd transformed input", (36 * C * rows * TW,), x.dtype),
@@ -1271,7 +1272,7 @@ def conv_winograd(spec, x, w, b=None, out=None):
         Mc = Mbuf[:36 * K * m * TW].reshape(36, K, m * TW)
         k.winograd_input(x, gr0, m, TH, TW, geo, Vc, 0, 0, C, tasks(C))
         np.matmul(U, Vc, out=Mc)
-        k.winograd_output(Mc, bias, out, gr0, m, TH, TW, x, w, geo, 0, 0, K, 0, tasks(K))
+        k.winograd_output(Mc, bias, out, gr0, m, TH, TW, x, w, geo, flip, 0, 0, K, 0, tasks(K))
 
     _cpu_pool.run(_blocks(K, workers), filt, none, workers)
     _cpu_pool.run(list(range(0, spec.N * TH, rows)), one, scratch, workers)
