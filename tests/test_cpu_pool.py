@@ -469,6 +469,13 @@ def _chunked_ops():
         args = (kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
         spec = fastconv.conv_spec(x, w, b, *args)
         si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+        if stride == 2:
+            xe = np.random.default_rng(7 + M).standard_normal((3, 5, 10, 10)).astype(np.float32)
+            se = fastconv.conv_spec(xe, w, b, *args)
+            ops.append((f"forward flat s2 M{M}", "conv2d_depthwise_flat",
+                        lambda se=se, xe=xe, w=w, b=b: numba_cpu.conv_depthwise_flat(se, xe, w, b),
+                        lambda out, se=se, xe=xe, w=w, b=b, kw=kw: testing.assert_conv_close(
+                            out, fastconv.conv2d(xe, w, b, backend="numpy", **kw), se, xe, w, b)))
         ops += [
             (f"forward s{stride} M{M}", "conv2d_depthwise_phase",
              lambda spec=spec, x=x, w=w, b=b: numba_cpu.conv_depthwise_phase(spec, x, w, b),

@@ -418,15 +418,16 @@ def test_pool_float16_upcast():
 # ---------------------------------------------------------------------------------------------------
 # Which implementation runs: names, reasons, the non-finite-weight rule
 # ---------------------------------------------------------------------------------------------------
-CONV_NAMES = ["numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise", "numba:conv:direct/planes",
+CONV_NAMES = ["numba:conv:direct/depthwise-flat", "numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise",
+              "numba:conv:direct/planes",
               "numba:conv:direct/blocked",
               "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4",
               "numba:conv:winograd/f4x4-phases"]
 POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct/global", "numba:avg_pool:direct",
               "numba:adaptive_max_pool:direct", "numba:adaptive_avg_pool:direct/global",
               "numba:adaptive_avg_pool:direct"]
-ZERO_FILLING = {"numba:conv:direct/depthwise-phase", "numba:conv:direct/planes", "numba:conv:im2col/packed",
-                "numba:conv:winograd/f4x4-phases"}
+ZERO_FILLING = {"numba:conv:direct/depthwise-flat", "numba:conv:direct/depthwise-phase", "numba:conv:direct/planes",
+                "numba:conv:im2col/packed", "numba:conv:winograd/f4x4-phases"}
 
 
 def test_impl_names_in_priority_order():
@@ -450,8 +451,9 @@ def _reasons(spec):
 
 def test_reasons_say_why_a_kernel_does_not_take_a_spec():
     general = _reasons(_spec((2, 4, 9, 9), (6, 2, 3, 3), padding=1, groups=2))
-    for name in ("numba:conv:direct/depthwise-phase", "numba:conv:direct/depthwise"):
-        assert general[name] == ["not depthwise: 2 input channels per group (this kernel reads one)"]
+    for name in ("numba:conv:direct/depthwise-flat", "numba:conv:direct/depthwise-phase",
+                 "numba:conv:direct/depthwise"):
+        assert general[name][0] == "not depthwise: 2 input channels per group (this kernel reads one)"
     assert general["numba:conv:direct/blocked"] == [] and general["numba:conv:im2col/packed"] == []
     assert general["numba:conv:direct/planes"] == []
     assert general["numba:conv:im2col/pointwise"] == [
@@ -466,11 +468,15 @@ def test_reasons_say_why_a_kernel_does_not_take_a_spec():
 
     depthwise = _reasons(_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4))   # channel multiplier 2
     assert {n for n, r in depthwise.items() if r} == {"numba:conv:im2col/pointwise", "numba:conv:winograd/f4x4",
-                                                     "numba:conv:winograd/f4x4-phases"}
+                                                     "numba:conv:winograd/f4x4-phases",
+                                                     "numba:conv:direct/depthwise-flat"}
+    assert depthwise["numba:conv:direct/depthwise-flat"] == [
+        "stride (1, 1): this kernel takes a column stride of 2 and a row stride of 1 or 2"]
 
     big = _spec((2, 64, 128, 128), (16, 64, 1, 1))          # one image's column matrix fills a tile
     assert numba_cpu.images_per_tile(big) == 1
-    assert {n for n, r in _reasons(big).items() if r} == {"numba:conv:direct/depthwise-phase",
+    assert {n for n, r in _reasons(big).items() if r} == {"numba:conv:direct/depthwise-flat",
+                                                         "numba:conv:direct/depthwise-phase",
                                                          "numba:conv:direct/depthwise", "numba:conv:im2col/packed",
                                                          "numba:conv:winograd/f4x4",
                                                          "numba:conv:winograd/f4x4-phases"}
@@ -498,6 +504,9 @@ def test_select_names_what_runs():
         (_spec((2, 4, 9, 9), (8, 1, 3, 3), padding=1, groups=4),
          {"direct": "numba:conv:direct/depthwise-phase", "im2col": "numba:conv:im2col/packed",
           "auto": "numba:conv:direct/depthwise-phase"}),
+        (fastconv.conv_spec(np.zeros((2, 4, 10, 10), np.float32), np.zeros((4, 1, 3, 3), np.float32), None, 2, 1,
+                            1, 4),
+         {"direct": "numba:conv:direct/depthwise-flat", "auto": "numba:conv:direct/depthwise-flat"}),
         (_spec((1, 64, 128, 128), (2, 64, 1, 1)), {"im2col": "numba:conv:im2col/pointwise"}),
     ]
     for spec, want in cases:
@@ -533,9 +542,10 @@ def test_nonfinite_weight_in_padded_depthwise_selects_the_clipped_kernel(value, 
         assert impl.name == "numba:conv:direct/depthwise", algo
         _check_against_oracle(impl, spec, x, w, b, ref)
     # the same shape with finite weights runs the phase-split kernel, and so does an unpadded problem
-    assert _dispatch.select(spec, "numba", "direct", weight=np.ones_like(w)).name == CONV_NAMES[0]
+    phase = "numba:conv:direct/depthwise-phase"
+    assert _dispatch.select(spec, "numba", "direct", weight=np.ones_like(w)).name == phase
     unpadded = fastconv.conv_spec(x, w, b, 1, 0, 1, 3)
-    assert _dispatch.select(unpadded, "numba", "direct", weight=w).name == CONV_NAMES[0]
+    assert _dispatch.select(unpadded, "numba", "direct", weight=w).name == phase
     # measured (every candidate timed): only the exact kernels compete
     monkeypatch.setattr(numba_cpu, "MEASURE_MIN_FLOPS", 0)
     impl = _dispatch.select(spec, "numba", "auto", weight=w)
@@ -657,6 +667,7 @@ def test_auto_result_matches_oracle():
 # ---------------------------------------------------------------------------------------------------
 #: a (weight shape, padding, groups) each conv kernel takes (im2col/pointwise runs no Numba kernel)
 _KERNEL_CONVS = {"depthwise-phase": ((4, 1, 3, 3), 1, 4), "depthwise": ((4, 1, 3, 3), 1, 4),
+                 "depthwise-flat": ((4, 1, 3, 3), 1, 4, 2),
                  "blocked": ((4, 4, 3, 3), 1, 1), "packed": ((4, 4, 3, 3), 1, 1), "planes": ((4, 4, 3, 3), 1, 1)}
 
 
@@ -666,11 +677,12 @@ def _exercise_every_kernel():
     x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
     for impl in numba_cpu.implementations():
         if impl.op == "conv" and impl.variant in _KERNEL_CONVS:
-            wshape, pad, groups = _KERNEL_CONVS[impl.variant]
+            wshape, pad, groups, stride = (_KERNEL_CONVS[impl.variant] + (1,))[:4]
             w = rng.standard_normal(wshape).astype(np.float32)
-            spec = fastconv.conv_spec(x, w, None, 1, pad, 1, groups)
+            xs = x if stride == 1 else x[:, :, :8, :8].copy()       # (depthwise-flat: an even width)
+            spec = fastconv.conv_spec(xs, w, None, stride, pad, 1, groups)
             assert _dispatch.reasons(impl, spec) == []
-            impl.run(spec, x, w, None)
+            impl.run(spec, xs, w, None)
     # im2col_pack runs inside im2col_pack_tile, which, loaded from Numba's disk cache, compiles no
     # signature of it: call it (and im2col_pack_rows) once here
     k = numba_cpu.kernels()

@@ -222,6 +222,124 @@ def conv2d_depthwise_phase_prange(x, w, b, out, geo, NB, bufs, accs, n):
 
 
 # ---------------------------------------------------------------------------------------------------
+# The flat depthwise kernel
+# ---------------------------------------------------------------------------------------------------
+# At stride_w 2, where the input's width is even (W = 2 * Wp) and an output row fits one column phase
+# (Q <= Wp), a plane's column phases are a flat deinterleave of the whole plane (flat index parity is
+# column parity), with no work per row: the phase-split kernel's strided copies of 7-28-value rows (about
+# 42 cycles a row, Zen 4) were most of its time on 14x14 and 28x28 planes. The price of dropping the
+# per-row padding columns: a tap whose column is outside the input reads the neighbouring row of the same
+# phase instead (row pitch Wp). So each distinct (phase, column shift) of the taps gets its own copy of
+# the phase, with the columns that only such wrapped reads meet zeroed, and a tap reads its copy at
+# ``copy base + shift``; rows are not split (stride_h 2 computes the odd rows and drops them), and rows
+# above and below the input stay zero (the caller zeroes the buffer once). At stride 1 the same plan
+# (three copies, zeroed columns) measured no faster than the phase kernel's unit-stride row copies.
+#
+# Layout of one task (NB images of one channel): copy cc of plane j starts at M0 + cc*CB + j*PL (PL =
+# extent_h * Wp, region row u holding input row u - pad_top; CB = NB*PL + M0; M0 = the largest |shift|,
+# the zero margin that the shifted reads of the first and last positions reach). Output (p, q) of plane j
+# is acc[j*PL + sh*p*Wp + q]: tap (r, s) of every output of the task sits at the flat offset
+# toff[r*S + s] = M0 + cc(s)*CB + r*dh*Wp + shift(s) from it, one loop over all NB planes (the rows
+# between planes computed and dropped).
+@njit(**INLINE)
+def _deinterleave2(dst, d0, d1, src, s, n):
+    """dst[d0 + j] = src[s + 2j] and dst[d1 + j] = src[s + 2j + 1], for j < n."""
+    a, c, e = np.uint64(d0), np.uint64(d1), np.uint64(s)
+    two, one = np.uint64(2), np.uint64(1)
+    for j in range(np.uint64(n)):
+        dst[a + j] = src[e + two * j]
+        dst[c + j] = src[e + two * j + one]
+
+
+@njit(**JIT_CONV_SERIAL)
+def conv2d_depthwise_flat(x, w, b, out, geo, lay, col_copy, copy_phase, copy_shift, buf, acc, c0, c1, nchunk):
+    """C/G == 1, stride_w 2, W = 2 * Wp, Q <= Wp: per task (one channel, NB images), each
+    plane is copied whole into its phase copies (``numba_cpu.flat_layout``: ``lay`` = (NB, PL, M0, CB),
+    ``col_copy[s]`` the copy tap column s reads, ``copy_phase``/``copy_shift`` each copy's column phase
+    and shift), the columns only wrapped reads meet are zeroed, then every tap is one loop over the NB
+    output planes together (a 3x3 window in one pass, as ``conv2d_depthwise_phase``). Padded zeros are
+    multiplied in: exact for finite weights only. Chunks [c0, c1) of ``nchunk``, serial, in ``buf`` (zero
+    on entry) and ``acc`` (NB*PL values), as ``conv2d_depthwise_phase``. Each output: the bias, then the
+    taps in (r, s) row-major order (that kernel's sums, bit for bit)."""
+    sh, dh = geo.stride_h, geo.dil_h
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    P, Q = out.shape[2], out.shape[3]
+    M = K // C
+    RS = R * S
+    R3 = RS - RS % 3
+    NB, PL, M0, CB = lay[0], lay[1], lay[2], lay[3]
+    Wp = W // 2
+    ncopy = copy_phase.size
+    hin = max(0, min(H, geo.extent_h - geo.pad_top))    # input rows the output reads
+    nph = hin * Wp                                       # values of one phase of a plane's rows [0, hin)
+    top = M0 + geo.pad_top * Wp                          # region row pad_top: input row 0
+    toff = np.empty(RS, dtype=np.int64)
+    for r in range(R):
+        for s in range(S):
+            toff[r * S + s] = M0 + col_copy[s] * CB + r * dh * Wp + copy_shift[col_copy[s]]
+    first = np.full(2, -1, dtype=np.int64)               # per phase: the copy its values are written to
+    for cc in range(ncopy):
+        if first[copy_phase[cc]] < 0:
+            first[copy_phase[cc]] = cc
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    wf = w.reshape(w.size)
+    nblk = (N + NB - 1) // NB
+    ntask = C * nblk
+    for ch in range(c0, c1):
+        for t in range(ch * ntask // nchunk, (ch + 1) * ntask // nchunk):
+            c = t // nblk
+            n0 = (t % nblk) * NB
+            nb = min(NB, N - n0)
+            for j in range(nb):
+                src = ((n0 + j) * C + c) * H * W
+                d = top + j * PL
+                if first[0] >= 0 and first[1] >= 0:
+                    _deinterleave2(buf, d + first[0] * CB, d + first[1] * CB, xf, src, nph)
+                else:                            # (the taps read one column phase)
+                    for ph in range(2):
+                        if first[ph] >= 0:
+                            ucopy(buf, d + first[ph] * CB, xf, src + ph, nph, 2)
+                for cc in range(ncopy):
+                    if cc != first[copy_phase[cc]]:
+                        ucopy_rows(buf, d + cc * CB, buf, d + first[copy_phase[cc]] * CB, nph)
+                for cc in range(ncopy):          # (after every copy is made: a phase's first one is shifted too)
+                    sft = copy_shift[cc]
+                    q0 = max(0, Wp + sft) if sft < 0 else 0
+                    q1 = Wp if sft < 0 else min(Wp, sft)
+                    for q in range(q0, q1):
+                        e = np.uint64(d + cc * CB + q)
+                        for h in range(np.uint64(hin)):
+                            buf[e + h * np.uint64(Wp)] = 0
+            L = (nb - 1) * PL + sh * (P - 1) * Wp + Q
+            for m in range(M):
+                k = c * M + m
+                wk = k * RS
+                if RS == 9:
+                    _dw_taps9(acc, L, buf, toff, wf, wk, b[k])
+                else:
+                    ufill(acc, 0, L, b[k])
+                    for j in range(0, R3, 3):
+                        _dw_taps3(acc, L, buf, toff[j], toff[j + 1], toff[j + 2], wf[wk + j], wf[wk + j + 1],
+                                  wf[wk + j + 2])
+                    for j in range(R3, RS):
+                        uaxpy(acc, 0, buf, toff[j], wf[wk + j], L)
+                for j in range(nb):
+                    ob = ((n0 + j) * K + k) * P * Q
+                    for p in range(P):
+                        ucopy_rows(of, ob + p * Q, acc, j * PL + sh * p * Wp, Q)
+
+
+@njit(**JIT_CONV)
+def conv2d_depthwise_flat_prange(x, w, b, out, geo, lay, col_copy, copy_phase, copy_shift, bufs, accs, n):
+    """``conv2d_depthwise_flat``'s ``n`` chunks on Numba's threads, as ``conv2d_depthwise_phase_prange``."""
+    for ch in prange(n):
+        conv2d_depthwise_flat(x, w, b, out, geo, lay, col_copy, copy_phase, copy_shift, bufs[ch], accs[ch], ch,
+                              ch + 1, n)
+
+
+# ---------------------------------------------------------------------------------------------------
 # im2col packing
 # ---------------------------------------------------------------------------------------------------
 @njit(**JIT_SERIAL)

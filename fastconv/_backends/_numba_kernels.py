@@ -13,8 +13,9 @@ Modules:
 - ``_numba_common``  compile options, the geometry records (``ConvGeometry``, ``PoolGeometry``,
                      ``AdaptiveWindows``, each built from the spec by one function), the uint64 index
                      helpers, the corrupted-cache tolerance
-- ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` (C/G == 1, padded zeros
-                     multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped), ``im2col_pack``
+- ``_numba_conv``    ``conv2d_direct`` (any conv), ``conv2d_depthwise_phase`` and ``conv2d_depthwise_flat``
+                     (C/G == 1, padded zeros multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped),
+                     ``im2col_pack``
 - ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``,
                      ``global_avg_pool2d`` (a 1x1 output: avg_pool2d's, adaptive_avg_pool2d's)
 - ``_numba_3d``      3-D convolutions: ``conv3d_direct``, ``vol2col_pack`` (serial), ``conv3d_input_direct``,
@@ -45,8 +46,9 @@ from ._numba_3d_pool import (adaptive_avg_pool3d_backward, adaptive_pool3d, avg_
 from ._numba_common import (AdaptiveWindows, AdaptiveWindows3d, Conv3dGeometry, ConvGeometry, Pool3dGeometry,
                             PoolGeometry, adaptive_windows, adaptive_windows3d, conv3d_geometry, conv_geometry,
                             pool3d_geometry, pool_geometry)
-from ._numba_conv import (KB, conv2d_depthwise, conv2d_depthwise_phase, conv2d_depthwise_phase_prange, conv2d_direct,
-                          im2col_pack, im2col_pack_rows)
+from ._numba_conv import (KB, conv2d_depthwise, conv2d_depthwise_flat, conv2d_depthwise_flat_prange,
+                          conv2d_depthwise_phase, conv2d_depthwise_phase_prange, conv2d_direct, im2col_pack,
+                          im2col_pack_rows)
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, avg_pool2d_backward_disjoint,
                           col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
@@ -73,7 +75,8 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
            "winograd_filter", "winograd_input",
            "winograd_output", "winograd_dy", "winograd_weight_output", "winograd_weight_resum",
-           "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange",
+           "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange", "conv2d_depthwise_flat",
+           "conv2d_depthwise_flat_prange",
            "conv2d_depthwise_weight_prange", "conv2d_depthwise_weight_phase_prange", "global_avg_pool2d_prange",
            "MODULES", "CHUNKED", "KERNELS", "GRAD_KERNELS", "KERNELS_3D", "WINOGRAD_KERNELS"]
 
@@ -87,6 +90,7 @@ KERNELS = {
     "conv2d_direct": ConvGeometry,
     "conv2d_depthwise": ConvGeometry,
     "conv2d_depthwise_phase": ConvGeometry,
+    "conv2d_depthwise_flat": ConvGeometry,
     "conv2d_planes": ConvGeometry,
     "conv2d_planes_serial": ConvGeometry,
     "im2col_pack": ConvGeometry,
@@ -123,7 +127,7 @@ GRAD_KERNELS = {
 #: (static: quickest on a quiet machine, but a region waits for a thread on a core another process holds);
 #: ``numba_cpu._on_workers`` runs the chunks either so or on workers that claim them one at a time
 #: (``_cpu_pool.run_chunks``), whichever took less time for the problem lately
-CHUNKED = ("conv2d_depthwise_phase", "global_avg_pool2d", "conv2d_depthwise_input", "conv2d_depthwise_weight",
+CHUNKED = ("conv2d_depthwise_phase", "conv2d_depthwise_flat", "global_avg_pool2d", "conv2d_depthwise_input", "conv2d_depthwise_weight",
            "conv2d_depthwise_weight_phase")
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry

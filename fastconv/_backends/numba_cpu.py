@@ -3,6 +3,12 @@
 Implementations, in priority order (kernels in ``_numba_conv`` / ``_numba_pool``, indexed by
 ``_numba_kernels``); each runs exactly the kernels its name says, and a problem it cannot take exactly is
 one of its reasons, never a hand-over to another kernel:
+- ``numba:conv:direct/depthwise-flat``: C/groups == 1 with a column stride of 2 (row stride 1 or 2), an
+  even input width and an output row within one column phase (MobileNet's stride-2 3x3 layers):
+  ``conv2d_depthwise_flat`` (as the phase kernel below, but each plane's two column phases are one flat
+  deinterleave of the whole plane, no copy per row, kept in one copy per distinct tap column shift with
+  the columns only wrapped reads meet zeroed; the phase kernel's bit-for-bit sums). Padded zeros are
+  multiplied in (``zero_fills_padding``); same bound on the padded region as the phase kernel.
 - ``numba:conv:direct/depthwise-phase``: C/groups == 1 (depthwise, any channel multiplier):
   ``conv2d_depthwise_phase`` (several images of a channel per task, within ``PHASE_BATCH`` values: their
   planes zero-padded and split into stride phases once, every tap one long axpy over all of them). It multiplies padded zeros in (``zero_fills_padding``): dispatch does not run it for a padded
@@ -54,7 +60,8 @@ names each with its bytes, from the same plan functions the run allocates by). T
   weight gradient's KBW x (window) x Q lane accumulators, a pool's output row or a gradient's float64 plane:
   sizes of the output, the operands and the window, never of the padding, the stride or the dilation;
 - the phase-split depthwise kernel: per thread one task's padded, phase-split planes (the region its output
-  reads, for up to ``PHASE_BATCH`` values of images) and one accumulator; the planes kernel: per thread one
+  reads, for up to ``PHASE_BATCH`` values of images) and one accumulator (the flat kernel: its copies of
+  the column phases, within ``PHASE_BATCH`` values too); the planes kernel: per thread one
   image's group of such planes and KB4 x LT accumulators; both refuse (a reason) a plane over
   ``PHASE_SLACK`` x (input plane + output plane) + ``PHASE_MIN`` values, i.e. wherever padding, stride or
   dilation make most of it unused;
@@ -531,6 +538,63 @@ def conv_depthwise_phase(spec, x, w, b=None):
                 workspace("the phase-split depthwise kernel's accumulators", (n, acc), x.dtype))
     _on_workers(spec, "phase", _chunks(phase_tasks(spec, nb)), lambda *c: k.conv2d_depthwise_phase(*args, *c),
                 lambda *c: k.conv2d_depthwise_phase_prange(*args, *c), scratch)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def flat_layout(spec):
+    """The flat depthwise kernel's plan (``_numba_conv.conv2d_depthwise_flat``): (chunks, lay = int64 (NB,
+    PL, M0, CB), col_copy, copy_phase, copy_shift, buffer values, accumulator values). Each distinct
+    (column phase, shift) of the S tap columns (column s*dil_w - pad_left = stride_w*(q + shift) + phase
+    for output column q) is one copy of that phase; a task is NB images of one channel, NB copies' planes
+    within PHASE_BATCH values (at least one)."""
+    sw, hq, wp = spec.stride_w, spec.input_extent_hw()[0], spec.W // spec.stride_w
+    copies, col_copy = [], []
+    for s in range(spec.S):
+        o = s * spec.dil_w - spec.pad_left
+        key = (o % sw, (o - o % sw) // sw)
+        if key not in copies:
+            copies.append(key)
+        col_copy.append(copies.index(key))
+    plane = hq * wp
+    margin = max(abs(shift) for _, shift in copies)
+    nb = max(1, min(spec.N, PHASE_BATCH // (len(copies) * plane)))
+    lay = np.array([nb, plane, margin, nb * plane + margin], dtype=np.int64)
+    as64 = functools.partial(np.array, dtype=np.int64)
+    return (_threads_for(phase_tasks(spec, nb)), lay, as64(col_copy), as64([ph for ph, _ in copies]),
+            as64([shift for _, shift in copies]), margin + len(copies) * int(lay[3]), nb * plane)
+
+
+def _flat_workspace(spec):
+    nchunk, *_, buf, acc = flat_layout(spec)
+    return {"phase copies": nchunk * buf * spec.itemsize, "accumulators": nchunk * acc * spec.itemsize}
+
+
+def _flat_reasons(spec) -> List[str]:
+    """Depthwise; stride_w 2 and stride_h 1 or 2; an even input width, each column phase at least an
+    output row long; and the phase-split kernels' bound on the padded region (one copy's plane)."""
+    reasons = _depthwise_reasons(spec)
+    if spec.stride_w != 2 or spec.stride_h > 2:
+        reasons.append(f"stride ({spec.stride_h}, {spec.stride_w}): this kernel takes a column stride of 2 "
+                       f"and a row stride of 1 or 2")
+    elif spec.W % 2 or spec.Q > spec.W // 2:
+        reasons.append(f"an output row ({spec.Q} values) is not within one of the input's 2 column phases "
+                       f"({spec.W} columns): depthwise-phase runs it")
+    return reasons or _phase_bound_reasons(spec)
+
+
+def conv_depthwise_flat(spec, x, w, b=None):
+    k = kernels()
+    _, lay, col_copy, copy_phase, copy_shift, buf, acc = flat_layout(spec)
+    out = np.empty(spec.output_layout, dtype=x.dtype)
+    args = (x, w, _bias(spec, b, x.dtype), out, k.conv_geometry(spec), lay, col_copy, copy_phase, copy_shift)
+
+    def scratch(n):
+        return (workspace("the flat depthwise kernel's phase copies", (n, buf), x.dtype, zero=True),
+                workspace("the flat depthwise kernel's accumulators", (n, acc), x.dtype))
+    _on_workers(spec, "flat", _chunks(phase_tasks(spec, int(lay[0]))),
+                lambda *c: k.conv2d_depthwise_flat(*args, *c), lambda *c: k.conv2d_depthwise_flat_prange(*args, *c),
+                scratch)
     return out
 
 
@@ -2160,6 +2224,8 @@ def _fold_workspace(spec):
 # direct first: measurement times candidates in this order, so the Numba kernels are timed before this
 # measurement's own GEMMs leave OpenBLAS's workers spinning
 _IMPLS = [
+    _impl("conv", "direct", conv_depthwise_flat, variant="depthwise-flat", reasons=_flat_reasons,
+          zero_fills_padding=True, workspace=_flat_workspace, capped=True),
     _impl("conv", "direct", conv_depthwise_phase, variant="depthwise-phase", reasons=_phase_reasons,
           zero_fills_padding=True, workspace=_phase_workspace, capped=True),
     _impl("conv", "direct", conv_depthwise, variant="depthwise", reasons=_depthwise_reasons),
