@@ -489,6 +489,12 @@ def _chunked_ops():
              lambda sw=sw, x=x, dy=dy: numba_cpu.conv_weight_depthwise(sw, x, dy),
              lambda out, sw=sw, x=x, dy=dy: testing.assert_grad_close(out, sw, x, dy)),
         ]
+    for stride in (1, 2):            # 17 channels: two channel blocks, the second of one channel
+        xc, wc, _, dyc, kwc = _depthwise(stride, C=17)
+        swc = conv_weight_spec(xc, wc.shape, dyc, kwc["stride"], kwc["padding"], kwc["dilation"], kwc["groups"])
+        ops.append((f"weight cblock s{stride}", "conv2d_depthwise_weight_cblock",
+                    lambda swc=swc, xc=xc, dyc=dyc: numba_cpu.conv_weight_depthwise_cblock(swc, xc, dyc),
+                    lambda out, swc=swc, xc=xc, dyc=dyc: testing.assert_grad_close(out, swc, xc, dyc)))
     x, w, b, dy, kw = _depthwise(1)
     xi = x.copy()
     xi[0, 0, 0, 0] = np.inf          # the phase kernel's zeros meet it: the clipped kernel recomputes dw

@@ -126,3 +126,111 @@ def test_weight_gradient_phase_path_every_lane_remainder():
         seen.add(((nb - 1) * hq * wq + (sw.P - 1) * wq + sw.Q) % k.LW)
         assert_grad_close(numba_cpu.conv_weight_depthwise(sw, x, dy), sw, x, dy)
     assert {0, 1, k.LW - 1} <= seen, sorted(seen)
+
+
+# ---------------------------------------------------------------------------------------------------
+# numba:conv_input:direct/depthwise-flipped and numba:conv_weight:direct/depthwise-cblock
+# ---------------------------------------------------------------------------------------------------
+FLIPPED, CBLOCK = "numba:conv_input:direct/depthwise-flipped", "numba:conv_weight:direct/depthwise-cblock"
+MORE_CASES = CASES + [  # N, C, M, H, W, stride, padding, dilation: channel blocks of CBLK (16) and a partial one
+    (2, 17, 1, 7, 7, 1, 1, 1), (3, 40, 1, 5, 6, 2, 1, 1), (2, 33, 1, 9, 6, 1, (2, 1), 2),
+    (1, 16, 1, 6, 9, (1, 3), ((0, 2), (1, 1)), (2, 1)), (4, 18, 1, 3, 3, 1, 2, 1),
+]
+
+
+def _impls():
+    return {i.name: i for i in numba_cpu.implementations()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", MORE_CASES, ids=[str(i) for i in range(len(MORE_CASES))])
+def test_flipped_input_and_channel_blocked_weight_against_the_oracle(case, dtype):
+    """Where each is offered (an unstrided input gradient whose flipped forward conv is depthwise; a weight
+    gradient with channel multiplier 1), within the oracle's bound, with and without the bias; the
+    weight gradient the same run to run. Where not offered, the reason names why."""
+    x, w, b, dy, args = _case(case, dtype)
+    N, C, M, H, W, s, p, d = case
+    si, sw = conv_input_spec(x.shape, w, dy, *args), conv_weight_spec(x, w.shape, dy, *args)
+    impls = _impls()
+    why = impls[FLIPPED].not_supported_reasons(si)
+    if si.is_strided:
+        assert why and why[0].startswith("strided")
+    elif M > 1:
+        assert why == [f"its flipped forward convolution: not depthwise: {M} input channels per group (this "
+                       "kernel reads one)"]
+    else:
+        assert why == []
+        assert_grad_close(numba_cpu.conv_input_depthwise_flipped(si, dy, w), si, dy, w)
+        assert_grad_close(numba_cpu.conv_input_depthwise_flipped(si, dy, w, b), si, dy, w, b)
+    why = impls[CBLOCK].not_supported_reasons(sw)
+    if M > 1:
+        assert why == [f"a channel multiplier of {M}: this kernel takes one output channel per input channel"]
+        return
+    assert why == []
+    dw = numba_cpu.conv_weight_depthwise_cblock(sw, x, dy)
+    assert_grad_close(dw, sw, x, dy)
+    assert np.array_equal(dw, numba_cpu.conv_weight_depthwise_cblock(sw, x, dy))
+
+
+def test_channel_blocked_weight_is_one_sum_per_output_in_the_written_order():
+    """dw[k, tap] of the channel-blocked kernel (its docstring's order): per output column q, the serial
+    float32 sum over n, then output rows p, of one product each (one rounding: the fused multiply-add);
+    then those sums added in q order. Written out here as loops: bitwise equal."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 17, 6, 5)).astype(np.float32)
+    dy = rng.standard_normal((3, 17, 3, 3)).astype(np.float32)
+    sw = conv_weight_spec(x, (17, 1, 3, 3), dy, 2, 1, 1, 17)
+    got = numba_cpu.conv_weight_depthwise_cblock(sw, x, dy)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros((17, 1, 3, 3), np.float32)
+    for k in range(17):
+        for r in range(3):
+            for s in range(3):
+                lanes = []
+                for q in range(3):
+                    acc = np.float32(0)
+                    for n in range(3):
+                        for p in range(3):
+                            # (one rounding per term: the float32 product is exact in float64)
+                            acc = np.float32(np.float64(acc) + np.float64(dy[n, k, p, q]) * np.float64(
+                                xp[n, k, 2 * p + r, 2 * q + s]))
+                    lanes.append(acc)
+                want[k, 0, r, s] = (lanes[0] + lanes[1]) + lanes[2]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_channel_blocked_weight_recomputes_where_padding_meets_inf():
+    """Its padded zeros meet dy: an Inf in dy beside the padding (or in x) would make a NaN there; the
+    result is the clipped kernel's instead, so the NaN/Inf pattern is the oracle's."""
+    x, w, b, dy, args = _case(MORE_CASES[len(CASES)], np.float64)      # 17 channels: a partial block
+    dy[0, 3, 0, 0] = np.inf
+    x[1, 16, -1, -1] = -np.inf
+    sw = conv_weight_spec(x, w.shape, dy, *args)
+    ref = fg.conv2d_weight(x, w.shape, dy, *args[:3], groups=args[3], backend="numpy")
+    got = numba_cpu.conv_weight_depthwise_cblock(sw, x, dy)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert 0 < fin.sum() < ref.size
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-12, atol=1e-12)
+
+
+def test_flipped_input_refusals_and_the_data_rule():
+    """Unpadded problems are refused (the flipped conv is padded, and dispatch checks the weight for
+    Inf/NaN only in padded ones); in a padded one an Inf weight makes dispatch pass it over
+    (zero_fills_padding), so the public function's result keeps the oracle's NaN pattern."""
+    impls = _impls()
+    assert impls[FLIPPED].zero_fills_padding and not impls[CBLOCK].zero_fills_padding
+    x, w, b, dy, args = _case((2, 4, 1, 6, 6, 1, 0, 1), np.float32)
+    si = conv_input_spec(x.shape, w, dy, *args)
+    assert impls[FLIPPED].not_supported_reasons(si) == [
+        "unpadded, while its flipped forward convolution is padded: that padding's zeros would meet the weight, "
+        "and dispatch checks the weight for Inf/NaN only in padded problems"]
+    x, w, b, dy, args = _case(CASES[0], np.float64)
+    si = conv_input_spec(x.shape, w, dy, *args)
+    assert _dispatch.select(si, "numba", "direct", weight=w).name == FLIPPED
+    w[1, 0, 0, 0] = np.inf
+    assert _dispatch.select(si, "numba", "direct", weight=w).name != FLIPPED
+    got = fg.conv2d_input(x.shape, w, dy, *args[:3], groups=args[3], backend="numba", algo="direct")
+    ref = fg.conv2d_input(x.shape, w, dy, *args[:3], groups=args[3], backend="numpy")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))

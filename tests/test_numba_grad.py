@@ -637,6 +637,11 @@ def test_gradient_kernels_take_their_records_and_run_parallel():
     for _ in range(2):      # twice: a chunked kernel's first launch of a spec on several threads is its twin
         numba_cpu.conv_input_depthwise(dspec, dyd, wd)
         numba_cpu.conv_weight_depthwise(wspec, xd, dyd)
+    w1 = np.ones((2, 1, 3, 3), x.dtype)              # channel multiplier 1: the channel-blocked kernel
+    dy1 = np.ones(fastconv.conv2d(xd, w1, padding=1, groups=2, backend="numpy").shape, x.dtype)
+    cspec = conv_weight_spec(xd, w1.shape, dy1, 1, 1, 1, 2)
+    for _ in range(2):
+        numba_cpu.conv_weight_depthwise_cblock(cspec, xd, dy1)
     xd[0, 0, 0, 0] = np.inf          # the phase kernel's zeros meet it: recomputed by conv2d_depthwise_weight
     ispec = conv_weight_spec(xd, wd.shape, dyd, 1, 1, 1, 2)
     for _ in range(2):

@@ -36,7 +36,8 @@ Modules:
                      ``max_unpool2d``
 - ``_numba_depthwise_grad``  depthwise (C/groups == 1) gradients: ``conv2d_depthwise_input``,
                      ``conv2d_depthwise_weight``, ``conv2d_depthwise_weight_phase`` (padded zeros multiplied
-                     in; its caller recomputes a NaN result with the exact one)
+                     in; its caller recomputes a NaN result with the exact one), ``conv2d_depthwise_weight_cblock``
+                     (16 channels side by side, channel innermost; padded zeros multiplied in, as the phase one)
 """
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ from ._numba_conv import (KB, conv2d_depthwise, conv2d_depthwise_flat, conv2d_de
 from ._numba_grad import (CB, KBW, adaptive_avg_pool2d_backward, avg_pool2d_backward, avg_pool2d_backward_disjoint,
                           col2im_add, conv2d_input_direct, conv2d_weight_direct, im2col_pack_tile, max_unpool2d,
                           pool2d_scatter_backward, pool2d_scatter_backward_disjoint)
-from ._numba_depthwise_grad import (LW, conv2d_depthwise_input, conv2d_depthwise_input_prange, conv2d_depthwise_weight,
-                                    conv2d_depthwise_weight_phase, conv2d_depthwise_weight_phase_prange,
-                                    conv2d_depthwise_weight_prange)
+from ._numba_depthwise_grad import (CBLK, LW, conv2d_depthwise_input, conv2d_depthwise_input_prange,
+                                    conv2d_depthwise_weight, conv2d_depthwise_weight_cblock,
+                                    conv2d_depthwise_weight_cblock_prange, conv2d_depthwise_weight_phase,
+                                    conv2d_depthwise_weight_phase_prange, conv2d_depthwise_weight_prange)
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
                           global_avg_pool2d, global_avg_pool2d_prange, max_pool2d, max_pool2d_serial)
 from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
@@ -73,6 +75,7 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "pool3d_geometry", "col2vol_add", "conv3d_direct", "conv3d_input_direct", "conv3d_weight_direct",
            "vol2col_pack", "adaptive_avg_pool3d_backward", "adaptive_pool3d", "avg_pool3d", "avg_pool3d_backward",
            "max_pool3d", "conv2d_depthwise_input", "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "LW",
+           "conv2d_depthwise_weight_cblock", "conv2d_depthwise_weight_cblock_prange", "CBLK",
            "winograd_filter", "winograd_input",
            "winograd_output", "winograd_dy", "winograd_weight_output", "winograd_weight_resum",
            "conv2d_depthwise_phase_prange", "conv2d_depthwise_input_prange", "conv2d_depthwise_flat",
@@ -120,6 +123,7 @@ GRAD_KERNELS = {
     "conv2d_depthwise_input": (ConvGeometry, False),      # (CHUNKED)
     "conv2d_depthwise_weight": (ConvGeometry, False),
     "conv2d_depthwise_weight_phase": (ConvGeometry, False),
+    "conv2d_depthwise_weight_cblock": (ConvGeometry, False),
 }
 
 #: serial kernels whose work is cut into chunks: each takes ``c0, c1, nchunk`` last and runs chunks
@@ -127,8 +131,8 @@ GRAD_KERNELS = {
 #: (static: quickest on a quiet machine, but a region waits for a thread on a core another process holds);
 #: ``numba_cpu._on_workers`` runs the chunks either so or on workers that claim them one at a time
 #: (``_cpu_pool.run_chunks``), whichever took less time for the problem lately
-CHUNKED = ("conv2d_depthwise_phase", "conv2d_depthwise_flat", "global_avg_pool2d", "conv2d_depthwise_input", "conv2d_depthwise_weight",
-           "conv2d_depthwise_weight_phase")
+CHUNKED = ("conv2d_depthwise_phase", "conv2d_depthwise_flat", "global_avg_pool2d", "conv2d_depthwise_input",
+           "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "conv2d_depthwise_weight_cblock")
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry
 #: argument, whether it runs a parallel prange), as GRAD_KERNELS; tests/test_numba_3d.py checks them. The

@@ -98,6 +98,14 @@ so results are bitwise reproducible run to run:
   taps to dy); its error bound is the forward's (``fastconv.testing.grad_tolerance``).
   ``numba:conv_input:winograd/f4x4-phases``: the same for a dilated one, by the forward ``f4x4-phases``
   (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason).
+- ``numba:conv_input:direct/depthwise-flipped``: an unstrided input gradient whose flipped forward conv
+  (``ConvInputGradSpec.flipped_forward``) is depthwise (one output channel per group: a depthwise conv with
+  channel multiplier 1) as that forward, by ``conv2d_depthwise_phase`` on a flipped copy of w
+  (``zero_fills_padding``; an unpadded problem whose flipped conv is padded is a reason).
+- ``numba:conv_weight:direct/depthwise-cblock`` (``conv2d_depthwise_weight_cblock``): depthwise, channel
+  multiplier 1, any stride or dilation: CBLK channels side by side with the channel innermost, so each
+  (image, output row, tap) is one multiply-add over a contiguous run and a block's 16 sums close at once;
+  its padding zeros meet dy, so a NaN result is computed again by the clipped kernel.
 - ``numba:conv_input:direct/depthwise`` and ``numba:conv_weight:direct/depthwise`` (kernels in
   ``_numba_depthwise_grad``): C/groups == 1 (any channel multiplier): per plane (dx) or output channel
   (dw), every tap one pass over the plane's rows with flat unsigned indices, several planes per parallel
@@ -1590,6 +1598,81 @@ def conv_input_depthwise(spec, dy, w, b=None):
     return dx
 
 
+def _input_depthwise_flipped_reasons(spec) -> List[str]:
+    why = spec.flipped_forward_reasons()
+    if why:
+        return why
+    f = _flipped(spec)
+    out = [f"its flipped forward convolution: {r}" for r in _phase_reasons(f)]
+    if not out and not spec.is_padded and f.is_padded:
+        out.append("unpadded, while its flipped forward convolution is padded: that padding's zeros would meet "
+                   "the weight, and dispatch checks the weight for Inf/NaN only in padded problems")
+    return out
+
+
+def _input_depthwise_flipped_workspace(spec):
+    return _phase_workspace(_flipped(spec))
+
+
+def conv_input_depthwise_flipped(spec, dy, w, b=None):
+    """The unstrided input gradient (and transposed conv) of a conv with one output channel per group
+    (a depthwise conv's with channel multiplier 1) as the forward conv it equals
+    (``ConvInputGradSpec.flipped_forward``: dy convolved with the flipped weight, padded by the window less
+    the forward padding), which is a depthwise conv: run by the forward's phase kernel
+    (:func:`conv_depthwise_phase`) on a flipped copy of w (C*R*S values). The clipped kernel's per-tap
+    passes over 7-value rows cost 3x the forward's time on MobileNet's 7x7 and 14x14 planes. The phase
+    kernel's zeros (the flipped conv's padding) meet the weight (``zero_fills_padding``; an unpadded problem
+    whose flipped conv is padded is a reason, so dispatch's check of padded problems covers every run)."""
+    wf = np.ascontiguousarray(spec.flip_weight(w))
+    return conv_depthwise_phase(_flipped(spec), dy, wf, b)
+
+
+def _weight_cblock_reasons(spec) -> List[str]:
+    out = _depthwise_reasons(spec)
+    if not out and spec.K != spec.C:
+        out.append(f"a channel multiplier of {spec.K // spec.C}: this kernel takes one output channel per input "
+                   "channel")
+    return out or _phase_bound_reasons(spec)       # (its planes are the padded region, split by column phase)
+
+
+def _weight_cblock_workspace(spec):
+    k = kernels()
+    return {"per-worker channel-blocked planes": _threads_for(-(-spec.C // k.CBLK)) * k.CBLK
+            * (_cblock_x_values(spec) + spec.P * spec.Q * (1 + spec.R * spec.S)) * spec.itemsize}
+
+
+def _cblock_x_values(spec):
+    """Values per channel of ``conv2d_depthwise_weight_cblock``'s x planes: extent_h rows of its sw column
+    phases, ceil(extent_w / sw) values each."""
+    eh, ew = spec.input_extent_hw()
+    return eh * spec.stride_w * -(-ew // spec.stride_w)
+
+
+def conv_weight_depthwise_cblock(spec, x, dy):
+    """dw of a depthwise conv with channel multiplier 1 (``conv2d_depthwise_weight_cblock``): CBLK channels
+    side by side, channel innermost, per image one copy of the block's padded x planes and dy planes, then
+    each (output position, tap) one CBLK-wide multiply-add into accumulators that hold the block's dw:
+    no loops over short rows and no closing sums (on 7x7 planes those were most of the per-plane kernels'
+    time). Blocks of channels in parallel chunks. Its padding zeros meet dy, so a NaN result is computed
+    again by the clipped kernel, as :func:`conv_weight_depthwise` does: exact for every operand."""
+    k = kernels()
+    _reserve_for(spec, _weight_cblock_workspace, "the channel-blocked depthwise weight gradient's planes")
+    dw = np.empty(spec.output_layout, dtype=x.dtype)
+    geo = k.conv_geometry(spec)
+    B = k.CBLK
+
+    def scratch(n):
+        return (workspace("the channel-blocked x planes", (n, _cblock_x_values(spec) * B), x.dtype, zero=True),
+                workspace("the channel-blocked dy planes", (n, spec.P * spec.Q * B), x.dtype),
+                workspace("the channel-blocked row lanes", (n, spec.R * spec.S * spec.Q * B), x.dtype))
+    _on_workers(spec, "weight-cblock", _chunks(-(-spec.C // B)),
+                lambda *c: k.conv2d_depthwise_weight_cblock(x, dy, dw, geo, *c),
+                lambda *c: k.conv2d_depthwise_weight_cblock_prange(x, dy, dw, geo, *c), scratch)
+    if np.isnan(dw).any():
+        return _weight_clipped(spec, x, dy, dw)
+    return dw
+
+
 def _depthwise_lanes_workspace(spec):
     ws = {"per-worker lane accumulators": _threads_for(spec.K) * spec.R * spec.S * spec.Q * spec.itemsize}
     if not _phase_bound_reasons(spec):
@@ -1631,11 +1714,18 @@ def conv_weight_depthwise(spec, x, dy):
                     lambda *c: k.conv2d_depthwise_weight_phase_prange(x, dy, dw, geo, nb, *c), phase_scratch)
         if not np.isnan(dw).any():
             return dw
+    return _weight_clipped(spec, x, dy, dw)
+
+
+def _weight_clipped(spec, x, dy, dw):
+    """dw (into ``dw``) by ``conv2d_depthwise_weight``: taps clipped to the input, exact for every operand."""
+    k = kernels()
+    geo = k.conv_geometry(spec)
 
     def scratch(n):
         return (workspace("the depthwise weight gradient's lane accumulators", (n, spec.R * spec.S * spec.Q),
                           x.dtype),)
-    _on_workers(spec, "weight", nchunk, lambda *c: k.conv2d_depthwise_weight(x, dy, dw, geo, *c),
+    _on_workers(spec, "weight", _chunks(spec.K), lambda *c: k.conv2d_depthwise_weight(x, dy, dw, geo, *c),
                 lambda *c: k.conv2d_depthwise_weight_prange(x, dy, dw, geo, *c), scratch)
     return dw
 
@@ -2245,6 +2335,9 @@ _IMPLS = [
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv_input_depthwise_flipped, variant="depthwise-flipped",
+          reasons=_input_depthwise_flipped_reasons, zero_fills_padding=True,
+          workspace=_input_depthwise_flipped_workspace, capped=True),
     _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
@@ -2254,6 +2347,8 @@ _IMPLS = [
     _impl("conv_input", "winograd", conv_input_winograd_phases, variant="f4x4-phases",
           reasons=_input_winograd_phase_reasons, zero_fills_padding=True, workspace=_input_winograd_phase_workspace,
           capped=True),
+    _impl("conv_weight", "direct", conv_weight_depthwise_cblock, variant="depthwise-cblock",
+          reasons=_weight_cblock_reasons, workspace=_weight_cblock_workspace, capped=True),
     _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
           workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
