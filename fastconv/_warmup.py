@@ -175,6 +175,7 @@ _CONV = (
     (4, 6, 4, 3, {"padding": 1, "groups": 4}),
     (4, 6, 4, 3, {"padding": 1, "stride": 2, "groups": 4}),
     (4, 6, 4, 5, {"padding": 2, "groups": 4}),
+    (16, 4, 16, 3, {"padding": 1, "groups": 16}),          # a block of 16 channels (depthwise-cblock)
     (4, 6, 4, 1, {}),
     (8, 6, 8, 2, {"stride": 2}),
     (16, 8, 64, 3, {"padding": 1}),

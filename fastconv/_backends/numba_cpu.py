@@ -1632,6 +1632,8 @@ def _weight_cblock_reasons(spec) -> List[str]:
     if not out and spec.K != spec.C:
         out.append(f"a channel multiplier of {spec.K // spec.C}: this kernel takes one output channel per input "
                    "channel")
+    if not out and spec.C < kernels().CBLK:
+        out.append(f"{spec.C} channels: fewer than a block of {kernels().CBLK}, whose other lanes would be unused")
     return out or _phase_bound_reasons(spec)       # (its planes are the padded region, split by column phase)
 
 
@@ -2335,10 +2337,10 @@ _IMPLS = [
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
+    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_depthwise_flipped, variant="depthwise-flipped",
           reasons=_input_depthwise_flipped_reasons, zero_fills_padding=True,
           workspace=_input_depthwise_flipped_workspace, capped=True),
-    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
           capped=True),
@@ -2347,10 +2349,10 @@ _IMPLS = [
     _impl("conv_input", "winograd", conv_input_winograd_phases, variant="f4x4-phases",
           reasons=_input_winograd_phase_reasons, zero_fills_padding=True, workspace=_input_winograd_phase_workspace,
           capped=True),
-    _impl("conv_weight", "direct", conv_weight_depthwise_cblock, variant="depthwise-cblock",
-          reasons=_weight_cblock_reasons, workspace=_weight_cblock_workspace, capped=True),
     _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
           workspace=_depthwise_lanes_workspace),
+    _impl("conv_weight", "direct", conv_weight_depthwise_cblock, variant="depthwise-cblock",
+          reasons=_weight_cblock_reasons, workspace=_weight_cblock_workspace, capped=True),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
