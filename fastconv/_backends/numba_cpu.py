@@ -1598,12 +1598,22 @@ def conv_input_depthwise(spec, dy, w, b=None):
     return dx
 
 
+#: ``depthwise-flipped`` and ``depthwise-cblock`` take problems of at least this many channels (the
+#: channel-blocked kernel's block, CBLK): below it they lost to the kernels after them, which a problem too
+#: small to measure (MEASURE_MIN_FLOPS) gets by rule (2 threads: a (1, 3, 224, 224) weight gradient 4.9 ms
+#: against 0.19, a (8, 8, 28, 28) input gradient 158 us against 57); from it up they won on every MobileNet
+#: depthwise layer
+FEW_CHANNELS = 16
+
+
 def _input_depthwise_flipped_reasons(spec) -> List[str]:
     why = spec.flipped_forward_reasons()
     if why:
         return why
     f = _flipped(spec)
     out = [f"its flipped forward convolution: {r}" for r in _phase_reasons(f)]
+    if not out and spec.C < FEW_CHANNELS:
+        out.append(f"{spec.C} channels: fewer than {FEW_CHANNELS}, where the clipped kernel's long rows are quicker")
     if not out and not spec.is_padded and f.is_padded:
         out.append("unpadded, while its flipped forward convolution is padded: that padding's zeros would meet "
                    "the weight, and dispatch checks the weight for Inf/NaN only in padded problems")
@@ -1632,8 +1642,9 @@ def _weight_cblock_reasons(spec) -> List[str]:
     if not out and spec.K != spec.C:
         out.append(f"a channel multiplier of {spec.K // spec.C}: this kernel takes one output channel per input "
                    "channel")
-    if not out and spec.C < kernels().CBLK:
-        out.append(f"{spec.C} channels: fewer than a block of {kernels().CBLK}, whose other lanes would be unused")
+    if not out and spec.C < FEW_CHANNELS:
+        out.append(f"{spec.C} channels: fewer than {FEW_CHANNELS}, a block of channels, whose other lanes would "
+                   "be unused")
     return out or _phase_bound_reasons(spec)       # (its planes are the padded region, split by column phase)
 
 
@@ -2337,10 +2348,10 @@ _IMPLS = [
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool_global, variant="global", reasons=_global_reasons),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool, workspace=_pool_workspace),
-    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_depthwise_flipped, variant="depthwise-flipped",
           reasons=_input_depthwise_flipped_reasons, zero_fills_padding=True,
           workspace=_input_depthwise_flipped_workspace, capped=True),
+    _impl("conv_input", "direct", conv_input_depthwise, variant="depthwise", reasons=_depthwise_reasons),
     _impl("conv_input", "direct", conv_input_direct, variant="gather", workspace=_input_direct_workspace),
     _impl("conv_input", "im2col", conv_input_im2col, variant="col2im", workspace=_col2im_workspace,
           capped=True),
@@ -2349,10 +2360,10 @@ _IMPLS = [
     _impl("conv_input", "winograd", conv_input_winograd_phases, variant="f4x4-phases",
           reasons=_input_winograd_phase_reasons, zero_fills_padding=True, workspace=_input_winograd_phase_workspace,
           capped=True),
-    _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
-          workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_depthwise_cblock, variant="depthwise-cblock",
           reasons=_weight_cblock_reasons, workspace=_weight_cblock_workspace, capped=True),
+    _impl("conv_weight", "direct", conv_weight_depthwise, variant="depthwise", reasons=_depthwise_reasons,
+          workspace=_depthwise_lanes_workspace),
     _impl("conv_weight", "direct", conv_weight_direct, variant="lanes", workspace=_weight_direct_workspace),
     _impl("conv_weight", "im2col", conv_weight_im2col, variant="pack-gemm", zero_fills_padding=True,
           workspace=_weight_im2col_workspace, capped=True),
