@@ -1125,15 +1125,22 @@ def conv_input_winograd(spec, dy, w, b=None):
     return conv_winograd(_flipped(spec), dy, w, b, flip=True)
 
 
+def _flipped_padding_reasons(spec) -> List[str]:
+    """For an input gradient run as its flipped forward conv by a kernel whose padding zeros meet the weight
+    (``zero_fills_padding``): dispatch checks the weight for Inf/NaN only in padded problems, so an unpadded
+    one whose flipped conv is padded is refused."""
+    if not spec.is_padded and _flipped(spec).is_padded:
+        return ["unpadded, while its flipped forward convolution is padded: that padding's zeros would meet the "
+                "weight, and dispatch checks the weight for Inf/NaN only in padded problems"]
+    return []
+
+
 def _input_winograd_phase_reasons(spec) -> List[str]:
     why = spec.flipped_forward_reasons()
     if why:
         return why
     out = [f"its flipped forward convolution: {r}" for r in _winograd_phase_reasons(_flipped(spec))]
-    if not out and not spec.is_padded and _flipped(spec).is_padded:
-        out.append("unpadded, while its flipped forward convolution is padded: that padding's zeros would meet "
-                   "the weight, and dispatch checks the weight for Inf/NaN only in padded problems")
-    return out
+    return out or _flipped_padding_reasons(spec)
 
 
 def _input_winograd_phase_workspace(spec):
@@ -1614,10 +1621,7 @@ def _input_depthwise_flipped_reasons(spec) -> List[str]:
     out = [f"its flipped forward convolution: {r}" for r in _phase_reasons(f)]
     if not out and spec.C < FEW_CHANNELS:
         out.append(f"{spec.C} channels: fewer than {FEW_CHANNELS}, where the clipped kernel's long rows are quicker")
-    if not out and not spec.is_padded and f.is_padded:
-        out.append("unpadded, while its flipped forward convolution is padded: that padding's zeros would meet "
-                   "the weight, and dispatch checks the weight for Inf/NaN only in padded problems")
-    return out
+    return out or _flipped_padding_reasons(spec)
 
 
 def _input_depthwise_flipped_workspace(spec):
