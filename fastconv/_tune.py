@@ -9,7 +9,8 @@ and how to time one call. Everything else lives here, once:
   problem, candidates and machine state;
 - the **lock**: one measurement at a time per tuner (concurrent ones would time each other), and a second
   caller waiting for the first finds its answer in the cache;
-- the **measurement**: every candidate runs once untimed (compiles, warms caches), then is timed by the
+- the **measurement**: every candidate runs untimed first (``warmups`` calls, one unless the backend asks
+  for more: compiles, loads, warms caches), then is timed by the
   backend's timer (or, for a tuner made with ``rounds``, in interleaved rounds: each round times every
   candidate once, the order rotating, and a candidate's time is its fastest call, so a burst of outside
   load that slows some calls lands on every candidate alike and cannot make a slow one look fast) on the caller's own arrays where they fit (right dtype, contiguous: read only, as
@@ -151,8 +152,10 @@ class Tuner:
 
     def __init__(self, backend: str, *, persist: bool, time_one: Callable[[Callable[[], object]], float],
                  xp: Callable[[], object], unmeasurable: Callable[[], tuple] = lambda: (),
-                 rounds: Optional[int] = None, budget_s: float = 0.2):
+                 rounds: Optional[int] = None, budget_s: float = 0.2, warmups: int = 1):
         self.backend, self.persist = backend, persist
+        #: untimed calls of each candidate before its first timed one (compiles, loads, warms caches)
+        self._warmups = max(1, warmups)
         self._time_one, self._xp, self._unmeasurable = time_one, xp, unmeasurable
         #: interleaved measurement (see the module docstring): at most ``rounds`` rounds, at least two,
         #: stopping once ``budget_s`` seconds of timed calls are spent; ``time_one`` then times one call
@@ -255,7 +258,8 @@ class Tuner:
             def call(impl=impl, run_spec=run_spec, inputs=inputs):
                 impl.run(run_spec, *inputs)             # the result is dropped at once
             try:
-                call()                                  # compiles or loads the kernels, warms the caches
+                for _ in range(self._warmups):
+                    call()                              # compiles or loads the kernels, warms the caches
                 if self._rounds:
                     calls[impl.name] = call
                     times[impl.name] = self._time_one(call)    # round 1

@@ -101,3 +101,23 @@ def test_no_candidate_measurable_leaves_the_choice_to_the_rule():
     spec = fastconv.conv_spec(x, w, None)
     assert tuner.measure(spec, impls, (x, w, None)) == {}
     assert tuner.choose("ctx", spec, impls, (x, w, None)).name == "numba:conv:direct/a"
+
+
+def test_warmups_are_untimed_calls_before_the_first_timed_one():
+    """A tuner made with ``warmups=2`` calls each candidate twice before timing it (numba's: a chunked
+    kernel's second call is its first on claimed chunks, slower once); the default calls once."""
+    for warmups, untimed in ((2, 2), (1, 1)):
+        log = []
+        impls = [_Impl("numba:conv:direct/a", log), _Impl("numba:conv:im2col/b", log)]
+        timed = []
+
+        def time_one(call):
+            call()
+            timed.append(log[-1])
+            return 1.0
+        tuner = _tune.Tuner("test-warmups", persist=False, time_one=time_one, xp=lambda: np, warmups=warmups)
+        x, w = np.zeros((1, 2, 6, 6), np.float32), np.zeros((3, 2, 3, 3), np.float32)
+        tuner.measure(fastconv.conv_spec(x, w, None), impls, (x, w, None))
+        a, b = "numba:conv:direct/a", "numba:conv:im2col/b"
+        assert log == [a] * (untimed + 1) + [b] * (untimed + 1)      # the warm-ups, then the timed call
+        assert timed == [a, b]

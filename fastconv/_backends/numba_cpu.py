@@ -196,9 +196,9 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   each) would cost more than it can save, and the first supported ``direct`` candidate runs (no
   workspace, no BLAS call, no packing);
 - otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
-  spec's shape and dtype where an array cannot be used as it is; never a copy of the input) (one
-  warm-up run each, which also compiles, then interleaved rounds, each timing every candidate once, the
-  order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once ``TUNE_BUDGET_S`` are spent; a
+  spec's shape and dtype where an array cannot be used as it is; never a copy of the input)
+  (``TUNE_WARMUPS`` untimed runs each, which also compile, then interleaved rounds, each timing every
+  candidate once, the order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once ``TUNE_BUDGET_S`` are spent; a
   candidate's time is its fastest call, and one over ``_tune.OUT_OF_RACE`` times the leader's is timed no
   more), one call at a time (its output and workspace freed before the next), so tuning needs no
   more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
@@ -2436,11 +2436,17 @@ def _time_one(call) -> float:
 #: small CNN got `direct` at 15.7 ms where im2col took about 1.5.
 TUNE_ROUNDS, TUNE_BUDGET_S = 5, 0.2
 
+#: untimed calls per candidate before timing: two, because a chunked kernel's second call of a problem is
+#: its first on claimed chunks (:func:`_on_workers`), which loads the serial kernel and may start the pool's
+#: threads (8-19 ms); timed, that call put a depthwise input gradient of 1.3 ms at 16.9 ms, out of the race
+TUNE_WARMUPS = 2
+
 
 #: the backend's measured choices, memory-only (a CPU measurement taken while another process was busy
 #: should not outlive the process)
 TUNER = _tune.Tuner("numba", persist=False, time_one=_time_one, xp=lambda: np,
-                    unmeasurable=lambda: (MemoryError,), rounds=TUNE_ROUNDS, budget_s=TUNE_BUDGET_S)
+                    unmeasurable=lambda: (MemoryError,), rounds=TUNE_ROUNDS, budget_s=TUNE_BUDGET_S,
+                    warmups=TUNE_WARMUPS)
 
 
 def tune_context() -> str:
