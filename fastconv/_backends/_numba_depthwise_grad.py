@@ -250,9 +250,9 @@ def conv2d_depthwise_weight_cblock(x, dy, dw, geo, xt, dyt, acc, c0, c1, nchunk)
     allocated) and dy's into ``dyt`` (P*Q*CBLK values, dyt[(p*Q + q)*CBLK + j] = dy[n, k0 + j, p, q]);
     then for each output row p (ascending) and tap, acc[tap, q, j] += dyt[p, q, j] * xt[the tap's x
     position for (p, q), j] (the taps of a window row three at a time, two output rows per pass). Then
-    dw[k0 + j, tap] = the sum over q ascending of acc[tap, q, j]. Padding zeros meet dy: exact for finite operands only, so ``numba_cpu`` recomputes a NaN result with
-    ``conv2d_depthwise_weight``. A last block of fewer channels computes its unused lanes from stale
-    values and drops them."""
+    dw[k0 + j, tap] = the sum over q ascending of acc[tap, q, j]. Padding zeros meet dy: exact for finite
+    operands only, so ``numba_cpu`` recomputes a NaN result with ``conv2d_depthwise_weight``. A last block
+    of fewer channels computes its unused lanes from stale values and drops them."""
     sh, sw, dh, dwl = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     pt, pl = geo.pad_top, geo.pad_left
     N, C, H, W = x.shape

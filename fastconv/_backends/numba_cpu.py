@@ -198,9 +198,9 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
 - otherwise :data:`TUNER` runs every supported candidate on the caller's arrays (synthetic data of the
   spec's shape and dtype where an array cannot be used as it is; never a copy of the input)
   (``TUNE_WARMUPS`` untimed runs each, which also compile, then interleaved rounds, each timing every
-  candidate once, the order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once ``TUNE_BUDGET_S`` are spent; a
-  candidate's time is its fastest call, and one over ``_tune.OUT_OF_RACE`` times the leader's is timed no
-  more), one call at a time (its output and workspace freed before the next), so tuning needs no
+  candidate once, the order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once
+  ``TUNE_BUDGET_S`` are spent; a candidate's time is its fastest call, and one over
+  ``_tune.OUT_OF_RACE`` times the leader's is timed no more), one call at a time (its output and workspace freed before the next), so tuning needs no
   more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
   (and the measurement not remembered; with none measured the rule's choice runs); the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
   tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
@@ -1668,10 +1668,11 @@ def _cblock_x_values(spec):
 def conv_weight_depthwise_cblock(spec, x, dy):
     """dw of a depthwise conv with channel multiplier 1 (``conv2d_depthwise_weight_cblock``): CBLK channels
     side by side, channel innermost, per image one copy of the block's padded x planes and dy planes, then
-    each (output position, tap) one CBLK-wide multiply-add into accumulators that hold the block's dw:
-    no loops over short rows and no closing sums (on 7x7 planes those were most of the per-plane kernels'
-    time). Blocks of channels in parallel chunks. Its padding zeros meet dy, so a NaN result is computed
-    again by the clipped kernel, as :func:`conv_weight_depthwise` does: exact for every operand."""
+    each (output row, tap) one multiply-add over a contiguous Q*CBLK run into the tap's row lanes, which
+    are summed over q once per block: no loops over short rows, and CBLK sums closed at once (on 7x7 planes
+    those were most of the per-plane kernels' time). Blocks of channels in parallel chunks. Its padding
+    zeros meet dy, so a NaN result is computed again by the clipped kernel, as
+    :func:`conv_weight_depthwise` does: exact for every operand."""
     k = kernels()
     _reserve_for(spec, _weight_cblock_workspace, "the channel-blocked depthwise weight gradient's planes")
     dw = np.empty(spec.output_layout, dtype=x.dtype)
