@@ -200,13 +200,14 @@ every op in ``CONV_OPS`` (the conv gradients too; the synthetic inputs follow ``
   (``TUNE_WARMUPS`` untimed runs each, which also compile, then interleaved rounds, each timing every
   candidate once, the order rotating: at most ``TUNE_ROUNDS``, at least two, stopping once
   ``TUNE_BUDGET_S`` are spent; a candidate's time is its fastest call, and one over
-  ``_tune.OUT_OF_RACE`` times the leader's is timed no more), one call at a time (its output and workspace freed before the next), so tuning needs no
-  more memory than the hungriest candidate's own call; a candidate that raises MemoryError is skipped
-  (and the measurement not remembered; with none measured the rule's choice runs); the fastest wins and is remembered under the thread count, the spec and the candidates' names. The
-  tuner is memory-only: a CPU measurement taken while another process was busy should not outlive the
-  process, so a new process measures again (milliseconds per new shape once the kernels are in Numba's
-  disk cache; the very first auto call on a machine also compiles every candidate's kernels, several
-  seconds each).
+  ``_tune.OUT_OF_RACE`` times the leader's is timed no more), one call at a time (its output and
+  workspace freed before the next), so tuning needs no more memory than the hungriest candidate's own
+  call; a candidate that raises MemoryError is skipped (and the measurement not remembered; with none
+  measured the rule's choice runs); the fastest wins and is remembered under the thread count, the spec
+  and the candidates' names. The tuner is memory-only: a CPU measurement taken while another process was busy
+  should not outlive the process, so a new process measures again (milliseconds per new shape once the kernels
+  are in Numba's disk cache; the very first auto call on a machine also compiles every candidate's kernels,
+  several seconds each).
 """
 from __future__ import annotations
 
