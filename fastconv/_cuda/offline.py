@@ -15,11 +15,11 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from functools import lru_cache
 from typing import Dict, Optional, Sequence, Tuple
 
+from .. import _spawn
 from . import by_file, name_expressions
 from .plan import kernels_dir
 
@@ -194,7 +194,7 @@ def ptxas_report(fname: str, arch: str):
             f.write(instantiation_unit(fname))
         cmd = ["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", "-Xptxas", "-v", "-I", kernels_dir(),
                "-o", os.path.join(tmp, f"{fname}.cubin"), unit]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        proc = _spawn.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"nvcc failed:\n{proc.stderr}")
     out, cur = {}, None
@@ -215,6 +215,6 @@ def ptxas_report(fname: str, arch: str):
             s = _SMEM.search(line)
             cur["smem"] = int(s.group(1)) if s else 0
     if shutil.which("c++filt") and out:
-        names = subprocess.run(["c++filt"], input="\n".join(out), capture_output=True, text=True).stdout.split("\n")
+        names = _spawn.run(["c++filt"], input="\n".join(out), capture_output=True, text=True).stdout.split("\n")
         out = {n: v for n, v in zip(names, out.values())}
     return out

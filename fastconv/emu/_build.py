@@ -14,12 +14,11 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 
-from .. import _config, _warmup
+from .. import _config, _spawn, _warmup
 from .._files import atomic_write, replacing
 from ._errors import EmuError
 
@@ -92,7 +91,7 @@ def compiler_id():
         path = shutil.which(cxx)
         if path is None:
             raise EmuError(f"C++ compiler {cxx!r} not found (set CXX or install g++)")
-        out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.splitlines()
+        out = _spawn.run([path, "--version"], capture_output=True, text=True).stdout.splitlines()
         _compiler_ids[cxx] = f"{path}: {out[0] if out else '?'}"
     return _compiler_ids[cxx]
 
@@ -176,7 +175,7 @@ def included_files(source, source_dir, include_dirs):
 
 
 def _compile(cmd, what):
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = _spawn.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         msg = proc.stderr.strip()
         if len(msg) > 6000:
