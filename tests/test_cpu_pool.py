@@ -508,6 +508,18 @@ def _chunked_ops():
     ops.append(("global avg", "global_avg_pool2d", lambda: numba_cpu.avg_pool_global(sp, xp),
                 lambda out: testing.assert_pool_close(out, fastconv.avg_pool2d(xp, (6, 7), backend="numpy"),
                                                       sp, xp)))
+    x2 = np.random.default_rng(6).standard_normal((3, 7, 9, 10)).astype(np.float32)  # 84 output rows
+    s2, s2i = fastconv.pool_spec("max", x2, 2), fastconv.pool_spec("max", x2, 2, return_indices=True)
+    sa = fastconv.pool_spec("avg", x2, 2)
+    want_max, want_idx = fastconv.max_pool2d(x2, 2, return_indices=True, backend="numpy")
+    ops += [
+        ("max 2x2", "max_pool2x2", lambda: numba_cpu.max_pool_2x2(s2, x2),
+         lambda out: np.testing.assert_array_equal(out, want_max)),
+        ("max 2x2 indices", "max_pool2x2", lambda: numba_cpu.max_pool_2x2(s2i, x2)[1],
+         lambda idx: np.testing.assert_array_equal(idx, want_idx)),
+        ("avg 2x2", "avg_pool2x2", lambda: numba_cpu.avg_pool_2x2(sa, x2),
+         lambda out: np.testing.assert_array_equal(out, fastconv.avg_pool2d(x2, 2, backend="numpy"))),
+    ]
     return ops
 
 

@@ -423,7 +423,8 @@ CONV_NAMES = ["numba:conv:direct/depthwise-flat", "numba:conv:direct/depthwise-p
               "numba:conv:direct/blocked",
               "numba:conv:im2col/pointwise", "numba:conv:im2col/packed", "numba:conv:winograd/f4x4",
               "numba:conv:winograd/f4x4-phases"]
-POOL_NAMES = ["numba:max_pool:direct", "numba:avg_pool:direct/global", "numba:avg_pool:direct",
+POOL_NAMES = ["numba:max_pool:direct/2x2", "numba:max_pool:direct", "numba:avg_pool:direct/global",
+              "numba:avg_pool:direct/2x2", "numba:avg_pool:direct",
               "numba:adaptive_max_pool:direct", "numba:adaptive_avg_pool:direct/global",
               "numba:adaptive_avg_pool:direct"]
 ZERO_FILLING = {"numba:conv:direct/depthwise-flat", "numba:conv:direct/depthwise-phase", "numba:conv:direct/planes",

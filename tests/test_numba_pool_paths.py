@@ -3,6 +3,8 @@
 
 - ``numba:avg_pool:direct/global`` and ``numba:adaptive_avg_pool:direct/global`` (``global_avg_pool2d``):
   a 1x1 output, one float64 sum per plane, eight planes side by side, blocks in parallel chunks;
+- ``numba:max_pool:direct/2x2`` and ``numba:avg_pool:direct/2x2`` (``max_pool2x2``, ``avg_pool2x2``): kernel 2,
+  stride 2, no padding, every window whole; the scan and the sum written out per output, rows in chunks;
 - ``numba:avg_pool_backward:direct/disjoint`` and ``numba:adaptive_avg_pool_backward:direct/global``
   (``avg_pool2d_backward_disjoint``): windows sharing no input position, each tap written once;
 - ``numba:max_pool_backward:direct/disjoint`` and ``numba:adaptive_max_pool_backward:direct/disjoint``
@@ -63,7 +65,16 @@ FORWARD_PATHS = [
     (dict(kind="avg", kernel_size=8), "numba:avg_pool:direct/global"),
     (dict(kind="avg", kernel_size=7, stride=7), "numba:avg_pool:direct/global"),       # 8x8 map, 1 window
     (dict(kind="avg", kernel_size=5, padding=2, stride=8), "numba:avg_pool:direct/global"),
-    (dict(kind="avg", kernel_size=2, stride=2), "numba:avg_pool:direct"),
+    (dict(kind="avg", kernel_size=2, stride=2), "numba:avg_pool:direct/2x2"),
+    (dict(kind="avg", kernel_size=2, stride=2, divisor_override=3), "numba:avg_pool:direct/2x2"),
+    (dict(kind="avg", kernel_size=2, stride=1), "numba:avg_pool:direct"),
+    (dict(kind="avg", kernel_size=2, stride=2, padding=1), "numba:avg_pool:direct"),
+    (dict(kind="max", kernel_size=2, stride=2), "numba:max_pool:direct/2x2"),
+    (dict(kind="max", kernel_size=2, stride=2, return_indices=True), "numba:max_pool:direct/2x2"),
+    (dict(kind="max", kernel_size=2), "numba:max_pool:direct/2x2"),                   # stride = kernel
+    (dict(kind="max", kernel_size=(2, 2), stride=(2, 1)), "numba:max_pool:direct"),
+    (dict(kind="max", kernel_size=2, stride=2, dilation=2), "numba:max_pool:direct"),
+    (dict(kind="max", kernel_size=3, stride=2), "numba:max_pool:direct"),
     (dict(kind="avg", kernel_size=7, stride=1), "numba:avg_pool:direct"),              # 2x2 output
     (dict(kind="adaptive_avg", output_size_=(1, 1)), "numba:adaptive_avg_pool:direct/global"),
     (dict(kind="adaptive_avg", output_size_=(1, 2)), "numba:adaptive_avg_pool:direct"),
@@ -176,6 +187,110 @@ def test_global_kernel_chunks(nchunk, one_call):
     for c0, c1 in ([(0, nchunk)] if one_call else [(c, c + 1) for c in reversed(range(nchunk))]):
         k.global_avg_pool2d(x, out, geo, True, 0, c0, c1, nchunk)
     assert_bitwise(out, fastconv.avg_pool2d(x, (4, 5), backend="numpy"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2x2 windows, stride 2 (forward)
+# ---------------------------------------------------------------------------------------------------
+POOL2X2_CASES = [
+    ((2, 3, 8, 8), {}),
+    ((3, 5, 9, 11), {}),                                 # odd sizes: the last row and column in no window
+    ((1, 1, 2, 2), {}),                                  # one window
+    ((2, 3, 10, 6), dict(ceil_mode=True)),               # even sizes: ceil_mode adds no window
+    ((8, 32, 32, 34), {}),                               # above SERIAL_MAX_FLOPS: chunks on the threads
+    ((4, 7, 8), {}),                                     # unbatched (C, H, W)
+]
+
+
+def _pool2x2_input(shape, dtype, seed):
+    """_input's specials, plus windows the scan rule decides: two NaNs (the later one is taken), four equal
+    values (the first is), all -inf (the first tap's index), -0.0 before 0.0 (0.0 is not greater)."""
+    x = _input(shape, dtype, seed)
+    planes = x.reshape(-1, x.shape[-2], x.shape[-1])
+    windows = ([1.0, np.nan, 5.0, np.nan], [3.0, 3.0, 3.0, 3.0], [-np.inf] * 4, [-0.0, 0.0, -0.0, 0.0])
+    for j, vals in enumerate(windows):
+        plane = planes[(5 + j) % len(planes)]
+        plane[:2, :2] = np.array(vals, dtype).reshape(2, 2)
+    return x
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64, np.float16), ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", range(len(POOL2X2_CASES)))
+def test_pool2x2_max(case, dtype):
+    """Values and indices bitwise the oracle's, by the public call twice (the second through the fast
+    path's bound runner), with and without indices."""
+    shape, kw = POOL2X2_CASES[case]
+    x = _pool2x2_input(shape, dtype, case)
+    x0 = x.copy()
+    assert _chosen(pool_spec("max", x, 2, **kw)) == "numba:max_pool:direct/2x2"
+    want, want_idx = fastconv.max_pool2d(x, 2, return_indices=True, backend="numpy", **kw)
+    for _ in range(2):
+        assert_bitwise(fastconv.max_pool2d(x, 2, backend="numba", **kw), want)
+        got, idx = fastconv.max_pool2d(x, 2, return_indices=True, backend="numba", **kw)
+        assert_bitwise(got, want)
+        assert idx.dtype == want_idx.dtype and np.array_equal(idx, want_idx)
+    assert_bitwise(x, x0)                                # the input is never written
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64, np.float16), ids=lambda d: d.__name__)
+@pytest.mark.parametrize("case", range(len(POOL2X2_CASES)))
+def test_pool2x2_avg(case, dtype):
+    """Bitwise the oracle's float64 sum in its order / 4, or / divisor_override; the public call twice."""
+    shape, kw = POOL2X2_CASES[case]
+    x = _pool2x2_input(shape, dtype, case)
+    for extra in ({}, dict(divisor_override=3), dict(divisor_override=-7), dict(count_include_pad=False)):
+        args = dict(kw, **extra)
+        spec = pool_spec("avg", x, 2, **args)
+        one = (spec.P, spec.Q) == (1, 1)                   # one window per plane: the global kernel's
+        assert _chosen(spec) == ("numba:avg_pool:direct/global" if one else "numba:avg_pool:direct/2x2")
+        want = fastconv.avg_pool2d(x, 2, backend="numpy", **args)
+        for _ in range(2):
+            assert_bitwise(fastconv.avg_pool2d(x, 2, backend="numba", **args), want)
+
+
+def test_pool2x2_by_hand():
+    """One 2x4 plane, two windows, against the rules written out: the avg sum is float64 (2**24 + 1 + 1 + 1
+    is exact there, not in float32); the max takes a NaN over anything before it, and the later of two."""
+    x = np.array([[[[2.0**24, 1.0, 4.0, np.nan],
+                    [1.0, 1.0, np.nan, 9.0]]]], np.float32)
+    np.testing.assert_array_equal(fastconv.avg_pool2d(x[..., :2], 2, backend="numba")[0, 0, 0],
+                                  [np.float32((2.0**24 + 3) / 4)])
+    got, idx = fastconv.max_pool2d(x, 2, return_indices=True, backend="numba")
+    assert got[0, 0, 0, 0] == 2.0**24 and idx[0, 0, 0, 0] == 0
+    assert np.isnan(got[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 6          # row 1, column 2: the later NaN
+
+
+@pytest.mark.parametrize("nchunk", [1, 2, 3, 7])
+def test_pool2x2_kernel_chunks(nchunk):
+    """The kernels themselves with chunk counts that split the output rows unevenly, one call per chunk,
+    last chunk first (as workers may run them), and with all chunks in one call."""
+    k = numba_cpu.kernels()
+    x = _pool2x2_input((3, 5, 7, 6), np.float32, nchunk)               # 45 output rows
+    want, want_idx = fastconv.max_pool2d(x, 2, return_indices=True, backend="numpy")
+    want_avg = fastconv.avg_pool2d(x, 2, backend="numpy")
+    for chunks in ([(0, nchunk)], [(c, c + 1) for c in reversed(range(nchunk))]):
+        out, idx = np.full(want.shape, np.nan, np.float32), np.full(want.shape, -1, np.int64)
+        avg = np.full(want.shape, np.nan, np.float32)
+        for c0, c1 in chunks:
+            k.max_pool2x2(x, out, idx, True, c0, c1, nchunk)
+            k.avg_pool2x2(x, avg, 4, c0, c1, nchunk)
+        assert_bitwise(out, want)
+        assert np.array_equal(idx, want_idx)
+        assert_bitwise(avg, want_avg)
+
+
+@pytest.mark.parametrize("kw, why", [
+    (dict(kernel_size=3, stride=2), "not 2x2"),
+    (dict(kernel_size=2, stride=1), "stride"),
+    (dict(kernel_size=2, stride=2, padding=1), "padded"),
+    (dict(kernel_size=2, stride=2, dilation=(1, 2)), "dilation"),
+    (dict(kernel_size=2, stride=2, ceil_mode=True), "overhang"),       # 9x9: a fifth, partial window
+])
+def test_pool2x2_refuses_with_a_reason(kw, why):
+    spec = pool_spec("max", np.zeros((1, 2, 9, 9), np.float32), **kw)
+    impl = next(i for i in _dispatch.candidates(spec, "numba") if i.variant == "2x2")
+    assert any(why in r for r in _dispatch.reasons(impl, spec))
+    assert _chosen(spec) == "numba:max_pool:direct"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -354,12 +354,12 @@ def test_warmup_of_a_selection_compiles_what_it_says(monkeypatch):
     from fastconv._backends import _numba_pool
     out = io.StringIO()
     res = _warmup.warmup("numba", ops=["max_pool2d"], dtypes=["float32"], progress=lambda n: _warmup.Progress(n, out))
-    assert res.runs == 2 and not res.failed              # a batch of one and of two
-    for n in (1, 2):
-        assert re.search(rf"^warmup \[{n}/2\] numba:max_pool:direct float32 2-D N={n}: (\d+ compiled, \d+ from the "
+    assert res.runs == 4 and not res.failed              # two implementations, a batch of one and of two
+    for i, (name, n) in enumerate([("direct/2x2", 1), ("direct/2x2", 2), ("direct", 1), ("direct", 2)], 1):
+        assert re.search(rf"^warmup \[{i}/4\] numba:max_pool:{name} float32 2-D N={n}: (\d+ compiled, \d+ from the "
                          r"cache|nothing new to load), "
                          r"\d+\.\d s$", out.getvalue(), re.M), out.getvalue()
-    assert res.summary().startswith(f"numba: 2 runs, {len(res.units)} Numba kernel signatures loaded: ")
+    assert res.summary().startswith(f"numba: 4 runs, {len(res.units)} Numba kernel signatures loaded: ")
     a4 = typeof(np.zeros((1, 1, 1, 1), np.float32))     # array(float32, 4d, C): the kernel's x and out
     assert any(sig[:2] == (a4, a4) for sig in _numba_pool.max_pool2d.overloads), \
         list(_numba_pool.max_pool2d.overloads)
@@ -412,8 +412,8 @@ def test_warmup_by_default_warms_what_is_available_and_says_what_it_skips(monkey
     monkeypatch.setattr(_dispatch, "availability", lambda b: "no GPU here (a test)" if b == "cuda" else real(b))
     assert cli.main(["warmup", "--op", "max_pool2d", "--dtype", "float32"]) == 0
     out, err = capsys.readouterr()
-    assert err.startswith("warmup: cuda skipped: no GPU here (a test)\nwarmup: numba\nwarmup [1/2] ")
-    assert out.startswith("numba: 2 runs, ") and out.count("\n") == 1
+    assert err.startswith("warmup: cuda skipped: no GPU here (a test)\nwarmup: numba\nwarmup [1/4] ")
+    assert out.startswith("numba: 4 runs, ") and out.count("\n") == 1
 
 
 @needs_numba
@@ -427,8 +427,9 @@ def test_a_failing_run_is_reported_and_the_rest_still_run(monkeypatch, capsys):
     monkeypatch.setattr(_warmup, "run_item", run_item)
     assert cli.main(["warmup", "--backend", "numba", "--op", "max_pool2d", "--dtype", "float32"]) == 1
     out, err = capsys.readouterr()
-    assert ran == [1, 2]
-    assert "warmup [1/2] numba:max_pool:direct float32 2-D N=1: FAILED " in err
+    assert ran == [1, 2, 1, 2]
+    assert "warmup [1/4] numba:max_pool:direct/2x2 float32 2-D N=1: FAILED " in err
+    assert "warmup [3/4] numba:max_pool:direct float32 2-D N=1: FAILED " in err
     assert "  FAILED numba:max_pool:direct float32 2-D N=1: RuntimeError: a kernel that does not build (a test)" in out
 
 

@@ -17,7 +17,8 @@ Modules:
                      (C/G == 1, padded zeros multiplied in), ``conv2d_depthwise`` (C/G == 1, taps clipped),
                      ``im2col_pack``
 - ``_numba_pool``    ``max_pool2d``, ``avg_pool2d`` (+ ``_avg_pool_per_window``), ``adaptive_pool2d``,
-                     ``global_avg_pool2d`` (a 1x1 output: avg_pool2d's, adaptive_avg_pool2d's)
+                     ``global_avg_pool2d`` (a 1x1 output: avg_pool2d's, adaptive_avg_pool2d's),
+                     ``max_pool2x2`` and ``avg_pool2x2`` (kernel 2, stride 2, no padding, windows whole)
 - ``_numba_3d``      3-D convolutions: ``conv3d_direct``, ``vol2col_pack`` (serial), ``conv3d_input_direct``,
                      ``col2vol_add`` (serial), ``conv3d_weight_direct``
 - ``_numba_3d_pool``  3-D pools: ``max_pool3d``, ``avg_pool3d``, ``adaptive_pool3d``, ``avg_pool3d_backward``,
@@ -58,7 +59,8 @@ from ._numba_depthwise_grad import (CBLK, LW, conv2d_depthwise_input, conv2d_dep
                                     conv2d_depthwise_weight_cblock_prange, conv2d_depthwise_weight_phase,
                                     conv2d_depthwise_weight_phase_prange, conv2d_depthwise_weight_prange)
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
-                          global_avg_pool2d, global_avg_pool2d_prange, max_pool2d, max_pool2d_serial)
+                          avg_pool2x2, avg_pool2x2_prange, global_avg_pool2d, global_avg_pool2d_prange, max_pool2d,
+                          max_pool2d_serial, max_pool2x2, max_pool2x2_prange)
 from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 from ._numba_winograd_weight import winograd_dy, winograd_weight_output, winograd_weight_resum
@@ -67,7 +69,7 @@ __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows"
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
            "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "avg_pool2d_serial", "max_pool2d_serial",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
-           "global_avg_pool2d",
+           "global_avg_pool2d", "max_pool2x2", "avg_pool2x2", "max_pool2x2_prange", "avg_pool2x2_prange",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
            "conv2d_weight_direct", "im2col_pack_tile", "max_unpool2d", "pool2d_scatter_backward",
            "pool2d_scatter_backward_disjoint", "avg_pool2d_backward_disjoint",
@@ -132,7 +134,8 @@ GRAD_KERNELS = {
 #: ``numba_cpu._on_workers`` runs the chunks either so or on workers that claim them one at a time
 #: (``_cpu_pool.run_chunks``), whichever took less time for the problem lately
 CHUNKED = ("conv2d_depthwise_phase", "conv2d_depthwise_flat", "global_avg_pool2d", "conv2d_depthwise_input",
-           "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "conv2d_depthwise_weight_cblock")
+           "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "conv2d_depthwise_weight_cblock",
+           "max_pool2x2", "avg_pool2x2")
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry
 #: argument, whether it runs a parallel prange), as GRAD_KERNELS; tests/test_numba_3d.py checks them. The

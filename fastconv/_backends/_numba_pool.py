@@ -14,6 +14,8 @@ float64 in the oracle's tap order.
 - ``global_avg_pool2d``   avg_pool2d with a 1x1 output (the global average pool; adaptive_avg_pool2d to
                           1x1 is the one of a whole-plane kernel): per plane one float64 sum in the
                           oracle's order, GLOBAL_PLANES planes side by side, in ``nchunk`` chunks
+- ``max_pool2x2``, ``avg_pool2x2``  kernel 2, stride 2, no padding, every window whole: per output the
+                          general kernels' scan and sum written out, in ``nchunk`` chunks of output rows
 """
 from __future__ import annotations
 
@@ -278,6 +280,102 @@ def global_avg_pool2d_prange(x, out, geo, count_include_pad, divisor_override, n
     quiet machine; ``numba_cpu._on_workers`` chooses between it and claimed chunks)."""
     for ch in prange(n):
         global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, ch, ch + 1, n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2x2 windows, stride 2, no padding (every window whole): LeNet's and VGG's pools
+# ---------------------------------------------------------------------------------------------------
+@njit(**JIT_SERIAL)
+def max_pool2x2(x, out, idx, want_idx, c0, c1, nchunk):
+    """max_pool2d with kernel 2, stride 2, no padding, dilation 1 and every window inside the plane
+    (P = H // 2, Q = W // 2): per output the general kernel's scan written out, taps (0,0), (0,1), (1,0),
+    (1,1), each taken if greater than the best so far or NaN (the first tap is taken whatever it is, as
+    from -inf with its index). The NC * P output rows are cut into ``nchunk`` chunks, of which this
+    (serial) call runs [c0, c1); straight-line code over unsigned indices, so the row loop vectorises."""
+    N, C, H, W = x.shape
+    P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    ixf = idx.reshape(idx.size)
+    rows = N * C * P
+    uW, uHW, uP, uQ = np.uint64(W), np.uint64(H * W), np.uint64(P), np.uint64(Q)
+    one, two = np.uint64(1), np.uint64(2)
+    for ch in range(c0, c1):
+        for row in range(np.uint64(ch * rows // nchunk), np.uint64((ch + 1) * rows // nchunk)):
+            t, p = row // uP, row % uP
+            h0 = two * p * uW                   # the window's first row, as an index into its plane
+            x0 = t * uHW + h0
+            x1 = x0 + uW
+            ob = row * uQ
+            if want_idx:
+                for q in range(uQ):
+                    c = two * q
+                    b = xf[x0 + c]
+                    bi = h0 + c
+                    v = xf[x0 + c + one]
+                    if (v > b) | (v != v):
+                        b, bi = v, h0 + c + one
+                    v = xf[x1 + c]
+                    if (v > b) | (v != v):
+                        b, bi = v, h0 + uW + c
+                    v = xf[x1 + c + one]
+                    if (v > b) | (v != v):
+                        b, bi = v, h0 + uW + c + one
+                    of[ob + q] = b
+                    ixf[ob + q] = np.int64(bi)
+            else:
+                for q in range(uQ):
+                    c = two * q
+                    b = xf[x0 + c]
+                    v = xf[x0 + c + one]
+                    b = v if (v > b) | (v != v) else b
+                    v = xf[x1 + c]
+                    b = v if (v > b) | (v != v) else b
+                    v = xf[x1 + c + one]
+                    b = v if (v > b) | (v != v) else b
+                    of[ob + q] = b
+
+
+@njit(**JIT_SERIAL)
+def avg_pool2x2(x, out, divisor, c0, c1, nchunk):
+    """avg_pool2d with kernel 2, stride 2, no padding and every window inside the plane: per output the
+    float64 sum 0.0 + x00 + x01 + x10 + x11 (the oracle's (r, s) order) / ``divisor`` (4, or the
+    divisor_override). Chunks of the NC * P output rows as :func:`max_pool2x2`."""
+    N, C, H, W = x.shape
+    P, Q = out.shape[2], out.shape[3]
+    xf = x.reshape(x.size)
+    of = out.reshape(out.size)
+    rows = N * C * P
+    d = np.float64(divisor)
+    uW, uHW, uP, uQ = np.uint64(W), np.uint64(H * W), np.uint64(P), np.uint64(Q)
+    one, two = np.uint64(1), np.uint64(2)
+    for ch in range(c0, c1):
+        for row in range(np.uint64(ch * rows // nchunk), np.uint64((ch + 1) * rows // nchunk)):
+            t, p = row // uP, row % uP
+            x0 = t * uHW + two * p * uW
+            x1 = x0 + uW
+            ob = row * uQ
+            for q in range(uQ):
+                c = two * q
+                a = 0.0 + np.float64(xf[x0 + c])
+                a += np.float64(xf[x0 + c + one])
+                a += np.float64(xf[x1 + c])
+                a += np.float64(xf[x1 + c + one])
+                of[ob + q] = a / d
+
+
+@njit(**JIT)
+def max_pool2x2_prange(x, out, idx, want_idx, n):
+    """``max_pool2x2``'s ``n`` chunks on Numba's threads (static; ``numba_cpu._on_workers`` chooses)."""
+    for ch in prange(n):
+        max_pool2x2(x, out, idx, want_idx, ch, ch + 1, n)
+
+
+@njit(**JIT)
+def avg_pool2x2_prange(x, out, divisor, n):
+    """``avg_pool2x2``'s ``n`` chunks on Numba's threads (static; ``numba_cpu._on_workers`` chooses)."""
+    for ch in prange(n):
+        avg_pool2x2(x, out, divisor, ch, ch + 1, n)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1422,6 +1422,98 @@ def _bind_avg_pool(spec, serial=False, launch=None):
 avg_pool.bind = _bind_avg_pool
 
 
+def _pool2x2_reasons(spec) -> List[str]:
+    """The 2x2 pools (``max_pool2x2``, ``avg_pool2x2``): kernel 2x2, stride 2, no padding, no dilation, and
+    every window whole (ceil_mode on an odd size adds a window that overhangs the plane)."""
+    out = []
+    if (spec.R, spec.S) != (2, 2):
+        out.append(f"its window is {spec.R}x{spec.S}, not 2x2")
+    if (spec.stride_h, spec.stride_w) != (2, 2):
+        out.append(f"its stride is ({spec.stride_h}, {spec.stride_w}), not 2")
+    if spec.is_padded:
+        out.append("it is padded")
+    if (spec.dil_h, spec.dil_w) != (1, 1):
+        out.append(f"its dilation is ({spec.dil_h}, {spec.dil_w}), not 1")
+    if not out and (spec.P, spec.Q) != (spec.H // 2, spec.W // 2):
+        out.append("ceil_mode adds a window that overhangs the plane")
+    return out
+
+
+def _row_chunks(spec) -> int:
+    """Parallel chunks of a kernel cut by output rows (the N*C*P rows of ``max_pool2x2``/``avg_pool2x2``): a
+    few per thread (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
+    nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
+    return max(1, min(_chunks(spec.N * spec.C * spec.P), nbytes // CHUNK_MIN_BYTES))
+
+
+def max_pool_2x2(spec, x):
+    """``max_pool2x2``: the 2x2, stride-2 max pool, its output rows in chunks (:func:`_on_workers`)."""
+    return _bind_max_pool_2x2(spec)(x)
+
+
+def _bind_max_pool_2x2(spec, serial=False, launch=None):
+    """:func:`max_pool_2x2` with its shapes and chunks worked out once; ``serial``: one call of the kernel
+    through its compiled entry point (``_Launch``), on the calling thread."""
+    k = kernels()
+    layout, dtype, want = spec.output_layout, np.dtype(spec.dtype), spec.return_indices
+    idx_shape = layout if want else (1,) * len(layout)
+    if serial:
+        kern = (launch or _Launch)(k.max_pool2x2)
+
+        def go(x):
+            out = np.empty(layout, dtype=dtype)
+            idx = np.empty(idx_shape, dtype=np.int64)
+            kern(x, out, idx, want, 0, 1, 1)
+            return (out, idx) if want else out
+        go.threadless = True
+        return go
+    nchunk = _row_chunks(spec)
+
+    def go(x):
+        out = np.empty(layout, dtype=dtype)
+        idx = np.empty(idx_shape, dtype=np.int64)
+        _on_workers(spec, "max2x2", nchunk, lambda *c: k.max_pool2x2(x, out, idx, want, *c),
+                    lambda *c: k.max_pool2x2_prange(x, out, idx, want, *c))
+        return (out, idx) if want else out
+    return go
+
+
+max_pool_2x2.bind = _bind_max_pool_2x2
+
+
+def avg_pool_2x2(spec, x):
+    """``avg_pool2x2``: the 2x2, stride-2 average pool (divisor 4 or divisor_override), as max_pool_2x2."""
+    return _bind_avg_pool_2x2(spec)(x)
+
+
+def _bind_avg_pool_2x2(spec, serial=False, launch=None):
+    """:func:`avg_pool_2x2` with its shapes, divisor and chunks worked out once (``serial`` as
+    :func:`_bind_max_pool_2x2`)."""
+    k = kernels()
+    layout, dtype = spec.output_layout, np.dtype(spec.dtype)
+    div = spec.divisor_override if spec.divisor_override is not None else 4   # (validated non-zero)
+    if serial:
+        kern = (launch or _Launch)(k.avg_pool2x2)
+
+        def go(x):
+            out = np.empty(layout, dtype=dtype)
+            kern(x, out, div, 0, 1, 1)
+            return out
+        go.threadless = True
+        return go
+    nchunk = _row_chunks(spec)
+
+    def go(x):
+        out = np.empty(layout, dtype=dtype)
+        _on_workers(spec, "avg2x2", nchunk, lambda *c: k.avg_pool2x2(x, out, div, *c),
+                    lambda *c: k.avg_pool2x2_prange(x, out, div, *c))
+        return out
+    return go
+
+
+avg_pool_2x2.bind = _bind_avg_pool_2x2
+
+
 def _global_reasons(spec) -> List[str]:
     """The global pools (one window per plane) take a 1x1 output only."""
     if (spec.P, spec.Q) != (1, 1):
@@ -2348,8 +2440,10 @@ _IMPLS = [
           workspace=_winograd_workspace, capped=True),
     _impl("conv", "winograd", conv_winograd_phases, variant="f4x4-phases", reasons=_winograd_phase_reasons,
           zero_fills_padding=True, workspace=_winograd_phase_workspace, capped=True),
+    _impl("max_pool", "direct", max_pool_2x2, variant="2x2", reasons=_pool2x2_reasons),
     _impl("max_pool", "direct", max_pool, workspace=_pool_workspace),
     _impl("avg_pool", "direct", avg_pool_global, variant="global", reasons=_global_reasons),
+    _impl("avg_pool", "direct", avg_pool_2x2, variant="2x2", reasons=_pool2x2_reasons),
     _impl("avg_pool", "direct", avg_pool, workspace=_pool_workspace),
     _impl("adaptive_max_pool", "direct", adaptive_max_pool, workspace=_pool_workspace),
     _impl("adaptive_avg_pool", "direct", adaptive_avg_pool_global, variant="global", reasons=_global_reasons),
