@@ -182,13 +182,15 @@ def test_small_problems_launch_serial_twins_or_run_on_one_thread(monkeypatch):
     narrow = _rand((1, 2, 3, 9), seed=2)          # a window wider than the output: the per-window kernel
     after = []
     for _ in range(3):
+        F.max_pool2d(x, 3, 2, 1)
         F.max_pool2d(x, 2)
         F.conv2d(x, w)
         F.avg_pool2d(narrow, (1, 9))
         after.append(numba.get_num_threads())
-    assert n[0] == 6                              # each op's first call ran the general path
-    # a twin needs no thread count; the avg twin's per-window path calls a parallel kernel: on one thread
-    assert seen == [("max_pool2d_serial", before), ("conv2d_planes_serial", before),
+    assert n[0] == 8                              # each op's first call ran the general path
+    # a twin (or the serial 2x2 pool kernel) needs no thread count; the avg twin's per-window path calls a
+    # parallel kernel: on one thread
+    assert seen == [("max_pool2d_serial", before), ("max_pool2x2", before), ("conv2d_planes_serial", before),
                     ("avg_pool2d_serial", 1)] * 2
     assert after == [before] * 3
 

@@ -134,6 +134,8 @@ GLOBAL_CASES = [
     ((1, 9, 5, 5), dict(kernel_size=5, stride=3, ceil_mode=True)),    # ceil_mode adds no window here
     ((2, 9, 6, 6), dict(kernel_size=6, divisor_override=-7)),
     ((4, 3, 1, 13), dict(kernel_size=(1, 13))),                  # a 1-D-like plane
+    ((2, 9, 24, 25), dict(kernel_size=(24, 25))),                # 600 values: two GLOBAL_SEGMENTs
+    ((1, 8, 30, 40), dict(kernel_size=(25, 30), stride=30)),     # rows of 30 of 40, 25 rows
 ]
 
 

@@ -218,9 +218,11 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, 
     """avg_pool2d of a 1x1 output (the global average pool): per plane the float64 sum of the window's
     in-bounds taps x[t, h0:h1, w0:w1], row-major from 0.0 (the oracle's (r, s) order), / the divisor
     (avg_pool2d's rule). GLOBAL_PLANES planes are summed side by side (independent add chains in
-    registers hide the add latency one chain per plane would expose); blocks of them are cut into
-    ``nchunk`` chunks, of which this (serial) call runs [c0, c1) (``numba_cpu`` hands chunks to its
-    workers); the last chunk also sums the planes after the last full block."""
+    registers hide the add latency one chain per plane would expose), over float64 copies of the block's
+    runs made GLOBAL_SEGMENT values at a time (vectorised conversions, one for the whole block where the
+    window is the plane, where converting each value inside the chains cost a quarter of the time); blocks are cut into ``nchunk`` chunks, of which this
+    (serial) call runs [c0, c1) (``numba_cpu`` hands chunks to its workers); the last chunk also sums the
+    planes after the last full block."""
     NC = x.shape[0] * x.shape[1]
     H, W = x.shape[2], x.shape[3]
     HW = H * W
@@ -236,22 +238,36 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, 
     xf = x.reshape(x.size)
     of = out.reshape(out.size)
     nfull = NC // GLOBAL_PLANES
+    seg = GLOBAL_SEGMENT
+    whole = n == HW and HW <= seg     # the window is the plane: a block's planes are one run, converted at once
+    tmp = np.empty(GLOBAL_PLANES * seg, dtype=np.float64)
     uhw = np.uint64(HW)
+    ps = uhw if whole else np.uint64(seg)          # plane stride in tmp
     for ch in range(c0, c1):
         for blk in range(ch * nfull // nchunk, (ch + 1) * nfull // nchunk):
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
             for h in range(h0, h1):
                 row = np.uint64(blk * GLOBAL_PLANES * HW + h * W + w0)
-                for s in range(np.uint64(n)):
-                    i = row + s
-                    a0 += xf[i]
-                    a1 += xf[i + uhw]
-                    a2 += xf[i + np.uint64(2) * uhw]
-                    a3 += xf[i + np.uint64(3) * uhw]
-                    a4 += xf[i + np.uint64(4) * uhw]
-                    a5 += xf[i + np.uint64(5) * uhw]
-                    a6 += xf[i + np.uint64(6) * uhw]
-                    a7 += xf[i + np.uint64(7) * uhw]
+                for s0 in range(0, n, seg):
+                    m = np.uint64(min(seg, n - s0))
+                    start = row + np.uint64(s0)
+                    if whole:
+                        for i in range(np.uint64(GLOBAL_PLANES) * uhw):
+                            tmp[i] = np.float64(xf[start + i])
+                    else:
+                        for j in range(np.uint64(GLOBAL_PLANES)):
+                            src, dst = start + j * uhw, j * ps
+                            for i in range(m):
+                                tmp[dst + i] = np.float64(xf[src + i])
+                    for i in range(m):
+                        a0 += tmp[i]
+                        a1 += tmp[i + ps]
+                        a2 += tmp[i + np.uint64(2) * ps]
+                        a3 += tmp[i + np.uint64(3) * ps]
+                        a4 += tmp[i + np.uint64(4) * ps]
+                        a5 += tmp[i + np.uint64(5) * ps]
+                        a6 += tmp[i + np.uint64(6) * ps]
+                        a7 += tmp[i + np.uint64(7) * ps]
             t = blk * GLOBAL_PLANES
             of[t] = a0 / d
             of[t + 1] = a1 / d
@@ -272,6 +288,8 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, 
 
 #: planes global_avg_pool2d sums side by side: its eight accumulators a0..a7
 GLOBAL_PLANES = 8
+#: values of each of those planes global_avg_pool2d converts to float64 at a time (8 x 512 x 8 bytes: 32 KiB)
+GLOBAL_SEGMENT = 512
 
 
 @njit(**JIT)

@@ -76,7 +76,10 @@ bytes and purpose before any kernel runs (never a Numba ``SystemError``).
   tap order), ``adaptive_max``, ``adaptive_avg``; each parallel over (n, c) planes, one Impl each; before
   the avg ones, ``numba:avg_pool:direct/global`` and ``numba:adaptive_avg_pool:direct/global`` (a 1x1
   output: ``global_avg_pool2d``, one float64 sum per plane in the same order, eight planes side by side;
-  no workspace).
+  no workspace); before the general max and avg ones, ``numba:max_pool:direct/2x2`` and
+  ``numba:avg_pool:direct/2x2`` (kernel 2, stride 2, no padding, every window whole: ``max_pool2x2`` and
+  ``avg_pool2x2``, each output's scan or float64 sum written out, chunks of output rows on the workers;
+  the general kernels' results bit for bit; no workspace).
 
 Gradients (kernels in ``_numba_grad``); every one sums each output's terms in a fixed order, no atomics,
 so results are bitwise reproducible run to run:
