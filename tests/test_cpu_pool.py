@@ -508,6 +508,15 @@ def _chunked_ops():
     ops.append(("global avg", "global_avg_pool2d", lambda: numba_cpu.avg_pool_global(sp, xp),
                 lambda out: testing.assert_pool_close(out, fastconv.avg_pool2d(xp, (6, 7), backend="numpy"),
                                                       sp, xp)))
+    for shape, wshape, kw in (((3, 6, 14, 14), (16, 6, 5, 5), {}),                          # LeNet's conv2
+                              ((1, 4, 11, 11), (10, 2, 3, 3), dict(stride=2, padding=1, groups=2))):
+        rng = np.random.default_rng(len(shape) + wshape[0])
+        xq, wq = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(wshape).astype(np.float32)
+        sq = fastconv.conv_spec(xq, wq, None, **kw)
+        ops.append((f"planes {shape}", "conv2d_planes_chunks",
+                    lambda sq=sq, xq=xq, wq=wq: numba_cpu.conv_planes(sq, xq, wq),
+                    lambda out, sq=sq, xq=xq, wq=wq, kw=kw: testing.assert_conv_close(
+                        out, fastconv.conv2d(xq, wq, backend="numpy", **kw), sq, xq, wq, None)))
     x2 = np.random.default_rng(6).standard_normal((3, 7, 9, 10)).astype(np.float32)  # 84 output rows
     s2, s2i = fastconv.pool_spec("max", x2, 2), fastconv.pool_spec("max", x2, 2, return_indices=True)
     sa = fastconv.pool_spec("avg", x2, 2)
@@ -565,12 +574,61 @@ class _Spec:
     """Stands in for a spec: the launch record lives in its ``__dict__``."""
 
 
+def test_a_slower_kernel_that_loses_two_ticks_counts_a_stall(monkeypatch):
+    """A 2.3 ms static launch (claimed: 4 ms) that takes 8 ms on a busy machine (two 4 ms ticks) stalls; one
+    lost tick on a quiet machine (6.4 ms) does not."""
+    monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 7.0)
+    spec, seq = _Spec(), []
+    for t in (0.0023, 0.0023, 0.0064, 0.0023, 0.0064, 0.008, 0.008, 0.008):
+        path, state = numba_cpu._launch_path(spec, "k")
+        numba_cpu._launch_took(state, path, 0.004 if path else t)
+        seq.append(path)
+    assert seq == [0, 1, 0, 0, 0, 0, 0, 1]    # static first, claimed once, then static until two 8 ms in a row
+
+
+def test_an_unlucky_claimed_measurement_is_taken_again(monkeypatch):
+    """Busy from the first call: the static launches and the one claimed launch all took 8 ms (each lost two
+    ticks), so no static launch can be a stall. After LAUNCH_REPROBE static launches the claimed path is
+    measured again (0.5 ms now); then 8 ms static launches stall. A problem with a quick static launch
+    (under LAUNCH_STALL_S) is never re-measured: its claimed path keeps its first time."""
+    monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 11.0)
+    n = numba_cpu.LAUNCH_REPROBE
+    spec, seq = _Spec(), []
+    claimed = iter([0.008, 0.0005])
+    for _ in range(n + 5):
+        path, state = numba_cpu._launch_path(spec, "k")
+        numba_cpu._launch_took(state, path, next(claimed) if path else 0.008)
+        seq.append(path)
+    assert seq == [0, 1] + [0] * n + [1, 0, 0]      # ...and the next launch is claimed (held)
+    assert numba_cpu._launch_path(spec, "k")[0] == 1
+    quick, seq = _Spec(), []
+    for _ in range(4 * n):
+        path, state = numba_cpu._launch_path(quick, "k")
+        numba_cpu._launch_took(state, path, 0.004 if path else 0.0004)
+        seq.append(path)
+    assert seq == [0, 1] + [0] * (4 * n - 2)
+
+
+def test_a_static_launch_much_slower_than_slow_claimed_chunks_counts_a_stall(monkeypatch):
+    """Busy from the first call, a larger kernel: claimed chunks take 5 ms, static launches 8 ms (within
+    the quickest plus LAUNCH_STALL_S, but 1.6x the claimed): stalls. Claimed chunks under LAUNCH_STALL_S
+    (a tiny kernel's) are judged by the absolute line only: 1.6x theirs is no stall."""
+    monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 9.0)
+    for claimed, static, want in ((0.005, 0.008, [0, 1, 0, 0, 1]), (0.0007, 0.0011, [0, 1, 0, 0, 0])):
+        spec, seq = _Spec(), []
+        for _ in range(5):
+            path, state = numba_cpu._launch_path(spec, "k")
+            numba_cpu._launch_took(state, path, claimed if path else static)
+            seq.append(path)
+        assert seq == want, (claimed, static)
+
+
 def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed_chunks(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: now[0])
     spec, other = _Spec(), _Spec()
     seq = []
-    stall = 2 * 0.001 + numba_cpu.LAUNCH_STALL_S         # the line: twice the quickest (1 ms) plus the slack
+    stall = 0.001 + numba_cpu.LAUNCH_STALL_S             # the line: the quickest (1 ms) plus the slack
 
     def launch(static_s, claimed_s=0.002):
         path, state = numba_cpu._launch_path(spec, "k")
@@ -601,7 +659,7 @@ def test_stalls_are_judged_against_the_quicker_path_when_every_static_launch_was
     too; the claimed launch's 0.7 ms is the yardstick."""
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 5.0)
     spec, seq = _Spec(), []
-    slow = 2 * 0.0007 + numba_cpu.LAUNCH_STALL_S + 0.001
+    slow = 0.0007 + numba_cpu.LAUNCH_STALL_S + 0.001
     for _ in range(5):
         path, state = numba_cpu._launch_path(spec, "k")
         numba_cpu._launch_took(state, path, 0.0007 if path else slow)

@@ -885,11 +885,11 @@ _CACHE_CHILD = """
 import numpy as np, fastconv
 from fastconv._backends import numba_cpu
 x = np.ones((2, 4, 9, 9), np.float32); w = np.ones((4, 4, 3, 3), np.float32)
-fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")   # conv2d_planes, by rule
+fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")   # conv2d_planes_chunks (one thread), by rule
 fastconv.max_pool2d(x, 3, 2, 1, backend="numba")
 fastconv.adaptive_avg_pool2d(x, 3, backend="numba")
 k = numba_cpu.kernels()
-print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_planes", "max_pool2d", "adaptive_pool2d")))
+print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_planes_chunks", "max_pool2d", "adaptive_pool2d")))
 """
 
 

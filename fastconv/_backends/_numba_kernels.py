@@ -26,7 +26,8 @@ Modules:
 - ``_numba_winograd``  Winograd F(4x4, 3x3): ``winograd_filter``, ``winograd_input``, ``winograd_output``
 - ``_numba_winograd_weight``  its weight gradient, F(3x3, 4x4): ``winograd_dy``, ``winograd_weight_output``,
                      ``winograd_weight_resum`` (with the forward's ``winograd_input``)
-- ``_numba_planes``  ``conv2d_planes`` (any conv: whole zero-padded planes, padded zeros multiplied in)
+- ``_numba_planes``  ``conv2d_planes_chunks`` (any conv: whole zero-padded planes, padded zeros multiplied in;
+                     CHUNKED) and its static launch ``conv2d_planes``
 - ``*_serial``       ``max_pool2d``, ``avg_pool2d`` and ``conv2d_planes`` compiled without parallel loops
                      (``_numba_common.serial_twin``), for problems too small to split
 - ``*_prange``       the ``CHUNKED`` kernels' chunks in one parallel loop (one chunk per iteration)
@@ -61,13 +62,13 @@ from ._numba_depthwise_grad import (CBLK, LW, conv2d_depthwise_input, conv2d_dep
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
                           avg_pool2x2, avg_pool2x2_prange, global_avg_pool2d, global_avg_pool2d_prange, max_pool2d,
                           max_pool2d_serial, max_pool2x2, max_pool2x2_prange)
-from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_serial
+from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_chunks, conv2d_planes_chunks_prange, conv2d_planes_serial
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 from ._numba_winograd_weight import winograd_dy, winograd_weight_output, winograd_weight_resum
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
-           "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "avg_pool2d_serial", "max_pool2d_serial",
+           "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "conv2d_planes_chunks", "conv2d_planes_chunks_prange", "avg_pool2d_serial", "max_pool2d_serial",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
            "global_avg_pool2d", "max_pool2x2", "avg_pool2x2", "max_pool2x2_prange", "avg_pool2x2_prange",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",
@@ -98,6 +99,7 @@ KERNELS = {
     "conv2d_depthwise_flat": ConvGeometry,
     "conv2d_planes": ConvGeometry,
     "conv2d_planes_serial": ConvGeometry,
+    "conv2d_planes_chunks": ConvGeometry,
     "im2col_pack": ConvGeometry,
     "im2col_pack_rows": ConvGeometry,
     "max_pool2d": PoolGeometry,
@@ -135,7 +137,7 @@ GRAD_KERNELS = {
 #: (``_cpu_pool.run_chunks``), whichever took less time for the problem lately
 CHUNKED = ("conv2d_depthwise_phase", "conv2d_depthwise_flat", "global_avg_pool2d", "conv2d_depthwise_input",
            "conv2d_depthwise_weight", "conv2d_depthwise_weight_phase", "conv2d_depthwise_weight_cblock",
-           "max_pool2x2", "avg_pool2x2")
+           "max_pool2x2", "avg_pool2x2", "conv2d_planes_chunks")
 
 #: the 3-D kernels launched from Python (forward and gradients): (the record type of their geometry
 #: argument, whether it runs a parallel prange), as GRAD_KERNELS; tests/test_numba_3d.py checks them. The

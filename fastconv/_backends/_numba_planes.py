@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy, ucopy_rows
+from ._numba_common import INLINE, JIT_CONV, JIT_CONV_SERIAL, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy, ucopy_rows
 
 #: output channels per block: four accumulators share each input value loaded
 KB4 = 4
@@ -119,12 +119,14 @@ def _tap1(a0, a1, a2, a3, n, buf, base, o0, wf, w0, w1, w2, w3):
         a3[i] += z * x0
 
 
-@njit(**JIT_CONV)
-def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
+@njit(**JIT_CONV_SERIAL)
+def conv2d_planes_chunks(x, w, b, out, geo, kruns, buf, acc, c0, c1, nchunk):
     """Items (n, g, run of output channels): ``kruns`` runs per group (each a whole number of KB4 blocks),
-    N*G*kruns items in ``bufs.shape[0]`` parallel chunks; chunk ``ch`` copies planes into ``bufs[ch]``
-    (C/G phase-split planes, zero on entry: its padding positions are never written) and accumulates in
-    ``accs[ch]`` (KB4 x LT). The caller allocates both (``numba_cpu.planes_plan``)."""
+    N*G*kruns items cut into ``nchunk`` chunks, of which this (serial) call runs [c0, c1) in order: it copies
+    planes into ``buf`` (C/G phase-split planes, zero on entry: its padding positions are never written, so
+    one buffer serves any number of chunks) and accumulates in ``acc`` (KB4 x LT). Which chunks one call runs
+    changes no bit of the result (an item's outputs and their arithmetic are fixed by the item). The caller
+    allocates both (``numba_cpu.planes_plan``)."""
     sh, sw, dh, dw = geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w
     G = geo.groups
     N, C, H, W = x.shape
@@ -133,7 +135,7 @@ def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
     Kg = K // G
     RS = R * S
     R3 = RS - RS % 3
-    lt = accs.shape[2]
+    lt = acc.shape[1]
     Hq = (geo.extent_h + sh - 1) // sh
     Wq = (geo.extent_w + sw - 1) // sw
     HW = Hq * Wq
@@ -147,56 +149,65 @@ def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
     nblk = (Kg + KB4 - 1) // KB4
     per_run = (nblk + kruns - 1) // kruns
     ntask = N * G * kruns
-    nchunk = bufs.shape[0]
     PQ = P * Q
-    for ch in prange(nchunk):
-        buf = bufs[ch]
-        acc = accs[ch]
-        a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
-        last = -1
-        for t in range(ch * ntask // nchunk, (ch + 1) * ntask // nchunk):
-            ng = t // kruns
-            n = ng // G
-            g = ng % G
-            if ng != last:      # this chunk's previous item may have copied these planes already
+    a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+    last = -1
+    for t in range(c0 * ntask // nchunk, c1 * ntask // nchunk):
+        ng = t // kruns
+        n = ng // G
+        g = ng % G
+        if ng != last:      # this chunk's previous item may have copied these planes already
+            for c in range(Cg):
+                _copy_planes(xf, (n * C + g * Cg + c) * H * W, H, W, buf, c * PB, HW, geo, Hq, Wq, lo, hi)
+            last = ng
+        kend = (g + 1) * Kg - 1
+        blk0 = (t % kruns) * per_run
+        for blk in range(blk0, min(nblk, blk0 + per_run)):
+            k0 = g * Kg + blk * KB4
+            # a short block (Kg not a multiple of KB4) computes its last channel again in the rest
+            k1, k2, k3 = min(k0 + 1, kend), min(k0 + 2, kend), min(k0 + 3, kend)
+            for i0 in range(0, L, lt):
+                m = min(lt, L - i0)
+                bv0, bv1, bv2, bv3 = b[k0], b[k1], b[k2], b[k3]
+                for i in range(m):
+                    a0[i] = bv0
+                    a1[i] = bv1
+                    a2[i] = bv2
+                    a3[i] = bv3
                 for c in range(Cg):
-                    _copy_planes(xf, (n * C + g * Cg + c) * H * W, H, W, buf, c * PB, HW, geo, Hq, Wq, lo, hi)
-                last = ng
-            kend = (g + 1) * Kg - 1
-            blk0 = (t % kruns) * per_run
-            for blk in range(blk0, min(nblk, blk0 + per_run)):
-                k0 = g * Kg + blk * KB4
-                # a short block (Kg not a multiple of KB4) computes its last channel again in the rest
-                k1, k2, k3 = min(k0 + 1, kend), min(k0 + 2, kend), min(k0 + 3, kend)
-                for i0 in range(0, L, lt):
-                    m = min(lt, L - i0)
-                    bv0, bv1, bv2, bv3 = b[k0], b[k1], b[k2], b[k3]
-                    for i in range(m):
-                        a0[i] = bv0
-                        a1[i] = bv1
-                        a2[i] = bv2
-                        a3[i] = bv3
-                    for c in range(Cg):
-                        base = c * PB + i0
-                        for j in range(0, R3, 3):
-                            _taps3(a0, a1, a2, a3, m, buf, base, toff[j], toff[j + 1], toff[j + 2], wf,
-                                   (k0 * Cg + c) * RS + j, (k1 * Cg + c) * RS + j, (k2 * Cg + c) * RS + j,
-                                   (k3 * Cg + c) * RS + j)
-                        for j in range(R3, RS):
-                            _tap1(a0, a1, a2, a3, m, buf, base, toff[j], wf, (k0 * Cg + c) * RS + j,
-                                  (k1 * Cg + c) * RS + j, (k2 * Cg + c) * RS + j, (k3 * Cg + c) * RS + j)
-                    # output rows p whose columns [p*Wq, p*Wq + Q) meet the tile [i0, i0 + m)
-                    for p in range(i0 // Wq, min(P, (i0 + m - 1) // Wq + 1)):
-                        q0 = max(0, i0 - p * Wq)
-                        q1 = min(Q, i0 + m - p * Wq)
-                        if q1 > q0:
-                            src = p * Wq + q0 - i0
-                            o = n * K * PQ + p * Q + q0
-                            ucopy(of, o + k0 * PQ, a0, src, q1 - q0, 1)
-                            ucopy(of, o + k1 * PQ, a1, src, q1 - q0, 1)
-                            ucopy(of, o + k2 * PQ, a2, src, q1 - q0, 1)
-                            ucopy(of, o + k3 * PQ, a3, src, q1 - q0, 1)
+                    base = c * PB + i0
+                    for j in range(0, R3, 3):
+                        _taps3(a0, a1, a2, a3, m, buf, base, toff[j], toff[j + 1], toff[j + 2], wf,
+                               (k0 * Cg + c) * RS + j, (k1 * Cg + c) * RS + j, (k2 * Cg + c) * RS + j,
+                               (k3 * Cg + c) * RS + j)
+                    for j in range(R3, RS):
+                        _tap1(a0, a1, a2, a3, m, buf, base, toff[j], wf, (k0 * Cg + c) * RS + j,
+                              (k1 * Cg + c) * RS + j, (k2 * Cg + c) * RS + j, (k3 * Cg + c) * RS + j)
+                # output rows p whose columns [p*Wq, p*Wq + Q) meet the tile [i0, i0 + m)
+                for p in range(i0 // Wq, min(P, (i0 + m - 1) // Wq + 1)):
+                    q0 = max(0, i0 - p * Wq)
+                    q1 = min(Q, i0 + m - p * Wq)
+                    if q1 > q0:
+                        src = p * Wq + q0 - i0
+                        o = n * K * PQ + p * Q + q0
+                        ucopy(of, o + k0 * PQ, a0, src, q1 - q0, 1)
+                        ucopy(of, o + k1 * PQ, a1, src, q1 - q0, 1)
+                        ucopy(of, o + k2 * PQ, a2, src, q1 - q0, 1)
+                        ucopy(of, o + k3 * PQ, a3, src, q1 - q0, 1)
 
+
+@njit(**JIT_CONV)
+def conv2d_planes(x, w, b, out, geo, kruns, bufs, accs):
+    """``conv2d_planes_chunks`` in ``bufs.shape[0]`` chunks on Numba's threads, chunk ``ch`` in ``bufs[ch]`` and
+    ``accs[ch]`` (a static split: the quicker launch on a quiet machine; ``numba_cpu._on_workers`` chooses
+    between it and claimed chunks). Its serial twin runs a problem too small to split."""
+    nchunk = bufs.shape[0]
+    for ch in prange(nchunk):
+        conv2d_planes_chunks(x, w, b, out, geo, kruns, bufs[ch], accs[ch], ch, ch + 1, nchunk)
+
+
+#: the static launch of ``conv2d_planes_chunks`` (``_numba_kernels.CHUNKED``) is ``conv2d_planes`` itself
+conv2d_planes_chunks_prange = conv2d_planes
 
 #: the serial twin, for problems too small to split (the fast path of a repeat call)
 conv2d_planes_serial = serial_twin(conv2d_planes)

@@ -17,9 +17,10 @@ one of its reasons, never a hand-over to another kernel:
 - ``numba:conv:direct/depthwise``: C/groups == 1: ``conv2d_depthwise`` (taps clipped to the input, exact for
   every weight).
 - ``numba:conv:direct/planes``: every 1-D/2-D conv whose padded planes are not mostly unused (the phase
-  kernel's bound below): ``conv2d_planes`` (``_numba_planes``: per image, group and run of output channels,
-  the input planes zero-padded and split into stride phases once, then four output channels at a time
-  take every tap as one long loop over a tile of the flat output plane). For few channels and small
+  kernel's bound below): ``conv2d_planes_chunks`` (``_numba_planes``: per image, group and run of output
+  channels, the input planes zero-padded and split into stride phases once, then four output channels at
+  a time take every tap as one long loop over a tile of the flat output plane), its items in chunks on
+  :func:`_on_workers` (static ``conv2d_planes`` or claimed chunks), a small problem on its serial twin. For few channels and small
   planes (LeNet's convs, 4.5x faster than ``blocked`` at N=1, 2.6x at N=64 on this project's 2-core
   machine). It multiplies padded zeros in (``zero_fills_padding``).
 - ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
@@ -343,25 +344,33 @@ def _on_workers(spec, name: str, nchunk: int, run, launch, scratch=None) -> None
 #: seconds a problem's chunked kernel runs on claiming workers after its static launch stalled twice in a
 #: row (then the static launch is tried again)
 LAUNCH_HOLD_S = 1.0
-#: a static launch stalled when it took more than twice the quickest launch of the problem plus this. A
-#: region waiting for a thread on a taken core lost two 4 ms scheduler ticks (8 ms) on this project's VMs;
-#: a quiet one now and then one tick (4.1-4.3 ms, twice in a row in a bench run beside PyTorch): with 1 ms
-#: here those sent a quiet 0.35 ms depthwise layer to claimed chunks (0.7 ms) half the time
+#: a static launch stalled when it took more than the quickest launch of the problem plus this. A region
+#: waiting for a thread on a taken core lost two 4 ms scheduler ticks (8 ms) on this project's VMs; a quiet
+#: one now and then one tick (4.1-4.3 ms, twice in a row in a bench run beside PyTorch): with 1 ms here
+#: those sent a quiet 0.35 ms depthwise layer to claimed chunks (0.7 ms) half the time. (The line was twice
+#: the quickest plus this until 2026-12-04: a 2.3 ms planes conv then took 8 ms busy and never counted one.)
 LAUNCH_STALL_S = 5e-3
+#: ... or more than this times the claimed path's quickest, where that is at least LAUNCH_STALL_S (below it,
+#: one lost tick would already be a multiple of a quick launch)
+LAUNCH_STALL_RATIO = 1.5
+#: static launches after which the claimed path is measured again while no static launch was quicker than
+#: LAUNCH_STALL_S (doubling each time, up to LAUNCH_REPROBE_MAX)
+LAUNCH_REPROBE, LAUNCH_REPROBE_MAX = 16, 1024
 
 
 def _launch_path(spec, name: str):
     """(path, state) for one chunked launch of ``spec``'s kernel ``name``: 0 Numba's static ``prange``,
-    1 claimed chunks. ``state``: [quickest static launch, quickest claimed one, stalls in a row, claimed
-    until]. The first launch is static, the second claimed (each path's quickest known); then static,
-    except until ``state[3]`` (:func:`_launch_took`)."""
+    1 claimed chunks. ``state``: [quickest static launch, quickest claimed one (None: to be measured), stalls
+    in a row, claimed until, static launches since the claimed path was measured, the launches after which
+    it is measured again]. The first launch is static, the second claimed (each path's quickest known); then
+    static, except until ``state[3]`` or when the claimed path is to be measured again (:func:`_launch_took`)."""
     launches = spec.__dict__.get("_launches_")
     if launches is None:
         launches = {}
         object.__setattr__(spec, "_launches_", launches)
     state = launches.get(name)
     if state is None:
-        state = launches[name] = [None, None, 0, 0.0]
+        state = launches[name] = [None, None, 0, 0.0, 0, LAUNCH_REPROBE]
     if state[0] is None:
         return 0, state
     if state[1] is None or time.monotonic() < state[3]:
@@ -370,19 +379,33 @@ def _launch_path(spec, name: str):
 
 
 def _launch_took(state, path: int, seconds: float) -> None:
-    """Record a launch: each path's quickest; a static launch slower than twice the quickest of either
-    plus LAUNCH_STALL_S is a stall, and the second stall in a row sends the problem to claimed chunks for
-    LAUNCH_HOLD_S (one slow launch is noise: a pause's first call, a tick lost)."""
+    """Record a launch: each path's quickest; a static launch slower than the quickest of either plus
+    LAUNCH_STALL_S is a stall, and so is one slower than LAUNCH_STALL_RATIO x the claimed path's quickest
+    where that is itself at least LAUNCH_STALL_S (a problem whose claimed chunks take 5 ms on a busy machine
+    and whose static launch 8 ms); the second stall in a row sends the problem to claimed chunks for
+    LAUNCH_HOLD_S (one slow launch is noise: a pause's first call, a tick lost). While no static launch has
+    been quicker than LAUNCH_STALL_S, the claimed path is measured again after LAUNCH_REPROBE static
+    launches, then after twice as many, up to LAUNCH_REPROBE_MAX: busy from the first call, both paths'
+    first launches may have lost two ticks (8 ms each), and then no static launch could ever be a stall."""
     quickest = state[path]
     state[path] = seconds if quickest is None else min(quickest, seconds)
-    if path != 0 or state[1] is None:
+    if path != 0:
+        state[4] = 0
         return
-    if seconds > 2 * min(state[0], state[1]) + LAUNCH_STALL_S:
+    if state[1] is None:
+        return
+    line = min(state[0], state[1]) + LAUNCH_STALL_S
+    if state[1] >= LAUNCH_STALL_S:
+        line = min(line, LAUNCH_STALL_RATIO * state[1])
+    if seconds > line:
         state[2] += 1
         if state[2] >= 2:
             state[2], state[3] = 0, time.monotonic() + LAUNCH_HOLD_S
-    else:
-        state[2] = 0
+        return
+    state[2] = 0
+    state[4] += 1
+    if state[0] >= LAUNCH_STALL_S and state[4] >= state[5]:
+        state[1], state[5] = None, min(2 * state[5], LAUNCH_REPROBE_MAX)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -506,6 +529,11 @@ def planes_plan(spec):
             k.KB4 * min(k.LT, flat))
 
 
+def planes_items(spec, runs: int) -> int:
+    """``conv2d_planes_chunks``'s items: (image, group, run of output channels)."""
+    return max(1, spec.N * spec.groups) * runs
+
+
 def _planes_workspace(spec):
     nchunk, _, buf, acc = planes_plan(spec)
     return {"phase-split planes": nchunk * buf * spec.itemsize, "accumulators": nchunk * acc * spec.itemsize}
@@ -516,23 +544,36 @@ def conv_planes(spec, x, w, b=None):
 
 
 def _bind_conv_planes(spec, serial=False, launch=None):
-    """:func:`conv_planes` with its kernel (``serial``: its serial twin), geometry, plan and zero bias
-    worked out once (the plan under the caller's thread count, which the memo key fixes; a one-thread
-    run's chunks are what fits it)."""
+    """:func:`conv_planes` with its geometry, plan and zero bias worked out once (the plan under the caller's
+    thread count, which the memo key fixes; a one-thread run's chunks are what fits it). ``serial``: one call
+    of the serial twin through its entry point; else the items in a few chunks per thread on
+    :func:`_on_workers` (the static launch ``conv2d_planes``, one chunk per worker, or claimed chunks)."""
     k = kernels()
-    kern, geo = (launch or _Launch)(k.conv2d_planes_serial if serial else k.conv2d_planes), k.conv_geometry(spec)
+    geo = k.conv_geometry(spec)
     with _threads_of_run(spec):
         nchunk, runs, buf, acc = planes_plan(spec)
     layout, dtype, zero = spec.output_layout, np.dtype(spec.dtype), _zero_bias(spec)
-    bufs_shape, accs_shape = (nchunk, buf), (nchunk, k.KB4, acc // k.KB4)
+
+    def scratch(n):
+        return (workspace("the planes kernel's padded planes", (n, buf), dtype, zero=True),
+                workspace("the planes kernel's accumulators", (n, k.KB4, acc // k.KB4), dtype))
+    if serial:
+        kern = (launch or _Launch)(k.conv2d_planes_serial)
+
+        def go(x, w, b=None):
+            out = np.empty(layout, dtype=dtype)
+            kern(x, w, zero if b is None else b, out, geo, runs, *scratch(nchunk))
+            return out
+        go.threadless = True
+        return go
+    chunks = _chunks(planes_items(spec, runs))
 
     def go(x, w, b=None):
         out = np.empty(layout, dtype=dtype)
-        bufs = workspace("the planes kernel's padded planes", bufs_shape, dtype, zero=True)
-        accs = workspace("the planes kernel's accumulators", accs_shape, dtype)
-        kern(x, w, zero if b is None else b, out, geo, runs, bufs, accs)
+        args = (x, w, zero if b is None else b, out, geo, runs)
+        _on_workers(spec, "planes", chunks, lambda *c: k.conv2d_planes_chunks(*args, *c),
+                    lambda bufs, accs, m: k.conv2d_planes(*args, bufs, accs), scratch)
         return out
-    go.threadless = serial
     return go
 
 
