@@ -575,13 +575,14 @@ class _Spec:
 
 
 def test_a_slower_kernel_that_loses_two_ticks_counts_a_stall(monkeypatch):
-    """A 2.3 ms static launch (claimed: 4 ms) that takes 8 ms on a busy machine (two 4 ms ticks) stalls; one
-    lost tick on a quiet machine (6.4 ms) does not."""
+    """A 2.3 ms static launch (claimed: 1.9 ms, so the absolute line: 6.9 ms) that takes 8 ms on a busy
+    machine (two 4 ms ticks) stalls; one lost tick on a quiet machine (6.4 ms) does not. (The line was
+    twice the quickest plus LAUNCH_STALL_S, 8.8 ms, which two lost ticks never crossed.)"""
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 7.0)
     spec, seq = _Spec(), []
     for t in (0.0023, 0.0023, 0.0064, 0.0023, 0.0064, 0.008, 0.008, 0.008):
         path, state = numba_cpu._launch_path(spec, "k")
-        numba_cpu._launch_took(state, path, 0.004 if path else t)
+        numba_cpu._launch_took(state, path, 0.0019 if path else t)
         seq.append(path)
     assert seq == [0, 1, 0, 0, 0, 0, 0, 1]    # static first, claimed once, then static until two 8 ms in a row
 
@@ -610,11 +611,12 @@ def test_an_unlucky_claimed_measurement_is_taken_again(monkeypatch):
 
 
 def test_a_static_launch_much_slower_than_slow_claimed_chunks_counts_a_stall(monkeypatch):
-    """Busy from the first call, a larger kernel: claimed chunks take 5 ms, static launches 8 ms (within
-    the quickest plus LAUNCH_STALL_S, but 1.6x the claimed): stalls. Claimed chunks under LAUNCH_STALL_S
-    (a tiny kernel's) are judged by the absolute line only: 1.6x theirs is no stall."""
+    """Busy from the first call, a larger kernel: claimed chunks take 4 or 5 ms, static launches 8 ms (within
+    the quickest plus LAUNCH_STALL_S, but 1.6-2x the claimed): stalls. Claimed chunks under
+    LAUNCH_RATIO_MIN_S (a small kernel's) are judged by the absolute line only: 1.6x theirs is no stall."""
     monkeypatch.setattr(numba_cpu.time, "monotonic", lambda: 9.0)
-    for claimed, static, want in ((0.005, 0.008, [0, 1, 0, 0, 1]), (0.0007, 0.0011, [0, 1, 0, 0, 0])):
+    for claimed, static, want in ((0.005, 0.008, [0, 1, 0, 0, 1]), (0.004, 0.008, [0, 1, 0, 0, 1]),
+                                  (0.0015, 0.0024, [0, 1, 0, 0, 0]), (0.0007, 0.0011, [0, 1, 0, 0, 0])):
         spec, seq = _Spec(), []
         for _ in range(5):
             path, state = numba_cpu._launch_path(spec, "k")
@@ -630,13 +632,13 @@ def test_a_static_launch_that_stalls_twice_in_a_row_sends_the_problem_to_claimed
     seq = []
     stall = 0.001 + numba_cpu.LAUNCH_STALL_S             # the line: the quickest (1 ms) plus the slack
 
-    def launch(static_s, claimed_s=0.002):
+    def launch(static_s, claimed_s=0.0015):         # (claimed under LAUNCH_RATIO_MIN_S: the absolute line)
         path, state = numba_cpu._launch_path(spec, "k")
         numba_cpu._launch_took(state, path, claimed_s if path else static_s)
         seq.append(path)
     launch(0.001)
     launch(0.001)
-    assert seq == [0, 1]                       # each path measured once: quickest 1 ms and 2 ms
+    assert seq == [0, 1]                       # each path measured once: quickest 1 ms and 1.5 ms
     for t in (0.001, stall * 1.05, 0.001, stall * 1.05, stall * 0.95):
         launch(t)                              # stalls, but never two in a row
     assert seq[2:] == [0] * 5

@@ -350,9 +350,11 @@ LAUNCH_HOLD_S = 1.0
 #: those sent a quiet 0.35 ms depthwise layer to claimed chunks (0.7 ms) half the time. (The line was twice
 #: the quickest plus this until 2026-12-04: a 2.3 ms planes conv then took 8 ms busy and never counted one.)
 LAUNCH_STALL_S = 5e-3
-#: ... or more than this times the claimed path's quickest, where that is at least LAUNCH_STALL_S (below it,
-#: one lost tick would already be a multiple of a quick launch)
-LAUNCH_STALL_RATIO = 1.5
+#: ... or more than LAUNCH_STALL_RATIO times the claimed path's quickest, where that is at least
+#: LAUNCH_RATIO_MIN_S: a busy machine's 8 ms static launch against claimed chunks of 4-5 ms (a kernel of 2 ms
+#: quiet). Below it a quiet launch that lost one tick would pass the ratio, and claimed chunks (whose
+#: workers wake 0.1-2 ms late) would then cost a sub-millisecond kernel up to 2x for LAUNCH_HOLD_S
+LAUNCH_STALL_RATIO, LAUNCH_RATIO_MIN_S = 1.5, 2e-3
 #: static launches after which the claimed path is measured again while no static launch was quicker than
 #: LAUNCH_STALL_S (doubling each time, up to LAUNCH_REPROBE_MAX)
 LAUNCH_REPROBE, LAUNCH_REPROBE_MAX = 16, 1024
@@ -381,8 +383,8 @@ def _launch_path(spec, name: str):
 def _launch_took(state, path: int, seconds: float) -> None:
     """Record a launch: each path's quickest; a static launch slower than the quickest of either plus
     LAUNCH_STALL_S is a stall, and so is one slower than LAUNCH_STALL_RATIO x the claimed path's quickest
-    where that is itself at least LAUNCH_STALL_S (a problem whose claimed chunks take 5 ms on a busy machine
-    and whose static launch 8 ms); the second stall in a row sends the problem to claimed chunks for
+    where that is itself at least LAUNCH_RATIO_MIN_S (a problem whose claimed chunks take 4 ms on a busy
+    machine and whose static launch 8 ms); the second stall in a row sends the problem to claimed chunks for
     LAUNCH_HOLD_S (one slow launch is noise: a pause's first call, a tick lost). While no static launch has
     been quicker than LAUNCH_STALL_S, the claimed path is measured again after LAUNCH_REPROBE static
     launches, then after twice as many, up to LAUNCH_REPROBE_MAX: busy from the first call, both paths'
@@ -395,7 +397,7 @@ def _launch_took(state, path: int, seconds: float) -> None:
     if state[1] is None:
         return
     line = min(state[0], state[1]) + LAUNCH_STALL_S
-    if state[1] >= LAUNCH_STALL_S:
+    if state[1] >= LAUNCH_RATIO_MIN_S:
         line = min(line, LAUNCH_STALL_RATIO * state[1])
     if seconds > line:
         state[2] += 1
