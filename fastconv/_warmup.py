@@ -186,6 +186,9 @@ _CONV = (
 _POOL = ((2, {"stride": 2}), (3, {"stride": 1, "padding": 1}), (6, {}), (3, {"stride": 2, "ceil_mode": True}))
 #: adaptive pools (output size from a 6-wide input): pairs, any window, global
 _ADAPTIVE = (3, 4, 1)
+#: channels of the pools' 6-wide inputs: 16, two of the global average pool's blocks of 8 planes, so that
+#: its warm run (``NumbaImpl.warm``) splits it and launches its parallel twin
+POOL_CHANNELS = 16
 
 
 def _conv_problems(op: str, nd: int, dtype: str, n: int):
@@ -208,7 +211,7 @@ def _conv_problems(op: str, nd: int, dtype: str, n: int):
 def _pool_problems(op: str, nd: int, dtype: str, n: int):
     from ._spec import pool_grad_spec, pool_spec, unpool_spec
     kind = op.replace("_pool", "").replace("_backward", "")
-    x, = _arrays(dtype, (n, 2) + (6,) * nd)
+    x, = _arrays(dtype, (n, POOL_CHANNELS) + (6,) * nd)
     if kind.startswith("adaptive"):
         settings = [{"output_size_": (o,) * nd} for o in _ADAPTIVE]
     else:

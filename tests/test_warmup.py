@@ -313,11 +313,13 @@ def test_warm_runs_reach_the_chunked_kernels_prange_twins():
     if numba_cpu._threads() < 2:
         pytest.skip("Numba runs one thread here: the _prange twins never launch")
     k = numba_cpu.kernels()
-    for it in _warmup.plan("numba", ops=["conv", "conv_input", "conv_weight", "avg_pool"], dtypes=["float64"]).items:
+    ops = ["conv", "conv_input", "conv_weight", "avg_pool", "max_pool"]
+    for it in _warmup.plan("numba", ops=ops, dtypes=["float64"]).items:
         _warmup.run_item("numba", it)
-    # (global_avg_pool2d's twin is not among them: a tiny pool is one chunk, CHUNK_MIN_BYTES; warmup names
-    # it among the kernels larger problems reach)
-    for n in ("conv2d_depthwise_phase", "conv2d_depthwise_input", "conv2d_depthwise_weight_phase"):
+    # (the pools' too: a tiny pool is one chunk by CHUNK_MIN_BYTES, except while warming)
+    assert numba_cpu.CHUNK_MIN_BYTES > 1 and numba_cpu._chunk_min_bytes() == numba_cpu.CHUNK_MIN_BYTES
+    for n in ("conv2d_depthwise_phase", "conv2d_depthwise_input", "conv2d_depthwise_weight_phase",
+              "global_avg_pool2d", "avg_pool2x2", "max_pool2x2", "conv2d_planes_chunks"):
         assert any(str(sig[0].dtype) == "float64" for sig in getattr(k, n + "_prange").signatures), n
     assert "conv2d_depthwise_phase_prange" in {u.split(" (")[0] for u in _warmup._NumbaLedger().unreached(["float16"])}
 

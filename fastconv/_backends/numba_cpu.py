@@ -218,6 +218,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -1489,7 +1490,7 @@ def _row_chunks(spec) -> int:
     """Parallel chunks of a kernel cut by output rows (the N*C*P rows of ``max_pool2x2``/``avg_pool2x2``): a
     few per thread (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
     nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
-    return max(1, min(_chunks(spec.N * spec.C * spec.P), nbytes // CHUNK_MIN_BYTES))
+    return max(1, min(_chunks(spec.N * spec.C * spec.P), nbytes // _chunk_min_bytes()))
 
 
 def max_pool_2x2(spec, x):
@@ -2007,13 +2008,22 @@ def conv_weight_im2col(spec, x, dy):
 #: costs a few microseconds, about the time to move this many bytes
 CHUNK_MIN_BYTES = 64 << 10
 
+#: ``warming``: set on a thread for the duration of :meth:`NumbaImpl.warm` (``fastconv warmup``'s tiny
+#: problems are then cut into chunks as a large one would be, so their parallel launches compile too)
+_WARMING = threading.local()
+
+
+def _chunk_min_bytes() -> int:
+    """CHUNK_MIN_BYTES, or 1 while this thread warms (:meth:`NumbaImpl.warm`)."""
+    return 1 if getattr(_WARMING, "on", False) else CHUNK_MIN_BYTES
+
 
 def _plane_chunks(spec, planes: int = 1) -> int:
     """Parallel chunks of a plane kernel working on blocks of ``planes`` (n, c) planes: a few per thread
     (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
     blocks = -(-spec.N * spec.C // planes)
     nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
-    return max(1, min(_chunks(blocks), nbytes // CHUNK_MIN_BYTES))
+    return max(1, min(_chunks(blocks), nbytes // _chunk_min_bytes()))
 
 
 def max_pool_backward(spec, dy, indices):
@@ -2402,10 +2412,16 @@ class NumbaImpl(FunctionImpl):
         return serial
 
     def warm(self, spec, *arrays):
-        """``fastconv warmup``'s extra run: on all of Numba's threads whatever the problem's size, so that
-        what only a problem big enough to split launches (the CHUNKED kernels' ``_prange`` twins, in
-        :func:`_on_workers`) compiles ahead too."""
-        return self._fn(spec, *arrays)
+        """``fastconv warmup``'s extra run: on all of Numba's threads whatever the problem's size, and with
+        chunks of any size (:func:`_chunk_min_bytes`, on this thread only), so that what only a problem big
+        enough to split launches (the CHUNKED kernels' ``_prange`` twins, in :func:`_on_workers`) compiles
+        ahead too."""
+        before = getattr(_WARMING, "on", False)
+        _WARMING.on = True
+        try:
+            return self._fn(spec, *arrays)
+        finally:
+            _WARMING.on = before
 
     def __init__(self, op, algo, fn, *, workspace=None, capped=False, **kw):
         super().__init__("numba", op, algo, fn, dtypes=DTYPES, **kw)
