@@ -691,14 +691,21 @@ def _exercise_every_kernel():
     k.im2col_pack(x, 0, 0, k.conv_geometry(spec), np.empty((4 * 9, spec.P * spec.Q), np.float32), 0)
     k.im2col_pack_rows(x, 0, 0, k.conv_geometry(spec), np.empty((4 * 9, spec.P * spec.Q), np.float32), 0, 0,
                        spec.P)     # (the forward runs it for bands of an image too big for one workspace)
+    # conv2d_planes is the planes kernel's static launch, which a problem small enough to run on one thread
+    # never takes (impl.run above ran its chunks on the calling thread): launch it with two chunks
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    spec = fastconv.conv_spec(x, w, None, 1, 1)
+    _, runs, buf, acc = numba_cpu.planes_plan(spec)
+    k.conv2d_planes(x, w, np.zeros(4, np.float32), np.empty(spec.output_layout, np.float32), k.conv_geometry(spec),
+                    runs, np.zeros((2, buf), np.float32), np.empty((2, k.KB4, acc // k.KB4), np.float32))
     fastconv.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
     fastconv.avg_pool2d(x, 3, 2, 1, backend="numba")
     fastconv.avg_pool2d(x, (3, 7), (2, 5), (1, 3), ceil_mode=True, backend="numba")   # per-window path
     fastconv.adaptive_avg_pool2d(x, 1, backend="numba")                              # global_avg_pool2d
     tiny = x[:1].copy()
-    for _ in range(2):     # a repeat call of a problem too small to split: the serial twins
-        fastconv.max_pool2d(tiny, 2, backend="numba")
-        fastconv.avg_pool2d(tiny, 2, backend="numba")
+    for _ in range(2):     # a repeat call of a problem too small to split: the serial twins (not 2x2 windows:
+        fastconv.max_pool2d(tiny, 3, 2, 1, backend="numba")      # those run max_pool2x2 / avg_pool2x2)
+        fastconv.avg_pool2d(tiny, 3, 2, 1, backend="numba")
         fastconv.conv2d(tiny, np.ones((2, 4, 3, 3), np.float32), backend="numba")
     fastconv.adaptive_max_pool2d(x, (4, 3), return_indices=True, backend="numba")
 
@@ -889,7 +896,8 @@ fastconv.conv2d(x, w, padding=1, backend="numba", algo="direct")   # conv2d_plan
 fastconv.max_pool2d(x, 3, 2, 1, backend="numba")
 fastconv.adaptive_avg_pool2d(x, 3, backend="numba")
 k = numba_cpu.kernels()
-print(*(sum(getattr(k, n).stats.cache_hits.values()) for n in ("conv2d_planes_chunks", "max_pool2d", "adaptive_pool2d")))
+print(*(sum(getattr(k, n).stats.cache_hits.values())
+        for n in ("conv2d_planes_chunks", "max_pool2d", "adaptive_pool2d")))
 """
 
 

@@ -62,13 +62,15 @@ from ._numba_depthwise_grad import (CBLK, LW, conv2d_depthwise_input, conv2d_dep
 from ._numba_pool import (GLOBAL_PLANES, PLANES, _avg_pool_per_window, adaptive_pool2d, avg_pool2d, avg_pool2d_serial,
                           avg_pool2x2, avg_pool2x2_prange, global_avg_pool2d, global_avg_pool2d_prange, max_pool2d,
                           max_pool2d_serial, max_pool2x2, max_pool2x2_prange)
-from ._numba_planes import KB4, LT, conv2d_planes, conv2d_planes_chunks, conv2d_planes_chunks_prange, conv2d_planes_serial
+from ._numba_planes import (KB4, LT, conv2d_planes, conv2d_planes_chunks, conv2d_planes_chunks_prange,
+                            conv2d_planes_serial)
 from ._numba_winograd import winograd_filter, winograd_input, winograd_output
 from ._numba_winograd_weight import winograd_dy, winograd_weight_output, winograd_weight_resum
 
 __all__ = ["AdaptiveWindows", "ConvGeometry", "PoolGeometry", "adaptive_windows", "conv_geometry", "pool_geometry",
            "KB", "conv2d_depthwise", "conv2d_depthwise_phase", "conv2d_direct", "im2col_pack", "im2col_pack_rows",
-           "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "conv2d_planes_chunks", "conv2d_planes_chunks_prange", "avg_pool2d_serial", "max_pool2d_serial",
+           "KB4", "LT", "conv2d_planes", "conv2d_planes_serial", "conv2d_planes_chunks", "conv2d_planes_chunks_prange",
+           "avg_pool2d_serial", "max_pool2d_serial",
            "PLANES", "_avg_pool_per_window", "adaptive_pool2d", "avg_pool2d", "max_pool2d", "GLOBAL_PLANES",
            "global_avg_pool2d", "max_pool2x2", "avg_pool2x2", "max_pool2x2_prange", "avg_pool2x2_prange",
            "CB", "KBW", "adaptive_avg_pool2d_backward", "avg_pool2d_backward", "col2im_add", "conv2d_input_direct",

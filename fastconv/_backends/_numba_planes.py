@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._numba_common import INLINE, JIT_CONV, JIT_CONV_SERIAL, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy, ucopy_rows
+from ._numba_common import (INLINE, JIT_CONV, JIT_CONV_SERIAL, serial_twin, tap_ranges, tolerate_corrupt_caches, ucopy,
+                            ucopy_rows)
 
 #: output channels per block: four accumulators share each input value loaded
 KB4 = 4

@@ -220,9 +220,9 @@ def global_avg_pool2d(x, out, geo, count_include_pad, divisor_override, c0, c1, 
     (avg_pool2d's rule). GLOBAL_PLANES planes are summed side by side (independent add chains in
     registers hide the add latency one chain per plane would expose), over float64 copies of the block's
     runs made GLOBAL_SEGMENT values at a time (vectorised conversions, one for the whole block where the
-    window is the plane, where converting each value inside the chains cost a quarter of the time); blocks are cut into ``nchunk`` chunks, of which this
-    (serial) call runs [c0, c1) (``numba_cpu`` hands chunks to its workers); the last chunk also sums the
-    planes after the last full block."""
+    window is the plane, where converting each value inside the chains cost a quarter of the time). The
+    blocks are cut into ``nchunk`` chunks, of which this (serial) call runs [c0, c1) (``numba_cpu`` hands
+    chunks to its workers); the last chunk also sums the planes after the last full block."""
     NC = x.shape[0] * x.shape[1]
     H, W = x.shape[2], x.shape[3]
     HW = H * W

@@ -20,9 +20,9 @@ one of its reasons, never a hand-over to another kernel:
   kernel's bound below): ``conv2d_planes_chunks`` (``_numba_planes``: per image, group and run of output
   channels, the input planes zero-padded and split into stride phases once, then four output channels at
   a time take every tap as one long loop over a tile of the flat output plane), its items in chunks on
-  :func:`_on_workers` (static ``conv2d_planes`` or claimed chunks), a small problem on its serial twin. For few channels and small
-  planes (LeNet's convs, 4.5x faster than ``blocked`` at N=1, 2.6x at N=64 on this project's 2-core
-  machine). It multiplies padded zeros in (``zero_fills_padding``).
+  :func:`_on_workers` (static ``conv2d_planes`` or claimed chunks), a small problem on its serial twin.
+  For few channels and small planes (LeNet's convs, 4.5x faster than ``blocked`` at N=1, 2.6x at N=64 on
+  this project's 2-core machine). It multiplies padded zeros in (``zero_fills_padding``).
 - ``numba:conv:direct/blocked``: every conv: ``conv2d_direct`` (blocked over output channels, vectorised
   over output columns), exact for every weight.
 - ``numba:conv:im2col/pointwise``: a 1x1 unstrided unpadded conv whose image fills a tile: the input is
