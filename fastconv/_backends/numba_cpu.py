@@ -525,7 +525,7 @@ def planes_plan(spec):
     hq, wq = -(-extent_h // sh), -(-extent_w // sw)
     k = kernels()
     blocks = -(-spec.K_per_group // k.KB4)
-    items = max(1, spec.N * spec.groups)      # (an empty batch is planned, never run)
+    items = planes_items(spec, 1)             # (an empty batch is planned, never run)
     runs = max(1, min(blocks, -(-_threads() // items)))
     flat = (spec.P - 1) * wq + spec.Q
     return (_threads_for(items * runs), runs, spec.C_per_group * sh * sw * hq * wq,
@@ -1487,10 +1487,9 @@ def _pool2x2_reasons(spec) -> List[str]:
 
 
 def _row_chunks(spec) -> int:
-    """Parallel chunks of a kernel cut by output rows (the N*C*P rows of ``max_pool2x2``/``avg_pool2x2``): a
-    few per thread (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
-    nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
-    return max(1, min(_chunks(spec.N * spec.C * spec.P), nbytes // _chunk_min_bytes()))
+    """Parallel chunks of a kernel cut by output rows (the N*C*P rows of ``max_pool2x2``/``avg_pool2x2``):
+    :func:`_sized_chunks` of them."""
+    return _sized_chunks(spec, spec.N * spec.C * spec.P)
 
 
 def max_pool_2x2(spec, x):
@@ -2018,12 +2017,18 @@ def _chunk_min_bytes() -> int:
     return 1 if getattr(_WARMING, "on", False) else CHUNK_MIN_BYTES
 
 
-def _plane_chunks(spec, planes: int = 1) -> int:
-    """Parallel chunks of a plane kernel working on blocks of ``planes`` (n, c) planes: a few per thread
-    (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one chunk)."""
-    blocks = -(-spec.N * spec.C // planes)
+def _sized_chunks(spec, tasks: int) -> int:
+    """Parallel chunks of ``tasks`` independent pieces of a pool-like kernel over all of ``spec``'s input and
+    output: a few per thread (``_chunks``), none smaller than CHUNK_MIN_BYTES (a tiny problem runs as one
+    chunk)."""
     nbytes = spec.N * spec.C * (spec.in_elems + spec.out_elems) * spec.itemsize
-    return max(1, min(_chunks(blocks), nbytes // _chunk_min_bytes()))
+    return max(1, min(_chunks(tasks), nbytes // _chunk_min_bytes()))
+
+
+def _plane_chunks(spec, planes: int = 1) -> int:
+    """Parallel chunks of a plane kernel working on blocks of ``planes`` (n, c) planes: :func:`_sized_chunks`
+    of the blocks."""
+    return _sized_chunks(spec, -(-spec.N * spec.C // planes))
 
 
 def max_pool_backward(spec, dy, indices):
